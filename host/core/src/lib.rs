@@ -1,0 +1,15 @@
+//! Core types shared by every Gatehouse crate: names, records, secrets and the in-band login syntax.
+//!
+//! This crate does no I/O. It defines what the store keeps and what the protocols pass around, so
+//! that the other crates agree on one vocabulary.
+
+pub mod login;
+pub mod names;
+pub mod records;
+pub mod secret;
+pub mod time;
+
+pub use login::{LoginError, LoginSpec, TargetSpec};
+pub use names::{Name, NameError};
+pub use records::*;
+pub use secret::{SecretBytes, SecretString};

@@ -1,0 +1,196 @@
+//! The in-band login syntax: how an SSH username names the gateway user, the target and options.
+//!
+//! `[key=value@]...gatewayuser@account@asset`, for example `otp=123456@alice@root@db1`. OpenSSH
+//! splits `user@host` at the last `@`, so `ssh alice@root@db1@gatehouse` passes the whole
+//! `alice@root@db1` as the username.
+
+use crate::names::{Name, NameError};
+use std::fmt;
+
+/// What the client asked for, parsed from the SSH username.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginSpec {
+    /// The gateway user to authenticate.
+    pub user: Name,
+    /// The target, or why the target part could not be understood. A malformed target does not
+    /// stop authentication: the user is told after logging in, which avoids an oracle and gives
+    /// a clear message instead of a bare "Permission denied".
+    pub target: Result<TargetSpec, LoginError>,
+    /// `key=value` pairs given before the user name, in order.
+    pub options: Vec<(String, String)>,
+}
+
+/// A target account on a target asset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetSpec {
+    pub account: Name,
+    pub asset: Name,
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.account, self.asset)
+    }
+}
+
+impl std::str::FromStr for TargetSpec {
+    type Err = LoginError;
+    /// Parses `account@asset`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || LoginError::MalformedTarget(s.to_string());
+        let (account, asset) = s.split_once('@').ok_or_else(malformed)?;
+        Ok(TargetSpec {
+            account: Name::new(account).map_err(|_| malformed())?,
+            asset: Name::new(asset).map_err(|_| malformed())?,
+        })
+    }
+}
+
+/// Why a username could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("no gateway user in `{0}`")]
+    NoUser(String),
+    #[error("invalid gateway user in `{input}`: {reason}")]
+    BadUser { input: String, reason: NameError },
+    #[error("malformed target `{0}`: expected `user@account@asset`")]
+    MalformedTarget(String),
+    #[error("malformed option `{0}`: expected `key=value`")]
+    MalformedOption(String),
+    #[error("username is longer than {} bytes", LoginSpec::MAX_LEN)]
+    TooLong,
+}
+
+impl LoginSpec {
+    pub const MAX_LEN: usize = 1024;
+    pub const MAX_OPTIONS: usize = 16;
+
+    /// Parses an SSH username. Fails only when no gateway user can be found; a malformed target
+    /// is kept in [`LoginSpec::target`].
+    pub fn parse(username: &str) -> Result<Self, LoginError> {
+        if username.len() > Self::MAX_LEN {
+            return Err(LoginError::TooLong);
+        }
+        let mut parts = username.split('@').peekable();
+        let mut options = Vec::new();
+        while let Some(part) = parts.peek() {
+            let Some((key, value)) = part.split_once('=') else {
+                break;
+            };
+            let key_ok = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !key_ok || options.len() >= Self::MAX_OPTIONS {
+                return Err(LoginError::MalformedOption((*part).to_string()));
+            }
+            options.push((key.to_string(), value.to_string()));
+            parts.next();
+        }
+        let rest: Vec<&str> = parts.collect();
+        let Some(user) = rest.first() else {
+            return Err(LoginError::NoUser(username.to_string()));
+        };
+        if user.is_empty() {
+            return Err(LoginError::NoUser(username.to_string()));
+        }
+        let user = Name::new(*user).map_err(|reason| LoginError::BadUser {
+            input: (*user).to_string(),
+            reason,
+        })?;
+        let target_text = rest.get(1..).unwrap_or_default().join("@");
+        let target = if rest.len() == 3 {
+            target_text.parse::<TargetSpec>()
+        } else {
+            Err(LoginError::MalformedTarget(username.to_string()))
+        };
+        Ok(LoginSpec {
+            user,
+            target,
+            options,
+        })
+    }
+
+    /// The value of an option given as `key=value@` in the username.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(input: &str) -> String {
+        match LoginSpec::parse(input) {
+            Err(e) => format!("error: {e}"),
+            Ok(spec) => {
+                let target = match &spec.target {
+                    Ok(t) => t.to_string(),
+                    Err(e) => format!("<{e}>"),
+                };
+                let options: Vec<String> =
+                    spec.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("user={} target={} options=[{}]", spec.user, target, options.join(","))
+            }
+        }
+    }
+
+    #[test]
+    fn parses_the_in_band_syntax() {
+        let cases = [
+            ("alice@root@db1", "user=alice target=root@db1 options=[]"),
+            (
+                "otp=123456@alice@root@db1",
+                "user=alice target=root@db1 options=[otp=123456]",
+            ),
+            (
+                "ticket=CHG-1@reason=a b@alice@root@db1",
+                "user=alice target=root@db1 options=[ticket=CHG-1,reason=a b]",
+            ),
+            (
+                "alice@root",
+                "user=alice target=<malformed target `alice@root`: expected `user@account@asset`> options=[]",
+            ),
+            (
+                "alice@@db1",
+                "user=alice target=<malformed target `@db1`: expected `user@account@asset`> options=[]",
+            ),
+            (
+                "alice",
+                "user=alice target=<malformed target `alice`: expected `user@account@asset`> options=[]",
+            ),
+            (
+                "alice@root@db1@extra",
+                "user=alice target=<malformed target `alice@root@db1@extra`: expected `user@account@asset`> options=[]",
+            ),
+            ("", "error: no gateway user in ``"),
+            ("@root@db1", "error: no gateway user in `@root@db1`"),
+            ("otp=1@", "error: no gateway user in `otp=1@`"),
+            ("=1@alice@root@db1", "error: malformed option `=1`: expected `key=value`"),
+            (
+                "al ice@root@db1",
+                "error: invalid gateway user in `al ice`: name `al ice` may only contain letters, digits, `.`, `_` and `-`, and may not start with `-` or `.`",
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(show(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_huge_usernames() {
+        let long = "a".repeat(LoginSpec::MAX_LEN + 1);
+        assert_eq!(LoginSpec::parse(&long), Err(LoginError::TooLong));
+    }
+
+    #[test]
+    fn option_lookup() {
+        let spec = LoginSpec::parse("otp=1@x=2@alice@root@db1").unwrap();
+        assert_eq!(spec.option("x"), Some("2"));
+        assert_eq!(spec.option("y"), None);
+    }
+}

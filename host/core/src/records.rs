@@ -1,0 +1,161 @@
+//! The records the store keeps. Secrets appear here only sealed ([`SealedSecret`]).
+
+use crate::names::Name;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A local gateway user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub name: Name,
+    /// PHC string of an argon2id hash; `None` means password login is disabled for this user.
+    pub password_hash: Option<String>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA... comment`) the user may log in with.
+    pub public_keys: Vec<String>,
+    pub groups: Vec<Name>,
+    pub created: Timestamp,
+}
+
+/// A group of gateway users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: Name,
+    pub description: String,
+    pub created: Timestamp,
+}
+
+/// How the gateway verifies an asset's SSH host key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum HostKeyPolicy {
+    /// Only this key (OpenSSH public key line) is accepted.
+    Pinned { key: String },
+    /// Trust on first use: the first key seen is recorded and becomes pinned.
+    TrustOnFirstUse,
+}
+
+/// A target machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Asset {
+    pub name: Name,
+    pub address: String,
+    pub port: u16,
+    pub host_key: HostKeyPolicy,
+    pub created: Timestamp,
+}
+
+/// A secret sealed by the vault: AEAD ciphertext bound to the account it belongs to.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    /// Which master key sealed it (for key rotation).
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.ciphertext.len())
+    }
+}
+
+/// An account on an asset, with the credential the gateway logs in with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: Name,
+    pub asset: Name,
+    /// Stable id, used as the AEAD associated data so ciphertexts cannot move between accounts.
+    pub id: String,
+    pub password: Option<SealedSecret>,
+    pub private_key: Option<SealedSecret>,
+    pub created: Timestamp,
+    pub secret_updated: Timestamp,
+}
+
+/// Who an entitlement is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Principal {
+    User(Name),
+    Group(Name),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::User(n) => write!(f, "user:{n}"),
+            Principal::Group(n) => write!(f, "group:{n}"),
+        }
+    }
+}
+
+/// An interim entitlement: a principal may open sessions to an account. Replaced by Cedar policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub principal: Principal,
+    pub account: Name,
+    pub asset: Name,
+    pub created: Timestamp,
+}
+
+/// One channel of a recorded session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    pub number: u32,
+    /// `shell`, `exec`, `subsystem:sftp`, ...
+    pub kind: String,
+    pub command: Option<String>,
+    pub exit_status: Option<u32>,
+    pub recorded: bool,
+}
+
+/// One gateway session (one client connection).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user: String,
+    pub account: String,
+    pub asset: String,
+    pub client: String,
+    pub protocol: String,
+    pub started: Timestamp,
+    pub ended: Option<Timestamp>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub channels: Vec<ChannelSummary>,
+    /// Why it ended badly, when it did.
+    pub error: Option<String>,
+}
+
+/// What happened, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    LoginOk,
+    LoginFailed,
+    AccessDenied,
+    TargetConnectOk,
+    TargetConnectFailed,
+    HostKeyRecorded,
+    ChannelOpened,
+    ChannelDenied,
+    SessionEnded,
+    AdminChange,
+}
+
+/// An audit event as stored. `seq` is assigned by the store and strictly increasing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub kind: AuditKind,
+    pub session: Option<String>,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub client: Option<String>,
+    /// Human-readable detail (never a secret).
+    pub detail: String,
+    /// Structured extras: policy ids, byte counts, reasons.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
