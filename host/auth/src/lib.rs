@@ -119,8 +119,10 @@ mod tests {
     use super::*;
     use gatehouse_core::time::Timestamp;
 
-    const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhn7Ne2n6d9dQqT0eqvAvUOMs2DqLZ6b6l3AfpZp4Ij a@test";
-    const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPQ0Xjs3bQzbGb1PfEYl6y6bB8wOCvjyFu4eVO8xPn2 b@test";
+    const KEY_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhn7Ne2n6d9dQqT0eqvAvUOMs2DqLZ6b6l3AfpZp4Ij a@test";
+    const KEY_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOPQ0Xjs3bQzbGb1PfEYl6y6bB8wOCvjyFu4eVO8xPn2 b@test";
 
     #[test]
     fn passwords_and_keys() {

@@ -1,1 +1,105 @@
-fn main() {}
+//! `gatehouse`: the command line and server binary. Glue only: the logic lives in `host/*` crates.
+
+mod admin;
+mod cli;
+mod datadir;
+mod demo;
+mod serve;
+mod session_cmd;
+mod socket;
+
+use admin::{AdminContext, AdminRequest, gather_inputs};
+use anyhow::Result;
+use clap::Parser;
+use cli::{AdminCommand, Cli, Command};
+use datadir::DataDir;
+use gatehouse_store::{Store, StoreError};
+use gatehouse_vault::{KeySource, Vault};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub(crate) fn key_override(cli: &Cli) -> Option<KeySource> {
+    match (&cli.master_key_file, &cli.master_key_env) {
+        (Some(path), _) => Some(KeySource::File(path.clone())),
+        (None, Some(var)) => Some(KeySource::Env(var.clone())),
+        (None, None) => None,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = DataDir::new(cli.data_dir.clone());
+    let overrides = key_override(&cli);
+    match cli.command {
+        Command::Init => {
+            let report = datadir::init(&dir, overrides)?;
+            println!("initialised `{}`", dir.root.display());
+            println!("  SSH host key  {}", report.host_key_fingerprint);
+            println!("  master key    {}", report.master_key);
+            Ok(())
+        }
+        Command::Serve(args) => serve::run(&dir, overrides, args.ssh_listen, None),
+        Command::Demo(args) => demo::run(&dir, overrides, args),
+        Command::Admin(command) => {
+            let output = run_admin(&dir, overrides, command)?;
+            print!("{output}");
+            Ok(())
+        }
+        Command::Session(command) => session_cmd::run(&dir, overrides, command),
+    }
+}
+
+/// Runs an admin command here, or in the running server when it holds the store.
+pub(crate) fn run_admin(
+    dir: &DataDir,
+    overrides: Option<KeySource>,
+    command: AdminCommand,
+) -> Result<String> {
+    dir.require_initialised()?;
+    let inputs = gather_inputs(&command)?;
+    let request = AdminRequest { command, inputs };
+    match Store::open(&dir.store()) {
+        Ok(store) => {
+            let dir_for_key = dir.clone();
+            let ctx = AdminContext {
+                store: Arc::new(store),
+                vault: Box::new(move || {
+                    Ok(Arc::new(Vault::new(
+                        dir_for_key.load_master_key(overrides.clone())?,
+                    )))
+                }),
+            };
+            admin::execute(&ctx, &request)
+        }
+        Err(StoreError::InUse(_)) => {
+            let response = socket::send(&dir.admin_socket(), &request)?;
+            if response.ok {
+                Ok(response.output)
+            } else {
+                anyhow::bail!("{}", response.output)
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}

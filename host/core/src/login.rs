@@ -132,9 +132,17 @@ mod tests {
                     Ok(t) => t.to_string(),
                     Err(e) => format!("<{e}>"),
                 };
-                let options: Vec<String> =
-                    spec.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!("user={} target={} options=[{}]", spec.user, target, options.join(","))
+                let options: Vec<String> = spec
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!(
+                    "user={} target={} options=[{}]",
+                    spec.user,
+                    target,
+                    options.join(",")
+                )
             }
         }
     }
@@ -170,7 +178,10 @@ mod tests {
             ("", "error: no gateway user in ``"),
             ("@root@db1", "error: no gateway user in `@root@db1`"),
             ("otp=1@", "error: no gateway user in `otp=1@`"),
-            ("=1@alice@root@db1", "error: malformed option `=1`: expected `key=value`"),
+            (
+                "=1@alice@root@db1",
+                "error: malformed option `=1`: expected `key=value`",
+            ),
             (
                 "al ice@root@db1",
                 "error: invalid gateway user in `al ice`: name `al ice` may only contain letters, digits, `.`, `_` and `-`, and may not start with `-` or `.`",

@@ -105,7 +105,10 @@ impl Authorizer {
             .ok_or_else(|| Denied::NoSuchAsset(target.asset.to_string()))?;
         let account: Account = self
             .store
-            .get(&ACCOUNTS, &account_key(target.asset.as_str(), target.account.as_str()))?
+            .get(
+                &ACCOUNTS,
+                &account_key(target.asset.as_str(), target.account.as_str()),
+            )?
             .ok_or_else(|| Denied::NoSuchAccount(target.to_string()))?;
         let grants: Vec<Grant> = self.store.list(&GRANTS)?;
         let reasons: Vec<String> = grants
@@ -223,15 +226,31 @@ mod tests {
             .unwrap();
         let authz = Authorizer::new(store);
         let target: TargetSpec = "root@db1".parse().unwrap();
-        let ok = authz.authorize_session(&user("alice", &["ops"]), &target).unwrap();
+        let ok = authz
+            .authorize_session(&user("alice", &["ops"]), &target)
+            .unwrap();
         assert_eq!(ok.reasons(), ["grant:g1"]);
         let cases = [
-            (user("bob", &[]), "root@db1", "no grant for `bob` on `root@db1`"),
-            (user("alice", &["ops"]), "root@db2", "asset `db2` does not exist"),
-            (user("alice", &["ops"]), "admin@db1", "account `admin@db1` does not exist"),
+            (
+                user("bob", &[]),
+                "root@db1",
+                "no grant for `bob` on `root@db1`",
+            ),
+            (
+                user("alice", &["ops"]),
+                "root@db2",
+                "asset `db2` does not exist",
+            ),
+            (
+                user("alice", &["ops"]),
+                "admin@db1",
+                "account `admin@db1` does not exist",
+            ),
         ];
         for (u, t, expected) in cases {
-            let err = authz.authorize_session(&u, &t.parse().unwrap()).unwrap_err();
+            let err = authz
+                .authorize_session(&u, &t.parse().unwrap())
+                .unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
         let forward = authz.authorize_channel(&ok, ChannelKind::DirectTcpip);

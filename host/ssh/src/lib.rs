@@ -1,1 +1,117 @@
-//! gatehouse-ssh
+//! The SSH gateway: russh server towards users, russh client towards targets, and the relay
+//! between them with recording.
+//!
+//! Entry point: [`serve`]. One client connection is one gateway session with one tracing span
+//! (session id, user, target, client address). The connection to the target is opened once per
+//! session, after authentication and authorization, and every client channel is relayed over it.
+
+mod messages;
+mod record;
+mod relay;
+mod server;
+mod session;
+pub mod target;
+
+use gatehouse_audit::Auditor;
+use gatehouse_auth::Authenticator;
+use gatehouse_policy::Authorizer;
+use gatehouse_store::Store;
+use gatehouse_vault::Vault;
+use russh::keys::PrivateKey;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use server::serve;
+
+/// Everything a session needs from the rest of Gatehouse.
+pub struct Services {
+    pub store: Arc<Store>,
+    pub vault: Arc<Vault>,
+    pub authenticator: Arc<Authenticator>,
+    pub authorizer: Authorizer,
+    pub auditor: Auditor,
+}
+
+/// Settings of the SSH gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The gateway's own host keys.
+    pub host_keys: Vec<PrivateKey>,
+    /// Where session recordings are written (`<dir>/<session-id>/`).
+    pub recordings_dir: PathBuf,
+    /// Environment variables a client may pass to the target (`LANG`, `LC_*` style patterns).
+    pub env_allow: Vec<String>,
+    /// Limit for connecting and logging in to a target.
+    pub connect_timeout: Duration,
+    /// Keep-alive interval towards clients and targets.
+    pub keepalive_interval: Duration,
+    /// For exec channels without a terminal, how many bytes per direction are kept in the
+    /// asciicast recording before it notes the truncation and only counts (0: no limit). Terminal
+    /// sessions are always recorded whole.
+    pub exec_record_limit: u64,
+    /// Messages queued per channel before backpressure reaches the TCP socket.
+    pub channel_buffer_size: usize,
+    /// SSH channel window.
+    pub window_size: u32,
+}
+
+impl GatewayConfig {
+    pub fn new(host_keys: Vec<PrivateKey>, recordings_dir: PathBuf) -> Self {
+        Self {
+            host_keys,
+            recordings_dir,
+            env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
+            connect_timeout: target::DEFAULT_CONNECT_TIMEOUT,
+            keepalive_interval: Duration::from_secs(30),
+            exec_record_limit: 8 * 1024 * 1024,
+            channel_buffer_size: 32,
+            window_size: 2 * 1024 * 1024,
+        }
+    }
+
+    /// Whether a client may set environment variable `name` on the target.
+    pub fn env_allowed(&self, name: &str) -> bool {
+        self.env_allow
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == pattern,
+            })
+    }
+}
+
+/// Algorithm preferences for both sides: AES-GCM first (hardware accelerated), no compression.
+pub(crate) fn preferred_algorithms() -> russh::Preferred {
+    russh::Preferred {
+        cipher: Cow::Borrowed(&[
+            russh::cipher::AES_256_GCM,
+            russh::cipher::AES_128_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+        ]),
+        compression: Cow::Borrowed(&[russh::compression::NONE]),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_allow_list() {
+        let config = GatewayConfig::new(vec![], PathBuf::new());
+        for (name, allowed) in [
+            ("LANG", true),
+            ("LC_ALL", true),
+            ("TZ", true),
+            ("LD_PRELOAD", false),
+            ("PATH", false),
+            ("LANGUAGE", false),
+        ] {
+            assert_eq!(config.env_allowed(name), allowed, "{name}");
+        }
+    }
+}

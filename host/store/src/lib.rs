@@ -50,7 +50,9 @@ pub fn account_key(asset: &str, account: &str) -> String {
 pub enum StoreError {
     #[error("the store at `{0}` is in use by another Gatehouse process")]
     InUse(String),
-    #[error("the store was written by a newer Gatehouse (schema {found}, this build knows {supported})")]
+    #[error(
+        "the store was written by a newer Gatehouse (schema {found}, this build knows {supported})"
+    )]
     SchemaTooNew { found: u64, supported: u64 },
     #[error("store record `{table}/{key}` is unreadable: {reason}")]
     Corrupt {
@@ -122,7 +124,14 @@ impl Store {
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
             // Make sure every table exists so readers never see "table does not exist".
-            for name in [USERS.name, GROUPS.name, ASSETS.name, ACCOUNTS.name, GRANTS.name, SESSIONS.name] {
+            for name in [
+                USERS.name,
+                GROUPS.name,
+                ASSETS.name,
+                ACCOUNTS.name,
+                GRANTS.name,
+                SESSIONS.name,
+            ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
             txn.open_table(AUDIT)?;
@@ -324,7 +333,12 @@ mod tests {
                 .unwrap();
             assert_eq!(e.seq, i + 1);
         }
-        let last: Vec<u64> = store.list_audit(Some(2)).unwrap().iter().map(|e| e.seq).collect();
+        let last: Vec<u64> = store
+            .list_audit(Some(2))
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(last, vec![4, 5]);
     }
 

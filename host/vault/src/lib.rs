@@ -162,7 +162,10 @@ fn check_file_mode(path: &Path) -> Result<(), VaultError> {
     if mode & 0o077 != 0 {
         return Err(VaultError::KeyFile {
             path: path.display().to_string(),
-            reason: format!("permissions {:o} are too open; run `chmod 600` on it", mode & 0o777),
+            reason: format!(
+                "permissions {:o} are too open; run `chmod 600` on it",
+                mode & 0o777
+            ),
         });
     }
     Ok(())
@@ -299,9 +302,14 @@ mod tests {
     #[test]
     fn seal_open_round_trip_and_binding() {
         let vault = Vault::new(MasterKey::generate());
-        let sealed = vault.seal("acct-1", SecretKind::Password, b"s3cret").unwrap();
+        let sealed = vault
+            .seal("acct-1", SecretKind::Password, b"s3cret")
+            .unwrap();
         assert_eq!(
-            vault.open("acct-1", SecretKind::Password, &sealed).unwrap().expose(),
+            vault
+                .open("acct-1", SecretKind::Password, &sealed)
+                .unwrap()
+                .expose(),
             b"s3cret"
         );
         assert!(!sealed.ciphertext.windows(6).any(|w| w == b"s3cret"));
@@ -318,7 +326,11 @@ mod tests {
         // Tampered: refused.
         let mut tampered = sealed.clone();
         tampered.ciphertext[0] ^= 1;
-        assert!(vault.open("acct-1", SecretKind::Password, &tampered).is_err());
+        assert!(
+            vault
+                .open("acct-1", SecretKind::Password, &tampered)
+                .is_err()
+        );
         // Another master key: refused with a clear reason.
         let other = Vault::new(MasterKey::generate());
         assert!(matches!(

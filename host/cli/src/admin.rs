@@ -1,0 +1,1000 @@
+//! Executing admin commands against the store. Secrets and files are read on the caller's side
+//! ([`gather_inputs`]) so that the same request can run here or in the running server.
+
+use crate::cli::*;
+use anyhow::{Context, Result, anyhow, bail};
+use gatehouse_core::time::Timestamp;
+use gatehouse_core::{
+    Account, Asset, AuditEvent, AuditKind, Grant, Group, HostKeyPolicy, Name, Principal,
+    SessionRecord, TargetSpec, User,
+};
+use gatehouse_store::{
+    ACCOUNTS, ASSETS, GRANTS, GROUPS, SESSIONS, Store, StoreError, Txn, USERS, account_key,
+};
+use gatehouse_vault::{SecretKind, Vault};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroize;
+
+/// Secrets and file contents a command needs, gathered before it runs.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Inputs {
+    pub password: Option<String>,
+    pub private_key: Option<String>,
+    pub public_keys: Vec<String>,
+    pub host_key: Option<String>,
+    /// Who asked (the operating-system user), for the audit trail.
+    pub actor: String,
+}
+
+impl Inputs {
+    /// Empty inputs for a request made by `actor`.
+    pub fn by(actor: impl Into<String>) -> Self {
+        let mut inputs = Self::default();
+        inputs.actor = actor.into();
+        inputs
+    }
+}
+
+impl Drop for Inputs {
+    fn drop(&mut self) {
+        self.password.zeroize();
+        self.private_key.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inputs([redacted])")
+    }
+}
+
+/// A command with its inputs: what travels over the admin socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminRequest {
+    pub command: AdminCommand,
+    pub inputs: Inputs,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub ok: bool,
+    pub output: String,
+}
+
+fn read_first_line_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let trimmed = line.trim_end_matches(['\n', '\r']).to_string();
+    line.zeroize();
+    if trimmed.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(trimmed)
+}
+
+fn read_file(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {what} `{}`", path.display()))
+}
+
+fn read_password(stdin: bool, file: &Option<std::path::PathBuf>) -> Result<Option<String>> {
+    if stdin {
+        return read_first_line_stdin().map(Some);
+    }
+    match file {
+        Some(path) => {
+            let mut text = read_file(path, "password file")?;
+            let first = text.lines().next().unwrap_or_default().to_string();
+            text.zeroize();
+            if first.is_empty() {
+                bail!("password file `{}` is empty", path.display());
+            }
+            Ok(Some(first))
+        }
+        None => Ok(None),
+    }
+}
+
+fn read_private_key(path: &Option<std::path::PathBuf>) -> Result<Option<String>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = read_file(path, "private key file")?;
+    if let Err(e) = russh::keys::decode_secret_key(&text, None) {
+        bail!(
+            "`{}` is not an unencrypted OpenSSH private key: {e}",
+            path.display()
+        );
+    }
+    Ok(Some(text))
+}
+
+/// Reads what a command needs from standard input and files.
+pub fn gather_inputs(command: &AdminCommand) -> Result<Inputs> {
+    let mut inputs = Inputs::by(std::env::var("USER").unwrap_or_else(|_| "local".into()));
+    match command {
+        AdminCommand::User(UserCommand::Add {
+            password_stdin,
+            key_files,
+            ..
+        }) => {
+            if *password_stdin {
+                inputs.password = Some(read_first_line_stdin()?);
+            }
+            for path in key_files {
+                inputs.public_keys.push(read_file(path, "public key file")?);
+            }
+        }
+        AdminCommand::User(UserCommand::SetPassword { .. }) => {
+            inputs.password = Some(read_first_line_stdin()?);
+        }
+        AdminCommand::User(UserCommand::AddKey { key_file, .. }) => {
+            inputs
+                .public_keys
+                .push(read_file(key_file, "public key file")?);
+        }
+        AdminCommand::Asset(AssetCommand::Add {
+            host_key,
+            host_key_file,
+            ..
+        }) => {
+            inputs.host_key = match (host_key, host_key_file) {
+                (Some(line), _) => Some(line.clone()),
+                (None, Some(path)) => Some(read_file(path, "host key file")?),
+                (None, None) => None,
+            };
+        }
+        AdminCommand::Account(
+            AccountCommand::Add {
+                password_stdin,
+                password_file,
+                key_file,
+                ..
+            }
+            | AccountCommand::SetSecret {
+                password_stdin,
+                password_file,
+                key_file,
+                ..
+            },
+        ) => {
+            inputs.password = read_password(*password_stdin, password_file)?;
+            inputs.private_key = read_private_key(key_file)?;
+        }
+        _ => {}
+    }
+    Ok(inputs)
+}
+
+/// What the executor works with.
+pub struct AdminContext {
+    pub store: Arc<Store>,
+    /// Loaded on demand: only commands that seal secrets need the master key.
+    pub vault: Box<dyn Fn() -> Result<Arc<Vault>> + Send + Sync>,
+}
+
+fn name(kind: &str, value: &str) -> Result<Name> {
+    Name::new(value).map_err(|e| anyhow!("invalid {kind}: {e}"))
+}
+
+fn target(value: &str) -> Result<TargetSpec> {
+    value
+        .parse::<TargetSpec>()
+        .map_err(|_| anyhow!("invalid target `{value}`: expected `ACCOUNT@ASSET`"))
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Formats rows as an aligned table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            let _ = write!(text, "{cell:<width$}  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+pub fn time_text(t: Timestamp) -> String {
+    humantime::format_rfc3339_seconds(t.to_system_time()).to_string()
+}
+
+fn audit_change(txn: &mut Txn<'_>, actor: &str, detail: String) -> Result<(), StoreError> {
+    // Audited in the same transaction as the change itself: both land or neither does.
+    txn.append_audit(AuditEvent {
+        seq: 0,
+        time: Timestamp::now(),
+        kind: AuditKind::AdminChange,
+        session: None,
+        user: Some(actor.to_string()),
+        target: None,
+        client: Some("cli".into()),
+        detail,
+        fields: Default::default(),
+    })
+    .map(|_| ())
+}
+
+/// Runs one admin command and returns what it prints.
+pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
+    let inputs = &request.inputs;
+    match &request.command {
+        AdminCommand::User(c) => user(ctx, c, inputs),
+        AdminCommand::Group(c) => group(ctx, c, inputs),
+        AdminCommand::Asset(c) => asset(ctx, c, inputs),
+        AdminCommand::Account(c) => account(ctx, c, inputs),
+        AdminCommand::Grant(c) => grant(ctx, c, inputs),
+        AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
+            let events = ctx.store.list_audit(*limit)?;
+            if j.json {
+                return json(&events);
+            }
+            let rows = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.seq.to_string(),
+                        time_text(e.time),
+                        serde_json::to_value(&e.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        e.user.clone().unwrap_or_default(),
+                        e.target.clone().unwrap_or_default(),
+                        e.detail.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(
+                &["SEQ", "TIME", "KIND", "USER", "TARGET", "DETAIL"],
+                &rows,
+            ))
+        }
+        AdminCommand::SessionRecord(SessionRecordCommand::List(_)) => {
+            json(&ctx.store.list(&SESSIONS)?)
+        }
+        AdminCommand::SessionRecord(SessionRecordCommand::Show { id }) => {
+            let record: Option<SessionRecord> = ctx.store.get(&SESSIONS, id)?;
+            json(&record)
+        }
+    }
+}
+
+fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<String> {
+    match command {
+        UserCommand::Add {
+            name: n, groups, ..
+        } => {
+            let user_name = name("user name", n)?;
+            let password_hash = inputs
+                .password
+                .as_deref()
+                .map(gatehouse_auth::hash_password)
+                .transpose()?;
+            let keys = parse_keys(&inputs.public_keys)?;
+            let groups = groups
+                .iter()
+                .map(|g| name("group name", g))
+                .collect::<Result<Vec<_>>>()?;
+            ctx.store.write(|txn| -> Result<()> {
+                if txn.get(&USERS, n)?.is_some() {
+                    bail!("user `{n}` already exists");
+                }
+                for g in &groups {
+                    if txn.get(&GROUPS, g.as_str())?.is_none() {
+                        bail!("group `{g}` does not exist");
+                    }
+                }
+                let record = User {
+                    name: user_name.clone(),
+                    password_hash,
+                    public_keys: keys,
+                    groups,
+                    created: Timestamp::now(),
+                };
+                txn.put(&USERS, n, &record)?;
+                audit_change(txn, &inputs.actor, format!("added user `{n}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("added user `{n}`\n"))
+        }
+        UserCommand::List(j) => {
+            let users: Vec<User> = ctx.store.list(&USERS)?;
+            if j.json {
+                return json(&users.iter().map(user_view).collect::<Vec<_>>());
+            }
+            let rows = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.name.to_string(),
+                        if u.password_hash.is_some() {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        u.public_keys.len().to_string(),
+                        u.groups
+                            .iter()
+                            .map(Name::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(&["NAME", "PASSWORD", "KEYS", "GROUPS"], &rows))
+        }
+        UserCommand::Show { name: n, json: j } => {
+            let u: User = ctx
+                .store
+                .get(&USERS, n)?
+                .ok_or_else(|| anyhow!("user `{n}` does not exist"))?;
+            let view = user_view(&u);
+            if j.json {
+                return json(&view);
+            }
+            let mut out = format!(
+                "user      {}\npassword  {}\ngroups    {}\ncreated   {}\n",
+                u.name,
+                if u.password_hash.is_some() {
+                    "set"
+                } else {
+                    "none"
+                },
+                view["groups"].as_array().map(|g| g.len()).unwrap_or(0),
+                time_text(u.created)
+            );
+            for key in &u.public_keys {
+                let _ = writeln!(out, "key       {}", key_summary(key));
+            }
+            Ok(out)
+        }
+        UserCommand::Remove { name: n } => {
+            ctx.store.write(|txn| -> Result<()> {
+                if !txn.delete(&USERS, n)? {
+                    bail!("user `{n}` does not exist");
+                }
+                let principal = Principal::User(name("user name", n)?);
+                remove_grants(txn, |g| g.principal == principal)?;
+                audit_change(txn, &inputs.actor, format!("removed user `{n}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("removed user `{n}`\n"))
+        }
+        UserCommand::SetPassword { name: n } => {
+            let hash = gatehouse_auth::hash_password(
+                inputs
+                    .password
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("no password given"))?,
+            )?;
+            update_user(ctx, n, inputs, "changed the password of", |u| {
+                u.password_hash = Some(hash.clone());
+                Ok(())
+            })
+        }
+        UserCommand::AddKey { name: n, .. } => {
+            let keys = parse_keys(&inputs.public_keys)?;
+            update_user(ctx, n, inputs, "added a public key to", |u| {
+                u.public_keys.extend(keys.iter().cloned());
+                Ok(())
+            })
+        }
+    }
+}
+
+fn update_user(
+    ctx: &AdminContext,
+    n: &str,
+    inputs: &Inputs,
+    verb: &str,
+    change: impl FnOnce(&mut User) -> Result<()>,
+) -> Result<String> {
+    ctx.store.write(|txn| -> Result<()> {
+        let mut u: User = txn
+            .get(&USERS, n)?
+            .ok_or_else(|| anyhow!("user `{n}` does not exist"))?;
+        change(&mut u)?;
+        txn.put(&USERS, n, &u)?;
+        audit_change(txn, &inputs.actor, format!("{verb} user `{n}`"))?;
+        Ok(())
+    })?;
+    Ok(format!("{verb} user `{n}`\n"))
+}
+
+fn parse_keys(texts: &[String]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for text in texts {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            gatehouse_auth::parse_public_key(line).map_err(|e| anyhow!("{e}"))?;
+            keys.push(line.to_string());
+        }
+    }
+    Ok(keys)
+}
+
+fn key_summary(line: &str) -> String {
+    match gatehouse_auth::parse_public_key(line) {
+        Ok(k) => format!(
+            "{} {}",
+            k.algorithm().as_str(),
+            k.fingerprint(Default::default())
+        ),
+        Err(_) => "(unreadable key)".into(),
+    }
+}
+
+fn user_view(u: &User) -> serde_json::Value {
+    serde_json::json!({
+        "name": u.name,
+        "password": u.password_hash.is_some(),
+        "public_keys": u.public_keys.iter().map(|k| key_summary(k)).collect::<Vec<_>>(),
+        "groups": u.groups,
+        "created": time_text(u.created),
+    })
+}
+
+fn remove_grants(txn: &mut Txn<'_>, pred: impl Fn(&Grant) -> bool) -> Result<usize> {
+    let grants: Vec<Grant> = txn.list(&GRANTS)?;
+    let mut removed = 0;
+    for g in grants.iter().filter(|g| pred(g)) {
+        txn.delete(&GRANTS, &g.id)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<String> {
+    match command {
+        GroupCommand::Add {
+            name: n,
+            description,
+        } => {
+            let group_name = name("group name", n)?;
+            ctx.store.write(|txn| -> Result<()> {
+                if txn.get(&GROUPS, n)?.is_some() {
+                    bail!("group `{n}` already exists");
+                }
+                let record = Group {
+                    name: group_name.clone(),
+                    description: description.clone(),
+                    created: Timestamp::now(),
+                };
+                txn.put(&GROUPS, n, &record)?;
+                audit_change(txn, &inputs.actor, format!("added group `{n}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("added group `{n}`\n"))
+        }
+        GroupCommand::List(j) => {
+            let groups: Vec<Group> = ctx.store.list(&GROUPS)?;
+            let users: Vec<User> = ctx.store.list(&USERS)?;
+            let members = |g: &Group| -> Vec<String> {
+                users
+                    .iter()
+                    .filter(|u| u.groups.contains(&g.name))
+                    .map(|u| u.name.to_string())
+                    .collect()
+            };
+            if j.json {
+                let view: Vec<_> = groups
+                    .iter()
+                    .map(|g| serde_json::json!({"name": g.name, "description": g.description, "members": members(g)}))
+                    .collect();
+                return json(&view);
+            }
+            let rows = groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name.to_string(),
+                        members(g).join(","),
+                        g.description.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(&["NAME", "MEMBERS", "DESCRIPTION"], &rows))
+        }
+        GroupCommand::Show { name: n, json: j } => {
+            let g: Group = ctx
+                .store
+                .get(&GROUPS, n)?
+                .ok_or_else(|| anyhow!("group `{n}` does not exist"))?;
+            let members: Vec<String> = ctx
+                .store
+                .list(&USERS)?
+                .into_iter()
+                .filter(|u: &User| u.groups.contains(&g.name))
+                .map(|u| u.name.to_string())
+                .collect();
+            if j.json {
+                return json(
+                    &serde_json::json!({"name": g.name, "description": g.description, "members": members}),
+                );
+            }
+            Ok(format!(
+                "group        {}\ndescription  {}\nmembers      {}\n",
+                g.name,
+                g.description,
+                members.join(", ")
+            ))
+        }
+        GroupCommand::Remove { name: n } => {
+            ctx.store.write(|txn| -> Result<()> {
+                if !txn.delete(&GROUPS, n)? {
+                    bail!("group `{n}` does not exist");
+                }
+                let group_name = name("group name", n)?;
+                for mut u in txn.list(&USERS)? {
+                    if u.groups.contains(&group_name) {
+                        u.groups.retain(|g| g != &group_name);
+                        txn.put(&USERS, u.name.as_str(), &u)?;
+                    }
+                }
+                let principal = Principal::Group(group_name);
+                remove_grants(txn, |g| g.principal == principal)?;
+                audit_change(txn, &inputs.actor, format!("removed group `{n}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("removed group `{n}`\n"))
+        }
+        GroupCommand::AddMember { group: g, user: u } => {
+            let group_name = name("group name", g)?;
+            if ctx.store.get(&GROUPS, g)?.is_none() {
+                bail!("group `{g}` does not exist");
+            }
+            update_user(ctx, u, inputs, &format!("added to group `{g}`:"), |user| {
+                if !user.groups.contains(&group_name) {
+                    user.groups.push(group_name.clone());
+                }
+                Ok(())
+            })
+        }
+        GroupCommand::RemoveMember { group: g, user: u } => {
+            let group_name = name("group name", g)?;
+            update_user(
+                ctx,
+                u,
+                inputs,
+                &format!("removed from group `{g}`:"),
+                |user| {
+                    if !user.groups.contains(&group_name) {
+                        bail!("user `{u}` is not in group `{g}`");
+                    }
+                    user.groups.retain(|x| x != &group_name);
+                    Ok(())
+                },
+            )
+        }
+    }
+}
+
+fn host_key_text(policy: &HostKeyPolicy) -> String {
+    match policy {
+        HostKeyPolicy::Pinned { key } => format!("pinned {}", key_summary(key)),
+        HostKeyPolicy::TrustOnFirstUse => "trust on first use (none seen yet)".into(),
+    }
+}
+
+fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<String> {
+    match command {
+        AssetCommand::Add {
+            name: n,
+            address,
+            port,
+            tofu,
+            ..
+        } => {
+            let asset_name = name("asset name", n)?;
+            if address.trim().is_empty() || address.contains(char::is_whitespace) {
+                bail!("invalid address `{address}`");
+            }
+            if *port == 0 {
+                bail!("invalid port 0");
+            }
+            let host_key = match (&inputs.host_key, tofu) {
+                (Some(text), _) => {
+                    let line = text
+                        .lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty() && !l.starts_with('#'))
+                        .ok_or_else(|| anyhow!("no host key given"))?;
+                    // Accept `known_hosts`-style lines too: skip a leading host pattern.
+                    let key = gatehouse_auth::parse_public_key(line)
+                        .or_else(|first| {
+                            line.split_once(' ')
+                                .map(|(_, rest)| gatehouse_auth::parse_public_key(rest))
+                                .unwrap_or(Err(first))
+                        })
+                        .map_err(|e| anyhow!("invalid host key: {e}"))?;
+                    HostKeyPolicy::Pinned {
+                        key: key.to_openssh()?,
+                    }
+                }
+                (None, true) => HostKeyPolicy::TrustOnFirstUse,
+                (None, false) => bail!(
+                    "give the asset's host key with `--host-key`/`--host-key-file`, or `--tofu` to trust the first one seen"
+                ),
+            };
+            let record = Asset {
+                name: asset_name,
+                address: address.clone(),
+                port: *port,
+                host_key,
+                created: Timestamp::now(),
+            };
+            ctx.store.write(|txn| -> Result<()> {
+                if txn.get(&ASSETS, n)?.is_some() {
+                    bail!("asset `{n}` already exists");
+                }
+                txn.put(&ASSETS, n, &record)?;
+                audit_change(
+                    txn,
+                    &inputs.actor,
+                    format!("added asset `{n}` at {address}:{port}"),
+                )?;
+                Ok(())
+            })?;
+            Ok(format!(
+                "added asset `{n}` ({})\n",
+                host_key_text(&record.host_key)
+            ))
+        }
+        AssetCommand::List(j) => {
+            let assets: Vec<Asset> = ctx.store.list(&ASSETS)?;
+            if j.json {
+                return json(&assets);
+            }
+            let rows = assets
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.to_string(),
+                        format!("{}:{}", a.address, a.port),
+                        host_key_text(&a.host_key),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(&["NAME", "ADDRESS", "HOST KEY"], &rows))
+        }
+        AssetCommand::Show { name: n, json: j } => {
+            let a: Asset = ctx
+                .store
+                .get(&ASSETS, n)?
+                .ok_or_else(|| anyhow!("asset `{n}` does not exist"))?;
+            if j.json {
+                return json(&a);
+            }
+            let accounts: Vec<String> = ctx
+                .store
+                .list(&ACCOUNTS)?
+                .into_iter()
+                .filter(|acc: &Account| acc.asset == a.name)
+                .map(|acc| acc.name.to_string())
+                .collect();
+            Ok(format!(
+                "asset     {}\naddress   {}:{}\nhost key  {}\naccounts  {}\ncreated   {}\n",
+                a.name,
+                a.address,
+                a.port,
+                host_key_text(&a.host_key),
+                accounts.join(", "),
+                time_text(a.created)
+            ))
+        }
+        AssetCommand::Remove { name: n } => {
+            ctx.store.write(|txn| -> Result<()> {
+                if !txn.delete(&ASSETS, n)? {
+                    bail!("asset `{n}` does not exist");
+                }
+                for acc in txn.list(&ACCOUNTS)? {
+                    if acc.asset.as_str() == n {
+                        txn.delete(&ACCOUNTS, &account_key(n, acc.name.as_str()))?;
+                    }
+                }
+                remove_grants(txn, |g| g.asset.as_str() == n)?;
+                audit_change(txn, &inputs.actor, format!("removed asset `{n}`"))?;
+                Ok(())
+            })?;
+            Ok(format!(
+                "removed asset `{n}` with its accounts and grants\n"
+            ))
+        }
+        AssetCommand::ResetHostKey { name: n } => {
+            ctx.store.write(|txn| -> Result<()> {
+                let mut a: Asset = txn
+                    .get(&ASSETS, n)?
+                    .ok_or_else(|| anyhow!("asset `{n}` does not exist"))?;
+                a.host_key = HostKeyPolicy::TrustOnFirstUse;
+                txn.put(&ASSETS, n, &a)?;
+                audit_change(
+                    txn,
+                    &inputs.actor,
+                    format!("reset the host key of asset `{n}`"),
+                )?;
+                Ok(())
+            })?;
+            Ok(format!(
+                "the next connection to `{n}` will trust and pin the host key it sees\n"
+            ))
+        }
+    }
+}
+
+fn seal_inputs(ctx: &AdminContext, account: &mut Account, inputs: &Inputs) -> Result<()> {
+    if inputs.password.is_none() && inputs.private_key.is_none() {
+        bail!("give a credential: `--password-stdin`, `--password-file` or `--key-file`");
+    }
+    let vault = (ctx.vault)()?;
+    account.password = inputs
+        .password
+        .as_deref()
+        .map(|p| vault.seal(&account.id, SecretKind::Password, p.as_bytes()))
+        .transpose()?;
+    account.private_key = inputs
+        .private_key
+        .as_deref()
+        .map(|k| vault.seal(&account.id, SecretKind::PrivateKey, k.as_bytes()))
+        .transpose()?;
+    account.secret_updated = Timestamp::now();
+    Ok(())
+}
+
+fn account_view(a: &Account) -> serde_json::Value {
+    serde_json::json!({
+        "account": a.name,
+        "asset": a.asset,
+        "id": a.id,
+        "password": a.password.is_some(),
+        "private_key": a.private_key.is_some(),
+        "created": time_text(a.created),
+        "secret_updated": time_text(a.secret_updated),
+    })
+}
+
+fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Result<String> {
+    match command {
+        AccountCommand::Add { target: t, .. } => {
+            let spec = target(t)?;
+            let mut record = Account {
+                name: spec.account.clone(),
+                asset: spec.asset.clone(),
+                id: uuid::Uuid::new_v4().to_string(),
+                password: None,
+                private_key: None,
+                created: Timestamp::now(),
+                secret_updated: Timestamp::now(),
+            };
+            seal_inputs(ctx, &mut record, inputs)?;
+            let key = account_key(spec.asset.as_str(), spec.account.as_str());
+            ctx.store.write(|txn| -> Result<()> {
+                if txn.get(&ASSETS, spec.asset.as_str())?.is_none() {
+                    bail!("asset `{}` does not exist", spec.asset);
+                }
+                if txn.get(&ACCOUNTS, &key)?.is_some() {
+                    bail!("account `{spec}` already exists");
+                }
+                txn.put(&ACCOUNTS, &key, &record)?;
+                audit_change(txn, &inputs.actor, format!("added account `{spec}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("added account `{spec}`\n"))
+        }
+        AccountCommand::SetSecret { target: t, .. } => {
+            let spec = target(t)?;
+            let key = account_key(spec.asset.as_str(), spec.account.as_str());
+            let mut record: Account = ctx
+                .store
+                .get(&ACCOUNTS, &key)?
+                .ok_or_else(|| anyhow!("account `{spec}` does not exist"))?;
+            seal_inputs(ctx, &mut record, inputs)?;
+            ctx.store.write(|txn| -> Result<()> {
+                txn.put(&ACCOUNTS, &key, &record)?;
+                audit_change(
+                    txn,
+                    &inputs.actor,
+                    format!("replaced the credential of `{spec}`"),
+                )?;
+                Ok(())
+            })?;
+            Ok(format!("replaced the credential of `{spec}`\n"))
+        }
+        AccountCommand::List { asset: a, json: j } => {
+            let accounts: Vec<Account> = ctx
+                .store
+                .list(&ACCOUNTS)?
+                .into_iter()
+                .filter(|acc: &Account| a.as_deref().is_none_or(|a| acc.asset.as_str() == a))
+                .collect();
+            if j.json {
+                return json(&accounts.iter().map(account_view).collect::<Vec<_>>());
+            }
+            let rows = accounts
+                .iter()
+                .map(|acc| {
+                    let mut kinds = Vec::new();
+                    if acc.password.is_some() {
+                        kinds.push("password");
+                    }
+                    if acc.private_key.is_some() {
+                        kinds.push("private key");
+                    }
+                    vec![
+                        format!("{}@{}", acc.name, acc.asset),
+                        kinds.join(" + "),
+                        time_text(acc.secret_updated),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(&["ACCOUNT", "CREDENTIAL", "UPDATED"], &rows))
+        }
+        AccountCommand::Show { target: t, json: j } => {
+            let spec = target(t)?;
+            let acc: Account = ctx
+                .store
+                .get(
+                    &ACCOUNTS,
+                    &account_key(spec.asset.as_str(), spec.account.as_str()),
+                )?
+                .ok_or_else(|| anyhow!("account `{spec}` does not exist"))?;
+            let view = account_view(&acc);
+            if j.json {
+                return json(&view);
+            }
+            Ok(format!(
+                "account      {spec}\nid           {}\npassword     {}\nprivate key  {}\nupdated      {}\n",
+                acc.id,
+                if acc.password.is_some() {
+                    "stored (sealed)"
+                } else {
+                    "none"
+                },
+                if acc.private_key.is_some() {
+                    "stored (sealed)"
+                } else {
+                    "none"
+                },
+                time_text(acc.secret_updated)
+            ))
+        }
+        AccountCommand::Remove { target: t } => {
+            let spec = target(t)?;
+            ctx.store.write(|txn| -> Result<()> {
+                if !txn.delete(
+                    &ACCOUNTS,
+                    &account_key(spec.asset.as_str(), spec.account.as_str()),
+                )? {
+                    bail!("account `{spec}` does not exist");
+                }
+                remove_grants(txn, |g| g.asset == spec.asset && g.account == spec.account)?;
+                audit_change(txn, &inputs.actor, format!("removed account `{spec}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("removed account `{spec}`\n"))
+        }
+    }
+}
+
+fn principal(args: &PrincipalArgs) -> Result<Principal> {
+    match (&args.user, &args.group) {
+        (Some(u), None) => Ok(Principal::User(name("user name", u)?)),
+        (None, Some(g)) => Ok(Principal::Group(name("group name", g)?)),
+        _ => bail!("give exactly one of `--user` and `--group`"),
+    }
+}
+
+fn grant(ctx: &AdminContext, command: &GrantCommand, inputs: &Inputs) -> Result<String> {
+    match command {
+        GrantCommand::Add {
+            principal: p,
+            target: t,
+        } => {
+            let who = principal(p)?;
+            let spec = target(t)?;
+            ctx.store.write(|txn| -> Result<()> {
+                match &who {
+                    Principal::User(u) if txn.get(&USERS, u.as_str())?.is_none() => {
+                        bail!("user `{u}` does not exist")
+                    }
+                    Principal::Group(g) if txn.get(&GROUPS, g.as_str())?.is_none() => {
+                        bail!("group `{g}` does not exist")
+                    }
+                    _ => {}
+                }
+                let key = account_key(spec.asset.as_str(), spec.account.as_str());
+                if txn.get(&ACCOUNTS, &key)?.is_none() {
+                    bail!("account `{spec}` does not exist");
+                }
+                let existing: Vec<Grant> = txn.list(&GRANTS)?;
+                if existing.iter().any(|g| {
+                    g.principal == who && g.asset == spec.asset && g.account == spec.account
+                }) {
+                    bail!("{who} already has a grant on `{spec}`");
+                }
+                let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+                let record = Grant {
+                    id: id.clone(),
+                    principal: who.clone(),
+                    account: spec.account.clone(),
+                    asset: spec.asset.clone(),
+                    created: Timestamp::now(),
+                };
+                txn.put(&GRANTS, &id, &record)?;
+                audit_change(
+                    txn,
+                    &inputs.actor,
+                    format!("granted {who} sessions on `{spec}`"),
+                )?;
+                Ok(())
+            })?;
+            Ok(format!("granted {who} sessions on `{spec}`\n"))
+        }
+        GrantCommand::List(j) => {
+            let grants: Vec<Grant> = ctx.store.list(&GRANTS)?;
+            if j.json {
+                return json(&grants);
+            }
+            let rows = grants
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.id.clone(),
+                        g.principal.to_string(),
+                        format!("{}@{}", g.account, g.asset),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(table(&["ID", "WHO", "TARGET"], &rows))
+        }
+        GrantCommand::Remove {
+            principal: p,
+            target: t,
+        } => {
+            let who = principal(p)?;
+            let spec = target(t)?;
+            ctx.store.write(|txn| -> Result<()> {
+                let removed = remove_grants(txn, |g| {
+                    g.principal == who && g.asset == spec.asset && g.account == spec.account
+                })?;
+                if removed == 0 {
+                    bail!("{who} has no grant on `{spec}`");
+                }
+                audit_change(txn, &inputs.actor, format!("revoked {who} on `{spec}`"))?;
+                Ok(())
+            })?;
+            Ok(format!("revoked {who} on `{spec}`\n"))
+        }
+    }
+}

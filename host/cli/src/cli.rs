@@ -1,0 +1,308 @@
+//! The command line: every `gatehouse` subcommand and its flags.
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about = "Privileged-access gateway for SSH", long_about = None)]
+pub struct Cli {
+    /// The data directory (store, keys, recordings).
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "gatehouse-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Read the master key from this file instead of the one `init` recorded.
+    #[arg(
+        long,
+        env = "GATEHOUSE_MASTER_KEY_FILE",
+        global = true,
+        conflicts_with = "master_key_env"
+    )]
+    pub master_key_file: Option<PathBuf>,
+    /// Read the master key (64 hex characters) from this environment variable.
+    #[arg(long, env = "GATEHOUSE_MASTER_KEY_ENV", global = true)]
+    pub master_key_env: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory: store, SSH host key, TLS key pair and master key.
+    Init,
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Set up a working demo (a local OpenSSH target, a user, a grant) and run the gateway.
+    Demo(DemoArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
+    /// Recorded sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for SSH clients.
+    #[arg(long, default_value = "0.0.0.0:2222")]
+    pub ssh_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address for SSH clients.
+    #[arg(long, default_value = "127.0.0.1:2222")]
+    pub ssh_listen: SocketAddr,
+    /// Port for the demo's own OpenSSH target on 127.0.0.1.
+    #[arg(long, default_value_t = 2200)]
+    pub target_port: u16,
+}
+
+/// Commands that read or change the store. They run in this process, or in the running server
+/// through its admin socket when the server holds the store.
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum AdminCommand {
+    /// Gateway users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Groups of gateway users.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Target machines.
+    #[command(subcommand)]
+    Asset(AssetCommand),
+    /// Accounts on assets and their vault credentials.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Entitlements: who may open sessions to which account.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Session records (for `play` and `export` see `gatehouse session`).
+    #[command(subcommand, hide = true)]
+    SessionRecord(SessionRecordCommand),
+}
+
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum UserCommand {
+    /// Add a user. The password is read from standard input, never from the command line.
+    Add {
+        name: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// An OpenSSH public key file the user may log in with (repeatable).
+        #[arg(long = "key-file")]
+        key_files: Vec<PathBuf>,
+        /// Groups to join (repeatable; they must exist).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// List users.
+    List(JsonFlag),
+    /// Show one user.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a user and the user's grants.
+    Remove { name: String },
+    /// Replace a user's password (read from standard input).
+    SetPassword { name: String },
+    /// Add a public key to a user.
+    AddKey { name: String, key_file: PathBuf },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum GroupCommand {
+    /// Add a group.
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List groups with their members.
+    List(JsonFlag),
+    /// Show one group.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a group, its memberships and its grants.
+    Remove { name: String },
+    /// Add a user to a group.
+    AddMember { group: String, user: String },
+    /// Remove a user from a group.
+    RemoveMember { group: String, user: String },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum AssetCommand {
+    /// Add an asset. Its SSH host key is pinned (`--host-key`, `--host-key-file`) or trusted on
+    /// first use (`--tofu`) and then enforced.
+    Add {
+        name: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        /// The host key as an OpenSSH public key line.
+        #[arg(long, conflicts_with_all = ["host_key_file", "tofu"])]
+        host_key: Option<String>,
+        /// A file holding the host key (for example `ssh_host_ed25519_key.pub`).
+        #[arg(long, conflicts_with = "tofu")]
+        host_key_file: Option<PathBuf>,
+        /// Trust the first host key seen, then enforce it.
+        #[arg(long)]
+        tofu: bool,
+    },
+    /// List assets.
+    List(JsonFlag),
+    /// Show one asset.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove an asset with its accounts and grants.
+    Remove { name: String },
+    /// Forget the pinned host key; the next connection trusts what it sees (after a re-key).
+    ResetHostKey { name: String },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum AccountCommand {
+    /// Add an account on an asset (`ACCOUNT@ASSET`) with its credential.
+    Add {
+        target: String,
+        /// Read the password from standard input (first line).
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
+        /// Read the password from a file (first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// An unencrypted OpenSSH private key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// List accounts (never their secrets).
+    List {
+        #[arg(long)]
+        asset: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one account (never its secret).
+    Show {
+        target: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove an account and its grants.
+    Remove { target: String },
+    /// Replace an account's credential.
+    SetSecret {
+        target: String,
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[group(required = true, multiple = false)]
+pub struct PrincipalArgs {
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum GrantCommand {
+    /// Let a user or group open sessions to `ACCOUNT@ASSET`.
+    Add {
+        #[command(flatten)]
+        principal: PrincipalArgs,
+        target: String,
+    },
+    /// List grants.
+    List(JsonFlag),
+    /// Remove a grant.
+    Remove {
+        #[command(flatten)]
+        principal: PrincipalArgs,
+        target: String,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum AuditCommand {
+    /// List audit events, oldest first.
+    List {
+        /// Only the last N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum SessionRecordCommand {
+    List(JsonFlag),
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions.
+    List(JsonFlag),
+    /// Show a session: its channels, commands and file transfers.
+    Show {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Replay a terminal channel in this terminal with its real timing.
+    Play {
+        id: String,
+        /// Which channel (default: the first recorded one).
+        #[arg(long)]
+        channel: Option<u32>,
+        /// Speed factor (2 plays twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap pauses at this many seconds.
+        #[arg(long)]
+        max_idle: Option<f64>,
+    },
+    /// Write a channel as an asciicast v2 file that `asciinema play` plays.
+    Export {
+        id: String,
+        #[arg(long)]
+        channel: Option<u32>,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}

@@ -1,0 +1,216 @@
+//! The data directory: where the store, keys, recordings and the admin socket live, and `init`.
+
+use anyhow::{Context, Result, bail};
+use gatehouse_vault::{KeySource, MasterKey};
+use russh::keys::PrivateKey;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// What `init` decided, kept in `settings.json` so that `serve` finds the same master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub master_key: MasterKeySetting,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MasterKeySetting {
+    File(PathBuf),
+    Env(String),
+}
+
+impl DataDir {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("gatehouse.redb")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("settings.json")
+    }
+    pub fn host_key(&self) -> PathBuf {
+        self.root.join("host_keys").join("ssh_host_ed25519_key")
+    }
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    pub fn recordings(&self) -> PathBuf {
+        self.root.join("recordings")
+    }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+    pub fn default_master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.settings().exists()
+    }
+
+    pub fn require_initialised(&self) -> Result<()> {
+        if !self.is_initialised() {
+            bail!(
+                "`{}` is not a Gatehouse data directory; run `gatehouse --data-dir {} init` first",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn load_settings(&self) -> Result<Settings> {
+        self.require_initialised()?;
+        let text = std::fs::read_to_string(self.settings())
+            .with_context(|| format!("reading `{}`", self.settings().display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not valid", self.settings().display()))
+    }
+
+    /// The master key source: an explicit override, else what `init` recorded.
+    pub fn key_source(&self, override_source: Option<KeySource>) -> Result<KeySource> {
+        if let Some(source) = override_source {
+            return Ok(source);
+        }
+        Ok(match self.load_settings()?.master_key {
+            MasterKeySetting::File(path) => KeySource::File(path),
+            MasterKeySetting::Env(var) => KeySource::Env(var),
+        })
+    }
+
+    pub fn load_master_key(&self, override_source: Option<KeySource>) -> Result<MasterKey> {
+        let source = self.key_source(override_source)?;
+        Ok(MasterKey::load(&source)?)
+    }
+
+    pub fn load_host_keys(&self) -> Result<Vec<PrivateKey>> {
+        let path = self.host_key();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading host key `{}`", path.display()))?;
+        let key = russh::keys::decode_secret_key(&text, None)
+            .with_context(|| format!("host key `{}` is not a valid OpenSSH key", path.display()))?;
+        Ok(vec![key])
+    }
+}
+
+/// Writes `contents` to a new file readable only by the owner.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating `{}`", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating `{}`", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A new random Ed25519 host key.
+pub fn generate_host_key() -> Result<PrivateKey> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, seed.as_mut());
+    Ok(PrivateKey::from(Ed25519Keypair::from_seed(&seed)))
+}
+
+/// What `init` created, for its report.
+pub struct InitReport {
+    pub host_key_fingerprint: String,
+    pub master_key: String,
+}
+
+/// Creates a data directory: store, SSH host key, TLS key pair, master key and settings.
+pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport> {
+    if dir.is_initialised() {
+        bail!(
+            "`{}` is already initialised; refusing to overwrite its keys",
+            dir.root.display()
+        );
+    }
+    create_private_dir(&dir.root)?;
+    create_private_dir(&dir.recordings())?;
+    create_private_dir(&dir.tls_dir())?;
+    if let Some(parent) = dir.host_key().parent() {
+        create_private_dir(parent)?;
+    }
+
+    // Master key: generated into the data directory unless the operator keeps it elsewhere.
+    let (setting, master_key_text) = match key_override {
+        None => {
+            let path = dir.default_master_key();
+            MasterKey::generate().write_new_file(&path)?;
+            (
+                MasterKeySetting::File(path.clone()),
+                format!("generated in `{}` (mode 0600)", path.display()),
+            )
+        }
+        Some(KeySource::File(path)) => {
+            if !path.exists() {
+                MasterKey::generate().write_new_file(&path)?;
+            }
+            MasterKey::load(&KeySource::File(path.clone()))?;
+            (
+                MasterKeySetting::File(path.clone()),
+                format!("from file `{}`", path.display()),
+            )
+        }
+        Some(KeySource::Env(var)) => {
+            MasterKey::load(&KeySource::Env(var.clone()))?;
+            (
+                MasterKeySetting::Env(var.clone()),
+                format!("from environment variable `{var}`"),
+            )
+        }
+    };
+
+    let host_key = generate_host_key()?;
+    let pem = host_key.to_openssh(LineEnding::LF)?;
+    write_private_file(&dir.host_key(), pem.as_bytes())?;
+    let public = host_key.public_key().to_openssh()?;
+    std::fs::write(dir.host_key().with_extension("pub"), format!("{public}\n"))?;
+
+    // A TLS key pair for the HTTPS API and gateway joins (used by later features).
+    let tls = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    write_private_file(
+        &dir.tls_dir().join("key.pem"),
+        tls.signing_key.serialize_pem().as_bytes(),
+    )?;
+    std::fs::write(dir.tls_dir().join("cert.pem"), tls.cert.pem())?;
+
+    gatehouse_store::Store::open(&dir.store())?;
+    let settings = Settings {
+        master_key: setting,
+    };
+    std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
+    Ok(InitReport {
+        host_key_fingerprint: host_key
+            .public_key()
+            .fingerprint(Default::default())
+            .to_string(),
+        master_key: master_key_text,
+    })
+}

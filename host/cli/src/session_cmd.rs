@@ -1,0 +1,209 @@
+//! `gatehouse session ...`: list and show sessions (from the store), play and export recordings
+//! (from the recording files).
+
+use crate::admin::{table, time_text};
+use crate::cli::{AdminCommand, SessionCommand, SessionRecordCommand};
+use crate::datadir::DataDir;
+use anyhow::{Result, anyhow, bail};
+use gatehouse_core::SessionRecord;
+use gatehouse_recording::{EventRecord, RecordedSession, RecordingEvent};
+use gatehouse_vault::KeySource;
+use std::time::Duration;
+
+fn sessions(dir: &DataDir, overrides: Option<KeySource>) -> Result<Vec<SessionRecord>> {
+    let text = crate::run_admin(
+        dir,
+        overrides,
+        AdminCommand::SessionRecord(SessionRecordCommand::List(crate::cli::JsonFlag {
+            json: true,
+        })),
+    )?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn session(dir: &DataDir, overrides: Option<KeySource>, id: &str) -> Result<SessionRecord> {
+    let text = crate::run_admin(
+        dir,
+        overrides,
+        AdminCommand::SessionRecord(SessionRecordCommand::Show { id: id.to_string() }),
+    )?;
+    let record: Option<SessionRecord> = serde_json::from_str(&text)?;
+    record.ok_or_else(|| anyhow!("session `{id}` does not exist"))
+}
+
+fn event_text(event: &RecordingEvent) -> String {
+    match event {
+        RecordingEvent::Exec { command } => format!("exec `{command}`"),
+        RecordingEvent::File { protocol, event } => {
+            let value = serde_json::to_value(event).unwrap_or_default();
+            let op = value["op"].as_str().unwrap_or("file").to_string();
+            let details: Vec<String> = value
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| k.as_str() != "op")
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                v.as_str().map(str::to_string).unwrap_or(v.to_string())
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("{protocol:?} {op} {}", details.join(" ")).to_lowercase_first()
+        }
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+trait LowerFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowerFirst for String {
+    fn to_lowercase_first(self) -> String {
+        let mut chars = self.chars();
+        match chars.next() {
+            Some(c) => c.to_lowercase().collect::<String>() + chars.as_str(),
+            None => self,
+        }
+    }
+}
+
+fn first_recorded_channel(recorded: &RecordedSession, channel: Option<u32>) -> Result<u32> {
+    let channels = recorded.channels()?;
+    match channel {
+        Some(c) if channels.contains(&c) => Ok(c),
+        Some(c) => bail!(
+            "session `{}` has no terminal recording for channel {c} (recorded: {channels:?})",
+            recorded.id()
+        ),
+        None => channels
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("session `{}` has no terminal recording", recorded.id())),
+    }
+}
+
+pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand) -> Result<()> {
+    match command {
+        SessionCommand::List(j) => {
+            let list = sessions(dir, overrides)?;
+            if j.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            let rows = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.user.clone(),
+                        format!("{}@{}", s.account, s.asset),
+                        time_text(s.started),
+                        s.ended.map(time_text).unwrap_or_else(|| "(active)".into()),
+                        s.bytes_up.to_string(),
+                        s.bytes_down.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                table(
+                    &["ID", "USER", "TARGET", "STARTED", "ENDED", "UP", "DOWN"],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        SessionCommand::Show { id, json } => {
+            let record = session(dir, overrides, &id)?;
+            let events: Vec<EventRecord> = RecordedSession::open(&dir.recordings(), &id)
+                .and_then(|r| r.events())
+                .unwrap_or_default();
+            if json.json {
+                let value = serde_json::json!({ "session": record, "events": events });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(());
+            }
+            println!("session   {}", record.id);
+            println!("user      {}", record.user);
+            println!("target    {}@{}", record.account, record.asset);
+            println!("client    {}", record.client);
+            println!("started   {}", time_text(record.started));
+            println!(
+                "ended     {}",
+                record
+                    .ended
+                    .map(time_text)
+                    .unwrap_or_else(|| "(active)".into())
+            );
+            println!(
+                "bytes     {} up, {} down",
+                record.bytes_up, record.bytes_down
+            );
+            for c in &record.channels {
+                println!(
+                    "channel {}  {}{}  exit {}{}",
+                    c.number,
+                    c.kind,
+                    c.command
+                        .as_deref()
+                        .map(|x| format!(" `{x}`"))
+                        .unwrap_or_default(),
+                    c.exit_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    if c.recorded { "  (recorded)" } else { "" }
+                );
+            }
+            for e in &events {
+                if matches!(
+                    e.event,
+                    RecordingEvent::Exec { .. } | RecordingEvent::File { .. }
+                ) {
+                    println!(
+                        "  {:>9.3}s  ch{}  {}",
+                        e.time,
+                        e.channel.map(|c| c.to_string()).unwrap_or_default(),
+                        event_text(&e.event)
+                    );
+                }
+            }
+            Ok(())
+        }
+        SessionCommand::Play {
+            id,
+            channel,
+            speed,
+            max_idle,
+        } => {
+            if !(speed.is_finite() && speed > 0.0) {
+                bail!("speed must be a positive number, not `{speed}`");
+            }
+            let recorded = RecordedSession::open(&dir.recordings(), &id)?;
+            let channel = first_recorded_channel(&recorded, channel)?;
+            let idle = max_idle
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64);
+            let mut out = std::io::stdout().lock();
+            gatehouse_recording::play(&recorded.channel_path(channel), speed, idle, &mut out)?;
+            Ok(())
+        }
+        SessionCommand::Export {
+            id,
+            channel,
+            output,
+        } => {
+            let recorded = RecordedSession::open(&dir.recordings(), &id)?;
+            let channel = first_recorded_channel(&recorded, channel)?;
+            recorded.export(channel, &output)?;
+            println!(
+                "wrote channel {channel} of session `{id}` to `{}`",
+                output.display()
+            );
+            Ok(())
+        }
+    }
+}

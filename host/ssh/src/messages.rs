@@ -1,0 +1,45 @@
+//! The one-line reasons a user sees, kept in one place so that they stay consistent and never
+//! reveal more than the user is entitled to know.
+
+use gatehouse_core::{LoginError, TargetSpec};
+
+/// Why a session could not reach its target, as shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown asset, unknown account and not entitled all look the same.
+    NotPermitted(String),
+    MalformedTarget(LoginError),
+    Unreachable(String),
+    HostKeyMismatch(String),
+    CredentialRejected(String),
+    /// Anything else: the detail is in the audit trail under the session id.
+    Internal {
+        session: String,
+    },
+}
+
+impl Refusal {
+    pub fn not_permitted(target: &TargetSpec) -> Self {
+        Refusal::NotPermitted(target.to_string())
+    }
+
+    /// The line written to the client's stderr.
+    pub fn user_message(&self) -> String {
+        match self {
+            Refusal::NotPermitted(t) => {
+                format!("gatehouse: target `{t}` is unknown or you are not permitted to use it")
+            }
+            Refusal::MalformedTarget(e) => format!("gatehouse: {e}"),
+            Refusal::Unreachable(t) => format!("gatehouse: target `{t}` is unreachable"),
+            Refusal::HostKeyMismatch(t) => format!(
+                "gatehouse: target `{t}`: host key does not match the pinned key; connection refused"
+            ),
+            Refusal::CredentialRejected(t) => {
+                format!("gatehouse: target `{t}` rejected the vault credential")
+            }
+            Refusal::Internal { session } => {
+                format!("gatehouse: internal error; it was logged as session {session}")
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Relaying one session channel between the user and the target.
+//!
+//! Each direction runs as its own future so that a full window one way never stalls the other
+//! way (russh delivers window adjustments through the same queues). Every queue on the path is
+//! bounded: the russh channel queues (`channel_buffer_size`) and the SSH windows, so a slow
+//! reader pushes back to the fast writer's TCP socket instead of filling the gateway's memory.
+
+use crate::messages::Refusal;
+use crate::record::{ChannelRecording, Pty, Start};
+use crate::server::refusal_line;
+use crate::session::SessionShared;
+use gatehouse_core::{AuditKind, ChannelSummary};
+use gatehouse_policy::ChannelKind;
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Requests that arrive before the channel's start request; at most this many are kept.
+const MAX_EARLY_MESSAGES: usize = 64;
+
+/// How long a channel may be quiet before its recording buffer is written out.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(crate) fn sig_name(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(name) => name.clone(),
+    }
+}
+
+/// Tells the user why the channel cannot proceed, then closes it.
+async fn refuse(client: &ChannelWriteHalf<Msg>, server: &Handle, refusal: &Refusal) {
+    // Answer the start request positively so the client shows our line rather than its own
+    // generic "request failed".
+    let _ = server.channel_success(client.id()).await;
+    let _ = client
+        .extended_data_bytes(1, refusal_line(refusal).into_bytes())
+        .await;
+    let _ = client.exit_status(1).await;
+    let _ = client.eof().await;
+    let _ = client.close().await;
+}
+
+pub(crate) async fn run_session_channel(
+    shared: Arc<SessionShared>,
+    client: Channel<Msg>,
+    number: u32,
+    server: Handle,
+) {
+    let (mut client_rx, client_tx) = client.split();
+
+    // Phase 1: collect pty/env requests (already answered by the handler) until the request that
+    // says what the channel is for.
+    let mut early: Vec<ChannelMsg> = Vec::new();
+    let mut pty: Option<Pty> = None;
+    let start = loop {
+        let Some(msg) = client_rx.wait().await else {
+            return;
+        };
+        match msg {
+            ChannelMsg::RequestShell { .. } => break Start::Shell,
+            ChannelMsg::Exec { command, .. } => {
+                break Start::Exec(String::from_utf8_lossy(&command).into_owned());
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => break Start::Subsystem(name),
+            ChannelMsg::Close => {
+                let _ = client_tx.close().await;
+                return;
+            }
+            ChannelMsg::RequestPty {
+                ref term,
+                col_width,
+                row_height,
+                ..
+            } => {
+                pty = Some(Pty {
+                    term: term.clone(),
+                    cols: col_width,
+                    rows: row_height,
+                });
+                early.push(msg);
+            }
+            other => {
+                if early.len() >= MAX_EARLY_MESSAGES {
+                    let _ = client_tx.close().await;
+                    return;
+                }
+                early.push(other);
+            }
+        }
+    };
+
+    // Phase 2: the target and the channel decision.
+    let target = match shared.target().await {
+        Ok(t) => t,
+        Err(refusal) => {
+            refuse(&client_tx, &server, &refusal).await;
+            return;
+        }
+    };
+    let kind = match start {
+        Start::Shell => ChannelKind::Shell,
+        Start::Exec(_) => ChannelKind::Exec,
+        Start::Subsystem(_) => ChannelKind::Subsystem,
+    };
+    let decision = shared
+        .services
+        .authorizer
+        .authorize_channel(&target.authorization, kind);
+    let description = match &start {
+        Start::Shell => "shell".to_string(),
+        Start::Exec(cmd) => format!("exec `{cmd}`"),
+        Start::Subsystem(name) => format!("subsystem `{name}`"),
+    };
+    let fields = [
+        ("channel", serde_json::Value::from(kind.label())),
+        ("number", number.into()),
+        ("reasons", serde_json::json!(decision.reasons)),
+    ];
+    if !decision.permitted {
+        shared.audit(
+            AuditKind::ChannelDenied,
+            format!("{description} denied"),
+            &fields,
+        );
+        let _ = client_tx
+            .extended_data_bytes(
+                1,
+                format!(
+                    "gatehouse: {} is not permitted on this target\r\n",
+                    kind.label()
+                )
+                .into_bytes(),
+            )
+            .await;
+        let _ = server.channel_failure(client_tx.id()).await;
+        let _ = client_tx.close().await;
+        return;
+    }
+    shared.audit(AuditKind::ChannelOpened, description, &fields);
+
+    let recording = match shared.recording() {
+        Ok(session_recording) => ChannelRecording::start(
+            session_recording,
+            number,
+            &start,
+            pty.as_ref(),
+            &format!("{}@{}", shared.user_name(), shared.target_text()),
+            shared.config.exec_record_limit,
+        )
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let recording = match recording {
+        Ok(r) => Arc::new(Mutex::new(r)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record; refusing the channel");
+            let refusal = Refusal::Internal {
+                session: shared.id.clone(),
+            };
+            refuse(&client_tx, &server, &refusal).await;
+            return;
+        }
+    };
+
+    let target_channel = match target.connection.handle.channel_open_session().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "target refused a session channel");
+            let refusal = Refusal::Internal {
+                session: shared.id.clone(),
+            };
+            refuse(&client_tx, &server, &refusal).await;
+            finish(&shared, &recording);
+            return;
+        }
+    };
+    let (mut target_rx, target_tx) = target_channel.split();
+
+    // Replay what came before the start request, then the start request itself.
+    for msg in early {
+        if let Err(e) = forward_to_target(&shared, &target_tx, msg, &recording).await {
+            tracing::debug!(error = %e, "target channel closed early");
+        }
+    }
+    let started = match &start {
+        Start::Shell => target_tx.request_shell(true).await,
+        Start::Exec(cmd) => target_tx.exec(true, cmd.clone().into_bytes()).await,
+        Start::Subsystem(name) => target_tx.request_subsystem(true, name.clone()).await,
+    };
+    if let Err(e) = started {
+        tracing::debug!(error = %e, "target channel closed before the start request");
+    }
+
+    let client_id = client_tx.id();
+    let up = async {
+        while let Some(msg) = client_rx.wait().await {
+            let closing = matches!(msg, ChannelMsg::Close);
+            if forward_to_target(&shared, &target_tx, msg, &recording)
+                .await
+                .is_err()
+                || closing
+            {
+                break;
+            }
+        }
+        let _ = target_tx.close().await;
+    };
+    let down = async {
+        let mut start_answered = false;
+        loop {
+            // A quiet channel still gets its recording onto disk within about a second.
+            let msg = match tokio::time::timeout(IDLE_FLUSH, target_rx.wait()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(_) => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.flush();
+                    }
+                    continue;
+                }
+            };
+            let result = match msg {
+                ChannelMsg::Data { data } => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.output(&data, false);
+                    }
+                    shared
+                        .bytes_down
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    client_tx.data_bytes(data).await
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.output(&data, true);
+                    }
+                    shared
+                        .bytes_down
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    client_tx.extended_data_bytes(ext, data).await
+                }
+                ChannelMsg::Eof => client_tx.eof().await,
+                ChannelMsg::ExitStatus { exit_status } => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.exit_status(exit_status);
+                    }
+                    client_tx.exit_status(exit_status).await
+                }
+                ChannelMsg::ExitSignal {
+                    signal_name,
+                    core_dumped,
+                    error_message,
+                    lang_tag,
+                } => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.exit_signal(&sig_name(&signal_name));
+                    }
+                    let _ = server
+                        .exit_signal_request(
+                            client_id,
+                            signal_name,
+                            core_dumped,
+                            error_message,
+                            lang_tag,
+                        )
+                        .await;
+                    Ok(())
+                }
+                ChannelMsg::Success if !start_answered => {
+                    start_answered = true;
+                    let _ = server.channel_success(client_id).await;
+                    Ok(())
+                }
+                ChannelMsg::Failure if !start_answered => {
+                    start_answered = true;
+                    let _ = server.channel_failure(client_id).await;
+                    Ok(())
+                }
+                ChannelMsg::Close => break,
+                _ => Ok(()),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = client_tx.close().await;
+    };
+    tokio::join!(up, down);
+    finish(&shared, &recording);
+}
+
+fn finish(shared: &SessionShared, recording: &Arc<Mutex<ChannelRecording>>) {
+    // The relay futures are done, so this is the last reference in practice; if not, the
+    // channel is still summarised from what was seen.
+    let summary: Option<ChannelSummary> = match Arc::try_unwrap(recording.clone()) {
+        Ok(mutex) => mutex.into_inner().ok().map(ChannelRecording::finish),
+        Err(_) => None,
+    };
+    if let Some(summary) = summary {
+        shared.add_channel(summary);
+    }
+}
+
+/// Forwards one message from the user to the target, recording what needs recording.
+async fn forward_to_target(
+    shared: &SessionShared,
+    target: &ChannelWriteHalf<russh::client::Msg>,
+    msg: ChannelMsg,
+    recording: &Mutex<ChannelRecording>,
+) -> Result<(), russh::Error> {
+    match msg {
+        ChannelMsg::Data { data } => {
+            if let Ok(mut r) = recording.lock() {
+                r.input(&data);
+            }
+            shared
+                .bytes_up
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            target.data_bytes(data).await
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            shared
+                .bytes_up
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            target.extended_data_bytes(ext, data).await
+        }
+        ChannelMsg::Eof => target.eof().await,
+        ChannelMsg::Close => target.close().await,
+        ChannelMsg::RequestPty {
+            term,
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+            terminal_modes,
+            ..
+        } => {
+            target
+                .request_pty(
+                    false,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+        }
+        ChannelMsg::SetEnv {
+            variable_name,
+            variable_value,
+            ..
+        } => {
+            if shared.config.env_allowed(&variable_name) {
+                target.set_env(false, variable_name, variable_value).await
+            } else {
+                Ok(())
+            }
+        }
+        ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        } => {
+            if let Ok(mut r) = recording.lock() {
+                r.resize(col_width, row_height);
+            }
+            target
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await
+        }
+        ChannelMsg::Signal { signal } => {
+            if let Ok(mut r) = recording.lock() {
+                r.signal(&sig_name(&signal));
+            }
+            target.signal(signal).await
+        }
+        // Forwarding requests are decided (and refused) by the handler; a second start request
+        // on the same channel is a protocol error the target would refuse anyway.
+        _ => Ok(()),
+    }
+}

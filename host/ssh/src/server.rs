@@ -1,0 +1,411 @@
+//! The accept loop and the russh handler towards users: authentication, channel opens, and the
+//! replies that must be given synchronously.
+
+use crate::messages::Refusal;
+use crate::session::SessionShared;
+use crate::{GatewayConfig, Services, relay};
+use gatehouse_core::{AuditKind, LoginSpec};
+use gatehouse_policy::ChannelKind;
+use russh::MethodKind;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+fn server_config(config: &GatewayConfig) -> russh::server::Config {
+    russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_secs(1),
+        // OpenSSH probes with "none" first; answering it at once saves a second per login.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: config.host_keys.clone(),
+        max_auth_attempts: 6,
+        inactivity_timeout: None,
+        keepalive_interval: Some(config.keepalive_interval),
+        keepalive_max: 3,
+        nodelay: true,
+        channel_buffer_size: config.channel_buffer_size,
+        window_size: config.window_size,
+        preferred: crate::preferred_algorithms(),
+        server_id: russh::SshId::Standard("SSH-2.0-Gatehouse".into()),
+        ..Default::default()
+    }
+}
+
+/// Serves SSH clients on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<GatewayConfig>,
+    services: Arc<Services>,
+) -> std::io::Result<()> {
+    let russh_config = Arc::new(server_config(&config));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(handle_connection(
+            socket,
+            peer,
+            russh_config.clone(),
+            config.clone(),
+            services.clone(),
+        ));
+    }
+}
+
+async fn handle_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    russh_config: Arc<russh::server::Config>,
+    config: Arc<GatewayConfig>,
+    services: Arc<Services>,
+) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!(
+        "session",
+        id = %id,
+        user = tracing::field::Empty,
+        target = tracing::field::Empty,
+        client = %peer,
+    );
+    let shared = Arc::new(SessionShared::new(id, peer, span.clone(), services, config));
+    let handler = ClientHandler {
+        shared: shared.clone(),
+        key_rejection_audited: false,
+    };
+    async move {
+        tracing::debug!("connection accepted");
+        match russh::server::run_stream(russh_config, socket, handler).await {
+            Ok(running) => {
+                if let Err(e) = running.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "handshake failed"),
+        }
+        shared.finish();
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
+    .await
+}
+
+struct ClientHandler {
+    shared: Arc<SessionShared>,
+    key_rejection_audited: bool,
+}
+
+impl ClientHandler {
+    fn reject() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: None,
+            partial_success: false,
+        }
+    }
+
+    fn login_failed(&self, username: &str, detail: String) {
+        self.shared.services.auditor.record_best_effort(
+            gatehouse_audit::Entry::new(AuditKind::LoginFailed, detail)
+                .session(self.shared.id.clone())
+                .user(
+                    username
+                        .chars()
+                        .take(LoginSpec::MAX_LEN)
+                        .collect::<String>(),
+                )
+                .client(self.shared.client.to_string()),
+        );
+    }
+
+    fn parse(&self, username: &str) -> Option<LoginSpec> {
+        match LoginSpec::parse(username) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                self.login_failed(username, format!("unusable username: {e}"));
+                None
+            }
+        }
+    }
+
+    fn login_ok(&self, user: gatehouse_core::User, login: LoginSpec, method: &str) {
+        let name = user.name.to_string();
+        self.shared.logged_in(user, login);
+        self.shared.audit(
+            AuditKind::LoginOk,
+            format!("`{name}` logged in with {method}"),
+            &[("method", method.into())],
+        );
+    }
+
+    /// Decides a forwarding-type channel or request; audits denials.
+    async fn forwarding_permitted(&self, kind: ChannelKind, detail: String) -> bool {
+        let decision = match self.shared.target().await {
+            Ok(target) => self
+                .shared
+                .services
+                .authorizer
+                .authorize_channel(&target.authorization, kind),
+            Err(_) => return false,
+        };
+        let audit_kind = if decision.permitted {
+            AuditKind::ChannelOpened
+        } else {
+            AuditKind::ChannelDenied
+        };
+        self.shared.audit(
+            audit_kind,
+            detail,
+            &[
+                ("channel", kind.label().into()),
+                ("reasons", serde_json::json!(decision.reasons)),
+            ],
+        );
+        decision.permitted
+    }
+}
+
+impl russh::server::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Self::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Self::reject());
+        };
+        let authenticator = self.shared.services.authenticator.clone();
+        let name = login.user.clone();
+        let password = Zeroizing::new(password.to_string());
+        let verified =
+            tokio::task::spawn_blocking(move || authenticator.verify_password(&name, &password))
+                .await;
+        match verified {
+            Ok(Ok(found)) => {
+                self.login_ok(found, login, "password");
+                Ok(Auth::Accept)
+            }
+            Ok(Err(e)) => {
+                self.login_failed(user, e.to_string());
+                Ok(Self::reject())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "password check panicked");
+                Ok(Self::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Ok(login) = LoginSpec::parse(user) else {
+            return Ok(Self::reject());
+        };
+        let known = self
+            .shared
+            .services
+            .authenticator
+            .verify_public_key(&login.user, offer.public_key);
+        match known {
+            Ok(_) => Ok(Auth::Accept),
+            Err(e) => {
+                // Clients offer every key they hold; audit the first refusal only.
+                if !self.key_rejection_audited {
+                    self.key_rejection_audited = true;
+                    self.login_failed(user, e.to_string());
+                }
+                Ok(Self::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Self::reject());
+        };
+        match self
+            .shared
+            .services
+            .authenticator
+            .verify_public_key(&login.user, key.public_key)
+        {
+            Ok(found) => {
+                self.login_ok(found, login, "publickey");
+                Ok(Auth::Accept)
+            }
+            Err(e) => {
+                self.login_failed(user, e.to_string());
+                Ok(Self::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        // Start authorizing and dialing now, while the client opens its channel.
+        let shared = self.shared.clone();
+        let span = shared.span.clone();
+        tokio::spawn(
+            async move {
+                if let Err(refusal) = shared.target().await {
+                    tracing::debug!(reason = %refusal.user_message(), "target refused");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let number = self.shared.next_channel_number();
+        let shared = self.shared.clone();
+        let handle = session.handle();
+        let span = shared.span.clone();
+        tokio::spawn(relay::run_session_channel(shared, channel, number, handle).instrument(span));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let detail = format!(
+            "port forwarding to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
+        );
+        if self
+            .forwarding_permitted(ChannelKind::DirectTcpip, detail)
+            .await
+        {
+            // No policy can permit forwarding until Cedar lands; when one does, the relay for
+            // direct-tcpip goes here.
+        }
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let detail = format!("x11 channel from {originator_address}:{originator_port}");
+        let _ = self.forwarding_permitted(ChannelKind::X11, detail).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let detail = format!("remote port forwarding on {address}:{port}");
+        let _ = self
+            .forwarding_permitted(ChannelKind::ForwardedTcpip, detail)
+            .await;
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let _ = self
+            .forwarding_permitted(ChannelKind::AgentForwarding, "agent forwarding".into())
+            .await;
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let _ = self
+            .forwarding_permitted(ChannelKind::X11, "x11 forwarding request".into())
+            .await;
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The relay forwards it to the target; answered here because russh keeps one pending
+        // reply per channel and the client sends its next request without waiting.
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.shared.config.env_allowed(variable_name) {
+            session.channel_success(channel)?;
+        } else {
+            tracing::debug!(variable = variable_name, "environment variable not allowed");
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+}
+
+/// Used by the relay to tell a user why their channel could not proceed.
+pub(crate) fn refusal_line(refusal: &Refusal) -> String {
+    format!("{}\r\n", refusal.user_message())
+}

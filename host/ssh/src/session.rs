@@ -1,0 +1,266 @@
+//! State of one gateway session, shared by the russh handler, the channel relays and the code that
+//! closes the session: who logged in, the target connection (opened once), counters, channels.
+
+use crate::messages::Refusal;
+use crate::target::{DialError, TargetConnection, dial};
+use crate::{GatewayConfig, Services};
+use gatehouse_audit::Entry;
+use gatehouse_core::time::Timestamp;
+use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SessionRecord, User};
+use gatehouse_policy::{Denied, TargetAuthorization};
+use gatehouse_recording::SessionRecording;
+use gatehouse_store::{SESSIONS, StoreError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// An authorized, logged-in connection to the target.
+pub(crate) struct Target {
+    pub connection: TargetConnection,
+    pub authorization: TargetAuthorization,
+}
+
+pub(crate) struct SessionShared {
+    pub id: String,
+    pub client: SocketAddr,
+    pub span: tracing::Span,
+    pub services: Arc<Services>,
+    pub config: Arc<GatewayConfig>,
+    pub started: Timestamp,
+    login: OnceLock<(User, LoginSpec)>,
+    target: tokio::sync::OnceCell<Result<Arc<Target>, Refusal>>,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    channels: Mutex<Vec<ChannelSummary>>,
+    channel_numbers: AtomicU32,
+    stored: AtomicBool,
+    recording: OnceLock<Result<Arc<SessionRecording>, String>>,
+}
+
+impl SessionShared {
+    pub fn new(
+        id: String,
+        client: SocketAddr,
+        span: tracing::Span,
+        services: Arc<Services>,
+        config: Arc<GatewayConfig>,
+    ) -> Self {
+        Self {
+            id,
+            client,
+            span,
+            services,
+            config,
+            started: Timestamp::now(),
+            login: OnceLock::new(),
+            target: tokio::sync::OnceCell::new(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            channels: Mutex::new(Vec::new()),
+            channel_numbers: AtomicU32::new(0),
+            stored: AtomicBool::new(false),
+            recording: OnceLock::new(),
+        }
+    }
+
+    /// Records who logged in. Called once, when authentication succeeds.
+    pub fn logged_in(&self, user: User, login: LoginSpec) {
+        self.span.record("user", user.name.as_str());
+        if let Ok(target) = &login.target {
+            self.span.record("target", tracing::field::display(target));
+        }
+        let _ = self.login.set((user, login));
+    }
+
+    pub fn user_name(&self) -> String {
+        self.login
+            .get()
+            .map(|(u, _)| u.name.to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn target_text(&self) -> String {
+        match self.login.get().map(|(_, l)| &l.target) {
+            Some(Ok(t)) => t.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn next_channel_number(&self) -> u32 {
+        self.channel_numbers.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn add_channel(&self, summary: ChannelSummary) {
+        if let Ok(mut channels) = self.channels.lock() {
+            channels.push(summary);
+        }
+    }
+
+    /// The session's recording directory, created on first use.
+    pub fn recording(&self) -> Result<Arc<SessionRecording>, String> {
+        self.recording
+            .get_or_init(|| {
+                SessionRecording::create(&self.config.recordings_dir, &self.id)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    fn entry(&self, kind: AuditKind, detail: impl Into<String>) -> Entry {
+        Entry::new(kind, detail)
+            .session(self.id.clone())
+            .user(self.user_name())
+            .target(self.target_text())
+            .client(self.client.to_string())
+    }
+
+    /// Audits an event about this session; failures are logged.
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        detail: impl Into<String>,
+        fields: &[(&str, serde_json::Value)],
+    ) {
+        let mut entry = self.entry(kind, detail);
+        for (k, v) in fields {
+            entry = entry.field(k, v.clone());
+        }
+        self.services.auditor.record_best_effort(entry);
+    }
+
+    /// The target connection, opened on first use (authorization, then dial). Every channel of
+    /// the session shares it; every caller gets the same outcome.
+    pub async fn target(self: &Arc<Self>) -> Result<Arc<Target>, Refusal> {
+        self.target
+            .get_or_init(|| async { self.open_target().await })
+            .await
+            .clone()
+    }
+
+    async fn open_target(self: &Arc<Self>) -> Result<Arc<Target>, Refusal> {
+        let internal = || Refusal::Internal {
+            session: self.id.clone(),
+        };
+        let Some((user, login)) = self.login.get() else {
+            return Err(internal());
+        };
+        let target = match &login.target {
+            Ok(t) => t.clone(),
+            Err(e) => {
+                self.audit(AuditKind::AccessDenied, e.to_string(), &[]);
+                return Err(Refusal::MalformedTarget(e.clone()));
+            }
+        };
+        let authorization = match self.services.authorizer.authorize_session(user, &target) {
+            Ok(a) => a,
+            Err(Denied::Store(e)) => {
+                self.audit(AuditKind::AccessDenied, format!("store error: {e}"), &[]);
+                return Err(internal());
+            }
+            Err(denied) => {
+                self.audit(AuditKind::AccessDenied, denied.to_string(), &[]);
+                return Err(Refusal::not_permitted(&target));
+            }
+        };
+        let reasons = serde_json::json!(authorization.reasons());
+        let dialed = dial(&self.services, &self.config, &authorization, &self.id).await;
+        let connection = match dialed {
+            Ok(c) => c,
+            Err(e) => {
+                self.audit(
+                    AuditKind::TargetConnectFailed,
+                    e.to_string(),
+                    &[("reasons", reasons)],
+                );
+                let t = target.to_string();
+                return Err(match e {
+                    DialError::Unreachable { .. } | DialError::Timeout(_) => {
+                        Refusal::Unreachable(t)
+                    }
+                    DialError::HostKeyMismatch { .. } | DialError::BadPinnedKey => {
+                        Refusal::HostKeyMismatch(t)
+                    }
+                    DialError::CredentialRejected { .. }
+                    | DialError::NoCredential
+                    | DialError::BadPrivateKey(_) => Refusal::CredentialRejected(t),
+                    DialError::Vault(_) | DialError::Store(_) | DialError::Protocol(_) => {
+                        internal()
+                    }
+                });
+            }
+        };
+        // Fail closed: a session that cannot be audited is not opened.
+        let audited = self.services.auditor.record(
+            self.entry(
+                AuditKind::TargetConnectOk,
+                format!(
+                    "connected to `{target}` as `{}`",
+                    authorization.account().name
+                ),
+            )
+            .field("reasons", reasons),
+        );
+        if let Err(e) = audited.and_then(|_| self.store_record(None)) {
+            tracing::error!(error = %e, "cannot audit session start; closing");
+            return Err(internal());
+        }
+        self.stored.store(true, Ordering::Relaxed);
+        Ok(Arc::new(Target {
+            connection,
+            authorization,
+        }))
+    }
+
+    fn store_record(&self, ended: Option<Timestamp>) -> Result<(), StoreError> {
+        let (user, target) = match self.login.get() {
+            Some((u, l)) => (u.name.to_string(), l.target.as_ref().ok().cloned()),
+            None => (String::new(), None),
+        };
+        let record = SessionRecord {
+            id: self.id.clone(),
+            user,
+            account: target
+                .as_ref()
+                .map(|t| t.account.to_string())
+                .unwrap_or_default(),
+            asset: target
+                .as_ref()
+                .map(|t| t.asset.to_string())
+                .unwrap_or_default(),
+            client: self.client.to_string(),
+            protocol: "ssh".into(),
+            started: self.started,
+            ended,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            channels: self.channels.lock().map(|c| c.clone()).unwrap_or_default(),
+            error: None,
+        };
+        self.services
+            .store
+            .write(|txn| txn.put(&SESSIONS, &self.id, &record))
+    }
+
+    /// Closes the session's books: the stored record and the audit trail's closing event.
+    pub fn finish(&self) {
+        if let Some(Ok(recording)) = self.recording.get()
+            && let Err(e) = recording.finish()
+        {
+            tracing::error!(error = %e, "cannot close the recording");
+        }
+        if !self.stored.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.store_record(Some(Timestamp::now())) {
+            tracing::error!(error = %e, "cannot store the session record");
+        }
+        let up = self.bytes_up.load(Ordering::Relaxed);
+        let down = self.bytes_down.load(Ordering::Relaxed);
+        self.audit(
+            AuditKind::SessionEnded,
+            format!("session ended: {up} bytes up, {down} bytes down"),
+            &[("bytes_up", up.into()), ("bytes_down", down.into())],
+        );
+    }
+}

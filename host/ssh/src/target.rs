@@ -1,0 +1,273 @@
+//! Dialing a target: TCP connect, host-key verification (pinned or trust-on-first-use), and login
+//! with the vault's credential. Requires a [`TargetAuthorization`], so nothing dials unauthorized.
+
+use crate::Services;
+use gatehouse_audit::Entry;
+use gatehouse_core::{Asset, AuditKind, HostKeyPolicy};
+use gatehouse_policy::TargetAuthorization;
+use gatehouse_store::{ASSETS, StoreError};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate, decode_secret_key};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why the target could not be reached or logged in to. `Display` is for the audit trail.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot connect to {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("timed out connecting to {0}")]
+    Timeout(String),
+    #[error("host key mismatch: pinned {pinned}, presented {presented}")]
+    HostKeyMismatch { pinned: String, presented: String },
+    #[error("the pinned host key of the asset is not a valid OpenSSH public key")]
+    BadPinnedKey,
+    #[error("target refused the vault credential ({methods})")]
+    CredentialRejected { methods: String },
+    #[error("the account holds no credential")]
+    NoCredential,
+    #[error("the stored private key cannot be used: {0}")]
+    BadPrivateKey(String),
+    #[error("vault: {0}")]
+    Vault(#[from] gatehouse_vault::VaultError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("ssh protocol error with target: {0}")]
+    Protocol(String),
+}
+
+/// What happened in host-key verification, kept by the handler for the dialer to read.
+#[derive(Debug, Clone)]
+enum HostKeyOutcome {
+    Matched,
+    Recorded(String),
+    Mismatch { pinned: String, presented: String },
+    BadPinned,
+    StoreFailed(String),
+}
+
+/// The russh client handler for target connections: it verifies the host key.
+pub struct TargetHandler {
+    services: Arc<Services>,
+    asset: Asset,
+    outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(Default::default()).to_string()
+}
+
+impl TargetHandler {
+    fn set(&self, outcome: HostKeyOutcome) {
+        if let Ok(mut slot) = self.outcome.lock() {
+            *slot = Some(outcome);
+        }
+    }
+
+    fn compare(&self, pinned_line: &str, presented: &PublicKey) -> bool {
+        match gatehouse_auth::parse_public_key(pinned_line) {
+            Ok(pinned) if pinned.key_data() == presented.key_data() => {
+                self.set(HostKeyOutcome::Matched);
+                true
+            }
+            Ok(pinned) => {
+                self.set(HostKeyOutcome::Mismatch {
+                    pinned: fingerprint(&pinned),
+                    presented: fingerprint(presented),
+                });
+                false
+            }
+            Err(_) => {
+                self.set(HostKeyOutcome::BadPinned);
+                false
+            }
+        }
+    }
+
+    /// Trust on first use: pin the presented key unless another connection pinned one first.
+    fn record_first_use(&self, presented: &PublicKey) -> bool {
+        let line = match presented.to_openssh() {
+            Ok(line) => line,
+            Err(e) => {
+                self.set(HostKeyOutcome::StoreFailed(e.to_string()));
+                return false;
+            }
+        };
+        let name = self.asset.name.to_string();
+        let result = self
+            .services
+            .store
+            .write(|txn| -> Result<Option<String>, StoreError> {
+                let Some(mut asset) = txn.get(&ASSETS, &name)? else {
+                    return Ok(None);
+                };
+                match &asset.host_key {
+                    HostKeyPolicy::Pinned { key } => Ok(Some(key.clone())),
+                    HostKeyPolicy::TrustOnFirstUse => {
+                        asset.host_key = HostKeyPolicy::Pinned { key: line.clone() };
+                        txn.put(&ASSETS, &name, &asset)?;
+                        Ok(None)
+                    }
+                }
+            });
+        match result {
+            Ok(None) => {
+                self.set(HostKeyOutcome::Recorded(fingerprint(presented)));
+                true
+            }
+            Ok(Some(pinned_meanwhile)) => self.compare(&pinned_meanwhile, presented),
+            Err(e) => {
+                self.set(HostKeyOutcome::StoreFailed(e.to_string()));
+                false
+            }
+        }
+    }
+}
+
+impl russh::client::Handler for TargetHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = server_public_key else {
+            // Host certificates are not trusted until a CA can be configured.
+            self.set(HostKeyOutcome::Mismatch {
+                pinned: "a plain host key".into(),
+                presented: "a host certificate".into(),
+            });
+            return Ok(false);
+        };
+        Ok(match &self.asset.host_key {
+            HostKeyPolicy::Pinned { key: pinned } => self.compare(pinned, key),
+            HostKeyPolicy::TrustOnFirstUse => self.record_first_use(key),
+        })
+    }
+}
+
+/// An authenticated SSH connection to a target.
+pub struct TargetConnection {
+    pub handle: russh::client::Handle<TargetHandler>,
+}
+
+fn client_config(config: &crate::GatewayConfig) -> russh::client::Config {
+    russh::client::Config {
+        keepalive_interval: Some(config.keepalive_interval),
+        keepalive_max: 3,
+        nodelay: true,
+        channel_buffer_size: config.channel_buffer_size,
+        window_size: config.window_size,
+        preferred: crate::preferred_algorithms(),
+        ..Default::default()
+    }
+}
+
+/// Connects to the authorized target and logs in with the vault's credential.
+pub async fn dial(
+    services: &Arc<Services>,
+    config: &crate::GatewayConfig,
+    authorization: &TargetAuthorization,
+    session_id: &str,
+) -> Result<TargetConnection, DialError> {
+    let asset = authorization.asset().clone();
+    let address = format!("{}:{}", asset.address, asset.port);
+    let socket = tokio::time::timeout(
+        config.connect_timeout,
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await
+    .map_err(|_| DialError::Timeout(address.clone()))?
+    .map_err(|e| DialError::Unreachable {
+        address: address.clone(),
+        reason: e.to_string(),
+    })?;
+    let _ = socket.set_nodelay(true);
+
+    let outcome = Arc::new(Mutex::new(None));
+    let handler = TargetHandler {
+        services: services.clone(),
+        asset: asset.clone(),
+        outcome: outcome.clone(),
+    };
+    let connect = russh::client::connect_stream(Arc::new(client_config(config)), socket, handler);
+    let connected = tokio::time::timeout(config.connect_timeout, connect)
+        .await
+        .map_err(|_| DialError::Timeout(address.clone()))?;
+    let recorded = outcome.lock().ok().and_then(|o| o.clone());
+    let mut handle = match (connected, recorded) {
+        (Ok(handle), Some(HostKeyOutcome::Recorded(fp))) => {
+            services.auditor.record_best_effort(
+                Entry::new(
+                    AuditKind::HostKeyRecorded,
+                    format!(
+                        "trusted host key {fp} of asset `{}` on first use",
+                        asset.name
+                    ),
+                )
+                .session(session_id)
+                .target(asset.name.to_string())
+                .field("fingerprint", fp),
+            );
+            handle
+        }
+        (Ok(handle), _) => handle,
+        (Err(_), Some(HostKeyOutcome::Mismatch { pinned, presented })) => {
+            return Err(DialError::HostKeyMismatch { pinned, presented });
+        }
+        (Err(_), Some(HostKeyOutcome::BadPinned)) => return Err(DialError::BadPinnedKey),
+        (Err(_), Some(HostKeyOutcome::StoreFailed(e))) => {
+            return Err(DialError::Store(StoreError::Database(e)));
+        }
+        (Err(e), _) => return Err(DialError::Protocol(e.to_string())),
+    };
+
+    login(&mut handle, services, authorization).await?;
+    Ok(TargetConnection { handle })
+}
+
+async fn login(
+    handle: &mut russh::client::Handle<TargetHandler>,
+    services: &Arc<Services>,
+    authorization: &TargetAuthorization,
+) -> Result<(), DialError> {
+    let credential = services.vault.credential(authorization.account())?;
+    let user = authorization.account().name.to_string();
+    let protocol = |e: russh::Error| DialError::Protocol(e.to_string());
+    let mut tried = Vec::new();
+    if let Some(key_text) = &credential.private_key {
+        let key = decode_secret_key(key_text.expose(), None)
+            .map_err(|e| DialError::BadPrivateKey(e.to_string()))?;
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(protocol)?
+            .flatten();
+        let result = handle
+            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(protocol)?;
+        if result.success() {
+            return Ok(());
+        }
+        tried.push("publickey");
+    }
+    if let Some(password) = &credential.password {
+        let result = handle
+            .authenticate_password(&user, password.expose())
+            .await
+            .map_err(protocol)?;
+        if result.success() {
+            return Ok(());
+        }
+        tried.push("password");
+    }
+    if tried.is_empty() {
+        return Err(DialError::NoCredential);
+    }
+    Err(DialError::CredentialRejected {
+        methods: tried.join(", "),
+    })
+}
+
+/// How long to wait for a target; also used by tests.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
