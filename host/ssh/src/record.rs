@@ -101,8 +101,11 @@ impl ChannelRecording {
         // File transfers are recorded as events, not as terminal streams.
         let cast = match (&inspector, start) {
             (Inspector::None, Start::Shell | Start::Exec(_)) => {
-                let (cols, rows) = pty.map(|p| (p.cols, p.rows)).unwrap_or((80, 24));
-                let mut header = CastHeader::new(cols.max(1), rows.max(1)).with_title(title);
+                let (cols, rows) = pty
+                    .map(|p| (p.cols, p.rows))
+                    .filter(|&(c, r)| c > 0 && r > 0)
+                    .unwrap_or((80, 24));
+                let mut header = CastHeader::new(cols, rows).with_title(title);
                 if let Some(p) = pty {
                     header = header.with_term(p.term.clone());
                 }

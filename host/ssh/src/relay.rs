@@ -183,7 +183,7 @@ pub(crate) async fn run_session_channel(
                 session: shared.id.clone(),
             };
             refuse(&client_tx, &server, &refusal).await;
-            finish(&shared, &recording);
+            finish(&shared, recording);
             return;
         }
     };
@@ -298,15 +298,17 @@ pub(crate) async fn run_session_channel(
         let _ = client_tx.close().await;
     };
     tokio::join!(up, down);
-    finish(&shared, &recording);
+    finish(&shared, recording);
 }
 
-fn finish(shared: &SessionShared, recording: &Arc<Mutex<ChannelRecording>>) {
-    // The relay futures are done, so this is the last reference in practice; if not, the
-    // channel is still summarised from what was seen.
-    let summary: Option<ChannelSummary> = match Arc::try_unwrap(recording.clone()) {
+fn finish(shared: &SessionShared, recording: Arc<Mutex<ChannelRecording>>) {
+    // The relay futures are done, so this is the last reference.
+    let summary: Option<ChannelSummary> = match Arc::try_unwrap(recording) {
         Ok(mutex) => mutex.into_inner().ok().map(ChannelRecording::finish),
-        Err(_) => None,
+        Err(_) => {
+            tracing::error!("channel recording still in use at channel end");
+            None
+        }
     };
     if let Some(summary) = summary {
         shared.add_channel(summary);
