@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system programs the test suite drives (Debian/Ubuntu). Idempotent.
+#   openssh-server  the real sshd used as the target (tests/support: TargetSshd)
+#   openssh-client  the real ssh/scp/sftp/ssh-keygen clients
+#   asciinema       the real player that must accept exported recordings
+#   passwd          useradd/chpasswd for the ghtest_* target accounts
+#   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
+#   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
+#   ca-certificates, git: general build prerequisites
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends \
+    openssh-server openssh-client asciinema passwd util-linux coreutils procps \
+    build-essential pkg-config cmake clang \
+    ca-certificates git
+
+# Privilege-separation directory sshd insists on (the package's init script would create it).
+$SUDO mkdir -p /run/sshd
+$SUDO chmod 0755 /run/sshd

@@ -1,0 +1,204 @@
+//! End to end: real `ssh` → `gatehouse serve` → real sshd, with the credential from the vault.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::fs;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::ssh_client::{asciinema_play, assert_client_ok};
+use support::world::{ASSET, GATEWAY_USER, World};
+use support::{OutputExt, json_id, json_objects_where, json_str, object_has_string_containing};
+
+const MARKER_COMMAND: &str = "echo gatehouse-marker-$((6*7))";
+const MARKER: &str = "gatehouse-marker-42";
+
+/// Runs `echo hi` and `exit 7` through `client`, checking output and exit status; returns all
+/// client output for the leak check.
+fn exec_round(what: &str, client: &support::ssh_client::Client) -> Vec<String> {
+    let hi = client.ssh("echo hi");
+    assert_client_ok(&format!("{what}: echo hi"), &hi);
+    assert_eq!(hi.stdout_text(), "hi\n", "{what}\n{}", hi.describe());
+
+    let seven = client.ssh("echo to-stderr >&2; exit 7");
+    assert_eq!(
+        seven.code(),
+        Some(7),
+        "{what}: exit status\n{}",
+        seven.describe()
+    );
+    assert!(
+        seven.stderr_text().contains("to-stderr"),
+        "{what}\n{}",
+        seven.describe()
+    );
+
+    vec![
+        hi.stdout_text(),
+        hi.stderr_text(),
+        seven.stdout_text(),
+        seven.stderr_text(),
+    ]
+}
+
+#[test]
+fn password_login_with_vault_password() {
+    let w = World::start("s_pw");
+    let mut outputs = exec_round("password login", &w.client());
+
+    let who = w.client().ssh("id -un");
+    assert_client_ok("id -un", &who);
+    assert_eq!(who.stdout_text().trim(), w.account.name);
+    outputs.push(who.stderr_text());
+
+    let log = w.target.log_text();
+    assert!(
+        log.contains(&format!("Accepted password for {}", w.account.name)),
+        "the target should have seen the vault password\n{log}"
+    );
+
+    // The exec command line is in the session record.
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 3);
+    let shows: Vec<Value> = sessions
+        .iter()
+        .map(|s| w.gh.session_show(&json_id(&s["id"])))
+        .collect();
+    assert!(
+        shows.iter().any(
+            |show| !json_objects_where(show, &|o| object_has_string_containing(o, "id -un"))
+                .is_empty()
+        ),
+        "no session shows the exec command line `id -un`: {shows:#?}"
+    );
+
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    w.assert_no_secret_leaks(&refs);
+}
+
+#[test]
+fn pubkey_login_to_gateway() {
+    let w = World::builder("s_pk").key_user("carol").start();
+    let outputs = exec_round("public-key login", &w.key_client());
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    w.assert_no_secret_leaks(&refs);
+}
+
+#[test]
+fn vault_private_key_credential() {
+    let w = World::builder("s_vk").vault_key().start();
+    let outputs = exec_round("vault private key", &w.client());
+    let log = w.target.log_text();
+    assert!(
+        log.contains(&format!("Accepted publickey for {}", w.account.name)),
+        "the target should have seen the vault key\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("Accepted password for {}", w.account.name)),
+        "{log}"
+    );
+    let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    w.assert_no_secret_leaks(&refs);
+}
+
+#[test]
+fn dash_l_login_form() {
+    let w = World::start("s_dashl");
+    let out = w.client().ssh_dash_l("echo hi");
+    assert_client_ok("ssh -l alice@account@asset", &out);
+    assert_eq!(out.stdout_text(), "hi\n");
+    w.assert_no_secret_leaks(&[&out.stdout_text(), &out.stderr_text()]);
+}
+
+#[test]
+fn env_allow_list_passes_lang() {
+    let w = World::start("s_env");
+    let out = w
+        .client()
+        .option("SendEnv=LANG")
+        .env("LANG", "C.UTF-8")
+        .ssh("printf '%s' \"$LANG\"");
+    assert_client_ok("ssh with SendEnv=LANG", &out);
+    assert_eq!(out.stdout_text(), "C.UTF-8", "{}", out.describe());
+}
+
+#[test]
+fn interactive_session_is_recorded_and_playable() {
+    let w = World::start("s_pty");
+    let mut session = w.client().pty();
+    session.expect("$ ", Duration::from_secs(60));
+    session.send_line(MARKER_COMMAND);
+    session.expect(MARKER, Duration::from_secs(30));
+    session.send_line("exit");
+    let outcome = session.wait(Duration::from_secs(60));
+    assert!(outcome.status.success(), "{}", outcome.describe());
+
+    // session list
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    let session = sessions.last().unwrap();
+    for key in [
+        "id",
+        "user",
+        "account",
+        "asset",
+        "started",
+        "ended",
+        "bytes_up",
+        "bytes_down",
+    ] {
+        assert!(
+            session.get(key).is_some(),
+            "session list entry lacks `{key}`: {session}"
+        );
+    }
+    assert!(
+        json_str(session, "account").contains(&w.account.name),
+        "{session}"
+    );
+    assert!(json_str(session, "asset").contains(ASSET), "{session}");
+    assert!(session["bytes_down"].as_u64().unwrap_or(0) > 0, "{session}");
+    assert!(session["bytes_up"].as_u64().unwrap_or(0) > 0, "{session}");
+    let id = json_id(&session["id"]);
+    let text_list = w.gh.cli_ok(&["session", "list"]);
+    assert!(
+        text_list.contains(&id),
+        "session list (text) lacks {id}:\n{text_list}"
+    );
+
+    // session show
+    let show = w.gh.session_show(&id);
+    assert!(show.is_object(), "session show --json: {show}");
+    w.gh.cli_ok(&["session", "show", &id]);
+
+    // session export → asciicast v2 that the real player accepts
+    let cast = w.scratch.path().join("session.cast");
+    let cast_arg = cast.to_str().unwrap();
+    w.gh.cli_ok(&["session", "export", &id, "-o", cast_arg]);
+    let text = fs::read_to_string(&cast).unwrap();
+    let header: Value =
+        serde_json::from_str(text.lines().next().unwrap_or("")).unwrap_or(Value::Null);
+    assert_eq!(
+        header["version"],
+        2,
+        "not an asciicast v2 header: {}",
+        text.lines().next().unwrap_or("")
+    );
+    assert!(
+        text.contains(MARKER),
+        "the recording lacks the marker:\n{text}"
+    );
+    let played = asciinema_play(&cast);
+    assert_client_ok("asciinema play of the export", &played);
+    assert!(
+        played.stdout_text().contains(MARKER),
+        "{}",
+        played.describe()
+    );
+
+    // session play (the built-in player)
+    let out = w.gh.cli(&["session", "play", &id, "--speed", "50"]);
+    assert_client_ok("gatehouse session play", &out);
+    assert!(out.stdout_text().contains(MARKER), "{}", out.describe());
+
+    w.assert_no_secret_leaks(&[&outcome.stdout, &outcome.stderr, &text]);
+}
