@@ -6,7 +6,9 @@ use crate::cli::{AdminCommand, SessionCommand, SessionRecordCommand};
 use crate::datadir::DataDir;
 use anyhow::{Result, anyhow, bail};
 use gatehouse_core::SessionRecord;
-use gatehouse_recording::{EventRecord, RecordedSession, RecordingEvent};
+use gatehouse_recording::{
+    Direction, EventRecord, FileEvent, FileProtocol, RecordedSession, RecordingEvent,
+};
 use gatehouse_vault::KeySource;
 use std::time::Duration;
 
@@ -35,39 +37,32 @@ fn event_text(event: &RecordingEvent) -> String {
     match event {
         RecordingEvent::Exec { command } => format!("exec `{command}`"),
         RecordingEvent::File { protocol, event } => {
-            let value = serde_json::to_value(event).unwrap_or_default();
-            let op = value["op"].as_str().unwrap_or("file").to_string();
-            let details: Vec<String> = value
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter(|(k, _)| k.as_str() != "op")
-                        .map(|(k, v)| {
-                            format!(
-                                "{k}={}",
-                                v.as_str().map(str::to_string).unwrap_or(v.to_string())
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            format!("{protocol:?} {op} {}", details.join(" ")).to_lowercase_first()
+            let via = match protocol {
+                FileProtocol::Sftp => "sftp",
+                FileProtocol::Scp => "scp",
+            };
+            match event {
+                FileEvent::Transfer {
+                    direction,
+                    path,
+                    bytes,
+                    complete,
+                } => {
+                    let way = match direction {
+                        Direction::Upload => "upload",
+                        Direction::Download => "download",
+                    };
+                    let partial = if *complete { "" } else { ", incomplete" };
+                    format!("{way} `{path}` ({bytes} bytes{partial}, {via})")
+                }
+                FileEvent::Remove { path } => format!("remove `{path}` ({via})"),
+                FileEvent::Rename { from, to } => format!("rename `{from}` to `{to}` ({via})"),
+                FileEvent::Mkdir { path } => format!("mkdir `{path}` ({via})"),
+                FileEvent::Rmdir { path } => format!("rmdir `{path}` ({via})"),
+                FileEvent::SetStat { path } => format!("set attributes of `{path}` ({via})"),
+            }
         }
         other => serde_json::to_string(other).unwrap_or_default(),
-    }
-}
-
-trait LowerFirst {
-    fn to_lowercase_first(self) -> String;
-}
-
-impl LowerFirst for String {
-    fn to_lowercase_first(self) -> String {
-        let mut chars = self.chars();
-        match chars.next() {
-            Some(c) => c.to_lowercase().collect::<String>() + chars.as_str(),
-            None => self,
-        }
     }
 }
 
