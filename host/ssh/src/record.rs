@@ -25,6 +25,12 @@ pub(crate) struct Pty {
     pub rows: u32,
 }
 
+#[derive(Clone, Copy)]
+enum Way {
+    Input,
+    Output,
+}
+
 enum Inspector {
     None,
     Sftp(Box<SftpInspector>),
@@ -164,19 +170,7 @@ impl ChannelRecording {
             Inspector::None => {}
         }
         self.drain_events();
-        if self.cast.is_none() {
-            return;
-        }
-        let keep = clamp(data, &mut self.input_budget);
-        if keep.len() < data.len() {
-            self.truncate_note();
-        }
-        if !keep.is_empty()
-            && let Some(cast) = self.cast.as_mut()
-            && let Err(e) = cast.input(keep)
-        {
-            self.note_failure(e);
-        }
+        self.write_cast(data, Way::Input);
     }
 
     /// Bytes from the target to the user: `stderr` false for the channel's data stream, true for
@@ -190,17 +184,31 @@ impl ChannelRecording {
             }
             self.drain_events();
         }
+        self.write_cast(data, Way::Output);
+    }
+
+    /// Writes what fits in the direction's budget to the cast file.
+    fn write_cast(&mut self, data: &[u8], way: Way) {
         if self.cast.is_none() {
             return;
         }
-        let keep = clamp(data, &mut self.output_budget);
+        let budget = match way {
+            Way::Input => &mut self.input_budget,
+            Way::Output => &mut self.output_budget,
+        };
+        let keep = clamp(data, budget);
         if keep.len() < data.len() {
             self.truncate_note();
         }
-        if !keep.is_empty()
-            && let Some(cast) = self.cast.as_mut()
-            && let Err(e) = cast.output(keep)
-        {
+        if keep.is_empty() {
+            return;
+        }
+        let written = match (self.cast.as_mut(), way) {
+            (Some(cast), Way::Input) => cast.input(keep),
+            (Some(cast), Way::Output) => cast.output(keep),
+            (None, _) => Ok(()),
+        };
+        if let Err(e) = written {
             self.note_failure(e);
         }
     }
