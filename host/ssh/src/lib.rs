@@ -25,6 +25,9 @@ use std::time::Duration;
 
 pub use server::serve;
 
+/// Read buffer on each SSH socket (client side and target side).
+pub(crate) const SOCKET_READ_BUFFER: usize = 64 * 1024;
+
 /// Everything a session needs from the rest of Gatehouse.
 pub struct Services {
     pub store: Arc<Store>,

@@ -86,6 +86,8 @@ async fn handle_connection(
     };
     async move {
         tracing::debug!("connection accepted");
+        // russh reads the packet length and the packet separately; a read buffer saves syscalls.
+        let socket = tokio::io::BufReader::with_capacity(crate::SOCKET_READ_BUFFER, socket);
         match russh::server::run_stream(russh_config, socket, handler).await {
             Ok(running) => {
                 if let Err(e) = running.await {

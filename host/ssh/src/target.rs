@@ -189,6 +189,7 @@ pub async fn dial(
         asset: asset.clone(),
         outcome: outcome.clone(),
     };
+    let socket = tokio::io::BufReader::with_capacity(crate::SOCKET_READ_BUFFER, socket);
     let connect = russh::client::connect_stream(Arc::new(client_config(config)), socket, handler);
     let connected = tokio::time::timeout(config.connect_timeout, connect)
         .await
