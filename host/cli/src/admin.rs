@@ -9,7 +9,7 @@ use gatehouse_core::{
     SessionRecord, TargetSpec, User,
 };
 use gatehouse_store::{
-    ACCOUNTS, ASSETS, GRANTS, GROUPS, SESSIONS, Store, StoreError, Txn, USERS, account_key,
+    ACCOUNTS, ASSETS, GRANTS, GROUPS, SESSIONS, Store, StoreError, Table, Txn, USERS, account_key,
 };
 use gatehouse_vault::{SecretKind, Vault};
 use serde::{Deserialize, Serialize};
@@ -242,6 +242,23 @@ fn audit_change(txn: &mut Txn<'_>, actor: &str, detail: String) -> Result<(), St
     .map(|_| ())
 }
 
+/// Inserts a record that must be new, and audits it in the same transaction.
+fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
+    txn: &mut Txn<'_>,
+    table: &Table<T>,
+    key: &str,
+    record: &T,
+    what: &str,
+    actor: &str,
+) -> Result<()> {
+    if txn.get(table, key)?.is_some() {
+        bail!("{what} already exists");
+    }
+    txn.put(table, key, record)?;
+    audit_change(txn, actor, format!("added {what}"))?;
+    Ok(())
+}
+
 /// Runs one admin command and returns what it prints.
 pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
     let inputs = &request.inputs;
@@ -304,9 +321,6 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                 .map(|g| name("group name", g))
                 .collect::<Result<Vec<_>>>()?;
             ctx.store.write(|txn| -> Result<()> {
-                if txn.get(&USERS, n)?.is_some() {
-                    bail!("user `{n}` already exists");
-                }
                 for g in &groups {
                     if txn.get(&GROUPS, g.as_str())?.is_none() {
                         bail!("group `{g}` does not exist");
@@ -319,9 +333,14 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                     groups,
                     created: Timestamp::now(),
                 };
-                txn.put(&USERS, n, &record)?;
-                audit_change(txn, &inputs.actor, format!("added user `{n}`"))?;
-                Ok(())
+                insert_new(
+                    txn,
+                    &USERS,
+                    n,
+                    &record,
+                    &format!("user `{n}`"),
+                    &inputs.actor,
+                )
             })?;
             Ok(format!("added user `{n}`\n"))
         }
@@ -484,17 +503,19 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
         } => {
             let group_name = name("group name", n)?;
             ctx.store.write(|txn| -> Result<()> {
-                if txn.get(&GROUPS, n)?.is_some() {
-                    bail!("group `{n}` already exists");
-                }
                 let record = Group {
                     name: group_name.clone(),
                     description: description.clone(),
                     created: Timestamp::now(),
                 };
-                txn.put(&GROUPS, n, &record)?;
-                audit_change(txn, &inputs.actor, format!("added group `{n}`"))?;
-                Ok(())
+                insert_new(
+                    txn,
+                    &GROUPS,
+                    n,
+                    &record,
+                    &format!("group `{n}`"),
+                    &inputs.actor,
+                )
             })?;
             Ok(format!("added group `{n}`\n"))
         }
@@ -656,16 +677,14 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 created: Timestamp::now(),
             };
             ctx.store.write(|txn| -> Result<()> {
-                if txn.get(&ASSETS, n)?.is_some() {
-                    bail!("asset `{n}` already exists");
-                }
-                txn.put(&ASSETS, n, &record)?;
-                audit_change(
+                insert_new(
                     txn,
+                    &ASSETS,
+                    n,
+                    &record,
+                    &format!("asset `{n}`"),
                     &inputs.actor,
-                    format!("added asset `{n}` at {address}:{port}"),
-                )?;
-                Ok(())
+                )
             })?;
             Ok(format!(
                 "added asset `{n}` ({})\n",
@@ -803,12 +822,14 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                 if txn.get(&ASSETS, spec.asset.as_str())?.is_none() {
                     bail!("asset `{}` does not exist", spec.asset);
                 }
-                if txn.get(&ACCOUNTS, &key)?.is_some() {
-                    bail!("account `{spec}` already exists");
-                }
-                txn.put(&ACCOUNTS, &key, &record)?;
-                audit_change(txn, &inputs.actor, format!("added account `{spec}`"))?;
-                Ok(())
+                insert_new(
+                    txn,
+                    &ACCOUNTS,
+                    &key,
+                    &record,
+                    &format!("account `{spec}`"),
+                    &inputs.actor,
+                )
             })?;
             Ok(format!("added account `{spec}`\n"))
         }
