@@ -8,6 +8,7 @@ use gatehouse_core::{
     Account, Asset, AuditEvent, AuditKind, Grant, Group, HostKeyPolicy, Name, Principal,
     SessionRecord, TargetSpec, User,
 };
+use gatehouse_policy::PolicyEngine;
 use gatehouse_store::{
     ACCOUNTS, ASSETS, GRANTS, GROUPS, SESSIONS, Store, StoreError, Table, Txn, USERS, account_key,
 };
@@ -176,9 +177,14 @@ pub struct AdminContext {
     pub store: Arc<Store>,
     /// Loaded on demand: only commands that seal secrets need the master key.
     pub vault: Box<dyn Fn() -> Result<Arc<Vault>> + Send + Sync>,
+    /// The policy engine: the running server's, or one loaded on demand from the data directory.
+    pub policy: Box<dyn Fn() -> Result<Arc<PolicyEngine>> + Send + Sync>,
+    pub policy_settings: gatehouse_policy::EngineSettings,
+    /// Whether this runs inside the server (for `policy reload`).
+    pub in_server: bool,
 }
 
-fn name(kind: &str, value: &str) -> Result<Name> {
+pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {
     Name::new(value).map_err(|e| anyhow!("invalid {kind}: {e}"))
 }
 
@@ -188,7 +194,7 @@ fn target(value: &str) -> Result<TargetSpec> {
         .map_err(|_| anyhow!("invalid target `{value}`: expected `ACCOUNT@ASSET`"))
 }
 
-fn json<T: Serialize>(value: &T) -> Result<String> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
@@ -222,11 +228,23 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+pub(crate) fn names_text(names: &[Name], separator: &str) -> String {
+    names
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 pub fn time_text(t: Timestamp) -> String {
     humantime::format_rfc3339_seconds(t.to_system_time()).to_string()
 }
 
-fn audit_change(txn: &mut Txn<'_>, actor: &str, detail: String) -> Result<(), StoreError> {
+pub(crate) fn audit_change(
+    txn: &mut Txn<'_>,
+    actor: &str,
+    detail: String,
+) -> Result<(), StoreError> {
     // Audited in the same transaction as the change itself: both land or neither does.
     txn.append_audit(AuditEvent {
         seq: 0,
@@ -243,7 +261,7 @@ fn audit_change(txn: &mut Txn<'_>, actor: &str, detail: String) -> Result<(), St
 }
 
 /// Inserts a record that must be new, and audits it in the same transaction.
-fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
+pub(crate) fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
     txn: &mut Txn<'_>,
     table: &Table<T>,
     key: &str,
@@ -268,6 +286,8 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::Asset(c) => asset(ctx, c, inputs),
         AdminCommand::Account(c) => account(ctx, c, inputs),
         AdminCommand::Grant(c) => grant(ctx, c, inputs),
+        AdminCommand::AssetGroup(c) => crate::admin_groups::asset_group(ctx, c, inputs),
+        AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;
             if j.json {
@@ -500,12 +520,15 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
         GroupCommand::Add {
             name: n,
             description,
+            parents,
         } => {
             let group_name = name("group name", n)?;
+            let parents = crate::admin_groups::check_groups_exist(ctx, parents, false)?;
             ctx.store.write(|txn| -> Result<()> {
                 let record = Group {
                     name: group_name.clone(),
                     description: description.clone(),
+                    parents: parents.clone(),
                     created: Timestamp::now(),
                 };
                 insert_new(
@@ -532,7 +555,7 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
             if j.json {
                 let view: Vec<_> = groups
                     .iter()
-                    .map(|g| serde_json::json!({"name": g.name, "description": g.description, "members": members(g)}))
+                    .map(|g| serde_json::json!({"name": g.name, "description": g.description, "parents": g.parents, "members": members(g)}))
                     .collect();
                 return json(&view);
             }
@@ -541,12 +564,13 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
                 .map(|g| {
                     vec![
                         g.name.to_string(),
+                        names_text(&g.parents, ","),
                         members(g).join(","),
                         g.description.clone(),
                     ]
                 })
                 .collect::<Vec<_>>();
-            Ok(table(&["NAME", "MEMBERS", "DESCRIPTION"], &rows))
+            Ok(table(&["NAME", "IN", "MEMBERS", "DESCRIPTION"], &rows))
         }
         GroupCommand::Show { name: n, json: j } => {
             let g: Group = ctx
@@ -562,13 +586,14 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
                 .collect();
             if j.json {
                 return json(
-                    &serde_json::json!({"name": g.name, "description": g.description, "members": members}),
+                    &serde_json::json!({"name": g.name, "description": g.description, "parents": g.parents, "members": members}),
                 );
             }
             Ok(format!(
-                "group        {}\ndescription  {}\nmembers      {}\n",
+                "group        {}\ndescription  {}\nin           {}\nmembers      {}\n",
                 g.name,
                 g.description,
+                names_text(&g.parents, ", "),
                 members.join(", ")
             ))
         }
@@ -582,6 +607,12 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
                     if u.groups.contains(&group_name) {
                         u.groups.retain(|g| g != &group_name);
                         txn.put(&USERS, u.name.as_str(), &u)?;
+                    }
+                }
+                for mut other in txn.list(&GROUPS)? {
+                    if other.parents.contains(&group_name) {
+                        other.parents.retain(|p| p != &group_name);
+                        txn.put(&GROUPS, other.name.as_str(), &other)?;
                     }
                 }
                 let principal = Principal::Group(group_name);
@@ -602,6 +633,12 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
                 }
                 Ok(())
             })
+        }
+        GroupCommand::Nest { group: g, parent } => {
+            crate::admin_groups::nest_group(ctx, g, parent, true, inputs)
+        }
+        GroupCommand::Unnest { group: g, parent } => {
+            crate::admin_groups::nest_group(ctx, g, parent, false, inputs)
         }
         GroupCommand::RemoveMember { group: g, user: u } => {
             let group_name = name("group name", g)?;
@@ -636,9 +673,11 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             address,
             port,
             tofu,
+            groups,
             ..
         } => {
             let asset_name = name("asset name", n)?;
+            let groups = crate::admin_groups::check_groups_exist(ctx, groups, true)?;
             if address.trim().is_empty() || address.contains(char::is_whitespace) {
                 bail!("invalid address `{address}`");
             }
@@ -674,6 +713,7 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 address: address.clone(),
                 port: *port,
                 host_key,
+                groups,
                 created: Timestamp::now(),
             };
             ctx.store.write(|txn| -> Result<()> {
@@ -724,11 +764,12 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 .map(|acc| acc.name.to_string())
                 .collect();
             Ok(format!(
-                "asset     {}\naddress   {}:{}\nhost key  {}\naccounts  {}\ncreated   {}\n",
+                "asset     {}\naddress   {}:{}\nhost key  {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
                 a.name,
                 a.address,
                 a.port,
                 host_key_text(&a.host_key),
+                names_text(&a.groups, ", "),
                 accounts.join(", "),
                 time_text(a.created)
             ))

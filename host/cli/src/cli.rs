@@ -44,6 +44,9 @@ pub enum Command {
     /// Recorded sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Cedar policies: validate, test, explain, who-can, reload.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -85,9 +88,15 @@ pub enum AdminCommand {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Groups of assets, for policies (`resource in AssetGroup::"prod"`).
+    #[command(subcommand)]
+    AssetGroup(AssetGroupCommand),
     /// Session records (for `play` and `export` see `gatehouse session`).
     #[command(subcommand, hide = true)]
     SessionRecord(SessionRecordCommand),
+    /// Policy commands that need the store or the running server (see `gatehouse policy`).
+    #[command(subcommand, hide = true)]
+    PolicyAdmin(PolicyAdminCommand),
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -135,6 +144,9 @@ pub enum GroupCommand {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// A group this group is a member of (repeatable; it must exist).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
     },
     /// List groups with their members.
     List(JsonFlag),
@@ -150,6 +162,41 @@ pub enum GroupCommand {
     AddMember { group: String, user: String },
     /// Remove a user from a group.
     RemoveMember { group: String, user: String },
+    /// Make a group a member of another group (nesting; cycles are refused).
+    Nest { group: String, parent: String },
+    /// Undo `nest`.
+    Unnest { group: String, parent: String },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum AssetGroupCommand {
+    /// Add an asset group.
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// An asset group this group is in (repeatable; it must exist).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+    },
+    /// List asset groups with their assets.
+    List(JsonFlag),
+    /// Show one asset group.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove an asset group (assets stay; they leave the group).
+    Remove { name: String },
+    /// Put an asset in a group.
+    AddAsset { group: String, asset: String },
+    /// Take an asset out of a group.
+    RemoveAsset { group: String, asset: String },
+    /// Make an asset group a member of another (nesting; cycles are refused).
+    Nest { group: String, parent: String },
+    /// Undo `nest`.
+    Unnest { group: String, parent: String },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -171,6 +218,9 @@ pub enum AssetCommand {
         /// Trust the first host key seen, then enforce it.
         #[arg(long)]
         tofu: bool,
+        /// An asset group to put it in (repeatable; it must exist).
+        #[arg(long = "group")]
+        groups: Vec<String>,
     },
     /// List assets.
     List(JsonFlag),
@@ -305,4 +355,109 @@ pub enum SessionCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// What a decision is asked about, for `explain` and `who-can`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct DecisionArgs {
+    /// The Cedar action: ssh_session, rdp_session, ssh_shell, ssh_exec, ssh_subsystem,
+    /// ssh_direct_tcpip, ssh_forwarded_tcpip, ssh_x11, ssh_agent, release_password, release_key,
+    /// request_access.
+    #[arg(long, default_value = "ssh_session")]
+    pub action: String,
+    /// Local time in the gateway's zone (`2026-11-24T10:00`) or an RFC 3339 instant; default now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The client's address.
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    pub client: SocketAddr,
+    /// A `key=value` login pair (repeatable).
+    #[arg(long = "pair")]
+    pub pairs: Vec<String>,
+    /// How the user authenticated (repeatable; default password).
+    #[arg(long = "authenticated-with")]
+    pub authenticated_with: Vec<String>,
+    /// A ticket plugin verified the ticket.
+    #[arg(long)]
+    pub ticket_verified: bool,
+    /// For ssh_exec: the command line.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// For ssh_subsystem: its name.
+    #[arg(long)]
+    pub subsystem: Option<String>,
+    /// For port forwarding: `HOST:PORT`.
+    #[arg(long)]
+    pub forward: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files against the schema (default: the data directory's policies, with the
+    /// store's grants linked). Prints file:line:column for every problem.
+    Validate {
+        /// A policy directory other than the configured one.
+        dir: Option<PathBuf>,
+    },
+    /// Run scenario files (a file, or every *.toml under a directory).
+    Test {
+        path: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Decide one request against the policies in force and say why.
+    Explain {
+        /// A scenario file: explain its request named by `--request` instead of using the store.
+        #[arg(long, requires = "request")]
+        scenario: Option<PathBuf>,
+        /// The scenario request's name.
+        #[arg(long)]
+        request: Option<String>,
+        /// The gateway user (with the store).
+        #[arg(long, required_unless_present = "scenario")]
+        user: Option<String>,
+        /// `ACCOUNT@ASSET` (with the store).
+        #[arg(long, required_unless_present = "scenario")]
+        target: Option<String>,
+        #[command(flatten)]
+        decision: DecisionArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Which users may do an action on `ACCOUNT@ASSET` (each user in the store is decided).
+    WhoCan {
+        target: String,
+        #[command(flatten)]
+        decision: DecisionArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Reload the running server's policies now (also done on file change and SIGHUP).
+    Reload,
+    /// Print the Cedar schema policies are validated against.
+    Schema,
+}
+
+/// The policy commands that run against the store, here or in the running server.
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum PolicyAdminCommand {
+    Validate {
+        dir: Option<PathBuf>,
+    },
+    Explain {
+        user: String,
+        target: String,
+        #[command(flatten)]
+        decision: DecisionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    WhoCan {
+        target: String,
+        #[command(flatten)]
+        decision: DecisionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    Reload,
 }

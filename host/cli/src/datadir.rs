@@ -19,6 +19,22 @@ pub struct DataDir {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub master_key: MasterKeySetting,
+    #[serde(default)]
+    pub policy: PolicySettings,
+}
+
+/// Where the policies are and what context the gateway gives them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicySettings {
+    /// The directory of `*.cedar` files (default: `<data-dir>/policies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// The `Gateway` entity's id (default `gatehouse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_name: Option<String>,
+    /// IANA time zone for `context.time` (default: the system's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +62,34 @@ impl DataDir {
     }
     pub fn recordings(&self) -> PathBuf {
         self.root.join("recordings")
+    }
+    pub fn policies(&self) -> PathBuf {
+        self.root.join("policies")
+    }
+    /// The policy engine's settings from settings.json, with defaults.
+    pub fn policy_settings(&self) -> Result<gatehouse_policy::EngineSettings> {
+        let settings = self.load_settings()?;
+        Ok(gatehouse_policy::EngineSettings {
+            policy_dir: settings.policy.dir.unwrap_or_else(|| self.policies()),
+            gateway: settings
+                .policy
+                .gateway_name
+                .unwrap_or_else(|| "gatehouse".into()),
+            time_zone: settings.policy.time_zone,
+        })
+    }
+    /// Creates the policy directory with the base policy if it is missing (data directories
+    /// made before policies existed).
+    pub fn ensure_policies(&self, dir: &Path) -> Result<bool> {
+        if dir.exists() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+        std::fs::write(
+            dir.join("base.cedar"),
+            gatehouse_policy::schema::BASE_POLICY,
+        )?;
+        Ok(true)
     }
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
@@ -201,9 +245,11 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
     )?;
     std::fs::write(dir.tls_dir().join("cert.pem"), tls.cert.pem())?;
 
+    dir.ensure_policies(&dir.policies())?;
     gatehouse_store::Store::open(&dir.store())?;
     let settings = Settings {
         master_key: setting,
+        policy: PolicySettings::default(),
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

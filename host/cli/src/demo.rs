@@ -110,9 +110,13 @@ fn setup(
     let store = Arc::new(Store::open(&dir.store())?);
     let key = dir.load_master_key(overrides)?;
     let vault = Arc::new(Vault::new(key));
+    let policy_settings = dir.policy_settings()?;
     let ctx = AdminContext {
         store,
         vault: Box::new(move || Ok(vault.clone())),
+        policy: Box::new(|| anyhow::bail!("the demo set-up makes no policy decisions")),
+        policy_settings,
+        in_server: false,
     };
     let actor = "demo".to_string();
     let requests = vec![
@@ -133,6 +137,7 @@ fn setup(
                 host_key: Some(host_key.clone()),
                 host_key_file: None,
                 tofu: false,
+                groups: vec![],
             }),
             inputs: with(&actor, |i| i.host_key = Some(host_key.clone())),
         },

@@ -1,9 +1,11 @@
 //! `gatehouse`: the command line and server binary. Glue only: the logic lives in `host/*` crates.
 
 mod admin;
+mod admin_groups;
 mod cli;
 mod datadir;
 mod demo;
+mod policy_cmd;
 mod serve;
 mod session_cmd;
 mod socket;
@@ -11,8 +13,9 @@ mod socket;
 use admin::{AdminContext, AdminRequest, gather_inputs};
 use anyhow::Result;
 use clap::Parser;
-use cli::{AdminCommand, Cli, Command};
+use cli::{AdminCommand, Cli, Command, PolicyAdminCommand, PolicyCommand};
 use datadir::DataDir;
+use gatehouse_policy::PolicyEngine;
 use gatehouse_store::{Store, StoreError};
 use gatehouse_vault::{KeySource, Vault};
 use std::process::ExitCode;
@@ -67,7 +70,62 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Session(command) => session_cmd::run(&dir, overrides, command),
+        Command::Policy(command) => run_policy(&dir, overrides, command),
     }
+}
+
+fn run_policy(dir: &DataDir, overrides: Option<KeySource>, command: PolicyCommand) -> Result<()> {
+    let admin_command = match command {
+        PolicyCommand::Test { path, json } => {
+            if !policy_cmd::test(&path, json.json)? {
+                anyhow::bail!("some scenarios failed");
+            }
+            return Ok(());
+        }
+        PolicyCommand::Schema => {
+            print!("{}", gatehouse_policy::schema::SCHEMA_SOURCE);
+            return Ok(());
+        }
+        PolicyCommand::Explain {
+            scenario: Some(file),
+            request,
+            json,
+            ..
+        } => {
+            let request = request.unwrap_or_default();
+            print!(
+                "{}",
+                policy_cmd::explain_scenario(&file, &request, json.json)?
+            );
+            return Ok(());
+        }
+        PolicyCommand::Explain {
+            user,
+            target,
+            decision,
+            json,
+            ..
+        } => PolicyAdminCommand::Explain {
+            user: user.unwrap_or_default(),
+            target: target.unwrap_or_default(),
+            decision,
+            json: json.json,
+        },
+        PolicyCommand::WhoCan {
+            target,
+            decision,
+            json,
+        } => PolicyAdminCommand::WhoCan {
+            target,
+            decision,
+            json: json.json,
+        },
+        PolicyCommand::Validate { dir } => PolicyAdminCommand::Validate { dir },
+        PolicyCommand::Reload => PolicyAdminCommand::Reload,
+    };
+    let output = run_admin(dir, overrides, AdminCommand::PolicyAdmin(admin_command))?;
+    print!("{output}");
+    Ok(())
 }
 
 /// Runs an admin command here, or in the running server when it holds the store.
@@ -82,13 +140,25 @@ pub(crate) fn run_admin(
     match Store::open(&dir.store()) {
         Ok(store) => {
             let dir_for_key = dir.clone();
+            let store = Arc::new(store);
+            let policy_settings = dir.policy_settings()?;
+            let settings_for_engine = policy_settings.clone();
+            let store_for_engine = store.clone();
             let ctx = AdminContext {
-                store: Arc::new(store),
+                store,
                 vault: Box::new(move || {
                     Ok(Arc::new(Vault::new(
                         dir_for_key.load_master_key(overrides.clone())?,
                     )))
                 }),
+                policy: Box::new(move || {
+                    Ok(Arc::new(PolicyEngine::open(
+                        settings_for_engine.clone(),
+                        store_for_engine.clone(),
+                    )?))
+                }),
+                policy_settings,
+                in_server: false,
             };
             admin::execute(&ctx, &request)
         }

@@ -5,7 +5,7 @@ use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;
-use gatehouse_policy::Authorizer;
+use gatehouse_policy::PolicyEngine;
 use gatehouse_ssh::{GatewayConfig, Services};
 use gatehouse_store::Store;
 use gatehouse_vault::{KeySource, Vault};
@@ -23,13 +23,27 @@ pub fn run(
     let vault = Arc::new(Vault::new(dir.load_master_key(overrides)?));
     let host_keys = dir.load_host_keys()?;
     let store = Arc::new(Store::open(&dir.store())?);
+    let policy_settings = dir.policy_settings()?;
+    if dir.ensure_policies(&policy_settings.policy_dir)? {
+        tracing::warn!(dir = %policy_settings.policy_dir.display(), "no policy directory: created one with the base policy");
+    }
+    let engine = Arc::new(
+        PolicyEngine::open(policy_settings.clone(), store.clone())
+            .context("loading the policies (nothing is served with invalid policies)")?,
+    );
+    let report = engine.bundle();
+    tracing::info!(
+        dir = %policy_settings.policy_dir.display(),
+        policies = report.policy_count(),
+        "policies loaded"
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let services = Arc::new(Services {
             store: store.clone(),
             vault: vault.clone(),
             authenticator: Arc::new(Authenticator::new(store.clone())?),
-            authorizer: Authorizer::new(store.clone()),
+            policy: engine.clone(),
             auditor: Auditor::new(store.clone()),
         });
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
@@ -38,9 +52,13 @@ pub fn run(
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(address = %bound, "SSH gateway listening");
+        let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
             store: store.clone(),
             vault: Box::new(move || Ok(vault.clone())),
+            policy: Box::new(move || Ok(engine_for_admin.clone())),
+            policy_settings: policy_settings.clone(),
+            in_server: true,
         });
         let socket_path = dir.admin_socket();
         if let Some(ready) = ready {
@@ -48,12 +66,62 @@ pub fn run(
         }
         tokio::select! {
             result = gatehouse_ssh::serve(listener, config, services) => result.context("SSH gateway")?,
-            result = crate::socket::serve(&socket_path, admin) => result?,
+            result = crate::socket::serve(&socket_path, admin.clone()) => result?,
+            _ = watch_policies(admin) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     })
+}
+
+/// How often policy files and grants are checked for changes.
+const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the policies when a file or grant changes, and on SIGHUP. A failed reload keeps the
+/// previous policies and is audited with the positions of the problems.
+async fn watch_policies(admin: Arc<AdminContext>) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(POLICY_POLL);
+    loop {
+        #[cfg(unix)]
+        let forced = match hangup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = tick.tick() => false,
+                _ = h.recv() => true,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            tick.tick().await;
+            false
+        };
+        let admin = admin.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(engine) = (admin.policy)() else {
+                return;
+            };
+            let outcome = if forced {
+                Some(engine.reload())
+            } else {
+                engine.reload_if_changed()
+            };
+            let inputs = crate::admin::Inputs::by(if forced { "SIGHUP" } else { "file watcher" });
+            match outcome {
+                Some(Ok(report)) => crate::policy_cmd::audit_reload(&admin, &inputs, Ok(&report)),
+                Some(Err(e)) => {
+                    crate::policy_cmd::audit_reload(&admin, &inputs, Err(&e.to_string()))
+                }
+                None => {}
+            }
+        })
+        .await;
+    }
 }
 
 async fn shutdown_signal() {

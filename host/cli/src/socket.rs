@@ -38,7 +38,17 @@ async fn handle(stream: tokio::net::UnixStream, ctx: Arc<AdminContext>) -> Resul
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(request) => {
-            let result = tokio::task::spawn_blocking(move || execute(&ctx, &request)).await?;
+            let result = tokio::task::spawn_blocking(move || {
+                let result = execute(&ctx, &request);
+                // Grants are template links: relink at once instead of at the next poll.
+                if let Ok(engine) = (ctx.policy)()
+                    && let Some(Err(e)) = engine.reload_if_changed()
+                {
+                    tracing::error!(error = %e, "policies not reloaded after an admin change");
+                }
+                result
+            })
+            .await?;
             match result {
                 Ok(output) => AdminResponse { ok: true, output },
                 Err(e) => AdminResponse {

@@ -21,6 +21,19 @@ pub struct User {
 pub struct Group {
     pub name: Name,
     pub description: String,
+    /// Groups this group is a member of (nesting); policies see the transitive closure.
+    #[serde(default)]
+    pub parents: Vec<Name>,
+    pub created: Timestamp,
+}
+
+/// A group of assets. Asset groups nest like user groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssetGroup {
+    pub name: Name,
+    pub description: String,
+    #[serde(default)]
+    pub parents: Vec<Name>,
     pub created: Timestamp,
 }
 
@@ -41,6 +54,9 @@ pub struct Asset {
     pub address: String,
     pub port: u16,
     pub host_key: HostKeyPolicy,
+    /// Asset groups this asset belongs to.
+    #[serde(default)]
+    pub groups: Vec<Name>,
     pub created: Timestamp,
 }
 
@@ -89,7 +105,9 @@ impl std::fmt::Display for Principal {
     }
 }
 
-/// An interim entitlement: a principal may open sessions to an account. Replaced by Cedar policy.
+/// An entitlement made by an administrator: a principal may open sessions to an account. The
+/// policy engine turns each grant into a link of the Cedar template `grant`, whose policy id
+/// `grant:<id>` is what the audit trail names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Grant {
     pub id: String,
@@ -140,8 +158,11 @@ pub enum AuditKind {
     HostKeyRecorded,
     ChannelOpened,
     ChannelDenied,
+    ChannelClosed,
     SessionEnded,
     AdminChange,
+    PolicyReloaded,
+    PolicyReloadFailed,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

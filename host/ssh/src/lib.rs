@@ -5,6 +5,7 @@
 //! (session id, user, target, client address). The connection to the target is opened once per
 //! session, after authentication and authorization, and every client channel is relayed over it.
 
+mod forward;
 mod messages;
 mod record;
 mod relay;
@@ -14,7 +15,7 @@ pub mod target;
 
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;
-use gatehouse_policy::Authorizer;
+use gatehouse_policy::PolicyEngine;
 use gatehouse_store::Store;
 use gatehouse_vault::Vault;
 use russh::keys::PrivateKey;
@@ -33,7 +34,8 @@ pub struct Services {
     pub store: Arc<Store>,
     pub vault: Arc<Vault>,
     pub authenticator: Arc<Authenticator>,
-    pub authorizer: Authorizer,
+    /// Every access decision: session open and each channel.
+    pub policy: Arc<PolicyEngine>,
     pub auditor: Auditor,
 }
 

@@ -10,7 +10,7 @@ use crate::record::{ChannelRecording, Pty, Start};
 use crate::server::refusal_line;
 use crate::session::SessionShared;
 use gatehouse_core::{AuditKind, ChannelSummary};
-use gatehouse_policy::ChannelKind;
+use gatehouse_policy::ChannelRequest;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Sig};
 use std::sync::atomic::Ordering;
@@ -110,25 +110,30 @@ pub(crate) async fn run_session_channel(
             return;
         }
     };
-    let kind = match start {
-        Start::Shell => ChannelKind::Shell,
-        Start::Exec(_) => ChannelKind::Exec,
-        Start::Subsystem(_) => ChannelKind::Subsystem,
+    let request = match &start {
+        Start::Shell => ChannelRequest::Shell,
+        Start::Exec(command) => ChannelRequest::Exec {
+            command: command.clone(),
+        },
+        Start::Subsystem(name) => ChannelRequest::Subsystem { name: name.clone() },
     };
     let decision = shared
         .services
-        .authorizer
-        .authorize_channel(&target.authorization, kind);
+        .policy
+        .authorize_channel(&target.authorization, &request);
     let description = match &start {
         Start::Shell => "shell".to_string(),
         Start::Exec(cmd) => format!("exec `{cmd}`"),
         Start::Subsystem(name) => format!("subsystem `{name}`"),
     };
-    let fields = [
-        ("channel", serde_json::Value::from(kind.label())),
+    let mut fields = vec![
+        ("channel", serde_json::Value::from(request.kind())),
         ("number", number.into()),
-        ("reasons", serde_json::json!(decision.reasons)),
+        ("policies", serde_json::json!(decision.reasons)),
     ];
+    if !decision.errors.is_empty() {
+        fields.push(("policy_errors", serde_json::json!(decision.errors)));
+    }
     if !decision.permitted {
         shared.audit(
             AuditKind::ChannelDenied,
@@ -139,8 +144,8 @@ pub(crate) async fn run_session_channel(
             .extended_data_bytes(
                 1,
                 format!(
-                    "gatehouse: {} is not permitted on this target\r\n",
-                    kind.label()
+                    "gatehouse: {} is not permitted by policy on this target\r\n",
+                    request.kind()
                 )
                 .into_bytes(),
             )

@@ -3,9 +3,9 @@
 
 use crate::messages::Refusal;
 use crate::session::SessionShared;
-use crate::{GatewayConfig, Services, relay};
+use crate::{GatewayConfig, Services, forward, relay};
 use gatehouse_core::{AuditKind, LoginSpec};
-use gatehouse_policy::ChannelKind;
+use gatehouse_policy::ChannelRequest;
 use russh::MethodKind;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodSet};
@@ -142,7 +142,7 @@ impl ClientHandler {
 
     fn login_ok(&self, user: gatehouse_core::User, login: LoginSpec, method: &str) {
         let name = user.name.to_string();
-        self.shared.logged_in(user, login);
+        self.shared.logged_in(user, login, method);
         self.shared.audit(
             AuditKind::LoginOk,
             format!("`{name}` logged in with {method}"),
@@ -150,14 +150,14 @@ impl ClientHandler {
         );
     }
 
-    /// Decides a forwarding-type channel or request; audits denials.
-    async fn forwarding_permitted(&self, kind: ChannelKind, detail: String) -> bool {
+    /// Decides a forwarding-type channel or request; audits the decision either way.
+    async fn forwarding_permitted(&self, request: ChannelRequest, detail: String) -> bool {
         let decision = match self.shared.target().await {
             Ok(target) => self
                 .shared
                 .services
-                .authorizer
-                .authorize_channel(&target.authorization, kind),
+                .policy
+                .authorize_channel(&target.authorization, &request),
             Err(_) => return false,
         };
         let audit_kind = if decision.permitted {
@@ -169,8 +169,9 @@ impl ClientHandler {
             audit_kind,
             detail,
             &[
-                ("channel", kind.label().into()),
-                ("reasons", serde_json::json!(decision.reasons)),
+                ("channel", request.kind().into()),
+                ("policies", serde_json::json!(decision.reasons)),
+                ("policy_errors", serde_json::json!(decision.errors)),
             ],
         );
         decision.permitted
@@ -293,7 +294,7 @@ impl russh::server::Handler for ClientHandler {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
         originator_address: &str,
@@ -304,16 +305,34 @@ impl russh::server::Handler for ClientHandler {
         let detail = format!(
             "port forwarding to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
         );
-        if self
-            .forwarding_permitted(ChannelKind::DirectTcpip, detail)
-            .await
-        {
-            // No policy can permit forwarding until Cedar lands; when one does, the relay for
-            // direct-tcpip goes here.
-        }
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let request = ChannelRequest::DirectTcpip {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+        };
+        let permitted = self.forwarding_permitted(request, detail).await;
+        let target = match self.shared.target().await {
+            Ok(target) if permitted => target,
+            _ => {
+                // OpenSSH shows this as "open failed: administratively prohibited: <text>".
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+        };
+        let number = self.shared.next_channel_number();
+        let spec = forward::ForwardSpec {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+            originator: originator_address.to_string(),
+            originator_port,
+        };
+        let shared = self.shared.clone();
+        let span = shared.span.clone();
+        tokio::spawn(
+            forward::run_direct_tcpip(shared, target, channel, reply, spec, number)
+                .instrument(span),
+        );
         Ok(())
     }
 
@@ -326,7 +345,7 @@ impl russh::server::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let detail = format!("x11 channel from {originator_address}:{originator_port}");
-        let _ = self.forwarding_permitted(ChannelKind::X11, detail).await;
+        let _ = self.forwarding_permitted(ChannelRequest::X11, detail).await;
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)
             .await;
@@ -340,9 +359,12 @@ impl russh::server::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let detail = format!("remote port forwarding on {address}:{port}");
-        let _ = self
-            .forwarding_permitted(ChannelKind::ForwardedTcpip, detail)
-            .await;
+        let request = ChannelRequest::ForwardedTcpip {
+            host: address.to_string(),
+            port: *port,
+        };
+        // Remote forwarding is not relayed yet: even when policy permits it, it is refused.
+        let _ = self.forwarding_permitted(request, detail).await;
         Ok(false)
     }
 
@@ -352,7 +374,7 @@ impl russh::server::Handler for ClientHandler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let _ = self
-            .forwarding_permitted(ChannelKind::AgentForwarding, "agent forwarding".into())
+            .forwarding_permitted(ChannelRequest::Agent, "agent forwarding".into())
             .await;
         Ok(false)
     }
@@ -367,7 +389,7 @@ impl russh::server::Handler for ClientHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let _ = self
-            .forwarding_permitted(ChannelKind::X11, "x11 forwarding request".into())
+            .forwarding_permitted(ChannelRequest::X11, "x11 forwarding request".into())
             .await;
         session.channel_failure(channel)?;
         Ok(())

@@ -7,7 +7,7 @@ use crate::{GatewayConfig, Services};
 use gatehouse_audit::Entry;
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SessionRecord, User};
-use gatehouse_policy::{Denied, TargetAuthorization};
+use gatehouse_policy::{Denied, SessionFacts, TargetAuthorization};
 use gatehouse_recording::SessionRecording;
 use gatehouse_store::{SESSIONS, StoreError};
 use std::net::SocketAddr;
@@ -28,6 +28,8 @@ pub(crate) struct SessionShared {
     pub config: Arc<GatewayConfig>,
     pub started: Timestamp,
     login: OnceLock<(User, LoginSpec)>,
+    /// How the user authenticated ("password", "publickey").
+    auth_method: OnceLock<String>,
     target: tokio::sync::OnceCell<Result<Arc<Target>, Refusal>>,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
@@ -53,6 +55,7 @@ impl SessionShared {
             config,
             started: Timestamp::now(),
             login: OnceLock::new(),
+            auth_method: OnceLock::new(),
             target: tokio::sync::OnceCell::new(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
@@ -64,7 +67,8 @@ impl SessionShared {
     }
 
     /// Records who logged in. Called once, when authentication succeeds.
-    pub fn logged_in(&self, user: User, login: LoginSpec) {
+    pub fn logged_in(&self, user: User, login: LoginSpec, method: &str) {
+        let _ = self.auth_method.set(method.to_string());
         self.span.record("user", user.name.as_str());
         if let Ok(target) = &login.target {
             self.span.record("target", tracing::field::display(target));
@@ -152,11 +156,33 @@ impl SessionShared {
                 return Err(Refusal::MalformedTarget(e.clone()));
             }
         };
-        let authorization = match self.services.authorizer.authorize_session(user, &target) {
+        let policy = &self.services.policy;
+        let facts = SessionFacts {
+            session_id: self.id.clone(),
+            protocol: "ssh".into(),
+            client: self.client,
+            pairs: login.options.clone(),
+            authenticated_with: self.auth_method.get().cloned().into_iter().collect(),
+            ticket_verified: false,
+            time: policy.clock().now(),
+        };
+        let authorization = match policy.authorize_session(user, &target, facts) {
             Ok(a) => a,
-            Err(Denied::Store(e)) => {
-                self.audit(AuditKind::AccessDenied, format!("store error: {e}"), &[]);
+            Err(Denied::Policy(e)) => {
+                self.audit(AuditKind::AccessDenied, format!("policy error: {e}"), &[]);
                 return Err(internal());
+            }
+            Err(Denied::NotPermitted { decision, .. }) => {
+                let mut fields = vec![("policies", serde_json::json!(decision.reasons()))];
+                if !decision.errors.is_empty() {
+                    fields.push(("policy_errors", serde_json::json!(decision.errors)));
+                }
+                self.audit(
+                    AuditKind::AccessDenied,
+                    format!("policy denies a session on `{target}`"),
+                    &fields,
+                );
+                return Err(Refusal::not_permitted(&target));
             }
             Err(denied) => {
                 self.audit(AuditKind::AccessDenied, denied.to_string(), &[]);
@@ -171,7 +197,7 @@ impl SessionShared {
                 self.audit(
                     AuditKind::TargetConnectFailed,
                     e.to_string(),
-                    &[("reasons", reasons)],
+                    &[("policies", reasons)],
                 );
                 let t = target.to_string();
                 return Err(match e {
@@ -199,7 +225,7 @@ impl SessionShared {
                     authorization.account().name
                 ),
             )
-            .field("reasons", reasons),
+            .field("policies", reasons),
         );
         if let Err(e) = audited.and_then(|_| self.store_record(None)) {
             tracing::error!(error = %e, "cannot audit session start; closing");

@@ -4,13 +4,13 @@
 //! go through [`Store::write`], which runs a closure in one ACID transaction. Only this crate knows
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
-use gatehouse_core::{Account, Asset, AuditEvent, Grant, Group, SessionRecord, User};
+use gatehouse_core::{Account, Asset, AssetGroup, AuditEvent, Grant, Group, SessionRecord, User};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
 /// The schema version this build writes. Older stores are migrated on open; newer ones are refused.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -35,6 +35,7 @@ impl<T> Table<T> {
 pub const USERS: Table<User> = Table::new("users");
 pub const GROUPS: Table<Group> = Table::new("groups");
 pub const ASSETS: Table<Asset> = Table::new("assets");
+pub const ASSET_GROUPS: Table<AssetGroup> = Table::new("asset_groups");
 /// Keyed by [`account_key`].
 pub const ACCOUNTS: Table<Account> = Table::new("accounts");
 pub const GRANTS: Table<Grant> = Table::new("grants");
@@ -119,7 +120,9 @@ impl Store {
                 });
             }
             if found < SCHEMA_VERSION {
-                // Version 0 is an empty file; version 1 is the first schema. Later versions add
+                // Version 0 is an empty file; version 1 is the first schema. Version 2 adds the
+                // asset_groups table (created below) and optional fields that older records
+                // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
                 // their migration steps here, one `if found < N` block each.
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
@@ -128,6 +131,7 @@ impl Store {
                 USERS.name,
                 GROUPS.name,
                 ASSETS.name,
+                ASSET_GROUPS.name,
                 ACCOUNTS.name,
                 GRANTS.name,
                 SESSIONS.name,
@@ -169,6 +173,15 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` on one consistent snapshot of the store (a read transaction).
+    pub fn read<R, E>(&self, f: impl FnOnce(&ReadTxn) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        f(&ReadTxn { txn })
+    }
+
     /// Runs `f` in one write transaction; its changes commit together or not at all. An error
     /// returned by `f` aborts the transaction.
     pub fn write<R, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>) -> Result<R, E>
@@ -202,6 +215,31 @@ impl Store {
             out.push(decode("audit", &k.value().to_string(), v.value())?);
         }
         out.reverse();
+        Ok(out)
+    }
+}
+
+/// A read transaction handed to [`Store::read`]: every read sees the same snapshot.
+pub struct ReadTxn {
+    txn: redb::ReadTransaction,
+}
+
+impl ReadTxn {
+    pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
+        let t = self.txn.open_table(table.def)?;
+        match t.get(key)? {
+            Some(v) => decode(table.name, key, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
+        let t = self.txn.open_table(table.def)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push(decode(table.name, k.value(), v.value())?);
+        }
         Ok(out)
     }
 }
@@ -281,6 +319,7 @@ mod tests {
         Group {
             name: Name::new(name).unwrap(),
             description: String::new(),
+            parents: vec![],
             created: Timestamp(1),
         }
     }

@@ -1,0 +1,419 @@
+//! The policy set in force and the gateway's decision points. A reload (file change, SIGHUP, CLI)
+//! builds a new bundle beside the old one and swaps it in only when it validated; a broken file
+//! leaves the previous decisions in force.
+
+use crate::context::{self, ChannelRequest, Clock, ContextRefs, SessionFacts};
+use crate::entities::EntityBuilder;
+use crate::load::{self, PolicyBundle};
+use crate::schema::{Kind, uid};
+use crate::{Decision, PolicyError, Query};
+use cedar_policy::{Entities, EntityUid};
+use gatehouse_core::{Account, Asset, Grant, TargetSpec, User};
+use gatehouse_store::{GRANTS, Store};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+/// How the engine is set up (from settings.json).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub policy_dir: PathBuf,
+    /// The `Gateway` entity's id.
+    pub gateway: String,
+    /// IANA time zone for `context.time`; `None` is the system zone.
+    pub time_zone: Option<String>,
+}
+
+/// What a successful reload loaded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    pub files: usize,
+    pub policies: usize,
+    pub templates: usize,
+    pub grant_links: usize,
+}
+
+/// What the watcher compares to notice a change: file names, sizes and times, and grant ids.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Fingerprint {
+    files: Vec<(String, u64, Option<SystemTime>)>,
+    grants: Vec<String>,
+}
+
+/// The policy set in force and the decisions made with it.
+pub struct PolicyEngine {
+    settings: EngineSettings,
+    clock: Clock,
+    store: Arc<Store>,
+    current: RwLock<Arc<PolicyBundle>>,
+    fingerprint: Mutex<Fingerprint>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policy_dir", &self.settings.policy_dir)
+            .finish()
+    }
+}
+
+/// Proof that a user may open a session to an account: only [`PolicyEngine`] creates it, and the
+/// SSH dialer requires it, so a target cannot be dialed without a permit decision.
+#[derive(Debug, Clone)]
+pub struct TargetAuthorization {
+    user: User,
+    asset: Asset,
+    account: Account,
+    decision: Decision,
+    facts: SessionFacts,
+    refs: ContextRefs,
+    principal: EntityUid,
+    resource: EntityUid,
+    entities: Arc<Entities>,
+}
+
+impl TargetAuthorization {
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+    pub fn asset(&self) -> &Asset {
+        &self.asset
+    }
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+    /// The ids of the policies that permitted the session.
+    pub fn reasons(&self) -> &[String] {
+        &self.decision.policies
+    }
+}
+
+/// Why a session was refused. `Display` is for the audit trail; the user sees the same message
+/// for every variant but `Policy`/`Store` (no existence oracle).
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    #[error("asset `{0}` does not exist")]
+    NoSuchAsset(String),
+    #[error("account `{0}` does not exist")]
+    NoSuchAccount(String),
+    #[error("policy denies `{user}` a session on `{target}` ({})", .decision.reasons().join(", "))]
+    NotPermitted {
+        user: String,
+        target: String,
+        decision: Decision,
+    },
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+}
+
+impl From<gatehouse_store::StoreError> for Denied {
+    fn from(e: gatehouse_store::StoreError) -> Self {
+        Denied::Policy(e.into())
+    }
+}
+
+struct SessionEntities {
+    asset: Asset,
+    account: Account,
+    entities: Entities,
+    principal: EntityUid,
+    resource: EntityUid,
+    refs: ContextRefs,
+}
+
+/// A channel decision with the policy ids that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelDecision {
+    pub permitted: bool,
+    pub reasons: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn file_fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.path().display().to_string(),
+                meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+impl PolicyEngine {
+    /// Loads the policy directory and the grants; fails if they do not validate.
+    pub fn open(settings: EngineSettings, store: Arc<Store>) -> Result<Self, PolicyError> {
+        let clock = Clock::new(settings.time_zone.as_deref())?;
+        let (bundle, fingerprint) = Self::compile(&settings.policy_dir, &store)?;
+        Ok(PolicyEngine {
+            settings,
+            clock,
+            store,
+            current: RwLock::new(Arc::new(bundle)),
+            fingerprint: Mutex::new(fingerprint),
+        })
+    }
+
+    fn compile(dir: &Path, store: &Store) -> Result<(PolicyBundle, Fingerprint), PolicyError> {
+        let grants: Vec<Grant> = store.list(&GRANTS)?;
+        let files = file_fingerprint(dir);
+        let sources = load::read_dir(dir)?;
+        let links = grants
+            .iter()
+            .map(load::grant_link)
+            .collect::<Result<Vec<_>, _>>()?;
+        let bundle = load::compile(&sources, &links)?;
+        let fingerprint = Fingerprint {
+            files,
+            grants: grants.iter().map(|g| g.id.clone()).collect(),
+        };
+        Ok((bundle, fingerprint))
+    }
+
+    /// Reloads now. On error the previous set stays in force and the error says where.
+    pub fn reload(&self) -> Result<ReloadReport, PolicyError> {
+        let compiled = Self::compile(&self.settings.policy_dir, &self.store);
+        let (bundle, fingerprint) = match compiled {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Remember what failed so the watcher does not report it again every poll.
+                if let Ok(mut fp) = self.fingerprint.lock() {
+                    *fp = self.current_fingerprint();
+                }
+                tracing::error!(error = %e, "policy reload failed; the previous policies stay in force");
+                return Err(e);
+            }
+        };
+        let report = ReloadReport {
+            files: bundle.files().len(),
+            policies: bundle.policy_count() - bundle.link_count(),
+            templates: bundle.template_count(),
+            grant_links: bundle.link_count(),
+        };
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(bundle);
+        }
+        if let Ok(mut fp) = self.fingerprint.lock() {
+            *fp = fingerprint;
+        }
+        tracing::info!(?report, "policies loaded");
+        Ok(report)
+    }
+
+    fn current_fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            files: file_fingerprint(&self.settings.policy_dir),
+            grants: self
+                .store
+                .list(&GRANTS)
+                .map(|g| g.into_iter().map(|g| g.id).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Reloads when a policy file or the grants changed since the last load attempt.
+    pub fn reload_if_changed(&self) -> Option<Result<ReloadReport, PolicyError>> {
+        let now = self.current_fingerprint();
+        let changed = self
+            .fingerprint
+            .lock()
+            .map(|fp| *fp != now)
+            .unwrap_or(false);
+        changed.then(|| self.reload())
+    }
+
+    /// The bundle in force.
+    pub fn bundle(&self) -> Arc<PolicyBundle> {
+        match self.current.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Reads the asset and account and builds the entities for `user` acting on them.
+    fn session_entities(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        facts: &SessionFacts,
+    ) -> Result<SessionEntities, Denied> {
+        self.store.read(|txn| -> Result<_, Denied> {
+            let asset = crate::entities::Directory::asset(txn, target.asset.as_str())?
+                .ok_or_else(|| Denied::NoSuchAsset(target.asset.to_string()))?;
+            let account = crate::entities::Directory::account(
+                txn,
+                target.asset.as_str(),
+                target.account.as_str(),
+            )?
+            .ok_or_else(|| Denied::NoSuchAccount(target.to_string()))?;
+            let mut builder = EntityBuilder::new();
+            let principal = builder.user(txn, user)?;
+            let resource = builder.account(txn, &asset, &account)?;
+            let refs = ContextRefs {
+                gateway: builder.gateway(&self.settings.gateway)?,
+                session: builder.session(&facts.session_id, &facts.pairs)?,
+                request: None,
+            };
+            let entities = builder.build()?;
+            Ok(SessionEntities {
+                asset,
+                account,
+                entities,
+                principal,
+                resource,
+                refs,
+            })
+        })
+    }
+
+    /// Decides whether `user` may open a session to `target`.
+    pub fn authorize_session(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        facts: SessionFacts,
+    ) -> Result<TargetAuthorization, Denied> {
+        let built = self.session_entities(user, target, &facts)?;
+        let action = action_uid(match facts.protocol.as_str() {
+            "rdp" => "rdp_session",
+            _ => "ssh_session",
+        })?;
+        let context = context::context(context::access_value(&facts, &built.refs), &action)?;
+        let decision = self.bundle().decide(Query {
+            principal: &built.principal,
+            action: &action,
+            resource: &built.resource,
+            context,
+            entities: &built.entities,
+        })?;
+        if !decision.allowed {
+            return Err(Denied::NotPermitted {
+                user: user.name.to_string(),
+                target: target.to_string(),
+                decision,
+            });
+        }
+        Ok(TargetAuthorization {
+            user: user.clone(),
+            asset: built.asset,
+            account: built.account,
+            decision,
+            facts,
+            refs: built.refs,
+            principal: built.principal,
+            resource: built.resource,
+            entities: Arc::new(built.entities),
+        })
+    }
+
+    /// Decides one action of `user` on an account, for `policy explain` and `policy who-can`:
+    /// session actions, channel actions (with `channel`) and release actions. Never dials.
+    pub fn decide_as(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        action: &str,
+        facts: &SessionFacts,
+        channel: Option<&ChannelRequest>,
+    ) -> Result<Decision, Denied> {
+        let built = self.session_entities(user, target, facts)?;
+        let action_uid = action_uid(action)?;
+        let value = match (action, channel) {
+            (
+                "ssh_session" | "rdp_session" | "release_password" | "release_key"
+                | "request_access",
+                _,
+            ) => context::access_value(facts, &built.refs),
+            (_, Some(channel)) if action.starts_with("ssh_") => {
+                context::channel_value(facts, &built.refs, channel)
+            }
+            _ => {
+                return Err(Denied::Policy(PolicyError::Config(format!(
+                    "`{action}` cannot be explained from the store: use a session, channel or release action, or a scenario file"
+                ))));
+            }
+        };
+        let context = context::context(value, &action_uid)?;
+        Ok(self.bundle().decide(Query {
+            principal: &built.principal,
+            action: &action_uid,
+            resource: &built.resource,
+            context,
+            entities: &built.entities,
+        })?)
+    }
+
+    /// Every user in the store for whom `action` on `target` is permitted, with the policies
+    /// that permit it. Evaluates each user concretely: exact for the given context.
+    pub fn who_can(
+        &self,
+        target: &TargetSpec,
+        action: &str,
+        facts: &SessionFacts,
+        channel: Option<&ChannelRequest>,
+    ) -> Result<Vec<(String, Decision)>, Denied> {
+        let users: Vec<User> = self.store.list(&gatehouse_store::USERS)?;
+        let mut allowed = Vec::new();
+        for user in users {
+            let decision = self.decide_as(&user, target, action, facts, channel)?;
+            if decision.allowed {
+                allowed.push((user.name.to_string(), decision));
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Decides a channel or channel request inside an authorized session. Errors deny.
+    pub fn authorize_channel(
+        &self,
+        session: &TargetAuthorization,
+        channel: &ChannelRequest,
+    ) -> ChannelDecision {
+        let decided = action_uid(channel.action()).and_then(|action| {
+            let context = context::context(
+                context::channel_value(&session.facts, &session.refs, channel),
+                &action,
+            )?;
+            self.bundle().decide(Query {
+                principal: &session.principal,
+                action: &action,
+                resource: &session.resource,
+                context,
+                entities: &session.entities,
+            })
+        });
+        match decided {
+            Ok(d) => ChannelDecision {
+                permitted: d.allowed,
+                reasons: d.reasons(),
+                errors: d.errors,
+            },
+            Err(e) => ChannelDecision {
+                permitted: false,
+                reasons: vec!["error".to_string()],
+                errors: vec![e.to_string()],
+            },
+        }
+    }
+}
+
+/// `Action::"<name>"`.
+pub fn action_uid(name: &str) -> Result<EntityUid, PolicyError> {
+    uid(Kind::Action, name)
+}

@@ -1,0 +1,218 @@
+//! Policy slicing: Cedar evaluates every policy it is given, so with a thousand policies a decision
+//! would cost a thousand evaluations. The index files each policy under the entity its scope names
+//! (principal first, else resource) and, per request, picks only the policies whose scope can match
+//! the request's principal, action and resource (given their ancestors). Scope constraints are
+//! conjunctive, so a policy left out could never have been satisfied: the decision is the same as
+//! over the whole set (a test compares both on every shipped scenario).
+
+use crate::PolicyError;
+use cedar_policy::{
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
+    ResourceConstraint, Schema, SlotId, Template,
+};
+use std::collections::{HashMap, HashSet};
+
+/// What a scope clause requires of an entity.
+#[derive(Debug, Clone)]
+enum Scope {
+    Any,
+    Is(EntityTypeName),
+    /// `==` or `in`: the entity is `uid` or a descendant of it (`==` is then checked by Cedar).
+    In(EntityUid),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl Scope {
+    fn matches(&self, ty: &EntityTypeName, self_and_ancestors: &HashSet<EntityUid>) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Is(t) => t == ty,
+            Scope::In(uid) => self_and_ancestors.contains(uid),
+            Scope::IsIn(t, uid) => t == ty && self_and_ancestors.contains(uid),
+        }
+    }
+
+    fn key(&self) -> Option<&EntityUid> {
+        match self {
+            Scope::In(uid) | Scope::IsIn(_, uid) => Some(uid),
+            Scope::Any | Scope::Is(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Static(Box<Policy>),
+    Link {
+        template: PolicyId,
+        id: PolicyId,
+        slots: HashMap<SlotId, EntityUid>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    body: Body,
+    principal: Scope,
+    resource: Scope,
+    /// The concrete actions the policy can apply to; `None` for any.
+    actions: Option<HashSet<EntityUid>>,
+}
+
+/// The request's side of the match: each entity's type and itself with its ancestors.
+pub(crate) struct Subject<'a> {
+    pub ty: &'a EntityTypeName,
+    pub self_and_ancestors: &'a HashSet<EntityUid>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    entries: Vec<Entry>,
+    by_principal: HashMap<EntityUid, Vec<usize>>,
+    by_resource: HashMap<EntityUid, Vec<usize>>,
+    global: Vec<usize>,
+    templates: HashMap<PolicyId, Template>,
+}
+
+impl Index {
+    pub(crate) fn build(set: &PolicySet, schema: &Schema) -> Result<Self, PolicyError> {
+        // Each concrete action with the action groups it belongs to.
+        let mut action_groups: HashMap<EntityUid, HashSet<EntityUid>> = HashMap::new();
+        let action_entities = schema
+            .action_entities()
+            .map_err(|e| PolicyError::Internal(e.to_string()))?;
+        for action in schema.actions() {
+            let ancestors: HashSet<EntityUid> = action_entities
+                .ancestors(action)
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            action_groups.insert(action.clone(), ancestors);
+        }
+        let expand = |constraint: ActionConstraint| -> Option<HashSet<EntityUid>> {
+            let named: Vec<EntityUid> = match constraint {
+                ActionConstraint::Any => return None,
+                ActionConstraint::Eq(a) => vec![a],
+                ActionConstraint::In(list) => list,
+            };
+            Some(
+                action_groups
+                    .iter()
+                    .filter(|(action, groups)| {
+                        named.iter().any(|n| n == *action || groups.contains(n))
+                    })
+                    .map(|(action, _)| action.clone())
+                    .collect(),
+            )
+        };
+
+        let mut index = Index {
+            templates: set
+                .templates()
+                .map(|t| (t.id().clone(), t.clone()))
+                .collect(),
+            ..Index::default()
+        };
+        for policy in set.policies() {
+            let principal = match policy.principal_constraint() {
+                PrincipalConstraint::Any => Scope::Any,
+                PrincipalConstraint::Is(t) => Scope::Is(t),
+                PrincipalConstraint::In(u) | PrincipalConstraint::Eq(u) => Scope::In(u),
+                PrincipalConstraint::IsIn(t, u) => Scope::IsIn(t, u),
+            };
+            let resource = match policy.resource_constraint() {
+                ResourceConstraint::Any => Scope::Any,
+                ResourceConstraint::Is(t) => Scope::Is(t),
+                ResourceConstraint::In(u) | ResourceConstraint::Eq(u) => Scope::In(u),
+                ResourceConstraint::IsIn(t, u) => Scope::IsIn(t, u),
+            };
+            let body = match (policy.template_id(), policy.template_links()) {
+                (Some(template), Some(slots)) => Body::Link {
+                    template: template.clone(),
+                    id: policy.id().clone(),
+                    slots,
+                },
+                _ => Body::Static(Box::new(policy.clone())),
+            };
+            let entry = Entry {
+                body,
+                principal,
+                resource,
+                actions: expand(policy.action_constraint()),
+            };
+            let position = index.entries.len();
+            if let Some(uid) = entry.principal.key() {
+                index
+                    .by_principal
+                    .entry(uid.clone())
+                    .or_default()
+                    .push(position);
+            } else if let Some(uid) = entry.resource.key() {
+                index
+                    .by_resource
+                    .entry(uid.clone())
+                    .or_default()
+                    .push(position);
+            } else {
+                index.global.push(position);
+            }
+            index.entries.push(entry);
+        }
+        Ok(index)
+    }
+
+    /// The policies that can apply to this principal, action and resource, as a policy set.
+    pub(crate) fn slice(
+        &self,
+        principal: &Subject<'_>,
+        action: &EntityUid,
+        resource: &Subject<'_>,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut chosen: Vec<usize> = self.global.clone();
+        for uid in principal.self_and_ancestors {
+            if let Some(list) = self.by_principal.get(uid) {
+                chosen.extend(list);
+            }
+        }
+        for uid in resource.self_and_ancestors {
+            if let Some(list) = self.by_resource.get(uid) {
+                chosen.extend(list);
+            }
+        }
+        let mut set = PolicySet::new();
+        let mut templates_added: Vec<&PolicyId> = Vec::new();
+        for position in chosen {
+            let Some(entry) = self.entries.get(position) else {
+                continue;
+            };
+            let applies = entry
+                .principal
+                .matches(principal.ty, principal.self_and_ancestors)
+                && entry
+                    .resource
+                    .matches(resource.ty, resource.self_and_ancestors)
+                && entry.actions.as_ref().is_none_or(|a| a.contains(action));
+            if !applies {
+                continue;
+            }
+            let added = match &entry.body {
+                Body::Static(policy) => set.add(policy.as_ref().clone()),
+                Body::Link {
+                    template,
+                    id,
+                    slots,
+                } => {
+                    if !templates_added.contains(&template) {
+                        if let Some(t) = self.templates.get(template) {
+                            set.add_template(t.clone())
+                                .map_err(|e| PolicyError::Internal(e.to_string()))?;
+                        }
+                        templates_added.push(template);
+                    }
+                    set.link(template.clone(), id.clone(), slots.clone())
+                }
+            };
+            added.map_err(|e| PolicyError::Internal(e.to_string()))?;
+        }
+        Ok(set)
+    }
+}
