@@ -227,6 +227,25 @@ pub fn admin(ctx: &AdminContext, command: &PolicyAdminCommand, inputs: &Inputs) 
     }
 }
 
+/// Reloads when a policy file or the grants changed (or always, when `forced`), and audits the
+/// outcome under `actor`. Used by the file watcher, SIGHUP and after admin changes.
+pub fn reload_audited(ctx: &AdminContext, actor: &str, forced: bool) {
+    let Ok(engine) = (ctx.policy)() else {
+        return;
+    };
+    let outcome = if forced {
+        Some(engine.reload())
+    } else {
+        engine.reload_if_changed()
+    };
+    let inputs = Inputs::by(actor);
+    match outcome {
+        Some(Ok(report)) => audit_reload(ctx, &inputs, Ok(&report)),
+        Some(Err(e)) => audit_reload(ctx, &inputs, Err(&e.to_string())),
+        None => {}
+    }
+}
+
 /// Audits a reload's outcome.
 pub fn audit_reload(
     ctx: &AdminContext,

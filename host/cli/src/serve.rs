@@ -102,23 +102,9 @@ async fn watch_policies(admin: Arc<AdminContext>) {
             false
         };
         let admin = admin.clone();
+        let actor = if forced { "SIGHUP" } else { "file watcher" };
         let _ = tokio::task::spawn_blocking(move || {
-            let Ok(engine) = (admin.policy)() else {
-                return;
-            };
-            let outcome = if forced {
-                Some(engine.reload())
-            } else {
-                engine.reload_if_changed()
-            };
-            let inputs = crate::admin::Inputs::by(if forced { "SIGHUP" } else { "file watcher" });
-            match outcome {
-                Some(Ok(report)) => crate::policy_cmd::audit_reload(&admin, &inputs, Ok(&report)),
-                Some(Err(e)) => {
-                    crate::policy_cmd::audit_reload(&admin, &inputs, Err(&e.to_string()))
-                }
-                None => {}
-            }
+            crate::policy_cmd::reload_audited(&admin, actor, forced)
         })
         .await;
     }

@@ -41,11 +41,7 @@ async fn handle(stream: tokio::net::UnixStream, ctx: Arc<AdminContext>) -> Resul
             let result = tokio::task::spawn_blocking(move || {
                 let result = execute(&ctx, &request);
                 // Grants are template links: relink at once instead of at the next poll.
-                if let Ok(engine) = (ctx.policy)()
-                    && let Some(Err(e)) = engine.reload_if_changed()
-                {
-                    tracing::error!(error = %e, "policies not reloaded after an admin change");
-                }
+                crate::policy_cmd::reload_audited(&ctx, &request.inputs.actor, false);
                 result
             })
             .await?;

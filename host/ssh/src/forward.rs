@@ -10,6 +10,9 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How long the second direction may take to finish after the first has closed.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where the client asked to connect.
 pub(crate) struct ForwardSpec {
     pub host: String,
@@ -98,7 +101,17 @@ pub(crate) async fn run_direct_tcpip(
         }
         let _ = client_tx.close().await;
     };
-    tokio::join!(up, down);
+    // Once one side has closed, the other gets a short grace to finish: russh does not pass on
+    // a peer's CLOSE that answers our own, so waiting for it could wait for ever.
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut up => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut down).await;
+        }
+        _ = &mut down => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
+        }
+    }
     let up = up_bytes.load(Ordering::Relaxed);
     let down = down_bytes.load(Ordering::Relaxed);
     shared.audit(
