@@ -282,7 +282,8 @@ pub fn compile(sources: &[Source], links: &[Link]) -> Result<PolicyBundle, LoadE
         }
     }
 
-    if problems.is_empty() {
+    // Validate what parsed, even when another file did not: every problem in one report.
+    {
         let validator = Validator::new(schema.clone());
         let result = validator.validate(&set, ValidationMode::Strict);
         for e in result.validation_errors() {
