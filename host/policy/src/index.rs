@@ -65,8 +65,13 @@ pub(crate) struct Subject<'a> {
     pub self_and_ancestors: &'a HashSet<EntityUid>,
 }
 
+/// Slices built before, by the positions they hold. Requests repeat (the same user and
+/// account, channel after channel), so most slices are built once. Cleared when full.
+const SLICE_CACHE_LIMIT: usize = 4_096;
+
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    slices: std::sync::Mutex<HashMap<Vec<u32>, std::sync::Arc<PolicySet>>>,
     entries: Vec<Entry>,
     by_principal: HashMap<EntityUid, Vec<usize>>,
     by_resource: HashMap<EntityUid, Vec<usize>>,
@@ -166,7 +171,7 @@ impl Index {
         principal: &Subject<'_>,
         action: &EntityUid,
         resource: &Subject<'_>,
-    ) -> Result<PolicySet, PolicyError> {
+    ) -> Result<std::sync::Arc<PolicySet>, PolicyError> {
         let mut chosen: Vec<usize> = self.global.clone();
         for uid in principal.self_and_ancestors {
             if let Some(list) = self.by_principal.get(uid) {
@@ -178,22 +183,31 @@ impl Index {
                 chosen.extend(list);
             }
         }
+        let mut key: Vec<u32> = chosen
+            .into_iter()
+            .filter(|position| {
+                self.entries.get(*position).is_some_and(|entry| {
+                    entry
+                        .principal
+                        .matches(principal.ty, principal.self_and_ancestors)
+                        && entry
+                            .resource
+                            .matches(resource.ty, resource.self_and_ancestors)
+                        && entry.actions.as_ref().is_none_or(|a| a.contains(action))
+                })
+            })
+            .filter_map(|p| u32::try_from(p).ok())
+            .collect();
+        key.sort_unstable();
+        if let Some(set) = self.slices.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(set);
+        }
         let mut set = PolicySet::new();
         let mut templates_added: Vec<&PolicyId> = Vec::new();
-        for position in chosen {
-            let Some(entry) = self.entries.get(position) else {
+        for position in &key {
+            let Some(entry) = self.entries.get(*position as usize) else {
                 continue;
             };
-            let applies = entry
-                .principal
-                .matches(principal.ty, principal.self_and_ancestors)
-                && entry
-                    .resource
-                    .matches(resource.ty, resource.self_and_ancestors)
-                && entry.actions.as_ref().is_none_or(|a| a.contains(action));
-            if !applies {
-                continue;
-            }
             let added = match &entry.body {
                 Body::Static(policy) => set.add(policy.as_ref().clone()),
                 Body::Link {
@@ -212,6 +226,13 @@ impl Index {
                 }
             };
             added.map_err(|e| PolicyError::Internal(e.to_string()))?;
+        }
+        let set = std::sync::Arc::new(set);
+        if let Ok(mut cache) = self.slices.lock() {
+            if cache.len() >= SLICE_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key, set.clone());
         }
         Ok(set)
     }
