@@ -413,6 +413,206 @@ impl PolicyEngine {
     }
 }
 
+/// How many approvals [`PolicyEngine::required_approvals`] tries before giving up.
+pub const MAX_APPROVALS: i64 = 16;
+
+/// What a release shows the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseKind {
+    Password,
+    PrivateKey,
+}
+
+impl PolicyEngine {
+    /// Entities for a decision about an access request: the requester, the account with its
+    /// asset groups, the gateway, the request, and `principal` (approver or requester).
+    fn request_entities(
+        &self,
+        principal: &User,
+        request: &crate::entities::RequestFacts,
+    ) -> Result<(Entities, EntityUid, EntityUid, EntityUid), Denied> {
+        self.store.read(|txn| -> Result<_, Denied> {
+            use crate::entities::Directory;
+            let asset = txn
+                .asset(&request.asset)?
+                .ok_or_else(|| Denied::NoSuchAsset(request.asset.clone()))?;
+            let account = txn
+                .account(&request.asset, &request.account)?
+                .ok_or_else(|| {
+                    Denied::NoSuchAccount(format!("{}@{}", request.account, request.asset))
+                })?;
+            let requester = txn.user(&request.requester)?.ok_or_else(|| {
+                Denied::Policy(PolicyError::Config(format!(
+                    "requester `{}` does not exist",
+                    request.requester
+                )))
+            })?;
+            let mut builder = EntityBuilder::new();
+            let principal_uid = builder.user(txn, principal)?;
+            builder.user(txn, &requester)?;
+            builder.account(txn, &asset, &account)?;
+            let request_uid = builder.request(request)?;
+            let gateway = builder.gateway(&self.settings.gateway)?;
+            Ok((builder.build()?, principal_uid, request_uid, gateway))
+        })
+    }
+
+    /// Decides a review-type action on an access request: `approve` and `reject` (principal: the
+    /// approver), `grant_request` and `auto_approve` (principal: the requester). `approvals` is
+    /// the count the workflow keeps.
+    pub fn decide_request(
+        &self,
+        principal: &User,
+        action: &str,
+        request: &crate::entities::RequestFacts,
+        approvals: i64,
+    ) -> Result<Decision, Denied> {
+        if !matches!(
+            action,
+            "approve" | "reject" | "grant_request" | "auto_approve"
+        ) {
+            return Err(Denied::Policy(PolicyError::Config(format!(
+                "`{action}` is not a decision about an access request"
+            ))));
+        }
+        let (entities, principal_uid, request_uid, gateway) =
+            self.request_entities(principal, request)?;
+        let action_uid = action_uid(action)?;
+        let time = self.clock.now();
+        let value = serde_json::json!({
+            "time": {
+                "weekday": time.weekday,
+                "hour": time.hour,
+                "minute": time.minute,
+                "date": time.date,
+                "zone": time.zone,
+            },
+            "gateway": { "__entity": { "type": "Gateway", "id": gateway.id().unescaped() } },
+            "approvals": approvals,
+        });
+        let context = context::context(value, &action_uid)?;
+        Ok(self.bundle().decide(Query {
+            principal: &principal_uid,
+            action: &action_uid,
+            resource: &request_uid,
+            context,
+            entities: &entities,
+        })?)
+    }
+
+    /// The fewest approvals with which `grant_request` permits the request (0: none needed),
+    /// or `None` when no count up to [`MAX_APPROVALS`] does.
+    pub fn required_approvals(
+        &self,
+        requester: &User,
+        request: &crate::entities::RequestFacts,
+    ) -> Result<Option<i64>, Denied> {
+        for n in 0..=MAX_APPROVALS {
+            if self
+                .decide_request(requester, "grant_request", request, n)?
+                .allowed
+            {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Decides whether `user` may see an account's password or private key. `request` is the
+    /// approved access request in play, if any (its grant link must be loaded).
+    pub fn authorize_release(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        kind: ReleaseKind,
+        facts: &SessionFacts,
+        request: Option<&crate::entities::RequestFacts>,
+    ) -> Result<Decision, Denied> {
+        let mut built = self.session_entities(user, target, facts)?;
+        if let Some(request) = request {
+            // Rebuild with the request entity added.
+            let (entities, refs) = self.store.read(|txn| -> Result<_, Denied> {
+                use crate::entities::Directory;
+                let mut builder = EntityBuilder::new();
+                builder.user(txn, user)?;
+                if let Some(requester) = txn.user(&request.requester)? {
+                    builder.user(txn, &requester)?;
+                }
+                builder.account(txn, &built.asset, &built.account)?;
+                let refs = ContextRefs {
+                    gateway: builder.gateway(&self.settings.gateway)?,
+                    session: builder.session(&facts.session_id, &facts.pairs)?,
+                    request: Some(builder.request(request)?),
+                };
+                Ok((builder.build()?, refs))
+            })?;
+            built.entities = entities;
+            built.refs = refs;
+        }
+        let action = action_uid(match kind {
+            ReleaseKind::Password => "release_password",
+            ReleaseKind::PrivateKey => "release_key",
+        })?;
+        let context = context::context(context::access_value(facts, &built.refs), &action)?;
+        Ok(self.bundle().decide(Query {
+            principal: &built.principal,
+            action: &action,
+            resource: &built.resource,
+            context,
+            entities: &built.entities,
+        })?)
+    }
+
+    /// Decides whether application `name` (in `groups`) may retrieve an account's credential.
+    pub fn authorize_a2a(
+        &self,
+        name: &str,
+        groups: &[String],
+        target: &TargetSpec,
+        client: std::net::SocketAddr,
+    ) -> Result<Decision, Denied> {
+        let (entities, principal, resource, gateway) =
+            self.store.read(|txn| -> Result<_, Denied> {
+                use crate::entities::Directory;
+                let asset = txn
+                    .asset(target.asset.as_str())?
+                    .ok_or_else(|| Denied::NoSuchAsset(target.asset.to_string()))?;
+                let account = txn
+                    .account(target.asset.as_str(), target.account.as_str())?
+                    .ok_or_else(|| Denied::NoSuchAccount(target.to_string()))?;
+                let mut builder = EntityBuilder::new();
+                let principal = builder.application(txn, name, groups)?;
+                let resource = builder.account(txn, &asset, &account)?;
+                let gateway = builder.gateway(&self.settings.gateway)?;
+                Ok((builder.build()?, principal, resource, gateway))
+            })?;
+        let action = action_uid("a2a_retrieve")?;
+        let time = self.clock.now();
+        let value = serde_json::json!({
+            "client": {
+                "ip": { "__extn": { "fn": "ip", "arg": client.ip().to_string() } },
+                "port": client.port(),
+            },
+            "time": {
+                "weekday": time.weekday,
+                "hour": time.hour,
+                "minute": time.minute,
+                "date": time.date,
+                "zone": time.zone,
+            },
+            "gateway": { "__entity": { "type": "Gateway", "id": gateway.id().unescaped() } },
+        });
+        let context = context::context(value, &action)?;
+        Ok(self.bundle().decide(Query {
+            principal: &principal,
+            action: &action,
+            resource: &resource,
+            context,
+            entities: &entities,
+        })?)
+    }
+}
+
 /// `Action::"<name>"`.
 pub fn action_uid(name: &str) -> Result<EntityUid, PolicyError> {
     uid(Kind::Action, name)

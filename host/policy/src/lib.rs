@@ -18,8 +18,10 @@ pub mod schema;
 
 pub use context::{ChannelRequest, Clock, LocalTime, SessionFacts};
 pub use engine::{
-    ChannelDecision, Denied, EngineSettings, PolicyEngine, ReloadReport, TargetAuthorization,
+    ChannelDecision, Denied, EngineSettings, MAX_APPROVALS, PolicyEngine, ReleaseKind,
+    ReloadReport, TargetAuthorization,
 };
+pub use entities::RequestFacts;
 pub use load::{LoadError, PolicyBundle, Problem, Source};
 
 use cedar_policy::{Context, Decision as CedarDecision, Entities, EntityUid, Request};
