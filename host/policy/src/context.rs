@@ -107,7 +107,8 @@ fn entity(uid: &EntityUid) -> Value {
     json!({ "__entity": { "type": uid.type_name().to_string(), "id": uid.id().unescaped() } })
 }
 
-fn time_value(t: &LocalTime) -> Value {
+/// `Time` of the schema, as JSON.
+pub fn time_value(t: &LocalTime) -> Value {
     json!({
         "weekday": t.weekday,
         "hour": t.hour,

@@ -480,13 +480,7 @@ impl PolicyEngine {
         let action_uid = action_uid(action)?;
         let time = self.clock.now();
         let value = serde_json::json!({
-            "time": {
-                "weekday": time.weekday,
-                "hour": time.hour,
-                "minute": time.minute,
-                "date": time.date,
-                "zone": time.zone,
-            },
+            "time": context::time_value(&time),
             "gateway": { "__entity": { "type": "Gateway", "id": gateway.id().unescaped() } },
             "approvals": approvals,
         });
@@ -593,13 +587,7 @@ impl PolicyEngine {
                 "ip": { "__extn": { "fn": "ip", "arg": client.ip().to_string() } },
                 "port": client.port(),
             },
-            "time": {
-                "weekday": time.weekday,
-                "hour": time.hour,
-                "minute": time.minute,
-                "date": time.date,
-                "zone": time.zone,
-            },
+            "time": context::time_value(&time),
             "gateway": { "__entity": { "type": "Gateway", "id": gateway.id().unescaped() } },
         });
         let context = context::context(value, &action)?;

@@ -98,6 +98,21 @@ pub struct CaseResult {
     pub failure: Option<String>,
 }
 
+impl CaseResult {
+    fn failed(name: &str, why: String) -> Self {
+        CaseResult {
+            name: name.to_string(),
+            passed: false,
+            decision: Decision {
+                allowed: false,
+                policies: vec![],
+                errors: vec![],
+            },
+            failure: Some(why),
+        }
+    }
+}
+
 /// The outcome of one scenario file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScenarioResult {
@@ -243,16 +258,7 @@ impl Loaded {
                         failure,
                     }
                 }
-                Err(e) => CaseResult {
-                    name: request.name.clone(),
-                    passed: false,
-                    decision: Decision {
-                        allowed: false,
-                        policies: vec![],
-                        errors: vec![],
-                    },
-                    failure: Some(e.to_string()),
-                },
+                Err(e) => CaseResult::failed(&request.name, e.to_string()),
             })
             .collect();
         ScenarioResult {
@@ -316,16 +322,7 @@ pub fn run_path(path: &Path) -> Result<Vec<ScenarioResult>, PolicyError> {
             Ok(loaded) => results.push(loaded.run()),
             Err(e) => results.push(ScenarioResult {
                 file: file.display().to_string(),
-                cases: vec![CaseResult {
-                    name: "(loading)".into(),
-                    passed: false,
-                    decision: Decision {
-                        allowed: false,
-                        policies: vec![],
-                        errors: vec![],
-                    },
-                    failure: Some(e.to_string()),
-                }],
+                cases: vec![CaseResult::failed("(loading)", e.to_string())],
             }),
         }
     }

@@ -153,24 +153,12 @@ impl Store {
 
     /// Reads one record.
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table.def)?;
-        match t.get(key)? {
-            Some(v) => decode(table.name, key, v.value()).map(Some),
-            None => Ok(None),
-        }
+        self.read(|r| r.get(table, key))
     }
 
     /// Reads every record of a table, in key order.
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table.def)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push(decode(table.name, k.value(), v.value())?);
-        }
-        Ok(out)
+        self.read(|r| r.list(table))
     }
 
     /// Runs `f` on one consistent snapshot of the store (a read transaction).
@@ -226,21 +214,11 @@ pub struct ReadTxn {
 
 impl ReadTxn {
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        let t = self.txn.open_table(table.def)?;
-        match t.get(key)? {
-            Some(v) => decode(table.name, key, v.value()).map(Some),
-            None => Ok(None),
-        }
+        read_one(&self.txn.open_table(table.def)?, table.name, key)
     }
 
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        let t = self.txn.open_table(table.def)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push(decode(table.name, k.value(), v.value())?);
-        }
-        Ok(out)
+        read_all(&self.txn.open_table(table.def)?, table.name)
     }
 }
 
@@ -251,22 +229,11 @@ pub struct Txn<'a> {
 
 impl Txn<'_> {
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        let t = self.txn.open_table(table.def)?;
-        let value = t.get(key)?;
-        match value {
-            Some(v) => decode(table.name, key, v.value()).map(Some),
-            None => Ok(None),
-        }
+        read_one(&self.txn.open_table(table.def)?, table.name, key)
     }
 
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        let t = self.txn.open_table(table.def)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push(decode(table.name, k.value(), v.value())?);
-        }
-        Ok(out)
+        read_all(&self.txn.open_table(table.def)?, table.name)
     }
 
     pub fn put<T: Serialize>(&mut self, table: &Table<T>, key: &str, value: &T) -> Result<()> {
@@ -300,6 +267,29 @@ impl Txn<'_> {
         t.insert(next, bytes.as_slice())?;
         Ok(event)
     }
+}
+
+fn read_one<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>> {
+    match t.get(key)? {
+        Some(v) => decode(name, key, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_all<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for entry in t.iter()? {
+        let (k, v) = entry?;
+        out.push(decode(name, k.value(), v.value())?);
+    }
+    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T> {
