@@ -46,7 +46,10 @@ fn code_name(code: &ErrorCode) -> String {
     // `HttpRequestDenied`, `ConnectionRefused`, ...: the variant name without payload.
     let text = format!("{code:?}");
     let text = text.strip_prefix("ErrorCode::").unwrap_or(&text);
-    text.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
+    text.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn broken(what: &str) -> HttpFailure {
@@ -79,7 +82,9 @@ pub fn request(
     }
     let request = OutgoingRequest::new(fields);
     request.set_method(&method).map_err(|_| broken("method"))?;
-    request.set_scheme(Some(&scheme)).map_err(|_| broken("scheme"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|_| broken("scheme"))?;
     request
         .set_authority(Some(authority))
         .map_err(|_| HttpFailure::BadUrl(url.to_owned()))?;
@@ -90,7 +95,9 @@ pub fn request(
     let future = outgoing_handler::handle(request, None)
         .map_err(|code| HttpFailure::Refused(code_name(&code)))?;
     if let Some(bytes) = body {
-        let stream = outgoing_body.write().map_err(|_| broken("request body stream"))?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|_| broken("request body stream"))?;
         for chunk in bytes.chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
@@ -98,7 +105,8 @@ pub fn request(
         }
         drop(stream);
     }
-    OutgoingBody::finish(outgoing_body, None).map_err(|code| HttpFailure::Refused(code_name(&code)))?;
+    OutgoingBody::finish(outgoing_body, None)
+        .map_err(|code| HttpFailure::Refused(code_name(&code)))?;
     let response = loop {
         match future.get() {
             Some(result) => break result,
@@ -110,7 +118,9 @@ pub fn request(
         .map_err(|code| HttpFailure::Refused(code_name(&code)))?;
     let status = response.status();
     let incoming = response.consume().map_err(|()| broken("response body"))?;
-    let stream = incoming.stream().map_err(|()| broken("response body stream"))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| broken("response body stream"))?;
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -121,7 +131,9 @@ pub fn request(
                 }
             }
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(_)) => return Err(broken("reading the response body")),
+            Err(StreamError::LastOperationFailed(_)) => {
+                return Err(broken("reading the response body"));
+            }
         }
     }
     Ok(Response { status, body })
@@ -133,7 +145,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Response, HttpFailure>
 }
 
 /// `POST url` with a JSON body.
-pub fn post_json(url: &str, headers: &[(&str, &str)], json: &[u8]) -> Result<Response, HttpFailure> {
+pub fn post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+    json: &[u8],
+) -> Result<Response, HttpFailure> {
     let mut all = headers.to_vec();
     all.push(("content-type", "application/json"));
     request(Method::Post, url, &all, Some(json))

@@ -11,6 +11,7 @@ use exports::gatehouse::plugin::aa::{Acceptance, Guest, Question, Verdict};
 use gatehouse::plugin::types::{Connection, Pair, SessionEnd};
 use gatehouse::plugin::{config, cookies, secrets};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Hostile;
 
@@ -77,7 +78,18 @@ impl Guest for Hostile {
                 Ok(text) => Verdict::Deny(format!("read {} bytes", text.len())),
                 Err(error) => Verdict::Deny(error.to_string()),
             },
-            "env" => Verdict::Deny(format!("{} environment variables", std::env::vars().count())),
+            "counter" => {
+                // A global that would count calls if instances were reused.
+                static CALLS: AtomicU64 = AtomicU64::new(0);
+                let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut heap = vec![0u8; 256 * 1024];
+                heap[0] = heap[0].wrapping_add(calls as u8);
+                Verdict::Deny(format!("call {calls}, heap byte {}", black_box(heap)[0]))
+            }
+            "env" => Verdict::Deny(format!(
+                "{} environment variables",
+                std::env::vars().count()
+            )),
             "http" => match guest_http::get(&target(), &[]) {
                 Ok(response) => Verdict::Deny(format!("reached it: {}", response.status)),
                 Err(error) => Verdict::Deny(error.to_string()),

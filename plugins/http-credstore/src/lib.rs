@@ -39,11 +39,18 @@ fn fetch(request: &CredentialRequest, field: &str) -> Result<Option<String>, Str
     let mount = text("mount", Some("secret"))?;
     let template = text("path-template", Some("gatehouse/{asset}/{account}"))?;
     let path = template
-        .replace("{asset}", &guest_http::encode_segment(&request.target_asset))
-        .replace("{account}", &guest_http::encode_segment(&request.target_account));
+        .replace(
+            "{asset}",
+            &guest_http::encode_segment(&request.target_asset),
+        )
+        .replace(
+            "{account}",
+            &guest_http::encode_segment(&request.target_account),
+        );
     let token = secrets::get("vault-token").map_err(|e| format!("vault token: {e:?}"))?;
     let url = format!("{}/v1/{mount}/data/{path}", address.trim_end_matches('/'));
-    let response = guest_http::get(&url, &[("x-vault-token", &token)]).map_err(|e| e.to_string())?;
+    let response =
+        guest_http::get(&url, &[("x-vault-token", &token)]).map_err(|e| e.to_string())?;
     match response.status {
         200 => {
             let document: KvResponse = serde_json::from_slice(&response.body)

@@ -59,7 +59,11 @@ impl Guest for RestTicketing {
         let url = ticket_url(&request)?;
         let token = token()?;
         let auth = token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
         let response = guest_http::get(&url, &headers).map_err(|e| e.to_string())?;
         match response.status {
             200 => {
@@ -78,7 +82,10 @@ impl Guest for RestTicketing {
                     }
                     Ok(TicketVerdict::Valid(audit))
                 } else {
-                    Ok(TicketVerdict::Invalid(format!("ticket is `{}`", ticket.status)))
+                    Ok(TicketVerdict::Invalid(format!(
+                        "ticket is `{}`",
+                        ticket.status
+                    )))
                 }
             }
             404 => Ok(TicketVerdict::Invalid("no such ticket".into())),
@@ -98,11 +105,17 @@ impl Guest for RestTicketing {
             end.bytes_from_client,
             end.bytes_to_client
         );
-        let body = serde_json::json!({ "text": text, "session-id": request.session_id }).to_string();
+        let body =
+            serde_json::json!({ "text": text, "session-id": request.session_id }).to_string();
         let token = token()?;
         let auth = token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
-        let response = guest_http::post_json(&url, &headers, body.as_bytes()).map_err(|e| e.to_string())?;
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        let response =
+            guest_http::post_json(&url, &headers, body.as_bytes()).map_err(|e| e.to_string())?;
         if (200..300).contains(&response.status) {
             Ok(())
         } else {

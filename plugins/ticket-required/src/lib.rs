@@ -40,14 +40,17 @@ fn prompt() -> String {
 fn well_formed(ticket: &str) -> bool {
     let digits = digits();
     prefixes().iter().any(|prefix| {
-        ticket.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-            rest.len() == digits && rest.bytes().all(|b| b.is_ascii_digit())
-        })
+        ticket
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.len() == digits && rest.bytes().all(|b| b.is_ascii_digit()))
     })
 }
 
 fn find<'a>(pairs: &'a [Pair], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|p| p.key == key).map(|p| p.value.as_str())
+    pairs
+        .iter()
+        .find(|p| p.key == key)
+        .map(|p| p.value.as_str())
 }
 
 fn accept(ticket: Option<String>) -> Verdict {

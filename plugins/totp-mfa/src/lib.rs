@@ -67,11 +67,18 @@ fn hotp(key: &[u8], counter: u64, digits: u32) -> Option<String> {
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn find<'a>(pairs: &'a [Pair], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|p| p.key == key).map(|p| p.value.as_str())
+    pairs
+        .iter()
+        .find(|p| p.key == key)
+        .map(|p| p.value.as_str())
 }
 
 fn deny(reason: String) -> Verdict {
@@ -106,8 +113,9 @@ fn check(conn: Connection) -> Verdict {
     let code = code.trim();
 
     let now_step = clock::now_unix_ms() / 1000 / period;
-    let matched = (now_step.saturating_sub(skew)..=now_step + skew)
-        .find(|step| hotp(&key, *step, digits).is_some_and(|expected| constant_time_eq(&expected, code)));
+    let matched = (now_step.saturating_sub(skew)..=now_step + skew).find(|step| {
+        hotp(&key, *step, digits).is_some_and(|expected| constant_time_eq(&expected, code))
+    });
     let Some(step) = matched else {
         return deny("wrong one-time code".into());
     };
@@ -155,9 +163,16 @@ mod tests {
     fn rfc6238_vectors() {
         // RFC 6238 appendix B, SHA-1, 8 digits.
         let key = b"12345678901234567890";
-        for (time, expected) in [(59u64, "94287082"), (1111111109, "07081804"), (2000000000, "69279037")] {
+        for (time, expected) in [
+            (59u64, "94287082"),
+            (1111111109, "07081804"),
+            (2000000000, "69279037"),
+        ] {
             assert_eq!(hotp(key, time / 30, 8).as_deref(), Some(expected));
         }
-        assert_eq!(base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").as_deref(), Some(&key[..]));
+        assert_eq!(
+            base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").as_deref(),
+            Some(&key[..])
+        );
     }
 }

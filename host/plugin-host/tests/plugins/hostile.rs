@@ -140,6 +140,18 @@ async fn a_well_behaved_call_completes_while_a_hostile_one_spins() {
     }
 }
 
+#[tokio::test]
+async fn every_call_gets_a_fresh_instance() {
+    let env = hostile_env("counter");
+    let host = env.host();
+    for _ in 0..5 {
+        let result = host
+            .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
+            .await;
+        assert_eq!(outcome(&result), "deny: call 1, heap byte 1");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_keeps_serving_after_a_plugin_fails() {
     let env = hostile_env("loop");
@@ -235,4 +247,37 @@ async fn per_plugin_limits_are_configurable() {
         "failure: the plugin used more than its CPU budget of 20 ms"
     );
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_refuses_instead_of_queueing() {
+    let env = hostile_env("loop");
+    let options = HostOptions {
+        pool: PoolLimits {
+            max_instances: 1,
+            ..PoolLimits::default()
+        },
+        ..env.options()
+    };
+    let host = PluginHost::start(&env.registry, options).unwrap();
+    let spinning = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.authenticate(&connection("mallory"), &mut SessionCookies::default(), &[])
+                .await
+        })
+    };
+    // Let the first call take the only instance slot.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let refused = host
+        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
+        .await;
+    assert_eq!(
+        outcome(&refused),
+        "failure: too many plugin calls at once (instance pool exhausted)"
+    );
+    assert_eq!(
+        outcome(&spinning.await.unwrap()),
+        "failure: the plugin used more than its CPU budget of 100 ms"
+    );
 }

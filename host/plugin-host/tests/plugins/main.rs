@@ -5,6 +5,7 @@
 
 mod credstore;
 mod hostile;
+mod invariants;
 mod permissions;
 mod registry;
 mod support;
