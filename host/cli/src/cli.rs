@@ -44,6 +44,9 @@ pub enum Command {
     /// Recorded sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// WebAssembly plugins (docs/plugins.md).
+    #[command(subcommand)]
+    Plugin(crate::plugin_cmd::PluginCommand),
 }
 
 #[derive(Debug, Args)]

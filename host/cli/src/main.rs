@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod datadir;
 mod demo;
+mod plugin_cmd;
 mod serve;
 mod session_cmd;
 mod socket;
@@ -67,6 +68,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Session(command) => session_cmd::run(&dir, overrides, command),
+        Command::Plugin(command) => plugin_cmd::run(&dir, command),
     }
 }
 
