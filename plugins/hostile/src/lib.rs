@@ -86,6 +86,14 @@ impl Guest for Hostile {
                 heap[0] = heap[0].wrapping_add(calls as u8);
                 Verdict::Deny(format!("call {calls}, heap byte {}", black_box(heap)[0]))
             }
+            "cookie" => {
+                // Counts calls in this plugin's session cookie, and in a shared session value.
+                let calls: u32 = cookies::plugin_cookie().parse().unwrap_or(0) + 1;
+                let _ = cookies::set_plugin_cookie(&calls.to_string());
+                let shared = cookies::session_value("seen-by-hostile").unwrap_or_default();
+                let _ = cookies::set_session_value("seen-by-hostile", &format!("{shared}x"));
+                Verdict::Deny(format!("call {calls} of this session, shared `{shared}`"))
+            }
             "env" => Verdict::Deny(format!(
                 "{} environment variables",
                 std::env::vars().count()

@@ -251,7 +251,18 @@ async fn per_plugin_limits_are_configurable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_refuses_instead_of_queueing() {
-    let env = hostile_env("loop");
+    let env = TestEnv::new();
+    env.install(
+        "hostile",
+        Grants {
+            limits: Limits {
+                cpu_ms: 1000,
+                ..Limits::default()
+            },
+            ..grants()
+        },
+        "mode = \"loop\"",
+    );
     let options = HostOptions {
         pool: PoolLimits {
             max_instances: 1,
@@ -260,24 +271,45 @@ async fn an_exhausted_pool_refuses_instead_of_queueing() {
         ..env.options()
     };
     let host = PluginHost::start(&env.registry, options).unwrap();
-    let spinning = {
+    // Two calls at once for one instance slot: whichever comes second is refused at once.
+    let calls = (0..2).map(|_| {
         let host = host.clone();
         tokio::spawn(async move {
             host.authenticate(&connection("mallory"), &mut SessionCookies::default(), &[])
                 .await
         })
-    };
-    // Let the first call take the only instance slot.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let refused = host
+    });
+    let mut outcomes = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        outcomes.push(outcome(&call.await.unwrap()));
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            "failure: the plugin used more than its CPU budget of 1000 ms",
+            "failure: too many plugin calls at once (instance pool exhausted)",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cookies_carry_state_between_calls_of_one_session() {
+    let env = hostile_env("cookie");
+    let host = env.host();
+    let mut session = SessionCookies::default();
+    for expected in [
+        "deny: call 1 of this session, shared ``",
+        "deny: call 2 of this session, shared `x`",
+        "deny: call 3 of this session, shared `xx`",
+    ] {
+        let result = host
+            .authenticate(&connection("alice"), &mut session, &[])
+            .await;
+        assert_eq!(outcome(&result), expected);
+    }
+    let other = host
         .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
         .await;
-    assert_eq!(
-        outcome(&refused),
-        "failure: too many plugin calls at once (instance pool exhausted)"
-    );
-    assert_eq!(
-        outcome(&spinning.await.unwrap()),
-        "failure: the plugin used more than its CPU budget of 100 ms"
-    );
+    assert_eq!(outcome(&other), "deny: call 1 of this session, shared ``");
 }
