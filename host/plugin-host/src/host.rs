@@ -391,6 +391,12 @@ impl PluginHost {
         all
     }
 
+    /// The enabled AA plugins in the order their hooks run (empty: the AA hooks accept at once,
+    /// and the caller may skip keyboard-interactive).
+    pub fn aa_plugins(&self) -> &[String] {
+        &self.inner.aa_order
+    }
+
     /// Runs the `authenticate` hook of every enabled AA plugin, in order. Plugins that already
     /// accepted in this session are not run again.
     pub async fn authenticate(

@@ -33,12 +33,18 @@ pub struct ConnectionInfo {
     pub options: Vec<(String, String)>,
 }
 
-/// One answer the user gave to a plugin's question.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One answer the user gave to a plugin's question. `Debug` hides the value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Answer {
     pub key: String,
     /// Answers may be one-time codes or ticket ids; they are not logged.
     pub value: String,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Answer({:?} = [redacted])", self.key)
+    }
 }
 
 impl Answer {
@@ -203,4 +209,20 @@ pub enum CredentialEvent {
     AuthenticationCompleted { succeeded: bool },
     CheckIn,
     SessionEnded(SessionEnd),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_and_credentials_do_not_print_their_values() {
+        let answer = Answer::new("otp", "123456");
+        assert_eq!(format!("{answer:?}"), "Answer(\"otp\" = [redacted])");
+        let credential = Credential::Password(SecretString::new("hunter2".into()));
+        assert_eq!(
+            format!("{credential:?}"),
+            "Password(SecretString([redacted]))"
+        );
+    }
 }
