@@ -3,6 +3,7 @@
 
 use crate::bindings::v0_1_0::{aa, credential_store, ticketing};
 use crate::cache::PluginCache;
+use crate::call::{Call, CallOutput, Returned, audit_logs, classify, cpu_ticks, invoke, missing};
 use crate::convert::{self, PluginVerdict};
 use crate::engine::{EpochTicker, engine};
 use crate::error::{FailureKind, Hook, HostError, PluginFailure};
@@ -12,7 +13,7 @@ use crate::limits::{Limits, PoolLimits, caps};
 use crate::manifest::PluginKind;
 use crate::registry::{InstalledPlugin, Registry};
 use crate::secrets::{Clock, NoSecrets, SecretProvider};
-use crate::state::{CallState, LogLine, MemoryCap, PluginContext};
+use crate::state::{CallState, MemoryCap, PluginContext};
 use crate::types::*;
 use gatehouse_core::secret::SecretString;
 use std::collections::BTreeMap;
@@ -46,14 +47,14 @@ impl Default for HostOptions {
 }
 
 /// A plugin as loaded: compiled, linked, with its context fixed.
-struct Loaded {
-    context: Arc<PluginContext>,
-    limits: Limits,
-    http_allowed: Arc<[HttpDestination]>,
-    kinds: Vec<PluginKind>,
-    aa: Option<aa::AaPluginPre<CallState>>,
-    credential_store: Option<credential_store::CredentialStorePluginPre<CallState>>,
-    ticketing: Option<ticketing::TicketingPluginPre<CallState>>,
+pub(crate) struct Loaded {
+    pub(crate) context: Arc<PluginContext>,
+    pub(crate) limits: Limits,
+    pub(crate) http_allowed: Arc<[HttpDestination]>,
+    pub(crate) kinds: Vec<PluginKind>,
+    pub(crate) aa: Option<aa::AaPluginPre<CallState>>,
+    pub(crate) credential_store: Option<credential_store::CredentialStorePluginPre<CallState>>,
+    pub(crate) ticketing: Option<ticketing::TicketingPluginPre<CallState>>,
 }
 
 struct Inner {
@@ -81,230 +82,6 @@ pub struct LoadedPluginInfo {
     pub kinds: Vec<PluginKind>,
     /// `Some(message)` when the plugin could not be loaded (every call to it fails).
     pub load_error: Option<String>,
-}
-
-/// A hook invocation with its arguments.
-enum Call {
-    Authenticate(aa::gatehouse::plugin::types::Connection),
-    Authorize(aa::gatehouse::plugin::types::Connection),
-    AaSessionEnded(
-        aa::gatehouse::plugin::types::Connection,
-        aa::gatehouse::plugin::types::SessionEnd,
-    ),
-    Credential(
-        CredentialKind,
-        credential_store::exports::gatehouse::plugin::credential_store::CredentialRequest,
-    ),
-    CredentialEvent(
-        credential_store::exports::gatehouse::plugin::credential_store::CredentialRequest,
-        CredentialEvent,
-    ),
-    Validate(ticketing::exports::gatehouse::plugin::ticketing::TicketRequest),
-    Close(
-        ticketing::exports::gatehouse::plugin::ticketing::TicketRequest,
-        aa::gatehouse::plugin::types::SessionEnd,
-    ),
-}
-
-impl Call {
-    fn hook(&self) -> Hook {
-        match self {
-            Call::Authenticate(_) => Hook::Authenticate,
-            Call::Authorize(_) => Hook::Authorize,
-            Call::AaSessionEnded(..) => Hook::AaSessionEnded,
-            Call::Credential(CredentialKind::Password, _) => Hook::GetPassword,
-            Call::Credential(CredentialKind::PrivateKey, _) => Hook::GetPrivateKey,
-            Call::CredentialEvent(_, CredentialEvent::AuthenticationCompleted { .. }) => {
-                Hook::AuthenticationCompleted
-            }
-            Call::CredentialEvent(_, CredentialEvent::CheckIn) => Hook::CheckIn,
-            Call::CredentialEvent(_, CredentialEvent::SessionEnded(_)) => {
-                Hook::CredentialSessionEnded
-            }
-            Call::Validate(_) => Hook::ValidateTicket,
-            Call::Close(..) => Hook::CloseTicket,
-        }
-    }
-
-    fn kind(&self) -> PluginKind {
-        match self {
-            Call::Authenticate(_) | Call::Authorize(_) | Call::AaSessionEnded(..) => PluginKind::Aa,
-            Call::Credential(..) | Call::CredentialEvent(..) => PluginKind::CredentialStore,
-            Call::Validate(_) | Call::Close(..) => PluginKind::Ticketing,
-        }
-    }
-}
-
-/// What a hook returned, before checking.
-enum Returned {
-    Verdict(aa::exports::gatehouse::plugin::aa::Verdict),
-    Unit,
-    Secret(Result<Option<String>, String>),
-    Ticket(Result<ticketing::exports::gatehouse::plugin::ticketing::TicketVerdict, String>),
-    Closed(Result<(), String>),
-}
-
-/// State a call hands back to the session.
-struct CallOutput {
-    cookie: String,
-    session_values: BTreeMap<String, String>,
-    /// Capabilities refused during the call.
-    denied: Vec<String>,
-}
-
-impl CallOutput {
-    fn failure(&self, plugin: &str, hook: Hook, kind: FailureKind) -> PluginFailure {
-        PluginFailure {
-            plugin: plugin.to_owned(),
-            hook,
-            kind,
-            denied: self.denied.clone(),
-        }
-    }
-}
-
-fn missing(kind: PluginKind) -> FailureKind {
-    FailureKind::WrongKind(kind.as_str())
-}
-
-async fn invoke(
-    store: &mut Store<CallState>,
-    loaded: &Loaded,
-    call: Call,
-) -> wasmtime::Result<Returned> {
-    let kind_missing = |kind: PluginKind| wasmtime::Error::msg(missing(kind).to_string());
-    match call {
-        Call::Authenticate(conn) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let verdict = plugin
-                .gatehouse_plugin_aa()
-                .call_authenticate(&mut *store, &conn)
-                .await?;
-            Ok(Returned::Verdict(verdict))
-        }
-        Call::Authorize(conn) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let verdict = plugin
-                .gatehouse_plugin_aa()
-                .call_authorize(&mut *store, &conn)
-                .await?;
-            Ok(Returned::Verdict(verdict))
-        }
-        Call::AaSessionEnded(conn, end) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            plugin
-                .gatehouse_plugin_aa()
-                .call_session_ended(&mut *store, &conn, &end)
-                .await?;
-            Ok(Returned::Unit)
-        }
-        Call::Credential(kind, request) => {
-            let pre = loaded
-                .credential_store
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::CredentialStore))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let store_api = plugin.gatehouse_plugin_credential_store();
-            let secret = match kind {
-                CredentialKind::Password => {
-                    store_api.call_get_password(&mut *store, &request).await?
-                }
-                CredentialKind::PrivateKey => {
-                    store_api
-                        .call_get_private_key(&mut *store, &request)
-                        .await?
-                }
-            };
-            Ok(Returned::Secret(secret))
-        }
-        Call::CredentialEvent(request, event) => {
-            let pre = loaded
-                .credential_store
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::CredentialStore))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let store_api = plugin.gatehouse_plugin_credential_store();
-            match event {
-                CredentialEvent::AuthenticationCompleted { succeeded } => {
-                    store_api
-                        .call_authentication_completed(&mut *store, &request, succeeded)
-                        .await?
-                }
-                CredentialEvent::CheckIn => store_api.call_check_in(&mut *store, &request).await?,
-                CredentialEvent::SessionEnded(end) => {
-                    store_api
-                        .call_session_ended(&mut *store, &request, &convert::session_end(&end))
-                        .await?
-                }
-            }
-            Ok(Returned::Unit)
-        }
-        Call::Validate(request) => {
-            let pre = loaded
-                .ticketing
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Ticketing))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let verdict = plugin
-                .gatehouse_plugin_ticketing()
-                .call_validate(&mut *store, &request)
-                .await?;
-            Ok(Returned::Ticket(verdict))
-        }
-        Call::Close(request, end) => {
-            let pre = loaded
-                .ticketing
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Ticketing))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            let closed = plugin
-                .gatehouse_plugin_ticketing()
-                .call_close(&mut *store, &request, &end)
-                .await?;
-            Ok(Returned::Closed(closed))
-        }
-    }
-}
-
-/// Turns an error out of wasmtime into the failure the audit trail gets.
-fn classify(error: &wasmtime::Error, state: &CallState, limits: &Limits) -> FailureKind {
-    if state.memory.hit {
-        return FailureKind::MemoryLimit {
-            limit_bytes: limits.memory_bytes(),
-        };
-    }
-    if state.cpu_exceeded() {
-        return FailureKind::CpuLimit {
-            budget_ms: limits.cpu_ms,
-        };
-    }
-    if error
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        return FailureKind::Busy;
-    }
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        return FailureKind::Trap(trap.to_string());
-    }
-    let message = format!("{error:#}");
-    let message = match message.char_indices().nth(caps::REASON) {
-        Some((end, _)) => format!("{}…", &message[..end]),
-        None => message,
-    };
-    FailureKind::Trap(message)
 }
 
 impl PluginHost {
@@ -765,22 +542,6 @@ impl PluginHost {
                     denied: refused,
                 },
             )),
-        }
-    }
-}
-
-fn cpu_ticks(limits: &Limits, pool: &PoolLimits) -> u64 {
-    let tick_ms = u64::try_from(pool.epoch_tick.as_millis())
-        .unwrap_or(1)
-        .max(1);
-    limits.cpu_ms.div_ceil(tick_ms).max(1)
-}
-
-fn audit_logs(plugin: &str, hook: Hook, logs: &[LogLine]) {
-    for line in logs {
-        use crate::bindings::v0_1_0::aa::gatehouse::plugin::log::Level;
-        if matches!(line.level, Level::Warn | Level::Error) {
-            tracing::info!(plugin, %hook, audit = true, "plugin said: {}", line.message);
         }
     }
 }

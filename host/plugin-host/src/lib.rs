@@ -10,6 +10,7 @@
 
 mod bindings;
 mod cache;
+mod call;
 mod convert;
 mod engine;
 pub mod error;
