@@ -94,6 +94,14 @@ impl Guest for Hostile {
                 let _ = cookies::set_session_value("seen-by-hostile", &format!("{shared}x"));
                 Verdict::Deny(format!("call {calls} of this session, shared `{shared}`"))
             }
+            "tcp" => match std::net::TcpStream::connect(("127.0.0.1", 22)) {
+                Ok(_) => Verdict::Deny("connected".into()),
+                Err(error) => Verdict::Deny(error.to_string()),
+            },
+            "dns" => match std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 22)) {
+                Ok(addresses) => Verdict::Deny(format!("resolved {} addresses", addresses.count())),
+                Err(error) => Verdict::Deny(error.to_string()),
+            },
             "env" => Verdict::Deny(format!(
                 "{} environment variables",
                 std::env::vars().count()

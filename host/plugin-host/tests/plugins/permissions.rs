@@ -61,6 +61,19 @@ async fn filesystem_is_absent() {
 }
 
 #[tokio::test]
+async fn sockets_are_refused() {
+    // TCP and UDP are off and every address is denied (2 is WASI's EACCES); name lookup is off.
+    assert_eq!(
+        deny_reason("tcp", grants(), "").await,
+        "Permission denied (os error 2)"
+    );
+    assert_eq!(
+        deny_reason("dns", grants(), "").await,
+        "failed to lookup address information: Non-recoverable error"
+    );
+}
+
+#[tokio::test]
 async fn environment_is_empty() {
     assert_eq!(
         deny_reason("env", grants(), "").await,
