@@ -47,6 +47,9 @@ pub enum Command {
     /// Cedar policies: validate, test, explain, who-can, reload.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// WebAssembly plugins (docs/plugins.md).
+    #[command(subcommand)]
+    Plugin(crate::plugin_cmd::PluginCommand),
 }
 
 #[derive(Debug, Args)]

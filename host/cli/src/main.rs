@@ -5,6 +5,7 @@ mod admin_groups;
 mod cli;
 mod datadir;
 mod demo;
+mod plugin_cmd;
 mod policy_cmd;
 mod serve;
 mod session_cmd;
@@ -71,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Session(command) => session_cmd::run(&dir, overrides, command),
         Command::Policy(command) => run_policy(&dir, overrides, command),
+        Command::Plugin(command) => plugin_cmd::run(&dir, command),
     }
 }
 
