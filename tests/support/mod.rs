@@ -895,3 +895,25 @@ impl Drop for Gatehouse {
         self.stop_server();
     }
 }
+
+/// The package directory of a reference plugin built by `scripts/build-plugins.sh`
+/// (`$GATEHOUSE_PLUGINS_DIR/<name>`, or `<cargo target dir>/gatehouse-plugins/<name>`). Fails
+/// loudly when it was not built.
+pub fn plugin_package(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("GATEHOUSE_PLUGINS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()
+            .expect("test binary path")
+            .ancestors()
+            .nth(3)
+            .expect("test binary inside a cargo target directory")
+            .join("gatehouse-plugins"),
+    };
+    let package = dir.join(name);
+    assert!(
+        package.join("plugin.wasm").is_file(),
+        "plugin `{name}` is not built at {}: run `bash scripts/build-plugins.sh`",
+        package.display()
+    );
+    package
+}

@@ -76,6 +76,36 @@ impl Client {
         }
     }
 
+    /// A password client whose askpass answers keyboard-interactive prompts containing one of
+    /// `answers`' keys with its value (plugin questions), and any other prompt with `password`.
+    pub fn password_with_answers(
+        port: u16,
+        login: impl Into<String>,
+        password: &str,
+        answers: &[(&str, &str)],
+    ) -> Self {
+        let client = Self::password(port, login, password);
+        let dir = client.askpass.path();
+        let mut cases = String::new();
+        for (i, (prompt, value)) in answers.iter().enumerate() {
+            let file = dir.join(format!("answer-{i}"));
+            fs::write(&file, value).expect("write askpass answer");
+            cases.push_str(&format!("  *'{prompt}'*) cat '{}' ;;\n", file.display()));
+        }
+        let script = format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\ncase \"$1\" in\n{cases}  *) cat '{}' ;;\nesac\necho\n",
+            dir.join("prompts").display(),
+            dir.join("secret").display()
+        );
+        fs::write(dir.join("askpass.sh"), script).expect("write askpass script");
+        client
+    }
+
+    /// The prompts the askpass helper was shown, one per line (with `password_with_answers`).
+    pub fn prompts_seen(&self) -> String {
+        fs::read_to_string(self.askpass.path().join("prompts")).unwrap_or_default()
+    }
+
     pub fn password(port: u16, login: impl Into<String>, password: &str) -> Self {
         Self::new(port, login, Auth::Password(password.to_string()))
     }

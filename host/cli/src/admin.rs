@@ -131,6 +131,9 @@ pub fn gather_inputs(command: &AdminCommand) -> Result<Inputs> {
                 inputs.public_keys.push(read_file(path, "public key file")?);
             }
         }
+        AdminCommand::PluginSecret(PluginSecretCommand::Set { .. }) => {
+            inputs.password = Some(read_first_line_stdin()?);
+        }
         AdminCommand::User(UserCommand::SetPassword { .. }) => {
             inputs.password = Some(read_first_line_stdin()?);
         }
@@ -287,6 +290,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::Account(c) => account(ctx, c, inputs),
         AdminCommand::Grant(c) => grant(ctx, c, inputs),
         AdminCommand::AssetGroup(c) => crate::admin_groups::asset_group(ctx, c, inputs),
+        AdminCommand::PluginSecret(c) => crate::plugin_glue::secret_command(ctx, c, inputs),
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;

@@ -94,6 +94,9 @@ pub enum AdminCommand {
     /// Groups of assets, for policies (`resource in AssetGroup::"prod"`).
     #[command(subcommand)]
     AssetGroup(AssetGroupCommand),
+    /// Secrets kept for plugins (TOTP seeds, API tokens), sealed by the vault.
+    #[command(subcommand)]
+    PluginSecret(PluginSecretCommand),
     /// Session records (for `play` and `export` see `gatehouse session`).
     #[command(subcommand, hide = true)]
     SessionRecord(SessionRecordCommand),
@@ -169,6 +172,17 @@ pub enum GroupCommand {
     Nest { group: String, parent: String },
     /// Undo `nest`.
     Unnest { group: String, parent: String },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum PluginSecretCommand {
+    /// Set a secret; the value is read from standard input (first line). A plugin reads it only
+    /// if its grants name it (`secrets = ["totp-seed/*"]`).
+    Set { name: String },
+    /// List secret names (never values).
+    List(JsonFlag),
+    /// Remove a secret.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ mod cli;
 mod datadir;
 mod demo;
 mod plugin_cmd;
+mod plugin_glue;
 mod policy_cmd;
 mod serve;
 mod session_cmd;

@@ -37,6 +37,7 @@ pub fn run(
         policies = report.policy_count(),
         "policies loaded"
     );
+    let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let services = Arc::new(Services {
@@ -44,6 +45,7 @@ pub fn run(
             vault: vault.clone(),
             authenticator: Arc::new(Authenticator::new(store.clone())?),
             policy: engine.clone(),
+            plugins,
             auditor: Auditor::new(store.clone()),
         });
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
@@ -73,6 +75,35 @@ pub fn run(
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     })
+}
+
+/// Starts the enabled plugins of `<data-dir>/plugins`; `None` when none is enabled.
+fn start_plugins(
+    dir: &DataDir,
+    store: Arc<Store>,
+    vault: Arc<Vault>,
+) -> Result<Option<gatehouse_plugin_host::PluginHost>> {
+    let registry = gatehouse_plugin_host::Registry::open(dir.root.join("plugins"))?;
+    let enabled = registry.list()?.iter().filter(|p| p.grants.enabled).count();
+    if enabled == 0 {
+        return Ok(None);
+    }
+    let options = gatehouse_plugin_host::HostOptions {
+        compile_cache_dir: Some(dir.root.join("plugins/.compiled")),
+        secrets: Arc::new(crate::plugin_glue::VaultSecrets { store, vault }),
+        ..Default::default()
+    };
+    let host = gatehouse_plugin_host::PluginHost::start(&registry, options)
+        .context("starting the plugins")?;
+    for plugin in host.plugins() {
+        match &plugin.load_error {
+            None => tracing::info!(plugin = %plugin.name, "plugin loaded"),
+            Some(e) => {
+                tracing::error!(plugin = %plugin.name, error = %e, "plugin not loaded; calls to it are refused")
+            }
+        }
+    }
+    Ok(Some(host))
 }
 
 /// How often policy files and grants are checked for changes.

@@ -88,6 +88,16 @@ pub struct Account {
     pub secret_updated: Timestamp,
 }
 
+/// A secret the operator keeps for plugins (a TOTP seed, an API token), sealed by the vault and
+/// bound to its name. A plugin reads it only when its grants name it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginSecret {
+    /// `totp-seed/alice`, `vault-token`, ...
+    pub name: String,
+    pub sealed: SealedSecret,
+    pub updated: Timestamp,
+}
+
 /// Who an entitlement is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]

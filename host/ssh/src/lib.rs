@@ -5,6 +5,7 @@
 //! (session id, user, target, client address). The connection to the target is opened once per
 //! session, after authentication and authorization, and every client channel is relayed over it.
 
+mod aa;
 mod forward;
 mod messages;
 mod record;
@@ -36,6 +37,8 @@ pub struct Services {
     pub authenticator: Arc<Authenticator>,
     /// Every access decision: session open and each channel.
     pub policy: Arc<PolicyEngine>,
+    /// The enabled plugins (AA hooks in the login, credential stores, ticketing).
+    pub plugins: Option<gatehouse_plugin_host::PluginHost>,
     pub auditor: Auditor,
 }
 

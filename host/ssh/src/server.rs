@@ -3,8 +3,9 @@
 
 use crate::messages::Refusal;
 use crate::session::SessionShared;
-use crate::{GatewayConfig, Services, forward, relay};
+use crate::{GatewayConfig, Services, aa, forward, relay};
 use gatehouse_core::{AuditKind, LoginSpec};
+use gatehouse_plugin_host::SessionCookies;
 use gatehouse_policy::ChannelRequest;
 use russh::MethodKind;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -16,9 +17,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-fn server_config(config: &GatewayConfig) -> russh::server::Config {
+fn server_config(config: &GatewayConfig, services: &Services) -> russh::server::Config {
+    let mut methods = vec![MethodKind::PublicKey, MethodKind::Password];
+    if aa_plugins(services).is_some() {
+        // Plugins' questions are asked through keyboard-interactive.
+        methods.push(MethodKind::KeyboardInteractive);
+    }
     russh::server::Config {
-        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        methods: MethodSet::from(&methods[..]),
         auth_rejection_time: Duration::from_secs(1),
         // OpenSSH probes with "none" first; answering it at once saves a second per login.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -42,7 +48,7 @@ pub async fn serve(
     config: Arc<GatewayConfig>,
     services: Arc<Services>,
 ) -> std::io::Result<()> {
-    let russh_config = Arc::new(server_config(&config));
+    let russh_config = Arc::new(server_config(&config, &services));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -83,6 +89,8 @@ async fn handle_connection(
     let handler = ClientHandler {
         shared: shared.clone(),
         key_rejection_audited: false,
+        pending: None,
+        cookies: SessionCookies::default(),
     };
     async move {
         tracing::debug!("connection accepted");
@@ -106,6 +114,33 @@ async fn handle_connection(
 struct ClientHandler {
     shared: Arc<SessionShared>,
     key_rejection_audited: bool,
+    /// A login whose plugins are still deciding (they may be asking a question).
+    pending: Option<aa::PendingLogin>,
+    /// Plugin state for this session, kept between hook calls.
+    cookies: SessionCookies,
+}
+
+/// The plugin host, when at least one AA plugin is enabled.
+fn aa_plugins(services: &Services) -> Option<&gatehouse_plugin_host::PluginHost> {
+    services
+        .plugins
+        .as_ref()
+        .filter(|p| !p.aa_plugins().is_empty())
+}
+
+fn keyboard_interactive_next() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+        partial_success: true,
+    }
+}
+
+fn ask(question: &gatehouse_plugin_host::Question) -> Auth {
+    Auth::Partial {
+        name: "Gatehouse".into(),
+        instructions: "".into(),
+        prompts: vec![(question.prompt.clone().into(), question.echo)].into(),
+    }
 }
 
 impl ClientHandler {
@@ -140,14 +175,61 @@ impl ClientHandler {
         }
     }
 
-    fn login_ok(&self, user: gatehouse_core::User, login: LoginSpec, method: &str) {
+    fn login_ok(
+        &mut self,
+        user: gatehouse_core::User,
+        login: LoginSpec,
+        method: &str,
+        plugins: Vec<String>,
+        notes: Vec<(String, String, String)>,
+    ) {
         let name = user.name.to_string();
-        self.shared.logged_in(user, login, method);
+        let ticket_verified = self.cookies.tickets().next().is_some();
+        let mut authenticated_with = vec![method.to_string()];
+        authenticated_with.extend(plugins.iter().cloned());
+        self.shared.logged_in(
+            user,
+            login,
+            authenticated_with,
+            ticket_verified,
+            std::mem::take(&mut self.cookies),
+        );
+        let how = if plugins.is_empty() {
+            method.to_string()
+        } else {
+            format!("{method} and {}", plugins.join(", "))
+        };
+        let notes: Vec<serde_json::Value> = notes
+            .into_iter()
+            .map(|(plugin, key, value)| serde_json::json!({"plugin": plugin, "key": key, "value": value}))
+            .collect();
         self.shared.audit(
             AuditKind::LoginOk,
-            format!("`{name}` logged in with {method}"),
-            &[("method", method.into())],
+            format!("`{name}` logged in with {how}"),
+            &[
+                ("method", method.into()),
+                ("plugins", serde_json::json!(plugins)),
+                ("plugin_notes", serde_json::json!(notes)),
+                ("ticket_verified", ticket_verified.into()),
+            ],
         );
+    }
+
+    /// The gateway password or key was right: the plugins (if any) have their say.
+    async fn first_factor_ok(
+        &mut self,
+        user: gatehouse_core::User,
+        login: LoginSpec,
+        method: &str,
+    ) -> Auth {
+        let Some(plugins) = aa_plugins(&self.shared.services).cloned() else {
+            self.login_ok(user, login, method, vec![], vec![]);
+            return Auth::Accept;
+        };
+        let pending = aa::PendingLogin::new(user, login, method);
+        // The first question is asked once the client switches to keyboard-interactive.
+        self.continue_plugins(&plugins, pending, |_| keyboard_interactive_next())
+            .await
     }
 
     /// Decides a forwarding-type channel or request; audits the decision either way.
@@ -176,6 +258,34 @@ impl ClientHandler {
         );
         decision.permitted
     }
+
+    /// Runs the plugins. On a question the login is kept pending and `asking` says how to
+    /// proceed.
+    async fn continue_plugins(
+        &mut self,
+        plugins: &gatehouse_plugin_host::PluginHost,
+        mut pending: aa::PendingLogin,
+        asking: impl FnOnce(&gatehouse_plugin_host::Question) -> Auth,
+    ) -> Auth {
+        match aa::run(&self.shared, plugins, &mut pending, &mut self.cookies).await {
+            aa::Next::Accept => {
+                let done = pending.into_parts();
+                self.login_ok(
+                    done.user,
+                    done.login,
+                    &done.method,
+                    done.accepted_by,
+                    done.audit_notes,
+                );
+                Auth::Accept
+            }
+            aa::Next::Ask(question) => {
+                self.pending = Some(pending);
+                asking(&question)
+            }
+            aa::Next::Deny => Self::reject(),
+        }
+    }
 }
 
 impl russh::server::Handler for ClientHandler {
@@ -196,10 +306,7 @@ impl russh::server::Handler for ClientHandler {
             tokio::task::spawn_blocking(move || authenticator.verify_password(&name, &password))
                 .await;
         match verified {
-            Ok(Ok(found)) => {
-                self.login_ok(found, login, "password");
-                Ok(Auth::Accept)
-            }
+            Ok(Ok(found)) => Ok(self.first_factor_ok(found, login, "password").await),
             Ok(Err(e)) => {
                 self.login_failed(user, e.to_string());
                 Ok(Self::reject())
@@ -251,13 +358,43 @@ impl russh::server::Handler for ClientHandler {
             .authenticator
             .verify_public_key(&login.user, key.public_key)
         {
-            Ok(found) => {
-                self.login_ok(found, login, "publickey");
-                Ok(Auth::Accept)
-            }
+            Ok(found) => Ok(self.first_factor_ok(found, login, "publickey").await),
             Err(e) => {
                 self.login_failed(user, e.to_string());
                 Ok(Self::reject())
+            }
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        // Keyboard-interactive is only the second step: the plugins' questions after the
+        // gateway password or key.
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(Self::reject());
+        };
+        let Some(plugins) = aa_plugins(&self.shared.services).cloned() else {
+            return Ok(Self::reject());
+        };
+        match response {
+            None => {
+                let Some(question) = pending.question().cloned() else {
+                    return Ok(Self::reject());
+                };
+                self.pending = Some(pending);
+                Ok(ask(&question))
+            }
+            Some(mut answers) => {
+                let value = answers
+                    .next()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                pending.answer(value);
+                Ok(self.continue_plugins(&plugins, pending, ask).await)
             }
         }
     }

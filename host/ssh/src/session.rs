@@ -28,8 +28,12 @@ pub(crate) struct SessionShared {
     pub config: Arc<GatewayConfig>,
     pub started: Timestamp,
     login: OnceLock<(User, LoginSpec)>,
-    /// How the user authenticated ("password", "publickey").
-    auth_method: OnceLock<String>,
+    /// How the user authenticated: "password" or "publickey", then the plugins that accepted.
+    authenticated_with: OnceLock<Vec<String>>,
+    /// A ticketing plugin verified the login's ticket.
+    ticket_verified: AtomicBool,
+    /// Plugin state, for the `session-ended` hooks.
+    cookies: Mutex<Option<gatehouse_plugin_host::SessionCookies>>,
     target: tokio::sync::OnceCell<Result<Arc<Target>, Refusal>>,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
@@ -55,7 +59,9 @@ impl SessionShared {
             config,
             started: Timestamp::now(),
             login: OnceLock::new(),
-            auth_method: OnceLock::new(),
+            authenticated_with: OnceLock::new(),
+            ticket_verified: AtomicBool::new(false),
+            cookies: Mutex::new(None),
             target: tokio::sync::OnceCell::new(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
@@ -67,8 +73,20 @@ impl SessionShared {
     }
 
     /// Records who logged in. Called once, when authentication succeeds.
-    pub fn logged_in(&self, user: User, login: LoginSpec, method: &str) {
-        let _ = self.auth_method.set(method.to_string());
+    pub fn logged_in(
+        &self,
+        user: User,
+        login: LoginSpec,
+        authenticated_with: Vec<String>,
+        ticket_verified: bool,
+        cookies: gatehouse_plugin_host::SessionCookies,
+    ) {
+        let _ = self.authenticated_with.set(authenticated_with);
+        self.ticket_verified
+            .store(ticket_verified, Ordering::Relaxed);
+        if let Ok(mut c) = self.cookies.lock() {
+            *c = Some(cookies);
+        }
         self.span.record("user", user.name.as_str());
         if let Ok(target) = &login.target {
             self.span.record("target", tracing::field::display(target));
@@ -162,8 +180,8 @@ impl SessionShared {
             protocol: "ssh".into(),
             client: self.client,
             pairs: login.options.clone(),
-            authenticated_with: self.auth_method.get().cloned().into_iter().collect(),
-            ticket_verified: false,
+            authenticated_with: self.authenticated_with.get().cloned().unwrap_or_default(),
+            ticket_verified: self.ticket_verified.load(Ordering::Relaxed),
             time: policy.clock().now(),
         };
         let authorization = match policy.authorize_session(user, &target, facts) {
@@ -268,8 +286,57 @@ impl SessionShared {
             .write(|txn| txn.put(&SESSIONS, &self.id, &record))
     }
 
+    /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
+    fn plugins_session_ended(&self) {
+        let (Some(plugins), Some((user, login))) =
+            (self.services.plugins.clone(), self.login.get())
+        else {
+            return;
+        };
+        let Some(mut cookies) = self.cookies.lock().ok().and_then(|mut c| c.take()) else {
+            return;
+        };
+        let (asset, account) = match &login.target {
+            Ok(t) => (t.asset.to_string(), t.account.to_string()),
+            Err(_) => (String::new(), String::new()),
+        };
+        let conn = gatehouse_plugin_host::ConnectionInfo {
+            session_id: self.id.clone(),
+            protocol: gatehouse_plugin_host::Protocol::Ssh,
+            client_address: self.client.ip().to_string(),
+            client_port: self.client.port(),
+            gateway_user: user.name.to_string(),
+            groups: user.groups.iter().map(|g| g.to_string()).collect(),
+            target_asset: asset,
+            target_address: String::new(),
+            target_port: 0,
+            target_account: account,
+            options: login.options.clone(),
+        };
+        let end = gatehouse_plugin_host::SessionEnd {
+            started_at_ms: self.started.0,
+            ended_at_ms: Timestamp::now().0,
+            bytes_from_client: self.bytes_up.load(Ordering::Relaxed),
+            bytes_to_client: self.bytes_down.load(Ordering::Relaxed),
+            reason: "closed".into(),
+        };
+        let auditor = self.services.auditor.clone();
+        let id = self.id.clone();
+        let name = user.name.to_string();
+        tokio::spawn(async move {
+            for failure in plugins.session_ended(&conn, &mut cookies, &end).await {
+                auditor.record_best_effort(
+                    gatehouse_audit::Entry::new(AuditKind::SessionEnded, failure.to_string())
+                        .session(id.clone())
+                        .user(name.clone()),
+                );
+            }
+        });
+    }
+
     /// Closes the session's books: the stored record and the audit trail's closing event.
     pub fn finish(&self) {
+        self.plugins_session_ended();
         if let Some(Ok(recording)) = self.recording.get()
             && let Err(e) = recording.finish()
         {

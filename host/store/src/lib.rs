@@ -4,7 +4,9 @@
 //! go through [`Store::write`], which runs a closure in one ACID transaction. Only this crate knows
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
-use gatehouse_core::{Account, Asset, AssetGroup, AuditEvent, Grant, Group, SessionRecord, User};
+use gatehouse_core::{
+    Account, Asset, AssetGroup, AuditEvent, Grant, Group, PluginSecret, SessionRecord, User,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
@@ -40,6 +42,8 @@ pub const ASSET_GROUPS: Table<AssetGroup> = Table::new("asset_groups");
 pub const ACCOUNTS: Table<Account> = Table::new("accounts");
 pub const GRANTS: Table<Grant> = Table::new("grants");
 pub const SESSIONS: Table<SessionRecord> = Table::new("sessions");
+/// Keyed by the secret's name.
+pub const PLUGIN_SECRETS: Table<PluginSecret> = Table::new("plugin_secrets");
 
 /// The key of an account in [`ACCOUNTS`]: `asset/account`.
 pub fn account_key(asset: &str, account: &str) -> String {
@@ -121,7 +125,7 @@ impl Store {
             }
             if found < SCHEMA_VERSION {
                 // Version 0 is an empty file; version 1 is the first schema. Version 2 adds the
-                // asset_groups table (created below) and optional fields that older records
+                // asset_groups and plugin_secrets tables (created below) and optional fields that older records
                 // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
                 // their migration steps here, one `if found < N` block each.
                 meta.insert("schema_version", SCHEMA_VERSION)?;
@@ -135,6 +139,7 @@ impl Store {
                 ACCOUNTS.name,
                 GRANTS.name,
                 SESSIONS.name,
+                PLUGIN_SECRETS.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
