@@ -52,10 +52,25 @@ fn totp_now() -> String {
 }
 
 fn install(gh: &Gatehouse, scratch: &std::path::Path, name: &str, grants: &str) {
+    install_configured(gh, scratch, name, grants, None);
+}
+
+fn install_configured(
+    gh: &Gatehouse,
+    scratch: &std::path::Path,
+    name: &str,
+    grants: &str,
+    config: Option<&str>,
+) {
     gh.cli_ok(&["plugin", "install", plugin_package(name).to_str().unwrap()]);
     let file = scratch.join(format!("{name}-grants.toml"));
     std::fs::write(&file, grants).unwrap();
     gh.cli_ok(&["plugin", "grant", name, file.to_str().unwrap()]);
+    if let Some(config) = config {
+        let file = scratch.join(format!("{name}-config.toml"));
+        std::fs::write(&file, config).unwrap();
+        gh.cli_ok(&["plugin", "config", name, file.to_str().unwrap()]);
+    }
     gh.cli_ok(&["plugin", "enable", name]);
 }
 
@@ -205,4 +220,108 @@ fn ticket_question_is_asked_and_checked() {
         json_str(&failed, "detail").contains("plugin `ticket-required` denied"),
         "{failed}"
     );
+}
+
+/// A one-route Vault-KV-v2-shaped server: `GET /v1/secret/data/gatehouse/db1/<account>` with the
+/// right `x-vault-token` answers `password`; anything else is 404 or 403. Returns its port and
+/// the paths it served.
+fn kv_server(
+    account: &str,
+    password: &str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let wanted = format!("/v1/secret/data/gatehouse/{ASSET}/{account}");
+    let body = serde_json::json!({ "data": { "data": { "password": password }, "metadata": {} } })
+        .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let mut token_ok = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if line
+                    .to_ascii_lowercase()
+                    .starts_with("x-vault-token: s.test-token")
+                {
+                    token_ok = true;
+                }
+            }
+            log.lock().unwrap().push(path.clone());
+            let (status, text) = match (token_ok, path == wanted) {
+                (false, _) => ("403 Forbidden", "{}".to_string()),
+                (true, false) => ("404 Not Found", "{}".to_string()),
+                (true, true) => ("200 OK", body.clone()),
+            };
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn account_credential_comes_from_the_http_credstore_plugin() {
+    let account = support::TestAccount::new("plg_cred");
+    let (port, seen) = kv_server(&account.name, &account.password);
+    let w = World::builder("plg_cred")
+        .setup(move |ctx| {
+            let spec = format!("{}@{ASSET}", ctx.account.name);
+            // Replace the vault credential with the plugin: nothing secret is stored for it.
+            ctx.gh.cli_ok(&["account", "remove", &spec]);
+            ctx.gh.cli_ok(&[
+                "account",
+                "add",
+                &spec,
+                "--credential-plugin",
+                "http-credstore",
+            ]);
+            ctx.gh
+                .cli_ok(&["grant", "add", "--user", GATEWAY_USER, &spec]);
+            ctx.gh
+                .cli_stdin_ok(&["plugin-secret", "set", "vault-token"], "s.test-token");
+            install_configured(
+                ctx.gh,
+                ctx.scratch,
+                "http-credstore",
+                &format!("http = [\"127.0.0.1:{port}\"]\nsecrets = [\"vault-token\"]\n"),
+                Some(&format!("address = \"http://127.0.0.1:{port}\"\n")),
+            );
+        })
+        .start();
+    let ok = w.client().ssh("id -un");
+    assert_client_ok("credential from the plugin", &ok);
+    assert_eq!(ok.stdout_text().trim(), w.account.name);
+    let paths = seen.lock().unwrap().clone();
+    assert!(
+        paths.contains(&format!(
+            "/v1/secret/data/gatehouse/{ASSET}/{}",
+            w.account.name
+        )),
+        "{paths:?}"
+    );
+    // The store was asked; the vault holds nothing for this account.
+    let shown =
+        w.gh.cli_json(&["account", "show", &w.target_spec(), "--json"]);
+    assert_eq!(shown["password"], false, "{shown}");
+    w.assert_no_secret_leaks(&[&ok.stdout_text(), &ok.stderr_text()]);
 }

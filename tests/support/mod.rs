@@ -743,7 +743,8 @@ impl Gatehouse {
         self.data_dir().join("serve.log")
     }
 
-    /// Starts `gatehouse serve --ssh-listen 127.0.0.1:<free port>` (RUST_LOG=trace, output to
+    /// Starts `gatehouse serve --ssh-listen 127.0.0.1:<free port>` (RUST_LOG=trace but for the
+    /// WebAssembly compiler's internals, output to
     /// DIR/serve.log) and waits until the port accepts TCP. Panics with the log otherwise.
     pub fn serve(&mut self) {
         assert!(self.server.is_none(), "gatehouse serve already running");
@@ -759,7 +760,7 @@ impl Gatehouse {
             cmd.arg("serve")
                 .arg("--ssh-listen")
                 .arg(format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "trace")
+                .env("RUST_LOG", TEST_LOG_FILTER)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone log fd"))
@@ -917,3 +918,7 @@ pub fn plugin_package(name: &str) -> PathBuf {
     );
     package
 }
+
+/// The gateway's log filter in tests: everything at TRACE (the secret-leak checks read it), but
+/// the WebAssembly compiler's own tracing, which is megabytes per plugin compile, at INFO.
+pub const TEST_LOG_FILTER: &str = "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";

@@ -850,7 +850,11 @@ fn account_view(a: &Account) -> serde_json::Value {
 
 fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Result<String> {
     match command {
-        AccountCommand::Add { target: t, .. } => {
+        AccountCommand::Add {
+            target: t,
+            credential_plugin,
+            ..
+        } => {
             let spec = target(t)?;
             let mut record = Account {
                 name: spec.account.clone(),
@@ -858,10 +862,16 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                 id: uuid::Uuid::new_v4().to_string(),
                 password: None,
                 private_key: None,
+                credential_plugin: credential_plugin.clone(),
                 created: Timestamp::now(),
                 secret_updated: Timestamp::now(),
             };
-            seal_inputs(ctx, &mut record, inputs)?;
+            match credential_plugin {
+                Some(plugin) => {
+                    name("plugin name", plugin)?;
+                }
+                None => seal_inputs(ctx, &mut record, inputs)?,
+            }
             let key = account_key(spec.asset.as_str(), spec.account.as_str());
             ctx.store.write(|txn| -> Result<()> {
                 if txn.get(&ASSETS, spec.asset.as_str())?.is_none() {

@@ -255,9 +255,13 @@ pub enum AssetCommand {
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum AccountCommand {
-    /// Add an account on an asset (`ACCOUNT@ASSET`) with its credential.
+    /// Add an account on an asset (`ACCOUNT@ASSET`) with its credential, or with
+    /// `--credential-plugin` to fetch it from a credential-store plugin at each login.
     Add {
         target: String,
+        /// A credential-store plugin that supplies the credential (no secret is stored).
+        #[arg(long, conflicts_with_all = ["password_stdin", "password_file", "key_file"])]
+        credential_plugin: Option<String>,
         /// Read the password from standard input (first line).
         #[arg(long, conflicts_with = "password_file")]
         password_stdin: bool,

@@ -144,6 +144,7 @@ fn setup(
         AdminRequest {
             command: AdminCommand::Account(AccountCommand::Add {
                 target: format!("{account}@{DEMO_ASSET}"),
+                credential_plugin: None,
                 password_stdin: false,
                 password_file: None,
                 key_file: None,

@@ -84,6 +84,10 @@ pub struct Account {
     pub id: String,
     pub password: Option<SealedSecret>,
     pub private_key: Option<SealedSecret>,
+    /// When set, the credential comes from this credential-store plugin at each login instead
+    /// of the vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_plugin: Option<String>,
     pub created: Timestamp,
     pub secret_updated: Timestamp,
 }

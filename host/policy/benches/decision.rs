@@ -107,6 +107,7 @@ fn directory() -> MemoryDirectory {
                     id: format!("id-{a}-{k}"),
                     password: None,
                     private_key: None,
+                    credential_plugin: None,
                     created: Timestamp(0),
                     secret_updated: Timestamp(0),
                 },

@@ -99,6 +99,7 @@ fn fixture() -> Fixture {
                     id: "acc-1".into(),
                     password: None,
                     private_key: None,
+                    credential_plugin: None,
                     created: Timestamp(0),
                     secret_updated: Timestamp(0),
                 },

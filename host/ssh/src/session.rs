@@ -228,9 +228,10 @@ impl SessionShared {
                     DialError::CredentialRejected { .. }
                     | DialError::NoCredential
                     | DialError::BadPrivateKey(_) => Refusal::CredentialRejected(t),
-                    DialError::Vault(_) | DialError::Store(_) | DialError::Protocol(_) => {
-                        internal()
-                    }
+                    DialError::Vault(_)
+                    | DialError::CredentialStore(_)
+                    | DialError::Store(_)
+                    | DialError::Protocol(_) => internal(),
                 });
             }
         };

@@ -29,6 +29,8 @@ pub enum DialError {
     BadPrivateKey(String),
     #[error("vault: {0}")]
     Vault(#[from] gatehouse_vault::VaultError),
+    #[error("credential store: {0}")]
+    CredentialStore(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("ssh protocol error with target: {0}")]
@@ -222,16 +224,57 @@ pub async fn dial(
         (Err(e), _) => return Err(DialError::Protocol(e.to_string())),
     };
 
-    login(&mut handle, services, authorization).await?;
+    login(&mut handle, services, authorization, session_id).await?;
     Ok(TargetConnection { handle })
+}
+
+/// The credential from the account's credential-store plugin: a private key if it has one, and
+/// a password if it has one.
+async fn plugin_credential(
+    services: &Arc<Services>,
+    authorization: &TargetAuthorization,
+    plugin: &str,
+    session_id: &str,
+) -> Result<gatehouse_vault::TargetCredential, DialError> {
+    use gatehouse_plugin_host::{Credential, CredentialKind, CredentialRequest};
+    let plugins = services
+        .plugins
+        .as_ref()
+        .ok_or_else(|| DialError::CredentialStore(format!("plugin `{plugin}` is not enabled")))?;
+    let request = CredentialRequest {
+        session_id: session_id.to_string(),
+        gateway_user: authorization.user().name.to_string(),
+        target_account: authorization.account().name.to_string(),
+        target_asset: authorization.asset().name.to_string(),
+        target_address: authorization.asset().address.clone(),
+    };
+    let fetch = |kind| plugins.credential(plugin, kind, &request);
+    let failed =
+        |e: gatehouse_plugin_host::PluginFailure| DialError::CredentialStore(e.to_string());
+    let private_key = match fetch(CredentialKind::PrivateKey).await.map_err(failed)? {
+        Some(Credential::PrivateKey(key)) => Some(key),
+        _ => None,
+    };
+    let password = match fetch(CredentialKind::Password).await.map_err(failed)? {
+        Some(Credential::Password(password)) => Some(password),
+        _ => None,
+    };
+    Ok(gatehouse_vault::TargetCredential {
+        password,
+        private_key,
+    })
 }
 
 async fn login(
     handle: &mut russh::client::Handle<TargetHandler>,
     services: &Arc<Services>,
     authorization: &TargetAuthorization,
+    session_id: &str,
 ) -> Result<(), DialError> {
-    let credential = services.vault.credential(authorization.account())?;
+    let credential = match &authorization.account().credential_plugin {
+        Some(plugin) => plugin_credential(services, authorization, plugin, session_id).await?,
+        None => services.vault.credential(authorization.account())?,
+    };
     let user = authorization.account().name.to_string();
     let protocol = |e: russh::Error| DialError::Protocol(e.to_string());
     let mut tried = Vec::new();
