@@ -325,3 +325,65 @@ fn account_credential_comes_from_the_http_credstore_plugin() {
     assert_eq!(shown["password"], false, "{shown}");
     w.assert_no_secret_leaks(&[&ok.stdout_text(), &ok.stderr_text()]);
 }
+
+/// Each hostile behaviour, picked per login with `hostile=<mode>@`: the login is refused with
+/// the reason in the audit trail, and a well-behaved login through the same gateway, started at
+/// the same time, completes.
+#[test]
+fn hostile_plugins_are_contained_and_others_keep_working() {
+    let w = World::builder("plg_hostile")
+        .setup(|ctx| {
+            install_configured(
+                ctx.gh,
+                ctx.scratch,
+                "hostile",
+                "[limits]\ntimeout-ms = 3000\n",
+                Some("mode = \"from-login\"\n"),
+            )
+        })
+        .start();
+    let cases = [
+        ("loop", "CPU budget"),
+        ("memory", "memory limit"),
+        ("recursion", "trapped"),
+        ("read-file", "denied"),
+        ("http", "HttpRequestDenied"),
+        ("giant-string", "malformed"),
+        ("giant-prompt", "malformed"),
+        ("trap", "trapped"),
+    ];
+    let mut failures = Vec::new();
+    for (mode, audited) in cases {
+        let before = w.gh.audit().len();
+        let hostile = w.client_as(&format!("hostile={mode}@{}", w.login()), GATEWAY_PASSWORD);
+        let good = w.client();
+        let (bad_out, good_out) = std::thread::scope(|s| {
+            let bad = s.spawn(|| hostile.ssh("echo must-not-run"));
+            let ok = s.spawn(|| good.ssh("echo still-served"));
+            (bad.join().unwrap(), ok.join().unwrap())
+        });
+        if bad_out.status.success() {
+            failures.push(format!("{mode}: the hostile login succeeded"));
+        }
+        if good_out.stdout_text() != "still-served\n" {
+            failures.push(format!(
+                "{mode}: the good login failed: {}",
+                good_out.describe()
+            ));
+        }
+        let detail =
+            w.gh.audit()
+                .into_iter()
+                .skip(before)
+                .filter(|e| json_str(e, "kind") == "login_failed")
+                .map(|e| json_str(&e, "detail"))
+                .collect::<Vec<_>>()
+                .join(" | ");
+        if !detail.contains("plugin `hostile`") || !detail.contains(audited) {
+            failures.push(format!(
+                "{mode}: audit says `{detail}`, expected `{audited}`"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

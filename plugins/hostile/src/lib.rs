@@ -57,8 +57,19 @@ fn accept() -> Verdict {
 }
 
 impl Guest for Hostile {
-    fn authenticate(_conn: Connection) -> Verdict {
-        match mode().as_str() {
+    fn authenticate(conn: Connection) -> Verdict {
+        // `from-login`: the misbehaviour is picked per login by a `hostile=<mode>@` pair, so one
+        // gateway can serve a hostile login and a well-behaved one side by side.
+        let mut mode = mode();
+        if mode == "from-login" {
+            mode = conn
+                .options
+                .iter()
+                .find(|p| p.key == "hostile")
+                .map(|p| p.value.clone())
+                .unwrap_or_else(|| "accept".into());
+        }
+        match mode.as_str() {
             "loop" => {
                 let mut counter = 0u64;
                 loop {
