@@ -387,3 +387,53 @@ fn hostile_plugins_are_contained_and_others_keep_working() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_plugin_rename_maps_the_login_to_another_gateway_user() {
+    let w = World::builder("plg_rename")
+        .setup(|ctx| {
+            install_configured(
+                ctx.gh,
+                ctx.scratch,
+                "hostile",
+                "",
+                Some("mode = \"from-login\"\n"),
+            );
+            ctx.gh
+                .cli_stdin_ok(&["user", "add", "bob", "--password-stdin"], "bob-pw-2");
+        })
+        .start();
+    // alice's password, renamed to bob: policies see bob, who holds no grant.
+    let as_bob = w
+        .client_as(
+            &format!("hostile=rename-bob@{}", w.login()),
+            GATEWAY_PASSWORD,
+        )
+        .ssh("echo must-not-run");
+    assert!(!as_bob.status.success(), "{}", as_bob.describe());
+    assert!(
+        as_bob.stderr_text().contains("not permitted"),
+        "{}",
+        as_bob.describe()
+    );
+    let logged_in = login_events(&w.gh, "login_ok").pop().unwrap();
+    assert_eq!(json_str(&logged_in, "user"), "bob", "{logged_in}");
+    assert!(
+        logged_in.to_string().contains("alice -> bob"),
+        "{logged_in}"
+    );
+
+    // A rename to a user that does not exist refuses the login.
+    let nobody = w
+        .client_as(
+            &format!("hostile=rename-nobody@{}", w.login()),
+            GATEWAY_PASSWORD,
+        )
+        .ssh("echo must-not-run");
+    assert!(!nobody.status.success());
+    let failed = login_events(&w.gh, "login_failed").pop().unwrap();
+    assert!(
+        json_str(&failed, "detail").contains("renamed the user to `nobody`, who does not exist"),
+        "{failed}"
+    );
+}

@@ -5,11 +5,11 @@
 //! failure refuses the login; the audit trail gets the plugin and its reason.
 
 use crate::session::SessionShared;
-use gatehouse_core::{AuditKind, LoginSpec, User};
+use gatehouse_core::{AuditKind, LoginSpec, Name, User};
 use gatehouse_plugin_host::{
     AaVerdict, Answer, ConnectionInfo, PluginHost, Protocol, Question, SessionCookies,
 };
-use gatehouse_store::ASSETS;
+use gatehouse_store::{ASSETS, USERS};
 use std::sync::Arc;
 
 /// The login step plugins are working on.
@@ -142,6 +142,50 @@ pub(crate) async fn run(
         };
         match verdict {
             Ok(AaVerdict::Accept(accepted)) => {
+                if accepted.gateway_user != pending.user.name.as_str() {
+                    // A plugin mapped the login to another gateway user (an external identity
+                    // to a local one): that user must exist, and policies see that user.
+                    let renamed = shared
+                        .services
+                        .store
+                        .get(&USERS, &accepted.gateway_user)
+                        .ok()
+                        .flatten();
+                    let Some(renamed) = renamed else {
+                        refuse(
+                            shared,
+                            pending,
+                            format!(
+                                "a plugin renamed the user to `{}`, who does not exist",
+                                accepted.gateway_user
+                            ),
+                        );
+                        return Next::Deny;
+                    };
+                    pending.audit_notes.push((
+                        "gateway".into(),
+                        "renamed".into(),
+                        format!("{} -> {}", pending.user.name, renamed.name),
+                    ));
+                    pending.user = renamed;
+                }
+                let groups: Vec<Name> = accepted
+                    .groups
+                    .iter()
+                    .filter_map(|g| Name::new(g).ok())
+                    .collect();
+                if groups != pending.user.groups {
+                    pending.audit_notes.push((
+                        "gateway".into(),
+                        "groups".into(),
+                        groups
+                            .iter()
+                            .map(|g| g.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ));
+                    pending.user.groups = groups;
+                }
                 for plugin in accepted.plugins {
                     if !pending.accepted_by.contains(&plugin) {
                         pending.accepted_by.push(plugin);

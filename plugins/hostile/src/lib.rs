@@ -142,6 +142,14 @@ impl Guest for Hostile {
                     .collect(),
                 ticket: None,
             }),
+            // `rename-<user>` (from a login pair): a well-formed rename, to test the gateway's
+            // handling of it.
+            renamed if renamed.starts_with("rename-") => Verdict::Accept(Acceptance {
+                rename_user: Some(renamed.trim_start_matches("rename-").into()),
+                set_groups: None,
+                audit: Vec::new(),
+                ticket: None,
+            }),
             "bad-rename" => Verdict::Accept(Acceptance {
                 rename_user: Some("root; rm -rf /".into()),
                 set_groups: None,
