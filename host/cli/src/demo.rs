@@ -180,7 +180,8 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
     if fresh {
         datadir::init(dir, overrides.clone())?;
     }
-    let target_dir = dir.root.join("demo-target");
+    // sshd re-executes itself from `/` for every connection: its paths must be absolute.
+    let target_dir = std::path::absolute(dir.root.join("demo-target"))?;
     let (account_key, host_key) = prepare_target(&target_dir, args.target_port)?;
     let _sshd = start_sshd(&target_dir)?;
     if fresh {
