@@ -45,6 +45,23 @@ impl SecretProvider for VaultSecrets {
     }
 }
 
+/// Plugins' warnings and errors, into the audit trail under their session.
+pub struct AuditLog {
+    pub auditor: gatehouse_audit::Auditor,
+}
+
+impl gatehouse_plugin_host::AuditSink for AuditLog {
+    fn plugin_log(&self, session: &str, plugin: &str, hook: &str, message: &str) {
+        self.auditor.record_best_effort(
+            gatehouse_audit::Entry::new(
+                gatehouse_core::AuditKind::PluginLog,
+                format!("plugin `{plugin}` in {hook}: {message}"),
+            )
+            .session(session.to_string()),
+        );
+    }
+}
+
 fn valid_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128

@@ -90,6 +90,9 @@ fn start_plugins(
     }
     let options = gatehouse_plugin_host::HostOptions {
         compile_cache_dir: Some(dir.root.join("plugins/.compiled")),
+        audit: Some(Arc::new(crate::plugin_glue::AuditLog {
+            auditor: gatehouse_audit::Auditor::new(store.clone()),
+        })),
         secrets: Arc::new(crate::plugin_glue::VaultSecrets { store, vault }),
         ..Default::default()
     };

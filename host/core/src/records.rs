@@ -177,6 +177,7 @@ pub enum AuditKind {
     AdminChange,
     PolicyReloaded,
     PolicyReloadFailed,
+    PluginLog,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

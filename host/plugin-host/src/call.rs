@@ -243,11 +243,37 @@ pub(crate) fn cpu_ticks(limits: &Limits, pool: &PoolLimits) -> u64 {
     limits.cpu_ms.div_ceil(tick_ms).max(1)
 }
 
-pub(crate) fn audit_logs(plugin: &str, hook: Hook, logs: &[LogLine]) {
+/// Sends a call's warnings and errors to the session's span and, through `sink`, to the audit
+/// trail.
+pub(crate) fn audit_logs(
+    plugin: &str,
+    hook: Hook,
+    session: &str,
+    logs: &[LogLine],
+    sink: Option<&dyn crate::AuditSink>,
+) {
     for line in logs {
         use crate::bindings::v0_1_0::aa::gatehouse::plugin::log::Level;
         if matches!(line.level, Level::Warn | Level::Error) {
             tracing::info!(plugin, %hook, audit = true, "plugin said: {}", line.message);
+            if let Some(sink) = sink {
+                sink.plugin_log(session, plugin, &hook.to_string(), &line.message);
+            }
+        }
+    }
+}
+
+impl Call {
+    /// The gateway session the call is about.
+    pub(crate) fn session_id(&self) -> String {
+        match self {
+            Call::Authenticate(conn) | Call::Authorize(conn) | Call::AaSessionEnded(conn, _) => {
+                conn.session_id.clone()
+            }
+            Call::Credential(_, request) | Call::CredentialEvent(request, _) => {
+                request.session_id.clone()
+            }
+            Call::Validate(request) | Call::Close(request, _) => request.session_id.clone(),
         }
     }
 }

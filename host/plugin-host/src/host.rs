@@ -33,6 +33,13 @@ pub struct HostOptions {
     pub compile_cache_dir: Option<PathBuf>,
     pub secrets: Arc<dyn SecretProvider>,
     pub clock: Clock,
+    /// Where plugins' warnings and errors go besides the log (the gateway's audit trail).
+    pub audit: Option<Arc<dyn AuditSink>>,
+}
+
+/// Receives what plugins log at warn and error level, for the audit trail.
+pub trait AuditSink: Send + Sync {
+    fn plugin_log(&self, session: &str, plugin: &str, hook: &str, message: &str);
 }
 
 impl Default for HostOptions {
@@ -42,6 +49,7 @@ impl Default for HostOptions {
             compile_cache_dir: None,
             secrets: Arc::new(NoSecrets),
             clock: Clock::system(),
+            audit: None,
         }
     }
 }
@@ -66,6 +74,7 @@ struct Inner {
     aa_order: Vec<String>,
     pool: PoolLimits,
     tls: Arc<tokio_rustls::TlsConnector>,
+    audit: Option<Arc<dyn AuditSink>>,
     _ticker: EpochTicker,
 }
 
@@ -137,6 +146,7 @@ impl PluginHost {
                 aa_order: aa_plugins.into_iter().map(|(_, name)| name).collect(),
                 pool: options.pool,
                 tls,
+                audit: options.audit.clone(),
                 _ticker: ticker,
             }),
         })
@@ -511,6 +521,7 @@ impl PluginHost {
             }
             Ok(UpdateDeadline::Yield(1))
         });
+        let session = call.session_id();
         let result =
             tokio::time::timeout(limits.timeout(), invoke(&mut store, &loaded, call)).await;
         let state = store.into_data();
@@ -518,7 +529,13 @@ impl PluginHost {
         if let Ok(mut http_denied) = denied.lock() {
             refused.append(&mut http_denied);
         }
-        audit_logs(name, hook, &state.logs);
+        audit_logs(
+            name,
+            hook,
+            &session,
+            &state.logs,
+            self.inner.audit.as_deref(),
+        );
         for what in &refused {
             tracing::warn!(plugin = name, %hook, audit = true, "capability refused: {what}");
         }

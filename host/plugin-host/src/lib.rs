@@ -27,7 +27,7 @@ pub mod types;
 
 pub use error::{FailureKind, Hook, HostError, PluginFailure, RegistryError};
 pub use grants::Grants;
-pub use host::{HostOptions, LoadedPluginInfo, PluginHost};
+pub use host::{AuditSink, HostOptions, LoadedPluginInfo, PluginHost};
 pub use limits::{Limits, PoolLimits};
 pub use manifest::{Manifest, PluginKind};
 pub use registry::{InstalledPlugin, Registry};

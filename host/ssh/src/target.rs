@@ -265,7 +265,37 @@ async fn plugin_credential(
     })
 }
 
+/// Logs in, and tells the account's credential-store plugin (if any) how it went.
 async fn login(
+    handle: &mut russh::client::Handle<TargetHandler>,
+    services: &Arc<Services>,
+    authorization: &TargetAuthorization,
+    session_id: &str,
+) -> Result<(), DialError> {
+    let result = login_with_credential(handle, services, authorization, session_id).await;
+    if let (Some(plugin), Some(plugins)) = (
+        &authorization.account().credential_plugin,
+        services.plugins.as_ref(),
+    ) && !matches!(result, Err(DialError::CredentialStore(_)))
+    {
+        let request = gatehouse_plugin_host::CredentialRequest {
+            session_id: session_id.to_string(),
+            gateway_user: authorization.user().name.to_string(),
+            target_account: authorization.account().name.to_string(),
+            target_asset: authorization.asset().name.to_string(),
+            target_address: authorization.asset().address.clone(),
+        };
+        let event = gatehouse_plugin_host::CredentialEvent::AuthenticationCompleted {
+            succeeded: result.is_ok(),
+        };
+        if let Err(e) = plugins.credential_event(plugin, &request, event).await {
+            tracing::warn!(error = %e, "credential-store plugin not told about the login");
+        }
+    }
+    result
+}
+
+async fn login_with_credential(
     handle: &mut russh::client::Handle<TargetHandler>,
     services: &Arc<Services>,
     authorization: &TargetAuthorization,
