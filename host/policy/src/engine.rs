@@ -246,12 +246,14 @@ impl PolicyEngine {
         &self.settings
     }
 
-    /// Reads the asset and account and builds the entities for `user` acting on them.
+    /// Reads the asset and account and builds the entities for `user` acting on them, with the
+    /// access request in play (and its requester) when there is one.
     fn session_entities(
         &self,
         user: &User,
         target: &TargetSpec,
         facts: &SessionFacts,
+        request: Option<&crate::entities::RequestFacts>,
     ) -> Result<SessionEntities, Denied> {
         self.store.read(|txn| -> Result<_, Denied> {
             let asset = crate::entities::Directory::asset(txn, target.asset.as_str())?
@@ -265,10 +267,21 @@ impl PolicyEngine {
             let mut builder = EntityBuilder::new();
             let principal = builder.user(txn, user)?;
             let resource = builder.account(txn, &asset, &account)?;
+            let request = match request {
+                Some(request) => {
+                    if let Some(requester) =
+                        crate::entities::Directory::user(txn, &request.requester)?
+                    {
+                        builder.user(txn, &requester)?;
+                    }
+                    Some(builder.request(request)?)
+                }
+                None => None,
+            };
             let refs = ContextRefs {
                 gateway: builder.gateway(&self.settings.gateway)?,
                 session: builder.session(&facts.session_id, &facts.pairs)?,
-                request: None,
+                request,
             };
             let entities = builder.build()?;
             Ok(SessionEntities {
@@ -289,7 +302,7 @@ impl PolicyEngine {
         target: &TargetSpec,
         facts: SessionFacts,
     ) -> Result<TargetAuthorization, Denied> {
-        let built = self.session_entities(user, target, &facts)?;
+        let built = self.session_entities(user, target, &facts, None)?;
         let action = action_uid(match facts.protocol.as_str() {
             "rdp" => "rdp_session",
             _ => "ssh_session",
@@ -332,7 +345,7 @@ impl PolicyEngine {
         facts: &SessionFacts,
         channel: Option<&ChannelRequest>,
     ) -> Result<Decision, Denied> {
-        let built = self.session_entities(user, target, facts)?;
+        let built = self.session_entities(user, target, facts, None)?;
         let action_uid = action_uid(action)?;
         let value = match (action, channel) {
             (
@@ -522,27 +535,7 @@ impl PolicyEngine {
         facts: &SessionFacts,
         request: Option<&crate::entities::RequestFacts>,
     ) -> Result<Decision, Denied> {
-        let mut built = self.session_entities(user, target, facts)?;
-        if let Some(request) = request {
-            // Rebuild with the request entity added.
-            let (entities, refs) = self.store.read(|txn| -> Result<_, Denied> {
-                use crate::entities::Directory;
-                let mut builder = EntityBuilder::new();
-                builder.user(txn, user)?;
-                if let Some(requester) = txn.user(&request.requester)? {
-                    builder.user(txn, &requester)?;
-                }
-                builder.account(txn, &built.asset, &built.account)?;
-                let refs = ContextRefs {
-                    gateway: builder.gateway(&self.settings.gateway)?,
-                    session: builder.session(&facts.session_id, &facts.pairs)?,
-                    request: Some(builder.request(request)?),
-                };
-                Ok((builder.build()?, refs))
-            })?;
-            built.entities = entities;
-            built.refs = refs;
-        }
+        let built = self.session_entities(user, target, facts, request)?;
         let action = action_uid(match kind {
             ReleaseKind::Password => "release_password",
             ReleaseKind::PrivateKey => "release_key",

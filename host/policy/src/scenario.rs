@@ -220,26 +220,21 @@ impl Loaded {
         let action = parse_uid(&request.action, "action")?;
         let resource = parse_uid(&request.resource, "resource")?;
         let context_value = Value::Object(merge(&self.scenario.context, &request.context));
-        let make_context = || {
-            Context::from_json_value(context_value.clone(), Some((schema()?, &action))).map_err(
-                |e| PolicyError::Config(format!("request `{}`: context: {e}", request.name)),
-            )
+        let context =
+            Context::from_json_value(context_value, Some((schema()?, &action))).map_err(|e| {
+                PolicyError::Config(format!("request `{}`: context: {e}", request.name))
+            })?;
+        let query = || Query {
+            principal: &principal,
+            action: &action,
+            resource: &resource,
+            context: context.clone(),
+            entities: &self.entities,
         };
-        let sliced = self.bundle.decide(Query {
-            principal: &principal,
-            action: &action,
-            resource: &resource,
-            context: make_context()?,
-            entities: &self.entities,
-        })?;
-        let whole = self.bundle.decide_unsliced(Query {
-            principal: &principal,
-            action: &action,
-            resource: &resource,
-            context: make_context()?,
-            entities: &self.entities,
-        })?;
-        Ok((sliced, whole))
+        Ok((
+            self.bundle.decide(query())?,
+            self.bundle.decide_unsliced(query())?,
+        ))
     }
 
     /// Runs every request.

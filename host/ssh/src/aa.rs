@@ -93,34 +93,47 @@ impl PendingLogin {
     }
 }
 
-fn connection(shared: &SessionShared, pending: &PendingLogin) -> ConnectionInfo {
-    let (asset, account) = match &pending.login.target {
+/// What plugins are told about a connection. `target` is (address, port) when known.
+pub(crate) fn connection_info(
+    shared: &SessionShared,
+    user: &User,
+    login: &LoginSpec,
+    target: (String, u16),
+) -> ConnectionInfo {
+    let (asset, account) = match &login.target {
         Ok(t) => (t.asset.to_string(), t.account.to_string()),
         Err(_) => (String::new(), String::new()),
     };
-    // The plugin sees the target's address only when the asset exists; an unknown asset looks
-    // like an empty address, never like an error.
-    let (address, port) = shared
-        .services
-        .store
-        .get(&ASSETS, &asset)
-        .ok()
-        .flatten()
-        .map(|a| (a.address, a.port))
-        .unwrap_or_default();
     ConnectionInfo {
         session_id: shared.id.clone(),
         protocol: Protocol::Ssh,
         client_address: shared.client.ip().to_string(),
         client_port: shared.client.port(),
-        gateway_user: pending.user.name.to_string(),
-        groups: pending.user.groups.iter().map(|g| g.to_string()).collect(),
+        gateway_user: user.name.to_string(),
+        groups: user.groups.iter().map(|g| g.to_string()).collect(),
         target_asset: asset,
-        target_address: address,
-        target_port: port,
+        target_address: target.0,
+        target_port: target.1,
         target_account: account,
-        options: pending.login.options.clone(),
+        options: login.options.clone(),
     }
+}
+
+fn connection(shared: &SessionShared, pending: &PendingLogin) -> ConnectionInfo {
+    // The plugin sees the target's address only when the asset exists; an unknown asset looks
+    // like an empty address, never like an error.
+    let address = match &pending.login.target {
+        Ok(t) => shared
+            .services
+            .store
+            .get(&ASSETS, t.asset.as_str())
+            .ok()
+            .flatten()
+            .map(|a| (a.address, a.port))
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    connection_info(shared, &pending.user, &pending.login, address)
 }
 
 /// Runs the plugins until they accept, ask, or refuse.

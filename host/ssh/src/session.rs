@@ -297,23 +297,7 @@ impl SessionShared {
         let Some(mut cookies) = self.cookies.lock().ok().and_then(|mut c| c.take()) else {
             return;
         };
-        let (asset, account) = match &login.target {
-            Ok(t) => (t.asset.to_string(), t.account.to_string()),
-            Err(_) => (String::new(), String::new()),
-        };
-        let conn = gatehouse_plugin_host::ConnectionInfo {
-            session_id: self.id.clone(),
-            protocol: gatehouse_plugin_host::Protocol::Ssh,
-            client_address: self.client.ip().to_string(),
-            client_port: self.client.port(),
-            gateway_user: user.name.to_string(),
-            groups: user.groups.iter().map(|g| g.to_string()).collect(),
-            target_asset: asset,
-            target_address: String::new(),
-            target_port: 0,
-            target_account: account,
-            options: login.options.clone(),
-        };
+        let conn = crate::aa::connection_info(self, user, login, Default::default());
         let end = gatehouse_plugin_host::SessionEnd {
             started_at_ms: self.started.0,
             ended_at_ms: Timestamp::now().0,

@@ -228,6 +228,20 @@ pub async fn dial(
     Ok(TargetConnection { handle })
 }
 
+/// What a credential-store plugin is asked about.
+fn credential_request(
+    authorization: &TargetAuthorization,
+    session_id: &str,
+) -> gatehouse_plugin_host::CredentialRequest {
+    gatehouse_plugin_host::CredentialRequest {
+        session_id: session_id.to_string(),
+        gateway_user: authorization.user().name.to_string(),
+        target_account: authorization.account().name.to_string(),
+        target_asset: authorization.asset().name.to_string(),
+        target_address: authorization.asset().address.clone(),
+    }
+}
+
 /// The credential from the account's credential-store plugin: a private key if it has one, and
 /// a password if it has one.
 async fn plugin_credential(
@@ -236,18 +250,12 @@ async fn plugin_credential(
     plugin: &str,
     session_id: &str,
 ) -> Result<gatehouse_vault::TargetCredential, DialError> {
-    use gatehouse_plugin_host::{Credential, CredentialKind, CredentialRequest};
+    use gatehouse_plugin_host::{Credential, CredentialKind};
     let plugins = services
         .plugins
         .as_ref()
         .ok_or_else(|| DialError::CredentialStore(format!("plugin `{plugin}` is not enabled")))?;
-    let request = CredentialRequest {
-        session_id: session_id.to_string(),
-        gateway_user: authorization.user().name.to_string(),
-        target_account: authorization.account().name.to_string(),
-        target_asset: authorization.asset().name.to_string(),
-        target_address: authorization.asset().address.clone(),
-    };
+    let request = credential_request(authorization, session_id);
     let fetch = |kind| plugins.credential(plugin, kind, &request);
     let failed =
         |e: gatehouse_plugin_host::PluginFailure| DialError::CredentialStore(e.to_string());
@@ -278,13 +286,7 @@ async fn login(
         services.plugins.as_ref(),
     ) && !matches!(result, Err(DialError::CredentialStore(_)))
     {
-        let request = gatehouse_plugin_host::CredentialRequest {
-            session_id: session_id.to_string(),
-            gateway_user: authorization.user().name.to_string(),
-            target_account: authorization.account().name.to_string(),
-            target_asset: authorization.asset().name.to_string(),
-            target_address: authorization.asset().address.clone(),
-        };
+        let request = credential_request(authorization, session_id);
         let event = gatehouse_plugin_host::CredentialEvent::AuthenticationCompleted {
             succeeded: result.is_ok(),
         };
