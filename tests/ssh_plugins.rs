@@ -134,6 +134,7 @@ fn totp_code_in_the_username_is_checked_once_and_cedar_sees_the_factor() {
         json_str(&failed, "detail").contains("plugin `totp-mfa` denied"),
         "{failed}"
     );
+    assert_secret_nowhere(&w.gh, SEED);
 }
 
 #[test]
@@ -324,6 +325,7 @@ fn account_credential_comes_from_the_http_credstore_plugin() {
         w.gh.cli_json(&["account", "show", &w.target_spec(), "--json"]);
     assert_eq!(shown["password"], false, "{shown}");
     w.assert_no_secret_leaks(&[&ok.stdout_text(), &ok.stderr_text()]);
+    assert_secret_nowhere(&w.gh, "s.test-token");
 }
 
 /// Each hostile behaviour, picked per login with `hostile=<mode>@`: the login is refused with
@@ -435,5 +437,19 @@ fn a_plugin_rename_maps_the_login_to_another_gateway_user() {
     assert!(
         json_str(&failed, "detail").contains("renamed the user to `nobody`, who does not exist"),
         "{failed}"
+    );
+}
+
+/// A plugin secret appears neither in the gateway's TRACE log nor in any data-dir file.
+fn assert_secret_nowhere(gh: &Gatehouse, secret: &str) {
+    assert!(
+        !gh.log_text().contains(secret),
+        "a plugin secret appears in the gateway log {}",
+        gh.log_path().display()
+    );
+    let hits = support::files_containing(gh.data_dir(), secret.as_bytes());
+    assert!(
+        hits.is_empty(),
+        "a plugin secret appears in plain text in {hits:?}"
     );
 }
