@@ -139,6 +139,7 @@ mod tests {
                         password_hash: Some(hash_password("correct horse").unwrap()),
                         public_keys: vec![KEY_A.into()],
                         groups: vec![],
+                        email: None,
                         created: Timestamp(0),
                     },
                 )

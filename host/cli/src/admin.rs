@@ -331,9 +331,17 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
 fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<String> {
     match command {
         UserCommand::Add {
-            name: n, groups, ..
+            name: n,
+            groups,
+            email,
+            ..
         } => {
             let user_name = name("user name", n)?;
+            if let Some(address) = email
+                && !valid_email(address)
+            {
+                bail!("`{address}` is not an email address (expected name@domain)");
+            }
             let password_hash = inputs
                 .password
                 .as_deref()
@@ -355,6 +363,7 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                     password_hash,
                     public_keys: keys,
                     groups,
+                    email: email.clone(),
                     created: Timestamp::now(),
                 };
                 insert_new(
@@ -505,6 +514,7 @@ fn user_view(u: &User) -> serde_json::Value {
         "password": u.password_hash.is_some(),
         "public_keys": u.public_keys.iter().map(|k| key_summary(k)).collect::<Vec<_>>(),
         "groups": u.groups,
+        "email": u.email,
         "created": time_text(u.created),
     })
 }
@@ -863,6 +873,8 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                 password: None,
                 private_key: None,
                 credential_plugin: credential_plugin.clone(),
+                change_after_checkin: false,
+                change_due: None,
                 created: Timestamp::now(),
                 secret_updated: Timestamp::now(),
             };
@@ -1072,5 +1084,18 @@ fn grant(ctx: &AdminContext, command: &GrantCommand, inputs: &Inputs) -> Result<
             })?;
             Ok(format!("revoked {who} on `{spec}`\n"))
         }
+    }
+}
+
+/// A plausible mail address: one `@`, a non-empty local part, a domain with no spaces.
+fn valid_email(address: &str) -> bool {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
     }
 }

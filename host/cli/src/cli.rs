@@ -126,6 +126,9 @@ pub enum UserCommand {
         /// Groups to join (repeatable; they must exist).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// Where approval requests and decisions are mailed.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// List users.
     List(JsonFlag),

@@ -13,6 +13,9 @@ pub struct User {
     /// OpenSSH public keys (`ssh-ed25519 AAAA... comment`) the user may log in with.
     pub public_keys: Vec<String>,
     pub groups: Vec<Name>,
+    /// Where notifications for this user go (approval requests, decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub created: Timestamp,
 }
 
@@ -88,6 +91,13 @@ pub struct Account {
     /// of the vault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_plugin: Option<String>,
+    /// Change the credential on the target after each check-in of a released secret.
+    #[serde(default)]
+    pub change_after_checkin: bool,
+    /// A credential change is due (set at check-in when `change_after_checkin`; the credential
+    /// lifecycle's scheduler clears it once the change is committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_due: Option<Timestamp>,
     pub created: Timestamp,
     pub secret_updated: Timestamp,
 }
@@ -100,6 +110,66 @@ pub struct PluginSecret {
     pub name: String,
     pub sealed: SealedSecret,
     pub updated: Timestamp,
+}
+
+/// The vault's services, each of which an administrator can turn off. A disabled service refuses
+/// new work with a clear message; work already running finishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceToggles {
+    pub session_requests: bool,
+    pub password_requests: bool,
+    pub key_requests: bool,
+    pub a2a: bool,
+    pub check: bool,
+    pub change: bool,
+    pub discovery: bool,
+}
+
+impl Default for ServiceToggles {
+    fn default() -> Self {
+        Self {
+            session_requests: true,
+            password_requests: true,
+            key_requests: true,
+            a2a: true,
+            check: true,
+            change: true,
+            discovery: true,
+        }
+    }
+}
+
+/// The names of the services in [`ServiceToggles`], as the CLI and API spell them.
+pub const SERVICE_NAMES: [&str; 7] = [
+    "session-requests",
+    "password-requests",
+    "key-requests",
+    "a2a",
+    "check",
+    "change",
+    "discovery",
+];
+
+impl ServiceToggles {
+    /// The toggle called `name` (one of [`SERVICE_NAMES`]).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "session-requests" => &mut self.session_requests,
+            "password-requests" => &mut self.password_requests,
+            "key-requests" => &mut self.key_requests,
+            "a2a" => &mut self.a2a,
+            "check" => &mut self.check,
+            "change" => &mut self.change,
+            "discovery" => &mut self.discovery,
+            _ => return None,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<bool> {
+        let mut copy = *self;
+        copy.get_mut(name).map(|v| *v)
+    }
 }
 
 /// Who an entitlement is for.

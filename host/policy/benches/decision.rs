@@ -62,6 +62,7 @@ fn directory() -> MemoryDirectory {
                         TOP_GROUPS + (u * 7) % (GROUPS_N - TOP_GROUPS)
                     )),
                 ],
+                email: None,
                 created: Timestamp(0),
             },
         );
@@ -109,6 +110,8 @@ fn directory() -> MemoryDirectory {
                     private_key: None,
                     credential_plugin: None,
                     created: Timestamp(0),
+                    change_after_checkin: false,
+                    change_due: None,
                     secret_updated: Timestamp(0),
                 },
             );

@@ -24,6 +24,7 @@ fn user(n: &str, groups: &[&str]) -> User {
         password_hash: None,
         public_keys: vec![],
         groups: groups.iter().map(|g| name(g)).collect(),
+        email: None,
         created: Timestamp(0),
     }
 }
@@ -101,6 +102,8 @@ fn fixture() -> Fixture {
                     private_key: None,
                     credential_plugin: None,
                     created: Timestamp(0),
+                    change_after_checkin: false,
+                    change_due: None,
                     secret_updated: Timestamp(0),
                 },
             )?;

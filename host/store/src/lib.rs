@@ -5,14 +5,15 @@
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
 use gatehouse_core::{
-    Account, Asset, AssetGroup, AuditEvent, Grant, Group, PluginSecret, SessionRecord, User,
+    Account, Asset, AssetGroup, AuditEvent, Grant, Group, PluginSecret, ServiceToggles,
+    SessionRecord, User,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
 /// The schema version this build writes. Older stores are migrated on open; newer ones are refused.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -44,6 +45,11 @@ pub const GRANTS: Table<Grant> = Table::new("grants");
 pub const SESSIONS: Table<SessionRecord> = Table::new("sessions");
 /// Keyed by the secret's name.
 pub const PLUGIN_SECRETS: Table<PluginSecret> = Table::new("plugin_secrets");
+/// Gateway-wide settings kept in the store, one record per key (`services`, ...).
+pub const SETTINGS: Table<serde_json::Value> = Table::new("settings");
+
+/// The key of the [`ServiceToggles`] record in [`SETTINGS`].
+pub const SERVICES_KEY: &str = "services";
 
 /// The key of an account in [`ACCOUNTS`]: `asset/account`.
 pub fn account_key(asset: &str, account: &str) -> String {
@@ -127,7 +133,9 @@ impl Store {
                 // Version 0 is an empty file; version 1 is the first schema. Version 2 adds the
                 // asset_groups and plugin_secrets tables (created below) and optional fields that older records
                 // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
-                // their migration steps here, one `if found < N` block each.
+                // their migration steps here, one `if found < N` block each. Version 3 adds the
+                // settings table and optional fields (`User::email`,
+                // `Account::change_after_checkin`, `Account::change_due`).
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
             // Make sure every table exists so readers never see "table does not exist".
@@ -140,6 +148,7 @@ impl Store {
                 GRANTS.name,
                 SESSIONS.name,
                 PLUGIN_SECRETS.name,
+                SETTINGS.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
@@ -190,6 +199,11 @@ impl Store {
         Ok(result)
     }
 
+    /// Which services are on (all, until an administrator turns one off).
+    pub fn services(&self) -> Result<ServiceToggles> {
+        self.read(|r| r.services())
+    }
+
     /// Appends an audit event, assigning its sequence number, and returns it.
     pub fn append_audit(&self, event: AuditEvent) -> Result<AuditEvent> {
         self.write(|txn| txn.append_audit(event))
@@ -225,6 +239,21 @@ impl ReadTxn {
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
         read_all(&self.txn.open_table(table.def)?, table.name)
     }
+
+    pub fn services(&self) -> Result<ServiceToggles> {
+        services_from(self.get(&SETTINGS, SERVICES_KEY)?)
+    }
+}
+
+fn services_from(value: Option<serde_json::Value>) -> Result<ServiceToggles> {
+    match value {
+        None => Ok(ServiceToggles::default()),
+        Some(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+            table: "settings",
+            key: SERVICES_KEY.to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// A write transaction handed to [`Store::write`].
@@ -250,6 +279,19 @@ impl Txn<'_> {
         let mut t = self.txn.open_table(table.def)?;
         t.insert(key, bytes.as_slice())?;
         Ok(())
+    }
+
+    pub fn services(&self) -> Result<ServiceToggles> {
+        services_from(self.get(&SETTINGS, SERVICES_KEY)?)
+    }
+
+    pub fn put_services(&mut self, toggles: &ServiceToggles) -> Result<()> {
+        let value = serde_json::to_value(toggles).map_err(|e| StoreError::Corrupt {
+            table: "settings",
+            key: SERVICES_KEY.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.put(&SETTINGS, SERVICES_KEY, &value)
     }
 
     /// Removes a record; returns whether it existed.
