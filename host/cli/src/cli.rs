@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Address for SSH clients.
     #[arg(long, default_value = "0.0.0.0:2222")]
     pub ssh_listen: SocketAddr,
+    /// Address of the HTTPS API (default: settings.json `api.listen`, 127.0.0.1:8443).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

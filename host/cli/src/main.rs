@@ -64,7 +64,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("  master key    {}", report.master_key);
             Ok(())
         }
-        Command::Serve(args) => serve::run(&dir, overrides, args.ssh_listen, None),
+        Command::Serve(args) => serve::run(
+            &dir,
+            overrides,
+            serve::Listen {
+                ssh: args.ssh_listen,
+                api: args.api_listen,
+            },
+            None,
+        ),
         Command::Demo(args) => demo::run(&dir, overrides, args),
         Command::Admin(command) => {
             let output = run_admin(&dir, overrides, command)?;
