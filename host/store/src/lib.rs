@@ -284,6 +284,20 @@ impl Txn<'_> {
         read_all(&self.txn.open_table(table.def)?, table.name)
     }
 
+    /// Every record with its key, in key order.
+    pub fn entries<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<(String, T)>> {
+        let t = self.txn.open_table(table.def)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((
+                k.value().to_string(),
+                decode(table.name, k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
     pub fn put<T: Serialize>(&mut self, table: &Table<T>, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
             table: table.name,
