@@ -7,6 +7,7 @@
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
+#   curl, openssl   raw HTTPS requests to the API and client certificates for the A2A tests
 set -euo pipefail
 
 SUDO=""
@@ -19,7 +20,8 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd util-linux coreutils procps \
     build-essential pkg-config cmake clang \
-    ca-certificates git
+    ca-certificates git \
+    curl openssl
 
 # Privilege-separation directory sshd insists on (the package's init script would create it).
 $SUDO mkdir -p /run/sshd

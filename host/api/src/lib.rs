@@ -44,7 +44,7 @@ pub struct ApiSettings {
     pub enabled: bool,
     pub listen: SocketAddr,
     /// Lifetime of people's tokens.
-    pub token_minutes: u32,
+    pub token_seconds: u64,
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
 }
@@ -54,7 +54,7 @@ impl Default for ApiSettings {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
-            token_minutes: 15,
+            token_seconds: 900,
             max_connections: 1024,
         }
     }

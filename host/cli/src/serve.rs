@@ -53,6 +53,20 @@ pub fn run(
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(ssh_listen)
+            .await
+            .with_context(|| format!("listening on {ssh_listen}"))?;
+        let bound = listener.local_addr()?;
+        let mut request_settings = settings.requests.clone();
+        if request_settings.ssh_endpoint.is_none() {
+            // Access strings name the address users reach; a wildcard listen names this host.
+            let host = if bound.ip().is_unspecified() {
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+            } else {
+                bound.ip().to_string()
+            };
+            request_settings.ssh_endpoint = Some(format!("{host}:{}", bound.port()));
+        }
         let authenticator = Arc::new(Authenticator::new(store.clone())?);
         let workflow = Arc::new(
             gatehouse_workflow::Workflow::new(
@@ -60,7 +74,7 @@ pub fn run(
                 engine.clone(),
                 vault.clone(),
                 Auditor::new(store.clone()),
-                settings.requests.clone(),
+                request_settings,
             )
             .with_plugins(plugins.clone()),
         );
@@ -76,10 +90,6 @@ pub fn run(
         let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
             .await?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
-        let listener = tokio::net::TcpListener::bind(ssh_listen)
-            .await
-            .with_context(|| format!("listening on {ssh_listen}"))?;
-        let bound = listener.local_addr()?;
         tracing::info!(address = %bound, "SSH gateway listening");
         let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
@@ -126,7 +136,7 @@ async fn start_api(
     let tls = gatehouse_api::tls_config(&cert, &key)?;
     let tokens = gatehouse_api::TokenKeys::new(
         vault.derive_key("api-token")?,
-        std::time::Duration::from_secs(u64::from(settings.token_minutes) * 60),
+        std::time::Duration::from_secs(settings.token_seconds),
     );
     let state = gatehouse_api::ApiState::new(
         workflow.clone(),

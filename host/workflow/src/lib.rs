@@ -32,42 +32,43 @@ use std::time::Duration;
 #[serde(default)]
 pub struct WorkflowSettings {
     /// A pending request nobody decided in this time expires.
-    pub approval_timeout_minutes: u32,
+    pub approval_timeout_seconds: u64,
     /// The window of a request filed without a duration.
     pub default_duration_minutes: u32,
     /// The longest window anyone may ask for; policies may allow less.
     pub max_duration_minutes: u32,
     /// How long an access string can be used after it was issued (never past the window).
-    pub access_token_minutes: u32,
-    /// How users reach the SSH gateway, for access strings: `host` or `host:port`.
-    pub ssh_endpoint: String,
+    pub access_token_seconds: u64,
+    /// How users reach the SSH gateway, for access strings: `host` or `host:port` (default:
+    /// the address `serve` listens on).
+    pub ssh_endpoint: Option<String>,
     /// A ticketing plugin that must confirm tickets given with requests.
     pub ticketing_plugin: Option<String>,
     /// How long an SSH connection waits for its request to be decided.
-    pub connect_hold_minutes: u32,
+    pub connect_hold_seconds: u64,
 }
 
 impl Default for WorkflowSettings {
     fn default() -> Self {
         Self {
-            approval_timeout_minutes: 60,
+            approval_timeout_seconds: 3600,
             default_duration_minutes: 60,
             max_duration_minutes: 24 * 60,
-            access_token_minutes: 10,
-            ssh_endpoint: "127.0.0.1:2222".into(),
+            access_token_seconds: 600,
+            ssh_endpoint: None,
             ticketing_plugin: None,
-            connect_hold_minutes: 15,
+            connect_hold_seconds: 900,
         }
     }
 }
 
 impl WorkflowSettings {
     pub fn connect_hold(&self) -> Duration {
-        Duration::from_secs(u64::from(self.connect_hold_minutes) * 60)
+        Duration::from_secs(self.connect_hold_seconds)
     }
 
     pub fn approval_timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.approval_timeout_minutes) * 60)
+        Duration::from_secs(self.approval_timeout_seconds)
     }
 }
 

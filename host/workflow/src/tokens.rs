@@ -64,7 +64,7 @@ impl Workflow {
             });
         }
         let token = crate::random_hex(20);
-        let ttl = u64::from(self.settings.access_token_minutes) * 60_000;
+        let ttl = self.settings.access_token_seconds.saturating_mul(1000);
         let expires =
             Timestamp((now.0 + ttl).min(request.window_end.map(|e| e.0).unwrap_or(now.0 + ttl)));
         let record = AccessToken {
@@ -90,7 +90,12 @@ impl Workflow {
                     .field("expires", expires.0),
             )
         })?;
-        let (host, port) = endpoint(&self.settings.ssh_endpoint);
+        let (host, port) = endpoint(
+            self.settings
+                .ssh_endpoint
+                .as_deref()
+                .unwrap_or("127.0.0.1:2222"),
+        );
         let port = port.map(|p| format!("-p {p} ")).unwrap_or_default();
         let command = format!(
             "ssh {port}{ACCESS_OPTION}={token}@{}@{}@{}@{host}",
