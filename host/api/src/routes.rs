@@ -731,7 +731,8 @@ pub async fn a2a_credential(
     let credential = state
         .inner
         .workflow
-        .a2a_retrieve(&caller.peer, &caller.key, want)?;
+        .a2a_retrieve(&caller.peer, &caller.key, want)
+        .await?;
     let secret = credential.secret.expose().to_string();
     let (password, private_key) = match credential.kind {
         AccessKind::PrivateKey => (None, Some(secret)),

@@ -73,7 +73,7 @@ pub fn run(
                 store.clone(),
                 engine.clone(),
                 vault.clone(),
-                Auditor::new(store.clone()),
+                Auditor::with_group_commit(store.clone())?,
                 request_settings,
             )
             .with_plugins(plugins.clone()),

@@ -149,7 +149,7 @@ impl Workflow {
 
     /// Retrieves the credential an API key is bound to: the password, or the private key when
     /// `want` says so (or the account holds only a key).
-    pub fn a2a_retrieve(
+    pub async fn a2a_retrieve(
         &self,
         peer: &A2aPeer,
         api_key: &str,
@@ -214,12 +214,15 @@ impl Workflow {
             )));
         };
         let secret = self.vault.open_text(&stored.id, slot, sealed)?;
-        self.auditor.record(
-            base()
-                .kind(AuditKind::A2aRetrieved)
-                .detail(format!("application `{}` retrieved the {kind}", app.name))
-                .field("policies", serde_json::json!(decision.policies)),
-        )?;
+        // Fail closed: the secret leaves only once its retrieval is on disk in the audit trail.
+        self.auditor
+            .record_durable(
+                base()
+                    .kind(AuditKind::A2aRetrieved)
+                    .detail(format!("application `{}` retrieved the {kind}", app.name))
+                    .field("policies", serde_json::json!(decision.policies)),
+            )
+            .await?;
         Ok(A2aCredential {
             target,
             kind,
