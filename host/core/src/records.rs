@@ -248,6 +248,14 @@ pub enum AuditKind {
     PolicyReloaded,
     PolicyReloadFailed,
     PluginLog,
+    CredentialChecked,
+    CredentialCheckFailed,
+    CredentialChangeStarted,
+    CredentialChanged,
+    CredentialChangeFailed,
+    CredentialReconciled,
+    AccountsDiscovered,
+    DiscoveryFailed,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

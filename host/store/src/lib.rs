@@ -5,7 +5,8 @@
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
 use gatehouse_core::{
-    Account, Asset, AssetGroup, AuditEvent, Grant, Group, PluginSecret, ServiceToggles,
+    Account, AccountLifecycle, Asset, AssetGroup, AssetLifecycle, AuditEvent, CredentialChange,
+    DiscoveredAccount, Grant, Group, Partition, PluginSecret, Profile, ServiceToggles,
     SessionRecord, User,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -47,6 +48,20 @@ pub const SESSIONS: Table<SessionRecord> = Table::new("sessions");
 pub const PLUGIN_SECRETS: Table<PluginSecret> = Table::new("plugin_secrets");
 /// Gateway-wide settings kept in the store, one record per key (`services`, ...).
 pub const SETTINGS: Table<serde_json::Value> = Table::new("settings");
+
+/// Credential lifecycle profiles (password rules, schedules), keyed by name.
+pub const PROFILES: Table<Profile> = Table::new("profiles");
+/// Partitions, keyed by name.
+pub const PARTITIONS: Table<Partition> = Table::new("partitions");
+/// Lifecycle settings of assets (partition, service account), keyed by asset name.
+pub const ASSET_LIFECYCLE: Table<AssetLifecycle> = Table::new("asset_lifecycle");
+/// Lifecycle settings and status of accounts, keyed by [`account_key`].
+pub const ACCOUNT_LIFECYCLE: Table<AccountLifecycle> = Table::new("account_lifecycle");
+/// The two-phase change journal (changes in flight with their pending secret), keyed by
+/// [`account_key`].
+pub const CREDENTIAL_CHANGES: Table<CredentialChange> = Table::new("credential_changes");
+/// Accounts found by discovery, keyed by [`account_key`].
+pub const DISCOVERED: Table<DiscoveredAccount> = Table::new("discovered_accounts");
 
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].
 pub const SERVICES_KEY: &str = "services";
@@ -135,7 +150,9 @@ impl Store {
                 // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
                 // their migration steps here, one `if found < N` block each. Version 3 adds the
                 // settings table and optional fields (`User::email`,
-                // `Account::change_after_checkin`, `Account::change_due`).
+                // `Account::change_after_checkin`, `Account::change_due`), and the credential
+                // lifecycle's tables (profiles, partitions, asset_lifecycle,
+                // account_lifecycle, credential_changes, discovered_accounts).
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
             // Make sure every table exists so readers never see "table does not exist".
@@ -149,6 +166,12 @@ impl Store {
                 SESSIONS.name,
                 PLUGIN_SECRETS.name,
                 SETTINGS.name,
+                PROFILES.name,
+                PARTITIONS.name,
+                ASSET_LIFECYCLE.name,
+                ACCOUNT_LIFECYCLE.name,
+                CREDENTIAL_CHANGES.name,
+                DISCOVERED.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
