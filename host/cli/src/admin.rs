@@ -292,6 +292,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::AssetGroup(c) => crate::admin_groups::asset_group(ctx, c, inputs),
         AdminCommand::PluginSecret(c) => crate::plugin_glue::secret_command(ctx, c, inputs),
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
+        AdminCommand::Lifecycle(c) => crate::lifecycle_cmd::execute(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;
             if j.json {
@@ -992,6 +993,7 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
             })?;
             Ok(format!("removed account `{spec}`\n"))
         }
+        AccountCommand::Lifecycle(c) => crate::lifecycle_cmd::account(ctx, c, inputs),
     }
 }
 

@@ -126,6 +126,7 @@ fn setup(
                 password_stdin: true,
                 key_files: vec![],
                 groups: vec![],
+                email: None,
             }),
             inputs: with(&actor, |i| i.password = Some(DEMO_PASSWORD.into())),
         },

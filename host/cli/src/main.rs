@@ -5,6 +5,7 @@ mod admin_groups;
 mod cli;
 mod datadir;
 mod demo;
+mod lifecycle_cmd;
 mod plugin_cmd;
 mod plugin_glue;
 mod policy_cmd;
@@ -66,6 +67,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(args) => serve::run(&dir, overrides, args.ssh_listen, None),
         Command::Demo(args) => demo::run(&dir, overrides, args),
+        Command::Admin(AdminCommand::Account(cli::AccountCommand::Lifecycle(command))) => {
+            lifecycle_cmd::run_account(&dir, overrides, command)
+        }
         Command::Admin(command) => {
             let output = run_admin(&dir, overrides, command)?;
             print!("{output}");

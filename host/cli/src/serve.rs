@@ -54,6 +54,9 @@ pub fn run(
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(address = %bound, "SSH gateway listening");
+        // The credential lifecycle: reconcile interrupted changes, then run what is due.
+        let lifecycle = gatehouse_lifecycle::Lifecycle::new(store.clone(), vault.clone());
+        let scheduler = gatehouse_lifecycle::scheduler::run(lifecycle, Default::default());
         let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
             store: store.clone(),
@@ -70,6 +73,7 @@ pub fn run(
             result = gatehouse_ssh::serve(listener, config, services) => result.context("SSH gateway")?,
             result = crate::socket::serve(&socket_path, admin.clone()) => result?,
             _ = watch_policies(admin) => {}
+            _ = scheduler => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         let _ = std::fs::remove_file(&socket_path);
