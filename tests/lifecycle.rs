@@ -567,6 +567,33 @@ fn failures_are_clear_and_lose_nothing() {
     assert_eq!(json_str(&r, "outcome"), "failed", "{summary}");
     assert!(json_str(&r, "detail").contains("cannot connect"), "{r}");
 
+    // A target whose host key is not the pinned one is refused before any login.
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, other_host_key) = generate_keypair(scratch.path(), "impostor");
+    let port = target.port().to_string();
+    gh.cli_ok(&[
+        "asset",
+        "add",
+        "impostor",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--host-key",
+        &support::key_type_and_blob(&other_host_key),
+    ]);
+    let impostor_spec = format!("{}@impostor", account.name);
+    gh.add_account_with_password(&impostor_spec, &account.password);
+    let out = gh.cli(&["account", "change", &impostor_spec]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout_text().contains("host key mismatch"),
+        "{}",
+        out.describe()
+    );
+    assert!(status(&gh, &impostor_spec)["pending"].is_null());
+    assert!(password_logs_in(&target, &account.name, &account.password));
+
     // Unknown account and a missing selection.
     let out = gh.cli(&["account", "check", "nobody@t1"]);
     assert!(
