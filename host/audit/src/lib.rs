@@ -31,6 +31,16 @@ impl Entry {
         }
     }
 
+    pub fn kind(mut self, kind: AuditKind) -> Self {
+        self.event.kind = kind;
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.event.detail = detail.into();
+        self
+    }
+
     pub fn session(mut self, id: impl Into<String>) -> Self {
         self.event.session = Some(id.into());
         self
@@ -70,7 +80,17 @@ impl Auditor {
 
     /// Stores the event and logs it at INFO.
     pub fn record(&self, entry: Entry) -> Result<AuditEvent, StoreError> {
-        let stored = self.store.append_audit(entry.event)?;
+        self.store.write(|txn| self.record_in(txn, entry))
+    }
+
+    /// Appends the event inside a store transaction, so it commits with the change it
+    /// describes (or not at all), and logs it at INFO.
+    pub fn record_in(
+        &self,
+        txn: &mut gatehouse_store::Txn<'_>,
+        entry: Entry,
+    ) -> Result<AuditEvent, StoreError> {
+        let stored = txn.append_audit(entry.event)?;
         tracing::info!(
             audit.seq = stored.seq,
             audit.kind = ?stored.kind,

@@ -220,5 +220,13 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         println!();
         let _ = listen;
     });
-    crate::serve::run(dir, overrides, args.ssh_listen, Some(ready))
+    crate::serve::run(
+        dir,
+        overrides,
+        crate::serve::Listen {
+            ssh: args.ssh_listen,
+            api: None,
+        },
+        Some(ready),
+    )
 }

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod names;
 pub mod records;
+pub mod requests;
 pub mod secret;
 pub mod time;
 
@@ -14,4 +15,5 @@ pub use lifecycle::*;
 pub use login::{LoginError, LoginSpec, TargetSpec};
 pub use names::{Name, NameError};
 pub use records::*;
+pub use requests::*;
 pub use secret::{SecretBytes, SecretString};
