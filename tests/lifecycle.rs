@@ -594,6 +594,36 @@ fn failures_are_clear_and_lose_nothing() {
     assert!(status(&gh, &impostor_spec)["pending"].is_null());
     assert!(password_logs_in(&target, &account.name, &account.password));
 
+    // Disabled services refuse new runs with a clear message.
+    for service in ["check", "change", "discovery"] {
+        gh.cli_ok(&["service", "disable", service]);
+    }
+    let out = gh.cli(&["account", "change", &target_spec]);
+    assert!(
+        out.stdout_text().contains(
+            "the change service is disabled: an administrator turned it off, so no new change runs start"
+        ),
+        "{}",
+        out.describe()
+    );
+    let out = gh.cli(&["account", "check", &target_spec]);
+    assert!(
+        out.stdout_text().contains("the check service is disabled"),
+        "{}",
+        out.describe()
+    );
+    let out = gh.cli(&["discover", "run", ASSET]);
+    assert!(
+        out.stderr_text()
+            .contains("the discovery service is disabled"),
+        "{}",
+        out.describe()
+    );
+    for service in ["check", "change", "discovery"] {
+        gh.cli_ok(&["service", "enable", service]);
+    }
+    assert!(password_logs_in(&target, &account.name, &account.password));
+
     // Unknown account and a missing selection.
     let out = gh.cli(&["account", "check", "nobody@t1"]);
     assert!(

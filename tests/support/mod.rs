@@ -774,6 +774,9 @@ impl Gatehouse {
             cmd.arg("serve")
                 .arg("--ssh-listen")
                 .arg(format!("127.0.0.1:{port}"))
+                // Tests run in parallel: each server gets its own API port.
+                .arg("--api-listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
                 .env("RUST_LOG", TEST_LOG_FILTER)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
