@@ -4,6 +4,7 @@
 #   openssh-client  the real ssh/scp/sftp/ssh-keygen clients
 #   asciinema       the real player that must accept exported recordings
 #   passwd          useradd/chpasswd for the ghtest_* target accounts
+#   sudo            the service account of the credential-lifecycle tests (sudo chpasswd)
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
@@ -18,7 +19,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
-    openssh-server openssh-client asciinema passwd util-linux coreutils procps \
+    openssh-server openssh-client asciinema passwd sudo util-linux coreutils procps \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl

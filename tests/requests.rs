@@ -756,7 +756,16 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
     let before = v.curl("GET", "/api/v1/requests", &[&bearer], None);
     assert_eq!(before.0, 200);
 
-    let cases: Vec<(&str, &str, Vec<&str>, Option<&str>, u16, &str)> = vec![
+    // (method, path, headers, body, expected status, expected error code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<&'a str>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/v1/requests",

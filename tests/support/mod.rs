@@ -444,6 +444,16 @@ impl TargetSshd {
     /// Creates the accounts (idempotently) and starts sshd on a free port; returns once sshd
     /// reports it is listening. Panics with the sshd log if it does not come up.
     pub fn start(accounts: &[TestAccount]) -> Self {
+        Self::start_with(accounts, false)
+    }
+
+    /// Like [`TargetSshd::start`], but sshd also reads each user's own
+    /// `~/.ssh/authorized_keys`, as a stock sshd does (for key rotation and discovery).
+    pub fn start_with_home_keys(accounts: &[TestAccount]) -> Self {
+        Self::start_with(accounts, true)
+    }
+
+    fn start_with(accounts: &[TestAccount], home_keys: bool) -> Self {
         for account in accounts {
             account.ensure_exists();
         }
@@ -502,7 +512,7 @@ impl TargetSshd {
                      Port {port}\n\
                      HostKey {host_key}\n\
                      PidFile {pid}\n\
-                     AuthorizedKeysFile {keys}/%u\n\
+                     AuthorizedKeysFile {keys}\n\
                      PasswordAuthentication yes\n\
                      PubkeyAuthentication yes\n\
                      KbdInteractiveAuthentication no\n\
@@ -518,7 +528,11 @@ impl TargetSshd {
                      LogLevel DEBUG\n",
                     host_key = host_key.display(),
                     pid = dir.path().join("sshd.pid").display(),
-                    keys = keys_dir.display(),
+                    keys = if home_keys {
+                        format!("{}/%u .ssh/authorized_keys", keys_dir.display())
+                    } else {
+                        format!("{}/%u", keys_dir.display())
+                    },
                 ),
             )
             .expect("write sshd_config");

@@ -300,6 +300,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::A2a(c) => crate::a2a_cmd::admin(ctx, c, inputs),
         AdminCommand::Service(c) => crate::a2a_cmd::service(ctx, c, inputs),
+        AdminCommand::Lifecycle(c) => crate::lifecycle_cmd::execute(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;
             if j.json {
@@ -1000,6 +1001,7 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
             })?;
             Ok(format!("removed account `{spec}`\n"))
         }
+        AccountCommand::Lifecycle(c) => crate::lifecycle_cmd::account(ctx, c, inputs),
     }
 }
 

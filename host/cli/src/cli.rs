@@ -117,6 +117,9 @@ pub enum AdminCommand {
     /// Policy commands that need the store or the running server (see `gatehouse policy`).
     #[command(subcommand, hide = true)]
     PolicyAdmin(PolicyAdminCommand),
+    /// Credential lifecycle: profiles, partitions, discovery (docs/credentials.md).
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle_cmd::LifecycleCommand),
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -314,6 +317,9 @@ pub enum AccountCommand {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Credential lifecycle: check, change, reconcile, set, status, checked-in.
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle_cmd::AccountLifecycleCommand),
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]

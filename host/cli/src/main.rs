@@ -7,6 +7,7 @@ mod api_client;
 mod cli;
 mod datadir;
 mod demo;
+mod lifecycle_cmd;
 mod plugin_cmd;
 mod plugin_glue;
 mod policy_cmd;
@@ -81,6 +82,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Request(command) => request_cmd::run(&dir, command),
         Command::Admin(AdminCommand::A2a(command)) if a2a_cmd::is_api(&command) => {
             a2a_cmd::api(&dir, command)
+        }
+        Command::Admin(AdminCommand::Account(cli::AccountCommand::Lifecycle(command))) => {
+            lifecycle_cmd::run_account(&dir, overrides, command)
         }
         Command::Admin(command) => {
             let output = run_admin(&dir, overrides, command)?;

@@ -91,6 +91,9 @@ pub fn run(
             .await?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
+        // The credential lifecycle: reconcile interrupted changes, then run what is due.
+        let lifecycle = gatehouse_lifecycle::Lifecycle::new(store.clone(), vault.clone());
+        let scheduler = gatehouse_lifecycle::scheduler::run(lifecycle, Default::default());
         let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
             store: store.clone(),
@@ -109,6 +112,7 @@ pub fn run(
             _ = sweep_requests(workflow) => {}
             result = crate::socket::serve(&socket_path, admin.clone()) => result?,
             _ = watch_policies(admin) => {}
+            _ = scheduler => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         let _ = std::fs::remove_file(&socket_path);

@@ -3,6 +3,7 @@
 //! This crate does no I/O. It defines what the store keeps and what the protocols pass around, so
 //! that the other crates agree on one vocabulary.
 
+pub mod lifecycle;
 pub mod login;
 pub mod names;
 pub mod records;
@@ -10,6 +11,7 @@ pub mod requests;
 pub mod secret;
 pub mod time;
 
+pub use lifecycle::*;
 pub use login::{LoginError, LoginSpec, TargetSpec};
 pub use names::{Name, NameError};
 pub use records::*;

@@ -264,6 +264,14 @@ pub enum AuditKind {
     A2aRefused,
     ServiceChanged,
     Notification,
+    CredentialChecked,
+    CredentialCheckFailed,
+    CredentialChangeStarted,
+    CredentialChanged,
+    CredentialChangeFailed,
+    CredentialReconciled,
+    AccountsDiscovered,
+    DiscoveryFailed,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

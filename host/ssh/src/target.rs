@@ -2,10 +2,12 @@
 //! with the vault's credential. Requires a [`TargetAuthorization`], so nothing dials unauthorized.
 
 use crate::Services;
+use gatehouse_audit::Auditor;
 use gatehouse_audit::Entry;
 use gatehouse_core::{Asset, AuditKind, HostKeyPolicy};
 use gatehouse_policy::TargetAuthorization;
-use gatehouse_store::{ASSETS, StoreError};
+use gatehouse_store::{ASSETS, Store, StoreError};
+use gatehouse_vault::TargetCredential;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate, decode_secret_key};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +51,7 @@ enum HostKeyOutcome {
 
 /// The russh client handler for target connections: it verifies the host key.
 pub struct TargetHandler {
-    services: Arc<Services>,
+    store: Arc<Store>,
     asset: Asset,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
 }
@@ -96,7 +98,6 @@ impl TargetHandler {
         };
         let name = self.asset.name.to_string();
         let result = self
-            .services
             .store
             .write(|txn| -> Result<Option<String>, StoreError> {
                 let Some(mut asset) = txn.get(&ASSETS, &name)? else {
@@ -171,46 +172,70 @@ pub async fn dial(
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> Result<TargetConnection, DialError> {
-    let asset = authorization.asset().clone();
-    let address = format!("{}:{}", asset.address, asset.port);
-    let socket = tokio::time::timeout(
+    let mut handle = connect_verified(
+        &services.store,
+        &services.auditor,
+        authorization.asset(),
+        Arc::new(client_config(config)),
         config.connect_timeout,
-        tokio::net::TcpStream::connect(&address),
+        Some(session_id),
     )
-    .await
-    .map_err(|_| DialError::Timeout(address.clone()))?
-    .map_err(|e| DialError::Unreachable {
-        address: address.clone(),
-        reason: e.to_string(),
-    })?;
+    .await?;
+    login(&mut handle, services, authorization, session_id).await?;
+    Ok(TargetConnection { handle })
+}
+
+/// Connects to `asset` and verifies its host key (pinned, or trusted on first use, then pinned
+/// and audited), without logging in. Sessions reach it through [`dial`], which demands a
+/// [`TargetAuthorization`]; the credential lifecycle (the system acting on its own accounts,
+/// not a user) calls it directly, so that every connection to a target checks the host key the
+/// same way.
+pub async fn connect_verified(
+    store: &Arc<Store>,
+    auditor: &Auditor,
+    asset: &Asset,
+    client_config: Arc<russh::client::Config>,
+    connect_timeout: Duration,
+    session_id: Option<&str>,
+) -> Result<russh::client::Handle<TargetHandler>, DialError> {
+    let asset = asset.clone();
+    let address = format!("{}:{}", asset.address, asset.port);
+    let socket = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(&address))
+        .await
+        .map_err(|_| DialError::Timeout(address.clone()))?
+        .map_err(|e| DialError::Unreachable {
+            address: address.clone(),
+            reason: e.to_string(),
+        })?;
     let _ = socket.set_nodelay(true);
 
     let outcome = Arc::new(Mutex::new(None));
     let handler = TargetHandler {
-        services: services.clone(),
+        store: store.clone(),
         asset: asset.clone(),
         outcome: outcome.clone(),
     };
     let socket = tokio::io::BufReader::with_capacity(crate::SOCKET_READ_BUFFER, socket);
-    let connect = russh::client::connect_stream(Arc::new(client_config(config)), socket, handler);
-    let connected = tokio::time::timeout(config.connect_timeout, connect)
+    let connect = russh::client::connect_stream(client_config, socket, handler);
+    let connected = tokio::time::timeout(connect_timeout, connect)
         .await
         .map_err(|_| DialError::Timeout(address.clone()))?;
     let recorded = outcome.lock().ok().and_then(|o| o.clone());
-    let mut handle = match (connected, recorded) {
+    let handle = match (connected, recorded) {
         (Ok(handle), Some(HostKeyOutcome::Recorded(fp))) => {
-            services.auditor.record_best_effort(
-                Entry::new(
-                    AuditKind::HostKeyRecorded,
-                    format!(
-                        "trusted host key {fp} of asset `{}` on first use",
-                        asset.name
-                    ),
-                )
-                .session(session_id)
-                .target(asset.name.to_string())
-                .field("fingerprint", fp),
-            );
+            let mut entry = Entry::new(
+                AuditKind::HostKeyRecorded,
+                format!(
+                    "trusted host key {fp} of asset `{}` on first use",
+                    asset.name
+                ),
+            )
+            .target(asset.name.to_string())
+            .field("fingerprint", fp);
+            if let Some(id) = session_id {
+                entry = entry.session(id);
+            }
+            auditor.record_best_effort(entry);
             handle
         }
         (Ok(handle), _) => handle,
@@ -223,9 +248,7 @@ pub async fn dial(
         }
         (Err(e), _) => return Err(DialError::Protocol(e.to_string())),
     };
-
-    login(&mut handle, services, authorization, session_id).await?;
-    Ok(TargetConnection { handle })
+    Ok(handle)
 }
 
 /// What a credential-store plugin is asked about.
@@ -307,7 +330,15 @@ async fn login_with_credential(
         Some(plugin) => plugin_credential(services, authorization, plugin, session_id).await?,
         None => services.vault.credential(authorization.account())?,
     };
-    let user = authorization.account().name.to_string();
+    authenticate(handle, authorization.account().name.as_str(), &credential).await
+}
+
+/// Logs in as `user` with `credential`: the private key first, then the password.
+pub async fn authenticate(
+    handle: &mut russh::client::Handle<TargetHandler>,
+    user: &str,
+    credential: &TargetCredential,
+) -> Result<(), DialError> {
     let protocol = |e: russh::Error| DialError::Protocol(e.to_string());
     let mut tried = Vec::new();
     if let Some(key_text) = &credential.private_key {
@@ -319,7 +350,7 @@ async fn login_with_credential(
             .map_err(protocol)?
             .flatten();
         let result = handle
-            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
             .await
             .map_err(protocol)?;
         if result.success() {
@@ -329,7 +360,7 @@ async fn login_with_credential(
     }
     if let Some(password) = &credential.password {
         let result = handle
-            .authenticate_password(&user, password.expose())
+            .authenticate_password(user, password.expose())
             .await
             .map_err(protocol)?;
         if result.success() {

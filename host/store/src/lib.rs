@@ -5,8 +5,9 @@
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
 use gatehouse_core::{
-    A2aKey, AccessRequest, AccessToken, Account, Application, Asset, AssetGroup, AuditEvent, Grant,
-    Group, PluginSecret, ServiceToggles, SessionRecord, User,
+    A2aKey, AccessRequest, AccessToken, Account, AccountLifecycle, Application, Asset, AssetGroup,
+    AssetLifecycle, AuditEvent, CredentialChange, DiscoveredAccount, Grant, Group, Partition,
+    PluginSecret, Profile, ServiceToggles, SessionRecord, User,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
@@ -56,6 +57,19 @@ pub const ACCESS_TOKENS: Table<AccessToken> = Table::new("access_tokens");
 pub const APPLICATIONS: Table<Application> = Table::new("applications");
 /// A2A API keys, keyed by the key's SHA-256 (hex).
 pub const A2A_KEYS: Table<A2aKey> = Table::new("a2a_keys");
+/// Credential lifecycle profiles (password rules, schedules), keyed by name.
+pub const PROFILES: Table<Profile> = Table::new("profiles");
+/// Partitions, keyed by name.
+pub const PARTITIONS: Table<Partition> = Table::new("partitions");
+/// Lifecycle settings of assets (partition, service account), keyed by asset name.
+pub const ASSET_LIFECYCLE: Table<AssetLifecycle> = Table::new("asset_lifecycle");
+/// Lifecycle settings and status of accounts, keyed by [`account_key`].
+pub const ACCOUNT_LIFECYCLE: Table<AccountLifecycle> = Table::new("account_lifecycle");
+/// The two-phase change journal (changes in flight with their pending secret), keyed by
+/// [`account_key`].
+pub const CREDENTIAL_CHANGES: Table<CredentialChange> = Table::new("credential_changes");
+/// Accounts found by discovery, keyed by [`account_key`].
+pub const DISCOVERED: Table<DiscoveredAccount> = Table::new("discovered_accounts");
 
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].
 pub const SERVICES_KEY: &str = "services";
@@ -145,7 +159,9 @@ impl Store {
                 // their migration steps here, one `if found < N` block each. Version 3 adds the
                 // settings, requests, access_tokens, applications and a2a_keys tables and
                 // optional fields (`User::email`,
-                // `Account::change_after_checkin`, `Account::change_due`).
+                // `Account::change_after_checkin`, `Account::change_due`), and the credential
+                // lifecycle's tables (profiles, partitions, asset_lifecycle,
+                // account_lifecycle, credential_changes, discovered_accounts).
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
             // Make sure every table exists so readers never see "table does not exist".
@@ -163,6 +179,12 @@ impl Store {
                 ACCESS_TOKENS.name,
                 APPLICATIONS.name,
                 A2A_KEYS.name,
+                PROFILES.name,
+                PARTITIONS.name,
+                ASSET_LIFECYCLE.name,
+                ACCOUNT_LIFECYCLE.name,
+                CREDENTIAL_CHANGES.name,
+                DISCOVERED.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }

@@ -19,6 +19,11 @@ use zeroize::Zeroizing;
 pub enum SecretKind {
     Password,
     PrivateKey,
+    /// A password being changed, not yet committed (its own label, so it can never be opened
+    /// as the committed password).
+    PendingPassword,
+    /// A private key being rotated, not yet committed.
+    PendingPrivateKey,
 }
 
 impl SecretKind {
@@ -26,6 +31,8 @@ impl SecretKind {
         match self {
             SecretKind::Password => "password",
             SecretKind::PrivateKey => "private-key",
+            SecretKind::PendingPassword => "pending-password",
+            SecretKind::PendingPrivateKey => "pending-private-key",
         }
     }
 }
@@ -334,6 +341,18 @@ mod tests {
         // Moved to another slot: refused.
         assert!(matches!(
             vault.open("acct-1", SecretKind::PrivateKey, &sealed),
+            Err(VaultError::OpenFailed)
+        ));
+        // A pending secret is never taken for the committed one, nor the reverse.
+        let pending = vault
+            .seal("acct-1", SecretKind::PendingPassword, b"n3w")
+            .unwrap();
+        assert!(matches!(
+            vault.open("acct-1", SecretKind::Password, &pending),
+            Err(VaultError::OpenFailed)
+        ));
+        assert!(matches!(
+            vault.open("acct-1", SecretKind::PendingPassword, &sealed),
             Err(VaultError::OpenFailed)
         ));
         // Tampered: refused.

@@ -1035,7 +1035,7 @@ impl Workflow {
                     && r.usable_at(now)
             })
             .collect();
-        found.sort_by(|a, b| b.created.cmp(&a.created));
+        found.sort_by_key(|r| std::cmp::Reverse(r.created));
         Ok(found.into_iter().next())
     }
 
