@@ -313,8 +313,27 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     assert_eq!(shown["state"], "checked_out");
     assert_eq!(shown["views"], 2);
 
+    // The account changes its password after each check-in: the request stays `checked_in`
+    // until the credential lifecycle has changed it on the real target, then completes.
+    v.gh.cli_ok(&["account", "set", &target, "--change-after-checkin", "true"]);
     let done = v.request_ok("alice", &["checkin", &id]);
-    assert_eq!(done["state"], "complete");
+    assert_eq!(done["state"], "checked_in");
+    let completed = poll(Duration::from_secs(90), || {
+        let r = v.request_ok("alice", &["show", &id]);
+        (r["state"] == "complete").then_some(r)
+    });
+    assert!(completed.is_some(), "never completed:\n{}", v.gh.log_tail(40));
+    let changed = v
+        .gh
+        .audit()
+        .into_iter()
+        .find(|e| e["kind"] == "credential_changed")
+        .expect("a credential change after the check-in");
+    assert!(changed["detail"].as_str().unwrap().contains("check-in"), "{changed}");
+    // The released password no longer logs in to the target directly.
+    let direct = Client::password(v._target.port(), v.account.name.clone(), &v.account.password)
+        .ssh("echo still-works");
+    assert!(!direct.stdout_text().contains("still-works"), "the released password still works");
     let after = v.request_err("alice", &["checkout", &id]);
     assert!(
         after.contains("complete") && after.contains("409"),

@@ -953,8 +953,64 @@ impl Workflow {
         }
     }
 
+    /// Completes checked-in requests whose account's credential change is no longer due (the
+    /// credential lifecycle committed it). Returns how many completed.
+    pub fn complete_changed(&self) -> usize {
+        let now = Timestamp::now();
+        let any = self.store.read(|txn| -> Result<bool, StoreError> {
+            Ok(txn
+                .list(&REQUESTS)?
+                .iter()
+                .any(|r| r.state == RequestState::CheckedIn))
+        });
+        if !matches!(any, Ok(true)) {
+            return 0;
+        }
+        let result = self.store.write(|txn| -> Result<Vec<AccessRequest>, StoreError> {
+            let mut done = Vec::new();
+            for (id, mut r) in txn.entries(&REQUESTS)? {
+                if r.state != RequestState::CheckedIn {
+                    continue;
+                }
+                let key = account_key(r.asset.as_str(), r.account.as_str());
+                let due = txn.get(&ACCOUNTS, &key)?.and_then(|a| a.change_due);
+                if due.is_some() {
+                    continue;
+                }
+                r.state = RequestState::Complete;
+                r.ended = Some(now);
+                txn.put(&REQUESTS, &id, &r)?;
+                self.auditor.record_in(
+                    txn,
+                    Entry::new(
+                        AuditKind::RequestCheckedIn,
+                        "complete: the credential was changed after check-in",
+                    )
+                    .user(r.requester.to_string())
+                    .target(r.target())
+                    .field("request", r.id.clone()),
+                )?;
+                done.push(r);
+            }
+            Ok(done)
+        });
+        match result {
+            Ok(done) => {
+                for r in &done {
+                    self.publish(r);
+                }
+                done.len()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "completing checked-in requests");
+                0
+            }
+        }
+    }
+
     /// Ends requests whose approval deadline or window has passed. Returns how many ended.
     pub fn expire_due(&self) -> usize {
+        self.complete_changed();
         let now = Timestamp::now();
         let due: Vec<AccessRequest> = match self.store.list(&REQUESTS) {
             Ok(all) => all
