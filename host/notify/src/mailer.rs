@@ -30,26 +30,36 @@ pub enum SendError {
     Connection { server: String, detail: String },
     #[error("mail server `{server}` did not answer within {seconds} s")]
     Timeout { server: String, seconds: u64 },
-    #[error("mail server `{server}` refused the message to `{recipient}`: {detail}")]
+    #[error("mail server `{server}` refused {}: {detail}", what(recipient))]
     Rejected {
         server: String,
-        recipient: String,
+        /// None for [`Mailer::check_connection`].
+        recipient: Option<String>,
         detail: String,
     },
     #[error(
-        "mail server `{server}` deferred the message to `{recipient}` (try again later): {detail}"
+        "mail server `{server}` deferred {} (try again later): {detail}",
+        what(recipient)
     )]
     Deferred {
         server: String,
-        recipient: String,
+        recipient: Option<String>,
         detail: String,
     },
-    #[error("sending to `{recipient}` through mail server `{server}` failed: {detail}")]
+    #[error("{} through mail server `{server}` failed: {detail}", what(recipient))]
     Other {
         server: String,
-        recipient: String,
+        recipient: Option<String>,
         detail: String,
     },
+}
+
+/// What a server refused: a message, or the connection check.
+fn what(recipient: &Option<String>) -> String {
+    match recipient {
+        Some(recipient) => format!("the message to `{recipient}`"),
+        None => "the connection check".to_owned(),
+    }
 }
 
 /// A configured SMTP client. Cheap to share behind an `Arc`; each send opens its own
@@ -145,7 +155,7 @@ impl Mailer {
                 server: self.server.clone(),
                 detail: "the server did not answer NOOP".into(),
             }),
-            Ok(Err(error)) => Err(self.classify(&error, "")),
+            Ok(Err(error)) => Err(self.classify(&error, None)),
             Err(_) => Err(self.timed_out()),
         }
     }
@@ -170,7 +180,7 @@ impl Mailer {
             })?;
         match tokio::time::timeout(self.deadline(), self.transport.send(message)).await {
             Ok(Ok(_response)) => Ok(()),
-            Ok(Err(error)) => Err(self.classify(&error, recipient)),
+            Ok(Err(error)) => Err(self.classify(&error, Some(recipient))),
             Err(_) => Err(self.timed_out()),
         }
     }
@@ -187,9 +197,13 @@ impl Mailer {
         }
     }
 
-    fn classify(&self, error: &lettre::transport::smtp::Error, recipient: &str) -> SendError {
+    fn classify(
+        &self,
+        error: &lettre::transport::smtp::Error,
+        recipient: Option<&str>,
+    ) -> SendError {
         let server = self.server.clone();
-        let recipient = recipient.to_owned();
+        let recipient = recipient.map(str::to_owned);
         if let Some(tls_error) = find_rustls_error(error) {
             let detail = tls_error.to_string();
             return match tls_error {
@@ -222,6 +236,14 @@ impl Mailer {
         }
         if error.is_tls() {
             return SendError::Tls { server, detail };
+        }
+        // lettre says so only in words; the setting asks for STARTTLS or nothing.
+        if error.is_client() && detail.contains("STARTTLS") {
+            return SendError::Tls {
+                server,
+                detail: "the server does not offer STARTTLS, which `security` `starttls` requires"
+                    .to_owned(),
+            };
         }
         if find_io_error(error).is_some() {
             return SendError::Connection { server, detail };

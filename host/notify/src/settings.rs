@@ -99,8 +99,10 @@ pub enum SettingsError {
     InvalidHost { host: String },
     #[error("mail setting `port` is 0")]
     PortZero,
-    #[error("mail setting `from` is `{from}`: {reason}")]
-    InvalidFrom { from: String, reason: String },
+    #[error(
+        "mail setting `from` is `{from}`: expected an address like `gatehouse@example.com` or `Gatehouse <gatehouse@example.com>`"
+    )]
+    InvalidFrom { from: String },
     #[error("mail setting `username` is set without `password_file`")]
     UsernameWithoutPassword,
     #[error("mail setting `password_file` is set without `username`")]
@@ -156,9 +158,8 @@ impl MailSettings {
         let from = self
             .from
             .parse::<Mailbox>()
-            .map_err(|error| SettingsError::InvalidFrom {
+            .map_err(|_| SettingsError::InvalidFrom {
                 from: self.from.clone(),
-                reason: error.to_string(),
             })?;
         match (&self.username, &self.password_file) {
             (Some(_), None) => return Err(SettingsError::UsernameWithoutPassword),
@@ -267,7 +268,7 @@ impl MailSettings {
             let anchor = webpki_check(&certificate);
             if let Err(problem) = anchor {
                 return Err(refused(format!(
-                    "holds a certificate that cannot be trusted as a root: {problem}"
+                    "holds a certificate that cannot be used as a root: {problem}"
                 )));
             }
             certificates.push(certificate.as_ref().to_vec());
@@ -284,7 +285,11 @@ fn webpki_check(certificate: &rustls::pki_types::CertificateDer<'_>) -> Result<(
     let mut store = rustls::RootCertStore::empty();
     store
         .add(certificate.clone().into_owned())
-        .map_err(|error| error.to_string())
+        .map_err(|error| match error {
+            // Its `Display` speaks of a "peer" certificate, which this is not.
+            rustls::Error::InvalidCertificate(problem) => format!("{problem:?}"),
+            other => other.to_string(),
+        })
 }
 
 fn check_host(host: &str) -> Result<(), SettingsError> {
