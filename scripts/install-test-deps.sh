@@ -5,6 +5,7 @@
 #   asciinema       the real player that must accept exported recordings
 #   passwd          useradd/chpasswd for the ghtest_* target accounts
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
+#   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
 set -euo pipefail
@@ -18,6 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd util-linux coreutils procps \
+    python3-aiosmtpd \
     build-essential pkg-config cmake clang \
     ca-certificates git
 
