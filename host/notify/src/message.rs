@@ -60,18 +60,21 @@ pub enum Event {
         approvals_given: u32,
         approvals_needed: u32,
     },
-    /// The request was approved; access is open until `window_end`.
+    /// The request was approved; access is open until `window_end` (when known).
     Approved {
         approved_by: String,
-        window_end: Timestamp,
+        window_end: Option<Timestamp>,
     },
     /// The request was denied.
     Denied {
         denied_by: String,
         comment: Option<String>,
     },
-    /// The request expired: it grants nothing any more.
-    Expired,
+    /// The request expired (not decided in time, or its window ended): it grants nothing
+    /// any more. `why` says which, when the workflow knows.
+    Expired { why: Option<String> },
+    /// An approved request was revoked before its window ended.
+    Revoked { revoked_by: String },
 }
 
 /// The kind of an [`Event`], for delivery reports and logs.
@@ -81,16 +84,18 @@ pub enum EventKind {
     Approved,
     Denied,
     Expired,
+    Revoked,
 }
 
 impl EventKind {
-    /// `awaiting-approval`, `approved`, `denied`, `expired`.
+    /// `awaiting-approval`, `approved`, `denied`, `expired`, `revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::AwaitingApproval => "awaiting-approval",
             EventKind::Approved => "approved",
             EventKind::Denied => "denied",
             EventKind::Expired => "expired",
+            EventKind::Revoked => "revoked",
         }
     }
 }
@@ -107,7 +112,8 @@ impl Event {
             Event::AwaitingApproval { .. } => EventKind::AwaitingApproval,
             Event::Approved { .. } => EventKind::Approved,
             Event::Denied { .. } => EventKind::Denied,
-            Event::Expired => EventKind::Expired,
+            Event::Expired { .. } => EventKind::Expired,
+            Event::Revoked { .. } => EventKind::Revoked,
         }
     }
 }
@@ -164,9 +170,16 @@ impl Notification {
                     one_line(denied_by, MAX_NAME_CHARS)
                 ),
             ),
-            Event::Expired => (
+            Event::Expired { .. } => (
                 format!("Expired: {what} for {requester}"),
                 format!("The request of {requester} for {what} has expired; it grants no access."),
+            ),
+            Event::Revoked { revoked_by } => (
+                format!("Revoked: {what} for {requester}"),
+                format!(
+                    "The request of {requester} for {what} was revoked by {}; it grants no access.",
+                    one_line(revoked_by, MAX_NAME_CHARS)
+                ),
             ),
         };
 
@@ -201,13 +214,26 @@ impl Notification {
                     "Approved by",
                     &one_line(approved_by, MAX_NAME_CHARS),
                 );
-                field(&mut body, "Access until", &format_time(*window_end));
+                if let Some(window_end) = window_end {
+                    field(&mut body, "Access until", &format_time(*window_end));
+                }
             }
             Event::Denied { denied_by, comment } => {
                 field(&mut body, "Denied by", &one_line(denied_by, MAX_NAME_CHARS));
                 field(&mut body, "Comment", &optional_text(comment.as_deref()));
             }
-            Event::Expired => {}
+            Event::Expired { why } => {
+                if let Some(why) = why.as_deref().filter(|why| !why.trim().is_empty()) {
+                    field(&mut body, "Expired", &one_line(why.trim(), MAX_TEXT_CHARS));
+                }
+            }
+            Event::Revoked { revoked_by } => {
+                field(
+                    &mut body,
+                    "Revoked by",
+                    &one_line(revoked_by, MAX_NAME_CHARS),
+                );
+            }
         }
         if let Some(url) = gateway_url {
             let link = request_link(url, &request.id);

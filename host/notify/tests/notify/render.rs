@@ -105,7 +105,9 @@ fn expired_private_key_release() {
     check(
         &Notification {
             request: summary,
-            event: Event::Expired,
+            event: Event::Expired {
+                why: Some("not approved within 60 minutes".to_owned()),
+            },
             recipients: vec![],
         },
         None,
@@ -117,11 +119,54 @@ Request:      0190f3a2-7c4e-7d1a-9b52-3f0e8c1d2a45
 Requester:    alice
 Target:       root@db1
 Access:       private_key
+Expired:      not approved within 60 minutes
 
 --
 Sent by Gatehouse. Gatehouse never sends passwords or keys by email.
 ",
     );
+}
+
+#[test]
+fn revoked_session() {
+    check(
+        &Notification {
+            request: request(),
+            event: Event::Revoked {
+                revoked_by: "dave".to_owned(),
+            },
+            recipients: vec![],
+        },
+        None,
+        "[Gatehouse] Revoked: session access to root@db1 for alice",
+        "\
+The request of alice for session access to root@db1 was revoked by dave; it grants no access.
+
+Request:      0190f3a2-7c4e-7d1a-9b52-3f0e8c1d2a45
+Requester:    alice
+Target:       root@db1
+Access:       session
+Revoked by:   dave
+
+--
+Sent by Gatehouse. Gatehouse never sends passwords or keys by email.
+",
+    );
+}
+
+/// Without a known window end and without a reason for an expiry, the lines are left out.
+#[test]
+fn optional_lines_are_left_out() {
+    let mut notification = approved(&[]);
+    notification.event = Event::Approved {
+        approved_by: "bob".to_owned(),
+        window_end: None,
+    };
+    let body = notification.render(None).body;
+    assert!(body.contains("Approved by:  bob\n\n--"), "{body}");
+    notification.event = Event::Expired { why: None };
+    let body = notification.render(None).body;
+    assert!(body.contains("Access:       session\n\n--"), "{body}");
 }
 
 /// Free text cannot add lines (a fake "Approved" paragraph, a phishing link) or headers.

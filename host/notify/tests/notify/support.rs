@@ -314,7 +314,7 @@ pub fn approved(recipients: &[&str]) -> Notification {
         event: Event::Approved {
             approved_by: "bob".to_owned(),
             // 2025-03-01T14:30:00Z
-            window_end: gatehouse_core::time::Timestamp(1_740_839_400_000),
+            window_end: Some(gatehouse_core::time::Timestamp(1_740_839_400_000)),
         },
         recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
     }
