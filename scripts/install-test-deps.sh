@@ -8,6 +8,7 @@
 #   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
+#   curl, openssl   raw HTTPS requests to the API and client certificates for the A2A tests
 set -euo pipefail
 
 SUDO=""
@@ -21,7 +22,8 @@ $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd util-linux coreutils procps \
     python3-aiosmtpd \
     build-essential pkg-config cmake clang \
-    ca-certificates git
+    ca-certificates git \
+    curl openssl
 
 # Privilege-separation directory sshd insists on (the package's init script would create it).
 $SUDO mkdir -p /run/sshd

@@ -97,7 +97,7 @@ fn policy_commands_explain_decisions_from_the_store() {
         Case {
             args: &["policy", "validate"],
             success: true,
-            contains: &["is valid: 2 files, 1 grant links, 2 policies, 1 templates"],
+            contains: &["is valid: 2 files, 1 grant links, 2 policies, 4 templates"],
             absent: &[],
         },
         Case {

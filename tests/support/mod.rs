@@ -628,6 +628,7 @@ pub struct Gatehouse {
     dir: TempDir,
     server: Option<Child>,
     ssh_port: Option<u16>,
+    api_port: Option<u16>,
 }
 
 impl Gatehouse {
@@ -641,6 +642,7 @@ impl Gatehouse {
             dir,
             server: None,
             ssh_port: None,
+            api_port: None,
         };
         gh.cli_ok(&["init"]);
         gh
@@ -751,6 +753,7 @@ impl Gatehouse {
         let mut last = String::new();
         for _attempt in 0..3 {
             let port = free_port();
+            let api_port = free_port();
             let log = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -760,6 +763,8 @@ impl Gatehouse {
             cmd.arg("serve")
                 .arg("--ssh-listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .arg("--api-listen")
+                .arg(format!("127.0.0.1:{api_port}"))
                 .env("RUST_LOG", TEST_LOG_FILTER)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
@@ -767,7 +772,7 @@ impl Gatehouse {
                 .stderr(log);
             let mut child = cmd.spawn().expect("spawn gatehouse serve");
             let up = poll(STARTUP_TIMEOUT, || {
-                if port_open(port) {
+                if port_open(port) && port_open(api_port) {
                     return Some(true);
                 }
                 match child.try_wait() {
@@ -778,6 +783,7 @@ impl Gatehouse {
             if up == Some(true) {
                 self.server = Some(child);
                 self.ssh_port = Some(port);
+                self.api_port = Some(api_port);
                 return;
             }
             let outcome = match child.try_wait() {
@@ -792,6 +798,30 @@ impl Gatehouse {
             }
         }
         panic!("gatehouse serve (127.0.0.1:<free port>) {last}");
+    }
+
+    /// The gateway's HTTPS API port (after `serve`).
+    pub fn api_port(&self) -> u16 {
+        self.api_port.expect("gatehouse serve is not running")
+    }
+
+    /// `https://localhost:<api port>`.
+    pub fn api_url(&self) -> String {
+        format!("https://localhost:{}", self.api_port())
+    }
+
+    /// Changes settings.json (before `serve`).
+    pub fn edit_settings(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.data_dir().join("settings.json");
+        let mut settings: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read settings.json"))
+                .expect("settings.json is JSON");
+        edit(&mut settings);
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&settings).expect("settings JSON"),
+        )
+        .expect("write settings.json");
     }
 
     /// The gateway's SSH port (after `serve`).

@@ -17,7 +17,7 @@
 //! Knobs are environment variables, `GATEHOUSE_BENCH_*` and `GATEHOUSE_BIN`; see [`Settings`].
 
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_bench::{mean, median, percentile};
+use gatehouse_bench::{free_port, gatehouse_binary, mean, median, percentile, results_dir};
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -274,61 +274,6 @@ impl Mode {
 // ---------------------------------------------------------------------------------------------
 // Building and starting the gateway
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `GATEHOUSE_BIN`, or the release `gatehouse` binary, built now (a no-op when up to date).
-fn gatehouse_binary() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("GATEHOUSE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let cargo = std::env::var("CARGO")
-        .ok()
-        .or_else(|| option_env!("CARGO").map(String::from))
-        .unwrap_or_else(|| "cargo".into());
-    println!("building the gateway: cargo build --release -p gatehouse");
-    let mut child = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "gatehouse",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(workspace_root())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running cargo build")?;
-    let stdout = child.stdout.take().context("cargo's stdout")?;
-    let mut executable = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        let Ok(message) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "gatehouse"
-            && let Some(path) = message["executable"].as_str()
-        {
-            executable = Some(PathBuf::from(path));
-        }
-    }
-    if !child.wait()?.success() {
-        bail!("cargo build --release -p gatehouse failed");
-    }
-    executable.context("cargo build did not report the gatehouse executable")
-}
-
-/// `<target>/gatehouse-bench`, next to the `release` directory that holds the binary.
-fn results_dir(binary: &Path) -> PathBuf {
-    binary
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("gatehouse-bench"))
-        .unwrap_or_else(|| workspace_root().join("target/gatehouse-bench"))
-}
-
 fn whoami() -> Result<String> {
     let out = Command::new("id").arg("-un").output()?;
     let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -452,11 +397,6 @@ fn run_checked(cmd: &mut Command) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// `gatehouse demo` in its own data directory; stopped (SIGTERM, then SIGKILL) when dropped.

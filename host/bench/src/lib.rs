@@ -1,6 +1,14 @@
 //! Benchmarks of the gateway against the direct path. The runner is `benches/gateway.rs`
 //! (`cargo bench -p gatehouse-bench`, see docs/BENCHMARKS.md); this library holds the statistics
-//! it reports, so that they are unit-tested.
+//! it reports, so that they are unit-tested, and what the runners share (finding the release
+//! binary, ports, the results directory).
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// The median of `samples` (the mean of the two middle values for an even count), or `None` for
 /// no samples. NaN values sort last.
@@ -39,6 +47,68 @@ fn sorted(samples: &[f64]) -> Vec<f64> {
     let mut sorted = samples.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `GATEHOUSE_BIN`, or the release `gatehouse` binary, built now (a no-op when up to date).
+pub fn gatehouse_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("GATEHOUSE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let cargo = std::env::var("CARGO")
+        .ok()
+        .or_else(|| option_env!("CARGO").map(String::from))
+        .unwrap_or_else(|| "cargo".into());
+    println!("building the gateway: cargo build --release -p gatehouse");
+    let mut child = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "gatehouse",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
+    let stdout = child.stdout.take().context("cargo's stdout")?;
+    let mut executable = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "gatehouse"
+            && let Some(path) = message["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo build --release -p gatehouse failed");
+    }
+    executable.context("cargo build did not report the gatehouse executable")
+}
+
+/// `<target>/gatehouse-bench`, next to the `release` directory that holds the binary.
+pub fn results_dir(binary: &Path) -> PathBuf {
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("gatehouse-bench"))
+        .unwrap_or_else(|| workspace_root().join("target/gatehouse-bench"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct Inputs {
     pub private_key: Option<String>,
     pub public_keys: Vec<String>,
     pub host_key: Option<String>,
+    /// A PEM certificate (A2A registration).
+    #[serde(default)]
+    pub certificate: Option<String>,
     /// Who asked (the operating-system user), for the audit trail.
     pub actor: String,
 }
@@ -118,6 +121,9 @@ fn read_private_key(path: &Option<std::path::PathBuf>) -> Result<Option<String>>
 /// Reads what a command needs from standard input and files.
 pub fn gather_inputs(command: &AdminCommand) -> Result<Inputs> {
     let mut inputs = Inputs::by(std::env::var("USER").unwrap_or_else(|_| "local".into()));
+    if let AdminCommand::A2a(c) = command {
+        crate::a2a_cmd::gather(c, &mut inputs)?;
+    }
     match command {
         AdminCommand::User(UserCommand::Add {
             password_stdin,
@@ -292,6 +298,8 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::AssetGroup(c) => crate::admin_groups::asset_group(ctx, c, inputs),
         AdminCommand::PluginSecret(c) => crate::plugin_glue::secret_command(ctx, c, inputs),
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
+        AdminCommand::A2a(c) => crate::a2a_cmd::admin(ctx, c, inputs),
+        AdminCommand::Service(c) => crate::a2a_cmd::service(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;
             if j.json {

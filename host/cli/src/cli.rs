@@ -50,6 +50,11 @@ pub enum Command {
     /// WebAssembly plugins (docs/plugins.md).
     #[command(subcommand)]
     Plugin(crate::plugin_cmd::PluginCommand),
+    /// Log in to the gateway's API (keeps a short-lived token for `gatehouse request`).
+    Login(crate::request_cmd::LoginArgs),
+    /// Access requests over the API: file, review, check out, check in, access strings.
+    #[command(subcommand)]
+    Request(crate::request_cmd::RequestCommand),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +62,9 @@ pub struct ServeArgs {
     /// Address for SSH clients.
     #[arg(long, default_value = "0.0.0.0:2222")]
     pub ssh_listen: SocketAddr,
+    /// Address of the HTTPS API (default: settings.json `api.listen`, 127.0.0.1:8443).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +105,12 @@ pub enum AdminCommand {
     /// Secrets kept for plugins (TOTP seeds, API tokens), sealed by the vault.
     #[command(subcommand)]
     PluginSecret(PluginSecretCommand),
+    /// A2A: applications (pinned client certificates), their API keys, and retrieval.
+    #[command(subcommand)]
+    A2a(crate::a2a_cmd::A2aCommand),
+    /// The vault's services (session/password/key requests, a2a, check, change, discovery).
+    #[command(subcommand)]
+    Service(crate::a2a_cmd::ServiceCommand),
     /// Session records (for `play` and `export` see `gatehouse session`).
     #[command(subcommand, hide = true)]
     SessionRecord(SessionRecordCommand),

@@ -21,6 +21,12 @@ pub struct Settings {
     pub master_key: MasterKeySetting,
     #[serde(default)]
     pub policy: PolicySettings,
+    /// The HTTPS API.
+    #[serde(default)]
+    pub api: gatehouse_api::ApiSettings,
+    /// Access requests, access strings, the connect-time hold.
+    #[serde(default)]
+    pub requests: gatehouse_workflow::WorkflowSettings,
 }
 
 /// Where the policies are and what context the gateway gives them.
@@ -238,7 +244,11 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
     std::fs::write(dir.host_key().with_extension("pub"), format!("{public}\n"))?;
 
     // A TLS key pair for the HTTPS API and gateway joins (used by later features).
-    let tls = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let tls = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
     write_private_file(
         &dir.tls_dir().join("key.pem"),
         tls.signing_key.serialize_pem().as_bytes(),
@@ -250,6 +260,8 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
     let settings = Settings {
         master_key: setting,
         policy: PolicySettings::default(),
+        api: Default::default(),
+        requests: Default::default(),
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -126,6 +126,7 @@ fn setup(
                 password_stdin: true,
                 key_files: vec![],
                 groups: vec![],
+                email: None,
             }),
             inputs: with(&actor, |i| i.password = Some(DEMO_PASSWORD.into())),
         },
@@ -219,5 +220,13 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         println!();
         let _ = listen;
     });
-    crate::serve::run(dir, overrides, args.ssh_listen, Some(ready))
+    crate::serve::run(
+        dir,
+        overrides,
+        crate::serve::Listen {
+            ssh: args.ssh_listen,
+            api: None,
+        },
+        Some(ready),
+    )
 }

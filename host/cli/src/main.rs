@@ -1,13 +1,16 @@
 //! `gatehouse`: the command line and server binary. Glue only: the logic lives in `host/*` crates.
 
+mod a2a_cmd;
 mod admin;
 mod admin_groups;
+mod api_client;
 mod cli;
 mod datadir;
 mod demo;
 mod plugin_cmd;
 mod plugin_glue;
 mod policy_cmd;
+mod request_cmd;
 mod serve;
 mod session_cmd;
 mod socket;
@@ -64,8 +67,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("  master key    {}", report.master_key);
             Ok(())
         }
-        Command::Serve(args) => serve::run(&dir, overrides, args.ssh_listen, None),
+        Command::Serve(args) => serve::run(
+            &dir,
+            overrides,
+            serve::Listen {
+                ssh: args.ssh_listen,
+                api: args.api_listen,
+            },
+            None,
+        ),
         Command::Demo(args) => demo::run(&dir, overrides, args),
+        Command::Login(args) => request_cmd::login(&dir, args),
+        Command::Request(command) => request_cmd::run(&dir, command),
+        Command::Admin(AdminCommand::A2a(command)) if a2a_cmd::is_api(&command) => {
+            a2a_cmd::api(&dir, command)
+        }
         Command::Admin(command) => {
             let output = run_admin(&dir, overrides, command)?;
             print!("{output}");

@@ -12,14 +12,27 @@ use gatehouse_vault::{KeySource, Vault};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Where `serve` listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub ssh: SocketAddr,
+    /// Overrides settings.json `api.listen`.
+    pub api: Option<SocketAddr>,
+}
+
+/// How often ended access windows and approval deadlines are swept.
+const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the gateway until interrupted. `ready` is told the bound SSH address.
 pub fn run(
     dir: &DataDir,
     overrides: Option<KeySource>,
-    ssh_listen: SocketAddr,
+    listen: Listen,
     ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
 ) -> Result<()> {
     dir.require_initialised()?;
+    let settings = dir.load_settings()?;
+    let ssh_listen = listen.ssh;
     let vault = Arc::new(Vault::new(dir.load_master_key(overrides)?));
     let host_keys = dir.load_host_keys()?;
     let store = Arc::new(Store::open(&dir.store())?);
@@ -40,19 +53,43 @@ pub fn run(
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let services = Arc::new(Services {
-            store: store.clone(),
-            vault: vault.clone(),
-            authenticator: Arc::new(Authenticator::new(store.clone())?),
-            policy: engine.clone(),
-            plugins,
-            auditor: Auditor::new(store.clone()),
-        });
-        let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         let listener = tokio::net::TcpListener::bind(ssh_listen)
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        let mut request_settings = settings.requests.clone();
+        if request_settings.ssh_endpoint.is_none() {
+            // Access strings name the address users reach; a wildcard listen names this host.
+            let host = if bound.ip().is_unspecified() {
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+            } else {
+                bound.ip().to_string()
+            };
+            request_settings.ssh_endpoint = Some(format!("{host}:{}", bound.port()));
+        }
+        let authenticator = Arc::new(Authenticator::new(store.clone())?);
+        let workflow = Arc::new(
+            gatehouse_workflow::Workflow::new(
+                store.clone(),
+                engine.clone(),
+                vault.clone(),
+                Auditor::with_group_commit(store.clone())?,
+                request_settings,
+            )
+            .with_plugins(plugins.clone()),
+        );
+        let services = Arc::new(Services {
+            store: store.clone(),
+            vault: vault.clone(),
+            authenticator: authenticator.clone(),
+            policy: engine.clone(),
+            plugins,
+            auditor: Auditor::new(store.clone()),
+            workflow: Some(workflow.clone()),
+        });
+        let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
+            .await?;
+        let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
@@ -68,6 +105,8 @@ pub fn run(
         }
         tokio::select! {
             result = gatehouse_ssh::serve(listener, config, services) => result.context("SSH gateway")?,
+            result = api => result.context("HTTPS API")?,
+            _ = sweep_requests(workflow) => {}
             result = crate::socket::serve(&socket_path, admin.clone()) => result?,
             _ = watch_policies(admin) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
@@ -75,6 +114,58 @@ pub fn run(
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     })
+}
+
+/// Binds the HTTPS API; the returned future serves it (or never resolves when it is off).
+async fn start_api(
+    dir: &DataDir,
+    settings: &gatehouse_api::ApiSettings,
+    listen: Option<SocketAddr>,
+    vault: &Arc<Vault>,
+    workflow: &Arc<gatehouse_workflow::Workflow>,
+    store: &Arc<Store>,
+    authenticator: Arc<Authenticator>,
+) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
+    if !settings.enabled && listen.is_none() {
+        tracing::info!("HTTPS API disabled (settings.json api.enabled)");
+        return Ok(Box::pin(std::future::pending()));
+    }
+    let address = listen.unwrap_or(settings.listen);
+    let cert = std::fs::read(dir.tls_dir().join("cert.pem")).context("reading tls/cert.pem")?;
+    let key = std::fs::read(dir.tls_dir().join("key.pem")).context("reading tls/key.pem")?;
+    let tls = gatehouse_api::tls_config(&cert, &key)?;
+    let tokens = gatehouse_api::TokenKeys::new(
+        vault.derive_key("api-token")?,
+        std::time::Duration::from_secs(settings.token_seconds),
+    );
+    let state = gatehouse_api::ApiState::new(
+        workflow.clone(),
+        store.clone(),
+        authenticator,
+        Auditor::new(store.clone()),
+        tokens,
+    );
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} for the HTTPS API"))?;
+    tracing::info!(address = %listener.local_addr()?, "HTTPS API listening (docs at /api/docs)");
+    Ok(Box::pin(gatehouse_api::serve(
+        listener,
+        tls,
+        state,
+        settings.max_connections,
+    )))
+}
+
+/// Ends requests whose approval deadline or access window passed, and brings the policy links
+/// up to date; sessions under an ended request are closed by their watchers.
+async fn sweep_requests(workflow: Arc<gatehouse_workflow::Workflow>) {
+    let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+    loop {
+        tick.tick().await;
+        let workflow = workflow.clone();
+        let _ = tokio::task::spawn_blocking(move || workflow.expire_due()).await;
+    }
 }
 
 /// Starts the enabled plugins of `<data-dir>/plugins`; `None` when none is enabled.

@@ -6,10 +6,12 @@
 pub mod login;
 pub mod names;
 pub mod records;
+pub mod requests;
 pub mod secret;
 pub mod time;
 
 pub use login::{LoginError, LoginSpec, TargetSpec};
 pub use names::{Name, NameError};
 pub use records::*;
+pub use requests::*;
 pub use secret::{SecretBytes, SecretString};

@@ -248,6 +248,22 @@ pub enum AuditKind {
     PolicyReloaded,
     PolicyReloadFailed,
     PluginLog,
+    RequestCreated,
+    RequestApproved,
+    RequestGranted,
+    RequestDenied,
+    RequestCancelled,
+    RequestRevoked,
+    RequestExpired,
+    RequestCheckedIn,
+    RequestRefused,
+    CredentialReleased,
+    AccessTokenIssued,
+    AccessTokenRefused,
+    A2aRetrieved,
+    A2aRefused,
+    ServiceChanged,
+    Notification,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

@@ -8,8 +8,8 @@ use crate::load::{self, PolicyBundle};
 use crate::schema::{Kind, uid};
 use crate::{Decision, PolicyError, Query};
 use cedar_policy::{Entities, EntityUid};
-use gatehouse_core::{Account, Asset, Grant, TargetSpec, User};
-use gatehouse_store::{GRANTS, Store};
+use gatehouse_core::{AccessRequest, Account, Asset, Grant, TargetSpec, User};
+use gatehouse_store::{GRANTS, REQUESTS, ReadTxn, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -38,6 +38,8 @@ pub struct ReloadReport {
 struct Fingerprint {
     files: Vec<(String, u64, Option<SystemTime>)>,
     grants: Vec<String>,
+    /// Granted access requests whose window lasts (their `approved:<id>` links).
+    approved: Vec<String>,
 }
 
 /// The policy set in force and the decisions made with it.
@@ -163,17 +165,23 @@ impl PolicyEngine {
     }
 
     fn compile(dir: &Path, store: &Store) -> Result<(PolicyBundle, Fingerprint), PolicyError> {
-        let grants: Vec<Grant> = store.list(&GRANTS)?;
+        let (grants, approved) = store.read(|txn| -> Result<_, PolicyError> {
+            Ok((txn.list(&GRANTS)?, approved_requests(txn)?))
+        })?;
         let files = file_fingerprint(dir);
         let sources = load::read_dir(dir)?;
-        let links = grants
+        let mut links = grants
             .iter()
             .map(load::grant_link)
             .collect::<Result<Vec<_>, _>>()?;
+        for request in &approved {
+            links.push(load::approved_link(request)?);
+        }
         let bundle = load::compile(&sources, &links)?;
         let fingerprint = Fingerprint {
             files,
-            grants: grants.iter().map(|g| g.id.clone()).collect(),
+            grants: grants.iter().map(|g: &Grant| g.id.clone()).collect(),
+            approved: approved.iter().map(|r| r.id.clone()).collect(),
         };
         Ok((bundle, fingerprint))
     }
@@ -209,13 +217,19 @@ impl PolicyEngine {
     }
 
     fn current_fingerprint(&self) -> Fingerprint {
+        let (grants, approved) = self
+            .store
+            .read(|txn| -> Result<_, StoreError> {
+                Ok((
+                    txn.list(&GRANTS)?.into_iter().map(|g| g.id).collect(),
+                    approved_requests(txn)?.into_iter().map(|r| r.id).collect(),
+                ))
+            })
+            .unwrap_or_default();
         Fingerprint {
             files: file_fingerprint(&self.settings.policy_dir),
-            grants: self
-                .store
-                .list(&GRANTS)
-                .map(|g| g.into_iter().map(|g| g.id).collect())
-                .unwrap_or_default(),
+            grants,
+            approved,
         }
     }
 
@@ -302,7 +316,19 @@ impl PolicyEngine {
         target: &TargetSpec,
         facts: SessionFacts,
     ) -> Result<TargetAuthorization, Denied> {
-        let built = self.session_entities(user, target, &facts, None)?;
+        self.authorize_session_with(user, target, facts, None)
+    }
+
+    /// Decides whether `user` may open a session to `target` with an access request in play
+    /// (`context.request`): the approved request's link can then permit it.
+    pub fn authorize_session_with(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        facts: SessionFacts,
+        request: Option<&crate::entities::RequestFacts>,
+    ) -> Result<TargetAuthorization, Denied> {
+        let built = self.session_entities(user, target, &facts, request)?;
         let action = action_uid(match facts.protocol.as_str() {
             "rdp" => "rdp_session",
             _ => "ssh_session",
@@ -535,11 +561,35 @@ impl PolicyEngine {
         facts: &SessionFacts,
         request: Option<&crate::entities::RequestFacts>,
     ) -> Result<Decision, Denied> {
-        let built = self.session_entities(user, target, facts, request)?;
-        let action = action_uid(match kind {
+        let action = match kind {
             ReleaseKind::Password => "release_password",
             ReleaseKind::PrivateKey => "release_key",
-        })?;
+        };
+        self.decide_access(user, target, action, facts, request)
+    }
+
+    /// Decides an action whose context is an `AccessContext` (`ssh_session`, `rdp_session`,
+    /// `release_password`, `release_key`, `request_access`) with an access request in play.
+    /// For `request_access` the request is the one being filed, so policies can require a
+    /// reason, a ticket or a maximum duration.
+    pub fn decide_access(
+        &self,
+        user: &User,
+        target: &TargetSpec,
+        action: &str,
+        facts: &SessionFacts,
+        request: Option<&crate::entities::RequestFacts>,
+    ) -> Result<Decision, Denied> {
+        if !matches!(
+            action,
+            "ssh_session" | "rdp_session" | "release_password" | "release_key" | "request_access"
+        ) {
+            return Err(Denied::Policy(PolicyError::Config(format!(
+                "`{action}` is not decided with an access context"
+            ))));
+        }
+        let built = self.session_entities(user, target, facts, request)?;
+        let action = action_uid(action)?;
         let context = context::context(context::access_value(facts, &built.refs), &action)?;
         Ok(self.bundle().decide(Query {
             principal: &built.principal,
@@ -592,6 +642,16 @@ impl PolicyEngine {
             entities: &entities,
         })?)
     }
+}
+
+/// Granted requests whose window has not ended: each is linked as `approved:<id>`.
+fn approved_requests(txn: &ReadTxn) -> Result<Vec<AccessRequest>, StoreError> {
+    let now = gatehouse_core::time::Timestamp::now();
+    Ok(txn
+        .list(&REQUESTS)?
+        .into_iter()
+        .filter(|r| r.state.is_granted() && r.window_end.is_some_and(|end| now < end))
+        .collect())
 }
 
 /// `Action::"<name>"`.

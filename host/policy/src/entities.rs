@@ -84,6 +84,25 @@ pub struct RequestFacts {
     pub ticket: String,
     pub ticket_verified: bool,
     pub duration_minutes: i64,
+    pub emergency: bool,
+}
+
+impl RequestFacts {
+    /// What policies see of a stored access request.
+    pub fn of(request: &gatehouse_core::AccessRequest) -> Self {
+        RequestFacts {
+            id: request.id.clone(),
+            requester: request.requester.to_string(),
+            asset: request.asset.to_string(),
+            account: request.account.to_string(),
+            access: request.access.as_str().to_string(),
+            reason: request.reason.clone(),
+            ticket: request.ticket.clone(),
+            ticket_verified: request.ticket_verified,
+            duration_minutes: i64::from(request.duration_minutes),
+            emergency: request.emergency,
+        }
+    }
 }
 
 /// Entities being gathered for one request.
@@ -286,6 +305,10 @@ impl EntityBuilder {
                 (
                     "duration_minutes",
                     RestrictedExpression::new_long(request.duration_minutes),
+                ),
+                (
+                    "emergency",
+                    RestrictedExpression::new_bool(request.emergency),
                 ),
             ],
             HashSet::new(),

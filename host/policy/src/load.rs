@@ -167,6 +167,28 @@ pub fn grant_link(grant: &Grant) -> Result<Link, PolicyError> {
     })
 }
 
+/// The template a granted request of `access` is linked under.
+pub fn approved_template(access: gatehouse_core::AccessKind) -> &'static str {
+    match access {
+        gatehouse_core::AccessKind::Session => "approved-session",
+        gatehouse_core::AccessKind::Password => "approved-password",
+        gatehouse_core::AccessKind::PrivateKey => "approved-private-key",
+    }
+}
+
+/// The link a granted access request stands for while it lasts; policy id `approved:<id>`.
+pub fn approved_link(request: &gatehouse_core::AccessRequest) -> Result<Link, PolicyError> {
+    Ok(Link {
+        id: format!("approved:{}", request.id),
+        template: approved_template(request.access).to_string(),
+        principal: uid(Kind::User, request.requester.as_str())?,
+        resource: uid(
+            Kind::Account,
+            &crate::schema::account_id(request.asset.as_str(), request.account.as_str()),
+        )?,
+    })
+}
+
 /// Parses, links and validates. Every problem found is reported, not just the first.
 pub fn compile(sources: &[Source], links: &[Link]) -> Result<PolicyBundle, LoadError> {
     let schema = schema().map_err(|e| LoadError::one("<schema>", e.to_string()))?;

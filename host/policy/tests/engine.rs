@@ -173,6 +173,7 @@ fn request(id: &str, requester: &str, access: &str, ticket: &str, verified: bool
         ticket: ticket.into(),
         ticket_verified: verified,
         duration_minutes: 60,
+        emergency: false,
     }
 }
 

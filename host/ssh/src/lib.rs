@@ -6,6 +6,7 @@
 //! session, after authentication and authorization, and every client channel is relayed over it.
 
 mod aa;
+mod access;
 mod forward;
 mod messages;
 mod record;
@@ -40,6 +41,8 @@ pub struct Services {
     /// The enabled plugins (AA hooks in the login, credential stores, ticketing).
     pub plugins: Option<gatehouse_plugin_host::PluginHost>,
     pub auditor: Auditor,
+    /// Access requests: sessions held for approval, access strings, sessions under requests.
+    pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
 }
 
 /// Settings of the SSH gateway.

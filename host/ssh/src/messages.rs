@@ -12,6 +12,22 @@ pub enum Refusal {
     Unreachable(String),
     HostKeyMismatch(String),
     CredentialRejected(String),
+    /// An `access=` token that is unknown, used, expired or someone else's (the audit trail
+    /// says which).
+    AccessToken,
+    /// The access request made at connect time was denied.
+    RequestDenied {
+        id: String,
+        by: String,
+        comment: String,
+    },
+    /// The access request was not decided while the user waited, or ended otherwise.
+    RequestNotGranted {
+        id: String,
+        why: String,
+    },
+    /// An administrator turned the service off.
+    ServiceDisabled(String),
     /// Anything else: the detail is in the audit trail under the session id.
     Internal {
         session: String,
@@ -37,6 +53,19 @@ impl Refusal {
             Refusal::CredentialRejected(t) => {
                 format!("gatehouse: target `{t}` rejected the vault credential")
             }
+            Refusal::AccessToken => {
+                "gatehouse: the access token is unknown, already used or expired".to_string()
+            }
+            Refusal::RequestDenied { id, by, comment } if comment.is_empty() => {
+                format!("gatehouse: access request {id} was denied by {by}")
+            }
+            Refusal::RequestDenied { id, by, comment } => {
+                format!("gatehouse: access request {id} was denied by {by}: {comment}")
+            }
+            Refusal::RequestNotGranted { id, why } => {
+                format!("gatehouse: access request {id} was not granted: {why}")
+            }
+            Refusal::ServiceDisabled(message) => format!("gatehouse: {message}"),
             Refusal::Internal { session } => {
                 format!("gatehouse: internal error; it was logged as session {session}")
             }

@@ -53,6 +53,40 @@ async fn refuse(client: &ChannelWriteHalf<Msg>, server: &Handle, refusal: &Refus
     let _ = client.close().await;
 }
 
+/// Waits for the session's target, writing the session's notices (an access request being
+/// held, its approval) to the user's stderr meanwhile.
+async fn target_with_notices(
+    shared: &Arc<SessionShared>,
+    client: &ChannelWriteHalf<Msg>,
+) -> Result<Arc<crate::session::Target>, Refusal> {
+    let mut notices = shared.notices();
+    let mut written = 0;
+    let target = shared.target();
+    tokio::pin!(target);
+    loop {
+        let pending: Vec<String> = notices
+            .borrow_and_update()
+            .iter()
+            .skip(written)
+            .cloned()
+            .collect();
+        written += pending.len();
+        for line in pending {
+            let _ = client
+                .extended_data_bytes(1, format!("{line}\r\n").into_bytes())
+                .await;
+        }
+        tokio::select! {
+            result = &mut target => return result,
+            changed = notices.changed() => {
+                if changed.is_err() {
+                    return target.await;
+                }
+            }
+        }
+    }
+}
+
 pub(crate) async fn run_session_channel(
     shared: Arc<SessionShared>,
     client: Channel<Msg>,
@@ -103,7 +137,7 @@ pub(crate) async fn run_session_channel(
     };
 
     // Phase 2: the target and the channel decision.
-    let target = match shared.target().await {
+    let target = match target_with_notices(&shared, &client_tx).await {
         Ok(t) => t,
         Err(refusal) => {
             refuse(&client_tx, &server, &refusal).await;

@@ -399,7 +399,8 @@ impl russh::server::Handler for ClientHandler {
         }
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.shared.set_handle(session.handle());
         // Start authorizing and dialing now, while the client opens its channel.
         let shared = self.shared.clone();
         let span = shared.span.clone();

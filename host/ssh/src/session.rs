@@ -7,7 +7,7 @@ use crate::{GatewayConfig, Services};
 use gatehouse_audit::Entry;
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SessionRecord, User};
-use gatehouse_policy::{Denied, SessionFacts, TargetAuthorization};
+use gatehouse_policy::TargetAuthorization;
 use gatehouse_recording::SessionRecording;
 use gatehouse_store::{SESSIONS, StoreError};
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ pub(crate) struct SessionShared {
     /// How the user authenticated: "password" or "publickey", then the plugins that accepted.
     authenticated_with: OnceLock<Vec<String>>,
     /// A ticketing plugin verified the login's ticket.
-    ticket_verified: AtomicBool,
+    pub(crate) ticket_verified: AtomicBool,
     /// Plugin state, for the `session-ended` hooks.
     cookies: Mutex<Option<gatehouse_plugin_host::SessionCookies>>,
     target: tokio::sync::OnceCell<Result<Arc<Target>, Refusal>>,
@@ -41,6 +41,12 @@ pub(crate) struct SessionShared {
     channel_numbers: AtomicU32,
     stored: AtomicBool,
     recording: OnceLock<Result<Arc<SessionRecording>, String>>,
+    /// Lines for the user while the session waits (an access request held at connect).
+    notices: tokio::sync::watch::Sender<Vec<String>>,
+    /// Set when the connection ends.
+    ended: tokio::sync::watch::Sender<bool>,
+    /// The russh handle of the connection, to disconnect it from outside (revocation).
+    handle: OnceLock<russh::server::Handle>,
 }
 
 impl SessionShared {
@@ -69,6 +75,48 @@ impl SessionShared {
             channel_numbers: AtomicU32::new(0),
             stored: AtomicBool::new(false),
             recording: OnceLock::new(),
+            notices: tokio::sync::watch::channel(Vec::new()).0,
+            ended: tokio::sync::watch::channel(false).0,
+            handle: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn authenticated_with(&self) -> Vec<String> {
+        self.authenticated_with.get().cloned().unwrap_or_default()
+    }
+
+    /// Shows a line to the user on every session channel (stderr).
+    pub(crate) fn notice(&self, line: String) {
+        self.notices.send_modify(|lines| lines.push(line));
+    }
+
+    pub(crate) fn notices(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.notices.subscribe()
+    }
+
+    /// Resolves when the connection has ended.
+    pub(crate) async fn closed(&self) {
+        let mut ended = self.ended.subscribe();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+
+    pub(crate) fn set_handle(&self, handle: russh::server::Handle) {
+        let _ = self.handle.set(handle);
+    }
+
+    /// Tells the user why and closes the connection.
+    pub(crate) async fn disconnect(&self, why: &str) {
+        self.notice(why.to_string());
+        // Give the channels a moment to write the line before the connection goes.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Some(handle) = self.handle.get() {
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    why.to_string(),
+                    String::new(),
+                )
+                .await;
         }
     }
 
@@ -174,40 +222,9 @@ impl SessionShared {
                 return Err(Refusal::MalformedTarget(e.clone()));
             }
         };
-        let policy = &self.services.policy;
-        let facts = SessionFacts {
-            session_id: self.id.clone(),
-            protocol: "ssh".into(),
-            client: self.client,
-            pairs: login.options.clone(),
-            authenticated_with: self.authenticated_with.get().cloned().unwrap_or_default(),
-            ticket_verified: self.ticket_verified.load(Ordering::Relaxed),
-            time: policy.clock().now(),
-        };
-        let authorization = match policy.authorize_session(user, &target, facts) {
-            Ok(a) => a,
-            Err(Denied::Policy(e)) => {
-                self.audit(AuditKind::AccessDenied, format!("policy error: {e}"), &[]);
-                return Err(internal());
-            }
-            Err(Denied::NotPermitted { decision, .. }) => {
-                let mut fields = vec![("policies", serde_json::json!(decision.reasons()))];
-                if !decision.errors.is_empty() {
-                    fields.push(("policy_errors", serde_json::json!(decision.errors)));
-                }
-                self.audit(
-                    AuditKind::AccessDenied,
-                    format!("policy denies a session on `{target}`"),
-                    &fields,
-                );
-                return Err(Refusal::not_permitted(&target));
-            }
-            Err(denied) => {
-                self.audit(AuditKind::AccessDenied, denied.to_string(), &[]);
-                return Err(Refusal::not_permitted(&target));
-            }
-        };
+        let (authorization, request) = self.authorize(user, login, &target).await?;
         let reasons = serde_json::json!(authorization.reasons());
+        let request_id = serde_json::json!(request.as_ref().map(|r| r.id.clone()));
         let dialed = dial(&self.services, &self.config, &authorization, &self.id).await;
         let connection = match dialed {
             Ok(c) => c,
@@ -215,7 +232,7 @@ impl SessionShared {
                 self.audit(
                     AuditKind::TargetConnectFailed,
                     e.to_string(),
-                    &[("policies", reasons)],
+                    &[("policies", reasons), ("request", request_id)],
                 );
                 let t = target.to_string();
                 return Err(match e {
@@ -244,13 +261,17 @@ impl SessionShared {
                     authorization.account().name
                 ),
             )
-            .field("policies", reasons),
+            .field("policies", reasons)
+            .field("request", request_id),
         );
         if let Err(e) = audited.and_then(|_| self.store_record(None)) {
             tracing::error!(error = %e, "cannot audit session start; closing");
             return Err(internal());
         }
         self.stored.store(true, Ordering::Relaxed);
+        if let Some(request) = request {
+            self.watch_request(request.id);
+        }
         Ok(Arc::new(Target {
             connection,
             authorization,
@@ -321,6 +342,7 @@ impl SessionShared {
 
     /// Closes the session's books: the stored record and the audit trail's closing event.
     pub fn finish(&self) {
+        self.ended.send_replace(true);
         self.plugins_session_ended();
         if let Some(Ok(recording)) = self.recording.get()
             && let Err(e) = recording.finish()

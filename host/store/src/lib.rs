@@ -5,8 +5,8 @@
 //! redb; a PostgreSQL backend for scale-out would implement the same surface.
 
 use gatehouse_core::{
-    Account, Asset, AssetGroup, AuditEvent, Grant, Group, PluginSecret, ServiceToggles,
-    SessionRecord, User,
+    A2aKey, AccessRequest, AccessToken, Account, Application, Asset, AssetGroup, AuditEvent, Grant,
+    Group, PluginSecret, ServiceToggles, SessionRecord, User,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
@@ -47,6 +47,15 @@ pub const SESSIONS: Table<SessionRecord> = Table::new("sessions");
 pub const PLUGIN_SECRETS: Table<PluginSecret> = Table::new("plugin_secrets");
 /// Gateway-wide settings kept in the store, one record per key (`services`, ...).
 pub const SETTINGS: Table<serde_json::Value> = Table::new("settings");
+
+/// Access requests, keyed by id.
+pub const REQUESTS: Table<AccessRequest> = Table::new("requests");
+/// Access-string tokens, keyed by the token's SHA-256 (hex).
+pub const ACCESS_TOKENS: Table<AccessToken> = Table::new("access_tokens");
+/// A2A applications, keyed by name.
+pub const APPLICATIONS: Table<Application> = Table::new("applications");
+/// A2A API keys, keyed by the key's SHA-256 (hex).
+pub const A2A_KEYS: Table<A2aKey> = Table::new("a2a_keys");
 
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].
 pub const SERVICES_KEY: &str = "services";
@@ -134,7 +143,8 @@ impl Store {
                 // asset_groups and plugin_secrets tables (created below) and optional fields that older records
                 // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
                 // their migration steps here, one `if found < N` block each. Version 3 adds the
-                // settings table and optional fields (`User::email`,
+                // settings, requests, access_tokens, applications and a2a_keys tables and
+                // optional fields (`User::email`,
                 // `Account::change_after_checkin`, `Account::change_due`).
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
@@ -149,6 +159,10 @@ impl Store {
                 SESSIONS.name,
                 PLUGIN_SECRETS.name,
                 SETTINGS.name,
+                REQUESTS.name,
+                ACCESS_TOKENS.name,
+                APPLICATIONS.name,
+                A2A_KEYS.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }
@@ -268,6 +282,20 @@ impl Txn<'_> {
 
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
         read_all(&self.txn.open_table(table.def)?, table.name)
+    }
+
+    /// Every record with its key, in key order.
+    pub fn entries<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<(String, T)>> {
+        let t = self.txn.open_table(table.def)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push((
+                k.value().to_string(),
+                decode(table.name, k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn put<T: Serialize>(&mut self, table: &Table<T>, key: &str, value: &T) -> Result<()> {

@@ -268,6 +268,19 @@ impl Vault {
         Ok(SecretString::new(text.to_string()))
     }
 
+    /// A 256-bit key for another purpose (signing API tokens, ...), derived from the master key
+    /// with HMAC-SHA256 under a label, so it changes with the master key and is never stored.
+    pub fn derive_key(&self, label: &str) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.key.key.as_ref())
+            .map_err(|_| VaultError::SealFailed)?;
+        mac.update(b"gatehouse:v1:derive:");
+        mac.update(label.as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        Ok(out)
+    }
+
     /// The credential the gateway logs in to an account with.
     pub fn credential(&self, account: &Account) -> Result<TargetCredential, VaultError> {
         let password = account

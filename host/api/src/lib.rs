@@ -1,0 +1,269 @@
+//! The HTTPS API (axum over rustls): versioned JSON under `/api/v1`, bearer tokens for people,
+//! A2A retrieval with mutual TLS, the OpenAPI document generated from the handlers, and a docs
+//! page rendered from it on the server (no script from elsewhere, so it works air-gapped).
+//!
+//! Entry points: [`tls_config`] builds the TLS server configuration from the gateway's PEM key
+//! pair (client certificates are requested, not required: the A2A endpoints pin them by
+//! SHA-256); [`serve`] accepts connections with a connection limit and a handshake timeout.
+
+mod auth;
+mod docs;
+mod error;
+mod routes;
+
+pub use auth::TokenKeys;
+pub use docs::openapi;
+pub use error::{ApiError, ErrorBody};
+
+use axum::Router;
+use gatehouse_audit::Auditor;
+use gatehouse_auth::Authenticator;
+use gatehouse_store::Store;
+use gatehouse_workflow::Workflow;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The TLS peer of a connection, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// SHA-256 (lowercase hex) of the client certificate, when one was presented (and its key
+    /// proven by the handshake).
+    pub cert_sha256: Option<String>,
+}
+
+/// Settings of the API (settings.json `api`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Lifetime of people's tokens.
+    pub token_seconds: u64,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            token_seconds: 900,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Why the API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error("TLS certificate: {0}")]
+    Certificate(String),
+    #[error("TLS private key: {0}")]
+    Key(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    workflow: Arc<Workflow>,
+    store: Arc<Store>,
+    authenticator: Arc<Authenticator>,
+    auditor: Auditor,
+    tokens: TokenKeys,
+    limiter: auth::LoginLimiter,
+    /// argon2 is slow on purpose: at most this many checks run at once.
+    password_checks: tokio::sync::Semaphore,
+}
+
+impl ApiState {
+    pub fn new(
+        workflow: Arc<Workflow>,
+        store: Arc<Store>,
+        authenticator: Arc<Authenticator>,
+        auditor: Auditor,
+        tokens: TokenKeys,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                workflow,
+                store,
+                authenticator,
+                auditor,
+                tokens,
+                limiter: auth::LoginLimiter::default(),
+                password_checks: tokio::sync::Semaphore::new(2),
+            }),
+        }
+    }
+}
+
+/// The router: every route of the API.
+pub fn router(state: ApiState) -> Router {
+    routes::router(state)
+}
+
+/// Accepts every client certificate whose handshake signature verifies; the A2A endpoints
+/// compare its SHA-256 with the application's registration (pinning, not a CA).
+#[derive(Debug)]
+struct PinnedClientCerts {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ClientCertVerifier for PinnedClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS server configuration from PEM files: the gateway's certificate chain and key.
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, ApiSetupError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiSetupError::Certificate(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ApiSetupError::Certificate(
+            "no certificate in the file".into(),
+        ));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ApiSetupError::Key(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(PinnedClientCerts { provider }))
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: ApiState,
+    max_connections: usize,
+) -> std::io::Result<()> {
+    use tower::ServiceExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    loop {
+        let permit = match slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
+        };
+        let (tcp, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "API accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %addr, error = %e, "API TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %addr, "API TLS handshake timed out");
+                    return;
+                }
+            };
+            let cert_sha256 = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| gatehouse_workflow::cert_thumbprint(der.as_ref()));
+            let peer = Peer { addr, cert_sha256 };
+            let service = app.map_request(move |mut request: axum::http::Request<_>| {
+                request.extensions_mut().insert(peer.clone());
+                request
+            });
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let builder = hyper::server::conn::http1::Builder::new();
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!(client = %addr, error = %e, "API connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,330 @@
+//! `gatehouse login` and `gatehouse request ...`: people's side of the vault, over the HTTPS API.
+
+use crate::admin::table;
+use crate::api_client::{ApiArgs, ApiClient, bearer, token_file};
+use crate::datadir::DataDir;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::io::Read;
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The gateway user.
+    #[arg(long)]
+    pub user: String,
+    /// Read the password from standard input (first line) instead of asking.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Print the token instead of saving it.
+    #[arg(long)]
+    pub print_token: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// File a request for a session, a password or a private key.
+    Create {
+        /// `ACCOUNT@ASSET`.
+        target: String,
+        /// `session`, `password` or `private_key`.
+        #[arg(long, default_value = "session")]
+        access: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Minutes of access once granted.
+        #[arg(long)]
+        duration: Option<u32>,
+        #[arg(long)]
+        emergency: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Requests you may see (yours and those you may review).
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Deny {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// End your access early.
+    Checkin {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show the released password or private key (audited).
+    Checkout {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// An `ssh` command line for a granted session request, usable once.
+    AccessString {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+fn client(dir: &DataDir, api: &ApiArgs) -> Result<ApiClient> {
+    ApiClient::new(api, Some(dir.tls_dir().join("cert.pem")), None)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn login(dir: &DataDir, args: LoginArgs) -> Result<()> {
+    let password = zeroize::Zeroizing::new(if args.password_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text.lines().next().unwrap_or("").to_string()
+    } else {
+        rpassword::prompt_password(format!("password for {}: ", args.user))?
+    });
+    let client = client(dir, &args.api)?;
+    let body = json!({ "user": args.user, "password": password.as_str() });
+    let answer = runtime()?.block_on(client.call("POST", "/api/v1/login", None, Some(&body)))?;
+    let value = answer.ok()?;
+    let token = value["token"].as_str().unwrap_or_default().to_string();
+    if args.print_token {
+        println!("{token}");
+        return Ok(());
+    }
+    let path = token_file()?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // Replace any earlier token: remove, then create afresh with mode 0600.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    crate::datadir::write_private_file(&path, token.as_bytes())?;
+    eprintln!(
+        "logged in as {} until {}; token saved in {}",
+        value["user"].as_str().unwrap_or(""),
+        value["expires_at"].as_str().unwrap_or(""),
+        path.display()
+    );
+    Ok(())
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn summary(r: &Value) -> String {
+    let approvals = r["approvals"].as_array().map(|a| a.len()).unwrap_or(0);
+    let needed = r["approvals_needed"].as_u64();
+    let mut out = format!(
+        "request {}: {} of {} for {} is {}",
+        text(&r["id"]),
+        text(&r["access"]),
+        text(&r["target"]),
+        text(&r["requester"]),
+        text(&r["state"])
+    );
+    if let Some(n) = needed
+        && text(&r["state"]) == "pending_approval"
+    {
+        out.push_str(&format!(" ({approvals} of {n} approvals)"));
+    }
+    if let Some(end) = r["window_end"].as_str() {
+        out.push_str(&format!(", window ends {end}"));
+    }
+    out
+}
+
+fn print(value: &Value, json_out: bool, human: impl FnOnce(&Value) -> String) -> Result<()> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", human(value));
+    }
+    Ok(())
+}
+
+pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
+    let rt = runtime()?;
+    let auth = bearer()?;
+    let call = |out: &Output, method: &str, path: String, body: Option<Value>| -> Result<Value> {
+        let client = client(dir, &out.api)?;
+        rt.block_on(client.call(method, &path, Some(&auth), body.as_ref()))?
+            .ok()
+    };
+    let id_path = |id: &str, action: &str| -> Result<String> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!("`{id}` is not a request id");
+        }
+        Ok(format!("/api/v1/requests/{id}{action}"))
+    };
+    match command {
+        RequestCommand::Create {
+            target,
+            access,
+            reason,
+            ticket,
+            duration,
+            emergency,
+            out,
+        } => {
+            let body = json!({
+                "target": target, "access": access, "reason": reason, "ticket": ticket,
+                "duration_minutes": duration, "emergency": emergency,
+            });
+            let r = call(&out, "POST", "/api/v1/requests".into(), Some(body))?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::List { state, out } => {
+            let path = match state {
+                Some(s) => format!("/api/v1/requests?state={s}"),
+                None => "/api/v1/requests".into(),
+            };
+            let r = call(&out, "GET", path, None)?;
+            print(&r, out.json, |v| {
+                let rows: Vec<Vec<String>> = v["requests"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .map(|r| {
+                                vec![
+                                    text(&r["id"]),
+                                    text(&r["requester"]),
+                                    text(&r["target"]),
+                                    text(&r["access"]),
+                                    text(&r["state"]),
+                                    format!(
+                                        "{}/{}",
+                                        r["approvals"].as_array().map(|a| a.len()).unwrap_or(0),
+                                        r["approvals_needed"].as_u64().unwrap_or(0)
+                                    ),
+                                    text(&r["created"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(
+                    &[
+                        "ID",
+                        "REQUESTER",
+                        "TARGET",
+                        "ACCESS",
+                        "STATE",
+                        "APPROVALS",
+                        "CREATED",
+                    ],
+                    &rows,
+                )
+                .trim_end()
+                .to_string()
+            })
+        }
+        RequestCommand::Show { id, out } => {
+            let r = call(&out, "GET", id_path(&id, "")?, None)?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Approve { id, comment, out } => {
+            let r = call(
+                &out,
+                "POST",
+                id_path(&id, "/approve")?,
+                Some(json!({"comment": comment})),
+            )?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Deny { id, comment, out } => {
+            let r = call(
+                &out,
+                "POST",
+                id_path(&id, "/deny")?,
+                Some(json!({"comment": comment})),
+            )?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Revoke { id, comment, out } => {
+            let r = call(
+                &out,
+                "POST",
+                id_path(&id, "/revoke")?,
+                Some(json!({"comment": comment})),
+            )?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Cancel { id, out } => {
+            let r = call(&out, "POST", id_path(&id, "/cancel")?, None)?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Checkin { id, out } => {
+            let r = call(&out, "POST", id_path(&id, "/checkin")?, None)?;
+            print(&r, out.json, summary)
+        }
+        RequestCommand::Checkout { id, out } => {
+            let r = call(&out, "POST", id_path(&id, "/credential")?, None)?;
+            print(&r, out.json, |v| {
+                let secret = v["password"]
+                    .as_str()
+                    .or_else(|| v["private_key"].as_str())
+                    .unwrap_or_default();
+                secret.trim_end().to_string()
+            })
+        }
+        RequestCommand::AccessString { id, out } => {
+            let r = call(&out, "POST", id_path(&id, "/access-string")?, None)?;
+            print(&r, out.json, |v| text(&v["command"]))
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! End to end over real TLS: access requests through `gatehouse serve`'s HTTPS API (driven by
+//! the real `gatehouse` CLI and by curl), approvals decided by Cedar, password release and
+//! check-in, a real `ssh` held at connect until an approver approves, access strings, and A2A
+//! retrieval with mutual TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::ssh_client::Client;
+use support::{Gatehouse, OutputExt, TargetSshd, TestAccount, poll, run};
+
+const POLICY: &str = r#"
+@id("dbas-may-request")
+permit (principal in Group::"dbas", action == Action::"request_access", resource in AssetGroup::"prod");
+
+@id("reason-required")
+forbid (principal, action == Action::"request_access", resource)
+when { context has request && context.request.reason == "" };
+
+@id("security-reviews")
+permit (principal in Group::"security-approvers", action in Action::"review", resource is AccessRequest);
+
+@id("no-self-review")
+forbid (principal, action in Action::"review", resource is AccessRequest)
+when { resource.requester == principal };
+
+@id("secrets-need-two")
+permit (principal, action == Action::"grant_request", resource is AccessRequest)
+when { resource.requester == principal && resource.access != "session" && context.approvals >= 2 };
+
+@id("sessions-need-one")
+permit (principal, action == Action::"grant_request", resource is AccessRequest)
+when { resource.requester == principal && resource.access == "session" && context.approvals >= 1 };
+
+@id("app1-reads-db1")
+permit (principal == Application::"app1", action == Action::"a2a_retrieve", resource in Asset::"db1");
+"#;
+
+const PASSWORD: &str = "Req-user-pw-7Hq2";
+
+/// A gateway with a real target, users alice (dbas), carol and dave (security-approvers),
+/// mallory (nobody), asset db1 in asset group prod, and no grants: every access goes through
+/// a request.
+struct Vault {
+    gh: Gatehouse,
+    _target: TargetSshd,
+    account: TestAccount,
+    scratch: tempfile::TempDir,
+}
+
+impl Vault {
+    fn start(tag: &str, settings: impl FnOnce(&mut Value)) -> Vault {
+        let scratch = tempfile::tempdir().unwrap();
+        let account = TestAccount::new(tag);
+        let target = TargetSshd::start(std::slice::from_ref(&account));
+        let gh = Gatehouse::init();
+        gh.cli_ok(&["group", "add", "dbas"]);
+        gh.cli_ok(&["group", "add", "security-approvers"]);
+        gh.cli_ok(&["asset-group", "add", "prod"]);
+        for (user, group) in [
+            ("alice", Some("dbas")),
+            ("carol", Some("security-approvers")),
+            ("dave", Some("security-approvers")),
+            ("mallory", None),
+        ] {
+            let mut args = vec!["user", "add", user, "--password-stdin"];
+            if let Some(g) = group {
+                args.extend(["--group", g]);
+            }
+            gh.cli_stdin_ok(&args, &format!("{PASSWORD}\n"));
+        }
+        gh.cli_ok(&[
+            "asset",
+            "add",
+            "db1",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &target.port().to_string(),
+            "--host-key",
+            &target.host_key(),
+            "--group",
+            "prod",
+        ]);
+        gh.add_account_with_password(&format!("{}@db1", account.name), &account.password);
+        std::fs::write(gh.data_dir().join("policies/requests.cedar"), POLICY).unwrap();
+        gh.edit_settings(|s| {
+            s["requests"] = serde_json::json!({});
+            settings(s);
+        });
+        let mut vault = Vault {
+            gh,
+            _target: target,
+            account,
+            scratch,
+        };
+        vault.gh.serve();
+        vault
+    }
+
+    fn target_spec(&self) -> String {
+        format!("{}@db1", self.account.name)
+    }
+
+    fn token_file(&self, user: &str) -> PathBuf {
+        self.scratch.path().join(format!("{user}.token"))
+    }
+
+    /// `gatehouse ...` as `user` against the running API.
+    fn as_user(&self, user: &str, args: &[&str]) -> Output {
+        let mut cmd = self.gh.command();
+        cmd.args(args)
+            .env("GATEHOUSE_API", self.gh.api_url())
+            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
+        run(cmd, None, Duration::from_secs(60))
+    }
+
+    fn login(&self, user: &str) {
+        let mut cmd = self.gh.command();
+        cmd.args(["login", "--user", user, "--password-stdin"])
+            .env("GATEHOUSE_API", self.gh.api_url())
+            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
+        let out = run(
+            cmd,
+            Some(format!("{PASSWORD}\n").as_bytes()),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "login {user}: {}", out.stderr_text());
+    }
+
+    /// `gatehouse request ... --json` as `user`, expecting success.
+    fn request_ok(&self, user: &str, args: &[&str]) -> Value {
+        let mut full = vec!["request"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let out = self.as_user(user, &full);
+        assert!(
+            out.status.success(),
+            "{user}: gatehouse {} failed: {}",
+            full.join(" "),
+            out.stderr_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `gatehouse request ...` as `user`, expecting failure; returns stderr.
+    fn request_err(&self, user: &str, args: &[&str]) -> String {
+        let mut full = vec!["request"];
+        full.extend_from_slice(args);
+        let out = self.as_user(user, &full);
+        assert!(
+            !out.status.success(),
+            "{user}: gatehouse {} should have failed: {}",
+            full.join(" "),
+            out.stdout_text()
+        );
+        out.stderr_text()
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.login(user);
+        std::fs::read_to_string(self.token_file(user)).unwrap()
+    }
+
+    /// curl against the API: (status, JSON body).
+    fn curl(&self, method: &str, path: &str, headers: &[&str], body: Option<&str>) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30", "-X", method])
+            .arg("--cacert")
+            .arg(self.gh.data_dir().join("tls/cert.pem"))
+            .args(["-w", "\n%{http_code}"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            cmd.args(["--data-binary", b]);
+        }
+        cmd.arg(format!("{}{path}", self.gh.api_url()));
+        curl_answer(run(cmd, None, Duration::from_secs(60)))
+    }
+
+    fn audit_kinds(&self, request: &str) -> Vec<String> {
+        self.gh
+            .audit()
+            .iter()
+            .filter(|e| e["fields"]["request"].as_str() == Some(request))
+            .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn stored_requests(&self) -> Value {
+        self.request_ok("alice", &["list"])
+    }
+}
+
+fn curl_answer(out: Output) -> (u16, Value) {
+    assert!(out.status.success(), "curl failed: {}", out.stderr_text());
+    let text = out.stdout_text();
+    let (body, status) = text.rsplit_once('\n').expect("curl -w status line");
+    let value = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    };
+    (status.trim().parse().unwrap(), value)
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("request id").to_string()
+}
+
+#[test]
+fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
+    let v = Vault::start("req_pw", |_| {});
+    for u in ["alice", "carol", "dave", "mallory"] {
+        v.login(u);
+    }
+    let target = v.target_spec();
+
+    // Policy requires a reason: refused without one, with the same message as an unknown target.
+    let refused = v.request_err("alice", &["create", &target, "--access", "password"]);
+    assert!(
+        refused.contains("unknown or you may not request"),
+        "{refused}"
+    );
+    let unknown = v.request_err(
+        "alice",
+        &[
+            "create",
+            "root@nowhere",
+            "--access",
+            "password",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(
+        unknown.contains("unknown or you may not request"),
+        "{unknown}"
+    );
+    // Mallory is not in dbas.
+    let m = v.request_err(
+        "mallory",
+        &[
+            "create", &target, "--access", "password", "--reason", "look",
+        ],
+    );
+    assert!(m.contains("unknown or you may not request"), "{m}");
+
+    let r = v.request_ok(
+        "alice",
+        &[
+            "create",
+            &target,
+            "--access",
+            "password",
+            "--reason",
+            "rotate db creds",
+            "--ticket",
+            "CHG-1",
+        ],
+    );
+    let id = id_of(&r);
+    assert_eq!(r["state"], "pending_approval");
+    assert_eq!(r["approvals_needed"], 2);
+
+    // Never self-approval; mallory may not even see it.
+    let own = v.request_err("alice", &["approve", &id]);
+    assert!(own.contains("your own request"), "{own}");
+    let hidden = v.request_err("mallory", &["show", &id]);
+    assert!(
+        hidden.contains("not found") && hidden.contains("404"),
+        "{hidden}"
+    );
+    let hidden = v.request_err("mallory", &["approve", &id]);
+    assert!(hidden.contains("not found"), "{hidden}");
+    // Nothing to release yet.
+    let early = v.request_err("alice", &["checkout", &id]);
+    assert!(
+        early.contains("pending_approval") && early.contains("409"),
+        "{early}"
+    );
+
+    let one = v.request_ok("carol", &["approve", &id, "--comment", "ok"]);
+    assert_eq!(one["state"], "pending_approval");
+    assert_eq!(one["approvals"].as_array().unwrap().len(), 1);
+    let twice = v.request_err("carol", &["approve", &id]);
+    assert!(
+        twice.contains("already approved") && twice.contains("409"),
+        "{twice}"
+    );
+    let two = v.request_ok("dave", &["approve", &id]);
+    assert_eq!(two["state"], "available", "{two:#}");
+    assert_eq!(two["granted_by"], serde_json::json!(["secrets-need-two"]));
+
+    // The requester sees the vault password; an approver does not.
+    let secret = v.request_ok("alice", &["checkout", &id]);
+    assert_eq!(secret["password"], v.account.password.as_str());
+    assert_eq!(
+        secret["policies"],
+        serde_json::json!([format!("approved:{id}")])
+    );
+    assert_eq!(secret["view"], 1);
+    let plain = v.as_user("alice", &["request", "checkout", &id]);
+    assert_eq!(plain.stdout_text().trim(), v.account.password);
+    let not_carol = v.request_err("carol", &["checkout", &id]);
+    assert!(not_carol.contains("only the requester"), "{not_carol}");
+    let shown = v.request_ok("alice", &["show", &id]);
+    assert_eq!(shown["state"], "checked_out");
+    assert_eq!(shown["views"], 2);
+
+    let done = v.request_ok("alice", &["checkin", &id]);
+    assert_eq!(done["state"], "complete");
+    let after = v.request_err("alice", &["checkout", &id]);
+    assert!(
+        after.contains("complete") && after.contains("409"),
+        "{after}"
+    );
+    let again = v.request_err("alice", &["checkin", &id]);
+    assert!(again.contains("409"), "{again}");
+
+    let kinds = v.audit_kinds(&id);
+    for kind in [
+        "request_created",
+        "request_refused",
+        "request_approved",
+        "request_granted",
+        "credential_released",
+        "request_checked_in",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "credential_released").count(),
+        2,
+        "every view is audited: {kinds:?}"
+    );
+
+    // Deny and cancel paths; transitions not allowed from the new state.
+    let d = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create", &target, "--access", "password", "--reason", "again",
+        ],
+    ));
+    let denied = v.request_ok("dave", &["deny", &d, "--comment", "not today"]);
+    assert_eq!(denied["state"], "denied");
+    assert_eq!(denied["denial"]["comment"], "not today");
+    assert!(v.request_err("carol", &["approve", &d]).contains("denied"));
+    assert!(v.request_err("alice", &["cancel", &d]).contains("409"));
+
+    let c = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create",
+            &target,
+            "--access",
+            "private_key",
+            "--reason",
+            "k",
+        ],
+    ));
+    assert!(
+        v.request_err("carol", &["cancel", &c])
+            .contains("only the requester")
+    );
+    assert_eq!(v.request_ok("alice", &["cancel", &c])["state"], "cancelled");
+    assert!(
+        v.request_err("carol", &["approve", &c])
+            .contains("cancelled")
+    );
+
+    // The list shows each request once, newest first, with its final state.
+    let list = v.stored_requests();
+    let states: Vec<(String, String)> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (id_of(r), r["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (c, "cancelled".to_string()),
+            (d, "denied".to_string()),
+            (id, "complete".to_string()),
+        ]
+    );
+}
+
+/// A real `ssh` through the gateway waits at connect while its request is pending, shows the
+/// request id, and lands on the target the moment an approver approves through the API.
+#[test]
+fn ssh_session_held_at_connect_until_approved_or_denied() {
+    let v = Vault::start("req_hold", |_| {});
+    v.login("carol");
+    let login = format!("reason=incident@alice@{}", v.target_spec());
+    let client = Client::password(v.gh.ssh_port(), login.clone(), PASSWORD)
+        .timeout(Duration::from_secs(120));
+
+    let waiting = std::thread::spawn(move || client.ssh("echo held-and-approved"));
+    let pending = poll(Duration::from_secs(60), || {
+        let list = v.request_ok("carol", &["list", "--state", "pending_approval"]);
+        list["requests"].as_array().and_then(|a| a.first().cloned())
+    })
+    .expect("the held connection filed a request");
+    let id = id_of(&pending);
+    assert_eq!(pending["origin"], "ssh");
+    assert_eq!(pending["reason"], "incident");
+    assert_eq!(pending["access"], "session");
+    // Still waiting (not refused) while pending.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!waiting.is_finished(), "ssh ended before the approval");
+    v.request_ok("carol", &["approve", &id]);
+    let out = waiting.join().unwrap();
+    assert!(out.status.success(), "ssh failed: {}", out.stderr_text());
+    assert_eq!(out.stdout_text().trim(), "held-and-approved");
+    let err = out.stderr_text();
+    assert!(
+        err.contains(&format!("access request {id} needs 1 approval")),
+        "{err}"
+    );
+    assert!(err.contains("approved by carol"), "{err}");
+    let shown = v.request_ok("carol", &["show", &id]);
+    assert_eq!(shown["state"], "checked_out");
+    assert_eq!(shown["sessions"].as_array().unwrap().len(), 1);
+    let connect =
+        v.gh.audit()
+            .into_iter()
+            .rev()
+            .find(|e| e["kind"] == "target_connect_ok")
+            .expect("target_connect_ok");
+    assert_eq!(connect["fields"]["request"], id.as_str());
+    assert_eq!(
+        connect["fields"]["policies"],
+        serde_json::json!([format!("approved:{id}")])
+    );
+
+    // Within the window, connecting again needs no new request.
+    let again = Client::password(v.gh.ssh_port(), login.clone(), PASSWORD).ssh("echo again");
+    assert_eq!(
+        again.stdout_text().trim(),
+        "again",
+        "{}",
+        again.stderr_text()
+    );
+
+    // Checked in: the next connection files a new request, and a denial ends it with the reason.
+    v.login("alice");
+    v.request_ok("alice", &["checkin", &id]);
+    let client =
+        Client::password(v.gh.ssh_port(), login, PASSWORD).timeout(Duration::from_secs(120));
+    let waiting = std::thread::spawn(move || client.ssh("echo never"));
+    let second = poll(Duration::from_secs(60), || {
+        let list = v.request_ok("carol", &["list", "--state", "pending_approval"]);
+        list["requests"].as_array().and_then(|a| a.first().cloned())
+    })
+    .expect("a second request");
+    let second_id = id_of(&second);
+    assert_ne!(second_id, id);
+    v.request_ok(
+        "carol",
+        &["deny", &second_id, "--comment", "use the runbook"],
+    );
+    let out = waiting.join().unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stdout_text().contains("never"));
+    let err = out.stderr_text();
+    assert!(
+        err.contains(&format!(
+            "gatehouse: access request {second_id} was denied by carol: use the runbook"
+        )),
+        "{err}"
+    );
+}
+
+fn access_command_client(v: &Vault, command: &str) -> (Client, String) {
+    // `ssh -p PORT access=TOKEN@alice@ACCOUNT@db1@HOST`
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "ssh", "{command}");
+    assert_eq!(words[1], "-p", "{command}");
+    assert_eq!(words[2], v.gh.ssh_port().to_string(), "{command}");
+    let destination = words[3];
+    let (login, host) = destination.rsplit_once('@').unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert!(login.starts_with("access="), "{login}");
+    (
+        Client::password(v.gh.ssh_port(), login.to_string(), PASSWORD),
+        login.to_string(),
+    )
+}
+
+/// An access string works once, is refused the second time and after it expires, and never
+/// carries the vault password.
+#[test]
+fn access_string_is_single_use_and_expires() {
+    let v = Vault::start("req_token", |s| {
+        s["requests"]["access_token_seconds"] = 3.into();
+    });
+    v.login("alice");
+    v.login("carol");
+    let id = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create",
+            &v.target_spec(),
+            "--access",
+            "session",
+            "--reason",
+            "deploy",
+        ],
+    ));
+    // Not granted yet: no access string.
+    assert!(
+        v.request_err("alice", &["access-string", &id])
+            .contains("409")
+    );
+    v.request_ok("carol", &["approve", &id]);
+    assert!(
+        v.request_err("carol", &["access-string", &id])
+            .contains("only the requester")
+    );
+
+    let issued = v.request_ok("alice", &["access-string", &id]);
+    let command = issued["command"].as_str().unwrap().to_string();
+    assert!(!command.contains(&v.account.password));
+    let (client, login) = access_command_client(&v, &command);
+    let first = client.ssh("echo via-access-string");
+    assert!(first.status.success(), "{}", first.stderr_text());
+    assert_eq!(first.stdout_text().trim(), "via-access-string");
+    let second = Client::password(v.gh.ssh_port(), login, PASSWORD).ssh("echo twice");
+    assert!(!second.status.success());
+    assert!(
+        second
+            .stderr_text()
+            .contains("gatehouse: the access token is unknown, already used or expired"),
+        "{}",
+        second.stderr_text()
+    );
+
+    // Another token, used after its 3 s lifetime.
+    let later = v.request_ok("alice", &["access-string", &id]);
+    let command = later["command"].as_str().unwrap().to_string();
+    let (client, _) = access_command_client(&v, &command);
+    std::thread::sleep(Duration::from_secs(4));
+    let expired = client.ssh("echo late");
+    assert!(!expired.status.success());
+    assert!(
+        expired
+            .stderr_text()
+            .contains("access token is unknown, already used or expired")
+    );
+
+    // Someone else's token is refused even with their own password.
+    let third = v.request_ok("alice", &["access-string", &id]);
+    let command = third["command"].as_str().unwrap().to_string();
+    let stolen_login = command
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .rsplit_once('@')
+        .unwrap()
+        .0
+        .replace("@alice@", "@carol@");
+    let stolen = Client::password(v.gh.ssh_port(), stolen_login, PASSWORD).ssh("echo stolen");
+    assert!(!stolen.status.success());
+    assert!(!stolen.stdout_text().contains("stolen"));
+
+    let reasons: Vec<String> =
+        v.gh.audit()
+            .iter()
+            .filter(|e| e["kind"] == "access_token_refused")
+            .map(|e| e["detail"].as_str().unwrap().to_string())
+            .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("already used")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("expired")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("presented by `carol`")),
+        "{reasons:?}"
+    );
+}
+
+fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl) must be installed");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A2A: the registered certificate plus the API key retrieve the password; no certificate,
+/// another certificate, a wrong key, a disallowed source, or the service switched off do not.
+#[test]
+fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
+    let v = Vault::start("req_a2a", |_| {});
+    let dir = v.scratch.path();
+    let (cert1, key1) = openssl_cert(dir, "app1");
+    let (cert2, key2) = openssl_cert(dir, "app2");
+    let target = v.target_spec();
+    v.gh.cli_ok(&[
+        "a2a",
+        "register",
+        "app1",
+        "--cert-file",
+        cert1.to_str().unwrap(),
+        "--allow",
+        "127.0.0.0/8",
+    ]);
+    v.gh.cli_ok(&[
+        "a2a",
+        "register",
+        "far",
+        "--cert-file",
+        cert2.to_str().unwrap(),
+        "--allow",
+        "10.0.0.0/8",
+    ]);
+    let key_text = v.gh.cli_ok(&["a2a", "key-add", "app1", &target]);
+    let api_key = key_text.lines().next().unwrap().trim().to_string();
+    assert!(api_key.starts_with("gha2a_"), "{key_text}");
+    let far_key =
+        v.gh.cli_ok(&["a2a", "key-add", "far", &target])
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+    let key_file = dir.join("app1.apikey");
+    std::fs::write(&key_file, &api_key).unwrap();
+    // The key is stored hashed.
+    assert!(support::files_containing(v.gh.data_dir(), api_key.as_bytes()).is_empty());
+
+    let retrieve = |cert: &Path, key: &Path, key_file: &Path| {
+        v.as_user(
+            "nobody",
+            &[
+                "a2a",
+                "retrieve",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--api-key-file",
+                key_file.to_str().unwrap(),
+            ],
+        )
+    };
+    let ok = retrieve(&cert1, &key1, &key_file);
+    assert!(ok.status.success(), "{}", ok.stderr_text());
+    assert_eq!(ok.stdout_text().trim(), v.account.password);
+
+    // Another certificate with the right key.
+    let wrong_cert = retrieve(&cert2, &key2, &key_file);
+    assert!(!wrong_cert.status.success());
+    assert!(
+        wrong_cert
+            .stderr_text()
+            .contains("A2A authentication failed"),
+        "{}",
+        wrong_cert.stderr_text()
+    );
+    // A wrong key with the right certificate.
+    let bad_key_file = dir.join("bad.apikey");
+    std::fs::write(&bad_key_file, "gha2a_0000").unwrap();
+    assert!(!retrieve(&cert1, &key1, &bad_key_file).status.success());
+    // No client certificate at all (curl).
+    let (status, body) = v.curl(
+        "GET",
+        "/api/v1/a2a/credential",
+        &[&format!("Authorization: A2A {api_key}")],
+        None,
+    );
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    // A registration that only allows 10/8.
+    let far_file = dir.join("far.apikey");
+    std::fs::write(&far_file, &far_key).unwrap();
+    assert!(!retrieve(&cert2, &key2, &far_file).status.success());
+
+    // Service off: refused with a clear message; back on: works.
+    v.gh.cli_ok(&["service", "disable", "a2a"]);
+    let off = retrieve(&cert1, &key1, &key_file);
+    assert!(
+        off.stderr_text().contains("the a2a service is disabled"),
+        "{}",
+        off.stderr_text()
+    );
+    assert!(off.stderr_text().contains("503"));
+    v.gh.cli_ok(&["service", "enable", "a2a"]);
+    assert!(retrieve(&cert1, &key1, &key_file).status.success());
+
+    let refusals: Vec<String> =
+        v.gh.audit()
+            .iter()
+            .filter(|e| e["kind"] == "a2a_refused")
+            .map(|e| e["detail"].as_str().unwrap().to_string())
+            .collect();
+    for why in [
+        "does not match the registration",
+        "unknown A2A API key",
+        "no client certificate",
+        "is not allowed",
+    ] {
+        assert!(
+            refusals.iter().any(|r| r.contains(why)),
+            "no refusal `{why}` in {refusals:?}"
+        );
+    }
+    let retrieved =
+        v.gh.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "a2a_retrieved")
+            .count();
+    assert_eq!(retrieved, 2);
+}
+
+/// Malformed bodies, unknown ids, wrong and missing tokens, unknown endpoints and failed logins
+/// get JSON 4xx errors and change nothing.
+#[test]
+fn api_bad_input_gets_json_errors_and_changes_nothing() {
+    let v = Vault::start("req_bad", |s| {
+        s["api"] = serde_json::json!({ "token_seconds": 2 });
+    });
+    let token = v.token("alice");
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let json_type = "Content-Type: application/json";
+    let before = v.curl("GET", "/api/v1/requests", &[&bearer], None);
+    assert_eq!(before.0, 200);
+
+    let cases: Vec<(&str, &str, Vec<&str>, Option<&str>, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer, json_type],
+            Some("{\"target\": "),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer, json_type],
+            Some("{\"target\": \"x@db1\", \"access\": \"session\", \"extra\": 1}"),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer, json_type],
+            Some("{\"target\": \"nope\", \"access\": \"session\"}"),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer, json_type],
+            Some("{\"target\": \"x@db1\", \"access\": \"root\"}"),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer],
+            Some("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "GET",
+            "/api/v1/requests/r-doesnotexist",
+            vec![&bearer],
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/requests/r-doesnotexist/approve",
+            vec![&bearer],
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/requests?state=bogus",
+            vec![&bearer],
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/requests",
+            vec!["Authorization: Bearer ght1.forged.sig"],
+            None,
+            401,
+            "unauthorized",
+        ),
+        ("GET", "/api/v1/requests", vec![], None, 401, "unauthorized"),
+        (
+            "DELETE",
+            "/api/v1/requests",
+            vec![&bearer],
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing-here",
+            vec![],
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/login",
+            vec![json_type],
+            Some("{\"user\": \"alice\"}"),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let (got, value) = v.curl(method, path, &headers, body);
+        assert_eq!(got, status, "{method} {path} {body:?}: {value}");
+        assert_eq!(value["error"]["code"], code, "{method} {path}: {value}");
+        assert_eq!(value["error"]["status"], status);
+        assert!(!value["error"]["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        v.curl("GET", "/api/v1/requests", &[&bearer], None).1,
+        before.1,
+        "nothing changed"
+    );
+
+    // The token expires after 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, value) = v.curl("GET", "/api/v1/requests", &[&bearer], None);
+    assert_eq!(status, 401);
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{value}"
+    );
+
+    // Failed logins are rate limited, with Retry-After, and audited.
+    let mut last = 0;
+    for _ in 0..7 {
+        let (status, _) = v.curl(
+            "POST",
+            "/api/v1/login",
+            &[json_type],
+            Some("{\"user\": \"mallory\", \"password\": \"wrong\"}"),
+        );
+        last = status;
+    }
+    assert_eq!(last, 429);
+    let failures =
+        v.gh.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "login_failed")
+            .count();
+    assert!(failures >= 7, "{failures}");
+
+    // The docs: the OpenAPI document and the page rendered from it.
+    let (status, doc) = v.curl("GET", "/api/v1/openapi.json", &[], None);
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/requests/{id}/approve",
+        "/api/v1/a2a/credential",
+        "/api/v1/login",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let page = run(
+        {
+            let mut c = Command::new("curl");
+            c.args(["-sS", "--cacert"])
+                .arg(v.gh.data_dir().join("tls/cert.pem"))
+                .arg(format!("{}/api/docs", v.gh.api_url()));
+            c
+        },
+        None,
+        Duration::from_secs(30),
+    );
+    let html = page.stdout_text();
+    assert!(
+        html.contains("<code>/api/v1/requests/{id}/checkin</code>"),
+        "{html}"
+    );
+    assert!(html.contains("RequestView"));
+}
