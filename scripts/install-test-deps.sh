@@ -6,6 +6,7 @@
 #   passwd          useradd/chpasswd for the ghtest_* target accounts
 #   sudo            the service account of the credential-lifecycle tests (sudo chpasswd)
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
+#   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
 #   curl, openssl   raw HTTPS requests to the API and client certificates for the A2A tests
@@ -20,6 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd sudo util-linux coreutils procps \
+    python3-aiosmtpd \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl

@@ -67,7 +67,8 @@ impl Vault {
             ("dave", Some("security-approvers")),
             ("mallory", None),
         ] {
-            let mut args = vec!["user", "add", user, "--password-stdin"];
+            let email = format!("{user}@example.test");
+            let mut args = vec!["user", "add", user, "--password-stdin", "--email", &email];
             if let Some(g) = group {
                 args.extend(["--group", g]);
             }
@@ -322,18 +323,31 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
         let r = v.request_ok("alice", &["show", &id]);
         (r["state"] == "complete").then_some(r)
     });
-    assert!(completed.is_some(), "never completed:\n{}", v.gh.log_tail(40));
-    let changed = v
-        .gh
-        .audit()
-        .into_iter()
-        .find(|e| e["kind"] == "credential_changed")
-        .expect("a credential change after the check-in");
-    assert!(changed["detail"].as_str().unwrap().contains("check-in"), "{changed}");
+    assert!(
+        completed.is_some(),
+        "never completed:\n{}",
+        v.gh.log_tail(40)
+    );
+    let changed =
+        v.gh.audit()
+            .into_iter()
+            .find(|e| e["kind"] == "credential_changed")
+            .expect("a credential change after the check-in");
+    assert!(
+        changed["detail"].as_str().unwrap().contains("check-in"),
+        "{changed}"
+    );
     // The released password no longer logs in to the target directly.
-    let direct = Client::password(v._target.port(), v.account.name.clone(), &v.account.password)
-        .ssh("echo still-works");
-    assert!(!direct.stdout_text().contains("still-works"), "the released password still works");
+    let direct = Client::password(
+        v._target.port(),
+        v.account.name.clone(),
+        &v.account.password,
+    )
+    .ssh("echo still-works");
+    assert!(
+        !direct.stdout_text().contains("still-works"),
+        "the released password still works"
+    );
     let after = v.request_err("alice", &["checkout", &id]);
     assert!(
         after.contains("complete") && after.contains("409"),
@@ -957,4 +971,220 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
         "{html}"
     );
     assert!(html.contains("RequestView"));
+}
+
+/// A real SMTP server (aiosmtpd, Debian's python3-aiosmtpd) with STARTTLS, started by the test.
+struct Smtp {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    port: u16,
+    outdir: tempfile::TempDir,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    fn start(cert: &Path, key: &Path) -> Smtp {
+        use std::io::BufRead;
+        let python = std::env::var("GATEHOUSE_TEST_PYTHON").unwrap_or_else(|_| {
+            if Path::new("/usr/bin/python3").exists() {
+                "/usr/bin/python3".into()
+            } else {
+                "python3".into()
+            }
+        });
+        let outdir = tempfile::tempdir().unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../notify/tests/notify/smtp_server.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg("--outdir")
+            .arg(outdir.path())
+            .args(["--security", "starttls", "--cert"])
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python} (python3-aiosmtpd): {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            !line.starts_with("MISSING"),
+            "python3-aiosmtpd is not installed: apt-get install -y python3-aiosmtpd"
+        );
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP server did not start: {line:?}"));
+        Smtp {
+            child,
+            _stdin: stdin,
+            port,
+            outdir,
+        }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.outdir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The first message to `rcpt` whose subject or body contains `needle`, waiting up to 30 s.
+    fn wait_for(&self, rcpt: &str, needle: &str) -> Value {
+        poll(Duration::from_secs(30), || {
+            self.messages().into_iter().find(|m| {
+                m["rcpt_tos"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|a| a == rcpt))
+                    && (m["headers"]["Subject"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(needle))
+                        || m["body"].as_str().is_some_and(|b| b.contains(needle)))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no mail to {rcpt} with `{needle}`; received: {:#?}",
+                self.messages()
+                    .iter()
+                    .map(|m| (m["rcpt_tos"].clone(), m["headers"]["Subject"].clone()))
+                    .collect::<Vec<_>>()
+            )
+        })
+    }
+}
+
+/// Approvers are mailed when a request awaits them, the requester when it is approved, through
+/// a real SMTP server over STARTTLS; deliveries are audited.
+#[test]
+fn approval_emails_reach_a_real_smtp_server_over_starttls() {
+    let pki = tempfile::tempdir().unwrap();
+    let cert = pki.path().join("smtp.pem");
+    let key = pki.path().join("smtp.key");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let smtp = Smtp::start(&cert, &key);
+    let port = smtp.port;
+    let ca = cert.clone();
+    let v = Vault::start("req_mail", move |s| {
+        s["mail"] = serde_json::json!({
+            "host": "localhost",
+            "port": port,
+            "security": "starttls",
+            "from": "Gatehouse <gatehouse@example.test>",
+            "ca_file": ca,
+            "gateway_url": "https://gatehouse.example.test",
+        });
+    });
+    for u in ["alice", "carol", "dave"] {
+        v.login(u);
+    }
+    let id = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create",
+            &v.target_spec(),
+            "--access",
+            "password",
+            "--reason",
+            "quarterly audit",
+        ],
+    ));
+    let notified = poll(Duration::from_secs(20), || {
+        v.gh.audit()
+            .into_iter()
+            .find(|e| e["kind"] == "notification")
+    });
+    assert!(
+        notified.as_ref().is_some_and(|e| {
+            let detail = e["detail"].as_str().unwrap_or("");
+            detail.contains("delivered to") && !detail.contains("not delivered")
+        }),
+        "{notified:?}\n{}",
+        v.gh.log_tail(30)
+    );
+    for approver in ["carol@example.test", "dave@example.test"] {
+        let mail = smtp.wait_for(approver, &id);
+        assert_eq!(
+            mail["tls"].as_str().map(|t| t.starts_with("TLS")),
+            Some(true),
+            "{mail}"
+        );
+        assert_eq!(
+            mail["headers"]["From"],
+            "Gatehouse <gatehouse@example.test>"
+        );
+        let body = mail["body"].as_str().unwrap();
+        assert!(body.contains("quarterly audit"), "{body}");
+        assert!(
+            body.contains(&format!(
+                "https://gatehouse.example.test/api/v1/requests/{id}"
+            )),
+            "{body}"
+        );
+        assert!(!body.contains(&v.account.password));
+    }
+    // Nobody mails the requester or mallory for approval.
+    assert!(smtp.messages().iter().all(|m| {
+        let to = m["rcpt_tos"].to_string();
+        !to.contains("alice@") && !to.contains("mallory@")
+    }));
+    v.request_ok("carol", &["approve", &id]);
+    v.request_ok("dave", &["approve", &id]);
+    let approved = smtp.wait_for("alice@example.test", &id);
+    let subject = approved["headers"]["Subject"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(subject.contains("approved"), "{subject}");
+    assert!(approved["body"].as_str().unwrap().contains("dave"));
+    let delivered = poll(Duration::from_secs(10), || {
+        let n =
+            v.gh.audit()
+                .iter()
+                .filter(|e| e["kind"] == "notification" && e["fields"]["request"] == id.as_str())
+                .count();
+        (n >= 3).then_some(n)
+    });
+    assert!(delivered.is_some(), "deliveries are audited");
 }

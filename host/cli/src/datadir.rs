@@ -27,6 +27,9 @@ pub struct Settings {
     /// Access requests, access strings, the connect-time hold.
     #[serde(default)]
     pub requests: gatehouse_workflow::WorkflowSettings,
+    /// Email notifications (docs/notifications.md); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<gatehouse_notify::MailSettings>,
 }
 
 /// Where the policies are and what context the gateway gives them.
@@ -262,6 +265,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         policy: PolicySettings::default(),
         api: Default::default(),
         requests: Default::default(),
+        mail: None,
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -8,6 +8,7 @@ mod cli;
 mod datadir;
 mod demo;
 mod lifecycle_cmd;
+mod notify_glue;
 mod plugin_cmd;
 mod plugin_glue;
 mod policy_cmd;

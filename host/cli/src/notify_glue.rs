@@ -69,8 +69,11 @@ impl Notify for MailNotify {
         };
         if let Err(e) = self.notifier.notify(notification) {
             self.auditor.record_best_effort(
-                Entry::new(AuditKind::Notification, format!("notification not sent: {e}"))
-                    .field("request", request.id.clone()),
+                Entry::new(
+                    AuditKind::Notification,
+                    format!("notification not sent: {e}"),
+                )
+                .field("request", request.id.clone()),
             );
         }
     }

@@ -68,6 +68,16 @@ pub fn run(
             request_settings.ssh_endpoint = Some(format!("{host}:{}", bound.port()));
         }
         let authenticator = Arc::new(Authenticator::new(store.clone())?);
+        let notifier = gatehouse_notify::Notifier::from_settings(
+            settings.mail.as_ref(),
+            Arc::new(crate::notify_glue::AuditDeliveries {
+                auditor: Auditor::new(store.clone()),
+            }),
+        )
+        .context("mail settings (settings.json `mail`)")?;
+        if notifier.is_enabled() {
+            tracing::info!("email notifications on");
+        }
         let workflow = Arc::new(
             gatehouse_workflow::Workflow::new(
                 store.clone(),
@@ -76,7 +86,11 @@ pub fn run(
                 Auditor::with_group_commit(store.clone())?,
                 request_settings,
             )
-            .with_plugins(plugins.clone()),
+            .with_plugins(plugins.clone())
+            .with_notifier(Arc::new(crate::notify_glue::MailNotify {
+                notifier,
+                auditor: Auditor::new(store.clone()),
+            })),
         );
         let services = Arc::new(Services {
             store: store.clone(),

@@ -966,34 +966,36 @@ impl Workflow {
         if !matches!(any, Ok(true)) {
             return 0;
         }
-        let result = self.store.write(|txn| -> Result<Vec<AccessRequest>, StoreError> {
-            let mut done = Vec::new();
-            for (id, mut r) in txn.entries(&REQUESTS)? {
-                if r.state != RequestState::CheckedIn {
-                    continue;
+        let result = self
+            .store
+            .write(|txn| -> Result<Vec<AccessRequest>, StoreError> {
+                let mut done = Vec::new();
+                for (id, mut r) in txn.entries(&REQUESTS)? {
+                    if r.state != RequestState::CheckedIn {
+                        continue;
+                    }
+                    let key = account_key(r.asset.as_str(), r.account.as_str());
+                    let due = txn.get(&ACCOUNTS, &key)?.and_then(|a| a.change_due);
+                    if due.is_some() {
+                        continue;
+                    }
+                    r.state = RequestState::Complete;
+                    r.ended = Some(now);
+                    txn.put(&REQUESTS, &id, &r)?;
+                    self.auditor.record_in(
+                        txn,
+                        Entry::new(
+                            AuditKind::RequestCheckedIn,
+                            "complete: the credential was changed after check-in",
+                        )
+                        .user(r.requester.to_string())
+                        .target(r.target())
+                        .field("request", r.id.clone()),
+                    )?;
+                    done.push(r);
                 }
-                let key = account_key(r.asset.as_str(), r.account.as_str());
-                let due = txn.get(&ACCOUNTS, &key)?.and_then(|a| a.change_due);
-                if due.is_some() {
-                    continue;
-                }
-                r.state = RequestState::Complete;
-                r.ended = Some(now);
-                txn.put(&REQUESTS, &id, &r)?;
-                self.auditor.record_in(
-                    txn,
-                    Entry::new(
-                        AuditKind::RequestCheckedIn,
-                        "complete: the credential was changed after check-in",
-                    )
-                    .user(r.requester.to_string())
-                    .target(r.target())
-                    .field("request", r.id.clone()),
-                )?;
-                done.push(r);
-            }
-            Ok(done)
-        });
+                Ok(done)
+            });
         match result {
             Ok(done) => {
                 for r in &done {
