@@ -5,6 +5,11 @@
 #   asciinema       the real player that must accept exported recordings
 #   passwd          useradd/chpasswd for the ghtest_* target accounts
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
+#   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
+#   freerdp2-shadow-x11  freerdp-shadow-cli, the real NLA-only RDP target (/sec:nla /sam-file:)
+#   winpr-utils     winpr-hash, which writes the target's SAM file (NT hash of the account)
+#   xvfb            Xvfb, the virtual displays the RDP client and the shadow target run on
+#   xdotool         moves the client window on the target's display so that frames flow
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
 set -euo pipefail
@@ -18,6 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd util-linux coreutils procps \
+    freerdp2-x11 freerdp2-shadow-x11 winpr-utils xvfb xdotool \
     build-essential pkg-config cmake clang \
     ca-certificates git
 

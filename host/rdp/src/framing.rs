@@ -108,7 +108,7 @@ impl<S: AsyncRead + Unpin> Framed<S> {
                 return Err(FrameError::TooLarge(self.buffer.len()));
             }
             self.buffer.reserve(READ_CHUNK);
-            let read = self.stream.read_buf(&mut self.buffer).await?;
+            let read = read_or_eof(&mut self.stream, &mut self.buffer).await?;
             if read == 0 {
                 return Err(if self.buffer.is_empty() {
                     FrameError::Closed
@@ -123,11 +123,23 @@ impl<S: AsyncRead + Unpin> Framed<S> {
     pub async fn read_raw(&mut self) -> Result<Bytes, FrameError> {
         if self.buffer.is_empty() {
             self.buffer.reserve(READ_CHUNK);
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+            if read_or_eof(&mut self.stream, &mut self.buffer).await? == 0 {
                 return Err(FrameError::Closed);
             }
         }
         Ok(self.buffer.split().freeze())
+    }
+}
+
+/// A read where a peer that closed without TLS `close_notify` (RDP clients usually just close the
+/// socket) counts as an end of stream.
+async fn read_or_eof<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+) -> std::io::Result<usize> {
+    match stream.read_buf(buffer).await {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
     }
 }
 
