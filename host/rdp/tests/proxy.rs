@@ -464,6 +464,12 @@ fn a_wrong_gateway_password_or_an_unknown_user_is_refused_before_any_target_is_d
         let (output, killed) = client.run(command, Duration::from_secs(60));
         assert!(!killed, "xfreerdp hung:\n{}", text(&output));
         assert!(!output.status.success(), "{user}: {}", text(&output));
+        // The same RDP failure for both: no oracle for which users exist.
+        assert!(
+            text(&output).contains("ERRCONNECT_LOGON_FAILURE"),
+            "{user}: the client must be told the logon failed:\n{}",
+            text(&output)
+        );
         let outcome = gateway.next_outcome();
         let accepted = outcome.accepted.clone().unwrap();
         let reason = accepted.expect_err("authentication must fail");

@@ -39,7 +39,18 @@ pub struct Process {
 }
 
 impl Drop for Process {
+    /// SIGTERM first (Xvfb then removes its socket and lock file), SIGKILL after a second.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -69,7 +80,7 @@ static DISPLAYS: AtomicU32 = AtomicU32::new(0);
 /// A virtual X display.
 pub struct Display {
     pub number: u32,
-    _process: Process,
+    process: Process,
 }
 
 impl Display {
@@ -95,11 +106,10 @@ impl Display {
             let socket = format!("/tmp/.X11-unix/X{number}");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if Path::new(&socket).exists() {
-                    return Display {
-                        number,
-                        _process: process,
-                    };
+                // Ready when our Xvfb runs and its socket accepts (a stale socket refuses).
+                let running = matches!(process.child.try_wait(), Ok(None));
+                if running && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                    return Display { number, process };
                 }
                 if let Ok(Some(_)) = process.child.try_wait() {
                     break;
@@ -114,6 +124,10 @@ impl Display {
     pub fn env(&self) -> String {
         format!(":{}", self.number)
     }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -124,7 +138,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn wait_for_port(port: u16, process: &mut Process) {
+pub fn wait_for_port(port: u16, process: &mut Process, display: &Display) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -132,9 +146,11 @@ pub fn wait_for_port(port: u16, process: &mut Process) {
         }
         if let Ok(Some(status)) = process.child.try_wait() {
             panic!(
-                "{} exited ({status}) before listening:\n{}",
+                "{} exited ({status}) before listening:\n{}\nXvfb :{}:\n{}",
                 process.name,
-                process.log_text()
+                process.log_text(),
+                display.number,
+                display.log_text()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -178,7 +194,7 @@ impl ShadowTarget {
             .arg("/sec:nla")
             .arg(format!("/sam-file:{}", sam.display()));
         let mut process = spawn_logged(command, "freerdp-shadow-cli", dir.join("shadow.log"));
-        wait_for_port(port, &mut process);
+        wait_for_port(port, &mut process, &display);
         ShadowTarget {
             port,
             home,
