@@ -101,6 +101,9 @@ impl Display {
                 "1024x768x24".into(),
                 "-nolisten".into(),
                 "tcp".into(),
+                // The readiness probe below connects and leaves; without this, the server would
+                // reset when it leaves and refuse the next client for a moment.
+                "-noreset".into(),
             ]);
             let mut process = spawn_logged(command, "Xvfb", dir.join(format!("xvfb-{number}.log")));
             let socket = format!("/tmp/.X11-unix/X{number}");
