@@ -1,0 +1,535 @@
+//! The proxy between real FreeRDP peers: `xfreerdp` connects to the gateway as the gateway user
+//! `alice` (the username names the target, `alice@target1@win1`), the gateway authorizes the
+//! session with the real policy engine and logs in to `freerdp-shadow-cli` (NLA only, SAM file)
+//! as `target1` with the vault's password, which the client never sees. Bad input is refused
+//! with a proper RDP failure and a reason for the audit trail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use gatehouse_core::{LoginSpec, SecretString};
+use gatehouse_policy::{PolicyEngine, SessionFacts};
+use gatehouse_rdp::{
+    CertificatePin, CertificatePolicy, ClientLogin, DialOptions, Direction, FirstUse, GatewayTls,
+    NtHash, PduKind, PinRecorder, RecordError, RecordedPdu, Recorder, Refused, TargetLogin,
+    UserDirectory,
+};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{Client, ShadowTarget, World, text};
+
+const GATEWAY_USER: &str = "alice";
+const GATEWAY_PASSWORD: &str = "Gateway-Pass-1";
+const TARGET_ACCOUNT: &str = "target1";
+const VAULT_PASSWORD: &str = "Vault-Pass-1";
+const ASSET: &str = "win1";
+
+fn login_name() -> String {
+    format!("{GATEWAY_USER}@{TARGET_ACCOUNT}@{ASSET}")
+}
+
+/// The gateway users' NT hashes (the glue reads them from the vault-sealed RDP secret).
+struct Users;
+
+impl UserDirectory for Users {
+    fn nt_hash(&self, login: &ClientLogin) -> Result<NtHash, Refused> {
+        let spec =
+            LoginSpec::parse(&login.user).map_err(|e| Refused(format!("malformed login: {e}")))?;
+        if spec.user.as_str() == GATEWAY_USER {
+            Ok(NtHash::from_password(GATEWAY_PASSWORD))
+        } else {
+            Err(Refused(format!("unknown gateway user `{}`", spec.user)))
+        }
+    }
+}
+
+/// Records first-use pins in memory (the glue writes them to the asset in a store transaction).
+#[derive(Default)]
+struct Pins {
+    recorded: Mutex<Option<CertificatePin>>,
+}
+
+impl PinRecorder for Pins {
+    fn record_first_use(&self, presented: &CertificatePin) -> Result<FirstUse, String> {
+        let mut slot = self.recorded.lock().unwrap();
+        match &*slot {
+            Some(pinned) => Ok(FirstUse::AlreadyPinned(pinned.clone())),
+            None => {
+                *slot = Some(presented.clone());
+                Ok(FirstUse::Recorded)
+            }
+        }
+    }
+}
+
+/// One recorded PDU: direction, framing, time since the relay started, bytes.
+type Kept = (Direction, PduKind, Duration, Vec<u8>);
+
+/// Keeps every recorded PDU in memory.
+#[derive(Default)]
+struct MemoryRecorder {
+    pdus: Mutex<Vec<Kept>>,
+}
+
+impl Recorder for MemoryRecorder {
+    fn record(&self, pdu: &RecordedPdu<'_>) -> Result<(), RecordError> {
+        self.pdus
+            .lock()
+            .unwrap()
+            .push((pdu.direction, pdu.kind, pdu.at, pdu.bytes.to_vec()));
+        Ok(())
+    }
+}
+
+/// What happened to one connection, step by step (the audit trail's view).
+#[derive(Debug, Default)]
+struct Outcome {
+    accepted: Option<Result<String, String>>,
+    authorized: Option<Result<Vec<String>, String>>,
+    dialed: Option<Result<String, String>>,
+    relayed: Option<Result<gatehouse_rdp::RelaySummary, String>>,
+}
+
+struct GatewayConfig {
+    tls: GatewayTls,
+    world: World,
+    certificate: CertificatePolicy,
+    vault_login: TargetLogin,
+    target_port: u16,
+    pins: Pins,
+    recorder: MemoryRecorder,
+}
+
+/// The gateway under test: the crate's API glued the way `gatehouse serve` will glue it.
+struct Gateway {
+    port: u16,
+    config: Arc<GatewayConfig>,
+    outcomes: Receiver<Outcome>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn gateway_tls() -> GatewayTls {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+        .or_else(|_| rcgen::KeyPair::generate())
+        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gatehouse.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    GatewayTls::new(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap()
+}
+
+impl Gateway {
+    fn start(certificate: CertificatePolicy, vault_password: &str, target_port: u16) -> Gateway {
+        let world = World::new(GATEWAY_USER, TARGET_ACCOUNT, ASSET, target_port);
+        let config = Arc::new(GatewayConfig {
+            tls: gateway_tls(),
+            world,
+            certificate,
+            vault_login: TargetLogin {
+                username: TARGET_ACCOUNT.into(),
+                domain: None,
+                password: SecretString::new(vault_password.into()),
+            },
+            target_port,
+            pins: Pins::default(),
+            recorder: MemoryRecorder::default(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sender, outcomes) = sync_channel(16);
+        runtime.spawn(accept_loop(listener, config.clone(), sender));
+        Gateway {
+            port,
+            config,
+            outcomes,
+            _runtime: runtime,
+        }
+    }
+
+    fn next_outcome(&self) -> Outcome {
+        self.outcomes
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the gateway reported no connection outcome")
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    config: Arc<GatewayConfig>,
+    outcomes: SyncSender<Outcome>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let config = config.clone();
+        let outcomes = outcomes.clone();
+        tokio::spawn(async move {
+            let outcome = handle(stream, &config).await;
+            let _ = outcomes.send(outcome);
+        });
+    }
+}
+
+async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcome {
+    let mut outcome = Outcome::default();
+    let client =
+        match gatehouse_rdp::accept(&config.tls, &Users, stream, Duration::from_secs(30)).await {
+            Ok(client) => client,
+            Err(e) => {
+                outcome.accepted = Some(Err(e.to_string()));
+                return outcome;
+            }
+        };
+    outcome.accepted = Some(Ok(client.login().to_string()));
+    // Stand-in for the argon2id check of the delegated password against the user's hash.
+    assert_eq!(client.delegated_password().expose(), GATEWAY_PASSWORD);
+
+    let spec = LoginSpec::parse(&client.login().user).unwrap();
+    let target = spec.target.unwrap();
+    let engine: &PolicyEngine = &config.world.engine;
+    let facts = SessionFacts {
+        session_id: "rdp-test".into(),
+        protocol: "rdp".into(),
+        client: client.peer(),
+        pairs: vec![],
+        authenticated_with: vec!["password".into()],
+        ticket_verified: false,
+        time: engine.clock().now(),
+    };
+    let authorization =
+        match engine.authorize_session(&World::user_record(spec.user.as_str()), &target, facts) {
+            Ok(a) => a,
+            Err(e) => {
+                outcome.authorized = Some(Err(e.to_string()));
+                client.refuse().await;
+                return outcome;
+            }
+        };
+    outcome.authorized = Some(Ok(authorization.reasons().to_vec()));
+
+    let options = DialOptions {
+        port: config.target_port,
+        timeout: Duration::from_secs(30),
+        certificate: config.certificate.clone(),
+        pins: &config.pins,
+    };
+    let target =
+        match gatehouse_rdp::dial(&authorization, &client, &config.vault_login, options).await {
+            Ok(target) => target,
+            Err(e) => {
+                outcome.dialed = Some(Err(e.to_string()));
+                client.refuse().await;
+                return outcome;
+            }
+        };
+    outcome.dialed = Some(Ok(format!("{:?}", target.pin())));
+    outcome.relayed = Some(
+        gatehouse_rdp::relay(client, target, &config.recorder)
+            .await
+            .map_err(|e| e.to_string()),
+    );
+    outcome
+}
+
+fn utf16(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn auth_only_client_is_authenticated_by_the_gateway_and_the_target_takes_the_vault_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let gateway = Gateway::start(
+        CertificatePolicy::TrustOnFirstUse,
+        VAULT_PASSWORD,
+        shadow.port,
+    );
+    let client = Client::new(dir.path());
+    let command = client.command(
+        gateway.port,
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["+auth-only", "/sec:nla"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    assert!(
+        output.status.success(),
+        "xfreerdp +auth-only failed through the gateway:\n{}",
+        text(&output)
+    );
+    let outcome = gateway.next_outcome();
+    assert_eq!(outcome.accepted, Some(Ok(login_name())), "{outcome:?}");
+    assert_eq!(
+        outcome.authorized,
+        Some(Ok(vec!["grant:g-rdp".to_string()])),
+        "{outcome:?}"
+    );
+    let shadow_pin = CertificatePin::of_certificate(&shadow.certificate()).unwrap();
+    assert_eq!(
+        outcome.dialed,
+        Some(Ok(format!("Recorded({shadow_pin})"))),
+        "the target must accept the vault credential, its key pinned on first use: {outcome:?}\nshadow log:\n{}",
+        shadow.process.log_text()
+    );
+    assert_eq!(
+        gateway.config.pins.recorded.lock().unwrap().clone(),
+        Some(shadow_pin)
+    );
+}
+
+#[test]
+fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let pin = CertificatePin::of_certificate(&shadow.certificate()).unwrap();
+    let gateway = Gateway::start(
+        CertificatePolicy::Pinned(pin.clone()),
+        VAULT_PASSWORD,
+        shadow.port,
+    );
+    let client = Client::on_display(dir.path(), &shadow.display);
+    let command = client.command(
+        gateway.port,
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600", "-clipboard", "/audio-mode:2"],
+    );
+    // A session stays up until the user ends it: hold it for a few seconds while the target's
+    // screen changes, then end it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wiggler = support::move_client_window(&shadow.display, stop.clone());
+    let (output, killed) = client.run(command, Duration::from_secs(8));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    wiggler.join().unwrap();
+    assert!(
+        killed,
+        "xfreerdp ended on its own instead of holding the session:\n{}",
+        text(&output)
+    );
+    let outcome = gateway.next_outcome();
+    assert_eq!(
+        outcome.dialed,
+        Some(Ok(format!("Matched({pin})"))),
+        "{outcome:?}"
+    );
+    let summary = match &outcome.relayed {
+        Some(Ok(summary)) => summary.clone(),
+        other => panic!(
+            "relay failed: {other:?}\nclient:\n{}\nshadow:\n{}",
+            text(&output),
+            shadow.process.log_text()
+        ),
+    };
+    assert!(summary.client_info_rewritten, "{summary:?}");
+    assert!(!summary.undecodable, "{summary:?}");
+
+    let pdus = gateway.config.recorder.pdus.lock().unwrap();
+    // The first recorded PDU is the client's MCS Connect Initial: nothing from CredSSP.
+    let (direction, kind, _, first) = &pdus[0];
+    assert_eq!(
+        (*direction, *kind),
+        (Direction::ClientToTarget, PduKind::X224)
+    );
+    assert_eq!(first[0], 3, "a TPKT header");
+    // Graphics flowed from the target, with timing: updates come as fast-path PDUs or, with
+    // the graphics pipeline, as virtual-channel data; either way, PDUs of some size. The shared
+    // screen is mostly still, so this is the first screen and a few updates, not a stream.
+    let graphics: Vec<_> = pdus
+        .iter()
+        .filter(|(d, _, _, b)| *d == Direction::TargetToClient && b.len() >= 256)
+        .collect();
+    let graphics_bytes: usize = graphics.iter().map(|(_, _, _, b)| b.len()).sum();
+    assert!(
+        graphics.len() >= 3 && graphics_bytes >= 8_000,
+        "only {} PDUs of graphics ({graphics_bytes} bytes) from the target; summary {summary:?}",
+        graphics.len()
+    );
+    let first_at = pdus.first().map(|(_, _, at, _)| *at).unwrap();
+    let last_at = pdus.last().map(|(_, _, at, _)| *at).unwrap();
+    assert!(
+        last_at > first_at + Duration::from_millis(500),
+        "timing: {first_at:?} .. {last_at:?}"
+    );
+    let from_target = pdus
+        .iter()
+        .filter(|(d, _, _, _)| *d == Direction::TargetToClient)
+        .count();
+    assert_eq!(summary.pdus_from_target, from_target as u64);
+
+    // The gateway user's password is in no recorded byte (the Client Info carried it), and
+    // the Client Info the target got names the target account.
+    let client_bytes: Vec<u8> = pdus
+        .iter()
+        .filter(|(d, _, _, _)| *d == Direction::ClientToTarget)
+        .flat_map(|(_, _, _, b)| b.clone())
+        .collect();
+    let all_bytes: Vec<u8> = pdus.iter().flat_map(|(_, _, _, b)| b.clone()).collect();
+    for secret in [GATEWAY_PASSWORD, VAULT_PASSWORD] {
+        assert!(
+            !contains(&all_bytes, secret.as_bytes()),
+            "`{secret}` recorded"
+        );
+        assert!(
+            !contains(&all_bytes, &utf16(secret)),
+            "`{secret}` recorded as UTF-16"
+        );
+    }
+    assert!(
+        contains(&client_bytes, &utf16(TARGET_ACCOUNT)),
+        "the client info sent to the target names `{TARGET_ACCOUNT}`"
+    );
+    assert!(
+        !contains(&client_bytes, &utf16(&login_name())),
+        "the gateway login reached the target"
+    );
+}
+
+#[test]
+fn a_client_without_nla_is_refused_with_hybrid_required_by_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        CertificatePolicy::TrustOnFirstUse,
+        VAULT_PASSWORD,
+        support::free_port(),
+    );
+    let client = Client::new(dir.path());
+    let command = client.command(
+        gateway.port,
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["+auth-only", "/sec:tls"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("HYBRID_REQUIRED_BY_SERVER"),
+        "the client must be told NLA is required:\n{}",
+        text(&output)
+    );
+    let outcome = gateway.next_outcome();
+    assert_eq!(
+        outcome.accepted,
+        Some(Err(
+            "the client does not offer NLA (offered SSL); refused with HYBRID_REQUIRED_BY_SERVER"
+                .into()
+        )),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn a_wrong_gateway_password_or_an_unknown_user_is_refused_before_any_target_is_dialed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(
+        CertificatePolicy::TrustOnFirstUse,
+        VAULT_PASSWORD,
+        support::free_port(),
+    );
+    let client = Client::new(dir.path());
+    let cases = [
+        (
+            login_name(),
+            "wrong-password",
+            format!(
+                "authentication of `{}` failed: wrong password",
+                login_name()
+            ),
+        ),
+        (
+            format!("mallory@{TARGET_ACCOUNT}@{ASSET}"),
+            GATEWAY_PASSWORD,
+            format!(
+                "authentication of `mallory@{TARGET_ACCOUNT}@{ASSET}` failed: unknown gateway user `mallory`"
+            ),
+        ),
+    ];
+    for (user, password, expected) in cases {
+        let command = client.command(gateway.port, &user, password, &["+auth-only", "/sec:nla"]);
+        let (output, killed) = client.run(command, Duration::from_secs(60));
+        assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+        assert!(!output.status.success(), "{user}: {}", text(&output));
+        // The same RDP failure for both: no oracle for which users exist.
+        assert!(
+            text(&output).contains("ERRCONNECT_LOGON_FAILURE"),
+            "{user}: the client must be told the logon failed:\n{}",
+            text(&output)
+        );
+        let outcome = gateway.next_outcome();
+        let accepted = outcome.accepted.clone().unwrap();
+        let reason = accepted.expect_err("authentication must fail");
+        assert!(reason.starts_with(&expected), "{user}: {reason}");
+        assert!(outcome.dialed.is_none(), "{outcome:?}");
+    }
+}
+
+#[test]
+fn a_target_certificate_that_does_not_match_the_pin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let shadow_pin = CertificatePin::of_certificate(&shadow.certificate()).unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["win1".into()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let wrong_pin = CertificatePin::of_certificate(other.der()).unwrap();
+    let gateway = Gateway::start(
+        CertificatePolicy::Pinned(wrong_pin.clone()),
+        VAULT_PASSWORD,
+        shadow.port,
+    );
+    let client = Client::new(dir.path());
+    let command = client.command(gateway.port, &login_name(), GATEWAY_PASSWORD, &["/sec:nla"]);
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    assert!(!output.status.success(), "{}", text(&output));
+    let outcome = gateway.next_outcome();
+    assert_eq!(
+        outcome.dialed,
+        Some(Err(format!(
+            "certificate mismatch: pinned {wrong_pin}, presented {shadow_pin}"
+        ))),
+        "{outcome:?}"
+    );
+    assert!(outcome.relayed.is_none());
+}
+
+#[test]
+fn a_target_refusing_the_vault_credential_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let gateway = Gateway::start(
+        CertificatePolicy::TrustOnFirstUse,
+        "not-the-target-password",
+        shadow.port,
+    );
+    let client = Client::new(dir.path());
+    let command = client.command(gateway.port, &login_name(), GATEWAY_PASSWORD, &["/sec:nla"]);
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    assert!(!output.status.success(), "{}", text(&output));
+    let outcome = gateway.next_outcome();
+    let dialed = outcome.dialed.clone().unwrap();
+    let reason = dialed.expect_err("the target must refuse the credential");
+    assert!(
+        reason.starts_with("the target refused the vault credential"),
+        "{reason}"
+    );
+}
