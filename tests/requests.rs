@@ -36,6 +36,10 @@ when { resource.requester == principal && resource.access != "session" && contex
 permit (principal, action == Action::"grant_request", resource is AccessRequest)
 when { resource.requester == principal && resource.access == "session" && context.approvals >= 1 };
 
+@id("break-glass")
+permit (principal in Group::"dbas", action == Action::"auto_approve", resource is AccessRequest)
+when { resource.requester == principal && resource.emergency && resource.access == "session" };
+
 @id("app1-reads-db1")
 permit (principal == Application::"app1", action == Action::"a2a_retrieve", resource in Asset::"db1");
 "#;
@@ -1187,4 +1191,188 @@ fn approval_emails_reach_a_real_smtp_server_over_starttls() {
         (n >= 3).then_some(n)
     });
     assert!(delivered.is_some(), "deliveries are audited");
+}
+
+/// Revocation ends a running session at once; a pending request expires at its deadline; a
+/// break-glass (emergency) request is approved by policy without an approver.
+#[test]
+fn revocation_ends_the_session_expiry_ends_pending_requests_emergency_is_auto_approved() {
+    let v = Vault::start("req_revoke", |s| {
+        s["requests"]["approval_timeout_seconds"] = 3.into();
+    });
+    v.login("alice");
+    v.login("carol");
+    let target = v.target_spec();
+
+    // Emergency: granted at once by the `break-glass` policy, no approver involved.
+    let r = v.request_ok(
+        "alice",
+        &[
+            "create",
+            &target,
+            "--access",
+            "session",
+            "--reason",
+            "outage",
+            "--emergency",
+        ],
+    );
+    let id = id_of(&r);
+    assert_eq!(r["state"], "available", "{r:#}");
+    assert_eq!(r["granted_by"], serde_json::json!(["break-glass"]));
+
+    // A session under it, revoked while it runs: the gateway disconnects it with the reason.
+    let client = Client::password(v.gh.ssh_port(), format!("alice@{target}"), PASSWORD)
+        .timeout(Duration::from_secs(120));
+    let running = std::thread::spawn(move || client.ssh("echo started; sleep 60; echo finished"));
+    let in_session = poll(Duration::from_secs(30), || {
+        let r = v.request_ok("alice", &["show", &id]);
+        (r["state"] == "checked_out").then_some(r)
+    });
+    assert!(in_session.is_some(), "the session never started");
+    std::thread::sleep(Duration::from_secs(1));
+    let revoked = v.request_ok("carol", &["revoke", &id, "--comment", "outage over"]);
+    assert_eq!(revoked["state"], "revoked");
+    let started = std::time::Instant::now();
+    let out = running.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the session outlived its revocation"
+    );
+    assert!(out.stdout_text().contains("started"));
+    assert!(
+        !out.stdout_text().contains("finished"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(!out.status.success());
+    let ended =
+        v.gh.audit()
+            .into_iter()
+            .find(|e| e["kind"] == "session_ended" && e["fields"]["request"] == id.as_str());
+    assert!(ended.is_some(), "the end is audited with the request");
+    // Revoked is final.
+    assert!(v.request_err("alice", &["checkin", &id]).contains("409"));
+
+    // A pending request nobody decides expires at its 3 s deadline.
+    let p = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create", &target, "--access", "password", "--reason", "later",
+        ],
+    ));
+    std::thread::sleep(Duration::from_secs(4));
+    let expired = v.request_ok("alice", &["show", &p]);
+    assert_eq!(expired["state"], "expired");
+    assert_eq!(
+        expired["end_note"],
+        "no decision before the approval deadline"
+    );
+    assert!(v.request_err("carol", &["approve", &p]).contains("expired"));
+}
+
+/// Services toggles: a disabled request service refuses new requests with a clear message and
+/// lets granted ones be used; the A2A broker files requests for users under their own policy.
+#[test]
+fn disabled_services_refuse_new_work_and_the_broker_files_requests_for_users() {
+    let v = Vault::start("req_svc", |_| {});
+    v.login("alice");
+    v.login("carol");
+    v.login("dave");
+    let target = v.target_spec();
+    let id = id_of(&v.request_ok(
+        "alice",
+        &[
+            "create", &target, "--access", "password", "--reason", "before",
+        ],
+    ));
+    v.request_ok("carol", &["approve", &id]);
+    v.request_ok("dave", &["approve", &id]);
+    v.gh.cli_ok(&["service", "disable", "password-requests"]);
+    let refused = v.request_err(
+        "alice",
+        &[
+            "create", &target, "--access", "password", "--reason", "after",
+        ],
+    );
+    assert!(
+        refused.contains("the password-requests service is disabled by an administrator")
+            && refused.contains("503"),
+        "{refused}"
+    );
+    // Work already granted finishes.
+    let secret = v.request_ok("alice", &["checkout", &id]);
+    assert_eq!(secret["password"], v.account.password.as_str());
+    // Other services are unaffected.
+    v.request_ok(
+        "alice",
+        &[
+            "create",
+            &target,
+            "--access",
+            "private_key",
+            "--reason",
+            "k",
+        ],
+    );
+    let listed = v.gh.cli_json(&["service", "list", "--json"]);
+    assert_eq!(listed["password-requests"], false);
+    assert_eq!(listed["key-requests"], true);
+    v.gh.cli_ok(&["service", "enable", "password-requests"]);
+
+    // The broker: an application registered with --broker files a request for alice.
+    let dir = v.scratch.path();
+    let (cert, key) = openssl_cert(dir, "broker");
+    v.gh.cli_ok(&[
+        "a2a",
+        "register",
+        "itsm",
+        "--cert-file",
+        cert.to_str().unwrap(),
+        "--broker",
+    ]);
+    let broker_key = v.gh.cli_ok(&["a2a", "key-add", "itsm", "--broker"]);
+    let key_file = dir.join("broker.key.txt");
+    std::fs::write(&key_file, broker_key.lines().next().unwrap()).unwrap();
+    let file = |user: &str| {
+        v.as_user(
+            "nobody",
+            &[
+                "a2a",
+                "request",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--api-key-file",
+                key_file.to_str().unwrap(),
+                "--on-behalf-of",
+                user,
+                &target,
+                "--access",
+                "session",
+                "--reason",
+                "ticket CHG-9 from the ITSM",
+            ],
+        )
+    };
+    let filed = file("alice");
+    assert!(filed.status.success(), "{}", filed.stderr_text());
+    let filed: Value = serde_json::from_slice(&filed.stdout).unwrap();
+    assert_eq!(filed["origin"], "broker:itsm");
+    assert_eq!(filed["requester"], "alice");
+    assert_eq!(filed["state"], "pending_approval");
+    // Mallory may not request, through a broker or not.
+    let refused = file("mallory");
+    assert!(!refused.status.success());
+    assert!(
+        refused
+            .stderr_text()
+            .contains("unknown or you may not request"),
+        "{}",
+        refused.stderr_text()
+    );
+    // A credential key is not a broker key.
+    let not_broker = v.gh.cli(&["a2a", "key-add", "itsm", &target]);
+    assert!(not_broker.status.success());
 }
