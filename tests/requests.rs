@@ -40,6 +40,13 @@ when { resource.requester == principal && resource.access == "session" && contex
 permit (principal in Group::"dbas", action == Action::"auto_approve", resource is AccessRequest)
 when { resource.requester == principal && resource.emergency && resource.access == "session" };
 
+@id("verified-incident")
+permit (principal in Group::"dbas", action == Action::"auto_approve", resource is AccessRequest)
+when {
+  resource.requester == principal && resource.ticket_verified &&
+  resource.ticket like "INC-*" && resource.access == "session"
+};
+
 @id("app1-reads-db1")
 permit (principal == Application::"app1", action == Action::"a2a_retrieve", resource in Asset::"db1");
 "#;
@@ -58,6 +65,15 @@ struct Vault {
 
 impl Vault {
     fn start(tag: &str, settings: impl FnOnce(&mut Value)) -> Vault {
+        Self::start_with(tag, settings, |_| {})
+    }
+
+    /// Like `start`, with `setup` run on the data directory before `serve`.
+    fn start_with(
+        tag: &str,
+        settings: impl FnOnce(&mut Value),
+        setup: impl FnOnce(&Gatehouse),
+    ) -> Vault {
         let scratch = tempfile::tempdir().unwrap();
         let account = TestAccount::new(tag);
         let target = TargetSshd::start(std::slice::from_ref(&account));
@@ -97,6 +113,7 @@ impl Vault {
             s["requests"] = serde_json::json!({});
             settings(s);
         });
+        setup(&gh);
         let mut vault = Vault {
             gh,
             _target: target,
@@ -536,7 +553,7 @@ fn access_command_client(v: &Vault, command: &str) -> (Client, String) {
 #[test]
 fn access_string_is_single_use_and_expires() {
     let v = Vault::start("req_token", |s| {
-        s["requests"]["access_token_seconds"] = 3.into();
+        s["requests"]["access_token_seconds"] = 8.into();
     });
     v.login("alice");
     v.login("carol");
@@ -579,11 +596,11 @@ fn access_string_is_single_use_and_expires() {
         second.stderr_text()
     );
 
-    // Another token, used after its 3 s lifetime.
+    // Another token, used after its 8 s lifetime.
     let later = v.request_ok("alice", &["access-string", &id]);
     let command = later["command"].as_str().unwrap().to_string();
     let (client, _) = access_command_client(&v, &command);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(9));
     let expired = client.ssh("echo late");
     assert!(!expired.status.success());
     assert!(
@@ -715,6 +732,30 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
     assert!(ok.status.success(), "{}", ok.stderr_text());
     assert_eq!(ok.stdout_text().trim(), v.account.password);
 
+    // A private key comes back in OpenSSH format, exactly as the vault holds it.
+    let (vault_key, _) = support::generate_keypair(dir, "svc_key");
+    v.gh.cli_ok(&[
+        "account",
+        "add",
+        "svc@db1",
+        "--key-file",
+        vault_key.to_str().unwrap(),
+    ]);
+    let svc_key = v.gh.cli_ok(&["a2a", "key-add", "app1", "svc@db1"]);
+    let svc_key_file = dir.join("svc.apikey");
+    std::fs::write(&svc_key_file, svc_key.lines().next().unwrap()).unwrap();
+    let key_out = retrieve(&cert1, &key1, &svc_key_file);
+    assert!(key_out.status.success(), "{}", key_out.stderr_text());
+    assert_eq!(
+        key_out.stdout_text().trim(),
+        std::fs::read_to_string(&vault_key).unwrap().trim()
+    );
+    assert!(
+        key_out
+            .stdout_text()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+    );
+
     // Another certificate with the right key.
     let wrong_cert = retrieve(&cert2, &key2, &key_file);
     assert!(!wrong_cert.status.success());
@@ -777,16 +818,14 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
             .into_iter()
             .filter(|e| e["kind"] == "a2a_retrieved")
             .count();
-    assert_eq!(retrieved, 2);
+    assert_eq!(retrieved, 3, "the password twice and the key once");
 }
 
 /// Malformed bodies, unknown ids, wrong and missing tokens, unknown endpoints and failed logins
 /// get JSON 4xx errors and change nothing.
 #[test]
 fn api_bad_input_gets_json_errors_and_changes_nothing() {
-    let v = Vault::start("req_bad", |s| {
-        s["api"] = serde_json::json!({ "token_seconds": 2 });
-    });
+    let v = Vault::start("req_bad", |_| {});
     let token = v.token("alice");
     let bearer = format!("Authorization: Bearer {}", token.trim());
     let json_type = "Content-Type: application/json";
@@ -914,9 +953,23 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
         "nothing changed"
     );
 
-    // The token expires after 2 s.
+    // A token asked for 2 s expires after 2 s.
+    let (status, short) = v.curl(
+        "POST",
+        "/api/v1/login",
+        &[json_type],
+        Some(&format!(
+            "{{\"user\": \"alice\", \"password\": \"{PASSWORD}\", \"ttl_seconds\": 2}}"
+        )),
+    );
+    assert_eq!(status, 200, "{short}");
+    let short_bearer = format!("Authorization: Bearer {}", short["token"].as_str().unwrap());
+    assert_eq!(
+        v.curl("GET", "/api/v1/requests", &[&short_bearer], None).0,
+        200
+    );
     std::thread::sleep(Duration::from_secs(3));
-    let (status, value) = v.curl("GET", "/api/v1/requests", &[&bearer], None);
+    let (status, value) = v.curl("GET", "/api/v1/requests", &[&short_bearer], None);
     assert_eq!(status, 401);
     assert!(
         value["error"]["message"]
@@ -1375,4 +1428,120 @@ fn disabled_services_refuse_new_work_and_the_broker_files_requests_for_users() {
     // A credential key is not a broker key.
     let not_broker = v.gh.cli(&["a2a", "key-add", "itsm", &target]);
     assert!(not_broker.status.success());
+}
+
+/// A ticket given with a request is checked by the configured ticketing plugin (`rest-ticketing`,
+/// built from plugins/, against a real HTTP server): a verified incident ticket lets the policy
+/// approve at once; a closed or unknown ticket is refused and nothing is filed.
+#[test]
+fn tickets_on_requests_are_checked_by_the_ticketing_plugin() {
+    let tickets = tempfile::tempdir().unwrap();
+    let api = tickets.path().join("api/tickets");
+    std::fs::create_dir_all(&api).unwrap();
+    std::fs::write(api.join("INC-7"), r#"{"status":"open","assignee":"alice"}"#).unwrap();
+    std::fs::write(api.join("INC-8"), r#"{"status":"closed"}"#).unwrap();
+    let port = support::free_port();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut server = Command::new(python)
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(tickets.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    assert!(
+        poll(Duration::from_secs(20), || support::port_open(port)
+            .then_some(()))
+        .is_some(),
+        "the ticket server did not start"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let v = Vault::start_with(
+        "req_ticket",
+        |s| s["requests"]["ticketing_plugin"] = "rest-ticketing".into(),
+        |gh| {
+            gh.cli_ok(&[
+                "plugin",
+                "install",
+                support::plugin_package("rest-ticketing").to_str().unwrap(),
+            ]);
+            let grants = scratch.path().join("grants.toml");
+            std::fs::write(&grants, format!("http = [\"127.0.0.1:{port}\"]\n")).unwrap();
+            gh.cli_ok(&[
+                "plugin",
+                "grant",
+                "rest-ticketing",
+                grants.to_str().unwrap(),
+            ]);
+            let config = scratch.path().join("config.toml");
+            std::fs::write(
+                &config,
+                format!("endpoint = \"http://127.0.0.1:{port}/api\"\n"),
+            )
+            .unwrap();
+            gh.cli_ok(&[
+                "plugin",
+                "config",
+                "rest-ticketing",
+                config.to_str().unwrap(),
+            ]);
+            gh.cli_ok(&["plugin", "enable", "rest-ticketing"]);
+        },
+    );
+    v.login("alice");
+    let target = v.target_spec();
+    let verified = v.request_ok(
+        "alice",
+        &[
+            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-7",
+        ],
+    );
+    assert_eq!(verified["ticket_verified"], true, "{verified:#}");
+    assert_eq!(verified["state"], "available");
+    assert_eq!(
+        verified["granted_by"],
+        serde_json::json!(["verified-incident"])
+    );
+    let before = v.stored_requests();
+    let closed = v.request_err(
+        "alice",
+        &[
+            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-8",
+        ],
+    );
+    assert!(
+        closed.contains("ticket `INC-8` was refused: ticket is `closed`"),
+        "{closed}"
+    );
+    let unknown = v.request_err(
+        "alice",
+        &[
+            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-9",
+        ],
+    );
+    assert!(
+        unknown.contains("ticket `INC-9` was refused: no such ticket"),
+        "{unknown}"
+    );
+    assert_eq!(v.stored_requests(), before, "refused tickets file nothing");
+    // Without a ticket the request goes to the approvers.
+    let plain = v.request_ok(
+        "alice",
+        &["create", &target, "--access", "session", "--reason", "x"],
+    );
+    assert_eq!(plain["ticket_verified"], false);
+    assert_eq!(plain["state"], "pending_approval");
+    let _ = server.kill();
+    let _ = server.wait();
 }

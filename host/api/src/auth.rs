@@ -64,8 +64,10 @@ impl TokenKeys {
         HmacSha256::new_from_slice(self.key.as_ref()).map_err(|_| ApiError::internal())
     }
 
-    pub fn issue(&self, user: &Name) -> Result<Issued, ApiError> {
-        let expires = Timestamp(Timestamp::now().0 + self.ttl.as_millis() as u64);
+    /// A token for `user`, valid for the configured lifetime or `shorter`, whichever ends first.
+    pub fn issue(&self, user: &Name, shorter: Option<Duration>) -> Result<Issued, ApiError> {
+        let ttl = shorter.map_or(self.ttl, |s| s.min(self.ttl));
+        let expires = Timestamp(Timestamp::now().0 + ttl.as_millis() as u64);
         let id = random_id();
         let claims = Claims {
             u: user.to_string(),

@@ -17,6 +17,7 @@ use gatehouse_core::{
 use gatehouse_workflow::NewRequest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
 /// A JSON body whose rejections are JSON errors too (400 malformed, 415 content type, 422
@@ -157,6 +158,8 @@ pub struct Health {
 pub struct LoginBody {
     pub user: String,
     pub password: String,
+    /// Ask for a shorter-lived token (seconds); never longer than the gateway's setting.
+    pub ttl_seconds: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -445,7 +448,9 @@ pub async fn login(
     match verdict {
         Ok(user) => {
             inner.limiter.succeeded(&body.user);
-            let issued = inner.tokens.issue(&user.name)?;
+            let issued = inner
+                .tokens
+                .issue(&user.name, body.ttl_seconds.map(Duration::from_secs))?;
             inner.auditor.record_best_effort(
                 Entry::new(AuditKind::LoginOk, "API login")
                     .user(user.name.to_string())
