@@ -4,7 +4,7 @@
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_core::{AccessRequest, AuditKind};
 use gatehouse_notify::{
-    AccessKind, DeliveryReport, DeliverySink, Event, Notification, Notifier, RequestSummary,
+    DeliveryReport, DeliverySink, Event, Notification, Notifier, RequestSummary,
 };
 use gatehouse_workflow::{Notify, RequestEvent};
 
@@ -34,11 +34,6 @@ fn text(s: &str) -> Option<String> {
 
 impl Notify for MailNotify {
     fn request_event(&self, request: &AccessRequest, event: RequestEvent, recipients: Vec<String>) {
-        let access = match request.access {
-            gatehouse_core::AccessKind::Session => AccessKind::Session,
-            gatehouse_core::AccessKind::Password => AccessKind::Password,
-            gatehouse_core::AccessKind::PrivateKey => AccessKind::PrivateKey,
-        };
         let event = match event {
             RequestEvent::AwaitingApproval { given, needed } => Event::AwaitingApproval {
                 reason: text(&request.reason),
@@ -62,7 +57,7 @@ impl Notify for MailNotify {
                 id: request.id.clone(),
                 requester: request.requester.to_string(),
                 target: request.target(),
-                access,
+                access: request.access,
             },
             event,
             recipients,

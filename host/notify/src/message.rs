@@ -7,34 +7,15 @@
 use gatehouse_core::time::Timestamp;
 use std::fmt::Write as _;
 
-/// What was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessKind {
-    /// A session through the gateway.
-    Session,
-    /// The release of an account's password.
-    Password,
-    /// The release of an account's SSH private key.
-    PrivateKey,
-}
+/// What was asked for: the workflow's own kind.
+pub use gatehouse_core::AccessKind;
 
-impl AccessKind {
-    /// The workflow's name for it: `session`, `password`, `private_key`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessKind::Session => "session",
-            AccessKind::Password => "password",
-            AccessKind::PrivateKey => "private_key",
-        }
-    }
-
-    /// "session access to", "the password of", "the private key of".
-    fn phrase(self) -> &'static str {
-        match self {
-            AccessKind::Session => "session access to",
-            AccessKind::Password => "the password of",
-            AccessKind::PrivateKey => "the private key of",
-        }
+/// "session access to", "the password of", "the private key of".
+fn phrase(access: AccessKind) -> &'static str {
+    match access {
+        AccessKind::Session => "session access to",
+        AccessKind::Password => "the password of",
+        AccessKind::PrivateKey => "the private key of",
     }
 }
 
@@ -149,7 +130,7 @@ impl Notification {
         let requester = one_line(&request.requester, MAX_NAME_CHARS);
         let target = one_line(&request.target, MAX_NAME_CHARS);
         let id = one_line(&request.id, MAX_NAME_CHARS);
-        let what = format!("{} {}", request.access.phrase(), target);
+        let what = format!("{} {}", phrase(request.access), target);
 
         let (subject, opening) = match &self.event {
             Event::AwaitingApproval { .. } => (

@@ -655,28 +655,43 @@ impl Workflow {
                 .field("policies", serde_json::json!(decision.policies))
                 .field("comment", comment.to_string()))
         })?;
-        self.notify(
+        self.tell_requester(
             &updated,
             RequestEvent::Denied {
                 by: actor.user.name.to_string(),
                 comment: comment.to_string(),
             },
-            self.requester_email(&updated),
         );
-        self.publish(&updated);
         Ok(updated)
+    }
+
+    /// Refuses anyone but the requester: 403 with `why` for someone who may see the request,
+    /// 404 for anyone else.
+    fn requester_only(
+        &self,
+        actor: &Actor,
+        request: &AccessRequest,
+        why: &str,
+    ) -> Result<(), WorkflowError> {
+        if request.requester == actor.user.name {
+            Ok(())
+        } else if self.may_see(&actor.user, request) {
+            Err(WorkflowError::Forbidden(why.to_string()))
+        } else {
+            Err(WorkflowError::NotFound(request.id.clone()))
+        }
+    }
+
+    /// Tells the requester (email) and the waiters (SSH hold, running sessions) about a change.
+    fn tell_requester(&self, request: &AccessRequest, event: RequestEvent) {
+        self.notify(request, event, self.requester_email(request));
+        self.publish(request);
     }
 
     /// The requester withdraws a request that was not used yet.
     pub fn cancel(&self, actor: &Actor, id: &str) -> Result<AccessRequest, WorkflowError> {
         let request = self.current(id)?;
-        if request.requester != actor.user.name {
-            return Err(if self.may_see(&actor.user, &request) {
-                WorkflowError::Forbidden("only the requester may cancel a request".into())
-            } else {
-                WorkflowError::NotFound(id.to_string())
-            });
-        }
+        self.requester_only(actor, &request, "only the requester may cancel a request")?;
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if !matches!(
@@ -740,14 +755,12 @@ impl Workflow {
         })?;
         self.flag_change_if_released(&updated);
         self.reload_links();
-        self.notify(
+        self.tell_requester(
             &updated,
             RequestEvent::Revoked {
                 by: actor.user.name.to_string(),
             },
-            self.requester_email(&updated),
         );
-        self.publish(&updated);
         Ok(updated)
     }
 
@@ -755,13 +768,11 @@ impl Workflow {
     /// window. Every view is audited with the policies that permitted it.
     pub fn release(&self, actor: &Actor, id: &str) -> Result<Released, WorkflowError> {
         let request = self.current(id)?;
-        if request.requester != actor.user.name {
-            return Err(if self.may_see(&actor.user, &request) {
-                WorkflowError::Forbidden("only the requester sees the released secret".into())
-            } else {
-                WorkflowError::NotFound(id.to_string())
-            });
-        }
+        self.requester_only(
+            actor,
+            &request,
+            "only the requester sees the released secret",
+        )?;
         let kind = match request.access {
             AccessKind::Password => ReleaseKind::Password,
             AccessKind::PrivateKey => ReleaseKind::PrivateKey,
