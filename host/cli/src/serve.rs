@@ -163,9 +163,20 @@ async fn start_api(
         Auditor::new(store.clone()),
         tokens,
     );
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address} for the HTTPS API"))?;
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(l) => l,
+        // The default address taken (a second gateway, another service): the gateway still
+        // serves SSH; an address the operator chose must work or the start fails.
+        Err(e) if listen.is_none() && address == gatehouse_api::ApiSettings::default().listen => {
+            tracing::error!(%address, error = %e, "HTTPS API not started: the default address is in use; set settings.json api.listen or --api-listen");
+            return Ok(Box::pin(std::future::pending()));
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("listening on {address} for the HTTPS API"))
+            );
+        }
+    };
     tracing::info!(address = %listener.local_addr()?, "HTTPS API listening (docs at /api/docs)");
     Ok(Box::pin(gatehouse_api::serve(
         listener,
