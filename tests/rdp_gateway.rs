@@ -194,3 +194,81 @@ fn a_user_without_a_grant_is_refused_over_rdp_and_the_denial_names_default_deny(
     let asset = gh.cli_json(&["asset", "show", ASSET, "--json"]);
     assert_eq!(asset["rdp"]["certificate"]["mode"], "trust_on_first_use");
 }
+
+fn utf16(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+/// The records of an `rdp.pdus` file: (direction, framing, microseconds, bytes).
+fn pdu_records(bytes: &[u8]) -> Vec<(u8, u8, u64, Vec<u8>)> {
+    let mut rest = bytes.strip_prefix(b"GHRDP1\n\0").expect("the magic");
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let (header, tail) = rest.split_at(14);
+        let at = u64::from_le_bytes(header[2..10].try_into().unwrap());
+        let length = u32::from_le_bytes(header[10..14].try_into().unwrap()) as usize;
+        records.push((header[0], header[1], at, tail[..length].to_vec()));
+        rest = &tail[length..];
+    }
+    records
+}
+
+#[test]
+fn a_held_session_is_relayed_and_recorded_without_either_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let mut gh = Gatehouse::init();
+    configure(&gh, &shadow, true);
+    gh.serve();
+    let client = Client::on_display(dir.path(), &shadow.display);
+    let command = client.command(
+        gh.rdp_port(),
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600", "-clipboard", "/audio-mode:2"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(8));
+    assert!(
+        killed,
+        "xfreerdp ended on its own instead of holding the session:\n{}\n--- serve.log tail ---\n{}",
+        text(&output),
+        gh.log_tail(60)
+    );
+    let sessions = gh.ended_sessions_of(GATEWAY_USER, 1);
+    let session = &sessions[0];
+    assert_eq!(json_str(session, "protocol"), "rdp");
+    let down = session["bytes_down"].as_u64().unwrap_or(0);
+    assert!(down > 1_000, "the target sent {down} bytes: {session}");
+    let id = json_str(session, "id");
+    let bytes = std::fs::read(gh.data_dir().join("recordings").join(&id).join("rdp.pdus")).unwrap();
+    let records = pdu_records(&bytes);
+    let (direction, _, _, first) = &records[0];
+    assert_eq!(
+        (*direction, first[0]),
+        (0, 3),
+        "the MCS Connect Initial, in a TPKT"
+    );
+    let from_target: usize = records
+        .iter()
+        .filter(|(d, _, _, _)| *d == 1)
+        .map(|(_, _, _, b)| b.len())
+        .sum();
+    assert_eq!(
+        from_target as u64, down,
+        "every byte from the target is recorded"
+    );
+    for secret in [GATEWAY_PASSWORD, VAULT_PASSWORD] {
+        for needle in [secret.as_bytes().to_vec(), utf16(secret)] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "`{secret}` is in the recording"
+            );
+        }
+    }
+    let ended = wait_for(&gh, "session_ended");
+    assert_eq!(
+        ended["fields"]["bytes_down"].as_u64(),
+        Some(down),
+        "{ended}"
+    );
+}
