@@ -10,6 +10,7 @@
 //! `sshd` with password authentication against `/etc/shadow`.
 #![allow(dead_code)]
 
+pub mod rdp_peers;
 pub mod ssh_client;
 pub mod world;
 
@@ -643,6 +644,7 @@ pub struct Gatehouse {
     server: Option<Child>,
     ssh_port: Option<u16>,
     api_port: Option<u16>,
+    rdp_port: Option<u16>,
 }
 
 impl Gatehouse {
@@ -657,6 +659,7 @@ impl Gatehouse {
             server: None,
             ssh_port: None,
             api_port: None,
+            rdp_port: None,
         };
         gh.cli_ok(&["init"]);
         gh
@@ -759,7 +762,8 @@ impl Gatehouse {
         self.data_dir().join("serve.log")
     }
 
-    /// Starts `gatehouse serve --ssh-listen 127.0.0.1:<free port>` (RUST_LOG=trace but for the
+    /// Starts `gatehouse serve --ssh-listen 127.0.0.1:<free port>` (and the API and RDP on free
+    /// ports; RUST_LOG=trace but for the
     /// WebAssembly compiler's internals, output to
     /// DIR/serve.log) and waits until the port accepts TCP. Panics with the log otherwise.
     pub fn serve(&mut self) {
@@ -768,6 +772,7 @@ impl Gatehouse {
         for _attempt in 0..3 {
             let port = free_port();
             let api_port = free_port();
+            let rdp_port = free_port();
             let log = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -779,6 +784,8 @@ impl Gatehouse {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--api-listen")
                 .arg(format!("127.0.0.1:{api_port}"))
+                .arg("--rdp-listen")
+                .arg(format!("127.0.0.1:{rdp_port}"))
                 .env("RUST_LOG", TEST_LOG_FILTER)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
@@ -786,7 +793,7 @@ impl Gatehouse {
                 .stderr(log);
             let mut child = cmd.spawn().expect("spawn gatehouse serve");
             let up = poll(STARTUP_TIMEOUT, || {
-                if port_open(port) && port_open(api_port) {
+                if port_open(port) && port_open(api_port) && port_open(rdp_port) {
                     return Some(true);
                 }
                 match child.try_wait() {
@@ -798,6 +805,7 @@ impl Gatehouse {
                 self.server = Some(child);
                 self.ssh_port = Some(port);
                 self.api_port = Some(api_port);
+                self.rdp_port = Some(rdp_port);
                 return;
             }
             let outcome = match child.try_wait() {
@@ -812,6 +820,11 @@ impl Gatehouse {
             }
         }
         panic!("gatehouse serve (127.0.0.1:<free port>) {last}");
+    }
+
+    /// The gateway's RDP port (after `serve`).
+    pub fn rdp_port(&self) -> u16 {
+        self.rdp_port.expect("gatehouse serve is not running")
     }
 
     /// The gateway's HTTPS API port (after `serve`).
@@ -965,4 +978,4 @@ pub fn plugin_package(name: &str) -> PathBuf {
 
 /// The gateway's log filter in tests: everything at TRACE (the secret-leak checks read it), but
 /// the WebAssembly compiler's own tracing, which is megabytes per plugin compile, at INFO.
-pub const TEST_LOG_FILTER: &str = "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";
+pub const TEST_LOG_FILTER: &str = "trace,sspi=info,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";

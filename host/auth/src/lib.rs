@@ -140,6 +140,7 @@ mod tests {
                         public_keys: vec![KEY_A.into()],
                         groups: vec![],
                         email: None,
+                        rdp_secret: None,
                         created: Timestamp(0),
                     },
                 )

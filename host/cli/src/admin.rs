@@ -6,13 +6,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
     Account, Asset, AuditEvent, AuditKind, Grant, Group, HostKeyPolicy, Name, Principal,
-    SessionRecord, TargetSpec, User,
+    RdpCertificatePolicy, RdpEndpoint, SealedSecret, SessionRecord, TargetSpec, User,
 };
 use gatehouse_policy::PolicyEngine;
 use gatehouse_store::{
     ACCOUNTS, ASSETS, GRANTS, GROUPS, SESSIONS, Store, StoreError, Table, Txn, USERS, account_key,
 };
-use gatehouse_vault::{SecretKind, Vault};
+use gatehouse_vault::{SecretKind, UserSecretKind, Vault};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::io::BufRead;
@@ -356,6 +356,11 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                 .as_deref()
                 .map(gatehouse_auth::hash_password)
                 .transpose()?;
+            let rdp_secret = inputs
+                .password
+                .as_deref()
+                .map(|p| rdp_secret(ctx, user_name.as_str(), p))
+                .transpose()?;
             let keys = parse_keys(&inputs.public_keys)?;
             let groups = groups
                 .iter()
@@ -373,6 +378,7 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                     public_keys: keys,
                     groups,
                     email: email.clone(),
+                    rdp_secret,
                     created: Timestamp::now(),
                 };
                 insert_new(
@@ -451,14 +457,15 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
             Ok(format!("removed user `{n}`\n"))
         }
         UserCommand::SetPassword { name: n } => {
-            let hash = gatehouse_auth::hash_password(
-                inputs
-                    .password
-                    .as_deref()
-                    .ok_or_else(|| anyhow!("no password given"))?,
-            )?;
+            let password = inputs
+                .password
+                .as_deref()
+                .ok_or_else(|| anyhow!("no password given"))?;
+            let hash = gatehouse_auth::hash_password(password)?;
+            let sealed = rdp_secret(ctx, name("user name", n)?.as_str(), password)?;
             update_user(ctx, n, inputs, "changed the password of", |u| {
                 u.password_hash = Some(hash.clone());
+                u.rdp_secret = Some(sealed.clone());
                 Ok(())
             })
         }
@@ -470,6 +477,15 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
             })
         }
     }
+}
+
+/// The user's NT hash for RDP's NTLM, sealed by the vault for this user. Computed here because
+/// only here is the plaintext password at hand; users whose password was set before RDP support
+/// have none until it is set again.
+fn rdp_secret(ctx: &AdminContext, user: &str, password: &str) -> Result<SealedSecret> {
+    let vault = (ctx.vault)()?;
+    let hash = gatehouse_rdp::NtHash::from_password(password);
+    Ok(vault.seal_user_secret(user, UserSecretKind::RdpNtHash, hash.expose())?)
 }
 
 fn update_user(
@@ -521,6 +537,7 @@ fn user_view(u: &User) -> serde_json::Value {
     serde_json::json!({
         "name": u.name,
         "password": u.password_hash.is_some(),
+        "rdp": u.rdp_secret.is_some(),
         "public_keys": u.public_keys.iter().map(|k| key_summary(k)).collect::<Vec<_>>(),
         "groups": u.groups,
         "email": u.email,
@@ -689,6 +706,18 @@ fn host_key_text(policy: &HostKeyPolicy) -> String {
     }
 }
 
+fn rdp_text(rdp: Option<&RdpEndpoint>) -> String {
+    match rdp {
+        None => "no".into(),
+        Some(e) => match &e.certificate {
+            RdpCertificatePolicy::Pinned { pin } => format!("port {}, key pinned {pin}", e.port),
+            RdpCertificatePolicy::TrustOnFirstUse => {
+                format!("port {}, key trusted on first use (none seen yet)", e.port)
+            }
+        },
+    }
+}
+
 fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<String> {
     match command {
         AssetCommand::Add {
@@ -697,6 +726,8 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             port,
             tofu,
             groups,
+            rdp_port,
+            rdp_cert_pin,
             ..
         } => {
             let asset_name = name("asset name", n)?;
@@ -731,12 +762,28 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                     "give the asset's host key with `--host-key`/`--host-key-file`, or `--tofu` to trust the first one seen"
                 ),
             };
+            let rdp = match rdp_port {
+                None => None,
+                Some(0) => bail!("invalid RDP port 0"),
+                Some(rdp_port) => Some(RdpEndpoint {
+                    port: *rdp_port,
+                    certificate: match rdp_cert_pin {
+                        Some(text) => RdpCertificatePolicy::Pinned {
+                            pin: gatehouse_rdp::CertificatePin::parse(text.trim())
+                                .map_err(|e| anyhow!("invalid RDP certificate pin: {e}"))?
+                                .to_string(),
+                        },
+                        None => RdpCertificatePolicy::TrustOnFirstUse,
+                    },
+                }),
+            };
             let record = Asset {
                 name: asset_name,
                 address: address.clone(),
                 port: *port,
                 host_key,
                 groups,
+                rdp,
                 created: Timestamp::now(),
             };
             ctx.store.write(|txn| -> Result<()> {
@@ -787,11 +834,12 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 .map(|acc| acc.name.to_string())
                 .collect();
             Ok(format!(
-                "asset     {}\naddress   {}:{}\nhost key  {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
+                "asset     {}\naddress   {}:{}\nhost key  {}\nrdp       {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
                 a.name,
                 a.address,
                 a.port,
                 host_key_text(&a.host_key),
+                rdp_text(a.rdp.as_ref()),
                 names_text(&a.groups, ", "),
                 accounts.join(", "),
                 time_text(a.created)

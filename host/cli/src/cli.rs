@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Address of the HTTPS API (default: settings.json `api.listen`, 127.0.0.1:8443).
     #[arg(long)]
     pub api_listen: Option<SocketAddr>,
+    /// Address for RDP clients (default: settings.json `rdp.listen`, 0.0.0.0:3389). Unlike the
+    /// default, an address given here that cannot be bound stops `serve`.
+    #[arg(long)]
+    pub rdp_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +262,15 @@ pub enum AssetCommand {
         /// An asset group to put it in (repeatable; it must exist).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// The asset accepts RDP on this port (NLA required).
+        #[arg(long)]
+        #[serde(default)]
+        rdp_port: Option<u16>,
+        /// The pin of the asset's RDP TLS key (`SHA256:<base64>` of its SubjectPublicKeyInfo);
+        /// without it the first key seen is trusted and pinned.
+        #[arg(long, requires = "rdp_port")]
+        #[serde(default)]
+        rdp_cert_pin: Option<String>,
     },
     /// List assets.
     List(JsonFlag),

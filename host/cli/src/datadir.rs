@@ -30,6 +30,27 @@ pub struct Settings {
     /// Email notifications (docs/notifications.md); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mail: Option<gatehouse_notify::MailSettings>,
+    /// The RDP listener (docs/rdp.md).
+    #[serde(default)]
+    pub rdp: RdpSettings,
+}
+
+/// Where `serve` accepts RDP clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RdpSettings {
+    pub enabled: bool,
+    /// When this default address cannot be bound, `serve` logs an error and goes on without RDP.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for RdpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], gatehouse_rdp::DEFAULT_PORT)),
+        }
+    }
 }
 
 /// Where the policies are and what context the gateway gives them.
@@ -266,6 +287,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         api: Default::default(),
         requests: Default::default(),
         mail: None,
+        rdp: Default::default(),
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -139,6 +139,8 @@ fn setup(
                 host_key_file: None,
                 tofu: false,
                 groups: vec![],
+                rdp_port: None,
+                rdp_cert_pin: None,
             }),
             inputs: with(&actor, |i| i.host_key = Some(host_key.clone())),
         },
@@ -226,6 +228,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         crate::serve::Listen {
             ssh: args.ssh_listen,
             api: None,
+            rdp: None,
         },
         Some(ready),
     )

@@ -12,6 +12,7 @@ mod notify_glue;
 mod plugin_cmd;
 mod plugin_glue;
 mod policy_cmd;
+mod rdp_glue;
 mod request_cmd;
 mod serve;
 mod session_cmd;
@@ -75,6 +76,7 @@ fn run(cli: Cli) -> Result<()> {
             serve::Listen {
                 ssh: args.ssh_listen,
                 api: args.api_listen,
+                rdp: args.rdp_listen,
             },
             None,
         ),

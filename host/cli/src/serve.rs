@@ -18,6 +18,8 @@ pub struct Listen {
     pub ssh: SocketAddr,
     /// Overrides settings.json `api.listen`.
     pub api: Option<SocketAddr>,
+    /// Overrides settings.json `rdp.listen` (and must then bind).
+    pub rdp: Option<SocketAddr>,
 }
 
 /// How often ended access windows and approval deadlines are swept.
@@ -103,6 +105,7 @@ pub fn run(
         });
         let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
             .await?;
+        let rdp = start_rdp(dir, &settings.rdp, listen.rdp, &services).await?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -123,6 +126,7 @@ pub fn run(
         tokio::select! {
             result = gatehouse_ssh::serve(listener, config, services) => result.context("SSH gateway")?,
             result = api => result.context("HTTPS API")?,
+            result = rdp => result.context("RDP gateway")?,
             _ = sweep_requests(workflow) => {}
             result = crate::socket::serve(&socket_path, admin.clone()) => result?,
             _ = watch_policies(admin) => {}
@@ -132,6 +136,31 @@ pub fn run(
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     })
+}
+
+/// Binds the RDP listener; the returned future serves it (or never resolves when it is off).
+async fn start_rdp(
+    dir: &DataDir,
+    settings: &crate::datadir::RdpSettings,
+    listen: Option<SocketAddr>,
+    services: &Services,
+) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
+    let Some(listener) = crate::rdp_glue::bind(settings, listen).await? else {
+        return Ok(Box::pin(std::future::pending()));
+    };
+    let rdp = Arc::new(crate::rdp_glue::RdpServices {
+        store: services.store.clone(),
+        vault: services.vault.clone(),
+        authenticator: services.authenticator.clone(),
+        policy: services.policy.clone(),
+        auditor: Auditor::new(services.store.clone()),
+        recordings: dir.recordings(),
+        tls: crate::rdp_glue::load_tls(dir)?,
+        handshake_timeout: std::time::Duration::from_secs(30),
+        connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
+    });
+    tracing::info!(address = %listener.local_addr()?, "RDP gateway listening");
+    Ok(Box::pin(crate::rdp_glue::serve(listener, rdp)))
 }
 
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off).

@@ -16,6 +16,11 @@ pub struct User {
     /// Where notifications for this user go (approval requests, decisions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The user's NT hash (MD4 of the UTF-16LE password), sealed by the vault for this user,
+    /// which RDP's NTLM needs. Written whenever the CLI sets the password; users whose password
+    /// was set before RDP support have none and cannot use RDP until it is set again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdp_secret: Option<SealedSecret>,
     pub created: Timestamp,
 }
 
@@ -60,7 +65,27 @@ pub struct Asset {
     /// Asset groups this asset belongs to.
     #[serde(default)]
     pub groups: Vec<Name>,
+    /// Where the asset accepts RDP, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdp: Option<RdpEndpoint>,
     pub created: Timestamp,
+}
+
+/// An asset's RDP service: its port and how its TLS key is verified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RdpEndpoint {
+    pub port: u16,
+    pub certificate: RdpCertificatePolicy,
+}
+
+/// How the gateway verifies an asset's RDP TLS key (the RDP twin of [`HostKeyPolicy`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum RdpCertificatePolicy {
+    /// Only this key is accepted: `SHA256:<base64>` of the certificate's SubjectPublicKeyInfo.
+    Pinned { pin: String },
+    /// Trust on first use: the first key seen is recorded and becomes pinned.
+    TrustOnFirstUse,
 }
 
 /// A secret sealed by the vault: AEAD ciphertext bound to the account it belongs to.

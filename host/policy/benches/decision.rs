@@ -63,6 +63,7 @@ fn directory() -> MemoryDirectory {
                     )),
                 ],
                 email: None,
+                rdp_secret: None,
                 created: Timestamp(0),
             },
         );
@@ -91,6 +92,7 @@ fn directory() -> MemoryDirectory {
                 address: format!("10.0.{}.{}", a / 250, a % 250),
                 port: 22,
                 host_key: HostKeyPolicy::TrustOnFirstUse,
+                rdp: None,
                 groups: vec![n(format!(
                     "ag{}",
                     TOP_ASSET_GROUPS + a % (ASSET_GROUPS_N - TOP_ASSET_GROUPS)

@@ -25,6 +25,7 @@ fn user(n: &str, groups: &[&str]) -> User {
         public_keys: vec![],
         groups: groups.iter().map(|g| name(g)).collect(),
         email: None,
+        rdp_secret: None,
         created: Timestamp(0),
     }
 }
@@ -87,6 +88,7 @@ fn fixture() -> Fixture {
                     address: "10.1.0.1".into(),
                     port: 22,
                     host_key: HostKeyPolicy::TrustOnFirstUse,
+                    rdp: None,
                     groups: vec![name("prod")],
                     created: Timestamp(0),
                 },

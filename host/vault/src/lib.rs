@@ -37,6 +37,22 @@ impl SecretKind {
     }
 }
 
+/// Which secret of a gateway user a sealed value is. Part of the associated data, which names
+/// `user:` rather than `account:`, so a user's secret can never be opened as an account's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserSecretKind {
+    /// The NT hash of the user's password, for RDP's NTLM.
+    RdpNtHash,
+}
+
+impl UserSecretKind {
+    fn label(self) -> &'static str {
+        match self {
+            UserSecretKind::RdpNtHash => "rdp-nt-hash",
+        }
+    }
+}
+
 /// Why the vault could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -193,6 +209,10 @@ fn associated_data(account_id: &str, kind: SecretKind) -> Vec<u8> {
     format!("gatehouse:v1:account:{account_id}:{}", kind.label()).into_bytes()
 }
 
+fn user_associated_data(user: &str, kind: UserSecretKind) -> Vec<u8> {
+    format!("gatehouse:v1:user:{user}:{}", kind.label()).into_bytes()
+}
+
 impl Vault {
     pub fn new(key: MasterKey) -> Self {
         Self { key }
@@ -213,16 +233,19 @@ impl Vault {
         kind: SecretKind,
         plaintext: &[u8],
     ) -> Result<SealedSecret, VaultError> {
+        self.seal_with(&associated_data(account_id, kind), plaintext)
+    }
+
+    fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Result<SealedSecret, VaultError> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = associated_data(account_id, kind);
         let ciphertext = self
             .cipher()
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| VaultError::SealFailed)?;
@@ -233,6 +256,26 @@ impl Vault {
         })
     }
 
+    /// Seals `plaintext` as one secret of one gateway user.
+    pub fn seal_user_secret(
+        &self,
+        user: &str,
+        kind: UserSecretKind,
+        plaintext: &[u8],
+    ) -> Result<SealedSecret, VaultError> {
+        self.seal_with(&user_associated_data(user, kind), plaintext)
+    }
+
+    /// Opens a secret sealed by [`Vault::seal_user_secret`] for the same user and kind.
+    pub fn open_user_secret(
+        &self,
+        user: &str,
+        kind: UserSecretKind,
+        sealed: &SealedSecret,
+    ) -> Result<SecretBytes, VaultError> {
+        self.open_with(&user_associated_data(user, kind), sealed)
+    }
+
     /// Opens a sealed secret of one slot of one account.
     pub fn open(
         &self,
@@ -240,6 +283,10 @@ impl Vault {
         kind: SecretKind,
         sealed: &SealedSecret,
     ) -> Result<SecretBytes, VaultError> {
+        self.open_with(&associated_data(account_id, kind), sealed)
+    }
+
+    fn open_with(&self, aad: &[u8], sealed: &SealedSecret) -> Result<SecretBytes, VaultError> {
         if sealed.key_id != self.key.id() {
             return Err(VaultError::WrongKey {
                 found: sealed.key_id.clone(),
@@ -249,14 +296,13 @@ impl Vault {
         if sealed.nonce.len() != 24 {
             return Err(VaultError::OpenFailed);
         }
-        let aad = associated_data(account_id, kind);
         let plaintext = self
             .cipher()
             .decrypt(
                 XNonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| VaultError::OpenFailed)?;
@@ -368,6 +414,34 @@ mod tests {
         assert!(matches!(
             other.open("acct-1", SecretKind::Password, &sealed),
             Err(VaultError::WrongKey { .. })
+        ));
+    }
+
+    #[test]
+    fn user_secrets_are_bound_to_the_user_and_never_open_as_account_secrets() {
+        let vault = Vault::new(MasterKey::generate());
+        let sealed = vault
+            .seal_user_secret("alice", UserSecretKind::RdpNtHash, b"0123456789abcdef")
+            .unwrap();
+        assert_eq!(
+            vault
+                .open_user_secret("alice", UserSecretKind::RdpNtHash, &sealed)
+                .unwrap()
+                .expose(),
+            b"0123456789abcdef"
+        );
+        assert!(matches!(
+            vault.open_user_secret("bob", UserSecretKind::RdpNtHash, &sealed),
+            Err(VaultError::OpenFailed)
+        ));
+        assert!(matches!(
+            vault.open("alice", SecretKind::Password, &sealed),
+            Err(VaultError::OpenFailed)
+        ));
+        let account = vault.seal("alice", SecretKind::Password, b"pw").unwrap();
+        assert!(matches!(
+            vault.open_user_secret("alice", UserSecretKind::RdpNtHash, &account),
+            Err(VaultError::OpenFailed)
         ));
     }
 

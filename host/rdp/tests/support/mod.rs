@@ -1,340 +1,18 @@
-//! Real peers for the RDP proxy tests: `Xvfb` displays, `freerdp-shadow-cli` as an NLA target
-//! with a SAM file from `winpr-hash`, `xfreerdp` as the client; and a gateway world (store,
-//! policy engine, grants) that makes real `TargetAuthorization`s. A missing program fails the
-//! test and names the Debian package that provides it.
+//! A gateway world (store, policy engine, grants) that makes real `TargetAuthorization`s, and the
+//! real FreeRDP peers, shared with the end-to-end tests (`tests/support/rdp_peers.rs`).
 #![allow(dead_code)]
+
+#[path = "../../../../tests/support/rdp_peers.rs"]
+mod rdp_peers;
+
+pub use rdp_peers::*;
 
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{Account, Asset, Grant, HostKeyPolicy, Name, Principal, User};
 use gatehouse_policy::{EngineSettings, PolicyEngine};
 use gatehouse_store::{ACCOUNTS, ASSETS, GRANTS, Store, StoreError, USERS};
-use std::io::Read;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-/// The program, or a failure naming the package to install (scripts/install-test-deps.sh).
-pub fn require(program: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(program);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "`{program}` is not installed: install the Debian package `{package}` \
-         (scripts/install-test-deps.sh installs every test dependency)"
-    );
-}
-
-/// A child process killed (by its own id) when dropped.
-pub struct Process {
-    pub child: Child,
-    pub name: &'static str,
-    pub log: PathBuf,
-}
-
-impl Drop for Process {
-    /// SIGTERM first (Xvfb then removes its socket and lock file), SIGKILL after a second.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn spawn_logged(mut command: Command, name: &'static str, log: PathBuf) -> Process {
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    Process { child, name, log }
-}
-
-static DISPLAYS: AtomicU32 = AtomicU32::new(0);
-
-/// A virtual X display.
-pub struct Display {
-    pub number: u32,
-    process: Process,
-}
-
-impl Display {
-    pub fn start(dir: &Path) -> Display {
-        let xvfb = require("Xvfb", "xvfb");
-        // Displays from 200 + 50 * (pid % 40): distinct per test process and per test.
-        let base = 200 + 50 * (std::process::id() % 40);
-        for _ in 0..50 {
-            let number = base + DISPLAYS.fetch_add(1, Ordering::Relaxed) % 50;
-            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
-                continue;
-            }
-            let mut command = Command::new(&xvfb);
-            command.args([
-                format!(":{number}"),
-                "-screen".into(),
-                "0".into(),
-                "1024x768x24".into(),
-                "-nolisten".into(),
-                "tcp".into(),
-                // The readiness probe below connects and leaves; without this, the server would
-                // reset when it leaves and refuse the next client for a moment.
-                "-noreset".into(),
-            ]);
-            let mut process = spawn_logged(command, "Xvfb", dir.join(format!("xvfb-{number}.log")));
-            let socket = format!("/tmp/.X11-unix/X{number}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                // Ready when our Xvfb runs and its socket accepts (a stale socket refuses).
-                let running = matches!(process.child.try_wait(), Ok(None));
-                if running && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                    return Display { number, process };
-                }
-                if let Ok(Some(_)) = process.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = process.child.kill();
-        }
-        panic!("no X display could be started with Xvfb");
-    }
-
-    pub fn env(&self) -> String {
-        format!(":{}", self.number)
-    }
-
-    pub fn log_text(&self) -> String {
-        self.process.log_text()
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_for_port(port: u16, process: &mut Process, display: &Display) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = process.child.try_wait() {
-            panic!(
-                "{} exited ({status}) before listening:\n{}\nXvfb :{}:\n{}",
-                process.name,
-                process.log_text(),
-                display.number,
-                display.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{} is not listening on {port}:\n{}",
-        process.name,
-        process.log_text()
-    );
-}
-
-/// `freerdp-shadow-cli` serving a virtual display over NLA only, with one local account.
-pub struct ShadowTarget {
-    pub port: u16,
-    pub home: PathBuf,
-    pub process: Process,
-    pub display: Display,
-}
-
-impl ShadowTarget {
-    pub fn start(dir: &Path, account: &str, password: &str) -> ShadowTarget {
-        let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
-        let winpr_hash = require("winpr-hash", "winpr-utils");
-        let display = Display::start(dir);
-        let sam = dir.join("target.sam");
-        let out = Command::new(winpr_hash)
-            .args(["-u", account, "-p", password, "-f", "sam"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "winpr-hash failed: {out:?}");
-        std::fs::write(&sam, &out.stdout).unwrap();
-        let home = dir.join("target-home");
-        std::fs::create_dir_all(&home).unwrap();
-        let port = free_port();
-        let mut command = Command::new(shadow);
-        command
-            .env("HOME", &home)
-            .env("DISPLAY", display.env())
-            .arg(format!("/port:{port}"))
-            .arg("/bind-address:127.0.0.1")
-            .arg("/sec:nla")
-            .arg(format!("/sam-file:{}", sam.display()));
-        let mut process = spawn_logged(command, "freerdp-shadow-cli", dir.join("shadow.log"));
-        wait_for_port(port, &mut process, &display);
-        ShadowTarget {
-            port,
-            home,
-            process,
-            display,
-        }
-    }
-
-    /// The DER certificate the shadow server generated for itself.
-    pub fn certificate(&self) -> Vec<u8> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let path = self.home.join(".config/freerdp/shadow/shadow.crt");
-        CertificateDer::from_pem_file(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-            .to_vec()
-    }
-}
-
-/// Runs `xfreerdp` to completion (bounded) on its own display.
-pub struct Client {
-    display: String,
-    _own_display: Option<Display>,
-    home: PathBuf,
-}
-
-impl Client {
-    /// A client on a display of its own.
-    pub fn new(dir: &Path) -> Client {
-        let display = Display::start(dir);
-        Client::create(dir, display.env(), Some(display))
-    }
-
-    /// A client whose window appears on `display` (the target's screen, so that moving the
-    /// window changes what the target shows).
-    pub fn on_display(dir: &Path, display: &Display) -> Client {
-        Client::create(dir, display.env(), None)
-    }
-
-    fn create(dir: &Path, display: String, own: Option<Display>) -> Client {
-        require("xfreerdp", "freerdp2-x11");
-        let home = dir.join("client-home");
-        std::fs::create_dir_all(&home).unwrap();
-        Client {
-            display,
-            _own_display: own,
-            home,
-        }
-    }
-
-    pub fn command(&self, port: u16, user: &str, password: &str, extra: &[&str]) -> Command {
-        let mut command = Command::new("xfreerdp");
-        command
-            .env("HOME", &self.home)
-            .env("DISPLAY", &self.display)
-            .arg(format!("/v:127.0.0.1:{port}"))
-            .arg(format!("/u:{user}"))
-            .arg(format!("/p:{password}"))
-            .arg("/cert:ignore")
-            .args(extra);
-        command
-    }
-
-    /// Runs to the end, killing it after `limit`. Returns the output and whether it was killed.
-    pub fn run(&self, mut command: Command, limit: Duration) -> (Output, bool) {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
-            buf
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            buf
-        });
-        let deadline = Instant::now() + limit;
-        let mut killed = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                killed = true;
-                let _ = child.kill();
-                break child.wait().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let output = Output {
-            status,
-            stdout: out_reader.join().unwrap(),
-            stderr: err_reader.join().unwrap(),
-        };
-        (output, killed)
-    }
-}
-
-/// Moves the FreeRDP window around on `display` with `xdotool` until `stop` is set, so that the
-/// screen the target shares keeps changing and it has graphics to send.
-pub fn move_client_window(
-    display: &Display,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    let xdotool = require("xdotool", "xdotool");
-    let env = display.env();
-    std::thread::spawn(move || {
-        let mut step = 0u32;
-        while !stop.load(Ordering::Relaxed) {
-            step += 1;
-            let (x, y) = ((step * 37) % 200, (step * 23) % 150);
-            let _ = Command::new(&xdotool)
-                .env("DISPLAY", &env)
-                .args(["search", "--name", "FreeRDP", "windowmove", "%@"])
-                .args([x.to_string(), y.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-}
-
-pub fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// A store with one gateway user granted one RDP account on one asset, and the policy engine
 /// over it: the only way to get a `TargetAuthorization`.
@@ -362,6 +40,7 @@ impl World {
                         public_keys: vec![],
                         groups: vec![],
                         email: None,
+                        rdp_secret: None,
                         created: Timestamp(0),
                     },
                 )?;
@@ -373,6 +52,7 @@ impl World {
                         address: "127.0.0.1".into(),
                         port,
                         host_key: HostKeyPolicy::TrustOnFirstUse,
+                        rdp: None,
                         groups: vec![],
                         created: Timestamp(0),
                     },
@@ -430,6 +110,7 @@ impl World {
             public_keys: vec![],
             groups: vec![],
             email: None,
+            rdp_secret: None,
             created: Timestamp(0),
         }
     }
