@@ -10,7 +10,7 @@
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
 #   freerdp2-shadow-x11  freerdp-shadow-cli, the real NLA-only RDP target (/sec:nla /sam-file:)
 #   winpr-utils     winpr-hash, which writes the target's SAM file (NT hash of the account)
-#   xvfb            Xvfb, the virtual displays the RDP client and the shadow target run on
+#   xvfb, xauth, xfonts-base  Xvfb (and what it recommends), the virtual displays the RDP client and the shadow target run on
 #   xdotool         moves the client window on the target's display so that frames flow
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
@@ -27,7 +27,7 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd sudo util-linux coreutils procps \
     python3-aiosmtpd \
-    freerdp2-x11 freerdp2-shadow-x11 winpr-utils xvfb xdotool \
+    freerdp2-x11 freerdp2-shadow-x11 winpr-utils xvfb xauth xfonts-base xdotool \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl
