@@ -377,6 +377,15 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     let again = v.request_err("alice", &["checkin", &id]);
     assert!(again.contains("409"), "{again}");
 
+    // Neither the released vault password nor the users' password is in the TRACE log or in
+    // any data-dir file.
+    for secret in [v.account.password.as_str(), PASSWORD] {
+        assert!(
+            support::files_containing(v.gh.data_dir(), secret.as_bytes()).is_empty(),
+            "a secret ({}…) is in a data-dir file (serve.log included)",
+            &secret[..4]
+        );
+    }
     let kinds = v.audit_kinds(&id);
     for kind in [
         "request_created",
@@ -812,6 +821,10 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
             refusals.iter().any(|r| r.contains(why)),
             "no refusal `{why}` in {refusals:?}"
         );
+    }
+    // After the retrievals: neither the API key nor the password is in the log or the data dir.
+    for secret in [api_key.as_str(), v.account.password.as_str()] {
+        assert!(support::files_containing(v.gh.data_dir(), secret.as_bytes()).is_empty());
     }
     let retrieved =
         v.gh.audit()

@@ -481,12 +481,8 @@ impl Workflow {
         id: &str,
         comment: &str,
     ) -> Result<AccessRequest, WorkflowError> {
-        let request = self.current(id)?;
-        let decision = self.review_decision(&actor.user, &request, "approve");
-        if !decision.allowed {
-            return Err(self.refuse_review(actor, &request, "approve", decision));
-        }
-        check_comment(comment)?;
+        let (request, decision) =
+            self.permitted_review(actor, id, "approve", "approve", comment)?;
         let now = Timestamp::now();
         // Whether the count reaches the rule is asked before the transaction, with the count
         // the approval makes; the transaction re-checks that nobody else changed the request.
@@ -615,6 +611,25 @@ impl Workflow {
         }
     }
 
+    /// The request and the reviewer's permit for `action` (`approve` or `reject`), or the
+    /// refusal for `verb`; the comment is checked too.
+    fn permitted_review(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: &str,
+        verb: &'static str,
+        comment: &str,
+    ) -> Result<(AccessRequest, Decision), WorkflowError> {
+        let request = self.current(id)?;
+        let decision = self.review_decision(&actor.user, &request, action);
+        if !decision.allowed {
+            return Err(self.refuse_review(actor, &request, verb, decision));
+        }
+        check_comment(comment)?;
+        Ok((request, decision))
+    }
+
     /// A denial by a permitted reviewer (`reject`). Any one denial ends the request.
     pub fn deny(
         &self,
@@ -622,12 +637,7 @@ impl Workflow {
         id: &str,
         comment: &str,
     ) -> Result<AccessRequest, WorkflowError> {
-        let request = self.current(id)?;
-        let decision = self.review_decision(&actor.user, &request, "reject");
-        if !decision.allowed {
-            return Err(self.refuse_review(actor, &request, "deny", decision));
-        }
-        check_comment(comment)?;
+        let (_, decision) = self.permitted_review(actor, id, "reject", "deny", comment)?;
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if r.state != RequestState::PendingApproval {
@@ -726,12 +736,7 @@ impl Workflow {
         id: &str,
         comment: &str,
     ) -> Result<AccessRequest, WorkflowError> {
-        let request = self.current(id)?;
-        let decision = self.review_decision(&actor.user, &request, "reject");
-        if !decision.allowed {
-            return Err(self.refuse_review(actor, &request, "revoke", decision));
-        }
-        check_comment(comment)?;
+        let (_, decision) = self.permitted_review(actor, id, "reject", "revoke", comment)?;
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if !r.state.is_granted() {
