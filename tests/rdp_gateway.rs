@@ -79,6 +79,12 @@ fn xfreerdp_logs_in_through_gatehouse_serve_with_the_vault_password_and_the_key_
     let grant_id = configure(&gh, &shadow, true).unwrap();
     let user = gh.cli_json(&["user", "show", GATEWAY_USER, "--json"]);
     assert_eq!(user["rdp"], Value::Bool(true), "{user}");
+    let listed = gh.cli_ok(&["asset", "list"]);
+    assert!(
+        listed.lines().next().unwrap_or_default().ends_with("RDP")
+            && listed.contains(&format!("{} (tofu)", shadow.port)),
+        "{listed}"
+    );
     gh.serve();
 
     let client = Client::new(dir.path());

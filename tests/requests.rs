@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::ssh_client::Client;
-use support::{Gatehouse, OutputExt, TargetSshd, TestAccount, poll, run};
+use support::{ApiUsers, Gatehouse, OutputExt, TargetSshd, TestAccount, poll, run};
 
 const POLICY: &str = r#"
 @id("dbas-may-request")
@@ -128,59 +128,32 @@ impl Vault {
         format!("{}@db1", self.account.name)
     }
 
-    fn token_file(&self, user: &str) -> PathBuf {
-        self.scratch.path().join(format!("{user}.token"))
+    fn api(&self) -> ApiUsers<'_> {
+        ApiUsers {
+            gh: &self.gh,
+            dir: self.scratch.path().to_path_buf(),
+            password: PASSWORD.to_string(),
+        }
     }
 
-    /// `gatehouse ...` as `user` against the running API.
+    fn token_file(&self, user: &str) -> PathBuf {
+        self.api().token_file(user)
+    }
+
     fn as_user(&self, user: &str, args: &[&str]) -> Output {
-        let mut cmd = self.gh.command();
-        cmd.args(args)
-            .env("GATEHOUSE_API", self.gh.api_url())
-            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
-        run(cmd, None, Duration::from_secs(60))
+        self.api().as_user(user, args)
     }
 
     fn login(&self, user: &str) {
-        let mut cmd = self.gh.command();
-        cmd.args(["login", "--user", user, "--password-stdin"])
-            .env("GATEHOUSE_API", self.gh.api_url())
-            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
-        let out = run(
-            cmd,
-            Some(format!("{PASSWORD}\n").as_bytes()),
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "login {user}: {}", out.stderr_text());
+        self.api().login(user)
     }
 
-    /// `gatehouse request ... --json` as `user`, expecting success.
     fn request_ok(&self, user: &str, args: &[&str]) -> Value {
-        let mut full = vec!["request"];
-        full.extend_from_slice(args);
-        full.push("--json");
-        let out = self.as_user(user, &full);
-        assert!(
-            out.status.success(),
-            "{user}: gatehouse {} failed: {}",
-            full.join(" "),
-            out.stderr_text()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.api().request_ok(user, args)
     }
 
-    /// `gatehouse request ...` as `user`, expecting failure; returns stderr.
     fn request_err(&self, user: &str, args: &[&str]) -> String {
-        let mut full = vec!["request"];
-        full.extend_from_slice(args);
-        let out = self.as_user(user, &full);
-        assert!(
-            !out.status.success(),
-            "{user}: gatehouse {} should have failed: {}",
-            full.join(" "),
-            out.stdout_text()
-        );
-        out.stderr_text()
+        self.api().request_err(user, args)
     }
 
     fn token(&self, user: &str) -> String {

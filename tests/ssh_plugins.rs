@@ -5,54 +5,13 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use sha1::{Digest, Sha1};
 use support::ssh_client::{Client, assert_client_ok};
+use support::totp::{SEED, totp_now};
 use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER, World};
-use support::{Gatehouse, OutputExt, json_str, plugin_package};
-
-/// alice's TOTP seed, base32 ("12345678901234567890", the RFC 6238 test key).
-const SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
-const KEY: &[u8] = b"12345678901234567890";
-
-fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0u8; 64];
-    block[..key.len()].copy_from_slice(key);
-    let inner: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x36)
-        .chain(message.iter().copied())
-        .collect();
-    let inner_hash = Sha1::digest(&inner);
-    let outer: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x5c)
-        .chain(inner_hash.iter().copied())
-        .collect();
-    Sha1::digest(&outer).to_vec()
-}
-
-/// The RFC 6238 code for now (6 digits, 30 s steps).
-fn totp_now() -> String {
-    let step = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30;
-    let mac = hmac_sha1(KEY, &step.to_be_bytes());
-    let offset = (mac[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([
-        mac[offset] & 0x7f,
-        mac[offset + 1],
-        mac[offset + 2],
-        mac[offset + 3],
-    ]);
-    format!("{:06}", value % 1_000_000)
-}
+use support::{Gatehouse, OutputExt, json_str};
 
 fn install(gh: &Gatehouse, scratch: &std::path::Path, name: &str, grants: &str) {
-    install_configured(gh, scratch, name, grants, None);
+    gh.install_plugin(scratch, name, grants, None);
 }
 
 fn install_configured(
@@ -62,16 +21,7 @@ fn install_configured(
     grants: &str,
     config: Option<&str>,
 ) {
-    gh.cli_ok(&["plugin", "install", plugin_package(name).to_str().unwrap()]);
-    let file = scratch.join(format!("{name}-grants.toml"));
-    std::fs::write(&file, grants).unwrap();
-    gh.cli_ok(&["plugin", "grant", name, file.to_str().unwrap()]);
-    if let Some(config) = config {
-        let file = scratch.join(format!("{name}-config.toml"));
-        std::fs::write(&file, config).unwrap();
-        gh.cli_ok(&["plugin", "config", name, file.to_str().unwrap()]);
-    }
-    gh.cli_ok(&["plugin", "enable", name]);
+    gh.install_plugin(scratch, name, grants, config);
 }
 
 fn login_events(gh: &Gatehouse, kind: &str) -> Vec<serde_json::Value> {
@@ -223,67 +173,10 @@ fn ticket_question_is_asked_and_checked() {
     );
 }
 
-/// A one-route Vault-KV-v2-shaped server: `GET /v1/secret/data/gatehouse/db1/<account>` with the
-/// right `x-vault-token` answers `password`; anything else is 404 or 403. Returns its port and
-/// the paths it served.
-fn kv_server(
-    account: &str,
-    password: &str,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let wanted = format!("/v1/secret/data/gatehouse/{ASSET}/{account}");
-    let body = serde_json::json!({ "data": { "data": { "password": password }, "metadata": {} } })
-        .to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_string();
-            let mut token_ok = false;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if line
-                    .to_ascii_lowercase()
-                    .starts_with("x-vault-token: s.test-token")
-                {
-                    token_ok = true;
-                }
-            }
-            log.lock().unwrap().push(path.clone());
-            let (status, text) = match (token_ok, path == wanted) {
-                (false, _) => ("403 Forbidden", "{}".to_string()),
-                (true, false) => ("404 Not Found", "{}".to_string()),
-                (true, true) => ("200 OK", body.clone()),
-            };
-            let mut out = stream;
-            let _ = write!(
-                out,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    (port, seen)
-}
-
 #[test]
 fn account_credential_comes_from_the_http_credstore_plugin() {
     let account = support::TestAccount::new("plg_cred");
-    let (port, seen) = kv_server(&account.name, &account.password);
+    let (port, seen) = support::kv_server(ASSET, &account.name, &account.password);
     let w = World::builder("plg_cred")
         .setup(move |ctx| {
             let spec = format!("{}@{ASSET}", ctx.account.name);

@@ -12,6 +12,7 @@
 
 pub mod rdp_peers;
 pub mod ssh_client;
+pub mod totp;
 pub mod world;
 
 use std::fs::{self, OpenOptions};
@@ -752,6 +753,21 @@ impl Gatehouse {
         self.cli_ok(&["account", "add", spec, "--key-file", key]);
     }
 
+    /// Installs a reference plugin from `plugins/`, grants it `grants` (TOML), configures it
+    /// with `config` (TOML) when given, and enables it.
+    pub fn install_plugin(&self, scratch: &Path, name: &str, grants: &str, config: Option<&str>) {
+        self.cli_ok(&["plugin", "install", plugin_package(name).to_str().unwrap()]);
+        let file = scratch.join(format!("{name}-grants.toml"));
+        std::fs::write(&file, grants).unwrap();
+        self.cli_ok(&["plugin", "grant", name, file.to_str().unwrap()]);
+        if let Some(config) = config {
+            let file = scratch.join(format!("{name}-config.toml"));
+            std::fs::write(&file, config).unwrap();
+            self.cli_ok(&["plugin", "config", name, file.to_str().unwrap()]);
+        }
+        self.cli_ok(&["plugin", "enable", name]);
+    }
+
     pub fn grant_user(&self, user: &str, spec: &str) {
         self.cli_ok(&["grant", "add", "--user", user, spec]);
     }
@@ -979,3 +995,126 @@ pub fn plugin_package(name: &str) -> PathBuf {
 /// The gateway's log filter in tests: everything at TRACE (the secret-leak checks read it), but
 /// the WebAssembly compiler's own tracing, which is megabytes per plugin compile, at INFO.
 pub const TEST_LOG_FILTER: &str = "trace,sspi=info,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";
+
+/// Users of a running gateway's HTTPS API through the `gatehouse` CLI (`login`, `request ...`),
+/// each with a token file in `dir`, all with the same `password`.
+pub struct ApiUsers<'a> {
+    pub gh: &'a Gatehouse,
+    pub dir: PathBuf,
+    pub password: String,
+}
+
+impl ApiUsers<'_> {
+    pub fn token_file(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("{user}.token"))
+    }
+
+    /// `gatehouse ...` as `user` against the running API.
+    pub fn as_user(&self, user: &str, args: &[&str]) -> Output {
+        let mut cmd = self.gh.command();
+        cmd.args(args)
+            .env("GATEHOUSE_API", self.gh.api_url())
+            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
+        run(cmd, None, Duration::from_secs(60))
+    }
+
+    pub fn login(&self, user: &str) {
+        let mut cmd = self.gh.command();
+        cmd.args(["login", "--user", user, "--password-stdin"])
+            .env("GATEHOUSE_API", self.gh.api_url())
+            .env("GATEHOUSE_TOKEN_FILE", self.token_file(user));
+        let out = run(
+            cmd,
+            Some(format!("{}\n", self.password).as_bytes()),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "login {user}: {}", out.stderr_text());
+    }
+
+    /// `gatehouse request ... --json` as `user`, expecting success.
+    pub fn request_ok(&self, user: &str, args: &[&str]) -> Value {
+        let mut full = vec!["request"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let out = self.as_user(user, &full);
+        assert!(
+            out.status.success(),
+            "{user}: gatehouse {} failed: {}",
+            full.join(" "),
+            out.stderr_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `gatehouse request ...` as `user`, expecting failure; returns stderr.
+    pub fn request_err(&self, user: &str, args: &[&str]) -> String {
+        let mut full = vec!["request"];
+        full.extend_from_slice(args);
+        let out = self.as_user(user, &full);
+        assert!(
+            !out.status.success(),
+            "{user}: gatehouse {} should have failed: {}",
+            full.join(" "),
+            out.stdout_text()
+        );
+        out.stderr_text()
+    }
+}
+
+/// A one-route Vault-KV-v2-shaped server: `GET /v1/secret/data/gatehouse/<asset>/<account>` with the
+/// right `x-vault-token` answers `password`; anything else is 404 or 403. Returns its port and
+/// the paths it served.
+pub fn kv_server(
+    asset: &str,
+    account: &str,
+    password: &str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let wanted = format!("/v1/secret/data/gatehouse/{asset}/{account}");
+    let body = serde_json::json!({ "data": { "data": { "password": password }, "metadata": {} } })
+        .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let mut token_ok = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if line
+                    .to_ascii_lowercase()
+                    .starts_with("x-vault-token: s.test-token")
+                {
+                    token_ok = true;
+                }
+            }
+            log.lock().unwrap().push(path.clone());
+            let (status, text) = match (token_ok, path == wanted) {
+                (false, _) => ("403 Forbidden", "{}".to_string()),
+                (true, false) => ("404 Not Found", "{}".to_string()),
+                (true, true) => ("200 OK", body.clone()),
+            };
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (port, seen)
+}

@@ -256,6 +256,19 @@ impl Client {
         command
     }
 
+    /// `xfreerdp FILE.rdp /p:PASSWORD`: the address and user name come from the `.rdp` file.
+    pub fn command_file(&self, file: &Path, password: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new("xfreerdp");
+        command
+            .env("HOME", &self.home)
+            .env("DISPLAY", &self.display)
+            .arg(file)
+            .arg(format!("/p:{password}"))
+            .arg("/cert:ignore")
+            .args(extra);
+        command
+    }
+
     /// Runs to the end, killing it after `limit`. Returns the output and whether it was killed.
     pub fn run(&self, mut command: Command, limit: Duration) -> (Output, bool) {
         command

@@ -374,6 +374,9 @@ pub struct AccessStringView {
     pub request: String,
     /// Run it as is: `ssh -p 2222 access=<token>@user@account@asset@host`. Works once.
     pub command: String,
+    /// For an asset with RDP: an `.rdp` file (mstsc, xfreerdp) whose user name carries the
+    /// same token; log in with your own gateway password. The token works once, by either.
+    pub rdp_file: Option<String>,
     pub expires_at: String,
 }
 
@@ -693,7 +696,8 @@ pub async fn release(
 }
 
 /// An access string for a granted session request: an `ssh` command line with a single-use
-/// token bound to you and the request.
+/// token bound to you and the request, and for an asset with RDP an `.rdp` file with the same
+/// token.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/access-string", tag = "requests",
     params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = AccessStringView), (status = 400, body = ErrorBody),
@@ -709,6 +713,7 @@ pub async fn access_string(
         Json(AccessStringView {
             request: issued.request.clone(),
             command: issued.command.clone(),
+            rdp_file: issued.rdp_file.clone(),
             expires_at: time(issued.expires),
         })
         .into_response(),

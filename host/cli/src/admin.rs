@@ -813,10 +813,21 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                         a.name.to_string(),
                         format!("{}:{}", a.address, a.port),
                         host_key_text(&a.host_key),
+                        match &a.rdp {
+                            None => "-".into(),
+                            Some(e) => match &e.certificate {
+                                RdpCertificatePolicy::Pinned { .. } => {
+                                    format!("{} (pinned)", e.port)
+                                }
+                                RdpCertificatePolicy::TrustOnFirstUse => {
+                                    format!("{} (tofu)", e.port)
+                                }
+                            },
+                        },
                     ]
                 })
                 .collect::<Vec<_>>();
-            Ok(table(&["NAME", "ADDRESS", "HOST KEY"], &rows))
+            Ok(table(&["NAME", "ADDRESS", "HOST KEY", "RDP"], &rows))
         }
         AssetCommand::Show { name: n, json: j } => {
             let a: Asset = ctx

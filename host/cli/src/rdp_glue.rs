@@ -5,15 +5,17 @@
 //! or trusted on first use into the store), the relay recorded to `<session>/rdp.pdus`, and the
 //! audit trail. See docs/rdp.md.
 
+mod access;
+
 use crate::datadir::{DataDir, RdpSettings};
 use anyhow::{Context, Result, bail};
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_auth::{AuthError, Authenticator};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
-    AuditKind, LoginSpec, RdpCertificatePolicy, SecretString, SessionRecord, TargetSpec, User,
+    AuditKind, LoginSpec, RdpCertificatePolicy, SecretString, SessionRecord, User,
 };
-use gatehouse_policy::{Denied, PolicyEngine, SessionFacts, TargetAuthorization};
+use gatehouse_policy::{PolicyEngine, TargetAuthorization};
 use gatehouse_rdp::{
     AcceptError, AcceptedClient, CertificatePin, CertificatePolicy, ClientLogin, DialOptions,
     Direction, FirstUse, GatewayTls, NtHash, PduKind, PinOutcome, PinRecorder, RecordError,
@@ -42,6 +44,12 @@ pub struct RdpServices {
     pub vault: Arc<Vault>,
     pub authenticator: Arc<Authenticator>,
     pub policy: Arc<PolicyEngine>,
+    /// The enabled plugins: AA hooks (answered from `key=value@` login options) and
+    /// credential stores.
+    pub plugins: Option<gatehouse_plugin_host::PluginHost>,
+    /// Access requests: access tokens from `.rdp` files, sessions under requests, connections
+    /// held for approval.
+    pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
     pub auditor: Auditor,
     pub recordings: PathBuf,
     pub tls: GatewayTls,
@@ -348,11 +356,15 @@ impl Session {
                 return;
             }
         };
-        let Some(authorization) = self.authorize(&user, &spec, &target) else {
+        let Some(who) = self.run_plugins(user, spec).await else {
             client.refuse().await;
             return;
         };
-        self.connect(client, authorization).await;
+        let Some((authorization, request)) = self.permit(&who, &target).await else {
+            client.refuse().await;
+            return;
+        };
+        self.connect(client, authorization, request, who).await;
     }
 
     /// Audits a client that did not get as far as a login (failed authentication is a
@@ -382,7 +394,7 @@ impl Session {
     }
 
     /// Checks the delegated password against the user's argon2id hash (so the NT hash alone
-    /// logs no one in) and audits the login.
+    /// logs no one in); a failure is audited (success is, once the AA plugins accepted).
     async fn login(&mut self, client: &AcceptedClient) -> Option<(User, LoginSpec)> {
         let login = client.login().user.clone();
         let spec = match LoginSpec::parse(&login) {
@@ -432,67 +444,89 @@ impl Session {
                 return None;
             }
         };
-        self.audit(
-            AuditKind::LoginOk,
-            format!("`{}` logged in over RDP with password", user.name),
-            &[("protocol", "rdp".into()), ("method", "password".into())],
-        );
         Some((user, spec))
     }
 
-    fn authorize(
+    /// The target account's password: from its credential-store plugin when it has one, else
+    /// from the vault.
+    async fn target_password(
         &self,
-        user: &User,
-        spec: &LoginSpec,
-        target: &TargetSpec,
-    ) -> Option<TargetAuthorization> {
-        let engine = &self.services.policy;
-        let facts = SessionFacts {
-            session_id: self.id.clone(),
-            protocol: "rdp".into(),
-            client: self.client,
-            pairs: spec.options.clone(),
-            authenticated_with: vec!["password".into()],
-            ticket_verified: false,
-            time: engine.clock().now(),
+        authorization: &TargetAuthorization,
+    ) -> Result<Option<SecretString>, String> {
+        use gatehouse_plugin_host::{Credential, CredentialKind};
+        let account = authorization.account();
+        let Some(plugin) = &account.credential_plugin else {
+            return self
+                .services
+                .vault
+                .credential(account)
+                .map(|c| c.password)
+                .map_err(|e| format!("vault: {e}"));
         };
-        match engine.authorize_session(user, target, facts) {
-            Ok(authorization) => Some(authorization),
-            Err(Denied::NotPermitted { decision, .. }) => {
-                let mut fields = vec![
-                    ("protocol", "rdp".into()),
-                    ("policies", serde_json::json!(decision.reasons())),
-                ];
-                if !decision.errors.is_empty() {
-                    fields.push(("policy_errors", serde_json::json!(decision.errors)));
-                }
-                self.audit(
-                    AuditKind::AccessDenied,
-                    format!("policy denies an RDP session on `{target}`"),
-                    &fields,
-                );
-                None
-            }
-            Err(other) => {
-                self.audit(
-                    AuditKind::AccessDenied,
-                    other.to_string(),
-                    &[("protocol", "rdp".into())],
-                );
-                None
-            }
+        let plugins = self
+            .services
+            .plugins
+            .as_ref()
+            .ok_or_else(|| format!("credential-store plugin `{plugin}` is not enabled"))?;
+        match plugins
+            .credential(
+                plugin,
+                CredentialKind::Password,
+                &self.credential_request(authorization),
+            )
+            .await
+        {
+            Ok(Some(Credential::Password(password))) => Ok(Some(password)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(format!("credential-store plugin `{plugin}`: {e}")),
         }
     }
 
-    /// Dials the target with the vault's password, then relays and records the session.
-    async fn connect(&self, client: AcceptedClient, authorization: TargetAuthorization) {
+    fn credential_request(
+        &self,
+        authorization: &TargetAuthorization,
+    ) -> gatehouse_plugin_host::CredentialRequest {
+        gatehouse_plugin_host::CredentialRequest {
+            session_id: self.id.clone(),
+            gateway_user: authorization.user().name.to_string(),
+            target_account: authorization.account().name.to_string(),
+            target_asset: authorization.asset().name.to_string(),
+            target_address: authorization.asset().address.clone(),
+        }
+    }
+
+    /// Tells the account's credential-store plugin (if any) whether the target accepted it.
+    async fn credential_event(&self, authorization: &TargetAuthorization, succeeded: bool) {
+        let (Some(plugin), Some(plugins)) = (
+            &authorization.account().credential_plugin,
+            self.services.plugins.as_ref(),
+        ) else {
+            return;
+        };
+        let event = gatehouse_plugin_host::CredentialEvent::AuthenticationCompleted { succeeded };
+        let request = self.credential_request(authorization);
+        if let Err(e) = plugins.credential_event(plugin, &request, event).await {
+            tracing::warn!(error = %e, "credential-store plugin not told about the login");
+        }
+    }
+
+    /// Dials the target with the account's password, then relays and records the session
+    /// until either side closes or the request it runs under ends.
+    async fn connect(
+        &self,
+        client: AcceptedClient,
+        authorization: TargetAuthorization,
+        request: Option<gatehouse_core::AccessRequest>,
+        mut who: access::LoggedIn,
+    ) {
         let reasons = serde_json::json!(authorization.reasons());
+        let request_id = request.as_ref().map(|r| r.id.clone());
         let failed = |detail: String| {
-            self.audit(
-                AuditKind::TargetConnectFailed,
-                detail,
-                &[("protocol", "rdp".into()), ("policies", reasons.clone())],
-            );
+            let mut fields = vec![("protocol", "rdp".into()), ("policies", reasons.clone())];
+            if let Some(id) = &request_id {
+                fields.push(("request", id.clone().into()));
+            }
+            self.audit(AuditKind::TargetConnectFailed, detail, &fields);
         };
         let asset = authorization.asset().clone();
         let account = authorization.account().clone();
@@ -512,18 +546,10 @@ impl Session {
                 }
             },
         };
-        if let Some(plugin) = &account.credential_plugin {
-            failed(format!(
-                "the credential of `{}` comes from plugin `{plugin}`, which RDP does not use yet",
-                account.name
-            ));
-            client.refuse().await;
-            return;
-        }
-        let password = match self.services.vault.credential(&account) {
-            Ok(credential) => credential.password,
+        let password = match self.target_password(&authorization).await {
+            Ok(password) => password,
             Err(e) => {
-                failed(format!("vault: {e}"));
+                failed(e);
                 client.refuse().await;
                 return;
             }
@@ -548,7 +574,12 @@ impl Session {
             certificate,
             pins: &pins,
         };
-        let target = match gatehouse_rdp::dial(&authorization, &client, &login, options).await {
+        let dialed = gatehouse_rdp::dial(&authorization, &client, &login, options).await;
+        let target_refused = matches!(dialed, Err(gatehouse_rdp::DialError::CredentialRejected(_)));
+        if dialed.is_ok() || target_refused {
+            self.credential_event(&authorization, dialed.is_ok()).await;
+        }
+        let target = match dialed {
             Ok(target) => target,
             Err(e) => {
                 failed(e.to_string());
@@ -582,8 +613,8 @@ impl Session {
             started: Timestamp::now(),
         };
         // Fail closed: a session that cannot be audited is not opened.
-        let audited = self.services.auditor.record(
-            self.entry(
+        let mut connected = self
+            .entry(
                 AuditKind::TargetConnectOk,
                 format!(
                     "connected over RDP to `{}` as `{}`",
@@ -592,13 +623,31 @@ impl Session {
             )
             .field("protocol", "rdp")
             .field("policies", reasons.clone())
-            .field("certificate", pin),
-        );
+            .field("certificate", pin);
+        if let Some(id) = &request_id {
+            connected = connected.field("request", id.clone());
+        }
+        let audited = self.services.auditor.record(connected);
         if let Err(e) = audited.and_then(|_| self.store_record(&opened, None, None, None)) {
             tracing::error!(error = %e, "cannot audit the session start; closing");
             return;
         }
-        let relayed = gatehouse_rdp::relay(client, target, &pdus).await;
+        let ended = access::request_ended(
+            self.services.workflow.clone(),
+            request_id.clone(),
+            self.id.clone(),
+        );
+        let (relayed, ended_by_request) = tokio::select! {
+            relayed = gatehouse_rdp::relay(client, target, &pdus) => (relayed, None),
+            state = ended => (Ok(RelaySummary::default()), Some(state)),
+        };
+        if let (Some(state), Some(id)) = (ended_by_request, &request_id) {
+            self.audit(
+                AuditKind::SessionEnded,
+                format!("access request {id} is {state}; the session ends"),
+                &[("protocol", "rdp".into()), ("request", id.clone().into())],
+            );
+        }
         if let Err(e) = pdus.finish() {
             tracing::error!(error = %e, "cannot close the PDU recording");
         }
@@ -631,11 +680,44 @@ impl Session {
         if let Some(error) = &error {
             fields.push(("error", error.clone().into()));
         }
+        if let Some(id) = &request_id {
+            fields.push(("request", id.clone().into()));
+        }
         self.audit(
             AuditKind::SessionEnded,
             format!("session ended: {up} bytes up, {down} bytes down"),
             &fields,
         );
+        self.plugins_session_ended(&mut who, &opened, &summary)
+            .await;
+    }
+
+    /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
+    async fn plugins_session_ended(
+        &self,
+        who: &mut access::LoggedIn,
+        opened: &Opened,
+        summary: &RelaySummary,
+    ) {
+        let Some(plugins) = &self.services.plugins else {
+            return;
+        };
+        let conn =
+            gatehouse_plugin_host::login::LoginContext::connection(self, &who.user, &who.login);
+        let end = gatehouse_plugin_host::SessionEnd {
+            started_at_ms: opened.started.0,
+            ended_at_ms: Timestamp::now().0,
+            bytes_from_client: summary.bytes_from_client,
+            bytes_to_client: summary.bytes_from_target,
+            reason: "closed".into(),
+        };
+        for failure in plugins.session_ended(&conn, &mut who.cookies, &end).await {
+            self.audit(
+                AuditKind::SessionEnded,
+                failure.to_string(),
+                &[("protocol", "rdp".into())],
+            );
+        }
     }
 
     fn store_record(

@@ -3,7 +3,7 @@
 use crate::admin::table;
 use crate::api_client::{ApiArgs, ApiClient, bearer, token_file};
 use crate::datadir::DataDir;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -94,9 +94,13 @@ pub enum RequestCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// An `ssh` command line for a granted session request, usable once.
+    /// An `ssh` command line for a granted session request, usable once; for an asset with
+    /// RDP also an `.rdp` file carrying the same single-use token.
     AccessString {
         id: String,
+        /// Write the `.rdp` file here (mode 0600; it holds the token, not a password).
+        #[arg(long, value_name = "PATH")]
+        rdp_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         out: Output,
     },
@@ -322,9 +326,37 @@ pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
                 secret.trim_end().to_string()
             })
         }
-        RequestCommand::AccessString { id, out } => {
+        RequestCommand::AccessString { id, rdp_file, out } => {
             let r = call(&out, "POST", id_path(&id, "/access-string")?, None)?;
+            if let Some(path) = &rdp_file {
+                let Some(content) = r["rdp_file"].as_str() else {
+                    bail!(
+                        "request `{id}` has no RDP access (its asset has no RDP endpoint, or the gateway does not serve RDP); the ssh command line is: {}",
+                        text(&r["command"])
+                    );
+                };
+                write_private(path, content.as_bytes())
+                    .with_context(|| format!("writing `{}`", path.display()))?;
+                eprintln!(
+                    "wrote {}: open it with mstsc or `xfreerdp {}` and log in with your gateway password (works once)",
+                    path.display(),
+                    path.display()
+                );
+            }
             print(&r, out.json, |v| text(&v["command"]))
         }
     }
+}
+
+/// Writes a file only its owner can read (it holds a single-use token).
+fn write_private(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)
 }

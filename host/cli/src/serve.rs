@@ -59,15 +59,25 @@ pub fn run(
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let mut request_settings = settings.requests.clone();
-        if request_settings.ssh_endpoint.is_none() {
-            // Access strings name the address users reach; a wildcard listen names this host.
-            let host = if bound.ip().is_unspecified() {
+        // Access strings and `.rdp` files name the address users reach; a wildcard listen
+        // names this host.
+        let reachable = |address: SocketAddr| {
+            let host = if address.ip().is_unspecified() {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
             } else {
-                bound.ip().to_string()
+                address.ip().to_string()
             };
-            request_settings.ssh_endpoint = Some(format!("{host}:{}", bound.port()));
+            format!("{host}:{}", address.port())
+        };
+        if request_settings.ssh_endpoint.is_none() {
+            request_settings.ssh_endpoint = Some(reachable(bound));
+        }
+        if request_settings.rdp_endpoint.is_none()
+            && let Some(address) = rdp_listener.as_ref().and_then(|l| l.local_addr().ok())
+        {
+            request_settings.rdp_endpoint = Some(reachable(address));
         }
         let authenticator = Arc::new(Authenticator::new(store.clone())?);
         let notifier = gatehouse_notify::Notifier::from_settings(
@@ -105,7 +115,7 @@ pub fn run(
         });
         let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
             .await?;
-        let rdp = start_rdp(dir, &settings.rdp, listen.rdp, &services).await?;
+        let rdp = start_rdp(dir, rdp_listener, &services)?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -138,14 +148,13 @@ pub fn run(
     })
 }
 
-/// Binds the RDP listener; the returned future serves it (or never resolves when it is off).
-async fn start_rdp(
+/// The RDP listener's future (one that never resolves when RDP is off).
+fn start_rdp(
     dir: &DataDir,
-    settings: &crate::datadir::RdpSettings,
-    listen: Option<SocketAddr>,
+    listener: Option<tokio::net::TcpListener>,
     services: &Services,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
-    let Some(listener) = crate::rdp_glue::bind(settings, listen).await? else {
+    let Some(listener) = listener else {
         return Ok(Box::pin(std::future::pending()));
     };
     let rdp = Arc::new(crate::rdp_glue::RdpServices {
@@ -153,6 +162,8 @@ async fn start_rdp(
         vault: services.vault.clone(),
         authenticator: services.authenticator.clone(),
         policy: services.policy.clone(),
+        plugins: services.plugins.clone(),
+        workflow: services.workflow.clone(),
         auditor: Auditor::new(services.store.clone()),
         recordings: dir.recordings(),
         tls: crate::rdp_glue::load_tls(dir)?,

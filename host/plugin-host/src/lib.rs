@@ -19,6 +19,7 @@ pub mod grants;
 mod host;
 mod http;
 pub mod limits;
+pub mod login;
 pub mod manifest;
 pub mod registry;
 pub mod secrets;

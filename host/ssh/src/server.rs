@@ -6,6 +6,7 @@ use crate::session::SessionShared;
 use crate::{GatewayConfig, Services, aa, forward, relay};
 use gatehouse_core::{AuditKind, LoginSpec};
 use gatehouse_plugin_host::SessionCookies;
+use gatehouse_plugin_host::login::{Next, PendingLogin};
 use gatehouse_policy::ChannelRequest;
 use russh::MethodKind;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -115,7 +116,7 @@ struct ClientHandler {
     shared: Arc<SessionShared>,
     key_rejection_audited: bool,
     /// A login whose plugins are still deciding (they may be asking a question).
-    pending: Option<aa::PendingLogin>,
+    pending: Option<PendingLogin>,
     /// Plugin state for this session, kept between hook calls.
     cookies: SessionCookies,
 }
@@ -226,7 +227,7 @@ impl ClientHandler {
             self.login_ok(user, login, method, vec![], vec![]);
             return Auth::Accept;
         };
-        let pending = aa::PendingLogin::new(user, login, method);
+        let pending = PendingLogin::new(user, login, method);
         // The first question is asked once the client switches to keyboard-interactive.
         self.continue_plugins(&plugins, pending, |_| keyboard_interactive_next())
             .await
@@ -264,11 +265,11 @@ impl ClientHandler {
     async fn continue_plugins(
         &mut self,
         plugins: &gatehouse_plugin_host::PluginHost,
-        mut pending: aa::PendingLogin,
+        mut pending: PendingLogin,
         asking: impl FnOnce(&gatehouse_plugin_host::Question) -> Auth,
     ) -> Auth {
         match aa::run(&self.shared, plugins, &mut pending, &mut self.cookies).await {
-            aa::Next::Accept => {
+            Next::Accept => {
                 let done = pending.into_parts();
                 self.login_ok(
                     done.user,
@@ -279,11 +280,11 @@ impl ClientHandler {
                 );
                 Auth::Accept
             }
-            aa::Next::Ask(question) => {
+            Next::Ask(question) => {
                 self.pending = Some(pending);
                 asking(&question)
             }
-            aa::Next::Deny => Self::reject(),
+            Next::Deny => Self::reject(),
         }
     }
 }

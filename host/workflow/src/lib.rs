@@ -18,7 +18,7 @@ pub use a2a::{A2aCredential, A2aPeer, A2aRegistration, SourceList, cert_thumbpri
 pub use error::WorkflowError;
 pub use notify::{Notify, RequestEvent};
 pub use requests::{Actor, NewRequest, Released, RequestChange};
-pub use tokens::AccessString;
+pub use tokens::{ACCESS_OPTION, AccessString};
 
 use gatehouse_audit::Auditor;
 use gatehouse_policy::PolicyEngine;
@@ -42,6 +42,9 @@ pub struct WorkflowSettings {
     /// How users reach the SSH gateway, for access strings: `host` or `host:port` (default:
     /// the address `serve` listens on).
     pub ssh_endpoint: Option<String>,
+    /// How users reach the RDP gateway, for `.rdp` files: `host` or `host:port` (default: the
+    /// address `serve` listens on for RDP; none when RDP is off).
+    pub rdp_endpoint: Option<String>,
     /// A ticketing plugin that must confirm tickets given with requests.
     pub ticketing_plugin: Option<String>,
     /// How long an SSH connection waits for its request to be decided.
@@ -56,6 +59,7 @@ impl Default for WorkflowSettings {
             max_duration_minutes: 24 * 60,
             access_token_seconds: 600,
             ssh_endpoint: None,
+            rdp_endpoint: None,
             ticketing_plugin: None,
             connect_hold_seconds: 900,
         }

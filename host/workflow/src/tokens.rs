@@ -1,13 +1,14 @@
 //! Access strings: a granted session request yields an `ssh` command line carrying a single-use,
-//! expiring token bound to the requester and the request. The gateway redeems it at connect
-//! time; the vault password never reaches the user.
+//! expiring token bound to the requester and the request, and for an asset with RDP an `.rdp`
+//! file whose user name carries the same token. The gateway redeems it at connect time (the user
+//! still logs in with their own gateway password); the vault password never reaches the user.
 
 use crate::requests::Actor;
 use crate::{Workflow, WorkflowError, sha256_hex};
 use gatehouse_audit::Entry;
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AccessKind, AccessRequest, AccessToken, AuditKind, TargetSpec, User};
-use gatehouse_store::{ACCESS_TOKENS, REQUESTS};
+use gatehouse_store::{ACCESS_TOKENS, ASSETS, REQUESTS};
 
 /// The login option that carries the token: `access=<token>@user@account@asset`.
 pub const ACCESS_OPTION: &str = "access";
@@ -17,6 +18,9 @@ pub struct AccessString {
     pub request: String,
     /// The command line to run (contains the token).
     pub command: String,
+    /// For an asset with an RDP endpoint (and RDP served): an `.rdp` file for mstsc or
+    /// xfreerdp whose user name carries the same token. The token works once, by either.
+    pub rdp_file: Option<String>,
     pub expires: Timestamp,
 }
 
@@ -25,6 +29,7 @@ impl std::fmt::Debug for AccessString {
         f.debug_struct("AccessString")
             .field("request", &self.request)
             .field("command", &"<redacted>")
+            .field("rdp_file", &self.rdp_file.as_ref().map(|_| "<redacted>"))
             .field("expires", &self.expires)
             .finish()
     }
@@ -38,6 +43,38 @@ fn endpoint(text: &str) -> (String, Option<u16>) {
         },
         _ => (text.to_string(), None),
     }
+}
+
+/// An `.rdp` file (the text format mstsc and xfreerdp read: `name:type:value` lines, CRLF)
+/// that connects to the gateway as `login`. No password is in it: the user types their own
+/// gateway password, and NLA (CredSSP) is required, as the gateway requires it.
+fn rdp_file(gateway: &str, login: &str, request: &AccessRequest) -> String {
+    let (host, port) = endpoint(gateway);
+    let address = match port {
+        Some(p) if p != 3389 => format!("{host}:{p}"),
+        _ => host,
+    };
+    let lines = [
+        format!("full address:s:{address}"),
+        format!("username:s:{login}"),
+        "prompt for credentials:i:1".to_string(),
+        "enablecredsspsupport:i:1".to_string(),
+        "negotiate security layer:i:1".to_string(),
+        // Warn (do not silently connect) when the gateway's certificate is not trusted.
+        "authentication level:i:2".to_string(),
+        "screen mode id:i:1".to_string(),
+        "desktopwidth:i:1280".to_string(),
+        "desktopheight:i:800".to_string(),
+        "session bpp:i:32".to_string(),
+        // Gatehouse request, for the user's eyes (mstsc ignores unknown names).
+        format!(
+            "gatehouse request:s:{} {}@{}",
+            request.id, request.account, request.asset
+        ),
+    ];
+    let mut text = lines.join("\r\n");
+    text.push_str("\r\n");
+    text
 }
 
 impl Workflow {
@@ -97,13 +134,23 @@ impl Workflow {
                 .unwrap_or("127.0.0.1:2222"),
         );
         let port = port.map(|p| format!("-p {p} ")).unwrap_or_default();
-        let command = format!(
-            "ssh {port}{ACCESS_OPTION}={token}@{}@{}@{}@{host}",
+        let login = format!(
+            "{ACCESS_OPTION}={token}@{}@{}@{}",
             actor.user.name, request.account, request.asset
         );
+        let command = format!("ssh {port}{login}@{host}");
+        let has_rdp = self
+            .store
+            .get(&ASSETS, request.asset.as_str())?
+            .is_some_and(|a| a.rdp.is_some());
+        let rdp_file = match (&self.settings.rdp_endpoint, has_rdp) {
+            (Some(endpoint), true) => Some(rdp_file(endpoint, &login, &request)),
+            _ => None,
+        };
         Ok(AccessString {
             request: request.id,
             command,
+            rdp_file,
             expires,
         })
     }
@@ -171,5 +218,36 @@ impl Workflow {
             },
         )?;
         outcome.map_err(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AccessRequest {
+        serde_json::from_value(serde_json::json!({
+            "id": "r-0a1b2c", "requester": "alice", "asset": "win1",
+            "account": "administrator", "access": "session", "reason": "",
+            "duration_minutes": 60, "state": "available", "created": 0,
+            "origin": "api", "approval_deadline": 0,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_rdp_file_names_the_gateway_and_the_token_login_and_holds_no_password() {
+        let login = "access=00ff@alice@administrator@win1";
+        let text = rdp_file("gw.example.com:3390", login, &request());
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[0], "full address:s:gw.example.com:3390");
+        assert_eq!(lines[1], format!("username:s:{login}"));
+        assert!(lines.contains(&"enablecredsspsupport:i:1"));
+        assert!(lines.contains(&"prompt for credentials:i:1"));
+        assert!(!text.to_lowercase().contains("password"));
+        assert!(text.ends_with("\r\n"));
+        // The default port is left out, as mstsc writes it.
+        let text = rdp_file("gw.example.com:3389", login, &request());
+        assert!(text.starts_with("full address:s:gw.example.com\r\n"));
     }
 }

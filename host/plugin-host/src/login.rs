@@ -1,0 +1,214 @@
+//! The AA conversation of one login, protocol-neutral: after the gateway password or key was
+//! accepted, every enabled AA plugin's `authenticate` and then `authorize` hook runs before the
+//! target is dialed. A plugin's question goes back to the protocol, which asks it (SSH: through
+//! keyboard-interactive) or answers it from what the user already gave (RDP: `key=value@`
+//! login options), and the hook runs again with the answer. Any deny or plugin failure refuses
+//! the login; the protocol's [`LoginContext`] audits it.
+
+use crate::{AaVerdict, Answer, ConnectionInfo, PluginHost, Question, SessionCookies};
+use gatehouse_core::{LoginSpec, Name, User};
+
+/// What the conversation needs from the protocol that runs it.
+pub trait LoginContext {
+    /// What plugins are told about the connection of `user` logging in with `login`.
+    fn connection(&self, user: &User, login: &LoginSpec) -> ConnectionInfo;
+    /// A gateway user by name, for plugins that map a login to another user.
+    fn find_user(&self, name: &str) -> Option<User>;
+    /// The login is refused: audit `detail` (the user sees only a generic refusal).
+    fn refused(&self, user: &User, detail: String);
+}
+
+/// The login step plugins are working on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Authenticate,
+    Authorize,
+}
+
+/// A login whose first factor succeeded and whose plugins are still running.
+pub struct PendingLogin {
+    user: User,
+    login: LoginSpec,
+    method: String,
+    step: Step,
+    answers: Vec<Answer>,
+    question: Option<Question>,
+    accepted_by: Vec<String>,
+    audit_notes: Vec<(String, String, String)>,
+}
+
+/// A login every plugin accepted.
+pub struct Completed {
+    pub user: User,
+    pub login: LoginSpec,
+    pub method: String,
+    pub accepted_by: Vec<String>,
+    /// (plugin, key, value) for the audit trail.
+    pub audit_notes: Vec<(String, String, String)>,
+}
+
+/// What the protocol does next.
+pub enum Next {
+    /// Every plugin accepted: the login is complete.
+    Accept,
+    /// Ask this question, then [`PendingLogin::answer`] and [`run`] again.
+    Ask(Question),
+    /// Refused (already handed to [`LoginContext::refused`]).
+    Deny,
+}
+
+/// Bound on questions per login, so a plugin cannot keep a client in a loop.
+pub const MAX_QUESTIONS: usize = 8;
+/// Bound on one answer's length.
+pub const MAX_ANSWER: usize = 1024;
+
+impl PendingLogin {
+    pub fn new(user: User, login: LoginSpec, method: &str) -> Self {
+        PendingLogin {
+            user,
+            login,
+            method: method.to_string(),
+            step: Step::Authenticate,
+            answers: Vec::new(),
+            question: None,
+            accepted_by: Vec::new(),
+            audit_notes: Vec::new(),
+        }
+    }
+
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    pub fn login(&self) -> &LoginSpec {
+        &self.login
+    }
+
+    pub fn question(&self) -> Option<&Question> {
+        self.question.as_ref()
+    }
+
+    /// Records the answer to the pending question.
+    pub fn answer(&mut self, value: String) {
+        if let Some(q) = self.question.take() {
+            let value: String = value.chars().take(MAX_ANSWER).collect();
+            self.answers.push(Answer::new(q.key, value));
+        }
+    }
+
+    pub fn into_parts(self) -> Completed {
+        Completed {
+            user: self.user,
+            login: self.login,
+            method: self.method,
+            accepted_by: self.accepted_by,
+            audit_notes: self.audit_notes,
+        }
+    }
+
+    /// Takes a plugin's acceptance: a renamed user (must exist), groups, who accepted, notes.
+    /// `Err` is the refusal detail.
+    fn accept(
+        &mut self,
+        ctx: &(dyn LoginContext + Sync),
+        accepted: crate::Accepted,
+    ) -> Result<(), String> {
+        if accepted.gateway_user != self.user.name.as_str() {
+            // A plugin mapped the login to another gateway user (an external identity to a
+            // local one): that user must exist, and policies see that user.
+            let Some(renamed) = ctx.find_user(&accepted.gateway_user) else {
+                return Err(format!(
+                    "a plugin renamed the user to `{}`, who does not exist",
+                    accepted.gateway_user
+                ));
+            };
+            self.audit_notes.push((
+                "gateway".into(),
+                "renamed".into(),
+                format!("{} -> {}", self.user.name, renamed.name),
+            ));
+            self.user = renamed;
+        }
+        let groups: Vec<Name> = accepted
+            .groups
+            .iter()
+            .filter_map(|g| Name::new(g).ok())
+            .collect();
+        if groups != self.user.groups {
+            self.audit_notes.push((
+                "gateway".into(),
+                "groups".into(),
+                groups
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+            self.user.groups = groups;
+        }
+        for plugin in accepted.plugins {
+            if !self.accepted_by.contains(&plugin) {
+                self.accepted_by.push(plugin);
+            }
+        }
+        self.audit_notes.extend(
+            accepted
+                .audit
+                .into_iter()
+                .map(|n| (n.plugin, n.key, n.value)),
+        );
+        Ok(())
+    }
+}
+
+/// Runs the plugins until they accept, ask, or refuse.
+pub async fn run(
+    ctx: &(dyn LoginContext + Sync),
+    plugins: &PluginHost,
+    pending: &mut PendingLogin,
+    cookies: &mut SessionCookies,
+) -> Next {
+    loop {
+        if pending.answers.len() > MAX_QUESTIONS {
+            ctx.refused(&pending.user, "too many plugin questions".into());
+            return Next::Deny;
+        }
+        let conn = ctx.connection(&pending.user, &pending.login);
+        let verdict = match pending.step {
+            Step::Authenticate => plugins.authenticate(&conn, cookies, &pending.answers).await,
+            Step::Authorize => plugins.authorize(&conn, cookies, &pending.answers).await,
+        };
+        match verdict {
+            Ok(AaVerdict::Accept(accepted)) => {
+                if let Err(detail) = pending.accept(ctx, accepted) {
+                    ctx.refused(&pending.user, detail);
+                    return Next::Deny;
+                }
+                match pending.step {
+                    Step::Authenticate => pending.step = Step::Authorize,
+                    Step::Authorize => return Next::Accept,
+                }
+            }
+            Ok(AaVerdict::NeedInfo { plugin, question }) => {
+                tracing::debug!(plugin = %plugin, key = %question.key, "plugin asks a question");
+                pending.question = Some(question.clone());
+                return Next::Ask(question);
+            }
+            Ok(AaVerdict::Deny { plugin, reason }) => {
+                ctx.refused(&pending.user, format!("plugin `{plugin}` denied: {reason}"));
+                return Next::Deny;
+            }
+            Err(failure) => {
+                let mut detail = failure.to_string();
+                if !failure.denied.is_empty() {
+                    detail.push_str(&format!(
+                        " (refused capabilities: {})",
+                        failure.denied.join(", ")
+                    ));
+                }
+                ctx.refused(&pending.user, detail);
+                return Next::Deny;
+            }
+        }
+    }
+}
