@@ -1118,3 +1118,61 @@ pub fn kv_server(
     });
     (port, seen)
 }
+
+/// `curl` against the gateway's API (its own CA): (status, headers, body).
+pub fn curl(
+    gh: &Gatehouse,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("headers");
+    let out = dir.path().join("body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120", "-X", method])
+        .arg("--cacert")
+        .arg(gh.data_dir().join("tls/cert.pem"))
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&out)
+        .args(["-w", "%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(format!("{}{path}", gh.api_url()));
+    let output = run(cmd, None, Duration::from_secs(150));
+    assert!(
+        output.status.success(),
+        "curl {path}: {}",
+        output.describe()
+    );
+    let status = output.stdout_text().trim().parse().unwrap();
+    (
+        status,
+        fs::read_to_string(&head).unwrap_or_default(),
+        fs::read(&out).unwrap_or_default(),
+    )
+}
+
+/// Logs `user` in to the API with `password`; the bearer header for later calls.
+pub fn api_bearer(gh: &Gatehouse, user: &str, password: &str) -> String {
+    let body = serde_json::json!({"user": user, "password": password}).to_string();
+    let (status, _, answer) = curl(gh, "POST", "/api/v1/login", &[], Some(&body));
+    assert_eq!(
+        status,
+        200,
+        "login {user}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    format!(
+        "Authorization: Bearer {}",
+        answer["token"].as_str().unwrap()
+    )
+}

@@ -16,22 +16,27 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "Gatehouse API",
         description = "Access requests and approvals, credential release and check-in, access \
-                       strings, and application-to-application (A2A) credential retrieval.",
+                       strings, application-to-application (A2A) credential retrieval, and \
+                       session recordings.",
     ),
     paths(
         health, login, me, services, list_requests, create_request, get_request, approve, deny,
-        cancel, revoke, check_in, release, access_string, a2a_credential, a2a_request
+        cancel, revoke, check_in, release, access_string, a2a_credential, a2a_request,
+        crate::sessions::list_sessions, crate::sessions::get_session,
+        crate::sessions::session_video, crate::sessions::session_transcript
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Health, LoginBody, LoginResponse, MeView, ServicesView,
         NewRequestBody, BrokerRequestBody, CommentBody, ReviewView, RequestView, RequestList,
-        CredentialView, AccessStringView, A2aCredentialView
+        CredentialView, AccessStringView, A2aCredentialView, crate::sessions::SessionView,
+        crate::sessions::SessionList, crate::sessions::SessionDetail
     )),
     modifiers(&Security),
     tags(
         (name = "people", description = "Logging in"),
         (name = "requests", description = "Access requests: file, review, use, check in"),
         (name = "a2a", description = "Applications: mutual TLS plus an API key"),
+        (name = "sessions", description = "Session recordings: list, events, video, transcript; the player at /player"),
         (name = "gateway", description = "The gateway itself"),
     )
 )]

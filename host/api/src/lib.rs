@@ -10,10 +10,12 @@ mod auth;
 mod docs;
 mod error;
 mod routes;
+mod sessions;
 
 pub use auth::TokenKeys;
 pub use docs::openapi;
 pub use error::{ApiError, ErrorBody};
+pub use sessions::{Recordings, VideoRenderer};
 
 use axum::Router;
 use gatehouse_audit::Auditor;
@@ -86,6 +88,9 @@ struct Inner {
     limiter: auth::LoginLimiter,
     /// argon2 is slow on purpose: at most this many checks run at once.
     password_checks: tokio::sync::Semaphore,
+    recordings: Recordings,
+    /// Video renderings run one at a time.
+    renders: tokio::sync::Semaphore,
 }
 
 impl ApiState {
@@ -95,6 +100,7 @@ impl ApiState {
         authenticator: Arc<Authenticator>,
         auditor: Auditor,
         tokens: TokenKeys,
+        recordings: Recordings,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -105,6 +111,8 @@ impl ApiState {
                 tokens,
                 limiter: auth::LoginLimiter::default(),
                 password_checks: tokio::sync::Semaphore::new(2),
+                recordings,
+                renders: tokio::sync::Semaphore::new(1),
             }),
         }
     }

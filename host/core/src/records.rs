@@ -297,6 +297,9 @@ pub enum AuditKind {
     CredentialReconciled,
     AccountsDiscovered,
     DiscoveryFailed,
+    /// Someone watched (or was refused) a session recording.
+    RecordingViewed,
+    RecordingRefused,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

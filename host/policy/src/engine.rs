@@ -582,7 +582,12 @@ impl PolicyEngine {
     ) -> Result<Decision, Denied> {
         if !matches!(
             action,
-            "ssh_session" | "rdp_session" | "release_password" | "release_key" | "request_access"
+            "ssh_session"
+                | "rdp_session"
+                | "release_password"
+                | "release_key"
+                | "request_access"
+                | "view_recording"
         ) {
             return Err(Denied::Policy(PolicyError::Config(format!(
                 "`{action}` is not decided with an access context"

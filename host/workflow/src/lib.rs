@@ -11,6 +11,7 @@
 mod a2a;
 mod error;
 mod notify;
+mod recordings;
 mod requests;
 mod tokens;
 
