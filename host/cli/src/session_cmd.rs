@@ -62,6 +62,32 @@ fn event_text(event: &RecordingEvent) -> String {
                 FileEvent::SetStat { path } => format!("set attributes of `{path}` ({via})"),
             }
         }
+        RecordingEvent::Keys { text, .. } => format!("keys {text:?}"),
+        RecordingEvent::ClipboardOffer { from, formats } => {
+            format!("clipboard offered by the {from}: {}", formats.join(", "))
+        }
+        RecordingEvent::Clipboard {
+            from,
+            format,
+            size,
+            text,
+            truncated,
+        } => {
+            let way = if from == "client" {
+                "pasted into the target"
+            } else {
+                "copied out of the target"
+            };
+            let cut = if *truncated { " (truncated)" } else { "" };
+            match text {
+                Some(text) => format!("clipboard {way}: {text:?}{cut}"),
+                None => format!("clipboard {way}: {size} bytes of {format}{cut}"),
+            }
+        }
+        RecordingEvent::Graphics { verdict, reason } => match reason {
+            Some(reason) => format!("graphics {verdict}: {reason}"),
+            None => format!("graphics {verdict}"),
+        },
         other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
@@ -156,7 +182,12 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             for e in &events {
                 if matches!(
                     e.event,
-                    RecordingEvent::Exec { .. } | RecordingEvent::File { .. }
+                    RecordingEvent::Exec { .. }
+                        | RecordingEvent::File { .. }
+                        | RecordingEvent::Keys { .. }
+                        | RecordingEvent::ClipboardOffer { .. }
+                        | RecordingEvent::Clipboard { .. }
+                        | RecordingEvent::Graphics { .. }
                 ) {
                     println!(
                         "  {:>9.3}s  ch{}  {}",

@@ -93,6 +93,33 @@ pub enum RecordingEvent {
     },
     /// The session ended; logged by [`SessionRecording::finish`].
     SessionClosed,
+    /// A run of typing in a graphical (RDP) session: characters as typed, special keys as
+    /// `<Enter>`, `<Ctrl+C>`, ...; `end` is when the run ended (seconds, the session clock).
+    Keys { text: String, end: f64 },
+    /// One side of a graphical session offered its clipboard in these formats.
+    ClipboardOffer {
+        /// `client` or `target`.
+        from: String,
+        formats: Vec<String>,
+    },
+    /// Clipboard data crossed: the text for text formats, the size and format for others.
+    Clipboard {
+        /// `client` (pasted towards the target) or `target` (copied out of it).
+        from: String,
+        format: String,
+        size: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default)]
+        truncated: bool,
+    },
+    /// Whether the recorded graphics of an RDP session decode (checked after the session).
+    Graphics {
+        /// `decodable`, `partially` or `not_decodable`.
+        verdict: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// One line of `events.jsonl`: an event with when and where it happened.
@@ -217,7 +244,13 @@ impl SessionRecording {
 
     /// Appends `event` to `events.jsonl`, stamped with the session time and `channel`.
     pub fn log(&self, channel: Option<u32>, event: RecordingEvent) -> Result<()> {
-        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.log_at(self.started.elapsed(), channel, event)
+    }
+
+    /// Appends `event` stamped with `at` (session time), for events observed on another
+    /// clock that starts with the session (the RDP relay's).
+    pub fn log_at(&self, at: Duration, channel: Option<u32>, event: RecordingEvent) -> Result<()> {
+        let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
         let record = EventRecord {
             time: micros as f64 / 1e6,
             channel,
