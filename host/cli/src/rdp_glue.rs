@@ -598,18 +598,25 @@ impl Session {
             tracing::error!(error = %e, "cannot audit the session start; closing");
             return;
         }
-        let relayed = gatehouse_rdp::relay(client, target, &pdus).await;
+        let relayed = gatehouse_rdp::relay(
+            client,
+            target,
+            &pdus,
+            gatehouse_rdp::RelayOptions::default(),
+            std::future::pending(),
+        )
+        .await;
         if let Err(e) = pdus.finish() {
             tracing::error!(error = %e, "cannot close the PDU recording");
         }
         if let Err(e) = recording.finish() {
             tracing::error!(error = %e, "cannot close the recording");
         }
-        let (summary, error) = match relayed {
-            Ok(summary) => (summary, None),
-            Err(e) => {
+        let (summary, error) = match relayed.error {
+            None => (relayed.summary, None),
+            Some(e) => {
                 tracing::info!(error = %e, "the RDP relay ended with an error");
-                (RelaySummary::default(), Some(e.to_string()))
+                (relayed.summary, Some(e.to_string()))
             }
         };
         if let Err(e) = self.store_record(

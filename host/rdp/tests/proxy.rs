@@ -11,8 +11,8 @@ use gatehouse_core::{LoginSpec, SecretString};
 use gatehouse_policy::{PolicyEngine, SessionFacts};
 use gatehouse_rdp::{
     CertificatePin, CertificatePolicy, ClientLogin, DialOptions, Direction, FirstUse, GatewayTls,
-    NtHash, PduKind, PinRecorder, RecordError, RecordedPdu, Recorder, Refused, TargetLogin,
-    UserDirectory,
+    NtHash, PduKind, PinRecorder, RecordError, RecordedPdu, Recorder, Refused, RelayOptions,
+    RelaySummary, TargetLogin, UserDirectory,
 };
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -88,7 +88,15 @@ struct Outcome {
     accepted: Option<Result<String, String>>,
     authorized: Option<Result<Vec<String>, String>>,
     dialed: Option<Result<String, String>>,
-    relayed: Option<Result<gatehouse_rdp::RelaySummary, String>>,
+    relayed: Option<Relayed>,
+}
+
+/// How the relay ended: what flowed (also on an error), the error, whether the stop ended it.
+#[derive(Debug, Clone)]
+struct Relayed {
+    summary: RelaySummary,
+    error: Option<String>,
+    stopped: bool,
 }
 
 struct GatewayConfig {
@@ -99,6 +107,9 @@ struct GatewayConfig {
     target_port: u16,
     pins: Pins,
     recorder: MemoryRecorder,
+    options: RelayOptions,
+    /// Ends a running session (the glue's revocation signal).
+    stop: tokio::sync::Notify,
 }
 
 /// The gateway under test: the crate's API glued the way `gatehouse serve` will glue it.
@@ -126,6 +137,20 @@ fn gateway_tls() -> GatewayTls {
 
 impl Gateway {
     fn start(certificate: CertificatePolicy, vault_password: &str, target_port: u16) -> Gateway {
+        Gateway::start_with(
+            certificate,
+            vault_password,
+            target_port,
+            RelayOptions::default(),
+        )
+    }
+
+    fn start_with(
+        certificate: CertificatePolicy,
+        vault_password: &str,
+        target_port: u16,
+        options: RelayOptions,
+    ) -> Gateway {
         let world = World::new(GATEWAY_USER, TARGET_ACCOUNT, ASSET, target_port);
         let config = Arc::new(GatewayConfig {
             tls: gateway_tls(),
@@ -139,6 +164,8 @@ impl Gateway {
             target_port,
             pins: Pins::default(),
             recorder: MemoryRecorder::default(),
+            options,
+            stop: tokio::sync::Notify::new(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -234,11 +261,19 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
             }
         };
     outcome.dialed = Some(Ok(format!("{:?}", target.pin())));
-    outcome.relayed = Some(
-        gatehouse_rdp::relay(client, target, &config.recorder)
-            .await
-            .map_err(|e| e.to_string()),
-    );
+    let relayed = gatehouse_rdp::relay(
+        client,
+        target,
+        &config.recorder,
+        config.options,
+        config.stop.notified(),
+    )
+    .await;
+    outcome.relayed = Some(Relayed {
+        summary: relayed.summary,
+        error: relayed.error.map(|e| e.to_string()),
+        stopped: relayed.stopped,
+    });
     outcome
 }
 
@@ -329,7 +364,11 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
         "{outcome:?}"
     );
     let summary = match &outcome.relayed {
-        Some(Ok(summary)) => summary.clone(),
+        Some(Relayed {
+            summary,
+            error: None,
+            stopped: false,
+        }) => summary.clone(),
         other => panic!(
             "relay failed: {other:?}\nclient:\n{}\nshadow:\n{}",
             text(&output),
@@ -338,6 +377,9 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
     };
     assert!(summary.client_info_rewritten, "{summary:?}");
     assert!(!summary.undecodable, "{summary:?}");
+    // Steering is on by default: the client's Confirm Active was rewritten and decoded fine.
+    assert!(summary.confirm_actives_steered >= 1, "{summary:?}");
+    assert_eq!(summary.confirm_actives_unsteered, 0, "{summary:?}");
 
     let pdus = gateway.config.recorder.pdus.lock().unwrap();
     // The first recorded PDU is the client's MCS Connect Initial: nothing from CredSSP.
