@@ -575,3 +575,191 @@ fn a_target_refusing_the_vault_credential_is_refused() {
         "{reason}"
     );
 }
+
+/// The checkerboard painted on the target's screen for the recording tests (and the fixture).
+const SQUARE: u32 = 32;
+const FG: [u8; 3] = [0xff, 0x00, 0xff];
+const BG: [u8; 3] = [0x00, 0xc0, 0x00];
+/// What `xdotool` types into the client, and what the recording's events must show.
+const TYPED: &str = "Hello, World!";
+
+/// Runs one real session between `xfreerdp` (on its own display) and the shadow target (its
+/// screen painted with the checkerboard) through a gateway with `options`; `during` runs on
+/// another thread once graphics flow, then the gateway's stop signal ends the session.
+fn recorded_session(
+    options: RelayOptions,
+    client_args: &[&str],
+    during: impl FnOnce(&Client) + Send,
+) -> (Relayed, Vec<Kept>) {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    support::paint_checkerboard(
+        &shadow.display,
+        dir.path(),
+        SQUARE,
+        &format!("#{:02x}{:02x}{:02x}", FG[0], FG[1], FG[2]),
+        &format!("#{:02x}{:02x}{:02x}", BG[0], BG[1], BG[2]),
+    );
+    let gateway = Gateway::start_with(
+        CertificatePolicy::TrustOnFirstUse,
+        VAULT_PASSWORD,
+        shadow.port,
+        options,
+    );
+    let client = Client::new(dir.path());
+    let mut args = vec!["/sec:nla", "-clipboard", "/audio-mode:2"];
+    args.extend_from_slice(client_args);
+    let command = client.command(gateway.port, &login_name(), GATEWAY_PASSWORD, &args);
+    let (output, _killed) = std::thread::scope(|scope| {
+        let driver = scope.spawn(|| {
+            // Graphics flow once the target has sent some fast-path PDUs.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let flowing = gateway
+                    .config
+                    .recorder
+                    .pdus
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(d, k, _, _)| {
+                        *d == Direction::TargetToClient && *k == PduKind::FastPath
+                    })
+                    .count()
+                    >= 3;
+                if flowing || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            during(&client);
+            std::thread::sleep(Duration::from_millis(1500));
+            gateway.config.stop.notify_one();
+        });
+        let result = client.run(command, Duration::from_secs(45));
+        driver.join().unwrap();
+        result
+    });
+    let outcome = gateway.next_outcome();
+    let relayed = outcome.relayed.clone().unwrap_or_else(|| {
+        panic!(
+            "no relay: {outcome:?}\nclient:\n{}\nshadow:\n{}",
+            text(&output),
+            shadow.process.log_text()
+        )
+    });
+    let pdus = gateway.config.recorder.pdus.lock().unwrap().clone();
+    (relayed, pdus)
+}
+
+fn write_recording(pdus: &[Kept], path: &std::path::Path) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut writer = gatehouse_rdp_replay::PduWriter::new(file).unwrap();
+    for (direction, kind, at, bytes) in pdus {
+        writer
+            .write(&gatehouse_rdp_replay::Pdu {
+                direction: match direction {
+                    Direction::ClientToTarget => gatehouse_rdp_replay::Direction::ClientToTarget,
+                    Direction::TargetToClient => gatehouse_rdp_replay::Direction::TargetToClient,
+                },
+                framing: match kind {
+                    PduKind::X224 => gatehouse_rdp_replay::Framing::X224,
+                    PduKind::FastPath => gatehouse_rdp_replay::Framing::FastPath,
+                    PduKind::Undecodable => gatehouse_rdp_replay::Framing::Undecodable,
+                },
+                at: *at,
+                bytes,
+            })
+            .unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// The colour the checkerboard has at (x, y).
+fn board(x: usize, y: usize) -> [u8; 3] {
+    let square = SQUARE as usize;
+    if (x / square + y / square).is_multiple_of(2) {
+        FG
+    } else {
+        BG
+    }
+}
+
+fn assert_checkerboard(frame: &gatehouse_rdp_replay::Frame<'_>) {
+    let width = usize::from(frame.width);
+    let height = usize::from(frame.height);
+    let mut checked = 0;
+    for y in (SQUARE as usize / 2..height).step_by(SQUARE as usize * 3) {
+        for x in (SQUARE as usize / 2..width).step_by(SQUARE as usize * 5) {
+            let at = (y * width + x) * 4;
+            let pixel = &frame.rgba[at..at + 3];
+            assert_eq!(pixel, board(x, y), "pixel at ({x}, {y})");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} pixels checked");
+}
+
+/// A real session, steered (the default), recorded while the target shows a checkerboard and
+/// the user types: the recording decodes to that checkerboard and the typing is one text run.
+/// The session is ended by the gateway's stop signal, and the relay still reports its counts.
+///
+/// With `GATEHOUSE_RDP_FIXTURES=<dir>` set, the recording is also written to
+/// `<dir>/checkerboard-typing.pdus` (how host/rdp-replay/tests/fixtures is regenerated).
+#[test]
+fn a_steered_recording_decodes_to_the_target_screen_and_its_typing_is_searchable() {
+    let (relayed, pdus) = recorded_session(RelayOptions::default(), &[], |client| {
+        support::type_into_client(client.display_env(), TYPED);
+    });
+    assert!(relayed.stopped, "{relayed:?}");
+    assert_eq!(relayed.error, None, "{relayed:?}");
+    let summary = &relayed.summary;
+    assert!(summary.confirm_actives_steered >= 1, "{summary:?}");
+    assert!(
+        summary.pdus_from_target >= 3 && summary.bytes_from_target > 0,
+        "the stopped relay keeps its counts: {summary:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rdp.pdus");
+    write_recording(&pdus, &path);
+    if let Some(fixtures) = std::env::var_os("GATEHOUSE_RDP_FIXTURES") {
+        std::fs::copy(
+            &path,
+            std::path::Path::new(&fixtures).join("checkerboard-typing.pdus"),
+        )
+        .unwrap();
+    }
+
+    let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+    let replayer = gatehouse_rdp_replay::Replayer::replay(&mut reader).unwrap();
+    assert_eq!(
+        replayer.verdict(),
+        gatehouse_rdp_replay::Verdict::Decodable,
+        "{:?}",
+        replayer.stats()
+    );
+    let frame = replayer.frame().unwrap();
+    assert_eq!((frame.width, frame.height), (1024, 768));
+    assert_checkerboard(&frame);
+
+    let mut tracker = gatehouse_rdp_replay::InputTracker::new();
+    let mut events = Vec::new();
+    let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+    while let Some(pdu) = reader.next_pdu().unwrap() {
+        tracker.observe(&pdu, &mut events);
+    }
+    tracker.finish(&mut events);
+    let runs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            gatehouse_rdp_replay::EventKind::Keys { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        runs.contains(&format!("{TYPED}<Enter>").as_str()),
+        "typed text not found as one run: {runs:?}"
+    );
+}
