@@ -255,12 +255,17 @@ impl Replayer {
                 "no activation (Server Demand Active) in the recording".into(),
             );
         }
+        if s.gfx_opened {
+            // From then on the screen is drawn through EGFX: whatever frame there is, is stale.
+            return Verdict::NotDecodable(
+                "the target drew through the graphics pipeline (EGFX), which is not decoded \
+                 (recorded without steering?)"
+                    .into(),
+            );
+        }
         let problems = self.problems();
         if s.decoded_pdus == 0 {
-            let why = if s.gfx_opened {
-                "the graphics went through the graphics pipeline (EGFX), which is not decoded"
-                    .to_owned()
-            } else if s.graphics_pdus == 0 {
+            let why = if s.graphics_pdus == 0 {
                 "the recording has no graphics updates".to_owned()
             } else {
                 format!("no graphics update decoded ({problems})")
@@ -290,9 +295,6 @@ impl Replayer {
                 "{} drawing-order updates skipped (recorded without steering?)",
                 s.skipped_orders
             ));
-        }
-        if s.gfx_opened {
-            parts.push("the target opened the graphics pipeline (EGFX), not decoded".into());
         }
         if s.undecodable_chunks > 0 {
             parts.push(format!(

@@ -580,14 +580,22 @@ impl InputTracker {
             reassembly.buffer.clear();
             reassembly.declared = u64::from(length);
             reassembly.active = true;
+            // One allocation of at most the cap: growth never doubles past it.
+            let wanted = usize::try_from(length)
+                .unwrap_or(usize::MAX)
+                .min(MAX_CLIPBOARD_BYTES);
+            reassembly.buffer.reserve_exact(wanted);
         }
         if !reassembly.active {
             return;
         }
         let room = MAX_CLIPBOARD_BYTES.saturating_sub(reassembly.buffer.len());
-        reassembly
-            .buffer
-            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        let take = chunk.get(..room.min(chunk.len())).unwrap_or_default();
+        if reassembly.buffer.len() + take.len() > reassembly.buffer.capacity() {
+            // More than the header declared: grow exactly, still within the cap.
+            reassembly.buffer.reserve_exact(take.len());
+        }
+        reassembly.buffer.extend_from_slice(take);
         if flags & LAST != 0 {
             reassembly.active = false;
             let message = std::mem::take(&mut reassembly.buffer);
@@ -794,4 +802,498 @@ fn ansi_text(body: &[u8]) -> (Option<String>, bool) {
         Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
     };
     (Some(text), end > MAX_CLIPBOARD_TEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_pdu::mcs::SendDataIndication;
+    use std::borrow::Cow;
+
+    const IO: u16 = 1003;
+    const CLIP: u16 = 1005;
+
+    fn tracker() -> InputTracker {
+        InputTracker {
+            io_channel: Some(IO),
+            cliprdr_channel: Some(CLIP),
+            ..InputTracker::default()
+        }
+    }
+
+    /// A fast-path input PDU with these events (each: header byte and data).
+    fn fast_path(events: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = events.concat();
+        let mut pdu = vec![(events.len() as u8) << 2, (2 + body.len()) as u8];
+        pdu.extend(body);
+        pdu
+    }
+
+    fn key(code: u8, extended: bool, released: bool) -> Vec<u8> {
+        vec![u8::from(released) | (u8::from(extended) << 1), code]
+    }
+
+    fn feed(tracker: &mut InputTracker, at_ms: u64, bytes: &[u8], out: &mut Vec<Event>) {
+        tracker.observe(
+            &Pdu {
+                direction: Direction::ClientToTarget,
+                framing: Framing::FastPath,
+                at: Duration::from_millis(at_ms),
+                bytes,
+            },
+            out,
+        );
+    }
+
+    fn press(tracker: &mut InputTracker, at_ms: u64, codes: &[(u8, bool)], out: &mut Vec<Event>) {
+        for &(code, extended) in codes {
+            let down = key(code, extended, false);
+            let up = key(code, extended, true);
+            feed(tracker, at_ms, &fast_path(&[&down, &up]), out);
+        }
+    }
+
+    fn texts(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Keys { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const SHIFT: u8 = 0x2a;
+
+    #[test]
+    fn scancodes_become_us_text_with_shift_caps_and_named_keys() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // "Hi, you!" with Shift held by hand for H and !
+        feed(
+            &mut t,
+            0,
+            &fast_path(&[&key(SHIFT, false, false), &key(0x23, false, false)]),
+            &mut out,
+        );
+        feed(
+            &mut t,
+            0,
+            &fast_path(&[&key(0x23, false, true), &key(SHIFT, false, true)]),
+            &mut out,
+        );
+        press(
+            &mut t,
+            10,
+            &[
+                (0x17, false),
+                (0x33, false),
+                (0x39, false),
+                (0x15, false),
+                (0x18, false),
+                (0x16, false),
+            ],
+            &mut out,
+        );
+        feed(
+            &mut t,
+            20,
+            &fast_path(&[
+                &key(0x36, false, false),
+                &key(0x02, false, false),
+                &key(0x36, false, true),
+            ]),
+            &mut out,
+        );
+        // Caps Lock: letters upper, digits not; Shift under Caps gives lower case.
+        press(
+            &mut t,
+            30,
+            &[(0x3a, false), (0x1e, false), (0x02, false)],
+            &mut out,
+        );
+        feed(
+            &mut t,
+            40,
+            &fast_path(&[
+                &key(SHIFT, false, false),
+                &key(0x1e, false, false),
+                &key(SHIFT, false, true),
+            ]),
+            &mut out,
+        );
+        press(&mut t, 50, &[(0x3a, false)], &mut out);
+        // Named keys, an extended arrow, Ctrl+C.
+        press(
+            &mut t,
+            60,
+            &[(0x0e, false), (0x0f, false), (0x48, true)],
+            &mut out,
+        );
+        feed(
+            &mut t,
+            70,
+            &fast_path(&[
+                &key(0x1d, false, false),
+                &key(0x2e, false, false),
+                &key(0x1d, false, true),
+            ]),
+            &mut out,
+        );
+        assert!(texts(&out).is_empty(), "the run is still open");
+        // Enter ends the run.
+        press(&mut t, 80, &[(0x1c, false)], &mut out);
+        assert_eq!(
+            texts(&out),
+            vec!["Hi, you!A1a<Backspace><Tab><Up><Ctrl+C><Enter>".to_string()]
+        );
+        assert_eq!(out[0].at_micros, 0);
+        assert!(matches!(
+            out[0].kind,
+            EventKind::Keys {
+                end_micros: 80_000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn keypad_follows_num_lock_from_sync_events() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // Sync with Num Lock on (flags 0x02).
+        feed(&mut t, 0, &fast_path(&[&[(3 << 5) | 0x02]]), &mut out);
+        press(&mut t, 0, &[(0x4f, false), (0x50, false)], &mut out);
+        feed(&mut t, 0, &fast_path(&[&[3 << 5]]), &mut out);
+        press(&mut t, 0, &[(0x4f, false)], &mut out);
+        t.finish(&mut out);
+        assert_eq!(texts(&out), vec!["12<End>".to_string()]);
+    }
+
+    #[test]
+    fn unicode_events_pauses_clicks_and_the_cap_split_runs() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let unicode = |unit: u16, released: bool| -> Vec<u8> {
+            let [a, b] = unit.to_le_bytes();
+            vec![(4 << 5) | u8::from(released), a, b]
+        };
+        for unit in [0x00e9u16, 0xd83d, 0xde00] {
+            feed(
+                &mut t,
+                0,
+                &fast_path(&[&unicode(unit, false), &unicode(unit, true)]),
+                &mut out,
+            );
+        }
+        // A pause longer than RUN_GAP: a new run.
+        press(&mut t, 6_000, &[(0x10, false)], &mut out);
+        // A mouse click (PTRFLAGS_DOWN | BUTTON1): the run ends.
+        let click = [1 << 5, 0x00, 0x90, 10, 0, 10, 0];
+        feed(&mut t, 6_100, &fast_path(&[&click]), &mut out);
+        // A long burst is cut at MAX_RUN_CHARS.
+        for _ in 0..(MAX_RUN_CHARS + 10) {
+            press(&mut t, 7_000, &[(0x1e, false)], &mut out);
+        }
+        t.finish(&mut out);
+        let runs = texts(&out);
+        assert_eq!(runs[0], "é😀");
+        assert_eq!(runs[1], "q");
+        assert_eq!(runs[2].len(), MAX_RUN_CHARS);
+        assert_eq!(runs[3].len(), 10);
+    }
+
+    #[test]
+    fn slow_path_input_pdus_are_read_too() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        for (code, flags) in [
+            (0x2a, 0x0000u16),
+            (0x14, 0),
+            (0x14, 0x8000),
+            (0x2a, 0x8000),
+            (0x12, 0),
+            (0x1f, 0),
+            (0x14, 0),
+            (0x1c, 0),
+        ] {
+            events.extend_from_slice(&0u32.to_le_bytes());
+            events.extend_from_slice(&0x0004u16.to_le_bytes());
+            events.extend_from_slice(&flags.to_le_bytes());
+            events.extend_from_slice(&u16::from(code as u8).to_le_bytes());
+            events.extend_from_slice(&0u16.to_le_bytes());
+        }
+        let mut data = Vec::new();
+        let total = (18 + 4 + events.len()) as u16;
+        data.extend_from_slice(&total.to_le_bytes());
+        data.extend_from_slice(&0x0017u16.to_le_bytes());
+        data.extend_from_slice(&1007u16.to_le_bytes());
+        data.extend_from_slice(&0x0001_03eau32.to_le_bytes());
+        data.extend_from_slice(&[0, 1]);
+        data.extend_from_slice(&0u16.to_le_bytes());
+        data.extend_from_slice(&[0x1c, 0]);
+        data.extend_from_slice(&0u16.to_le_bytes());
+        data.extend_from_slice(&8u16.to_le_bytes());
+        data.extend_from_slice(&0u16.to_le_bytes());
+        data.extend_from_slice(&events);
+        let pdu = ironrdp_pdu::encode_vec(&X224(SendDataRequest {
+            initiator_id: 1007,
+            channel_id: IO,
+            user_data: Cow::Owned(data),
+        }))
+        .unwrap();
+        t.observe(
+            &Pdu {
+                direction: Direction::ClientToTarget,
+                framing: Framing::X224,
+                at: Duration::ZERO,
+                bytes: &pdu,
+            },
+            &mut out,
+        );
+        assert_eq!(texts(&out), vec!["Test<Enter>".to_string()]);
+    }
+
+    /// A cliprdr message in channel chunks of at most `chunk` bytes.
+    fn clip_chunks(
+        from: Direction,
+        msg_type: u16,
+        flags: u16,
+        body: &[u8],
+        chunk: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut message = Vec::new();
+        message.extend_from_slice(&msg_type.to_le_bytes());
+        message.extend_from_slice(&flags.to_le_bytes());
+        message.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        message.extend_from_slice(body);
+        let pieces: Vec<&[u8]> = message.chunks(chunk).collect();
+        let count = pieces.len();
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let mut flags = 0u32;
+                if i == 0 {
+                    flags |= 1;
+                }
+                if i + 1 == count {
+                    flags |= 2;
+                }
+                let mut data = (message.len() as u32).to_le_bytes().to_vec();
+                data.extend_from_slice(&flags.to_le_bytes());
+                data.extend_from_slice(piece);
+                match from {
+                    Direction::ClientToTarget => ironrdp_pdu::encode_vec(&X224(SendDataRequest {
+                        initiator_id: 1007,
+                        channel_id: CLIP,
+                        user_data: Cow::Owned(data),
+                    })),
+                    Direction::TargetToClient => {
+                        ironrdp_pdu::encode_vec(&X224(SendDataIndication {
+                            initiator_id: 1002,
+                            channel_id: CLIP,
+                            user_data: Cow::Owned(data),
+                        }))
+                    }
+                }
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn send(t: &mut InputTracker, from: Direction, chunks: Vec<Vec<u8>>, out: &mut Vec<Event>) {
+        for bytes in chunks {
+            t.observe(
+                &Pdu {
+                    direction: from,
+                    framing: Framing::X224,
+                    at: Duration::from_secs(1),
+                    bytes: &bytes,
+                },
+                out,
+            );
+        }
+    }
+
+    fn utf16z(text: &str) -> Vec<u8> {
+        text.encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn clipboard_transfers_are_reassembled_and_reported() {
+        let (c, s) = (Direction::ClientToTarget, Direction::TargetToClient);
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // Both sides announce long format names (general capability set, flags 0x2).
+        let caps = [1u8, 0, 0, 0, 1, 0, 12, 0, 2, 0, 0, 0, 2, 0, 0, 0];
+        send(&mut t, s, clip_chunks(s, 7, 0, &caps, 1600), &mut out);
+        send(&mut t, c, clip_chunks(c, 7, 0, &caps, 1600), &mut out);
+        // The target offers Unicode text and HTML.
+        let mut list = 13u32.to_le_bytes().to_vec();
+        list.extend(utf16z(""));
+        list.extend(0xc004u32.to_le_bytes());
+        list.extend(utf16z("HTML Format"));
+        send(&mut t, s, clip_chunks(s, 2, 0, &list, 1600), &mut out);
+        // The client asks for text; the answer comes in 3 chunks.
+        send(
+            &mut t,
+            c,
+            clip_chunks(c, 4, 0, &13u32.to_le_bytes(), 1600),
+            &mut out,
+        );
+        let secret = "copied from the target: s3cr3t";
+        send(
+            &mut t,
+            s,
+            clip_chunks(s, 5, 1, &utf16z(secret), 25),
+            &mut out,
+        );
+        // Then HTML, which is reported by size and name only.
+        send(
+            &mut t,
+            c,
+            clip_chunks(c, 4, 0, &0xc004u32.to_le_bytes(), 1600),
+            &mut out,
+        );
+        send(
+            &mut t,
+            s,
+            clip_chunks(s, 5, 1, &[b'<'; 100], 1600),
+            &mut out,
+        );
+
+        let html = ClipboardFormat {
+            id: 0xc004,
+            name: Some("HTML Format".into()),
+        };
+        let text = ClipboardFormat {
+            id: 13,
+            name: Some("CF_UNICODETEXT".into()),
+        };
+        let kinds: Vec<_> = out.iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::ClipboardFormats {
+                    from: s,
+                    formats: vec![text.clone(), html.clone()]
+                },
+                EventKind::ClipboardRequest {
+                    from: c,
+                    format: text.clone()
+                },
+                EventKind::ClipboardData {
+                    from: s,
+                    format: text,
+                    ok: true,
+                    size: (secret.len() as u64 + 1) * 2,
+                    text: Some(secret.into()),
+                    truncated: false
+                },
+                EventKind::ClipboardRequest {
+                    from: c,
+                    format: html.clone()
+                },
+                EventKind::ClipboardData {
+                    from: s,
+                    format: html,
+                    ok: true,
+                    size: 100,
+                    text: None,
+                    truncated: false
+                },
+            ]
+        );
+        let json = serde_json::to_string(&out[2]).unwrap();
+        assert!(json.contains("\"type\":\"clipboard_data\""), "{json}");
+        assert!(json.contains("\"from\":\"target_to_client\""), "{json}");
+    }
+
+    #[test]
+    fn short_names_cf_text_and_oversized_data_are_bounded() {
+        let (c, s) = (Direction::ClientToTarget, Direction::TargetToClient);
+        let mut t = tracker();
+        let mut out = Vec::new();
+        // Short (32-byte) ASCII names, no capabilities exchanged.
+        let mut list = 1u32.to_le_bytes().to_vec();
+        list.extend([0u8; 32]);
+        send(&mut t, c, clip_chunks(c, 2, 0x4, &list, 1600), &mut out);
+        send(
+            &mut t,
+            s,
+            clip_chunks(s, 4, 0, &1u32.to_le_bytes(), 1600),
+            &mut out,
+        );
+        let big = vec![b'x'; MAX_CLIPBOARD_BYTES + 100_000];
+        send(&mut t, c, clip_chunks(c, 5, 1, &big, 1600), &mut out);
+        assert!(
+            t.clipboard
+                .reassembly
+                .iter()
+                .all(|r| r.buffer.capacity() <= MAX_CLIPBOARD_BYTES + 1600)
+        );
+        match &out.last().unwrap().kind {
+            EventKind::ClipboardData {
+                from,
+                format,
+                size,
+                text,
+                truncated,
+                ..
+            } => {
+                assert_eq!(*from, c);
+                assert_eq!(format.name.as_deref(), Some("CF_TEXT"));
+                assert_eq!(*size, big.len() as u64);
+                assert_eq!(text.as_ref().unwrap().len(), MAX_CLIPBOARD_TEXT);
+                assert!(*truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        let mut seed = 0x1234_5678u32;
+        for len in 0..400usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            for (direction, framing) in [
+                (Direction::ClientToTarget, Framing::FastPath),
+                (Direction::ClientToTarget, Framing::X224),
+                (Direction::TargetToClient, Framing::X224),
+            ] {
+                t.observe(
+                    &Pdu {
+                        direction,
+                        framing,
+                        at: Duration::ZERO,
+                        bytes: &bytes,
+                    },
+                    &mut out,
+                );
+            }
+            // The same bytes as a cliprdr message from either side.
+            for from in [Direction::ClientToTarget, Direction::TargetToClient] {
+                if bytes.len() >= 2 {
+                    let msg_type = u16::from(bytes[0] % 12);
+                    let chunks = clip_chunks(from, msg_type, u16::from(bytes[1]), &bytes, 64);
+                    send(&mut t, from, chunks, &mut out);
+                }
+            }
+        }
+        t.finish(&mut out);
+    }
 }

@@ -763,3 +763,164 @@ fn a_steered_recording_decodes_to_the_target_screen_and_its_typing_is_searchable
         "typed text not found as one run: {runs:?}"
     );
 }
+
+/// The client's capability sets from the (first) Confirm Active in a recording, and the
+/// early capability flags of its Connect Initial.
+fn client_capabilities(
+    pdus: &[Kept],
+) -> (
+    ironrdp_pdu::gcc::ClientEarlyCapabilityFlags,
+    Vec<ironrdp_pdu::rdp::capability_sets::CapabilitySet>,
+) {
+    use ironrdp_pdu::mcs::{ConnectInitial, SendDataRequest};
+    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu};
+    use ironrdp_pdu::x224::{X224, X224Data};
+    let initial = &pdus[0].3;
+    let data = ironrdp_pdu::decode::<X224<X224Data<'_>>>(initial)
+        .unwrap()
+        .0;
+    let initial: ConnectInitial = ironrdp_pdu::decode(data.data.as_ref()).unwrap();
+    let flags = initial
+        .conference_create_request
+        .gcc_blocks()
+        .core
+        .optional_data
+        .early_capability_flags
+        .unwrap();
+    let sets = pdus
+        .iter()
+        .filter(|(d, k, _, _)| *d == Direction::ClientToTarget && *k == PduKind::X224)
+        .find_map(|(_, _, _, bytes)| {
+            let request = ironrdp_pdu::decode::<X224<SendDataRequest<'_>>>(bytes)
+                .ok()?
+                .0;
+            let header: ShareControlHeader =
+                ironrdp_pdu::decode(request.user_data.as_ref()).ok()?;
+            match header.share_control_pdu {
+                ShareControlPdu::ClientConfirmActive(confirm) => Some(confirm.pdu.capability_sets),
+                _ => None,
+            }
+        })
+        .expect("no Confirm Active recorded");
+    (flags, sets)
+}
+
+fn orders_on(sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]) -> usize {
+    use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, OrderSupportIndex as O};
+    let mut order = sets
+        .iter()
+        .find_map(|s| match s {
+            CapabilitySet::Order(order) => Some(order.clone()),
+            _ => None,
+        })
+        .expect("no Order capability set");
+    [
+        O::DstBlt,
+        O::PatBlt,
+        O::ScrBlt,
+        O::MemBlt,
+        O::Mem3Blt,
+        O::LineTo,
+        O::MultiDstBlt,
+        O::MultiPatBlt,
+        O::MultiScrBlt,
+        O::MultiOpaqueRect,
+        O::Fast,
+        O::PolygonSC,
+        O::PolygonCB,
+        O::Polyline,
+        O::FastGlyph,
+        O::EllipseSC,
+        O::EllipseCB,
+        O::Index,
+        O::SaveBitmap,
+    ]
+    .into_iter()
+    .filter(|&i| order.get_support_flag(i))
+    .count()
+}
+
+fn codecs(sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]) -> Option<usize> {
+    use ironrdp_pdu::rdp::capability_sets::CapabilitySet;
+    sets.iter().find_map(|s| match s {
+        CapabilitySet::BitmapCodecs(codecs) => Some(codecs.0.len()),
+        _ => None,
+    })
+}
+
+/// The same real client (asking for the graphics pipeline and RemoteFX) through a gateway
+/// without steering and one with: the recorded Connect Initial and Confirm Active are the
+/// client's own without, and steered with (no GFX flag, every drawing order off, no codecs),
+/// and only the steered recording decodes.
+#[test]
+fn steering_changes_what_the_target_is_offered_and_makes_the_recording_decodable() {
+    use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as Early;
+    let client_args = ["/gfx", "/rfx"];
+    let (plain, plain_pdus) = recorded_session(
+        RelayOptions {
+            steer_for_recording: false,
+        },
+        &client_args,
+        |_| {},
+    );
+    assert_eq!(plain.summary.confirm_actives_steered, 0, "{plain:?}");
+    let (steered, steered_pdus) = recorded_session(RelayOptions::default(), &client_args, |_| {});
+    assert!(steered.summary.confirm_actives_steered >= 1, "{steered:?}");
+    assert_eq!(steered.summary.confirm_actives_unsteered, 0, "{steered:?}");
+
+    let (plain_flags, plain_sets) = client_capabilities(&plain_pdus);
+    let (steered_flags, steered_sets) = client_capabilities(&steered_pdus);
+    assert!(plain_flags.contains(Early::SUPPORT_DYN_VC_GFX_PROTOCOL));
+    assert!(!steered_flags.contains(Early::SUPPORT_DYN_VC_GFX_PROTOCOL));
+    // Everything else in the early flags is the client's.
+    assert_eq!(
+        plain_flags - Early::SUPPORT_DYN_VC_GFX_PROTOCOL,
+        steered_flags
+    );
+    assert!(
+        orders_on(&plain_sets) > 0,
+        "the client offers drawing orders"
+    );
+    assert_eq!(orders_on(&steered_sets), 0);
+    assert!(codecs(&plain_sets).unwrap() > 0, "the client offers codecs");
+    assert_eq!(codecs(&steered_sets), Some(0));
+    // The other capability sets are the same kinds, in the same order.
+    let kinds = |sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]| {
+        sets.iter()
+            .map(|s| std::mem::discriminant(s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&plain_sets), kinds(&steered_sets));
+
+    let replay = |pdus: &[Kept]| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rdp.pdus");
+        write_recording(pdus, &path);
+        let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+        gatehouse_rdp_replay::Replayer::replay(&mut reader).unwrap()
+    };
+    let steered_replay = replay(&steered_pdus);
+    assert_eq!(
+        steered_replay.verdict(),
+        gatehouse_rdp_replay::Verdict::Decodable,
+        "{:?}",
+        steered_replay.stats()
+    );
+    assert_checkerboard(&steered_replay.frame().unwrap());
+    // Without steering FreeRDP's shadow server draws through EGFX: flagged, not garbage.
+    let plain_replay = replay(&plain_pdus);
+    assert!(
+        matches!(
+            plain_replay.verdict(),
+            gatehouse_rdp_replay::Verdict::NotDecodable(_)
+        ),
+        "{:?} {:?}",
+        plain_replay.verdict(),
+        plain_replay.stats()
+    );
+    assert!(
+        plain_replay.stats().gfx_opened,
+        "{:?}",
+        plain_replay.stats()
+    );
+}
