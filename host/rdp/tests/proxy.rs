@@ -886,9 +886,7 @@ fn steering_changes_what_the_target_is_offered_and_makes_the_recording_decodable
     assert_eq!(codecs(&steered_sets), Some(0));
     // The other capability sets are the same kinds, in the same order.
     let kinds = |sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]| {
-        sets.iter()
-            .map(|s| std::mem::discriminant(s))
-            .collect::<Vec<_>>()
+        sets.iter().map(std::mem::discriminant).collect::<Vec<_>>()
     };
     assert_eq!(kinds(&plain_sets), kinds(&steered_sets));
 
