@@ -29,7 +29,8 @@ const EGFX_CHANNEL: &[u8] = b"Microsoft::Windows::RDS::Graphics";
 /// The decoded screen at some moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
-    /// `width * height` pixels, 4 bytes each: red, green, blue, alpha.
+    /// `width * height` pixels, 4 bytes each: red, green, blue, alpha (255 wherever the target
+    /// drew; the screen starts all zero, transparent black, until it does).
     pub rgba: &'a [u8],
     pub width: u16,
     pub height: u16,

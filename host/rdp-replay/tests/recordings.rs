@@ -388,3 +388,20 @@ fn corrupted_graphics_are_flagged_never_a_panic() {
     }
     let _ = replayer.verdict();
 }
+
+#[test]
+fn mp4_export_uses_h264() {
+    require_ffmpeg();
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("session.mp4");
+    let summary = export(&fixture(), &mp4, &ExportOptions::default()).unwrap();
+    assert!(summary.frames >= 5, "{summary:?}");
+    let probe = Command::new("ffmpeg")
+        .args(["-hide_banner", "-i"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&probe.stderr);
+    assert!(info.contains("h264"), "{info}");
+    assert_checkerboard(&read_back(&mp4, 1024, 768), 1024, 768, 48);
+}
