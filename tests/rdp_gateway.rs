@@ -278,3 +278,192 @@ fn a_held_session_is_relayed_and_recorded_without_either_password() {
         "{ended}"
     );
 }
+
+/// `ffmpeg` decodes `args` (input options and file) to one RGB24 frame of `width` x `height`.
+fn decoded_frame(args: &[&str], width: usize, height: usize) -> Vec<u8> {
+    let ffmpeg = support::rdp_peers::require("ffmpeg", "ffmpeg");
+    let out = std::process::Command::new(ffmpeg)
+        .args(["-v", "error"])
+        .args(args)
+        .args([
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "pipe:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout.len(),
+        width * height * 3,
+        "one {width}x{height} frame"
+    );
+    out.stdout
+}
+
+fn pixel(frame: &[u8], width: usize, x: usize, y: usize) -> [u8; 3] {
+    let i = (y * width + x) * 3;
+    [frame[i], frame[i + 1], frame[i + 2]]
+}
+
+/// Asserts the checkerboard (32-pixel squares, magenta where `x/32 + y/32` is even, green
+/// elsewhere) at the centres of the squares of the top-left 256x256, within `tolerance` per
+/// channel (0 for a lossless frame).
+fn assert_checkerboard(frame: &[u8], width: usize, tolerance: u8, what: &str) {
+    for row in 0..8 {
+        for column in 0..8 {
+            let (x, y) = (column * 32 + 16, row * 32 + 16);
+            let want = if (row + column) % 2 == 0 {
+                [0xff, 0x00, 0xff]
+            } else {
+                [0x00, 0xc0, 0x00]
+            };
+            let got = pixel(frame, width, x, y);
+            let close = got
+                .iter()
+                .zip(want)
+                .all(|(g, w)| g.abs_diff(w) <= tolerance);
+            assert!(
+                close,
+                "{what}: pixel ({x},{y}) is {got:02x?}, not {want:02x?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    support::rdp_peers::paint_checkerboard(&shadow.display, dir.path(), 32, "#ff00ff", "#00c000");
+    let mut gh = Gatehouse::init();
+    configure(&gh, &shadow, true);
+    gh.cli_ok(&["group", "add", "auditors"]);
+    gh.cli_stdin_ok(
+        &[
+            "user",
+            "add",
+            "ada",
+            "--password-stdin",
+            "--group",
+            "auditors",
+        ],
+        "Audit-pw-8Lm3\n",
+    );
+    std::fs::write(
+        gh.data_dir().join("policies/recordings.cedar"),
+        include_str!("../policies/examples/auditors-view-recordings.cedar"),
+    )
+    .unwrap();
+    gh.serve();
+
+    // The client on a display of its own; what it types goes through the gateway.
+    let client = Client::new(dir.path());
+    let display = client.display_env().to_string();
+    let command = client.command(
+        gh.rdp_port(),
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:1024x768", "/bpp:32", "-clipboard"],
+    );
+    let running = std::thread::spawn(move || client.run(command, Duration::from_secs(14)));
+    wait_for(&gh, "target_connect_ok");
+    std::thread::sleep(Duration::from_secs(3));
+    support::rdp_peers::type_into_client(&display, "secret-project-42");
+    let (output, killed) = running.join().unwrap();
+    assert!(killed, "the session ended early:\n{}", text(&output));
+    let id = json_str(&gh.ended_sessions_of(GATEWAY_USER, 1)[0], "id");
+
+    // The typing and the graphics verdict are events of the session (checked after it ends).
+    let shown = support::poll(Duration::from_secs(60), || {
+        let shown = gh.cli_json(&["session", "show", &id, "--json"]);
+        let done = shown["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "session_closed"));
+        done.then_some(shown)
+    })
+    .expect("the recording is closed");
+    let events = shown["events"].as_array().unwrap();
+    let typed: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "keys")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        typed.contains(&"secret-project-42<Enter>"),
+        "typing runs: {typed:?}"
+    );
+    let graphics = events.iter().find(|e| e["type"] == "graphics").unwrap();
+    assert_eq!(graphics["verdict"], "decodable", "{graphics}");
+    let text_view = gh.cli_ok(&["session", "show", &id]);
+    assert!(
+        text_view.contains("keys \"secret-project-42<Enter>\""),
+        "{text_view}"
+    );
+
+    // One frame, lossless: the target's screen exactly.
+    let png = dir.path().join("last.png");
+    gh.cli_ok(&["session", "export", &id, "-o", png.to_str().unwrap()]);
+    let frame = decoded_frame(&["-i", png.to_str().unwrap()], 1024, 768);
+    assert_checkerboard(&frame, 1024, 0, "the PNG export");
+    // The video (VP8, lossy): its last second shows the same screen.
+    let webm = dir.path().join("session.webm");
+    gh.cli_ok(&["session", "export", &id, "-o", webm.to_str().unwrap()]);
+    let frame = decoded_frame(&["-sseof", "-1", "-i", webm.to_str().unwrap()], 1024, 768);
+    assert_checkerboard(&frame, 1024, 40, "the WebM export");
+
+    // The player's video: an auditor gets the WebM over the API, rendered once and cached.
+    let ada = support::api_bearer(&gh, "ada", "Audit-pw-8Lm3");
+    let (status, headers, video) = support::curl(
+        &gh,
+        "GET",
+        &format!("/api/v1/sessions/{id}/video"),
+        &[&ada],
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&video));
+    assert!(
+        headers.to_lowercase().contains("content-type: video/webm"),
+        "{headers}"
+    );
+    assert!(
+        video.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]),
+        "a WebM (EBML) file"
+    );
+    let cached = gh
+        .data_dir()
+        .join("recordings")
+        .join(&id)
+        .join("video.webm");
+    assert_eq!(std::fs::read(&cached).unwrap(), video);
+    // The gateway user who opened the session may not watch it.
+    let alice = support::api_bearer(&gh, GATEWAY_USER, GATEWAY_PASSWORD);
+    let (status, _, _) = support::curl(
+        &gh,
+        "GET",
+        &format!("/api/v1/sessions/{id}/video"),
+        &[&alice],
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // Neither password is in the recording, the rendered video or the TRACE log.
+    for secret in [GATEWAY_PASSWORD, VAULT_PASSWORD] {
+        for needle in [secret.as_bytes().to_vec(), utf16(secret)] {
+            let hits = support::files_containing(gh.data_dir(), &needle);
+            assert!(hits.is_empty(), "`{secret}` is in {hits:?}");
+        }
+        assert!(
+            !gh.log_text().contains(secret),
+            "`{secret}` is in the gateway's log"
+        );
+    }
+}

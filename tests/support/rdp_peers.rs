@@ -343,3 +343,73 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+impl Client {
+    /// The X display the client's window is on (`:N`).
+    pub fn display_env(&self) -> &str {
+        &self.display
+    }
+}
+
+/// Paints the root window of `display` with a checkerboard of `square`-pixel squares, `fg`
+/// where `(x / square + y / square)` is even and `bg` elsewhere (`xsetroot -bitmap`; colours
+/// as `#rrggbb`), so a recording of that screen has known colours at known places.
+pub fn paint_checkerboard(display: &Display, dir: &Path, square: u32, fg: &str, bg: &str) {
+    let xsetroot = require("xsetroot", "x11-xserver-utils");
+    let side = square * 2;
+    let row_bytes = side.div_ceil(8);
+    let mut bits = Vec::new();
+    for y in 0..side {
+        for byte in 0..row_bytes {
+            let mut value = 0u8;
+            for bit in 0..8 {
+                let x = byte * 8 + bit;
+                if x < side && (x / square + y / square).is_multiple_of(2) {
+                    value |= 1 << bit;
+                }
+            }
+            bits.push(format!("0x{value:02x}"));
+        }
+    }
+    let xbm = format!(
+        "#define board_width {side}\n#define board_height {side}\nstatic unsigned char board_bits[] = {{\n{}}};\n",
+        bits.join(", ")
+    );
+    let path = dir.join("board.xbm");
+    std::fs::write(&path, xbm).unwrap();
+    let status = Command::new(xsetroot)
+        .env("DISPLAY", display.env())
+        .arg("-bitmap")
+        .arg(&path)
+        .args(["-fg", fg, "-bg", bg])
+        .status()
+        .unwrap();
+    assert!(status.success(), "xsetroot failed: {status}");
+}
+
+/// Types `text` and then presses Return in the FreeRDP window on `display` (`xdotool`), so the
+/// client sends the keystrokes through the gateway.
+pub fn type_into_client(display: &str, text: &str) {
+    let xdotool = require("xdotool", "xdotool");
+    let out = Command::new(xdotool)
+        .env("DISPLAY", display)
+        .args([
+            "search",
+            "--sync",
+            "--name",
+            "FreeRDP",
+            "windowfocus",
+            "--sync",
+            "%1",
+        ])
+        .args(["type", "--delay", "60", text])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "xdotool type failed: {out:?}");
+    let out = Command::new(require("xdotool", "xdotool"))
+        .env("DISPLAY", display)
+        .args(["key", "--delay", "60", "Return"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "xdotool key failed: {out:?}");
+}

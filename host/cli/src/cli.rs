@@ -403,14 +403,26 @@ pub enum SessionCommand {
         #[arg(long)]
         max_idle: Option<f64>,
     },
-    /// Write a channel as an asciicast v2 file that `asciinema play` plays.
+    /// SSH: write a channel as an asciicast v2 file that `asciinema play` plays. RDP: render
+    /// the session to a video (`.webm`, `.mp4`) or one frame (`.png`) with ffmpeg.
     Export {
         id: String,
         #[arg(long)]
         channel: Option<u32>,
-        /// Output file.
+        /// Output file; for RDP its extension picks the format.
         #[arg(short, long)]
         output: PathBuf,
+        /// RDP: frames per second of the video.
+        #[arg(long, default_value_t = 5)]
+        fps: u32,
+        /// RDP, `.png`: the moment to show, in seconds since the session started (default: the
+        /// end).
+        #[arg(long)]
+        at: Option<f64>,
+        /// RDP: write at most this many seconds of an unchanged screen (default 10; 0 keeps
+        /// real timing throughout).
+        #[arg(long)]
+        max_idle: Option<f64>,
     },
 }
 

@@ -42,6 +42,11 @@ pub struct RdpSettings {
     pub enabled: bool,
     /// When this default address cannot be bound, `serve` logs an error and goes on without RDP.
     pub listen: std::net::SocketAddr,
+    /// Steer capability negotiation so every recording can be rendered back to frames (no
+    /// graphics pipeline, no drawing orders, no bitmap codecs: more bandwidth, plain bitmaps).
+    /// Off, the client and target negotiate freely and recordings are likely not decodable
+    /// (each session's verdict says so).
+    pub decodable_recordings: bool,
 }
 
 impl Default for RdpSettings {
@@ -49,6 +54,7 @@ impl Default for RdpSettings {
         Self {
             enabled: true,
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], gatehouse_rdp::DEFAULT_PORT)),
+            decodable_recordings: true,
         }
     }
 }

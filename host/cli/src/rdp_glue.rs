@@ -21,22 +21,20 @@ use gatehouse_rdp::{
     Direction, FirstUse, GatewayTls, NtHash, PduKind, PinOutcome, PinRecorder, RecordError,
     RecordedPdu, Recorder, Refused, RelaySummary, TargetLogin, UserDirectory,
 };
-use gatehouse_recording::SessionRecording;
+use gatehouse_recording::{RecordingEvent, SessionRecording};
 use gatehouse_store::{ASSETS, SESSIONS, Store, StoreError, USERS};
 use gatehouse_vault::{UserSecretKind, Vault};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-/// The file in a session's recording directory that holds the relayed PDUs.
+/// The file in a session's recording directory that holds the relayed PDUs (the format is
+/// `gatehouse_rdp_replay::pdus`).
 pub const PDU_FILE: &str = "rdp.pdus";
-/// The first bytes of [`PDU_FILE`]; then records of: direction (1 byte: 0 client to target,
-/// 1 target to client), framing (1 byte: 0 X.224, 1 fast-path, 2 undecodable), microseconds
-/// since the relay started (u64 LE), length (u32 LE), the PDU.
-pub const PDU_FILE_MAGIC: &[u8; 8] = b"GHRDP1\n\0";
+/// The cached rendering of a session, for the player.
+pub const VIDEO_FILE: &str = "video.webm";
 
 /// Everything an RDP session needs from the rest of Gatehouse.
 pub struct RdpServices {
@@ -52,6 +50,9 @@ pub struct RdpServices {
     pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
     pub auditor: Auditor,
     pub recordings: PathBuf,
+    /// Steer capability negotiation so recordings decode (no GFX, no drawing orders, no
+    /// bitmap codecs; settings.json `rdp.decodable_recordings`, default on).
+    pub steer_for_recording: bool,
     pub tls: GatewayTls,
     /// Limit for a client's negotiation and authentication.
     pub handshake_timeout: Duration,
@@ -76,8 +77,34 @@ pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
 /// Renders RDP recordings to WebM for the API's player (cached as `video.webm` beside
 /// `rdp.pdus`).
 pub fn video_renderer(dir: &DataDir) -> Option<Arc<dyn gatehouse_api::VideoRenderer>> {
-    let _ = dir;
-    None
+    Some(Arc::new(Renderer {
+        recordings: dir.recordings(),
+    }))
+}
+
+struct Renderer {
+    recordings: PathBuf,
+}
+
+impl gatehouse_api::VideoRenderer for Renderer {
+    fn webm(&self, id: &str) -> Result<PathBuf, String> {
+        let recorded = gatehouse_recording::RecordedSession::open(&self.recordings, id)
+            .map_err(|e| e.to_string())?;
+        let pdus = recorded.dir().join(PDU_FILE);
+        let video = recorded.dir().join(VIDEO_FILE);
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if let (Some(made), Some(source)) = (modified(&video), modified(&pdus))
+            && made >= source
+        {
+            return Ok(video);
+        }
+        // Rendered beside, then renamed: a reader never sees half a video.
+        let partial = recorded.dir().join(format!("{VIDEO_FILE}.part.webm"));
+        gatehouse_rdp_replay::export(&pdus, &partial, &Default::default())
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, &video).map_err(|e| e.to_string())?;
+        Ok(video)
+    }
 }
 
 /// Binds the RDP listener: the explicit `--rdp-listen` address (failure is an error), else
@@ -232,63 +259,180 @@ impl PinRecorder for StorePins<'_> {
     }
 }
 
-/// Appends every relayed PDU to [`PDU_FILE`] through a bounded buffer.
-struct PduFile {
+/// Appends every relayed PDU to [`PDU_FILE`] through a bounded buffer, and turns the client's
+/// input into searchable events (typing runs, clipboard transfers) in the session's
+/// `events.jsonl` as they happen.
+struct PduFile<'a> {
     path: PathBuf,
-    out: Mutex<std::io::BufWriter<std::fs::File>>,
+    recording: &'a SessionRecording,
+    state: Mutex<PduState>,
 }
 
-impl PduFile {
-    fn create(recording: &SessionRecording) -> std::io::Result<Self> {
+struct PduState {
+    writer: gatehouse_rdp_replay::PduWriter<std::io::BufWriter<std::fs::File>>,
+    tracker: gatehouse_rdp_replay::InputTracker,
+    events: Vec<gatehouse_rdp_replay::Event>,
+}
+
+fn side(direction: gatehouse_rdp_replay::Direction) -> String {
+    match direction {
+        gatehouse_rdp_replay::Direction::ClientToTarget => "client",
+        gatehouse_rdp_replay::Direction::TargetToClient => "target",
+    }
+    .into()
+}
+
+fn format_name(format: &gatehouse_rdp_replay::ClipboardFormat) -> String {
+    format
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("format {}", format.id))
+}
+
+/// The recording's event for an input event; `None` for the ones not worth a line.
+fn recording_event(kind: gatehouse_rdp_replay::EventKind) -> Option<RecordingEvent> {
+    use gatehouse_rdp_replay::EventKind;
+    Some(match kind {
+        EventKind::Keys {
+            text, end_micros, ..
+        } => RecordingEvent::Keys {
+            text,
+            end: end_micros as f64 / 1e6,
+        },
+        EventKind::ClipboardFormats { from, formats } => RecordingEvent::ClipboardOffer {
+            from: side(from),
+            formats: formats.iter().map(format_name).collect(),
+        },
+        EventKind::ClipboardRequest { .. } => return None,
+        EventKind::ClipboardData {
+            from,
+            format,
+            ok,
+            size,
+            text,
+            truncated,
+        } => {
+            if !ok {
+                return None;
+            }
+            RecordingEvent::Clipboard {
+                from: side(from),
+                format: format_name(&format),
+                size,
+                text,
+                truncated,
+            }
+        }
+    })
+}
+
+/// Writes input events to the recording's event log.
+fn log_events(recording: &SessionRecording, events: &mut Vec<gatehouse_rdp_replay::Event>) {
+    for event in events.drain(..) {
+        let at = Duration::from_micros(event.at_micros);
+        if let Some(event) = recording_event(event.kind)
+            && let Err(e) = recording.log_at(at, None, event)
+        {
+            tracing::error!(error = %e, "cannot log an input event");
+        }
+    }
+}
+
+impl<'a> PduFile<'a> {
+    fn create(recording: &'a SessionRecording) -> Result<Self, String> {
         let path = recording.dir().join(PDU_FILE);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)?;
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
-        out.write_all(PDU_FILE_MAGIC)?;
+            .open(&path)
+            .map_err(|e| format!("creating `{}`: {e}", path.display()))?;
+        let writer = gatehouse_rdp_replay::PduWriter::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            file,
+        ))
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             path,
-            out: Mutex::new(out),
+            recording,
+            state: Mutex::new(PduState {
+                writer,
+                tracker: gatehouse_rdp_replay::InputTracker::new(),
+                events: Vec::new(),
+            }),
         })
     }
 
-    fn finish(&self) -> std::io::Result<()> {
-        let mut out = self
-            .out
-            .lock()
+    /// Logs the last typing run, flushes the PDUs and syncs the file.
+    fn finish(self) -> std::io::Result<()> {
+        let PduState {
+            writer,
+            mut tracker,
+            mut events,
+        } = self
+            .state
+            .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        out.flush()?;
-        out.get_ref().sync_all()
+        tracker.finish(&mut events);
+        log_events(self.recording, &mut events);
+        let out = writer.finish().map_err(std::io::Error::other)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 }
 
-impl Recorder for PduFile {
+impl Recorder for PduFile<'_> {
     fn record(&self, pdu: &RecordedPdu<'_>) -> Result<(), RecordError> {
-        let direction: u8 = match pdu.direction {
-            Direction::ClientToTarget => 0,
-            Direction::TargetToClient => 1,
+        use gatehouse_rdp_replay::{Direction as D, Framing, Pdu};
+        let pdu = Pdu {
+            direction: match pdu.direction {
+                Direction::ClientToTarget => D::ClientToTarget,
+                Direction::TargetToClient => D::TargetToClient,
+            },
+            framing: match pdu.kind {
+                PduKind::X224 => Framing::X224,
+                PduKind::FastPath => Framing::FastPath,
+                PduKind::Undecodable => Framing::Undecodable,
+            },
+            at: pdu.at,
+            bytes: pdu.bytes,
         };
-        let kind: u8 = match pdu.kind {
-            PduKind::X224 => 0,
-            PduKind::FastPath => 1,
-            PduKind::Undecodable => 2,
-        };
-        let micros = u64::try_from(pdu.at.as_micros()).unwrap_or(u64::MAX);
-        let length = u32::try_from(pdu.bytes.len())
-            .map_err(|_| RecordError(format!("a PDU of {} bytes", pdu.bytes.len())))?;
-        let mut out = self
-            .out
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut header = [0u8; 14];
-        header[0] = direction;
-        header[1] = kind;
-        header[2..10].copy_from_slice(&micros.to_le_bytes());
-        header[10..14].copy_from_slice(&length.to_le_bytes());
-        out.write_all(&header)
-            .and_then(|()| out.write_all(pdu.bytes))
-            .map_err(|e| RecordError(format!("writing `{}`: {e}", self.path.display())))
+        let state = &mut *state;
+        state
+            .writer
+            .write(&pdu)
+            .map_err(|e| RecordError(format!("writing `{}`: {e}", self.path.display())))?;
+        state.tracker.observe(&pdu, &mut state.events);
+        if !state.events.is_empty() {
+            log_events(self.recording, &mut state.events);
+        }
+        Ok(())
+    }
+}
+
+/// Checks after a session whether its recorded graphics decode, one session at a time (the
+/// decoder holds a frame buffer), and returns the verdict as a recording event.
+async fn check_graphics(path: PathBuf) -> RecordingEvent {
+    static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _permit = CHECKS.acquire().await;
+    let verdict = tokio::task::spawn_blocking(move || {
+        let mut reader = gatehouse_rdp_replay::pdus::open(&path)?;
+        gatehouse_rdp_replay::Replayer::replay(&mut reader).map(|r| r.verdict())
+    })
+    .await;
+    use gatehouse_rdp_replay::Verdict;
+    let (verdict, reason) = match verdict {
+        Ok(Ok(Verdict::Decodable)) => ("decodable", None),
+        Ok(Ok(Verdict::Partially(why))) => ("partially", Some(why)),
+        Ok(Ok(Verdict::NotDecodable(why))) => ("not_decodable", Some(why)),
+        Ok(Err(e)) => ("not_decodable", Some(e.to_string())),
+        Err(e) => ("not_decodable", Some(format!("the check failed: {e}"))),
+    };
+    RecordingEvent::Graphics {
+        verdict: verdict.into(),
+        reason,
     }
 }
 
@@ -598,15 +742,17 @@ impl Session {
         let pin = match target.pin() {
             PinOutcome::Matched(pin) | PinOutcome::Recorded(pin) => pin.to_string(),
         };
-        let recording = SessionRecording::create(&self.services.recordings, &self.id)
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                PduFile::create(&r)
-                    .map(|f| (r, f))
-                    .map_err(|e| e.to_string())
-            });
-        let (recording, pdus) = match recording {
-            Ok(pair) => pair,
+        let recording = match SessionRecording::create(&self.services.recordings, &self.id) {
+            Ok(recording) => recording,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the session; closing");
+                failed(format!("cannot record the session: {e}"));
+                client.refuse().await;
+                return;
+            }
+        };
+        let pdus = match PduFile::create(&recording) {
+            Ok(pdus) => pdus,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the session; closing");
                 failed(format!("cannot record the session: {e}"));
@@ -644,10 +790,18 @@ impl Session {
             request_id.clone(),
             self.id.clone(),
         );
-        let (relayed, ended_by_request) = tokio::select! {
-            relayed = gatehouse_rdp::relay(client, target, &pdus) => (relayed, None),
-            state = ended => (Ok(RelaySummary::default()), Some(state)),
+        let ended_by_request: Mutex<Option<gatehouse_core::RequestState>> = Mutex::new(None);
+        let stop = async {
+            let state = ended.await;
+            if let Ok(mut slot) = ended_by_request.lock() {
+                *slot = Some(state);
+            }
         };
+        let options = gatehouse_rdp::RelayOptions {
+            steer_for_recording: self.services.steer_for_recording,
+        };
+        let relayed = gatehouse_rdp::relay(client, target, &pdus, options, stop).await;
+        let ended_by_request = ended_by_request.into_inner().ok().flatten();
         if let (Some(state), Some(id)) = (ended_by_request, &request_id) {
             self.audit(
                 AuditKind::SessionEnded,
@@ -655,17 +809,15 @@ impl Session {
                 &[("protocol", "rdp".into()), ("request", id.clone().into())],
             );
         }
+        let pdu_path = pdus.path.clone();
         if let Err(e) = pdus.finish() {
             tracing::error!(error = %e, "cannot close the PDU recording");
         }
-        if let Err(e) = recording.finish() {
-            tracing::error!(error = %e, "cannot close the recording");
-        }
-        let (summary, error) = match relayed {
-            Ok(summary) => (summary, None),
-            Err(e) => {
+        let (summary, error) = match relayed.error {
+            None => (relayed.summary, None),
+            Some(e) => {
                 tracing::info!(error = %e, "the RDP relay ended with an error");
-                (RelaySummary::default(), Some(e.to_string()))
+                (relayed.summary, Some(e.to_string()))
             }
         };
         if let Err(e) = self.store_record(
@@ -697,6 +849,28 @@ impl Session {
         );
         self.plugins_session_ended(&mut who, &opened, &summary)
             .await;
+        // Whether the recording renders back to frames: flagged, never silently garbage.
+        let graphics = check_graphics(pdu_path).await;
+        if let RecordingEvent::Graphics {
+            verdict,
+            reason: Some(reason),
+        } = &graphics
+        {
+            self.audit(
+                AuditKind::RecordingFlagged,
+                format!("the recording's graphics are {verdict}: {reason}"),
+                &[
+                    ("protocol", "rdp".into()),
+                    ("verdict", verdict.clone().into()),
+                ],
+            );
+        }
+        if let Err(e) = recording.log(None, graphics) {
+            tracing::error!(error = %e, "cannot log the graphics verdict");
+        }
+        if let Err(e) = recording.finish() {
+            tracing::error!(error = %e, "cannot close the recording");
+        }
     }
 
     /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
@@ -751,51 +925,5 @@ impl Session {
         self.services
             .store
             .write(|txn| txn.put(&SESSIONS, &self.id, &record))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pdu_file_is_the_magic_then_direction_framing_time_length_and_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let recording = SessionRecording::create(dir.path(), "s1").unwrap();
-        let file = PduFile::create(&recording).unwrap();
-        for (direction, kind, at, bytes) in [
-            (
-                Direction::ClientToTarget,
-                PduKind::X224,
-                1_000u64,
-                &b"\x03\x00"[..],
-            ),
-            (
-                Direction::TargetToClient,
-                PduKind::FastPath,
-                2_500_000,
-                &b"abc"[..],
-            ),
-        ] {
-            file.record(&RecordedPdu {
-                direction,
-                at: Duration::from_micros(at),
-                kind,
-                bytes,
-            })
-            .unwrap();
-        }
-        file.finish().unwrap();
-        let written = std::fs::read(dir.path().join("s1").join(PDU_FILE)).unwrap();
-        let mut expected = PDU_FILE_MAGIC.to_vec();
-        expected.extend([0, 0]);
-        expected.extend(1_000u64.to_le_bytes());
-        expected.extend(2u32.to_le_bytes());
-        expected.extend(b"\x03\x00");
-        expected.extend([1, 1]);
-        expected.extend(2_500_000u64.to_le_bytes());
-        expected.extend(3u32.to_le_bytes());
-        expected.extend(b"abc");
-        assert_eq!(written, expected);
     }
 }

@@ -115,7 +115,7 @@ pub fn run(
         });
         let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
             .await?;
-        let rdp = start_rdp(dir, rdp_listener, &services)?;
+        let rdp = start_rdp(dir, rdp_listener, settings.rdp.decodable_recordings, &services)?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -152,6 +152,7 @@ pub fn run(
 fn start_rdp(
     dir: &DataDir,
     listener: Option<tokio::net::TcpListener>,
+    steer_for_recording: bool,
     services: &Services,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
     let Some(listener) = listener else {
@@ -166,6 +167,7 @@ fn start_rdp(
         workflow: services.workflow.clone(),
         auditor: Auditor::new(services.store.clone()),
         recordings: dir.recordings(),
+        steer_for_recording,
         tls: crate::rdp_glue::load_tls(dir)?,
         handshake_timeout: std::time::Duration::from_secs(30),
         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,

@@ -209,6 +209,11 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                 bail!("speed must be a positive number, not `{speed}`");
             }
             let recorded = RecordedSession::open(&dir.recordings(), &id)?;
+            if recorded.dir().join(crate::rdp_glue::PDU_FILE).is_file() {
+                bail!(
+                    "session `{id}` is an RDP session: `gatehouse session export {id} -o {id}.webm` renders it to a video (or watch it at https://<gateway>:8443/player)"
+                );
+            }
             let channel = first_recorded_channel(&recorded, channel)?;
             let idle = max_idle
                 .filter(|s| s.is_finite() && *s >= 0.0)
@@ -221,8 +226,43 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             id,
             channel,
             output,
+            fps,
+            at,
+            max_idle,
         } => {
             let recorded = RecordedSession::open(&dir.recordings(), &id)?;
+            let pdus = recorded.dir().join(crate::rdp_glue::PDU_FILE);
+            if pdus.is_file() {
+                let seconds = |s: f64, what: &str| -> Result<Duration> {
+                    Duration::try_from_secs_f64(s)
+                        .map_err(|_| anyhow!("{what} must be a number of seconds, not `{s}`"))
+                };
+                let options = gatehouse_rdp_replay::ExportOptions {
+                    fps,
+                    at: at.map(|s| seconds(s, "--at")).transpose()?,
+                    max_idle: match max_idle {
+                        None => Some(Duration::from_secs(10)),
+                        Some(0.0) => None,
+                        Some(s) => Some(seconds(s, "--max-idle")?),
+                    },
+                    ..Default::default()
+                };
+                let summary = gatehouse_rdp_replay::export(&pdus, &output, &options)?;
+                println!(
+                    "wrote session `{id}` to `{}`: {} frame(s) of {}x{}{}",
+                    output.display(),
+                    summary.frames,
+                    summary.width,
+                    summary.height,
+                    match &summary.verdict {
+                        gatehouse_rdp_replay::Verdict::Decodable => String::new(),
+                        gatehouse_rdp_replay::Verdict::Partially(why)
+                        | gatehouse_rdp_replay::Verdict::NotDecodable(why) =>
+                            format!(" (partly decoded: {why})"),
+                    }
+                );
+                return Ok(());
+            }
             let channel = first_recorded_channel(&recorded, channel)?;
             recorded.export(channel, &output)?;
             println!(

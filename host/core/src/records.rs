@@ -300,6 +300,8 @@ pub enum AuditKind {
     /// Someone watched (or was refused) a session recording.
     RecordingViewed,
     RecordingRefused,
+    /// A recording's graphics could not (all) be decoded.
+    RecordingFlagged,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

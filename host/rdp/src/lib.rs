@@ -19,7 +19,8 @@ mod tls;
 
 pub use accept::{AcceptError, AcceptedClient, ClientLogin, Refused, UserDirectory, accept};
 pub use relay::{
-    Direction, PduKind, RecordError, RecordedPdu, Recorder, RelayError, RelaySummary, relay,
+    Direction, PduKind, RecordError, RecordedPdu, Recorder, RelayError, RelayOptions, RelayOutcome,
+    RelaySummary, relay,
 };
 pub use secret::{NtHash, TargetLogin};
 pub use target::{DialError, DialOptions, PinOutcome, TargetConnection, dial};

@@ -11,8 +11,8 @@ use gatehouse_core::{LoginSpec, SecretString};
 use gatehouse_policy::{PolicyEngine, SessionFacts};
 use gatehouse_rdp::{
     CertificatePin, CertificatePolicy, ClientLogin, DialOptions, Direction, FirstUse, GatewayTls,
-    NtHash, PduKind, PinRecorder, RecordError, RecordedPdu, Recorder, Refused, TargetLogin,
-    UserDirectory,
+    NtHash, PduKind, PinRecorder, RecordError, RecordedPdu, Recorder, Refused, RelayOptions,
+    RelaySummary, TargetLogin, UserDirectory,
 };
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -88,7 +88,15 @@ struct Outcome {
     accepted: Option<Result<String, String>>,
     authorized: Option<Result<Vec<String>, String>>,
     dialed: Option<Result<String, String>>,
-    relayed: Option<Result<gatehouse_rdp::RelaySummary, String>>,
+    relayed: Option<Relayed>,
+}
+
+/// How the relay ended: what flowed (also on an error), the error, whether the stop ended it.
+#[derive(Debug, Clone)]
+struct Relayed {
+    summary: RelaySummary,
+    error: Option<String>,
+    stopped: bool,
 }
 
 struct GatewayConfig {
@@ -99,6 +107,9 @@ struct GatewayConfig {
     target_port: u16,
     pins: Pins,
     recorder: MemoryRecorder,
+    options: RelayOptions,
+    /// Ends a running session (the glue's revocation signal).
+    stop: tokio::sync::Notify,
 }
 
 /// The gateway under test: the crate's API glued the way `gatehouse serve` will glue it.
@@ -126,6 +137,20 @@ fn gateway_tls() -> GatewayTls {
 
 impl Gateway {
     fn start(certificate: CertificatePolicy, vault_password: &str, target_port: u16) -> Gateway {
+        Gateway::start_with(
+            certificate,
+            vault_password,
+            target_port,
+            RelayOptions::default(),
+        )
+    }
+
+    fn start_with(
+        certificate: CertificatePolicy,
+        vault_password: &str,
+        target_port: u16,
+        options: RelayOptions,
+    ) -> Gateway {
         let world = World::new(GATEWAY_USER, TARGET_ACCOUNT, ASSET, target_port);
         let config = Arc::new(GatewayConfig {
             tls: gateway_tls(),
@@ -139,6 +164,8 @@ impl Gateway {
             target_port,
             pins: Pins::default(),
             recorder: MemoryRecorder::default(),
+            options,
+            stop: tokio::sync::Notify::new(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -234,11 +261,19 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
             }
         };
     outcome.dialed = Some(Ok(format!("{:?}", target.pin())));
-    outcome.relayed = Some(
-        gatehouse_rdp::relay(client, target, &config.recorder)
-            .await
-            .map_err(|e| e.to_string()),
-    );
+    let relayed = gatehouse_rdp::relay(
+        client,
+        target,
+        &config.recorder,
+        config.options,
+        config.stop.notified(),
+    )
+    .await;
+    outcome.relayed = Some(Relayed {
+        summary: relayed.summary,
+        error: relayed.error.map(|e| e.to_string()),
+        stopped: relayed.stopped,
+    });
     outcome
 }
 
@@ -329,7 +364,11 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
         "{outcome:?}"
     );
     let summary = match &outcome.relayed {
-        Some(Ok(summary)) => summary.clone(),
+        Some(Relayed {
+            summary,
+            error: None,
+            stopped: false,
+        }) => summary.clone(),
         other => panic!(
             "relay failed: {other:?}\nclient:\n{}\nshadow:\n{}",
             text(&output),
@@ -338,6 +377,9 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
     };
     assert!(summary.client_info_rewritten, "{summary:?}");
     assert!(!summary.undecodable, "{summary:?}");
+    // Steering is on by default: the client's Confirm Active was rewritten and decoded fine.
+    assert!(summary.confirm_actives_steered >= 1, "{summary:?}");
+    assert_eq!(summary.confirm_actives_unsteered, 0, "{summary:?}");
 
     let pdus = gateway.config.recorder.pdus.lock().unwrap();
     // The first recorded PDU is the client's MCS Connect Initial: nothing from CredSSP.
@@ -531,5 +573,352 @@ fn a_target_refusing_the_vault_credential_is_refused() {
     assert!(
         reason.starts_with("the target refused the vault credential"),
         "{reason}"
+    );
+}
+
+/// The checkerboard painted on the target's screen for the recording tests (and the fixture).
+const SQUARE: u32 = 32;
+const FG: [u8; 3] = [0xff, 0x00, 0xff];
+const BG: [u8; 3] = [0x00, 0xc0, 0x00];
+/// What `xdotool` types into the client, and what the recording's events must show.
+const TYPED: &str = "Hello, World!";
+
+/// Runs one real session between `xfreerdp` (on its own display) and the shadow target (its
+/// screen painted with the checkerboard) through a gateway with `options`; `during` runs on
+/// another thread once graphics flow, then the gateway's stop signal ends the session.
+fn recorded_session(
+    options: RelayOptions,
+    client_args: &[&str],
+    during: impl FnOnce(&Client) + Send,
+) -> (Relayed, Vec<Kept>) {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    support::paint_checkerboard(
+        &shadow.display,
+        dir.path(),
+        SQUARE,
+        &format!("#{:02x}{:02x}{:02x}", FG[0], FG[1], FG[2]),
+        &format!("#{:02x}{:02x}{:02x}", BG[0], BG[1], BG[2]),
+    );
+    let gateway = Gateway::start_with(
+        CertificatePolicy::TrustOnFirstUse,
+        VAULT_PASSWORD,
+        shadow.port,
+        options,
+    );
+    let client = Client::new(dir.path());
+    let mut args = vec!["/sec:nla", "-clipboard", "/audio-mode:2"];
+    args.extend_from_slice(client_args);
+    let command = client.command(gateway.port, &login_name(), GATEWAY_PASSWORD, &args);
+    let (output, _killed) = std::thread::scope(|scope| {
+        let driver = scope.spawn(|| {
+            // Graphics flow once the target has sent some fast-path PDUs.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let flowing = gateway
+                    .config
+                    .recorder
+                    .pdus
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(d, k, _, _)| {
+                        *d == Direction::TargetToClient && *k == PduKind::FastPath
+                    })
+                    .count()
+                    >= 3;
+                if flowing || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            during(&client);
+            std::thread::sleep(Duration::from_millis(1500));
+            gateway.config.stop.notify_one();
+        });
+        let result = client.run(command, Duration::from_secs(45));
+        driver.join().unwrap();
+        result
+    });
+    let outcome = gateway.next_outcome();
+    let relayed = outcome.relayed.clone().unwrap_or_else(|| {
+        panic!(
+            "no relay: {outcome:?}\nclient:\n{}\nshadow:\n{}",
+            text(&output),
+            shadow.process.log_text()
+        )
+    });
+    let pdus = gateway.config.recorder.pdus.lock().unwrap().clone();
+    (relayed, pdus)
+}
+
+fn write_recording(pdus: &[Kept], path: &std::path::Path) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut writer = gatehouse_rdp_replay::PduWriter::new(file).unwrap();
+    for (direction, kind, at, bytes) in pdus {
+        writer
+            .write(&gatehouse_rdp_replay::Pdu {
+                direction: match direction {
+                    Direction::ClientToTarget => gatehouse_rdp_replay::Direction::ClientToTarget,
+                    Direction::TargetToClient => gatehouse_rdp_replay::Direction::TargetToClient,
+                },
+                framing: match kind {
+                    PduKind::X224 => gatehouse_rdp_replay::Framing::X224,
+                    PduKind::FastPath => gatehouse_rdp_replay::Framing::FastPath,
+                    PduKind::Undecodable => gatehouse_rdp_replay::Framing::Undecodable,
+                },
+                at: *at,
+                bytes,
+            })
+            .unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// The colour the checkerboard has at (x, y).
+fn board(x: usize, y: usize) -> [u8; 3] {
+    let square = SQUARE as usize;
+    if (x / square + y / square).is_multiple_of(2) {
+        FG
+    } else {
+        BG
+    }
+}
+
+fn assert_checkerboard(frame: &gatehouse_rdp_replay::Frame<'_>) {
+    let width = usize::from(frame.width);
+    let height = usize::from(frame.height);
+    let mut checked = 0;
+    for y in (SQUARE as usize / 2..height).step_by(SQUARE as usize * 3) {
+        for x in (SQUARE as usize / 2..width).step_by(SQUARE as usize * 5) {
+            let at = (y * width + x) * 4;
+            let pixel = &frame.rgba[at..at + 3];
+            assert_eq!(pixel, board(x, y), "pixel at ({x}, {y})");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} pixels checked");
+}
+
+/// A real session, steered (the default), recorded while the target shows a checkerboard and
+/// the user types: the recording decodes to that checkerboard and the typing is one text run.
+/// The session is ended by the gateway's stop signal, and the relay still reports its counts.
+///
+/// With `GATEHOUSE_RDP_FIXTURES=<dir>` set, the recording is also written to
+/// `<dir>/checkerboard-typing.pdus` (how host/rdp-replay/tests/fixtures is regenerated).
+#[test]
+fn a_steered_recording_decodes_to_the_target_screen_and_its_typing_is_searchable() {
+    let (relayed, pdus) = recorded_session(RelayOptions::default(), &[], |client| {
+        support::type_into_client(client.display_env(), TYPED);
+    });
+    assert!(relayed.stopped, "{relayed:?}");
+    assert_eq!(relayed.error, None, "{relayed:?}");
+    let summary = &relayed.summary;
+    assert!(summary.confirm_actives_steered >= 1, "{summary:?}");
+    assert!(
+        summary.pdus_from_target >= 3 && summary.bytes_from_target > 0,
+        "the stopped relay keeps its counts: {summary:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rdp.pdus");
+    write_recording(&pdus, &path);
+    if let Some(fixtures) = std::env::var_os("GATEHOUSE_RDP_FIXTURES") {
+        std::fs::copy(
+            &path,
+            std::path::Path::new(&fixtures).join("checkerboard-typing.pdus"),
+        )
+        .unwrap();
+    }
+
+    let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+    let replayer = gatehouse_rdp_replay::Replayer::replay(&mut reader).unwrap();
+    assert_eq!(
+        replayer.verdict(),
+        gatehouse_rdp_replay::Verdict::Decodable,
+        "{:?}",
+        replayer.stats()
+    );
+    let frame = replayer.frame().unwrap();
+    assert_eq!((frame.width, frame.height), (1024, 768));
+    assert_checkerboard(&frame);
+
+    let mut tracker = gatehouse_rdp_replay::InputTracker::new();
+    let mut events = Vec::new();
+    let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+    while let Some(pdu) = reader.next_pdu().unwrap() {
+        tracker.observe(&pdu, &mut events);
+    }
+    tracker.finish(&mut events);
+    let runs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            gatehouse_rdp_replay::EventKind::Keys { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        runs.contains(&format!("{TYPED}<Enter>").as_str()),
+        "typed text not found as one run: {runs:?}"
+    );
+}
+
+/// The client's capability sets from the (first) Confirm Active in a recording, and the
+/// early capability flags of its Connect Initial.
+fn client_capabilities(
+    pdus: &[Kept],
+) -> (
+    ironrdp_pdu::gcc::ClientEarlyCapabilityFlags,
+    Vec<ironrdp_pdu::rdp::capability_sets::CapabilitySet>,
+) {
+    use ironrdp_pdu::mcs::{ConnectInitial, SendDataRequest};
+    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu};
+    use ironrdp_pdu::x224::{X224, X224Data};
+    let initial = &pdus[0].3;
+    let data = ironrdp_pdu::decode::<X224<X224Data<'_>>>(initial)
+        .unwrap()
+        .0;
+    let initial: ConnectInitial = ironrdp_pdu::decode(data.data.as_ref()).unwrap();
+    let flags = initial
+        .conference_create_request
+        .gcc_blocks()
+        .core
+        .optional_data
+        .early_capability_flags
+        .unwrap();
+    let sets = pdus
+        .iter()
+        .filter(|(d, k, _, _)| *d == Direction::ClientToTarget && *k == PduKind::X224)
+        .find_map(|(_, _, _, bytes)| {
+            let request = ironrdp_pdu::decode::<X224<SendDataRequest<'_>>>(bytes)
+                .ok()?
+                .0;
+            let header: ShareControlHeader =
+                ironrdp_pdu::decode(request.user_data.as_ref()).ok()?;
+            match header.share_control_pdu {
+                ShareControlPdu::ClientConfirmActive(confirm) => Some(confirm.pdu.capability_sets),
+                _ => None,
+            }
+        })
+        .expect("no Confirm Active recorded");
+    (flags, sets)
+}
+
+fn orders_on(sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]) -> usize {
+    use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, OrderSupportIndex as O};
+    let mut order = sets
+        .iter()
+        .find_map(|s| match s {
+            CapabilitySet::Order(order) => Some(order.clone()),
+            _ => None,
+        })
+        .expect("no Order capability set");
+    [
+        O::DstBlt,
+        O::PatBlt,
+        O::ScrBlt,
+        O::MemBlt,
+        O::Mem3Blt,
+        O::LineTo,
+        O::MultiDstBlt,
+        O::MultiPatBlt,
+        O::MultiScrBlt,
+        O::MultiOpaqueRect,
+        O::Fast,
+        O::PolygonSC,
+        O::PolygonCB,
+        O::Polyline,
+        O::FastGlyph,
+        O::EllipseSC,
+        O::EllipseCB,
+        O::Index,
+        O::SaveBitmap,
+    ]
+    .into_iter()
+    .filter(|&i| order.get_support_flag(i))
+    .count()
+}
+
+fn codecs(sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]) -> Option<usize> {
+    use ironrdp_pdu::rdp::capability_sets::CapabilitySet;
+    sets.iter().find_map(|s| match s {
+        CapabilitySet::BitmapCodecs(codecs) => Some(codecs.0.len()),
+        _ => None,
+    })
+}
+
+/// The same real client (asking for the graphics pipeline and RemoteFX) through a gateway
+/// without steering and one with: the recorded Connect Initial and Confirm Active are the
+/// client's own without, and steered with (no GFX flag, every drawing order off, no codecs),
+/// and only the steered recording decodes.
+#[test]
+fn steering_changes_what_the_target_is_offered_and_makes_the_recording_decodable() {
+    use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as Early;
+    let client_args = ["/gfx", "/rfx"];
+    let (plain, plain_pdus) = recorded_session(
+        RelayOptions {
+            steer_for_recording: false,
+        },
+        &client_args,
+        |_| {},
+    );
+    assert_eq!(plain.summary.confirm_actives_steered, 0, "{plain:?}");
+    let (steered, steered_pdus) = recorded_session(RelayOptions::default(), &client_args, |_| {});
+    assert!(steered.summary.confirm_actives_steered >= 1, "{steered:?}");
+    assert_eq!(steered.summary.confirm_actives_unsteered, 0, "{steered:?}");
+
+    let (plain_flags, plain_sets) = client_capabilities(&plain_pdus);
+    let (steered_flags, steered_sets) = client_capabilities(&steered_pdus);
+    assert!(plain_flags.contains(Early::SUPPORT_DYN_VC_GFX_PROTOCOL));
+    assert!(!steered_flags.contains(Early::SUPPORT_DYN_VC_GFX_PROTOCOL));
+    // Everything else in the early flags is the client's.
+    assert_eq!(
+        plain_flags - Early::SUPPORT_DYN_VC_GFX_PROTOCOL,
+        steered_flags
+    );
+    assert!(
+        orders_on(&plain_sets) > 0,
+        "the client offers drawing orders"
+    );
+    assert_eq!(orders_on(&steered_sets), 0);
+    assert!(codecs(&plain_sets).unwrap() > 0, "the client offers codecs");
+    assert_eq!(codecs(&steered_sets), Some(0));
+    // The other capability sets are the same kinds, in the same order.
+    let kinds = |sets: &[ironrdp_pdu::rdp::capability_sets::CapabilitySet]| {
+        sets.iter().map(std::mem::discriminant).collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&plain_sets), kinds(&steered_sets));
+
+    let replay = |pdus: &[Kept]| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rdp.pdus");
+        write_recording(pdus, &path);
+        let mut reader = gatehouse_rdp_replay::pdus::open(&path).unwrap();
+        gatehouse_rdp_replay::Replayer::replay(&mut reader).unwrap()
+    };
+    let steered_replay = replay(&steered_pdus);
+    assert_eq!(
+        steered_replay.verdict(),
+        gatehouse_rdp_replay::Verdict::Decodable,
+        "{:?}",
+        steered_replay.stats()
+    );
+    assert_checkerboard(&steered_replay.frame().unwrap());
+    // Without steering FreeRDP's shadow server draws through EGFX: flagged, not garbage.
+    let plain_replay = replay(&plain_pdus);
+    assert!(
+        matches!(
+            plain_replay.verdict(),
+            gatehouse_rdp_replay::Verdict::NotDecodable(_)
+        ),
+        "{:?} {:?}",
+        plain_replay.verdict(),
+        plain_replay.stats()
+    );
+    assert!(
+        plain_replay.stats().gfx_opened,
+        "{:?}",
+        plain_replay.stats()
     );
 }

@@ -1,0 +1,466 @@
+//! Renders a recording to a video or a still through the `ffmpeg` program (Debian package
+//! `ffmpeg`): raw RGBA frames are piped to `ffmpeg -f rawvideo -i -` at a fixed frame rate,
+//! the current screen repeated between updates so that the video keeps the session's timing.
+//! Memory stays bounded: one PDU, the decoded screen and one frame buffer at a time.
+//!
+//! Idle stretches longer than [`ExportOptions::max_idle`] are cut to that length (the
+//! summary says how much was cut), so an hour of a still screen does not cost an hour of
+//! encoding; `max_idle: None` keeps the real timing throughout.
+
+use crate::decode::{DecodeStats, Frame, Replayer, Verdict};
+use crate::pdus::{self, PduError};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+/// How to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Frames per second of a video (1 to 60). Default 5.
+    pub fps: u32,
+    /// For a `.png`: the moment to show (time since the relay started). Default: the end.
+    pub at: Option<Duration>,
+    /// The longest still stretch written in full. Default 10 s.
+    pub max_idle: Option<Duration>,
+    /// The ffmpeg program. Default `ffmpeg` (looked up on `PATH`).
+    pub ffmpeg: PathBuf,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            fps: 5,
+            at: None,
+            max_idle: Some(Duration::from_secs(10)),
+            ffmpeg: PathBuf::from("ffmpeg"),
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportSummary {
+    /// Frames written (1 for a PNG).
+    pub frames: u64,
+    pub width: u16,
+    pub height: u16,
+    /// Idle time cut out of the video ([`ExportOptions::max_idle`]).
+    pub idle_cut: Duration,
+    /// The verdict on the recording's graphics; `Partially` exports are written and flagged.
+    pub verdict: Verdict,
+    pub stats: DecodeStats,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "`{}` is not installed or cannot run ({reason}): install the Debian package `ffmpeg`",
+        program.display()
+    )]
+    FfmpegMissing { program: PathBuf, reason: String },
+    #[error("ffmpeg has no `{encoder}` encoder, needed for `.{extension}` (try `.webm`)")]
+    EncoderMissing {
+        encoder: &'static str,
+        extension: &'static str,
+    },
+    #[error("cannot export to `{}`: use a `.webm`, `.mp4` or `.png` file name", path.display())]
+    UnsupportedFormat { path: PathBuf },
+    #[error("the frame rate must be 1 to 60, not {0}")]
+    BadFrameRate(u32),
+    #[error("the recording's graphics cannot be decoded: {reason}")]
+    NotDecodable { reason: String },
+    #[error(transparent)]
+    Recording(#[from] PduError),
+    #[error("ffmpeg failed ({status}): {stderr}")]
+    Ffmpeg { status: String, stderr: String },
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    WebM,
+    Mp4,
+    Png,
+}
+
+fn format_of(path: &Path) -> Result<Format, ExportError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("webm") => Ok(Format::WebM),
+        Some("mp4") => Ok(Format::Mp4),
+        Some("png") => Ok(Format::Png),
+        _ => Err(ExportError::UnsupportedFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Renders `recording` to `output`, the format chosen by its extension: `.webm` (VP8, fast
+/// realtime settings), `.mp4` (H.264, if this ffmpeg has libx264), `.png` (one frame at
+/// [`ExportOptions::at`], default the last). A recording whose graphics do not decode at all
+/// is refused ([`ExportError::NotDecodable`]) and nothing is left at `output`.
+pub fn export(
+    recording: &Path,
+    output: &Path,
+    options: &ExportOptions,
+) -> Result<ExportSummary, ExportError> {
+    let format = format_of(output)?;
+    if !(1..=60).contains(&options.fps) {
+        return Err(ExportError::BadFrameRate(options.fps));
+    }
+    check_ffmpeg(&options.ffmpeg, format)?;
+    let result = match format {
+        Format::Png => still(recording, output, options),
+        Format::WebM | Format::Mp4 => video(recording, output, options, format),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    result
+}
+
+/// Fails with the package to install when ffmpeg is missing, or the encoder when it lacks one.
+fn check_ffmpeg(program: &Path, format: Format) -> Result<(), ExportError> {
+    let missing = |reason: String| ExportError::FfmpegMissing {
+        program: program.to_path_buf(),
+        reason,
+    };
+    let out = Command::new(program)
+        .args(["-hide_banner", "-encoders"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| missing(e.to_string()))?;
+    if !out.status.success() {
+        return Err(missing(format!("`-encoders` exited with {}", out.status)));
+    }
+    let encoders = String::from_utf8_lossy(&out.stdout);
+    let has = |name: &str| encoders.split_whitespace().any(|w| w == name);
+    match format {
+        Format::WebM if !has("libvpx") => Err(ExportError::EncoderMissing {
+            encoder: "libvpx",
+            extension: "webm",
+        }),
+        Format::Mp4 if !has("libx264") => Err(ExportError::EncoderMissing {
+            encoder: "libx264",
+            extension: "mp4",
+        }),
+        Format::Png if !has("png") => Err(ExportError::EncoderMissing {
+            encoder: "png",
+            extension: "png",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// ffmpeg reading raw RGBA frames of one size from its standard input.
+struct Encoder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    width: u16,
+    height: u16,
+    /// Holds a frame of another size, fitted into this one.
+    scratch: Vec<u8>,
+    frames: u64,
+}
+
+impl Encoder {
+    fn start(
+        program: &Path,
+        output: &Path,
+        format: Format,
+        width: u16,
+        height: u16,
+        fps: u32,
+    ) -> Result<Encoder, ExportError> {
+        let mut command = Command::new(program);
+        command
+            .args(["-hide_banner", "-loglevel", "error", "-f", "rawvideo"])
+            .args(["-pixel_format", "rgba", "-video_size"])
+            .arg(format!("{width}x{height}"))
+            .arg("-framerate")
+            .arg(fps.to_string())
+            .args(["-i", "-", "-an", "-threads", "2"]);
+        // 4:2:0 video wants even sizes: pad by one black line or column where needed.
+        let even = "pad=ceil(iw/2)*2:ceil(ih/2)*2";
+        match format {
+            Format::WebM => command.args([
+                "-vf",
+                even,
+                "-c:v",
+                "libvpx",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-b:v",
+                "2M",
+                "-qmin",
+                "4",
+                "-qmax",
+                "42",
+                "-pix_fmt",
+                "yuv420p",
+            ]),
+            Format::Mp4 => command.args([
+                "-vf",
+                even,
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
+            ]),
+            Format::Png => command.args(["-frames:v", "1", "-pix_fmt", "rgb24"]),
+        };
+        command
+            .arg("-y")
+            .arg(output)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| ExportError::FfmpegMissing {
+            program: program.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                // Keep the last 8 KiB: ffmpeg's error is at the end.
+                let mut kept = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    if kept.len() > 8192 {
+                        kept.drain(..kept.len() - 8192);
+                    }
+                }
+                String::from_utf8_lossy(&kept).trim().to_owned()
+            })
+        });
+        Ok(Encoder {
+            child,
+            stdin,
+            stderr,
+            width,
+            height,
+            scratch: Vec::new(),
+            frames: 0,
+        })
+    }
+
+    fn write(&mut self, frame: &Frame<'_>) -> Result<(), ExportError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        let written = if frame.width == self.width && frame.height == self.height {
+            stdin.write_all(frame.rgba)
+        } else {
+            fit(frame, self.width, self.height, &mut self.scratch);
+            stdin.write_all(&self.scratch)
+        };
+        match written {
+            Ok(()) => {
+                self.frames += 1;
+                Ok(())
+            }
+            // ffmpeg quit: its own message says why.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.stdin = None;
+                self.finish().and(Err(ExportError::Io(e)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ExportError> {
+        drop(self.stdin.take());
+        let status = self.child.wait()?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ExportError::Ffmpeg {
+                status: status.to_string(),
+                stderr,
+            })
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `frame` drawn at the top left of a black `width`×`height` canvas (a desktop resized in the
+/// middle of a session keeps the video's first size).
+fn fit(frame: &Frame<'_>, width: u16, height: u16, canvas: &mut Vec<u8>) {
+    let stride = usize::from(width) * 4;
+    canvas.clear();
+    canvas.resize(stride * usize::from(height), 0);
+    let source_stride = usize::from(frame.width) * 4;
+    let copy = source_stride.min(stride);
+    for (to, from) in canvas
+        .chunks_exact_mut(stride)
+        .zip(frame.rgba.chunks_exact(source_stride.max(1)))
+    {
+        if let (Some(to), Some(from)) = (to.get_mut(..copy), from.get(..copy)) {
+            to.copy_from_slice(from);
+        }
+    }
+}
+
+fn not_decodable(replayer: &Replayer) -> ExportError {
+    let reason = match replayer.verdict() {
+        Verdict::NotDecodable(reason) | Verdict::Partially(reason) => reason,
+        Verdict::Decodable => "no frame".into(),
+    };
+    ExportError::NotDecodable { reason }
+}
+
+fn summary(
+    replayer: &Replayer,
+    frames: u64,
+    idle_cut: Duration,
+) -> Result<ExportSummary, ExportError> {
+    let verdict = replayer.verdict();
+    if let Verdict::NotDecodable(reason) = verdict {
+        return Err(ExportError::NotDecodable { reason });
+    }
+    let (width, height) = replayer
+        .frame()
+        .map(|f| (f.width, f.height))
+        .unwrap_or_default();
+    Ok(ExportSummary {
+        frames,
+        width,
+        height,
+        idle_cut,
+        verdict,
+        stats: replayer.stats().clone(),
+    })
+}
+
+fn still(
+    recording: &Path,
+    output: &Path,
+    options: &ExportOptions,
+) -> Result<ExportSummary, ExportError> {
+    let mut reader = pdus::open(recording)?;
+    let mut replayer = Replayer::new();
+    while let Some(pdu) = reader.next_pdu()? {
+        if options.at.is_some_and(|at| pdu.at > at) {
+            break;
+        }
+        replayer.feed(&pdu);
+    }
+    if let Verdict::NotDecodable(reason) = replayer.verdict() {
+        return Err(ExportError::NotDecodable { reason });
+    }
+    let Some(frame) = replayer.frame() else {
+        return Err(not_decodable(&replayer));
+    };
+    let mut encoder = Encoder::start(
+        &options.ffmpeg,
+        output,
+        Format::Png,
+        frame.width,
+        frame.height,
+        1,
+    )?;
+    encoder.write(&frame)?;
+    encoder.finish()?;
+    summary(&replayer, 1, Duration::ZERO)
+}
+
+fn video(
+    recording: &Path,
+    output: &Path,
+    options: &ExportOptions,
+    format: Format,
+) -> Result<ExportSummary, ExportError> {
+    let mut reader = pdus::open(recording)?;
+    let mut replayer = Replayer::new();
+    let interval = Duration::from_secs(1) / options.fps;
+    let mut encoder: Option<Encoder> = None;
+    // The recording time of the next frame to write.
+    let mut next = Duration::ZERO;
+    let mut idle_cut = Duration::ZERO;
+    while let Some(pdu) = reader.next_pdu()? {
+        if let (Some(enc), Some(frame)) = (encoder.as_mut(), replayer.frame()) {
+            // Frames due before this PDU show the screen as it is now.
+            let mut written_in_gap = Duration::ZERO;
+            while next < pdu.at {
+                if options.max_idle.is_some_and(|max| written_in_gap >= max) {
+                    // Skip to the last frame slot before this PDU.
+                    let behind = pdu.at.saturating_sub(next);
+                    let slots = (behind.as_micros() / interval.as_micros().max(1)) as u32;
+                    let skip = interval * slots.saturating_sub(1);
+                    idle_cut += skip;
+                    next += skip;
+                    written_in_gap = Duration::ZERO;
+                    if skip.is_zero() {
+                        enc.write(&frame)?;
+                        next += interval;
+                    }
+                    continue;
+                }
+                enc.write(&frame)?;
+                next += interval;
+                written_in_gap += interval;
+            }
+        }
+        replayer.feed(&pdu);
+        if encoder.is_none()
+            && let Some(frame) = replayer.frame()
+        {
+            // The video starts at the first activation.
+            encoder = Some(Encoder::start(
+                &options.ffmpeg,
+                output,
+                format,
+                frame.width,
+                frame.height,
+                options.fps,
+            )?);
+            next = pdu.at;
+        }
+    }
+    let Some(mut encoder) = encoder else {
+        return Err(not_decodable(&replayer));
+    };
+    if let Verdict::NotDecodable(reason) = replayer.verdict() {
+        return Err(ExportError::NotDecodable { reason });
+    }
+    // The final screen, shown for one more second.
+    if let Some(frame) = replayer.frame() {
+        for _ in 0..options.fps {
+            encoder.write(&frame)?;
+        }
+    }
+    encoder.finish()?;
+    summary(&replayer, encoder.frames, idle_cut)
+}
