@@ -1,5 +1,11 @@
 //! `gatehouse`: the command line and server binary. Glue only: the logic lives in `host/*` crates.
 
+/// mimalloc rather than glibc's malloc: a Cedar decision allocates a lot of short-lived
+/// values, and glibc's occasional consolidation showed as the decision's tail latency
+/// (docs/BENCHMARKS.md, "Policy decisions").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod a2a_cmd;
 mod admin;
 mod admin_groups;

@@ -4,6 +4,10 @@
 //! `target/gatehouse-bench/policy.json`. See docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The gateway's allocator (host/cli/src/main.rs), so the figures are what the gateway gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cedar_policy::{Context, Entities, EntityUid};
 use criterion::Criterion;
 use gatehouse_core::time::Timestamp;

@@ -25,7 +25,6 @@ pub use entities::RequestFacts;
 pub use load::{LoadError, PolicyBundle, Problem, Source};
 
 use cedar_policy::{Context, Decision as CedarDecision, Entities, EntityUid, Request};
-use std::collections::HashSet;
 
 /// Errors outside of policy content.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,8 +101,8 @@ impl PolicyBundle {
     }
 }
 
-fn self_and_ancestors(entities: &Entities, uid: &EntityUid) -> HashSet<EntityUid> {
-    let mut set: HashSet<EntityUid> = entities
+fn self_and_ancestors(entities: &Entities, uid: &EntityUid) -> index::FastSet<EntityUid> {
+    let mut set: index::FastSet<EntityUid> = entities
         .ancestors(uid)
         .map(|a| a.cloned().collect())
         .unwrap_or_default();
