@@ -413,3 +413,85 @@ pub fn type_into_client(display: &str, text: &str) {
         .unwrap();
     assert!(out.status.success(), "xdotool key failed: {out:?}");
 }
+
+impl Display {
+    /// A virtual X display of `width` x `height` pixels (24-bit colour), numbered and started
+    /// like [`Display::start`] (which is 1024x768).
+    pub fn start_sized(dir: &Path, width: u32, height: u32) -> Display {
+        let xvfb = require("Xvfb", "xvfb");
+        let base = 200 + 50 * (std::process::id() % 40);
+        for _ in 0..50 {
+            let number = base + DISPLAYS.fetch_add(1, Ordering::Relaxed) % 50;
+            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let mut command = Command::new(&xvfb);
+            command.args([
+                format!(":{number}"),
+                "-screen".into(),
+                "0".into(),
+                format!("{width}x{height}x24"),
+                "-nolisten".into(),
+                "tcp".into(),
+                "-noreset".into(),
+            ]);
+            let mut process = spawn_logged(command, "Xvfb", dir.join(format!("xvfb-{number}.log")));
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let running = matches!(process.child.try_wait(), Ok(None));
+                if running && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                    return Display { number, process };
+                }
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = process.child.kill();
+        }
+        panic!("no {width}x{height} X display could be started with Xvfb");
+    }
+
+    /// The process id of the display's Xvfb.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
+impl ShadowTarget {
+    /// [`ShadowTarget::start`] on a display the caller started (of the size it wants, with the
+    /// programs it wants on it).
+    pub fn start_on(dir: &Path, display: Display, account: &str, password: &str) -> ShadowTarget {
+        let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
+        let winpr_hash = require("winpr-hash", "winpr-utils");
+        let sam = dir.join("target.sam");
+        let out = Command::new(winpr_hash)
+            .args(["-u", account, "-p", password, "-f", "sam"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run winpr-hash: {e}"));
+        assert!(out.status.success(), "winpr-hash failed: {out:?}");
+        std::fs::write(&sam, &out.stdout)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", sam.display()));
+        let home = dir.join("target-home");
+        std::fs::create_dir_all(&home)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", home.display()));
+        let port = free_port();
+        let mut command = Command::new(shadow);
+        command
+            .env("HOME", &home)
+            .env("DISPLAY", display.env())
+            .arg(format!("/port:{port}"))
+            .arg("/bind-address:127.0.0.1")
+            .arg("/sec:nla")
+            .arg(format!("/sam-file:{}", sam.display()));
+        let mut process = spawn_logged(command, "freerdp-shadow-cli", dir.join("shadow.log"));
+        wait_for_port(port, &mut process, &display);
+        ShadowTarget {
+            port,
+            home,
+            process,
+            display,
+        }
+    }
+}
