@@ -111,6 +111,75 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// User and system CPU ticks of a process, and of its children it has waited for, from the text
+/// of `/proc/PID/stat`: `(utime + stime, cutime + cstime)`.
+pub fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    // The fields after the command name (which may hold spaces and parentheses) start at field 3
+    // (state); utime, stime, cutime and cstime are fields 14 to 17.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    match fields[..] {
+        [utime, stime, cutime, cstime] => Some((utime + stime, cutime + cstime)),
+        _ => None,
+    }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 if that fails).
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds (user + system, all threads) used so far by the running process `pid`.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&stat).map(|(own, _)| own as f64 / clock_ticks())
+}
+
+/// `(bytes sent, bytes received)` of the first socket in `ss -tin` output (kernel `tcp_info`:
+/// `bytes_sent`, or `bytes_acked` where the kernel does not report it, and `bytes_received`).
+pub fn ss_socket_bytes(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|token| token.strip_prefix(name)?.strip_prefix(':')?.parse().ok())
+    };
+    let sent = field("bytes_sent").or_else(|| field("bytes_acked"))?;
+    let received = field("bytes_received")?;
+    Some((sent, received))
+}
+
+/// Bytes per direction `(client to target, target to client)` in a Gatehouse RDP recording
+/// (`rdp.pdus`: the magic `GHRDP1\n\0`, then per PDU direction, framing, microseconds (u64 LE),
+/// length (u32 LE) and the bytes; docs/rdp.md). `None` if the file is not in that format.
+pub fn rdp_pdus_bytes(file: &[u8]) -> Option<(u64, u64)> {
+    let mut rest = file.strip_prefix(b"GHRDP1\n\0")?;
+    let (mut up, mut down) = (0u64, 0u64);
+    while !rest.is_empty() {
+        let header = rest.get(..14)?;
+        let length = u32::from_le_bytes(header[10..14].try_into().ok()?) as usize;
+        rest.get(14..14 + length)?;
+        match header[0] {
+            0 => up += length as u64,
+            1 => down += length as u64,
+            _ => return None,
+        }
+        rest = &rest[14 + length..];
+    }
+    Some((up, down))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +209,41 @@ mod tests {
     fn mean_of_samples() {
         assert_eq!(mean(&[]), None);
         assert_eq!(mean(&[1.0, 2.0, 6.0]), Some(3.0));
+    }
+
+    #[test]
+    fn cpu_ticks_from_proc_stat() {
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 300 0 0 0 \
+                    1234 567 89 10 20 0 9 0 100 2000000 500 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some((1234 + 567, 89 + 10)));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").ok();
+        assert!(own.as_deref().and_then(stat_cpu_ticks).is_some());
+    }
+
+    #[test]
+    fn socket_bytes_from_ss() {
+        let ss = "ESTAB 0 0 127.0.0.1:59698 127.0.0.1:33891\n\t cubic wscale:10,10 \
+                  bytes_sent:9999 bytes_retrans:53 bytes_acked:9880 bytes_received:10047300 \
+                  segs_out:1042";
+        assert_eq!(ss_socket_bytes(ss), Some((9999, 10_047_300)));
+        let older = "ESTAB 0 0 a:1 b:2 bytes_acked:12 bytes_received:34";
+        assert_eq!(ss_socket_bytes(older), Some((12, 34)));
+        assert_eq!(ss_socket_bytes(""), None);
+    }
+
+    #[test]
+    fn rdp_recording_bytes_per_direction() {
+        let mut file = b"GHRDP1\n\0".to_vec();
+        for (direction, bytes) in [(0u8, &b"\x03\x00"[..]), (1, b"abc"), (1, b"defg")] {
+            file.extend([direction, 1]);
+            file.extend(7u64.to_le_bytes());
+            file.extend((bytes.len() as u32).to_le_bytes());
+            file.extend(bytes);
+        }
+        assert_eq!(rdp_pdus_bytes(&file), Some((2, 7)));
+        assert_eq!(rdp_pdus_bytes(&file[..file.len() - 1]), None, "truncated");
+        assert_eq!(rdp_pdus_bytes(b"GHRDP1\n\0"), Some((0, 0)));
+        assert_eq!(rdp_pdus_bytes(b"something else"), None);
     }
 }
