@@ -14,6 +14,7 @@
 #   xdotool         moves the client window on the target's display so that frames flow, types into the client
 #   x11-xserver-utils  xsetroot, which paints a known pattern on the target's screen (RDP recording tests)
 #   ffmpeg          renders RDP recordings to WebM/MP4/PNG (host/rdp-replay export) and reads them back in tests
+#   xterm, iproute2 the RDP benchmark (host/bench/benches/rdp.rs): text scrolling on the target's display; ss for socket byte counts
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
 #   curl, openssl   raw HTTPS requests to the API and client certificates for the A2A tests
@@ -30,7 +31,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd sudo util-linux coreutils procps \
     python3-aiosmtpd \
     freerdp2-x11 freerdp2-shadow-x11 winpr-utils xvfb xauth xfonts-base xdotool \
-    x11-xserver-utils ffmpeg \
+    x11-xserver-utils ffmpeg xterm iproute2 \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl
