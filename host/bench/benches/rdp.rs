@@ -91,6 +91,7 @@ fn main() -> Result<()> {
         .tempdir()
         .context("creating the work directory")?;
     let bench = Bench::start(&settings, &binary, work.path())?;
+    report.gateway_rss_start_kib = bench.gateway.rss_kib();
 
     println!("checking both paths (+auth-only, then a 3 s session each)");
     for route in bench.routes() {
@@ -1314,6 +1315,8 @@ struct Report {
     load_before: String,
     load_after: String,
     gateway_rss_kib: Option<u64>,
+    /// Before the first RDP connection.
+    gateway_rss_start_kib: Option<u64>,
     recordings_bytes: u64,
 }
 
@@ -1395,6 +1398,7 @@ impl Report {
             load_before: load_average(),
             load_after: String::new(),
             gateway_rss_kib: None,
+            gateway_rss_start_kib: None,
             recordings_bytes: 0,
         }
     }
@@ -1579,11 +1583,14 @@ impl Report {
         ));
         line(format!("  gw/tcp     {:>9.2}", g.p50 / t.p50));
         line(String::new());
+        let mib = |kib: Option<u64>| {
+            kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "?".into())
+        };
         line(format!(
-            "Gateway: peak RSS {}; recordings written {:.1} MiB",
-            self.gateway_rss_kib
-                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-                .unwrap_or_else(|| "?".into()),
+            "Gateway: peak RSS {} ({} before the first RDP connection); recordings written {:.1} MiB",
+            mib(self.gateway_rss_kib),
+            mib(self.gateway_rss_start_kib),
             self.recordings_bytes as f64 / MIB
         ));
         out
@@ -1636,6 +1643,7 @@ impl Report {
                 "gateway_cpu_seconds_per_connection": setup.gateway_cpu,
             },
             "gateway_peak_rss_kib": self.gateway_rss_kib,
+            "gateway_peak_rss_kib_before_rdp": self.gateway_rss_start_kib,
             "recordings_bytes": self.recordings_bytes,
         })
     }
