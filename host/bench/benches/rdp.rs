@@ -245,6 +245,8 @@ fn check_programs() -> Result<()> {
 enum Via {
     Tcp,
     Gateway,
+    /// No relay: `xfreerdp` straight to the target, for reference in the setup times only.
+    Direct,
 }
 
 impl Via {
@@ -252,6 +254,7 @@ impl Via {
         match self {
             Via::Tcp => "tcp",
             Via::Gateway => "gateway",
+            Via::Direct => "direct",
         }
     }
 }
@@ -520,13 +523,19 @@ impl Gateway {
         }
     }
 
+    /// Peak resident memory so far.
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib(self.pid(), "VmHWM:")
     }
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 impl Drop for Gateway {
@@ -663,6 +672,7 @@ struct Bench {
     client: Client,
     client_display: Display,
     routes: [Route; 2],
+    direct: Route,
     client_args: Vec<String>,
 }
 
@@ -812,6 +822,8 @@ struct HeldRun {
     /// Gateway path: the PDUs the session relayed (up and down), and its `error`, if any.
     pdus: Option<u64>,
     error: Option<String>,
+    /// The relay's resident memory after the session.
+    relay_rss_kib: Option<u64>,
 }
 
 impl HeldRun {
@@ -856,6 +868,7 @@ impl HeldRun {
             "session_relay_cpu_seconds": self.session_relay_cpu,
             "session_pdus": self.pdus,
             "session_error": self.error,
+            "relay_rss_kib_after": self.relay_rss_kib,
         })
     }
 }
@@ -881,6 +894,12 @@ impl Bench {
                 password: GATEWAY_PASSWORD.into(),
             },
         ];
+        let direct = Route {
+            via: Via::Direct,
+            port: scene.shadow.port,
+            user: TARGET_ACCOUNT.into(),
+            password: VAULT_PASSWORD.into(),
+        };
         Ok(Bench {
             work: work.to_path_buf(),
             relay,
@@ -889,6 +908,7 @@ impl Bench {
             client,
             client_display,
             routes,
+            direct,
             client_args: settings.client_args(),
         })
     }
@@ -906,10 +926,11 @@ impl Bench {
         }
     }
 
-    fn relay_pid(&self, via: Via) -> u32 {
+    fn relay_pid(&self, via: Via) -> Option<u32> {
         match via {
-            Via::Tcp => self.relay.child.id(),
-            Via::Gateway => self.gateway.pid(),
+            Via::Tcp => Some(self.relay.child.id()),
+            Via::Gateway => Some(self.gateway.pid()),
+            Via::Direct => None,
         }
     }
 
@@ -933,7 +954,7 @@ impl Bench {
 
     fn snapshot(&self, via: Via, client: &ClientProcess) -> Snapshot {
         Snapshot {
-            relay: Threads::of(self.relay_pid(via)),
+            relay: self.relay_pid(via).map(Threads::of).unwrap_or_default(),
             client: Threads::of(client.child.id()),
             client_x: Threads::of(self.client_display.pid()),
             target: Threads::of(self.scene.shadow.process.child.id()),
@@ -996,9 +1017,11 @@ impl Bench {
         }
         let ended_before = match route.via {
             Via::Gateway => self.gateway.sessions_ended()?.len(),
-            Via::Tcp => 0,
+            Via::Tcp | Via::Direct => 0,
         };
-        let relay_pid = self.relay_pid(route.via);
+        let Some(relay_pid) = self.relay_pid(route.via) else {
+            bail!("held sessions are measured through a relay");
+        };
         let relay_before = process_cpu_seconds(relay_pid).unwrap_or(0.0);
         let started = Instant::now();
         let mut client = self.spawn_client(route, &[])?;
@@ -1042,9 +1065,11 @@ impl Bench {
             socket_received: socket_b.1,
             pdus: None,
             error: None,
+            relay_rss_kib: None,
         };
+        run.relay_rss_kib = rss_kib(relay_pid, "VmRSS:");
         match route.via {
-            Via::Tcp => {
+            Via::Tcp | Via::Direct => {
                 let connection = self.relay.next_connection()?;
                 run.bytes_up = connection["up"].as_u64().unwrap_or(0);
                 run.bytes_down = connection["down"].as_u64().unwrap_or(0);
@@ -1160,6 +1185,7 @@ struct Setup {
     /// `+auth-only` wall times per path, seconds.
     tcp: Vec<f64>,
     gateway: Vec<f64>,
+    direct: Vec<f64>,
     /// The relay's CPU seconds per connection (over all runs, divided by their number).
     tcp_cpu: f64,
     gateway_cpu: f64,
@@ -1169,19 +1195,29 @@ fn measure_setup(settings: &Settings, bench: &Bench) -> Result<Setup> {
     let mut setup = Setup {
         tcp: Vec::new(),
         gateway: Vec::new(),
+        direct: Vec::new(),
         tcp_cpu: 0.0,
         gateway_cpu: 0.0,
     };
-    let cpu = |via| process_cpu_seconds(bench.relay_pid(via)).unwrap_or(0.0);
+    let cpu = |via| {
+        bench
+            .relay_pid(via)
+            .and_then(process_cpu_seconds)
+            .unwrap_or(0.0)
+    };
     let (tcp_before, gateway_before) = (cpu(Via::Tcp), cpu(Via::Gateway));
+    let routes = [&bench.routes[0], &bench.routes[1], &bench.direct];
     for i in 0..settings.setup_runs {
-        for route in bench.in_order(i) {
+        // Each route goes first in turn.
+        for k in 0..routes.len() {
+            let route = routes[(i + k) % routes.len()];
             let seconds = bench
                 .auth_only(route)
                 .with_context(|| format!("+auth-only on the {} path", route.via.label()))?;
             match route.via {
                 Via::Tcp => setup.tcp.push(seconds),
                 Via::Gateway => setup.gateway.push(seconds),
+                Via::Direct => setup.direct.push(seconds),
             }
             // Let the relay finish with the connection (the gateway writes the session's end).
             std::thread::sleep(Duration::from_millis(200));
@@ -1558,30 +1594,34 @@ impl Report {
         line(String::new());
         let (t, g) = (Percentiles::ms(&setup.tcp), Percentiles::ms(&setup.gateway));
         line(format!(
-            "Connection setup: xfreerdp +auth-only, {} runs per path (alternated)",
+            "Connection setup: xfreerdp +auth-only, {} runs per path (each path first in turn)",
             self.setup_runs
         ));
         line(format!(
-            "  {:<10} {:>9} {:>9} {:>9} {:>18}",
-            "", "p50 ms", "p90 ms", "min ms", "relay CPU ms/conn"
+            "  {:<22} {:>8} {:>8} {:>8} {:>10} {:>18}",
+            "", "p50 ms", "p90 ms", "min ms", "under 1 s", "relay CPU ms/conn"
         ));
-        line(format!(
-            "  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>18.1}",
-            "tcp relay",
-            t.p50,
-            t.p90,
-            t.min,
-            setup.tcp_cpu * 1e3
-        ));
-        line(format!(
-            "  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>18.1}",
-            "gateway",
-            g.p50,
-            g.p90,
-            g.min,
-            setup.gateway_cpu * 1e3
-        ));
-        line(format!("  gw/tcp     {:>9.2}", g.p50 / t.p50));
+        for (name, samples, cpu) in [
+            ("tcp relay", &setup.tcp, Some(setup.tcp_cpu)),
+            ("gateway", &setup.gateway, Some(setup.gateway_cpu)),
+            ("direct (no relay)", &setup.direct, None),
+        ] {
+            let p = Percentiles::ms(samples);
+            line(format!(
+                "  {:<22} {:>8.1} {:>8.1} {:>8.1} {:>10} {:>18}",
+                name,
+                p.p50,
+                p.p90,
+                p.min,
+                format!(
+                    "{}/{}",
+                    samples.iter().filter(|&&s| s < 1.0).count(),
+                    samples.len()
+                ),
+                cpu.map(|c| format!("{:.1}", c * 1e3)).unwrap_or_default()
+            ));
+        }
+        line(format!("  gateway/tcp p50 {:>14.2}", g.p50 / t.p50));
         line(String::new());
         let mib = |kib: Option<u64>| {
             kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -1632,6 +1672,8 @@ impl Report {
             "setup_auth_only": {
                 "tcp_seconds": setup.tcp,
                 "gateway_seconds": setup.gateway,
+                "direct_seconds": setup.direct,
+                "direct_p50_ms": Percentiles::ms(&setup.direct).p50,
                 "tcp_p50_ms": t.p50,
                 "gateway_p50_ms": g.p50,
                 "tcp_p90_ms": t.p90,
