@@ -150,7 +150,9 @@ fn main() -> Result<()> {
 /// (`1024x768`: the target's screen and the client's `/size`), `GATEHOUSE_BENCH_RDP_SETUP_RUNS`
 /// (20 per path and kind), `GATEHOUSE_BENCH_RDP_LINES_PER_S` (60: the text scrolled on the
 /// target's screen), `GATEHOUSE_BENCH_RDP_CLIENT_ARGS` (more `xfreerdp` arguments, separated by
-/// spaces, given on both paths); `GATEHOUSE_BIN` skips the build.
+/// spaces, given on both paths), `GATEHOUSE_BENCH_RDP_DECODABLE` (unset: the gateway's default;
+/// `0` or `1`: settings.json `rdp.decodable_recordings`, whether the gateway steers the
+/// client's capabilities so that recordings decode); `GATEHOUSE_BIN` skips the build.
 struct Settings {
     seconds: Duration,
     warmup: Duration,
@@ -160,6 +162,8 @@ struct Settings {
     setup_runs: usize,
     lines_per_s: u64,
     client_args: Vec<String>,
+    /// settings.json `rdp.decodable_recordings` for the gateway: `None` leaves the default.
+    decodable: Option<bool>,
     cpus: usize,
 }
 
@@ -192,6 +196,10 @@ impl Settings {
             height,
             setup_runs: env_number("GATEHOUSE_BENCH_RDP_SETUP_RUNS", 20)?.max(1) as usize,
             lines_per_s: env_number("GATEHOUSE_BENCH_RDP_LINES_PER_S", 60)?.max(1),
+            decodable: match std::env::var("GATEHOUSE_BENCH_RDP_DECODABLE") {
+                Ok(v) => Some(v.trim() != "0"),
+                Err(_) => None,
+            },
             client_args: std::env::var("GATEHOUSE_BENCH_RDP_CLIENT_ARGS")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -384,7 +392,12 @@ impl Gateway {
     /// The data directory as the RDP end-to-end test sets it up: `alice` with a password (so
     /// with an RDP secret), the asset `win1` whose RDP endpoint is the target (key trusted on
     /// first use), `target1@win1` with the vault password, granted to alice.
-    fn configure(binary: &Path, data: &Path, target_port: u16) -> Result<()> {
+    fn configure(
+        binary: &Path,
+        data: &Path,
+        target_port: u16,
+        decodable: Option<bool>,
+    ) -> Result<()> {
         let account = format!("{TARGET_ACCOUNT}@{ASSET}");
         let port = target_port.to_string();
         let steps: [(&[&str], Option<&str>); 5] = [
@@ -415,14 +428,35 @@ impl Gateway {
         for (args, stdin) in steps {
             Gateway::cli_in(binary, data, args, stdin)?;
         }
+        if let Some(decodable) = decodable {
+            let path = data.join("settings.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut settings: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let Some(object) = settings.as_object_mut() else {
+                bail!("{} is not a JSON object", path.display());
+            };
+            let rdp = object.entry("rdp").or_insert_with(|| json!({}));
+            let Some(rdp) = rdp.as_object_mut() else {
+                bail!("`rdp` in {} is not a JSON object", path.display());
+            };
+            rdp.insert("decodable_recordings".into(), Value::Bool(decodable));
+            std::fs::write(&path, serde_json::to_vec_pretty(&settings)?)?;
+        }
         Ok(())
     }
 
     /// `gatehouse serve` on free ports for SSH, the API and RDP (as the tests' `serve()`), at
     /// the default log level of a server (`info`).
-    fn start(binary: &Path, work: &Path, target_port: u16) -> Result<Gateway> {
+    fn start(
+        binary: &Path,
+        work: &Path,
+        target_port: u16,
+        decodable: Option<bool>,
+    ) -> Result<Gateway> {
         let data = work.join("data");
-        Gateway::configure(binary, &data, target_port)?;
+        Gateway::configure(binary, &data, target_port, decodable)?;
         let log = work.join("serve.log");
         let mut last_error = String::new();
         for _attempt in 0..3 {
@@ -527,6 +561,23 @@ impl Gateway {
     fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid(), "VmHWM:")
     }
+}
+
+/// Waits until process `pid` has used no CPU for two 250 ms intervals in a row (at most 120 s)
+/// and returns the CPU seconds it used meanwhile: after an RDP session the gateway replays the
+/// recording to check that its graphics decode, and that must not run into the next session.
+fn wait_idle(pid: u32) -> f64 {
+    let start = process_cpu_seconds(pid).unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = start;
+    let mut quiet = 0;
+    while quiet < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = process_cpu_seconds(pid).unwrap_or(last);
+        quiet = if now - last < 0.005 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    last - start
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
@@ -824,6 +875,9 @@ struct HeldRun {
     error: Option<String>,
     /// The relay's resident memory after the session.
     relay_rss_kib: Option<u64>,
+    /// The relay's CPU seconds after the session until it was idle (the gateway's check that
+    /// the recording decodes).
+    after_cpu: f64,
 }
 
 impl HeldRun {
@@ -869,6 +923,7 @@ impl HeldRun {
             "session_pdus": self.pdus,
             "session_error": self.error,
             "relay_rss_kib_after": self.relay_rss_kib,
+            "relay_cpu_seconds_after_session": self.after_cpu,
         })
     }
 }
@@ -876,7 +931,7 @@ impl HeldRun {
 impl Bench {
     fn start(settings: &Settings, binary: &Path, work: &Path) -> Result<Bench> {
         let scene = Scene::start(settings, work)?;
-        let gateway = Gateway::start(binary, work, scene.shadow.port)?;
+        let gateway = Gateway::start(binary, work, scene.shadow.port, settings.decodable)?;
         let relay = TcpRelay::start(work, scene.shadow.port)?;
         let client_display = Display::start_sized(work, settings.width, settings.height);
         let client = Client::on_display(work, &client_display);
@@ -1066,6 +1121,7 @@ impl Bench {
             pdus: None,
             error: None,
             relay_rss_kib: None,
+            after_cpu: 0.0,
         };
         run.relay_rss_kib = rss_kib(relay_pid, "VmRSS:");
         match route.via {
@@ -1078,6 +1134,7 @@ impl Bench {
             }
             Via::Gateway => self.gateway_counts(ended_before, &mut run)?,
         }
+        run.after_cpu = wait_idle(relay_pid);
         Ok(run)
     }
 
@@ -1223,6 +1280,11 @@ fn measure_setup(settings: &Settings, bench: &Bench) -> Result<Setup> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    for via in [Via::Tcp, Via::Gateway] {
+        if let Some(pid) = bench.relay_pid(via) {
+            wait_idle(pid);
+        }
+    }
     let runs = settings.setup_runs as f64;
     setup.tcp_cpu = (cpu(Via::Tcp) - tcp_before) / runs;
     setup.gateway_cpu = (cpu(Via::Gateway) - gateway_before) / runs;
@@ -1249,6 +1311,8 @@ struct PathSummary {
     session_mib: f64,
     session_relay_cpu: f64,
     session_relay_cpu_per_mib: f64,
+    /// After the session until idle (the gateway's graphics check of the recording).
+    after_cpu: f64,
     /// The relay's own count of bytes down over the client socket's (TLS included).
     relay_count_over_socket: f64,
     /// Gateway only: PDUs relayed per session, and the relay's CPU per PDU (microseconds).
@@ -1275,6 +1339,7 @@ impl PathSummary {
             session_mib: m(&|r| r.session_mib()),
             session_relay_cpu: m(&|r| r.session_relay_cpu),
             session_relay_cpu_per_mib: m(&|r| r.session_relay_cpu / r.session_mib()),
+            after_cpu: m(&|r| r.after_cpu),
             relay_count_over_socket: m(&|r| r.bytes_down as f64 / r.socket_received as f64),
             session_pdus: median(
                 &runs
@@ -1306,6 +1371,7 @@ impl PathSummary {
             "session_relayed_mib": self.session_mib,
             "session_relay_cpu_seconds": self.session_relay_cpu,
             "session_relay_cpu_seconds_per_mib": self.session_relay_cpu_per_mib,
+            "relay_cpu_seconds_after_session": self.after_cpu,
             "relay_down_count_over_client_socket_received": self.relay_count_over_socket,
             "session_pdus": self.session_pdus,
             "session_relay_cpu_microseconds_per_pdu": self.session_relay_cpu_per_pdu_us,
@@ -1348,6 +1414,7 @@ struct Report {
     height: u32,
     lines_per_s: u64,
     client_args: Vec<String>,
+    decodable: Option<bool>,
     load_before: String,
     load_after: String,
     gateway_rss_kib: Option<u64>,
@@ -1430,6 +1497,7 @@ impl Report {
             width: settings.width,
             height: settings.height,
             lines_per_s: settings.lines_per_s,
+            decodable: settings.decodable,
             client_args: settings.client_args(),
             load_before: load_average(),
             load_after: String::new(),
@@ -1466,6 +1534,14 @@ impl Report {
             "target: freerdp-shadow-cli (NLA) sharing a {}x{} Xvfb, xterm scrolling {} lines/s; \
              recording on; load average {} before, {} after",
             self.width, self.height, self.lines_per_s, self.load_before, self.load_after
+        ));
+        line(format!(
+            "gateway: settings.json rdp.decodable_recordings {}",
+            match self.decodable {
+                None => "left at its default",
+                Some(true) => "true",
+                Some(false) => "false",
+            }
         ));
         line(format!(
             "xfreerdp arguments on both paths: /cert:ignore {}",
@@ -1574,6 +1650,12 @@ impl Report {
             4,
         ));
         line(row(
+            "  relay CPU after the session, until idle (s)",
+            tcp.after_cpu,
+            gw.after_cpu,
+            3,
+        ));
+        line(row(
             "  relay's bytes down / client socket's",
             tcp.relay_count_over_socket,
             gw.relay_count_over_socket,
@@ -1657,6 +1739,7 @@ impl Report {
                 "setup_runs": self.setup_runs,
                 "size": format!("{}x{}", self.width, self.height),
                 "lines_per_s": self.lines_per_s,
+                "gateway_decodable_recordings": self.decodable,
                 "xfreerdp_args": self.client_args,
                 "gateway_binary": self.binary,
                 "gateway_commit": self.commit,
