@@ -1139,8 +1139,8 @@ impl Bench {
     }
 
     /// The gateway session's byte counts: from its `session_ended` audit event, or, when the
-    /// relay ended with an error (the event then carries zero counts, docs/rdp.md), from the
-    /// recording, which holds every relayed byte.
+    /// relay ended with an error and the event carries no counts (gateways before the relay
+    /// kept its summary on errors), from the recording, which holds every relayed byte.
     fn gateway_counts(&self, ended_before: usize, run: &mut HeldRun) -> Result<()> {
         let ended = self.gateway.next_session_ended(ended_before)?;
         let fields = &ended["fields"];
@@ -1149,13 +1149,16 @@ impl Bench {
             fields["pdus_up"].as_u64().unwrap_or(0) + fields["pdus_down"].as_u64().unwrap_or(0),
         )
         .filter(|&n| n > 0);
-        if let (None, Some(up), Some(down)) = (
-            &run.error,
-            fields["bytes_up"].as_u64(),
-            fields["bytes_down"].as_u64(),
-        ) {
+        let counts = (fields["bytes_up"].as_u64(), fields["bytes_down"].as_u64());
+        if let (Some(up), Some(down)) = counts
+            && (run.error.is_none() || down > 0)
+        {
             (run.bytes_up, run.bytes_down) = (up, down);
-            run.bytes_source = "session_ended audit event";
+            run.bytes_source = if run.error.is_none() {
+                "session_ended audit event"
+            } else {
+                "session_ended audit event (the relay ended with an error)"
+            };
             return Ok(());
         }
         let id = ended["session"].as_str().unwrap_or_default();
