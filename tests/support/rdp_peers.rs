@@ -79,44 +79,9 @@ pub struct Display {
 }
 
 impl Display {
+    /// A 1024x768 display.
     pub fn start(dir: &Path) -> Display {
-        let xvfb = require("Xvfb", "xvfb");
-        // Displays from 200 + 50 * (pid % 40): distinct per test process and per test.
-        let base = 200 + 50 * (std::process::id() % 40);
-        for _ in 0..50 {
-            let number = base + DISPLAYS.fetch_add(1, Ordering::Relaxed) % 50;
-            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
-                continue;
-            }
-            let mut command = Command::new(&xvfb);
-            command.args([
-                format!(":{number}"),
-                "-screen".into(),
-                "0".into(),
-                "1024x768x24".into(),
-                "-nolisten".into(),
-                "tcp".into(),
-                // The readiness probe below connects and leaves; without this, the server would
-                // reset when it leaves and refuse the next client for a moment.
-                "-noreset".into(),
-            ]);
-            let mut process = spawn_logged(command, "Xvfb", dir.join(format!("xvfb-{number}.log")));
-            let socket = format!("/tmp/.X11-unix/X{number}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                // Ready when our Xvfb runs and its socket accepts (a stale socket refuses).
-                let running = matches!(process.child.try_wait(), Ok(None));
-                if running && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                    return Display { number, process };
-                }
-                if let Ok(Some(_)) = process.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = process.child.kill();
-        }
-        panic!("no X display could be started with Xvfb");
+        Display::start_sized(dir, 1024, 768)
     }
 
     pub fn env(&self) -> String {
@@ -170,35 +135,7 @@ pub struct ShadowTarget {
 
 impl ShadowTarget {
     pub fn start(dir: &Path, account: &str, password: &str) -> ShadowTarget {
-        let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
-        let winpr_hash = require("winpr-hash", "winpr-utils");
-        let display = Display::start(dir);
-        let sam = dir.join("target.sam");
-        let out = Command::new(winpr_hash)
-            .args(["-u", account, "-p", password, "-f", "sam"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "winpr-hash failed: {out:?}");
-        std::fs::write(&sam, &out.stdout).unwrap();
-        let home = dir.join("target-home");
-        std::fs::create_dir_all(&home).unwrap();
-        let port = free_port();
-        let mut command = Command::new(shadow);
-        command
-            .env("HOME", &home)
-            .env("DISPLAY", display.env())
-            .arg(format!("/port:{port}"))
-            .arg("/bind-address:127.0.0.1")
-            .arg("/sec:nla")
-            .arg(format!("/sam-file:{}", sam.display()));
-        let mut process = spawn_logged(command, "freerdp-shadow-cli", dir.join("shadow.log"));
-        wait_for_port(port, &mut process, &display);
-        ShadowTarget {
-            port,
-            home,
-            process,
-            display,
-        }
+        ShadowTarget::start_on(dir, Display::start(dir), account, password)
     }
 
     /// The DER certificate the shadow server generated for itself.
@@ -419,6 +356,7 @@ impl Display {
     /// like [`Display::start`] (which is 1024x768).
     pub fn start_sized(dir: &Path, width: u32, height: u32) -> Display {
         let xvfb = require("Xvfb", "xvfb");
+        // Displays from 200 + 50 * (pid % 40): distinct per test process and per test.
         let base = 200 + 50 * (std::process::id() % 40);
         for _ in 0..50 {
             let number = base + DISPLAYS.fetch_add(1, Ordering::Relaxed) % 50;
@@ -433,12 +371,15 @@ impl Display {
                 format!("{width}x{height}x24"),
                 "-nolisten".into(),
                 "tcp".into(),
+                // The readiness probe below connects and leaves; without this, the server would
+                // reset when it leaves and refuse the next client for a moment.
                 "-noreset".into(),
             ]);
             let mut process = spawn_logged(command, "Xvfb", dir.join(format!("xvfb-{number}.log")));
             let socket = format!("/tmp/.X11-unix/X{number}");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
+                // Ready when our Xvfb runs and its socket accepts (a stale socket refuses).
                 let running = matches!(process.child.try_wait(), Ok(None));
                 if running && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                     return Display { number, process };

@@ -17,7 +17,9 @@
 //! Knobs are environment variables, `GATEHOUSE_BENCH_*` and `GATEHOUSE_BIN`; see [`Settings`].
 
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_bench::{free_port, gatehouse_binary, mean, median, percentile, results_dir};
+use gatehouse_bench::{
+    env_number, free_port, gatehouse_binary, mean, median, percentile, results_dir,
+};
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -164,16 +166,6 @@ struct Settings {
     /// Pin the gateway to the last CPU and everything else (clients, sshd) to the others, as if
     /// the gateway had a machine of its own.
     pin: bool,
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {
@@ -675,33 +667,11 @@ struct ProcCpu {
 /// User + system CPU seconds of process `pid`, and of its children that it has waited for.
 fn proc_cpu(pid: u32) -> Option<ProcCpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap_or(f64::NAN))
-        .collect();
-    let [utime, stime, cutime, cstime] = fields[..] else {
-        return None;
-    };
-    let ticks = clock_ticks();
+    let (own, children) = gatehouse_bench::stat_cpu_ticks(&stat)?;
+    let ticks = gatehouse_bench::clock_ticks();
     Some(ProcCpu {
-        own: (utime + stime) / ticks,
-        children: (cutime + cstime) / ticks,
-    })
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
+        own: own as f64 / ticks,
+        children: children as f64 / ticks,
     })
 }
 

@@ -30,8 +30,8 @@ mod rdp_peers;
 
 use anyhow::{Context, Result, bail};
 use gatehouse_bench::{
-    free_port, gatehouse_binary, median, percentile, process_cpu_seconds, rdp_pdus_bytes,
-    results_dir, ss_socket_bytes, workspace_root,
+    env_number, free_port, gatehouse_binary, median, percentile, process_cpu_seconds,
+    rdp_pdus_bytes, results_dir, ss_socket_bytes, workspace_root,
 };
 use rdp_peers::{Client, Display, Process, ShadowTarget};
 use serde_json::{Value, json};
@@ -165,16 +165,6 @@ struct Settings {
     /// settings.json `rdp.decodable_recordings` for the gateway: `None` leaves the default.
     decodable: Option<bool>,
     cpus: usize,
-}
-
-fn env_number(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -180,6 +180,18 @@ pub fn rdp_pdus_bytes(file: &[u8]) -> Option<(u64, u64)> {
     Some((up, down))
 }
 
+/// A number from the environment variable `name`, or `default` when it is not set.
+pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
