@@ -4,8 +4,13 @@
 //! the request's principal, action and resource (given their ancestors). Scope constraints are
 //! conjunctive, so a policy left out could never have been satisfied: the decision is the same as
 //! over the whole set (a test compares both on every shipped scenario).
+//!
+//! Within what the scope lets through, each policy's [guard](crate::guard) (the leading part of
+//! its condition that the index can read) is checked against the request, and a policy whose
+//! guard is certainly false is left out as well.
 
 use crate::PolicyError;
+use crate::guard::{self, Facts, Guard, Paths};
 use cedar_policy::{
     ActionConstraint, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
     ResourceConstraint, Schema, SlotId, Template,
@@ -62,6 +67,7 @@ struct Entry {
     resource: Scope,
     /// The concrete actions the policy can apply to; `None` for any.
     actions: Option<FastSet<EntityUid>>,
+    guard: Option<Guard>,
 }
 
 /// The request's side of the match: each entity's type and itself with its ancestors.
@@ -82,6 +88,7 @@ pub(crate) struct Index {
     by_resource: FastMap<EntityUid, Vec<usize>>,
     global: Vec<usize>,
     templates: HashMap<PolicyId, Template>,
+    paths: Paths,
 }
 
 impl Index {
@@ -148,6 +155,7 @@ impl Index {
                 principal,
                 resource,
                 actions: expand(policy.action_constraint()),
+                guard: guard::of_policy(policy, &mut index.paths),
             };
             let position = index.entries.len();
             if let Some(uid) = entry.principal.key() {
@@ -170,12 +178,14 @@ impl Index {
         Ok(index)
     }
 
-    /// The policies that can apply to this principal, action and resource, as a policy set.
+    /// The policies that can apply to this principal, action and resource, and whose guards
+    /// the request does not certainly fail, as a policy set.
     pub(crate) fn slice(
         &self,
         principal: &Subject<'_>,
         action: &EntityUid,
         resource: &Subject<'_>,
+        facts: &mut Facts<'_>,
     ) -> Result<std::sync::Arc<PolicySet>, PolicyError> {
         let by_principal = principal
             .self_and_ancestors
@@ -202,6 +212,10 @@ impl Index {
                             .resource
                             .matches(resource.ty, resource.self_and_ancestors)
                         && entry.actions.as_ref().is_none_or(|a| a.contains(action))
+                        && entry
+                            .guard
+                            .as_ref()
+                            .is_none_or(|g| facts.eval(&self.paths, g) != Some(false))
                 })
             })
             .filter_map(|p| u32::try_from(p).ok())

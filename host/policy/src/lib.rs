@@ -11,6 +11,7 @@
 pub mod context;
 mod engine;
 pub mod entities;
+mod guard;
 mod index;
 pub mod load;
 pub mod scenario;
@@ -91,6 +92,12 @@ impl PolicyBundle {
                 ty: query.resource.type_name(),
                 self_and_ancestors: &resource_set,
             },
+            &mut guard::Facts::new(
+                query.principal,
+                query.resource,
+                &query.context,
+                query.entities,
+            ),
         )?;
         evaluate(&slice, query)
     }
