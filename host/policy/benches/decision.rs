@@ -300,6 +300,29 @@ fn main() {
             bundle.decide_unsliced(q).unwrap()
         }
     };
+    // The same request in a session carrying all nine `deny-N` tags: the guards cannot leave
+    // the tag forbids out, so Cedar gets all 15 policies the scope lets through (and denies).
+    let tagged_facts = SessionFacts {
+        pairs: (0..9)
+            .map(|i| (format!("deny-{i}"), "1".to_string()))
+            .collect(),
+        ..f.clone()
+    };
+    let tagged = build(&dir, user, asset, account, &tagged_facts);
+    let tagged_ctx: Context =
+        context::context(context::access_value(&tagged_facts, &tagged.refs), &action).unwrap();
+    let decide_tagged = || {
+        bundle
+            .decide(Query {
+                principal: &tagged.principal,
+                action: &action,
+                resource: &tagged.resource,
+                context: tagged_ctx.clone(),
+                entities: &tagged.entities,
+            })
+            .unwrap()
+    };
+    assert!(!decide_tagged().allowed, "all nine tag forbids apply");
     let decision = decide(true);
     assert_eq!(
         decision,
@@ -356,6 +379,10 @@ fn main() {
     let n = 20_000;
     let rows = [
         ("decision_index", timed(n, || drop(black_box(decide(true))))),
+        (
+            "decision_index_unguardable",
+            timed(n, || drop(black_box(decide_tagged()))),
+        ),
         (
             "decision_whole_set",
             timed(n / 10, || drop(black_box(decide(false)))),
