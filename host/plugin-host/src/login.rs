@@ -96,6 +96,27 @@ impl PendingLogin {
         }
     }
 
+    /// How a completed login reads in the audit trail, the same for every protocol: the
+    /// methods ("password and totp-mfa") and the plugins' notes as JSON objects.
+    pub fn audit_summary(
+        method: &str,
+        accepted_by: &[String],
+        notes: Vec<(String, String, String)>,
+    ) -> (String, Vec<serde_json::Value>) {
+        let how = if accepted_by.is_empty() {
+            method.to_string()
+        } else {
+            format!("{method} and {}", accepted_by.join(", "))
+        };
+        let notes = notes
+            .into_iter()
+            .map(|(plugin, key, value)| {
+                serde_json::json!({"plugin": plugin, "key": key, "value": value})
+            })
+            .collect();
+        (how, notes)
+    }
+
     pub fn into_parts(self) -> Completed {
         Completed {
             user: self.user,

@@ -195,15 +195,7 @@ impl ClientHandler {
             ticket_verified,
             std::mem::take(&mut self.cookies),
         );
-        let how = if plugins.is_empty() {
-            method.to_string()
-        } else {
-            format!("{method} and {}", plugins.join(", "))
-        };
-        let notes: Vec<serde_json::Value> = notes
-            .into_iter()
-            .map(|(plugin, key, value)| serde_json::json!({"plugin": plugin, "key": key, "value": value}))
-            .collect();
+        let (how, notes) = PendingLogin::audit_summary(method, &plugins, notes);
         self.shared.audit(
             AuditKind::LoginOk,
             format!("`{name}` logged in with {how}"),

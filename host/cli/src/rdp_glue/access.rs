@@ -128,15 +128,7 @@ impl Session {
         let ticket_verified = cookies.tickets().next().is_some();
         let mut authenticated_with = vec!["password".to_string()];
         authenticated_with.extend(accepted_by.iter().cloned());
-        let how = if accepted_by.is_empty() {
-            "password".to_string()
-        } else {
-            format!("password and {}", accepted_by.join(", "))
-        };
-        let notes: Vec<serde_json::Value> = notes
-            .into_iter()
-            .map(|(plugin, key, value)| serde_json::json!({"plugin": plugin, "key": key, "value": value}))
-            .collect();
+        let (how, notes) = PendingLogin::audit_summary("password", &accepted_by, notes);
         self.audit(
             AuditKind::LoginOk,
             format!("`{}` logged in over RDP with {how}", user.name),
