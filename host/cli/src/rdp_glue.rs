@@ -419,7 +419,7 @@ async fn check_graphics(path: PathBuf) -> RecordingEvent {
     let _permit = CHECKS.acquire().await;
     let verdict = tokio::task::spawn_blocking(move || {
         let mut reader = gatehouse_rdp_replay::pdus::open(&path)?;
-        gatehouse_rdp_replay::Replayer::replay(&mut reader).map(|r| r.verdict())
+        gatehouse_rdp_replay::Replayer::check(&mut reader)
     })
     .await;
     use gatehouse_rdp_replay::Verdict;

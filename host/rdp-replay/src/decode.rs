@@ -97,6 +97,11 @@ pub struct Replayer {
     connection: Connection,
     stage: Option<ActiveStage>,
     image: Option<DecodedImage>,
+    /// The desktop size the last activation set; the image has it once made.
+    size: Option<(u16, u16)>,
+    /// Only the verdict is wanted: the frame buffer is made when the first PDU needs it, so a
+    /// session that never draws (a login check, `+auth-only`) costs no full-screen buffer.
+    check_only: bool,
     changed_at: Duration,
     last_at: Duration,
     stats: DecodeStats,
@@ -194,6 +199,8 @@ impl Replayer {
             connection: Connection::default(),
             stage: None,
             image: None,
+            size: None,
+            check_only: false,
             changed_at: Duration::ZERO,
             last_at: Duration::ZERO,
             stats: DecodeStats::default(),
@@ -207,6 +214,19 @@ impl Replayer {
             replayer.feed(&pdu);
         }
         Ok(replayer)
+    }
+
+    /// Replays a whole recording for its verdict only (see [`Verdict`]), without keeping a
+    /// frame buffer for sessions that never draw.
+    pub fn check<R: Read>(reader: &mut PduReader<R>) -> Result<Verdict, ReplayError> {
+        let mut replayer = Replayer {
+            check_only: true,
+            ..Replayer::new()
+        };
+        while let Some(pdu) = reader.next_pdu()? {
+            replayer.feed(&pdu);
+        }
+        Ok(replayer.verdict())
     }
 
     pub fn stats(&self) -> &DecodeStats {
@@ -496,6 +516,25 @@ impl Replayer {
                 }
             }
         }
+        self.size = Some((width, height));
+        if self.check_only {
+            let stale = self
+                .image
+                .as_ref()
+                .is_some_and(|i| i.width() != width || i.height() != height);
+            if stale {
+                self.image = None;
+            }
+        } else {
+            self.ensure_image();
+        }
+    }
+
+    /// Makes the frame buffer at the activation's size, unless it has it already.
+    fn ensure_image(&mut self) {
+        let Some((width, height)) = self.size else {
+            return;
+        };
         let same = self
             .image
             .as_ref()
@@ -507,6 +546,9 @@ impl Replayer {
 
     /// Runs one target PDU through the active stage. `graphics`: count its failure.
     fn process(&mut self, pdu: &Pdu<'_>, action: Action, graphics: bool) -> bool {
+        if self.stage.is_some() {
+            self.ensure_image();
+        }
         let (Some(stage), Some(image)) = (&mut self.stage, &mut self.image) else {
             if graphics {
                 self.stats.before_activation += 1;

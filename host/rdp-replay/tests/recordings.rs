@@ -405,3 +405,27 @@ fn mp4_export_uses_h264() {
     assert!(info.contains("h264"), "{info}");
     assert_checkerboard(&read_back(&mp4, 1024, 768), 1024, 768, 48);
 }
+
+#[test]
+fn the_verdict_alone_is_the_full_replays_verdict_at_every_cut() {
+    // `Replayer::check` (what the gateway runs after each session) makes the frame buffer only
+    // when a PDU needs it; its verdict must be the full replay's, wherever the session ended.
+    let dir = tempfile::tempdir().unwrap();
+    let all = all_pdus(&fixture());
+    let mut verdicts = Vec::new();
+    for cut in [0, 3, all.len() / 10, all.len() / 4, all.len() / 2, all.len()] {
+        let path = dir.path().join(format!("cut-{cut}.pdus"));
+        write_pdus(&path, &all[..cut]);
+        let full = Replayer::replay(&mut pdus::open(&path).unwrap())
+            .unwrap()
+            .verdict();
+        let alone = Replayer::check(&mut pdus::open(&path).unwrap()).unwrap();
+        assert_eq!(alone, full, "cut after {cut} of {} PDUs", all.len());
+        verdicts.push(alone);
+    }
+    assert_eq!(verdicts.last(), Some(&Verdict::Decodable));
+    assert!(
+        verdicts.iter().any(|v| *v != Verdict::Decodable),
+        "no cut before the activation: {verdicts:?}"
+    );
+}
