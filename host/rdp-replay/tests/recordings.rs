@@ -413,7 +413,14 @@ fn the_verdict_alone_is_the_full_replays_verdict_at_every_cut() {
     let dir = tempfile::tempdir().unwrap();
     let all = all_pdus(&fixture());
     let mut verdicts = Vec::new();
-    for cut in [0, 3, all.len() / 10, all.len() / 4, all.len() / 2, all.len()] {
+    for cut in [
+        0,
+        3,
+        all.len() / 10,
+        all.len() / 4,
+        all.len() / 2,
+        all.len(),
+    ] {
         let path = dir.path().join(format!("cut-{cut}.pdus"));
         write_pdus(&path, &all[..cut]);
         let full = Replayer::replay(&mut pdus::open(&path).unwrap())
