@@ -59,18 +59,7 @@ impl Setup {
                 &format!("{PASSWORD}\n"),
             );
         }
-        gh.cli_ok(&[
-            "asset",
-            "add",
-            ASSET,
-            "--address",
-            "127.0.0.1",
-            "--tofu",
-            "--rdp-port",
-            &shadow.port.to_string(),
-            "--group",
-            "prod",
-        ]);
+        gh.add_rdp_asset(ASSET, shadow.port, &["--group", "prod"]);
         gh.add_account_with_password(&spec(), VAULT_PASSWORD);
         std::fs::write(gh.data_dir().join("policies/requests.cedar"), POLICY).unwrap();
         gh.edit_settings(|s| s["requests"] = serde_json::json!({}));

@@ -27,17 +27,7 @@ fn login_name() -> String {
 /// password; granted when `grant`. Returns the grant id.
 fn configure(gh: &Gatehouse, shadow: &ShadowTarget, grant: bool) -> Option<String> {
     gh.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
-    let rdp_port = shadow.port.to_string();
-    gh.cli_ok(&[
-        "asset",
-        "add",
-        ASSET,
-        "--address",
-        "127.0.0.1",
-        "--tofu",
-        "--rdp-port",
-        &rdp_port,
-    ]);
+    gh.add_rdp_asset(ASSET, shadow.port, &[]);
     gh.add_account_with_password(&format!("{TARGET_ACCOUNT}@{ASSET}"), VAULT_PASSWORD);
     if !grant {
         return None;

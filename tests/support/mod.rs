@@ -742,6 +742,24 @@ impl Gatehouse {
         ]);
     }
 
+    /// An asset on 127.0.0.1 whose RDP endpoint is `rdp_port`, its certificate trusted on first
+    /// use; `extra` are further `asset add` arguments (`--group prod`).
+    pub fn add_rdp_asset(&self, name: &str, rdp_port: u16, extra: &[&str]) {
+        let port = rdp_port.to_string();
+        let mut args = vec![
+            "asset",
+            "add",
+            name,
+            "--address",
+            "127.0.0.1",
+            "--tofu",
+            "--rdp-port",
+            &port,
+        ];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args);
+    }
+
     /// `account@asset` with a vault password.
     pub fn add_account_with_password(&self, spec: &str, password: &str) {
         self.cli_stdin_ok(&["account", "add", spec, "--password-stdin"], password);

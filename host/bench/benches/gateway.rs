@@ -562,31 +562,14 @@ impl Demo {
     }
 
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        gatehouse_bench::rss_kib(self.child.id(), "VmHWM:")
     }
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
         // SIGTERM lets the demo stop its sshd; SIGKILL if it does not exit in time.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        gatehouse_bench::stop_child(&mut self.child);
         // The demo's sshd, should it have outlived the demo.
         if let Ok(pid) = std::fs::read_to_string(self.data_dir.join("demo-target/sshd.pid")) {
             let pid = pid.trim();

@@ -549,7 +549,7 @@ impl Gateway {
 
     /// Peak resident memory so far.
     fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid(), "VmHWM:")
+        gatehouse_bench::rss_kib(self.pid(), "VmHWM:")
     }
 }
 
@@ -570,29 +570,9 @@ fn wait_idle(pid: u32) -> f64 {
     last - start
 }
 
-/// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        gatehouse_bench::stop_child(&mut self.child);
     }
 }
 
@@ -1113,7 +1093,7 @@ impl Bench {
             relay_rss_kib: None,
             after_cpu: 0.0,
         };
-        run.relay_rss_kib = rss_kib(relay_pid, "VmRSS:");
+        run.relay_rss_kib = gatehouse_bench::rss_kib(relay_pid, "VmRSS:");
         match route.via {
             Via::Tcp | Via::Direct => {
                 let connection = self.relay.next_connection()?;

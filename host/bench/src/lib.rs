@@ -180,6 +180,31 @@ pub fn rdp_pdus_bytes(file: &[u8]) -> Option<(u64, u64)> {
     Some((up, down))
 }
 
+/// A `kB` line of `/proc/PID/status` (`VmRSS:` now, `VmHWM:` the peak), in KiB.
+pub fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Stops a spawned gateway: SIGTERM, then SIGKILL if it has not exited within 10 s.
+pub fn stop_child(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A number from the environment variable `name`, or `default` when it is not set.
 pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     use anyhow::Context;
