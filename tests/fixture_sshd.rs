@@ -188,6 +188,28 @@ fn leak_scanner_and_json_helpers_work() {
     assert_eq!(hits, vec![dir.path().join("nested/rec.bin")]);
     assert!(files_containing(dir.path(), b"absent").is_empty());
 
+    // Every encoded form of a secret is found, and a clean text has none.
+    let secret = "Pw-42";
+    let utf16: Vec<u8> = secret
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let debug_dump = format!("encrypt_message: buf {:?}", utf16);
+    assert_eq!(
+        support::secret_forms_in(debug_dump.as_bytes(), secret),
+        vec!["utf-16le byte list".to_string()]
+    );
+    let hex_dump = "creds 500077002d0034003200 end";
+    assert_eq!(
+        support::secret_forms_in(hex_dump.as_bytes(), secret),
+        vec!["utf-16le hex".to_string()]
+    );
+    assert_eq!(
+        support::secret_forms_in(b"token UHctNDI end", secret),
+        vec!["utf-8 base64".to_string()]
+    );
+    assert!(support::secret_forms_in(b"nothing to see", secret).is_empty());
+
     let show = serde_json::json!({"id": "s1", "channels": [{"events": [
         {"type": "transfer", "path": "/home/x/gh-up.bin", "size": 104857600u64}
     ]}]});

@@ -268,6 +268,52 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The forms in which a secret may show up in a log or a file: its UTF-8 and UTF-16LE bytes, each
+/// also as hex (lower and upper case, with and without spaces), as a Rust `{:?}` byte list (what a
+/// crate's `debug!("{:?}", buf)` prints) and as standard base64. Each comes with a label.
+pub fn secret_forms(secret: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    let utf8 = secret.as_bytes().to_vec();
+    let utf16: Vec<u8> = secret
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let mut forms = Vec::new();
+    for (encoding, bytes) in [("utf-8", utf8), ("utf-16le", utf16)] {
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let decimal: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+        forms.push((encoding.to_string(), bytes.clone()));
+        forms.push((format!("{encoding} hex"), hex.concat().into_bytes()));
+        forms.push((
+            format!("{encoding} HEX"),
+            hex.concat().to_uppercase().into_bytes(),
+        ));
+        forms.push((format!("{encoding} spaced hex"), hex.join(" ").into_bytes()));
+        forms.push((
+            format!("{encoding} byte list"),
+            decimal.join(", ").into_bytes(),
+        ));
+        forms.push((
+            format!("{encoding} base64"),
+            base64::engine::general_purpose::STANDARD
+                .encode(&bytes)
+                .trim_end_matches('=')
+                .as_bytes()
+                .to_vec(),
+        ));
+    }
+    forms
+}
+
+/// The labels of the forms of `secret` (see [`secret_forms`]) found in `haystack`.
+pub fn secret_forms_in(haystack: &[u8], secret: &str) -> Vec<String> {
+    secret_forms(secret)
+        .into_iter()
+        .filter(|(_, needle)| contains_bytes(haystack, needle))
+        .map(|(label, _)| label)
+        .collect()
+}
+
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` elapses.
 pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -1011,8 +1057,10 @@ pub fn plugin_package(name: &str) -> PathBuf {
 }
 
 /// The gateway's log filter in tests: everything at TRACE (the secret-leak checks read it), but
-/// the WebAssembly compiler's own tracing, which is megabytes per plugin compile, at INFO.
-pub const TEST_LOG_FILTER: &str = "trace,sspi=info,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";
+/// the WebAssembly compiler's own tracing, which is megabytes per plugin compile, at INFO. The
+/// crates that print secrets (sspi, russh, rustls...) are asked for TRACE too: the gateway's own
+/// cap must hold them back.
+pub const TEST_LOG_FILTER: &str = "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,wasmtime_cranelift=info,wasmtime=info,wasmtime_environ=info,cranelift=info,wasmparser=info";
 
 /// Users of a running gateway's HTTPS API through the `gatehouse` CLI (`login`, `request ...`),
 /// each with a token file in `dir`, all with the same `password`.

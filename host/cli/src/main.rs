@@ -47,14 +47,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Crates that handle secrets themselves and print them at their own DEBUG or TRACE: sspi dumps
+/// the NTLM/Kerberos credentials block (the vault password, UTF-16LE) it encrypts, lettre the SMTP
+/// AUTH exchange, russh and rustls key material and authentication. Whatever `RUST_LOG` says, their
+/// events are kept at or below these levels (`RUST_LOG=sspi=trace` does not lift the cap).
+const SECRET_HANDLING_CRATES: &[(&str, tracing::Level)] = &[
+    ("sspi", tracing::Level::WARN),
+    ("picky", tracing::Level::WARN),
+    ("picky_krb", tracing::Level::WARN),
+    ("picky_asn1_der", tracing::Level::WARN),
+    ("ironrdp_connector", tracing::Level::INFO),
+    ("ironrdp_pdu", tracing::Level::INFO),
+    ("lettre", tracing::Level::INFO),
+    ("ldap3", tracing::Level::INFO),
+    ("russh", tracing::Level::INFO),
+    ("russh_cryptovec", tracing::Level::INFO),
+    ("rustls", tracing::Level::INFO),
+    ("tokio_rustls", tracing::Level::INFO),
+    ("hyper", tracing::Level::INFO),
+    ("h2", tracing::Level::INFO),
+];
+
+/// The cap on [`SECRET_HANDLING_CRATES`]; everything else passes to the `RUST_LOG` filter.
+fn secret_cap() -> tracing_subscriber::filter::Targets {
+    SECRET_HANDLING_CRATES.iter().fold(
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::TRACE),
+        |targets, (name, level)| targets.with_target(*name, *level),
+    )
+}
+
 fn init_tracing(server: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text.
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(secret_cap())
+        .with_filter(filter);
+    tracing_subscriber::registry().with(layer).init();
 }
 
 pub(crate) fn key_override(cli: &Cli) -> Option<KeySource> {
