@@ -138,6 +138,39 @@ impl DataDir {
         self.settings().exists()
     }
 
+    /// Makes the data directory private again where it is not: a file or directory in it (not
+    /// under `recordings/`, whose entries the gateway writes itself) that the group or others may
+    /// read is reported and set to 0600 or 0700. Returns what it changed, for the start-up warning.
+    pub fn make_private(&self) -> Result<Vec<(PathBuf, u32)>> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut changed = Vec::new();
+        let recordings = self.recordings();
+        let mut stack = vec![self.root.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("reading `{}`", path.display()))?;
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            let private = if meta.is_dir() { 0o700 } else { 0o600 };
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & private))
+                    .with_context(|| format!("making `{}` private", path.display()))?;
+                changed.push((path.clone(), mode));
+            }
+            if meta.is_dir() && path != recordings {
+                for entry in std::fs::read_dir(&path)
+                    .with_context(|| format!("listing `{}`", path.display()))?
+                {
+                    stack.push(entry?.path());
+                }
+            }
+        }
+        changed.sort();
+        Ok(changed)
+    }
+
     pub fn require_initialised(&self) -> Result<()> {
         if !self.is_initialised() {
             bail!(

@@ -37,6 +37,9 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The store, settings, keys, plugins and recordings are the service user's alone: files the
+    // process creates are 0600 and directories 0700, whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_tracing(matches!(cli.command, Command::Serve(_) | Command::Demo(_)));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

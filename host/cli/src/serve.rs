@@ -33,6 +33,13 @@ pub fn run(
     ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
 ) -> Result<()> {
     dir.require_initialised()?;
+    for (path, mode) in dir.make_private()? {
+        tracing::warn!(
+            path = %path.display(),
+            was = %format!("{mode:04o}"),
+            "the data directory must be private to the service user: removed group and other access"
+        );
+    }
     let settings = dir.load_settings()?;
     let ssh_listen = listen.ssh;
     let vault = Arc::new(Vault::new(dir.load_master_key(overrides)?));
