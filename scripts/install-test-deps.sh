@@ -31,7 +31,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     openssh-server openssh-client asciinema passwd sudo util-linux coreutils procps \
     python3-aiosmtpd \
     freerdp2-x11 freerdp2-shadow-x11 winpr-utils xvfb xauth xfonts-base xdotool \
-    x11-xserver-utils ffmpeg xterm iproute2 \
+    x11-xserver-utils ffmpeg xterm iproute2 rsync \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl

@@ -249,6 +249,20 @@ impl Client {
         self.scp(legacy, &format!("{}:{remote}", self.host), &to)
     }
 
+    /// `rsync -e "ssh <the common options> -p PORT" ARGS`; remote paths are written
+    /// `127.0.0.1:PATH` and the login goes in as `User=`.
+    pub fn rsync(&self, args: &[&str]) -> Output {
+        let mut ssh = format!("ssh -o User={}", self.login);
+        for arg in self.common_args() {
+            ssh.push(' ');
+            ssh.push_str(&arg);
+        }
+        ssh.push_str(&format!(" -p {}", self.port));
+        let mut cmd = self.base("rsync");
+        cmd.arg("-e").arg(ssh).args(args);
+        run(cmd, None, self.timeout)
+    }
+
     /// `sftp -b BATCHFILE` with `commands` (one per line). sftp stops at the first failing
     /// command and exits non-zero.
     pub fn sftp_batch(&self, commands: &str) -> Output {

@@ -101,8 +101,8 @@ pub(crate) async fn run_direct_tcpip(
         }
         let _ = client_tx.close().await;
     };
-    // Once one side has closed, the other gets a short grace to finish: russh does not pass on
-    // a peer's CLOSE that answers our own, so waiting for it could wait for ever.
+    // Once one side has closed, the other gets a short grace to finish (the peer's CLOSE that
+    // answers ours ends it; the grace covers a peer that never answers).
     tokio::pin!(up, down);
     tokio::select! {
         _ = &mut up => {

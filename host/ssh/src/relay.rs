@@ -1,9 +1,11 @@
 //! Relaying one session channel between the user and the target.
 //!
 //! Each direction runs as its own future so that a full window one way never stalls the other
-//! way (russh delivers window adjustments through the same queues). Every queue on the path is
-//! bounded: the russh channel queues (`channel_buffer_size`) and the SSH windows, so a slow
-//! reader pushes back to the fast writer's TCP socket instead of filling the gateway's memory.
+//! way. What the gateway holds per channel and direction is bounded by the SSH window it grants:
+//! the vendored russh gives window back only when the relay has taken the data (not when it
+//! arrives), and never blocks a connection's loop on a full channel queue. A slow reader thus
+//! pushes back, through the windows, to the fast writer's TCP socket instead of filling the
+//! gateway's memory or stalling the other direction.
 
 use crate::messages::Refusal;
 use crate::record::{ChannelRecording, Pty, Start};
@@ -18,6 +20,9 @@ use std::sync::{Arc, Mutex};
 
 /// Requests that arrive before the channel's start request; at most this many are kept.
 const MAX_EARLY_MESSAGES: usize = 64;
+
+/// How long the target may take to answer our close of its channel.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a channel may be quiet before its recording buffer is written out.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -255,7 +260,6 @@ pub(crate) async fn run_session_channel(
                 break;
             }
         }
-        let _ = target_tx.close().await;
     };
     let down = async {
         let mut start_answered = false;
@@ -336,7 +340,27 @@ pub(crate) async fn run_session_channel(
         }
         let _ = client_tx.close().await;
     };
-    tokio::join!(up, down);
+    // Each direction reads its side as fast as the other side's window lets it write, and the
+    // windows only grow back as data is consumed, so neither stalls the other (the vendored
+    // russh grants window on consumption; see host/vendor/russh/PATCHES.md).
+    {
+        tokio::pin!(up, down);
+        tokio::select! {
+            () = &mut up => {
+                // The user closed the channel or went away: close the target's end and let the
+                // target's answer (its CLOSE) end the other direction.
+                let _ = target_tx.close().await;
+                if tokio::time::timeout(CLOSE_GRACE, &mut down).await.is_err() {
+                    tracing::debug!("the target did not answer the channel's close in time");
+                }
+            }
+            () = &mut down => {
+                // The target closed, or the user can no longer be written to: nothing more goes up,
+                // and a write waiting for the target's window must not keep the channel open.
+                let _ = target_tx.close().await;
+            }
+        }
+    }
     finish(&shared, recording);
 }
 

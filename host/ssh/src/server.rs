@@ -71,6 +71,9 @@ pub async fn serve(
     }
 }
 
+/// How long the channel relays may take to wind down once the user's connection has ended.
+const RELAYS_DRAIN: Duration = Duration::from_secs(10);
+
 async fn handle_connection(
     socket: TcpStream,
     peer: SocketAddr,
@@ -104,6 +107,15 @@ async fn handle_connection(
                 }
             }
             Err(e) => tracing::debug!(error = %e, "handshake failed"),
+        }
+        // The user's channels end with the connection; their relays close the target's ends
+        // and add each channel to the record.
+        shared.relays.close();
+        if tokio::time::timeout(RELAYS_DRAIN, shared.relays.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("channel relays still running after the connection ended");
         }
         shared.finish();
         tracing::debug!("connection closed");
@@ -419,7 +431,8 @@ impl russh::server::Handler for ClientHandler {
         let shared = self.shared.clone();
         let handle = session.handle();
         let span = shared.span.clone();
-        tokio::spawn(relay::run_session_channel(shared, channel, number, handle).instrument(span));
+        let relays = shared.relays.clone();
+        relays.spawn(relay::run_session_channel(shared, channel, number, handle).instrument(span));
         Ok(())
     }
 
@@ -460,7 +473,8 @@ impl russh::server::Handler for ClientHandler {
         };
         let shared = self.shared.clone();
         let span = shared.span.clone();
-        tokio::spawn(
+        let relays = shared.relays.clone();
+        relays.spawn(
             forward::run_direct_tcpip(shared, target, channel, reply, spec, number)
                 .instrument(span),
         );

@@ -47,6 +47,8 @@ pub(crate) struct SessionShared {
     ended: tokio::sync::watch::Sender<bool>,
     /// The russh handle of the connection, to disconnect it from outside (revocation).
     handle: OnceLock<russh::server::Handle>,
+    /// The channel relays; the session's books close after they have added their channels.
+    pub relays: tokio_util::task::TaskTracker,
 }
 
 impl SessionShared {
@@ -78,6 +80,7 @@ impl SessionShared {
             notices: tokio::sync::watch::channel(Vec::new()).0,
             ended: tokio::sync::watch::channel(false).0,
             handle: OnceLock::new(),
+            relays: tokio_util::task::TaskTracker::new(),
         }
     }
 

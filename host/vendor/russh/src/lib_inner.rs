@@ -512,6 +512,9 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// Bytes the application consumed that are not yet given back to the peer's window
+    /// (Gatehouse patch: the window grows back on consumption, not on receipt).
+    pending_grant: u32,
 }
 
 impl ChannelParams {

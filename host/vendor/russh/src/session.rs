@@ -302,6 +302,10 @@ impl Encrypted {
         }
     }
 
+    /// Debits the data the peer sent from the window it may still use, and gives back what the
+    /// application already consumed if the peer is running low (Gatehouse patch: russh used to
+    /// refill the window on receipt, so a peer could send without limit while the session loop
+    /// waited for the application, and a relay between two sessions deadlocked).
     pub fn adjust_window_size(
         &mut self,
         channel: ChannelId,
@@ -313,26 +317,57 @@ impl Encrypted {
                 "adjust_window_size, channel = {}, size = {},",
                 channel.sender_channel, target
             );
-            // Ignore extra data.
+            // A peer sending beyond its window gets no more window for it.
             // https://tools.ietf.org/html/rfc4254#section-5.2
-            if data.len() as u32 <= channel.sender_window_size {
-                channel.sender_window_size -= data.len() as u32;
-            }
-            if channel.sender_window_size < target / 2 {
-                debug!(
-                    "sender_window_size {:?}, target {:?}",
-                    channel.sender_window_size, target
-                );
-                push_packet!(self.write, {
-                    self.write.push(msg::CHANNEL_WINDOW_ADJUST);
-                    channel.recipient_channel.encode(&mut self.write)?;
-                    (target - channel.sender_window_size).encode(&mut self.write)?;
-                });
-                channel.sender_window_size = target;
-                return Ok(true);
-            }
+            channel.sender_window_size = channel
+                .sender_window_size
+                .saturating_sub(data.len().try_into().unwrap_or(u32::MAX));
+            return Self::grant_window(&mut self.write, channel, target);
         }
         Ok(false)
+    }
+
+    /// The application consumed `consumed` bytes of the channel's data.
+    pub fn return_window(
+        &mut self,
+        channel: ChannelId,
+        consumed: u64,
+        target: u32,
+    ) -> Result<bool, crate::Error> {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            channel.pending_grant = channel
+                .pending_grant
+                .saturating_add(consumed.try_into().unwrap_or(u32::MAX));
+            return Self::grant_window(&mut self.write, channel, target);
+        }
+        Ok(false)
+    }
+
+    fn grant_window(
+        write: &mut Vec<u8>,
+        channel: &mut ChannelParams,
+        target: u32,
+    ) -> Result<bool, crate::Error> {
+        if channel.sender_window_size >= target / 2 || channel.pending_grant == 0 {
+            return Ok(false);
+        }
+        let room = target.saturating_sub(channel.sender_window_size);
+        let amount = channel.pending_grant.min(room);
+        channel.pending_grant -= amount;
+        if amount == 0 {
+            return Ok(false);
+        }
+        debug!(
+            "sender_window_size {:?}, target {:?}, granting {amount}",
+            channel.sender_window_size, target
+        );
+        push_packet!(write, {
+            write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(write)?;
+            amount.encode(write)?;
+        });
+        channel.sender_window_size += amount;
+        Ok(true)
     }
 
     fn flush_channel(
@@ -783,6 +818,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    pending_grant: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }

@@ -1,4 +1,6 @@
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -11,6 +13,43 @@ pub mod io;
 
 mod channel_ref;
 pub use channel_ref::ChannelRef;
+
+/// Drops a finished channel's reference once everything held for it reached the application;
+/// until then it stays, retired (Gatehouse patch).
+pub(crate) fn retire_channel(
+    channels: &mut std::collections::HashMap<ChannelId, ChannelRef>,
+    id: ChannelId,
+) {
+    if let Some(chan) = channels.get(&id) {
+        chan.retire();
+        if chan.is_done() {
+            channels.remove(&id);
+        }
+    }
+}
+
+/// Moves held messages up, gives consumed data back to the peers' windows through `grant`, and
+/// drops retired channels that are done (Gatehouse patch).
+pub(crate) fn return_consumed(
+    channels: &mut std::collections::HashMap<ChannelId, ChannelRef>,
+    mut grant: impl FnMut(ChannelId, u64) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let mut done = Vec::new();
+    for (id, chan) in channels.iter() {
+        chan.flush_held();
+        let consumed = chan.window_size().take_consumed();
+        if consumed > 0 {
+            grant(*id, consumed)?;
+        }
+        if chan.is_done() {
+            done.push(*id);
+        }
+    }
+    for id in done {
+        channels.remove(&id);
+    }
+    Ok(())
+}
 
 mod channel_stream;
 pub use channel_stream::ChannelStream;
@@ -117,6 +156,21 @@ pub enum ChannelMsg {
 pub(crate) struct WindowSizeRef {
     value: Arc<Mutex<u32>>,
     notifier: Arc<Notify>,
+    shared: Arc<ChannelShared>,
+}
+
+/// State shared between a channel's handles and the session loop (Gatehouse patch).
+#[derive(Debug, Default)]
+pub(crate) struct ChannelShared {
+    /// Bytes of data the application has taken from the channel that the session loop has not
+    /// yet given back to the peer's window.
+    consumed: AtomicU64,
+    /// Wakes the session loop. Set by the loop when it first delivers a message to the channel,
+    /// which is before the application can take anything from it.
+    wake: OnceLock<Arc<Notify>>,
+    /// The session loop dropped the channel (the peer closed it or the connection ended):
+    /// writers waiting for window give up instead of waiting for ever.
+    closed: AtomicBool,
 }
 
 impl WindowSizeRef {
@@ -125,7 +179,40 @@ impl WindowSizeRef {
         Self {
             value: Arc::new(Mutex::new(initial)),
             notifier,
+            shared: Arc::new(ChannelShared::default()),
         }
+    }
+
+    /// The application took a message carrying `bytes` of data from the channel.
+    pub(crate) fn consumed(&self, bytes: usize) {
+        if bytes > 0 {
+            self.shared
+                .consumed
+                .fetch_add(bytes as u64, Ordering::SeqCst);
+        }
+        if let Some(wake) = self.shared.wake.get() {
+            wake.notify_one();
+        }
+    }
+
+    /// Bytes consumed since the last call.
+    pub(crate) fn take_consumed(&self) -> u64 {
+        self.shared.consumed.swap(0, Ordering::SeqCst)
+    }
+
+    pub(crate) fn attach(&self, wake: &Arc<Notify>) {
+        let _ = self.shared.wake.get_or_init(|| Arc::clone(wake));
+    }
+
+    /// The channel is gone: wake and fail every writer waiting for window.
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.notifier.notify_waiters();
+        self.notifier.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
     }
 
     pub(crate) async fn grow(&self, amount: u32) {
@@ -133,6 +220,10 @@ impl WindowSizeRef {
         *value = value.saturating_add(amount);
         drop(value);
         self.notifier.notify_one();
+    }
+
+    pub(crate) fn value(&self) -> Arc<Mutex<u32>> {
+        Arc::clone(&self.value)
     }
 
     pub(crate) fn subscribe(&self) -> Arc<Notify> {
@@ -145,6 +236,8 @@ impl WindowSizeRef {
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    /// Taking data out of the channel is what returns window to the peer (Gatehouse patch).
+    pub(crate) window: WindowSizeRef,
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +249,29 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        let msg = self.receiver.recv().await;
+        self.taken(msg.as_ref());
+        msg
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ChannelMsg>> {
+        let polled = self.receiver.poll_recv(cx);
+        if let Poll::Ready(msg) = &polled {
+            self.taken(msg.as_ref());
+        }
+        polled
+    }
+
+    /// The peer may send again as much data as the application took; the session loop is told
+    /// of every message taken so that messages it could not queue move up.
+    fn taken(&self, msg: Option<&ChannelMsg>) {
+        match msg {
+            Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                self.window.consumed(data.len())
+            }
+            Some(_) => self.window.consumed(0),
+            None => {}
+        }
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -367,6 +482,9 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
         }
         loop {
             let mut window_size = self.window_size.value.lock().await;
+            if self.window_size.is_closed() {
+                return Err(Error::SendError);
+            }
             let writable = (self.max_packet_size as usize)
                 .min(*window_size as usize)
                 .min(remaining);
@@ -436,8 +554,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
         io::ChannelTx::new(
             self.sender.clone(),
             self.id,
-            self.window_size.value.clone(),
-            self.window_size.subscribe(),
+            &self.window_size,
             self.max_packet_size,
             ext,
         )
@@ -470,7 +587,10 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let read_half = ChannelReadHalf {
+            receiver: rx,
+            window: window_size.clone(),
+        };
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -483,10 +603,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
                 write_half,
                 read_half,
             },
-            ChannelRef {
-                sender: tx,
-                window_size,
-            },
+            ChannelRef::with_window(tx, window_size),
         )
     }
 
@@ -665,8 +782,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
             io::ChannelTx::new(
                 self.write_half.sender.clone(),
                 self.write_half.id,
-                self.write_half.window_size.value.clone(),
-                self.write_half.window_size.subscribe(),
+                &self.write_half.window_size,
                 self.write_half.max_packet_size,
                 None,
             ),

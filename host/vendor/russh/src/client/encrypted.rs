@@ -502,13 +502,12 @@ impl Session {
 
                 if let Some(channel) = self.channels.get(&local_id) {
                     channel
-                        .send(ChannelMsg::Open {
+                        .deliver(ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
-                        })
-                        .await
-                        .unwrap_or(());
+                        }, &self.grant_wake)
+                        .await;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -527,6 +526,12 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // The peer's answer to our CLOSE (Gatehouse patch: the application's end
+                    // used to stay open for ever).
+                    if let Some(chan) = self.channels.get(&channel_num) {
+                        chan.deliver(ChannelMsg::Close, &self.grant_wake).await;
+                    }
+                    crate::channels::retire_channel(&mut self.channels, channel_num);
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -538,9 +543,10 @@ impl Session {
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Close).await;
+                    chan.deliver(ChannelMsg::Close, &self.grant_wake).await;
                 }
-                self.channels.remove(&channel_num);
+                // Held messages still reach the application (Gatehouse patch).
+                crate::channels::retire_channel(&mut self.channels, channel_num);
                 client.channel_close(channel_num, self).await
             }
             Some((&msg::CHANNEL_EOF, mut r)) => {
@@ -551,7 +557,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Eof).await;
+                    let _ = chan.deliver(ChannelMsg::Eof, &self.grant_wake).await;
                 }
                 client.channel_eof(channel_num, self).await
             }
@@ -577,7 +583,7 @@ impl Session {
 
                 if let Some(sender) = self.channels.remove(&channel_num) {
                     let _ = sender
-                        .send(ChannelMsg::OpenFailure(reason_code.clone()))
+                        .deliver(ChannelMsg::OpenFailure(reason_code.clone()), &self.grant_wake)
                         .await;
                 }
 
@@ -608,7 +614,7 @@ impl Session {
                 }
 
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
+                    let _ = chan.deliver(ChannelMsg::Data { data: data.clone() }, &self.grant_wake).await;
                 }
 
                 client.data(channel_num, &data, self).await
@@ -636,10 +642,10 @@ impl Session {
 
                 if let Some(chan) = self.channels.get(&channel_num) {
                     let _ = chan
-                        .send(ChannelMsg::ExtendedData {
+                        .deliver(ChannelMsg::ExtendedData {
                             ext: extended_code,
                             data: data.clone(),
-                        })
+                        }, &self.grant_wake)
                         .await;
                 }
 
@@ -660,7 +666,7 @@ impl Session {
                         let client_can_do = map_err!(u8::decode(&mut r))? != 0;
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::XonXoff { client_can_do }).await;
+                            let _ = chan.deliver(ChannelMsg::XonXoff { client_can_do }, &self.grant_wake).await;
                         }
                         client.xon_xoff(channel_num, client_can_do, self).await
                     }
@@ -669,7 +675,7 @@ impl Session {
                         let exit_status = map_err!(u32::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::ExitStatus { exit_status }).await;
+                            let _ = chan.deliver(ChannelMsg::ExitStatus { exit_status }, &self.grant_wake).await;
                         }
                         client.exit_status(channel_num, exit_status, self).await
                     }
@@ -683,12 +689,12 @@ impl Session {
                         map_err!(ensure_end(&r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::ExitSignal {
+                                .deliver(ChannelMsg::ExitSignal {
                                     signal_name: signal_name.clone(),
                                     core_dumped,
                                     error_message: error_message.to_string(),
                                     lang_tag: lang_tag.to_string(),
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
                         client
@@ -771,7 +777,7 @@ impl Session {
                     // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
                     // WindowSizeRef and notifying ChannelTx) already happens in grow().
-                    let _ = chan.try_send(ChannelMsg::WindowAdjusted { new_size });
+                    let _ = chan.inform(ChannelMsg::WindowAdjusted { new_size });
                 }
                 client.window_adjusted(channel_num, new_size, self).await
             }
@@ -819,7 +825,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Success).await;
+                    let _ = chan.deliver(ChannelMsg::Success, &self.grant_wake).await;
                 }
                 client.channel_success(channel_num, self).await
             }
@@ -830,7 +836,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Failure).await;
+                    let _ = chan.deliver(ChannelMsg::Failure, &self.grant_wake).await;
                 }
                 client.channel_failure(channel_num, self).await
             }
@@ -855,6 +861,7 @@ impl Session {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    pending_grant: 0,
                 };
 
                 let (channel, channel_ref) = Channel::new(

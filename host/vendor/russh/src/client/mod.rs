@@ -92,6 +92,8 @@ pub struct Session {
     receiver: Receiver<Msg>,
     sender: UnboundedSender<Reply>,
     channels: HashMap<ChannelId, ChannelRef>,
+    /// Woken when an application takes a message from a channel (Gatehouse patch).
+    grant_wake: Arc<tokio::sync::Notify>,
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u32,
@@ -757,9 +759,12 @@ impl<H: Handler> Handle<H> {
                             id,
                             sender: self.sender.clone(),
                             max_packet_size,
-                            window_size: window_size_ref,
+                            window_size: window_size_ref.clone(),
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf {
+                            receiver,
+                            window: window_size_ref,
+                        },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -1311,6 +1316,17 @@ impl Session {
         }
     }
 
+    /// Gives the data applications took from their channels back to the server's windows
+    /// (Gatehouse patch).
+    fn return_consumed(&mut self) -> Result<(), crate::Error> {
+        let target = self.common.config.window_size;
+        let enc = &mut self.common.encrypted;
+        crate::channels::return_consumed(&mut self.channels, |id, consumed| match enc.as_mut() {
+            Some(enc) => enc.return_window(id, consumed, target),
+            None => Ok(false),
+        })
+    }
+
     fn new(
         target_window_size: u32,
         common: CommonSession<Arc<Config>>,
@@ -1330,6 +1346,7 @@ impl Session {
             inbound_channel_sender,
             inbound_channel_receiver,
             channels: HashMap::new(),
+            grant_wake: Arc::new(tokio::sync::Notify::new()),
             pending_reads: Vec::new(),
             pending_len: 0,
             open_global_requests: VecDeque::new(),
@@ -1417,6 +1434,7 @@ impl Session {
         let reading = start_reading(stream_read, buffer, opening_cipher);
         pin!(reading);
 
+        let grant_wake = Arc::clone(&self.grant_wake);
         #[allow(clippy::panic)] // false positive in select! macro
         while !self.common.disconnected {
             self.common.received_data = false;
@@ -1492,6 +1510,9 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                () = grant_wake.notified() => {
+                    self.return_consumed()?;
                 }
                 msg = self.receiver.recv(), if can_receive_outbound => {
                     self.drain_priority_msgs()?;

@@ -1445,6 +1445,12 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // The peer's answer to our CLOSE (Gatehouse patch: the application's end
+                    // used to stay open for ever).
+                    if let Some(chan) = self.channels.get(&channel_num) {
+                        chan.deliver(ChannelMsg::Close, &self.grant_wake).await
+                    }
+                    crate::channels::retire_channel(&mut self.channels, channel_num);
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
@@ -1455,9 +1461,10 @@ impl Session {
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Close).await.unwrap_or(())
+                    chan.deliver(ChannelMsg::Close, &self.grant_wake).await
                 }
-                self.channels.remove(&channel_num);
+                // Held messages still reach the application (Gatehouse patch).
+                crate::channels::retire_channel(&mut self.channels, channel_num);
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -1468,7 +1475,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Eof).await.unwrap_or(())
+                    chan.deliver(ChannelMsg::Eof, &self.grant_wake).await
                 }
                 debug!("handler.channel_eof {channel_num:?}");
                 handler.channel_eof(channel_num, self).await
@@ -1501,19 +1508,17 @@ impl Session {
                 self.flush()?;
                 if let Some(ext) = ext {
                     if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::ExtendedData {
+                        chan.deliver(ChannelMsg::ExtendedData {
                             ext,
                             data: data.clone(),
-                        })
+                        }, &self.grant_wake)
                         .await
-                        .unwrap_or(())
                     }
                     handler.extended_data(channel_num, ext, &data, self).await
                 } else {
                     if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::Data { data: data.clone() })
+                        chan.deliver(ChannelMsg::Data { data: data.clone() }, &self.grant_wake)
                             .await
-                            .unwrap_or(())
                     }
                     handler.data(channel_num, &data, self).await
                 }
@@ -1549,7 +1554,7 @@ impl Session {
                     // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
                     // WindowSizeRef and notifying ChannelTx) already happens in grow().
-                    let _ = chan.try_send(ChannelMsg::WindowAdjusted { new_size });
+                    let _ = chan.inform(ChannelMsg::WindowAdjusted { new_size });
                 }
                 debug!("handler.window_adjusted {channel_num:?}");
                 handler.window_adjusted(channel_num, new_size, self).await
@@ -1574,13 +1579,12 @@ impl Session {
 
                 if let Some(channel) = self.channels.get(&local_id) {
                     channel
-                        .send(ChannelMsg::Open {
+                        .deliver(ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
-                        })
-                        .await
-                        .unwrap_or(());
+                        }, &self.grant_wake)
+                        .await;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -1665,7 +1669,7 @@ impl Session {
                             #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
                             let terminal_modes = modes[..i].to_vec();
                             let _ = chan
-                                .send(ChannelMsg::RequestPty {
+                                .deliver(ChannelMsg::RequestPty {
                                     want_reply: true,
                                     term: term.clone(),
                                     col_width,
@@ -1673,7 +1677,7 @@ impl Session {
                                     pix_width,
                                     pix_height,
                                     terminal_modes,
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
 
@@ -1701,13 +1705,13 @@ impl Session {
 
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::RequestX11 {
+                                .deliver(ChannelMsg::RequestX11 {
                                     want_reply: true,
                                     single_connection,
                                     x11_authentication_cookie: x11_auth_cookie.clone(),
                                     x11_authentication_protocol: x11_auth_protocol.clone(),
                                     x11_screen_number,
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
                         debug!("handler.x11_request {channel_num:?}");
@@ -1729,11 +1733,11 @@ impl Session {
 
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::SetEnv {
+                                .deliver(ChannelMsg::SetEnv {
                                     want_reply: true,
                                     variable_name: env_variable.clone(),
                                     variable_value: env_value.clone(),
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
 
@@ -1746,7 +1750,7 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::RequestShell { want_reply: true })
+                                .deliver(ChannelMsg::RequestShell { want_reply: true }, &self.grant_wake)
                                 .await;
                         }
                         debug!("handler.shell_request {channel_num:?}");
@@ -1756,7 +1760,7 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::AgentForward { want_reply: true })
+                                .deliver(ChannelMsg::AgentForward { want_reply: true }, &self.grant_wake)
                                 .await;
                         }
                         debug!("handler.agent_request {channel_num:?}");
@@ -1774,10 +1778,10 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::Exec {
+                                .deliver(ChannelMsg::Exec {
                                     want_reply: true,
                                     command: req.to_vec(),
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
                         debug!("handler.exec_request {channel_num:?}");
@@ -1789,10 +1793,10 @@ impl Session {
 
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::RequestSubsystem {
+                                .deliver(ChannelMsg::RequestSubsystem {
                                     want_reply: true,
                                     name: name.clone(),
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
                         debug!("handler.subsystem_request {channel_num:?}");
@@ -1807,12 +1811,12 @@ impl Session {
 
                         if let Some(chan) = self.channels.get(&channel_num) {
                             let _ = chan
-                                .send(ChannelMsg::WindowChange {
+                                .deliver(ChannelMsg::WindowChange {
                                     col_width,
                                     row_height,
                                     pix_width,
                                     pix_height,
-                                })
+                                }, &self.grant_wake)
                                 .await;
                         }
 
@@ -1832,11 +1836,10 @@ impl Session {
                         let signal = Sig::from_name(&map_err!(String::decode(r))?);
                         map_err!(ensure_end(r))?;
                         if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.send(ChannelMsg::Signal {
+                            chan.deliver(ChannelMsg::Signal {
                                 signal: signal.clone(),
-                            })
+                            }, &self.grant_wake)
                             .await
-                            .unwrap_or(())
                         }
                         debug!("handler.signal {channel_num:?} {signal:?}");
                         handler.signal(channel_num, signal, self).await
@@ -1943,9 +1946,8 @@ impl Session {
 
                 if let Some(channel_sender) = self.channels.remove(&channel_num) {
                     channel_sender
-                        .send(ChannelMsg::OpenFailure(reason))
-                        .await
-                        .map_err(|_| crate::Error::SendError)?;
+                        .deliver(ChannelMsg::OpenFailure(reason), &self.grant_wake)
+                        .await;
                 }
 
                 Ok(())
@@ -2051,6 +2053,7 @@ impl Session {
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,
+            pending_grant: 0,
         };
 
         let (channel, channel_ref) = Channel::new(

@@ -27,6 +27,8 @@ pub struct Session {
     pub(crate) pending_reads: Vec<Vec<u8>>,
     pub(crate) pending_len: u32,
     pub(crate) channels: HashMap<ChannelId, ChannelRef>,
+    /// Woken when an application takes a message from a channel (Gatehouse patch).
+    pub(crate) grant_wake: Arc<tokio::sync::Notify>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -412,9 +414,12 @@ impl Handle {
                             id,
                             sender: self.sender.clone(),
                             max_packet_size,
-                            window_size: window_size_ref,
+                            window_size: window_size_ref.clone(),
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf {
+                            receiver,
+                            window: window_size_ref,
+                        },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -490,6 +495,17 @@ impl Session {
                 seqn: buffer.seqn,
             })
         }
+    }
+
+    /// Gives the data applications took from their channels back to the client's windows
+    /// (Gatehouse patch).
+    fn return_consumed(&mut self) -> Result<(), Error> {
+        let target = self.target_window_size;
+        let enc = &mut self.common.encrypted;
+        crate::channels::return_consumed(&mut self.channels, |id, consumed| match enc.as_mut() {
+            Some(enc) => enc.return_window(id, consumed, target),
+            None => Ok(false),
+        })
     }
 
     /// Dispatch a single message received on the session's internal channel
@@ -661,6 +677,7 @@ impl Session {
         pin!(reading);
         let mut is_reading = None;
 
+        let grant_wake = Arc::clone(&self.grant_wake);
         #[allow(clippy::panic)] // false positive in macro
         while !self.common.disconnected {
             self.common.received_data = false;
@@ -779,6 +796,9 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                () = grant_wake.notified() => {
+                    self.return_consumed()?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
                     match msg {
@@ -1670,6 +1690,7 @@ mod tests {
             pending_reads: Vec::new(),
             pending_len: 0,
             channels: HashMap::new(),
+            grant_wake: Arc::new(tokio::sync::Notify::new()),
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
         }

@@ -48,6 +48,8 @@ pub struct ChannelTx<S> {
     id: ChannelId,
     window_size_fut: Option<BoxedThreadsafeFuture<OwnedMutexGuard<u32>>>,
     window_size: Arc<Mutex<u32>>,
+    /// Whether the channel is gone (Gatehouse patch: a writer waiting for window stops).
+    window_ref: super::super::WindowSizeRef,
     notify: Arc<Notify>,
     window_size_notication: WatchNotification,
     max_packet_size: u32,
@@ -58,28 +60,39 @@ impl<S> ChannelTx<S>
 where
     S: From<(ChannelId, ChannelMsg)> + 'static + Send,
 {
-    pub fn new(
+    pub(crate) fn new(
         sender: mpsc::Sender<S>,
         id: ChannelId,
-        window_size: Arc<Mutex<u32>>,
-        window_size_notification: Arc<Notify>,
+        window_ref: &super::super::WindowSizeRef,
         max_packet_size: u32,
         ext: Option<u32>,
     ) -> Self {
+        let window_size_notification = window_ref.subscribe();
         Self {
             sender,
             send_fut: None,
             id,
             notify: Arc::clone(&window_size_notification),
             window_size_notication: WatchNotification::new(window_size_notification),
-            window_size,
+            window_size: window_ref.value(),
+            window_ref: window_ref.clone(),
             window_size_fut: None,
             max_packet_size,
             ext,
         }
     }
 
-    fn poll_writable(&mut self, cx: &mut Context<'_>, buf_len: usize) -> Poll<NonZeroUsize> {
+    fn poll_writable(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf_len: usize,
+    ) -> Poll<Result<NonZeroUsize, io::Error>> {
+        if self.window_ref.is_closed() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "channel closed",
+            )));
+        }
         let window_size = self.window_size.clone();
         let window_size_fut = self
             .window_size_fut
@@ -95,7 +108,7 @@ where
                 if *window_size > 0 {
                     self.notify.notify_one();
                 }
-                Poll::Ready(w)
+                Poll::Ready(Ok(w))
             }
             Err(_) => {
                 drop(window_size);
@@ -111,8 +124,8 @@ where
         &mut self,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<(ChannelMsg, NonZeroUsize)> {
-        let writable = ready!(self.poll_writable(cx, buf.len()));
+    ) -> Poll<Result<(ChannelMsg, NonZeroUsize), io::Error>> {
+        let writable = ready!(self.poll_writable(cx, buf.len()))?;
 
         #[allow(clippy::indexing_slicing)] // Clamped to maximum `buf.len()` with `.poll_writable`
         let data = Bytes::copy_from_slice(&buf[..writable.into()]);
@@ -122,7 +135,7 @@ where
             Some(ext) => ChannelMsg::ExtendedData { data, ext },
         };
 
-        Poll::Ready((msg, writable))
+        Poll::Ready(Ok((msg, writable)))
     }
 
     fn activate(&mut self, msg: ChannelMsg, writable: usize) -> &mut OwnedPermitFuture<S> {
@@ -169,7 +182,10 @@ where
         let send_fut = if let Some(x) = self.send_fut.as_mut() {
             x
         } else {
-            let (msg, writable) = ready!(self.poll_mk_msg(cx, buf));
+            let (msg, writable) = match ready!(self.poll_mk_msg(cx, buf)) {
+                Ok(made) => made,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             self.activate(msg, writable.into())
         };
         let r = ready!(send_fut.as_mut().poll_unpin(cx));
