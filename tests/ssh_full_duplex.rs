@@ -236,3 +236,79 @@ fn a_client_killed_mid_stream_ends_its_target_side_and_its_session() {
     let after = client.ssh("echo after");
     assert_client_ok("a session after the kill", &after);
 }
+
+#[test]
+fn every_channel_of_a_multiplexed_connection_is_in_the_record() {
+    let w = World::start("fd_mux");
+    let client = w.client();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mux.sock");
+    let socket_opt = format!("ControlPath={}", socket.display());
+    // One connection (the master, no command of its own), many channels over it.
+    let mut master = client
+        .ssh_command(&["-M", "-N", "-o", &socket_opt, "-o", "ControlPersist=no"])
+        .arg(format!("{}@127.0.0.1", w.login()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the master");
+    let up = support::poll(Duration::from_secs(20), || socket.exists().then_some(()));
+    assert!(up.is_some(), "the master connection never came up");
+
+    const CHANNELS: usize = 8;
+    let runs: Vec<_> = (0..CHANNELS)
+        .map(|n| {
+            client
+                .ssh_command(&["-o", &socket_opt])
+                .arg(format!("{}@127.0.0.1", w.login()))
+                .arg(format!(
+                    "echo channel-{n}; head -c {} /dev/zero | wc -c",
+                    n * 100_000
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn a multiplexed ssh")
+        })
+        .collect();
+    for (n, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        if !out.status.success() {
+            eprintln!("{}", w.gh.log_tail(300));
+        }
+        assert_client_ok(&format!("multiplexed channel {n}"), &out);
+        assert!(
+            out.stdout_text().contains(&format!("channel-{n}")),
+            "{}",
+            out.stdout_text()
+        );
+    }
+    // Ending the connection right after its channels is the race that lost channels.
+    let stop = client
+        .ssh_command(&["-o", &socket_opt, "-O", "exit"])
+        .arg(format!("{}@127.0.0.1", w.login()))
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", stop.stderr_text());
+    let _ = master.wait();
+
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one connection, one session: {sessions:?}"
+    );
+    let shown = w.gh.session_show(&support::json_id(&sessions[0]["id"]));
+    let channels = shown["session"]["channels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        channels.len(),
+        CHANNELS,
+        "the record lists {} of {CHANNELS} channels: {shown}",
+        channels.len()
+    );
+}

@@ -515,6 +515,14 @@ pub(crate) struct ChannelParams {
     /// Bytes the application consumed that are not yet given back to the peer's window
     /// (Gatehouse patch: the window grows back on consumption, not on receipt).
     pending_grant: u32,
+    /// Channel requests (exit-status, exit-signal) the application sent after data that is still
+    /// waiting for window: they go out after that data and its EOF (Gatehouse patch: they used
+    /// to overtake both, and OpenSSH's multiplexing client then reported exit status 255).
+    pending_requests: Vec<Vec<u8>>,
+    /// The peer sent CLOSE and the application has not answered yet (Gatehouse patch, server
+    /// side: like sshd, the answer waits for the application, which may still have an
+    /// exit-status to send).
+    pub(crate) peer_closed: bool,
 }
 
 impl ChannelParams {
@@ -525,10 +533,11 @@ impl ChannelParams {
         self.confirmed = true;
     }
 
-    pub(crate) fn take_pending_controls(&mut self) -> (bool, bool) {
+    pub(crate) fn take_pending_controls(&mut self) -> (bool, bool, Vec<Vec<u8>>) {
         (
             std::mem::take(&mut self.pending_eof),
             std::mem::take(&mut self.pending_close),
+            std::mem::take(&mut self.pending_requests),
         )
     }
 }

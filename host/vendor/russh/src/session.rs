@@ -100,7 +100,7 @@ impl<C> Debug for CommonSession<C> {
 }
 
 #[must_use]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum ChannelFlushResult {
     Incomplete {
         wrote: usize,
@@ -109,6 +109,7 @@ pub(crate) enum ChannelFlushResult {
         wrote: usize,
         pending_eof: bool,
         pending_close: bool,
+        pending_requests: Vec<Vec<u8>>,
     },
 }
 impl ChannelFlushResult {
@@ -119,11 +120,12 @@ impl ChannelFlushResult {
         }
     }
     pub(crate) fn complete(wrote: usize, channel: &mut ChannelParams) -> Self {
-        let (pending_eof, pending_close) = channel.take_pending_controls();
+        let (pending_eof, pending_close, pending_requests) = channel.take_pending_controls();
         ChannelFlushResult::Complete {
             wrote,
             pending_eof,
             pending_close,
+            pending_requests,
         }
     }
 }
@@ -425,10 +427,14 @@ impl Encrypted {
             wrote: _,
             pending_eof,
             pending_close,
+            pending_requests,
         } = flush_result
         {
             if pending_eof {
                 self.eof(channel)?;
+            }
+            for request in pending_requests {
+                push_packet!(self.write, self.write.extend_from_slice(&request));
             }
             if pending_close {
                 self.close(channel)?;
@@ -479,6 +485,21 @@ impl Encrypted {
         let channel_ids: Vec<ChannelId> = self.channels.keys().copied().collect();
         for channel_id in channel_ids {
             self.flush_pending_with_writer(writer, channel_id, is_rekeying)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a channel request now, or after the channel's pending data (and EOF) when there
+    /// is any (Gatehouse patch).
+    pub(crate) fn request_after_data(
+        &mut self,
+        channel: ChannelId,
+        request: Vec<u8>,
+    ) -> Result<(), crate::Error> {
+        if let Some(params) = self.has_pending_data_mut(channel) {
+            params.pending_requests.push(request);
+        } else if self.channels.contains_key(&channel) {
+            push_packet!(self.write, self.write.extend_from_slice(&request));
         }
         Ok(())
     }
@@ -819,6 +840,8 @@ impl Encrypted {
                     pending_eof: false,
                     pending_close: false,
                     pending_grant: 0,
+                    pending_requests: Vec::new(),
+                    peer_closed: false,
                 });
                 return ChannelId(self.last_channel_id.0);
             }

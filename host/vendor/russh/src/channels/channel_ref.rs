@@ -246,6 +246,11 @@ impl ChannelRef {
         }
     }
 
+    /// The application dropped its end of the channel.
+    pub(crate) fn application_gone(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Marks the channel as finished; [`Self::is_done`] says when it can be dropped.
     pub(crate) fn retire(&self) {
         self.held().retired = true;

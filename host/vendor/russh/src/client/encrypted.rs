@@ -657,7 +657,11 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 let req = map_err!(String::decode(&mut r))?;
                 debug!("channel_request: {channel_num:?} {req:?}",);
-                if !self.common.is_established_channel(channel_num) {
+                // Gatehouse patch: after our CLOSE the server may still report how the command
+                // ended before its own CLOSE (sshd does when the command outlives the channel).
+                let closed_by_us_only = self.channels.contains_key(&channel_num)
+                    && matches!(req.as_str(), "exit-status" | "exit-signal");
+                if !self.common.is_established_channel(channel_num) && !closed_by_us_only {
                     return Ok(());
                 }
                 match req.as_str() {
@@ -862,6 +866,8 @@ impl Session {
                     pending_eof: false,
                     pending_close: false,
                     pending_grant: 0,
+                    pending_requests: Vec::new(),
+                    peer_closed: false,
                 };
 
                 let (channel, channel_ref) = Channel::new(

@@ -1453,9 +1453,22 @@ impl Session {
                     crate::channels::retire_channel(&mut self.channels, channel_num);
                     return Ok(());
                 }
+                // Gatehouse patch: RFC 4254 section 5.3 wants a CLOSE back, and the
+                // application sends it (`Channel::close`) once it has said what it still has
+                // to say (a relay's exit-status from the target). Without an application end
+                // to answer, answer now.
+                let answered_by_application = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|chan| !chan.application_gone());
                 if let Some(ref mut enc) = self.common.encrypted {
-                    // Reply with CHANNEL_CLOSE per RFC 4254 Section 5.3.
-                    enc.close(channel_num)?;
+                    if answered_by_application {
+                        if let Some(params) = enc.channels.get_mut(&channel_num) {
+                            params.peer_closed = true;
+                        }
+                    } else {
+                        enc.close(channel_num)?;
+                    }
                 }
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
@@ -1463,8 +1476,9 @@ impl Session {
                 if let Some(chan) = self.channels.get(&channel_num) {
                     chan.deliver(ChannelMsg::Close, &self.grant_wake).await
                 }
-                // Held messages still reach the application (Gatehouse patch).
-                crate::channels::retire_channel(&mut self.channels, channel_num);
+                if !answered_by_application {
+                    crate::channels::retire_channel(&mut self.channels, channel_num);
+                }
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -2054,6 +2068,8 @@ impl Session {
             pending_eof: false,
             pending_close: false,
             pending_grant: 0,
+            pending_requests: Vec::new(),
+            peer_closed: false,
         };
 
         let (channel, channel_ref) = Channel::new(

@@ -523,7 +523,17 @@ impl Session {
                 self.eof(id)?;
             }
             Msg::Channel(id, ChannelMsg::Close) => {
+                let answers_peer = self
+                    .common
+                    .encrypted
+                    .as_ref()
+                    .and_then(|enc| enc.channels.get(&id))
+                    .is_some_and(|params| params.peer_closed);
                 self.close(id)?;
+                if answers_peer {
+                    // Both CLOSEs are out: the channel is finished (Gatehouse patch).
+                    crate::channels::retire_channel(&mut self.channels, id);
+                }
             }
             Msg::Channel(id, ChannelMsg::Success) => {
                 self.channel_success(id)?;
@@ -1289,17 +1299,16 @@ impl Session {
         exit_status: u32,
     ) -> Result<(), Error> {
         if let Some(ref mut enc) = self.common.encrypted
-            && let Some(channel) = enc.channels.get(&channel)
+            && let Some(params) = enc.channels.get(&channel)
+            && params.confirmed
         {
-            assert!(channel.confirmed);
-            push_packet!(enc.write, {
-                msg::CHANNEL_REQUEST.encode(&mut enc.write)?;
-
-                channel.recipient_channel.encode(&mut enc.write)?;
-                "exit-status".encode(&mut enc.write)?;
-                0u8.encode(&mut enc.write)?;
-                exit_status.encode(&mut enc.write)?;
-            })
+            let mut request = Vec::new();
+            msg::CHANNEL_REQUEST.encode(&mut request)?;
+            params.recipient_channel.encode(&mut request)?;
+            "exit-status".encode(&mut request)?;
+            0u8.encode(&mut request)?;
+            exit_status.encode(&mut request)?;
+            enc.request_after_data(channel, request)?;
         }
         Ok(())
     }
@@ -1314,20 +1323,19 @@ impl Session {
         language_tag: &str,
     ) -> Result<(), Error> {
         if let Some(ref mut enc) = self.common.encrypted
-            && let Some(channel) = enc.channels.get(&channel)
+            && let Some(params) = enc.channels.get(&channel)
+            && params.confirmed
         {
-            assert!(channel.confirmed);
-            push_packet!(enc.write, {
-                msg::CHANNEL_REQUEST.encode(&mut enc.write)?;
-
-                channel.recipient_channel.encode(&mut enc.write)?;
-                "exit-signal".encode(&mut enc.write)?;
-                0u8.encode(&mut enc.write)?;
-                signal.name().encode(&mut enc.write)?;
-                (core_dumped as u8).encode(&mut enc.write)?;
-                error_message.encode(&mut enc.write)?;
-                language_tag.encode(&mut enc.write)?;
-            })
+            let mut request = Vec::new();
+            msg::CHANNEL_REQUEST.encode(&mut request)?;
+            params.recipient_channel.encode(&mut request)?;
+            "exit-signal".encode(&mut request)?;
+            0u8.encode(&mut request)?;
+            signal.name().encode(&mut request)?;
+            (core_dumped as u8).encode(&mut request)?;
+            error_message.encode(&mut request)?;
+            language_tag.encode(&mut request)?;
+            enc.request_after_data(channel, request)?;
         }
         Ok(())
     }
