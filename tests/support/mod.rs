@@ -692,6 +692,9 @@ pub struct Gatehouse {
     ssh_port: Option<u16>,
     api_port: Option<u16>,
     rdp_port: Option<u16>,
+    /// Extra arguments and environment for `serve`.
+    serve_args: Vec<String>,
+    serve_env: Vec<(String, String)>,
 }
 
 impl Gatehouse {
@@ -707,6 +710,8 @@ impl Gatehouse {
             ssh_port: None,
             api_port: None,
             rdp_port: None,
+            serve_args: Vec::new(),
+            serve_env: Vec::new(),
         };
         gh.cli_ok(&["init"]);
         gh
@@ -866,6 +871,8 @@ impl Gatehouse {
                 .arg(format!("127.0.0.1:{api_port}"))
                 .arg("--rdp-listen")
                 .arg(format!("127.0.0.1:{rdp_port}"))
+                .args(&self.serve_args)
+                .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
                 .env("RUST_LOG", TEST_LOG_FILTER)
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
@@ -942,6 +949,38 @@ impl Gatehouse {
             .as_ref()
             .expect("gatehouse serve is not running")
             .id()
+    }
+
+    /// Extra `serve` arguments and environment for the next [`Self::serve`].
+    pub fn serve_options(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        self.serve_args = args.iter().map(|a| a.to_string()).collect();
+        self.serve_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`...) to `gatehouse serve`.
+    pub fn signal_server(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.server_pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for `gatehouse serve` to exit on its own; `None` if it is still running after
+    /// `limit` (it is then left running).
+    pub fn wait_server_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self
+            .server
+            .as_mut()
+            .expect("gatehouse serve is not running");
+        let status = poll(limit, || child.try_wait().ok().flatten())?;
+        self.server = None;
+        self.ssh_port = None;
+        Some(status)
     }
 
     pub fn is_serving(&mut self) -> bool {

@@ -8,6 +8,9 @@ use gatehouse_core::{AuditEvent, AuditKind};
 use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
 
+mod interrupted;
+pub use interrupted::{INTERRUPTED, close_interrupted_sessions};
+
 /// An event being built. Finish it with [`Auditor::record`].
 #[derive(Debug, Clone)]
 pub struct Entry {

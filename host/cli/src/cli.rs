@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// default, an address given here that cannot be bound stops `serve`.
     #[arg(long)]
     pub rdp_listen: Option<SocketAddr>,
+    /// Seconds a SIGTERM lets running sessions finish before they are closed (users are told
+    /// when it starts; a second SIGTERM stops at once).
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Args)]

@@ -229,6 +229,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
             ssh: args.ssh_listen,
             api: None,
             rdp: None,
+            shutdown_grace: std::time::Duration::from_secs(5),
         },
         Some(ready),
     )

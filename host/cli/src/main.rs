@@ -121,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
                 ssh: args.ssh_listen,
                 api: args.api_listen,
                 rdp: args.rdp_listen,
+                shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
             },
             None,
         ),

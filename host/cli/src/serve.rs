@@ -20,6 +20,8 @@ pub struct Listen {
     pub api: Option<SocketAddr>,
     /// Overrides settings.json `rdp.listen` (and must then bind).
     pub rdp: Option<SocketAddr>,
+    /// How long a SIGTERM lets SSH sessions finish.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// How often ended access windows and approval deadlines are swept.
@@ -59,6 +61,17 @@ pub fn run(
         policies = report.policy_count(),
         "policies loaded"
     );
+    // Sessions a crash or a kill left open are closed as interrupted before anything is served.
+    for session in gatehouse_audit::close_interrupted_sessions(
+        &Auditor::new(store.clone()),
+        &dir.recordings(),
+    )? {
+        tracing::warn!(
+            session = %session.id,
+            user = %session.user,
+            "a session left open by the last stop was closed as interrupted"
+        );
+    }
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -140,15 +153,37 @@ pub fn run(
         if let Some(ready) = ready {
             ready(bound);
         }
+        // systemd (Type=notify) learns that the gateway is up; without NOTIFY_SOCKET this does
+        // nothing.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let shutdown = gatehouse_ssh::Shutdown::new();
+        let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
+        tokio::pin!(ssh);
         tokio::select! {
-            result = gatehouse_ssh::serve(listener, config, services) => result.context("SSH gateway")?,
+            result = &mut ssh => result.context("SSH gateway")?,
             result = api => result.context("HTTPS API")?,
             result = rdp => result.context("RDP gateway")?,
             _ = sweep_requests(workflow) => {}
             result = crate::socket::serve(&socket_path, admin.clone()) => result?,
             _ = watch_policies(admin) => {}
             _ = scheduler => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
+            _ = shutdown_signal() => {
+                let grace = listen.shutdown_grace;
+                tracing::info!(
+                    grace_seconds = grace.as_secs(),
+                    "shutting down: no new SSH connections; running sessions are told and closed when the grace period ends"
+                );
+                let _ = sd_notify::notify(false, &[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("draining sessions"),
+                ]);
+                shutdown.begin(grace);
+                tokio::select! {
+                    result = &mut ssh => result.context("SSH gateway")?,
+                    _ = shutdown_signal() => tracing::warn!("second stop signal: stopping now"),
+                }
+                tracing::info!("stopped");
+            }
         }
         let _ = std::fs::remove_file(&socket_path);
         Ok(())

@@ -7,6 +7,7 @@
 
 mod aa;
 mod access;
+mod drain;
 mod forward;
 mod messages;
 mod record;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use drain::{DrainState, Shutdown};
 pub use server::serve;
 
 /// Read buffer on each SSH socket (client side and target side).

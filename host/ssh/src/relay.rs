@@ -7,6 +7,7 @@
 //! pushes back, through the windows, to the fast writer's TCP socket instead of filling the
 //! gateway's memory or stalling the other direction.
 
+use crate::drain::{CLOSING_LINE, DrainState, draining_line};
 use crate::messages::Refusal;
 use crate::record::{ChannelRecording, Pty, Start};
 use crate::server::refusal_line;
@@ -263,17 +264,52 @@ pub(crate) async fn run_session_channel(
     };
     let down = async {
         let mut start_answered = false;
+        let mut drain = shared.shutdown.subscribe();
+        let mut closing_by: Option<tokio::time::Instant> = None;
         loop {
-            // A quiet channel still gets its recording onto disk within about a second.
-            let msg = match tokio::time::timeout(IDLE_FLUSH, target_rx.wait()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => break,
-                Err(_) => {
-                    if let Ok(mut r) = recording.lock() {
-                        r.flush();
+            let closing = async {
+                match closing_by {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                // A quiet channel still gets its recording onto disk within about a second.
+                received = tokio::time::timeout(IDLE_FLUSH, target_rx.wait()) => match received {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(_) => {
+                        if let Ok(mut r) = recording.lock() {
+                            r.flush();
+                        }
+                        continue;
+                    }
+                },
+                Ok(()) = drain.changed() => {
+                    let state = *drain.borrow_and_update();
+                    match state {
+                        DrainState::Draining { deadline } => {
+                            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                            let _ = client_tx
+                                .extended_data_bytes(1, draining_line(left).into_bytes())
+                                .await;
+                        }
+                        DrainState::Closing if closing_by.is_none() => {
+                            // The grace period is over: the target's command is hung up on and
+                            // its channel closed; its exit status still reaches the user.
+                            let _ = client_tx
+                                .extended_data_bytes(1, CLOSING_LINE.as_bytes().to_vec())
+                                .await;
+                            let _ = target_tx.signal(Sig::HUP).await;
+                            let _ = target_tx.eof().await;
+                            let _ = target_tx.close().await;
+                            closing_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        }
+                        _ => {}
                     }
                     continue;
                 }
+                () = closing => break,
             };
             let result = match msg {
                 ChannelMsg::Data { data } => {

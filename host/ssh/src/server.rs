@@ -48,10 +48,16 @@ pub async fn serve(
     listener: TcpListener,
     config: Arc<GatewayConfig>,
     services: Arc<Services>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let russh_config = Arc::new(server_config(&config, &services));
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.draining() => break,
+        };
+        let (socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -61,15 +67,42 @@ pub async fn serve(
             }
         };
         let _ = socket.set_nodelay(true);
-        tokio::spawn(handle_connection(
+        connections.spawn(handle_connection(
             socket,
             peer,
             russh_config.clone(),
             config.clone(),
             services.clone(),
+            shutdown.clone(),
         ));
     }
+    // Draining: no new connections; the sessions finish or are ended at the deadline.
+    drop(listener);
+    connections.close();
+    let open = connections.len();
+    tracing::info!(sessions = open, "SSH gateway draining");
+    if let DrainState::Draining { deadline } = shutdown.state() {
+        let limit = deadline + CLOSE_AFTER_DEADLINE + RELAYS_DRAIN;
+        if tokio::time::timeout_at(limit, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = connections.len(),
+                "sessions still open after the shutdown grace period"
+            );
+        }
+    } else {
+        connections.wait().await;
+    }
+    Ok(())
 }
+
+/// After the grace period, how long a session's channels get to close before its connection
+/// is cut.
+const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(6);
+
+use crate::drain::{DrainState, Shutdown};
 
 /// How long the channel relays may take to wind down once the user's connection has ended.
 const RELAYS_DRAIN: Duration = Duration::from_secs(10);
@@ -80,6 +113,7 @@ async fn handle_connection(
     russh_config: Arc<russh::server::Config>,
     config: Arc<GatewayConfig>,
     services: Arc<Services>,
+    shutdown: Shutdown,
 ) {
     let id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!(
@@ -89,7 +123,14 @@ async fn handle_connection(
         target = tracing::field::Empty,
         client = %peer,
     );
-    let shared = Arc::new(SessionShared::new(id, peer, span.clone(), services, config));
+    let shared = Arc::new(SessionShared::new(
+        id,
+        peer,
+        span.clone(),
+        services,
+        config,
+        shutdown.clone(),
+    ));
     let handler = ClientHandler {
         shared: shared.clone(),
         key_rejection_audited: false,
@@ -100,13 +141,28 @@ async fn handle_connection(
         tracing::debug!("connection accepted");
         // russh reads the packet length and the packet separately; a read buffer saves syscalls.
         let socket = tokio::io::BufReader::with_capacity(crate::SOCKET_READ_BUFFER, socket);
-        match russh::server::run_stream(russh_config, socket, handler).await {
-            Ok(running) => {
-                if let Err(e) = running.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+        let running = async {
+            match russh::server::run_stream(russh_config, socket, handler).await {
+                Ok(running) => {
+                    if let Err(e) = running.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
                 }
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "handshake failed"),
+        };
+        // At the end of a shutdown's grace period the relays close the channels; then the
+        // connection goes, with a reason the client prints.
+        let cut = async {
+            let mut state = shutdown.subscribe();
+            let _ = state.wait_for(|s| *s == DrainState::Closing).await;
+            tokio::time::sleep(CLOSE_AFTER_DEADLINE).await;
+            shared.disconnect("gatehouse: the gateway shut down").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        tokio::select! {
+            () = running => {}
+            () = cut => tracing::debug!("connection cut at shutdown"),
         }
         // The user's channels end with the connection; their relays close the target's ends
         // and add each channel to the record.

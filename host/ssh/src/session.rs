@@ -49,6 +49,8 @@ pub(crate) struct SessionShared {
     handle: OnceLock<russh::server::Handle>,
     /// The channel relays; the session's books close after they have added their channels.
     pub relays: tokio_util::task::TaskTracker,
+    /// The gateway's shutdown, which the relays watch.
+    pub shutdown: crate::drain::Shutdown,
 }
 
 impl SessionShared {
@@ -58,6 +60,7 @@ impl SessionShared {
         span: tracing::Span,
         services: Arc<Services>,
         config: Arc<GatewayConfig>,
+        shutdown: crate::drain::Shutdown,
     ) -> Self {
         Self {
             id,
@@ -81,6 +84,7 @@ impl SessionShared {
             ended: tokio::sync::watch::channel(false).0,
             handle: OnceLock::new(),
             relays: tokio_util::task::TaskTracker::new(),
+            shutdown,
         }
     }
 
