@@ -371,3 +371,45 @@ fn policy_test_runs_the_shipped_scenarios() {
         failed.describe()
     );
 }
+
+#[test]
+fn validate_works_in_a_checkout_without_a_data_directory() {
+    // A policy author's checkout or CI: no `gatehouse init` anywhere.
+    let nowhere = tempfile::tempdir().unwrap();
+    let data_dir = nowhere.path().join("no-data-dir");
+    let run = |policies: &Path| {
+        std::process::Command::new(support::GATEHOUSE_BIN)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["policy", "validate"])
+            .arg(policies)
+            .env_remove("GATEHOUSE_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = run(&shipped(""));
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let text = out.stdout_text();
+    assert!(text.contains("is valid against the schema"), "{text}");
+    assert!(
+        text.contains("grants in the store were not checked"),
+        "{text}"
+    );
+
+    // A broken file fails with its position, the same as with a data directory.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::copy(shipped("base.cedar"), broken.path().join("base.cedar")).unwrap();
+    std::fs::write(
+        broken.path().join("typo.cedar"),
+        "@id(\"typo\")\npermit (principal in Group::\"ops\", action == Action::\"ssh_sesion\", resource);\n",
+    )
+    .unwrap();
+    let out = run(broken.path());
+    assert!(!out.status.success());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("typo.cedar:2:") && err.contains("ssh_sesion"),
+        "{err}"
+    );
+    assert!(!data_dir.exists(), "validate created a data directory");
+}

@@ -194,7 +194,19 @@ fn a_client_killed_mid_stream_ends_its_target_side_and_its_session() {
         (!pids_with(&marker).is_empty()).then_some(())
     });
     assert!(running.is_some(), "the remote dd never started");
-    std::thread::sleep(Duration::from_secs(2));
+    // While it runs, the session's record shows the bytes relayed so far.
+    let progress = support::poll(Duration::from_secs(15), || {
+        w.gh.sessions().into_iter().find(|s| {
+            s["ended"].is_null()
+                && s["bytes_up"].as_u64().unwrap_or(0) > 1024 * 1024
+                && s["bytes_down"].as_u64().unwrap_or(0) > 1024 * 1024
+        })
+    });
+    assert!(
+        progress.is_some(),
+        "the running session's record shows no progress: {:?}",
+        w.gh.sessions()
+    );
 
     child.kill().unwrap();
     let _ = child.wait();

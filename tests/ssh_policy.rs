@@ -130,8 +130,10 @@ fn shell_is_permitted_and_a_local_forward_is_denied_by_policy() {
     })
     .unwrap_or_else(|| panic!("ssh printed no refusal: {}", forward.stderr_text()));
     assert!(
-        message.contains("administratively prohibited"),
-        "the user sees why: {message}"
+        message.contains("administratively prohibited: gatehouse: forwarding to")
+            && message.contains("is not permitted")
+            && !message.contains("Administratively prohibited"),
+        "the user sees why, once: {message}"
     );
     drop(forward);
 

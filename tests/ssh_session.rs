@@ -164,6 +164,15 @@ fn interactive_session_is_recorded_and_playable() {
         text_list.contains(&id),
         "session list (text) lacks {id}:\n{text_list}"
     );
+    let header: Vec<&str> = text_list
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header.get(1), Some(&"PROTOCOL"), "{text_list}");
+    let row = text_list.lines().find(|l| l.contains(&id)).unwrap_or("");
+    assert_eq!(row.split_whitespace().nth(1), Some("ssh"), "{text_list}");
 
     // session show
     let show = w.gh.session_show(&id);

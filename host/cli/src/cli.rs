@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about = "Privileged-access gateway for SSH", long_about = None)]
+#[command(name = "gatehouse", version, about = "Privileged-access gateway for SSH and RDP: vaulted credentials, Cedar policies, access requests, recorded sessions", long_about = None)]
 pub struct Cli {
     /// The data directory (store, keys, recordings).
     #[arg(
@@ -83,6 +83,13 @@ pub struct DemoArgs {
     /// Port for the demo's own OpenSSH target on 127.0.0.1.
     #[arg(long, default_value_t = 2200)]
     pub target_port: u16,
+    /// Address of the HTTPS API.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub api_listen: SocketAddr,
+    /// Address for RDP clients (default: 127.0.0.1:3389, skipped with a warning when taken;
+    /// an address given here must bind).
+    #[arg(long)]
+    pub rdp_listen: Option<SocketAddr>,
 }
 
 /// Commands that read or change the store. They run in this process, or in the running server

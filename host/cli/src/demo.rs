@@ -182,6 +182,11 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
     let fresh = !dir.is_initialised();
     if fresh {
         datadir::init(dir, overrides.clone())?;
+        // A demo listens on loopback only, RDP included (the product's default is 0.0.0.0).
+        let path = dir.settings();
+        let mut settings: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        settings["rdp"]["listen"] = serde_json::Value::from("127.0.0.1:3389");
+        std::fs::write(&path, serde_json::to_vec_pretty(&settings)?)?;
     }
     // sshd re-executes itself from `/` for every connection: its paths must be absolute.
     let target_dir = std::path::absolute(dir.root.join("demo-target"))?;
@@ -227,8 +232,8 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         overrides,
         crate::serve::Listen {
             ssh: args.ssh_listen,
-            api: None,
-            rdp: None,
+            api: Some(args.api_listen),
+            rdp: args.rdp_listen,
             shutdown_grace: std::time::Duration::from_secs(5),
         },
         Some(ready),

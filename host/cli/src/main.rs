@@ -157,6 +157,14 @@ fn run_policy(dir: &DataDir, overrides: Option<KeySource>, command: PolicyComman
             print!("{}", gatehouse_policy::schema::SCHEMA_SOURCE);
             return Ok(());
         }
+        // A policy author's checkout or CI has no data directory: check the files against the
+        // schema alone.
+        PolicyCommand::Validate {
+            dir: Some(policies),
+        } if !dir.is_initialised() => {
+            print!("{}", policy_cmd::validate_standalone(&policies)?);
+            return Ok(());
+        }
         PolicyCommand::Explain {
             scenario: Some(file),
             request,

@@ -123,6 +123,20 @@ fn describe(engine: &PolicyEngine, decision: &Decision, out: &mut String) {
     }
 }
 
+/// `policy validate DIR` without a data directory: the files against the schema, without the
+/// store's grants.
+pub fn validate_standalone(dir: &Path) -> Result<String> {
+    let sources = load::read_dir(dir)?;
+    let bundle = load::compile(&sources, &[])?;
+    let mut out = format!("`{}` is valid against the schema:", dir.display());
+    for (what, count) in load::summary(&bundle) {
+        let _ = write!(out, " {count} {what},");
+    }
+    out.pop();
+    out.push_str("\n(no data directory: grants in the store were not checked)\n");
+    Ok(out)
+}
+
 pub fn admin(ctx: &AdminContext, command: &PolicyAdminCommand, inputs: &Inputs) -> Result<String> {
     match command {
         PolicyAdminCommand::Validate { dir } => {

@@ -118,12 +118,20 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             let rows = list
                 .iter()
                 .map(|s| {
+                    let ended = match (s.ended, &s.error) {
+                        (None, _) => "(active)".to_string(),
+                        (Some(t), Some(e)) if e.starts_with("interrupted") => {
+                            format!("{} (interrupted)", time_text(t))
+                        }
+                        (Some(t), _) => time_text(t),
+                    };
                     vec![
                         s.id.clone(),
+                        s.protocol.clone(),
                         s.user.clone(),
                         format!("{}@{}", s.account, s.asset),
                         time_text(s.started),
-                        s.ended.map(time_text).unwrap_or_else(|| "(active)".into()),
+                        ended,
                         s.bytes_up.to_string(),
                         s.bytes_down.to_string(),
                     ]
@@ -132,7 +140,9 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             print!(
                 "{}",
                 table(
-                    &["ID", "USER", "TARGET", "STARTED", "ENDED", "UP", "DOWN"],
+                    &[
+                        "ID", "PROTOCOL", "USER", "TARGET", "STARTED", "ENDED", "UP", "DOWN"
+                    ],
                     &rows
                 )
             );

@@ -51,7 +51,12 @@ pub(crate) async fn run_direct_tcpip(
                     ("number", number.into()),
                 ],
             );
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("gatehouse: the target could not connect to {destination}"),
+                })
+                .await;
             return;
         }
     };

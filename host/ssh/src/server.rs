@@ -513,9 +513,14 @@ impl russh::server::Handler for ClientHandler {
         let target = match self.shared.target().await {
             Ok(target) if permitted => target,
             _ => {
-                // OpenSSH shows this as "open failed: administratively prohibited: <text>".
+                // OpenSSH shows "open failed: administratively prohibited: <reason>".
                 reply
-                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: format!(
+                            "gatehouse: forwarding to {host_to_connect}:{port_to_connect} is not permitted"
+                        ),
+                    })
                     .await;
                 return Ok(());
             }

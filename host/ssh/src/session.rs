@@ -20,6 +20,9 @@ pub(crate) struct Target {
     pub authorization: TargetAuthorization,
 }
 
+/// How often a running session's record is brought up to date.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) struct SessionShared {
     pub id: String,
     pub client: SocketAddr,
@@ -51,6 +54,8 @@ pub(crate) struct SessionShared {
     pub relays: tokio_util::task::TaskTracker,
     /// The gateway's shutdown, which the relays watch.
     pub shutdown: crate::drain::Shutdown,
+    /// Serialises writes of the session record (progress updates and the final one).
+    record_lock: Mutex<()>,
 }
 
 impl SessionShared {
@@ -85,6 +90,7 @@ impl SessionShared {
             handle: OnceLock::new(),
             relays: tokio_util::task::TaskTracker::new(),
             shutdown,
+            record_lock: Mutex::new(()),
         }
     }
 
@@ -276,6 +282,7 @@ impl SessionShared {
             return Err(internal());
         }
         self.stored.store(true, Ordering::Relaxed);
+        self.record_progress();
         if let Some(request) = request {
             self.watch_request(request.id);
         }
@@ -283,6 +290,37 @@ impl SessionShared {
             connection,
             authorization,
         }))
+    }
+
+    /// Keeps a running session's record current (bytes up and down) while it runs.
+    fn record_progress(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut ended = self.ended.subscribe();
+        tokio::spawn(async move {
+            let mut written = (0, 0);
+            loop {
+                tokio::select! {
+                    _ = ended.wait_for(|e| *e) => return,
+                    () = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                let now = (
+                    shared.bytes_up.load(Ordering::Relaxed),
+                    shared.bytes_down.load(Ordering::Relaxed),
+                );
+                if now == written {
+                    continue;
+                }
+                let _guard = shared.record_lock.lock();
+                if *shared.ended.borrow() {
+                    return;
+                }
+                if let Err(e) = shared.store_record(None) {
+                    tracing::warn!(error = %e, "cannot update the running session's record");
+                }
+                written = now;
+            }
+        });
     }
 
     fn store_record(&self, ended: Option<Timestamp>) -> Result<(), StoreError> {
@@ -359,6 +397,8 @@ impl SessionShared {
         if !self.stored.load(Ordering::Relaxed) {
             return;
         }
+        // A progress update in flight finishes first; none starts after `ended` is set.
+        let _guard = self.record_lock.lock();
         if let Err(e) = self.store_record(Some(Timestamp::now())) {
             tracing::error!(error = %e, "cannot store the session record");
         }
