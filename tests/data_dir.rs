@@ -72,3 +72,63 @@ fn init_and_serve_keep_the_data_directory_private() {
         "the warning gives the old modes:\n{log}"
     );
 }
+
+#[test]
+fn a_relative_data_dir_serves_with_a_plugin_enabled() {
+    // The default `--data-dir` is relative; wasmtime's compile cache used to refuse it.
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(support::GATEHOUSE_BIN)
+            .current_dir(cwd.path())
+            .arg("--data-dir")
+            .arg("rel-data")
+            .args(args)
+            .env_remove("GATEHOUSE_DATA_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gatehouse {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["init"]);
+    let package = support::plugin_package("totp-mfa");
+    run(&["plugin", "install", package.to_str().unwrap()]);
+    let grants = cwd.path().join("grants.toml");
+    std::fs::write(&grants, "secrets = [\"totp-seed/*\"]\n").unwrap();
+    run(&["plugin", "grant", "totp-mfa", grants.to_str().unwrap()]);
+    run(&["plugin", "enable", "totp-mfa"]);
+
+    let port = support::free_port();
+    let log = std::fs::File::create(cwd.path().join("serve.log")).unwrap();
+    let mut serve = std::process::Command::new(support::GATEHOUSE_BIN)
+        .current_dir(cwd.path())
+        .args(["--data-dir", "rel-data", "serve", "--ssh-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--api-listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .args([
+            "--rdp-listen",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ])
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up = support::poll(std::time::Duration::from_secs(60), || {
+        if support::port_open(port) {
+            return Some(true);
+        }
+        serve.try_wait().ok().flatten().map(|_| false)
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let text = std::fs::read_to_string(cwd.path().join("serve.log")).unwrap();
+    assert_eq!(up, Some(true), "serve did not start:\n{text}");
+    assert!(text.contains("plugin loaded"), "{text}");
+    assert!(cwd.path().join("rel-data/plugins/.compiled").is_dir());
+}

@@ -39,8 +39,13 @@ pub(crate) fn engine(pool: &PoolLimits, cache_dir: Option<&Path>) -> Result<Engi
         .pagemap_scan(Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     if let Some(dir) = cache_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| HostError::Engine(format!("compile cache `{}`: {e}", dir.display())))?;
+        let cache_error = |e: std::io::Error| {
+            HostError::Engine(format!("compile cache `{}`: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(cache_error)?;
+        // wasmtime's cache refuses a relative directory, and the default data directory is
+        // relative.
+        let dir = std::path::absolute(dir).map_err(cache_error)?;
         let mut cache_config = CacheConfig::new();
         cache_config.with_directory(dir);
         config.cache(Some(Cache::new(cache_config).map_err(engine_error)?));
