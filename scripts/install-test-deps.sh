@@ -7,6 +7,8 @@
 #   sudo            the service account of the credential-lifecycle tests (sudo chpasswd)
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
 #   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
+#   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
+#   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
 #   freerdp2-shadow-x11  freerdp-shadow-cli, the real NLA-only RDP target (/sec:nla /sam-file:)
 #   winpr-utils     winpr-hash, which writes the target's SAM file (NT hash of the account)
@@ -35,6 +37,12 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl
+
+# A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    python3 -m pip install --quiet openapi-spec-validator \
+        || python3 -m pip install --quiet --break-system-packages openapi-spec-validator
+fi
 
 # Privilege-separation directory sshd insists on (the package's init script would create it).
 $SUDO mkdir -p /run/sshd

@@ -827,6 +827,8 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
         u16,
         &'a str,
     );
+    // Over the API's 64 KiB body limit.
+    let too_big = format!("{{\"target\": \"{}\"}}", "x".repeat(70 * 1024));
     let cases: Vec<Case> = vec![
         (
             "POST",
@@ -835,6 +837,14 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
             Some("{\"target\": "),
             400,
             "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/requests",
+            vec![&bearer, json_type],
+            Some(&too_big),
+            413,
+            "body_too_large",
         ),
         (
             "POST",
@@ -997,6 +1007,24 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
             "{path} missing from the OpenAPI document"
         );
     }
+    // A standard validator (openapi-spec-validator) accepts the document.
+    let doc_file = v.gh.data_dir().join("openapi.json");
+    std::fs::write(&doc_file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let validated = run(
+        {
+            let mut c = Command::new("python3");
+            c.args(["-m", "openapi_spec_validator"]).arg(&doc_file);
+            c
+        },
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(
+        validated.status.success(),
+        "the OpenAPI document fails openapi-spec-validator (install it: pip install openapi-spec-validator):\n{}{}",
+        validated.stdout_text(),
+        validated.stderr_text()
+    );
     let page = run(
         {
             let mut c = Command::new("curl");

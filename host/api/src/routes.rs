@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
+/// The largest request body the API reads.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+
 /// A JSON body whose rejections are JSON errors too (400 malformed, 415 content type, 422
 /// wrong fields).
 pub struct JsonBody<T>(pub T);
@@ -44,9 +47,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     "unsupported_media_type",
                     "expected `Content-Type: application/json`",
                 ),
-                other => ApiError::bad_request(other.body_text()),
+                other => body_rejection(other.status(), other.body_text()),
             }),
         }
+    }
+}
+
+/// A body axum could not read: 413 when it is over the limit, 400 otherwise.
+fn body_rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {MAX_BODY} bytes"),
+        )
+    } else {
+        ApiError::bad_request(text)
     }
 }
 
@@ -59,7 +75,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+            .map_err(|e| body_rejection(e.status(), e.body_text()))?;
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(OptionalBody(T::default()));
         }
@@ -126,7 +142,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/player.css", get(crate::sessions::player_style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -260,6 +276,7 @@ pub struct CommentBody {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only requests in this state (`pending_approval`, `available`, ...).
@@ -267,6 +284,7 @@ pub struct ListQuery {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct A2aQuery {
     /// `password` or `private_key`; the password when absent (or the key if that is all the

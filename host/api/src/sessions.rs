@@ -35,6 +35,7 @@ pub struct Recordings {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     /// Only sessions of this gateway user.
