@@ -86,6 +86,28 @@ fn bad_input_is_refused_clearly_and_audited() {
         same_message_group: None,
     };
     let mut cases = vec![
+        // Usernames that cannot work at all: refused at once with the reason, no password asked.
+        case(
+            "unusable: no gateway user",
+            "@@@".to_string(),
+            GATEWAY_PASSWORD,
+            "gatehouse: this login cannot be used: no gateway user in `@@@`",
+            "login_failed",
+        ),
+        case(
+            "unusable: gateway user name too long",
+            format!("{}@{target}", "u".repeat(70)),
+            GATEWAY_PASSWORD,
+            "gatehouse: this login cannot be used: invalid gateway user",
+            "login_failed",
+        ),
+        case(
+            "unusable: malformed option",
+            format!("=x@{GATEWAY_USER}@{target}"),
+            GATEWAY_PASSWORD,
+            "gatehouse: this login cannot be used: malformed option `=x`",
+            "login_failed",
+        ),
         case(
             "malformed: empty account",
             format!("{GATEWAY_USER}@@{ASSET}"),

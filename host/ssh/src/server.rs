@@ -136,6 +136,8 @@ async fn handle_connection(
         key_rejection_audited: false,
         pending: None,
         cookies: SessionCookies::default(),
+        auth_banner: None,
+        auth_banner_sent: false,
     };
     async move {
         tracing::debug!("connection accepted");
@@ -187,6 +189,10 @@ struct ClientHandler {
     pending: Option<PendingLogin>,
     /// Plugin state for this session, kept between hook calls.
     cookies: SessionCookies,
+    /// Why the login cannot work, for the client with the next authentication failure.
+    auth_banner: Option<String>,
+    /// The line was sent (once per connection).
+    auth_banner_sent: bool,
 }
 
 /// The plugin host, when at least one AA plugin is enabled.
@@ -234,14 +240,32 @@ impl ClientHandler {
         );
     }
 
-    fn parse(&self, username: &str) -> Option<LoginSpec> {
+    fn parse(&mut self, username: &str) -> Option<LoginSpec> {
         match LoginSpec::parse(username) {
             Ok(spec) => Some(spec),
             Err(e) => {
                 self.login_failed(username, format!("unusable username: {e}"));
+                self.explain_login_error(&e);
                 None
             }
         }
+    }
+
+    /// Tells the user, once, why the username cannot work (it is only its syntax: nothing about
+    /// users or targets).
+    fn explain_login_error(&mut self, e: &gatehouse_core::LoginError) {
+        if self.auth_banner_sent || self.auth_banner.is_some() {
+            return;
+        }
+        let reason: String = e
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(200)
+            .collect();
+        self.auth_banner = Some(format!(
+            "gatehouse: this login cannot be used: {reason}; log in as USER@ACCOUNT@ASSET\r\n"
+        ));
     }
 
     fn login_ok(
@@ -350,10 +374,26 @@ impl ClientHandler {
 }
 
 impl russh::server::Handler for ClientHandler {
+    fn take_auth_banner(&mut self) -> Option<String> {
+        let banner = self.auth_banner.take();
+        if banner.is_some() {
+            self.auth_banner_sent = true;
+        }
+        banner
+    }
+
     type Error = russh::Error;
 
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Self::reject())
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        // Clients try `none` first: a username that cannot work is refused here, with the
+        // reason, before the user types a password for nothing.
+        if let Some(_login) = self.parse(user) {
+            return Ok(Self::reject());
+        }
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(russh::MethodSet::empty()),
+            partial_success: false,
+        })
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -384,8 +424,12 @@ impl russh::server::Handler for ClientHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        let Ok(login) = LoginSpec::parse(user) else {
-            return Ok(Self::reject());
+        let login = match LoginSpec::parse(user) {
+            Ok(login) => login,
+            Err(e) => {
+                self.explain_login_error(&e);
+                return Ok(Self::reject());
+            }
         };
         let known = self
             .shared

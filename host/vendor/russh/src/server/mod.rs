@@ -373,6 +373,12 @@ pub trait Handler: Sized {
         async { Ok(None) }
     }
 
+    /// Gatehouse patch: a line sent to the client (as a USERAUTH_BANNER) with the next
+    /// authentication failure, saying why it failed.
+    fn take_auth_banner(&mut self) -> Option<String> {
+        None
+    }
+
     /// Called when the client closes a channel.
     #[allow(unused_variables)]
     fn channel_close(
