@@ -8,24 +8,11 @@ mod support;
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::world::{GATEWAY_USER, World};
-use support::{OutputExt, json_id, poll};
-
-fn pids_with(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(marker)
-        .output()
-        .unwrap();
-    out.stdout_text()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
+use support::{OutputExt, json_id, pids_with, poll};
 
 /// A unique `sleep` on the target, to find it there.
 fn marker_sleep() -> String {
@@ -38,6 +25,28 @@ fn marker_sleep() -> String {
         nanos % 1_000_000,
         std::process::id() % 1000
     )
+}
+
+/// `ssh ... 'echo started; SLEEPER'` with its output piped, once the sleep runs on the target.
+fn start_long_session(
+    w: &World,
+    client: &support::ssh_client::Client,
+    sleeper: &str,
+) -> std::process::Child {
+    let long = client
+        .ssh_command(&[])
+        .arg(format!("{}@127.0.0.1", w.login()))
+        .arg(format!("echo started; {sleeper}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = poll(Duration::from_secs(20), || {
+        (!pids_with(sleeper).is_empty()).then_some(())
+    });
+    assert!(running.is_some(), "the remote sleep never started");
+    long
 }
 
 #[test]
@@ -66,19 +75,7 @@ fn sigterm_drains_tells_the_users_and_closes_sessions_properly() {
     let client = w.client();
     let sleeper = marker_sleep();
     // A long command that the shutdown must end, and a short one that finishes in the grace.
-    let mut long = client
-        .ssh_command(&[])
-        .arg(format!("{}@127.0.0.1", w.login()))
-        .arg(format!("echo started; {sleeper}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let running = poll(Duration::from_secs(20), || {
-        (!pids_with(&sleeper).is_empty()).then_some(())
-    });
-    assert!(running.is_some(), "the remote sleep never started");
+    let mut long = start_long_session(&w, &client, &sleeper);
     let short = client
         .ssh_command(&[])
         .arg(format!("{}@127.0.0.1", w.login()))
@@ -195,19 +192,7 @@ fn sessions_cut_by_a_kill_are_closed_as_interrupted_at_the_next_start() {
     let mut w = World::start("sd_kill");
     let client = w.client();
     let sleeper = marker_sleep();
-    let mut long = client
-        .ssh_command(&[])
-        .arg(format!("{}@127.0.0.1", w.login()))
-        .arg(format!("echo started; {sleeper}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = poll(Duration::from_secs(20), || {
-        (!pids_with(&sleeper).is_empty()).then_some(())
-    });
-    assert!(running.is_some(), "the remote sleep never started");
+    let mut long = start_long_session(&w, &client, &sleeper);
     std::thread::sleep(Duration::from_millis(1500));
     let open = w.gh.sessions();
     let session = open

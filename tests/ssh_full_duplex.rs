@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::ssh_client::assert_client_ok;
 use support::world::{GATEWAY_USER, World};
-use support::{OutputExt, sha256_file};
+use support::{OutputExt, pids_with, sha256_file};
 
 /// Waits for `child` up to `limit`; kills it and fails the test if it is still running.
 fn wait_or_fail(
@@ -154,20 +154,6 @@ fn rsync_copies_a_tree_through_the_gateway() {
     ]);
     assert_client_ok("rsync again", &out);
     assert_eq!(out.stdout_text().trim(), "", "a second rsync changed files");
-}
-
-/// The pids of processes whose command line contains `marker`.
-fn pids_with(marker: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(marker)
-        .output()
-        .unwrap();
-    out.stdout_text()
-        .lines()
-        .map(str::to_string)
-        .filter(|p| !p.is_empty())
-        .collect()
 }
 
 #[test]

@@ -217,6 +217,20 @@ pub fn key_type_and_blob(line: &str) -> String {
         .join(" ")
 }
 
+/// The pids of processes whose command line contains `marker` (`pgrep -f`).
+pub fn pids_with(marker: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(marker)
+        .output()
+        .expect("run pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// sha256 of a file, hex, via coreutils `sha256sum`.
 pub fn sha256_file(path: &Path) -> String {
     let mut cmd = Command::new("sha256sum");

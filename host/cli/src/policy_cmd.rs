@@ -126,14 +126,21 @@ fn describe(engine: &PolicyEngine, decision: &Decision, out: &mut String) {
 /// `policy validate DIR` without a data directory: the files against the schema, without the
 /// store's grants.
 pub fn validate_standalone(dir: &Path) -> Result<String> {
+    let mut out = validated(dir, &[], "is valid against the schema")?;
+    out.push_str("(no data directory: grants in the store were not checked)\n");
+    Ok(out)
+}
+
+/// Compiles the policies in `dir` with `links` and says what they hold.
+fn validated(dir: &Path, links: &[Link], verdict: &str) -> Result<String> {
     let sources = load::read_dir(dir)?;
-    let bundle = load::compile(&sources, &[])?;
-    let mut out = format!("`{}` is valid against the schema:", dir.display());
+    let bundle = load::compile(&sources, links)?;
+    let mut out = format!("`{}` {verdict}:", dir.display());
     for (what, count) in load::summary(&bundle) {
         let _ = write!(out, " {count} {what},");
     }
     out.pop();
-    out.push_str("\n(no data directory: grants in the store were not checked)\n");
+    out.push('\n');
     Ok(out)
 }
 
@@ -143,21 +150,13 @@ pub fn admin(ctx: &AdminContext, command: &PolicyAdminCommand, inputs: &Inputs) 
             let dir = dir
                 .clone()
                 .unwrap_or_else(|| ctx.policy_settings.policy_dir.clone());
-            let sources = load::read_dir(&dir)?;
             let links = ctx
                 .store
                 .list(&GRANTS)?
                 .iter()
                 .map(load::grant_link)
                 .collect::<Result<Vec<Link>, _>>()?;
-            let bundle = load::compile(&sources, &links)?;
-            let mut out = format!("`{}` is valid:", dir.display());
-            for (what, count) in load::summary(&bundle) {
-                let _ = write!(out, " {count} {what},");
-            }
-            out.pop();
-            out.push('\n');
-            Ok(out)
+            validated(&dir, &links, "is valid")
         }
         PolicyAdminCommand::Explain {
             user,
