@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::ssh_client::Client;
 use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER, World};
 use support::{OutputExt, TargetSshd, TestAccount, generate_keypair, key_type_and_blob};
 
@@ -278,5 +279,59 @@ fn bad_input_is_refused_clearly_and_audited() {
         cases.len() + 2,
         failures.join("\n\n"),
         w.gh.log_tail(60)
+    );
+}
+
+#[test]
+fn a_wrong_password_may_be_retyped_as_often_as_openssh_allows_and_an_address_is_throttled() {
+    let w = World::start("b_retry");
+    // OpenSSH asks three times by default; the gateway must let all three reach it.
+    let client = Client::password_with_answers(w.gh.ssh_port(), w.login(), "not-the-password", &[])
+        .option("NumberOfPasswordPrompts=3");
+    let before =
+        w.gh.audit()
+            .iter()
+            .filter(|e| e["kind"] == "login_failed")
+            .count();
+    let out = client.ssh("true");
+    assert!(!out.status.success());
+    let prompts = client.prompts_seen();
+    assert_eq!(
+        prompts
+            .lines()
+            .filter(|l| l.to_lowercase().contains("password"))
+            .count(),
+        3,
+        "the client was asked {prompts:?}; stderr: {}",
+        out.stderr_text()
+    );
+    let failed =
+        w.gh.audit()
+            .iter()
+            .filter(|e| e["kind"] == "login_failed")
+            .count();
+    assert_eq!(failed - before, 3, "each wrong password is audited");
+
+    // Past ten failures in a minute from one address, even the right password is refused there,
+    // with the reason, until the minute is over.
+    for _ in 0..3 {
+        assert!(!client.ssh("true").status.success());
+    }
+    let right = w.client();
+    let out = right.ssh("echo in");
+    assert!(!out.status.success(), "a throttled address got in");
+    assert!(
+        out.stderr_text()
+            .contains("gatehouse: too many failed logins from your address; try again in"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(
+        w.gh.audit().iter().any(|e| e["kind"] == "login_failed"
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("too many failed logins from 127.0.0.1")),
+        "the throttled attempt is not audited"
     );
 }

@@ -146,7 +146,16 @@ impl Client {
             "UserKnownHostsFile=/dev/null".to_string(),
             "GlobalKnownHostsFile=/dev/null".to_string(),
             "LogLevel=INFO".to_string(),
-            "NumberOfPasswordPrompts=1".to_string(),
+            // Unless the test sets its own (OpenSSH's default is 3).
+            if self
+                .extra
+                .iter()
+                .any(|o| o.starts_with("NumberOfPasswordPrompts="))
+            {
+                String::new()
+            } else {
+                "NumberOfPasswordPrompts=1".to_string()
+            },
             "ConnectTimeout=20".to_string(),
             "ServerAliveInterval=15".to_string(),
             "ServerAliveCountMax=4".to_string(),
@@ -163,7 +172,7 @@ impl Client {
             }
         }
         opts.extend(self.extra.iter().cloned());
-        for o in opts {
+        for o in opts.into_iter().filter(|o| !o.is_empty()) {
             args.push("-o".to_string());
             args.push(o);
         }

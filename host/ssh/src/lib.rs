@@ -15,6 +15,7 @@ mod relay;
 mod server;
 mod session;
 pub mod target;
+mod throttle;
 
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;

@@ -52,6 +52,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let russh_config = Arc::new(server_config(&config, &services));
     let connections = tokio_util::task::TaskTracker::new();
+    let throttle = Arc::new(crate::throttle::LoginThrottle::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -74,6 +75,7 @@ pub async fn serve(
             config.clone(),
             services.clone(),
             shutdown.clone(),
+            throttle.clone(),
         ));
     }
     // Draining: no new connections; the sessions finish or are ended at the deadline.
@@ -104,6 +106,10 @@ const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(6);
 
 use crate::drain::{DrainState, Shutdown};
 
+/// Password tries per connection, as OpenSSH's sshd allows by default (MaxAuthTries counts all
+/// methods).
+const MAX_PASSWORD_TRIES: u32 = 3;
+
 /// How long the channel relays may take to wind down once the user's connection has ended.
 const RELAYS_DRAIN: Duration = Duration::from_secs(10);
 
@@ -114,6 +120,7 @@ async fn handle_connection(
     config: Arc<GatewayConfig>,
     services: Arc<Services>,
     shutdown: Shutdown,
+    throttle: Arc<crate::throttle::LoginThrottle>,
 ) {
     let id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!(
@@ -138,6 +145,9 @@ async fn handle_connection(
         cookies: SessionCookies::default(),
         auth_banner: None,
         auth_banner_sent: false,
+        methods: russh_config.methods.clone(),
+        password_failures: 0,
+        throttle,
     };
     async move {
         tracing::debug!("connection accepted");
@@ -193,6 +203,12 @@ struct ClientHandler {
     auth_banner: Option<String>,
     /// The line was sent (once per connection).
     auth_banner_sent: bool,
+    /// The authentication methods offered, kept after a wrong password (russh drops password).
+    methods: russh::MethodSet,
+    /// Wrong passwords on this connection.
+    password_failures: u32,
+    /// Failed logins per client address, across connections.
+    throttle: Arc<crate::throttle::LoginThrottle>,
 }
 
 /// The plugin host, when at least one AA plugin is enabled.
@@ -400,6 +416,20 @@ impl russh::server::Handler for ClientHandler {
         let Some(login) = self.parse(user) else {
             return Ok(Self::reject());
         };
+        let source = self.shared.client.ip();
+        if let Some(wait) = self.throttle.blocked(source) {
+            self.login_failed(
+                user,
+                format!("too many failed logins from {source}: refused without checking"),
+            );
+            if !self.auth_banner_sent && self.auth_banner.is_none() {
+                self.auth_banner = Some(format!(
+                    "gatehouse: too many failed logins from your address; try again in {} s\r\n",
+                    wait.as_secs().max(1)
+                ));
+            }
+            return Ok(Self::reject());
+        }
         let authenticator = self.shared.services.authenticator.clone();
         let name = login.user.clone();
         let password = Zeroizing::new(password.to_string());
@@ -410,7 +440,18 @@ impl russh::server::Handler for ClientHandler {
             Ok(Ok(found)) => Ok(self.first_factor_ok(found, login, "password").await),
             Ok(Err(e)) => {
                 self.login_failed(user, e.to_string());
-                Ok(Self::reject())
+                self.throttle.failed(source);
+                self.password_failures += 1;
+                // Like OpenSSH, a mistyped password may be typed again (three tries per
+                // connection); russh would take password off the list after one.
+                if self.password_failures < MAX_PASSWORD_TRIES {
+                    Ok(Auth::Reject {
+                        proceed_with_methods: Some(self.methods.clone()),
+                        partial_success: false,
+                    })
+                } else {
+                    Ok(Self::reject())
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "password check panicked");
