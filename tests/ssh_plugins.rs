@@ -232,7 +232,9 @@ fn hostile_plugins_are_contained_and_others_keep_working() {
                 ctx.gh,
                 ctx.scratch,
                 "hostile",
-                "[limits]\ntimeout-ms = 3000\n",
+                // The CPU budget is measured in wall-clock epochs: on a loaded machine the default
+                // 100 ms can run out before the memory hog reaches its memory limit.
+                "[limits]\ntimeout-ms = 3000\ncpu-ms = 1000\n",
                 Some("mode = \"from-login\"\n"),
             )
         })

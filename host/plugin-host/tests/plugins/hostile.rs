@@ -213,13 +213,15 @@ async fn wall_clock_timeout_covers_http_waits() {
 
 #[tokio::test]
 async fn per_plugin_limits_are_configurable() {
+    // The memory limit, with a CPU budget (wall-clock epochs) a loaded machine cannot exhaust
+    // before the hog reaches 8 MiB.
     let env = TestEnv::new();
     env.install(
         "hostile",
         Grants {
             limits: Limits {
                 memory_mib: 8,
-                cpu_ms: 20,
+                cpu_ms: 2000,
                 ..Limits::default()
             },
             ..grants()
@@ -234,9 +236,19 @@ async fn per_plugin_limits_are_configurable() {
         outcome(&result),
         "failure: the plugin hit its memory limit of 8388608 bytes"
     );
-    env.registry
-        .set_config("hostile", "mode = \"loop\"")
-        .unwrap();
+    // The CPU budget.
+    let env = TestEnv::new();
+    env.install(
+        "hostile",
+        Grants {
+            limits: Limits {
+                cpu_ms: 20,
+                ..Limits::default()
+            },
+            ..grants()
+        },
+        "mode = \"loop\"",
+    );
     let host = env.host();
     let started = Instant::now();
     let result = host
