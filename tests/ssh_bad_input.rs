@@ -53,6 +53,14 @@ fn bad_input_is_refused_clearly_and_audited() {
     let mut down = TargetSshd::start(std::slice::from_ref(&account));
     let (down_port, down_key) = (down.port(), down.host_key());
     down.stop();
+    // A target that hangs up on every connection at once (like sshd past MaxStartups).
+    let dropper = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let drop_port = dropper.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in dropper.incoming() {
+            drop(conn);
+        }
+    });
 
     let acct = account.name.clone();
     let w = World::builder("b_bad")
@@ -63,6 +71,10 @@ fn bad_input_is_refused_clearly_and_audited() {
             gh.add_asset("down1", down_port, &down_key);
             gh.add_account_with_password(&format!("{acct}@down1"), &ctx.account.password);
             gh.grant_user(GATEWAY_USER, &format!("{acct}@down1"));
+            // Target that hangs up.
+            gh.add_asset("drop1", drop_port, &ctx.target.host_key());
+            gh.add_account_with_password(&format!("{acct}@drop1"), &ctx.account.password);
+            gh.grant_user(GATEWAY_USER, &format!("{acct}@drop1"));
             // Live target pinned to someone else's key.
             let (_, other) = generate_keypair(ctx.scratch, "not_the_host_key");
             gh.add_asset("mismatch1", ctx.target.port(), &key_type_and_blob(&other));
@@ -142,6 +154,13 @@ fn bad_input_is_refused_clearly_and_audited() {
             format!("{GATEWAY_USER}@{acct}@down1"),
             GATEWAY_PASSWORD,
             UNREACHABLE,
+            "target_connect_failed",
+        ),
+        case(
+            "target hangs up during the handshake",
+            format!("{GATEWAY_USER}@{acct}@drop1"),
+            GATEWAY_PASSWORD,
+            "closed the connection before login (busy or not accepting connections); try again",
             "target_connect_failed",
         ),
         case(

@@ -10,6 +10,8 @@ pub enum Refusal {
     NotPermitted(String),
     MalformedTarget(LoginError),
     Unreachable(String),
+    /// The target hung up before the SSH handshake finished.
+    TargetClosed(String),
     HostKeyMismatch(String),
     CredentialRejected(String),
     /// An `access=` token that is unknown, used, expired or someone else's (the audit trail
@@ -47,6 +49,9 @@ impl Refusal {
             }
             Refusal::MalformedTarget(e) => format!("gatehouse: {e}"),
             Refusal::Unreachable(t) => format!("gatehouse: target `{t}` is unreachable"),
+            Refusal::TargetClosed(t) => format!(
+                "gatehouse: target `{t}` closed the connection before login (busy or not accepting connections); try again"
+            ),
             Refusal::HostKeyMismatch(t) => format!(
                 "gatehouse: target `{t}`: host key does not match the pinned key; connection refused"
             ),

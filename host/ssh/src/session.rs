@@ -252,6 +252,7 @@ impl SessionShared {
                     DialError::Unreachable { .. } | DialError::Timeout(_) => {
                         Refusal::Unreachable(t)
                     }
+                    DialError::ClosedDuringHandshake(_) => Refusal::TargetClosed(t),
                     DialError::HostKeyMismatch { .. } | DialError::BadPinnedKey => {
                         Refusal::HostKeyMismatch(t)
                     }

@@ -37,6 +37,10 @@ pub enum DialError {
     Store(#[from] StoreError),
     #[error("ssh protocol error with target: {0}")]
     Protocol(String),
+    /// The target closed the connection before the SSH handshake finished (sshd's
+    /// MaxStartups, a firewall, a service restarting).
+    #[error("the target closed the connection during the SSH handshake: {0}")]
+    ClosedDuringHandshake(String),
 }
 
 /// What happened in host-key verification, kept by the handler for the dialer to read.
@@ -245,6 +249,9 @@ pub async fn connect_verified(
         (Err(_), Some(HostKeyOutcome::BadPinned)) => return Err(DialError::BadPinnedKey),
         (Err(_), Some(HostKeyOutcome::StoreFailed(e))) => {
             return Err(DialError::Store(StoreError::Database(e)));
+        }
+        (Err(e @ (russh::Error::Disconnect | russh::Error::HUP | russh::Error::IO(_))), None) => {
+            return Err(DialError::ClosedDuringHandshake(e.to_string()));
         }
         (Err(e), _) => return Err(DialError::Protocol(e.to_string())),
     };
