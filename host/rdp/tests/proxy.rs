@@ -580,8 +580,11 @@ fn a_target_refusing_the_vault_credential_is_refused() {
 const SQUARE: u32 = 32;
 const FG: [u8; 3] = [0xff, 0x00, 0xff];
 const BG: [u8; 3] = [0x00, 0xc0, 0x00];
-/// What `xdotool` types into the client, and what the recording's events must show.
-const TYPED: &str = "Hello, World!";
+/// What `xdotool` types into the client, and what the recording's events must show. It starts
+/// lowercase: on a loaded machine xdotool can lose the Shift of the very first key (seen once in
+/// CI as `hello, World!`); the `W` and `!` still need Shift. (The committed rdp-replay fixture
+/// was recorded with "Hello, World!"; regenerating it changes what its test expects.)
+const TYPED: &str = "hello, World!";
 
 /// Runs one real session between `xfreerdp` (on its own display) and the shadow target (its
 /// screen painted with the checkerboard) through a gateway with `options`; `during` runs on
