@@ -39,41 +39,65 @@ fn last_event(events: &[Value], kind: &str, channel: &str) -> Value {
         .unwrap_or_else(|| panic!("no `{kind}` event for channel `{channel}` in {events:#?}"))
 }
 
-/// A background `ssh -N -L LOCAL:127.0.0.1:REMOTE` through the gateway, stderr to a file.
+/// A background `ssh -N -L LOCAL:127.0.0.1:REMOTE` (or `-R`) through the gateway, stderr to a
+/// file.
 struct Forward {
     child: Child,
     stderr: tempfile::NamedTempFile,
+    /// Where the forward listens: on the client for `-L`, on the target for `-R`.
     local_port: u16,
 }
 
 impl Forward {
     fn start(client: &Client, remote_port: u16) -> Forward {
-        let local_port = free_port();
+        Forward::start_with(client, "-L", free_port(), remote_port)
+    }
+
+    /// `ssh -R LISTEN:127.0.0.1:TO`: the target listens on `listen`, the client connects to `to`.
+    fn remote(client: &Client, to: u16) -> Forward {
+        Forward::start_with(client, "-R", free_port(), to)
+    }
+
+    fn start_with(client: &Client, flag: &str, local_port: u16, remote_port: u16) -> Forward {
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = client.ssh_command(&[
             "-N",
-            "-L",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            flag,
             &format!("127.0.0.1:{local_port}:127.0.0.1:{remote_port}"),
         ]);
         cmd.arg(format!("{}@127.0.0.1", client.login()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr.reopen().unwrap());
-        let child = cmd.spawn().expect("spawn ssh -L");
+        let mut child = cmd.spawn().expect("spawn ssh forward");
+        // Probing with a connection would itself open a forward; a failing bind shows that ssh
+        // (or, for -R, the target's sshd) is listening without connecting.
+        let listening = || TcpListener::bind(("127.0.0.1", local_port)).is_err();
+        let outcome = poll(Duration::from_secs(20), || {
+            if listening() {
+                Some(Ok(()))
+            } else {
+                child.try_wait().ok().flatten().map(Err)
+            }
+        });
         let forward = Forward {
             child,
             stderr,
             local_port,
         };
-        // Probing with a connection would itself open a forward; a failing bind shows that ssh
-        // is listening without connecting.
-        let listening = || TcpListener::bind(("127.0.0.1", local_port)).is_err();
-        assert!(
-            poll(Duration::from_secs(20), || listening().then_some(())).is_some(),
-            "ssh -L never listened on {local_port}: {}",
-            forward.stderr_text()
-        );
-        forward
+        match outcome {
+            Some(Ok(())) => forward,
+            Some(Err(status)) => panic!(
+                "ssh {flag} exited ({status}) before listening on {local_port}: {}",
+                forward.stderr_text()
+            ),
+            None => panic!(
+                "ssh {flag} never listened on {local_port}: {}",
+                forward.stderr_text()
+            ),
+        }
     }
 
     fn stderr_text(&self) -> String {
@@ -207,6 +231,136 @@ fn admins_forward_through_the_target_when_policy_permits() {
     let events = w.gh.audit();
     let allowed = last_event(&events, "channel_opened", "direct-tcpip");
     assert_eq!(policies(&allowed), ["admins-port-forwarding"]);
+}
+
+/// `ssh -R` under a policy that permits it: the target listens, and a connection to that port
+/// on the target reaches a server on the client's side, audited with the deciding policy.
+#[test]
+fn admins_forward_from_the_target_back_to_the_client_when_policy_permits() {
+    let w = World::builder("pol_remote")
+        .setup(|ctx| {
+            ctx.gh.cli_ok(&["group", "add", "admins"]);
+            ctx.gh
+                .cli_ok(&["group", "add-member", "admins", GATEWAY_USER]);
+            let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../policies/examples/port-forwarding-admins.cedar");
+            std::fs::copy(
+                example,
+                ctx.gh
+                    .data_dir()
+                    .join("policies/port-forwarding-admins.cedar"),
+            )
+            .unwrap();
+        })
+        .start();
+
+    // The echo server stands for a service on the user's machine; the target sshd listens on
+    // `forward.local_port` on its own loopback (the same host here).
+    let (echo_port, echo) = echo_server();
+    let forward = Forward::remote(&w.client(), echo_port);
+    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let message = "ping from the target side";
+    stream.write_all(message.as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        message,
+        "{}\n{:#?}\n{}",
+        forward.stderr_text(),
+        w.gh.audit(),
+        w.gh.log_tail(40)
+    );
+    // The echo server takes one connection.
+    drop(stream);
+    echo.join().unwrap();
+    let closed = poll(Duration::from_secs(10), || {
+        w.gh.audit().into_iter().rev().find(|e| {
+            json_str(e, "kind") == "channel_closed"
+                && e["fields"]["channel"].as_str() == Some("forwarded-tcpip")
+                && e["fields"]["bytes_up"].is_number()
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the forwarded connection's close is audited\n{:#?}",
+            w.gh.audit()
+        )
+    });
+    // Up is user to target: the echo's answer travels from the client's side to the target.
+    assert_eq!(closed["fields"]["bytes_up"], message.len(), "{closed}");
+    assert_eq!(closed["fields"]["bytes_down"], message.len(), "{closed}");
+
+    // Nothing listens on the client side any more: the client refuses the forwarded channel and
+    // the target's socket is closed, not left hanging.
+    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = stream.write_all(b"anyone?");
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read(&mut buf).unwrap_or(0), 0);
+    drop(forward);
+
+    let events = w.gh.audit();
+    let bound = last_event(&events, "channel_opened", "forwarded-tcpip");
+    let bound = events
+        .iter()
+        .find(|e| {
+            json_str(e, "kind") == "channel_opened"
+                && json_str(e, "detail").starts_with("remote port forwarding on")
+        })
+        .unwrap_or(&bound);
+    assert_eq!(policies(bound), ["admins-port-forwarding"], "{bound}");
+    assert!(
+        events
+            .iter()
+            .any(|e| json_str(e, "kind") == "channel_opened"
+                && json_str(e, "detail").starts_with("connection from 127.0.0.1:")),
+        "each connection on the forward is audited: {events:#?}"
+    );
+
+    // The record lists the forwarded connections as channels of the session.
+    let session = &w.gh.cli_json(&["session", "list", "--json"])[0];
+    let id = json_str(session, "id");
+    let shown = w.gh.cli_json(&["session", "show", &id, "--json"]);
+    let kinds: Vec<&str> = shown["session"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"forwarded-tcpip"), "{shown:#}");
+}
+
+/// Without a permitting policy, `ssh -R` fails the way OpenSSH reports it, and the denial is
+/// audited with the default deny.
+#[test]
+fn a_remote_forward_is_denied_without_a_policy() {
+    let w = World::start("pol_rdeny");
+    let client = w.client();
+    let mut cmd = client.ssh_command(&[
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        &format!("127.0.0.1:{}:127.0.0.1:9", free_port()),
+    ]);
+    cmd.arg(format!("{}@127.0.0.1", client.login()))
+        .arg("echo should-not-run");
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_text()
+            .contains("remote port forwarding failed for listen port"),
+        "{}",
+        out.describe()
+    );
+    assert!(!out.stdout_text().contains("should-not-run"));
+    let denied = last_event(&w.gh.audit(), "channel_denied", "forwarded-tcpip");
+    assert_eq!(policies(&denied), ["default-deny"], "{denied}");
 }
 
 #[test]

@@ -1,14 +1,18 @@
-//! Local port forwarding (`ssh -L`, direct-tcpip channels) that policy permitted: the gateway
+//! Port forwarding that policy permitted. Local (`ssh -L`, direct-tcpip channels): the gateway
 //! opens the same channel on its connection to the target, so the forwarded connection leaves
-//! from the target host as the target account, and relays bytes both ways with the same bounded
-//! queues as session channels. Each forward is audited when it opens and when it closes.
+//! from the target host as the target account. Remote (`ssh -R`, tcpip-forward): the gateway asks
+//! the target to listen, and each connection the target accepts there is carried to the user on a
+//! forwarded-tcpip channel. Both relay bytes both ways with the same bounded queues as session
+//! channels, and each forwarded connection is audited when it opens and when it closes.
 
 use crate::session::{SessionShared, Target};
+use crate::target::IncomingForward;
 use gatehouse_core::{AuditKind, ChannelSummary};
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How long the second direction may take to finish after the first has closed.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -61,7 +65,27 @@ pub(crate) async fn run_direct_tcpip(
         }
     };
     reply.accept().await;
+    relay_pair(
+        shared,
+        client,
+        target_channel,
+        "direct-tcpip",
+        destination,
+        number,
+    )
+    .await;
+}
 
+/// Relays one forwarded connection both ways until either side closes, then audits it and adds
+/// it to the session's channels.
+async fn relay_pair(
+    shared: Arc<SessionShared>,
+    client: Channel<Msg>,
+    target_channel: Channel<russh::client::Msg>,
+    kind: &'static str,
+    destination: String,
+    number: u32,
+) {
     let (mut client_rx, client_tx) = client.split();
     let (mut target_rx, target_tx) = target_channel.split();
     let up_bytes = AtomicU64::new(0);
@@ -123,7 +147,7 @@ pub(crate) async fn run_direct_tcpip(
         AuditKind::ChannelClosed,
         format!("forward to {destination} closed: {up} bytes up, {down} bytes down"),
         &[
-            ("channel", "direct-tcpip".into()),
+            ("channel", kind.into()),
             ("number", number.into()),
             ("bytes_up", up.into()),
             ("bytes_down", down.into()),
@@ -131,9 +155,133 @@ pub(crate) async fn run_direct_tcpip(
     );
     shared.add_channel(ChannelSummary {
         number,
-        kind: "direct-tcpip".into(),
+        kind: kind.into(),
         command: Some(destination),
         exit_status: None,
         recorded: false,
     });
+}
+
+/// The remote forwards (`ssh -R`) the target holds for this session, as the target bound them.
+#[derive(Default)]
+pub(crate) struct RemoteForwards {
+    bound: Mutex<HashSet<(String, u32)>>,
+}
+
+impl RemoteForwards {
+    pub fn insert(&self, address: &str, port: u32) {
+        if let Ok(mut bound) = self.bound.lock() {
+            bound.insert((address.to_string(), port));
+        }
+    }
+
+    /// Forgets a forward; false when the session held no such forward.
+    pub fn remove(&self, address: &str, port: u32) -> bool {
+        self.bound
+            .lock()
+            .map(|mut bound| bound.remove(&(address.to_string(), port)))
+            .unwrap_or(false)
+    }
+
+    fn contains(&self, address: &str, port: u32) -> bool {
+        self.bound
+            .lock()
+            .map(|bound| bound.contains(&(address.to_string(), port)))
+            .unwrap_or(false)
+    }
+}
+
+/// Takes the connections the target accepted on remote forwards, for the life of the session:
+/// each one on a forward the user bound is carried to the user; anything else the target opens
+/// is refused and audited.
+pub(crate) async fn dispatch_remote_forwards(
+    shared: Arc<SessionShared>,
+    mut incoming: tokio::sync::mpsc::Receiver<IncomingForward>,
+    user: russh::server::Handle,
+) {
+    loop {
+        let next = tokio::select! {
+            next = incoming.recv() => next,
+            _ = shared.closed() => None,
+        };
+        let Some(forward) = next else { break };
+        let on = format!("{}:{}", forward.connected_address, forward.connected_port);
+        if !shared
+            .remote_forwards
+            .contains(&forward.connected_address, forward.connected_port)
+        {
+            shared.audit(
+                AuditKind::ChannelDenied,
+                format!("the target opened a forwarded connection on {on}, which the user did not forward"),
+                &[("channel", "forwarded-tcpip".into())],
+            );
+            forward
+                .reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            continue;
+        }
+        let number = shared.next_channel_number();
+        let relays = shared.relays.clone();
+        let span = shared.span.clone();
+        relays.spawn(tracing::Instrument::instrument(
+            run_forwarded_tcpip(shared.clone(), forward, user.clone(), on, number),
+            span,
+        ));
+    }
+}
+
+async fn run_forwarded_tcpip(
+    shared: Arc<SessionShared>,
+    forward: IncomingForward,
+    user: russh::server::Handle,
+    on: String,
+    number: u32,
+) {
+    let from = format!("{}:{}", forward.originator_address, forward.originator_port);
+    let opened = user
+        .channel_open_forwarded_tcpip(
+            forward.connected_address.clone(),
+            forward.connected_port,
+            forward.originator_address.clone(),
+            forward.originator_port,
+        )
+        .await;
+    let client = match opened {
+        Ok(client) => client,
+        Err(e) => {
+            shared.audit(
+                AuditKind::ChannelDenied,
+                format!("the user's client did not take the connection from {from} on remote forward {on}: {e}"),
+                &[
+                    ("channel", "forwarded-tcpip".into()),
+                    ("number", number.into()),
+                ],
+            );
+            forward
+                .reply
+                .reject(ChannelOpenFailure::ConnectFailed)
+                .await;
+            return;
+        }
+    };
+    forward.reply.accept().await;
+    shared.audit(
+        AuditKind::ChannelOpened,
+        format!("connection from {from} on remote forward {on}"),
+        &[
+            ("channel", "forwarded-tcpip".into()),
+            ("number", number.into()),
+            ("originator", from.clone().into()),
+        ],
+    );
+    relay_pair(
+        shared,
+        client,
+        forward.channel,
+        "forwarded-tcpip",
+        format!("{on} from {from}"),
+        number,
+    )
+    .await;
 }

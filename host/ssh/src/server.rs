@@ -647,16 +647,76 @@ impl russh::server::Handler for ClientHandler {
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let detail = format!("remote port forwarding on {address}:{port}");
         let request = ChannelRequest::ForwardedTcpip {
             host: address.to_string(),
             port: *port,
         };
-        // Remote forwarding is not relayed yet: even when policy permits it, it is refused.
-        let _ = self.forwarding_permitted(request, detail).await;
-        Ok(false)
+        if !self.forwarding_permitted(request, detail).await {
+            // A global request has no reason text: OpenSSH says "remote port forwarding failed".
+            return Ok(false);
+        }
+        let Ok(target) = self.shared.target().await else {
+            return Ok(false);
+        };
+        let bound = match target.connection.handle.tcpip_forward(address, *port).await {
+            // The target names the port only when it chose one (the user asked for port 0).
+            Ok(chosen) if *port == 0 => chosen,
+            Ok(_) => *port,
+            Err(e) => {
+                self.shared.audit(
+                    AuditKind::ChannelDenied,
+                    format!("the target refused remote port forwarding on {address}:{port}: {e}"),
+                    &[("channel", "forwarded-tcpip".into())],
+                );
+                return Ok(false);
+            }
+        };
+        *port = bound;
+        self.shared.remote_forwards.insert(address, bound);
+        let incoming = target
+            .connection
+            .forwarded
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(incoming) = incoming {
+            let shared = self.shared.clone();
+            let span = shared.span.clone();
+            tokio::spawn(
+                forward::dispatch_remote_forwards(shared, incoming, session.handle())
+                    .instrument(span),
+            );
+        }
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if !self.shared.remote_forwards.remove(address, port) {
+            return Ok(false);
+        }
+        let Ok(target) = self.shared.target().await else {
+            return Ok(false);
+        };
+        let cancelled = target
+            .connection
+            .handle
+            .cancel_tcpip_forward(address, port)
+            .await
+            .is_ok();
+        self.shared.audit(
+            AuditKind::ChannelClosed,
+            format!("remote port forwarding on {address}:{port} cancelled"),
+            &[("channel", "forwarded-tcpip".into())],
+        );
+        Ok(cancelled)
     }
 
     async fn agent_request(

@@ -52,6 +52,8 @@ pub(crate) struct SessionShared {
     handle: OnceLock<russh::server::Handle>,
     /// The channel relays; the session's books close after they have added their channels.
     pub relays: tokio_util::task::TaskTracker,
+    /// The remote forwards (`ssh -R`) bound on the target for this session.
+    pub remote_forwards: crate::forward::RemoteForwards,
     /// The gateway's shutdown, which the relays watch.
     pub shutdown: crate::drain::Shutdown,
     /// Serialises writes of the session record (progress updates and the final one).
@@ -89,6 +91,7 @@ impl SessionShared {
             ended: tokio::sync::watch::channel(false).0,
             handle: OnceLock::new(),
             relays: tokio_util::task::TaskTracker::new(),
+            remote_forwards: Default::default(),
             shutdown,
             record_lock: Mutex::new(()),
         }

@@ -53,12 +53,31 @@ enum HostKeyOutcome {
     StoreFailed(String),
 }
 
-/// The russh client handler for target connections: it verifies the host key.
+/// The russh client handler for target connections: it verifies the host key, and hands the
+/// connections the target accepts on a remote forward (`ssh -R`) to the session.
 pub struct TargetHandler {
     store: Arc<Store>,
     asset: Asset,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
+    /// Where connections on remote forwards go; `None` for connections that never forward
+    /// (the credential lifecycle's), whose targets get a refusal.
+    forwards: Option<tokio::sync::mpsc::Sender<IncomingForward>>,
 }
+
+/// A connection the target accepted on a remote forward the user asked for (`ssh -R`), not yet
+/// confirmed to the target: the session opens the matching channel to the user first.
+pub(crate) struct IncomingForward {
+    pub channel: russh::Channel<russh::client::Msg>,
+    pub connected_address: String,
+    pub connected_port: u32,
+    pub originator_address: String,
+    pub originator_port: u32,
+    pub reply: russh::client::ChannelOpenHandle,
+}
+
+/// Connections on remote forwards waiting for the session to take them; more are refused to the
+/// target (it sees "resource shortage" and closes the accepted socket), never queued without bound.
+const FORWARD_BACKLOG: usize = 16;
 
 fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(Default::default()).to_string()
@@ -150,11 +169,51 @@ impl russh::client::Handler for TargetHandler {
             HostKeyPolicy::TrustOnFirstUse => self.record_first_use(key),
         })
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let Some(forwards) = &self.forwards else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let incoming = IncomingForward {
+            channel,
+            connected_address: connected_address.to_string(),
+            connected_port,
+            originator_address: originator_address.to_string(),
+            originator_port,
+            reply,
+        };
+        // Never wait here: this runs in the target connection's loop.
+        if let Err(refused) = forwards.try_send(incoming) {
+            let incoming = match refused {
+                tokio::sync::mpsc::error::TrySendError::Full(i)
+                | tokio::sync::mpsc::error::TrySendError::Closed(i) => i,
+            };
+            incoming
+                .reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
+        }
+        Ok(())
+    }
 }
 
 /// An authenticated SSH connection to a target.
 pub struct TargetConnection {
     pub handle: russh::client::Handle<TargetHandler>,
+    /// Connections on remote forwards, taken by the session when the first forward is bound.
+    pub(crate) forwarded: Mutex<Option<tokio::sync::mpsc::Receiver<IncomingForward>>>,
 }
 
 fn client_config(config: &crate::GatewayConfig) -> russh::client::Config {
@@ -176,17 +235,22 @@ pub async fn dial(
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> Result<TargetConnection, DialError> {
-    let mut handle = connect_verified(
+    let (forwards, forwarded) = tokio::sync::mpsc::channel(FORWARD_BACKLOG);
+    let mut handle = connect(
         &services.store,
         &services.auditor,
         authorization.asset(),
         Arc::new(client_config(config)),
         config.connect_timeout,
         Some(session_id),
+        Some(forwards),
     )
     .await?;
     login(&mut handle, services, authorization, session_id).await?;
-    Ok(TargetConnection { handle })
+    Ok(TargetConnection {
+        handle,
+        forwarded: Mutex::new(Some(forwarded)),
+    })
 }
 
 /// Connects to `asset` and verifies its host key (pinned, or trusted on first use, then pinned
@@ -201,6 +265,27 @@ pub async fn connect_verified(
     client_config: Arc<russh::client::Config>,
     connect_timeout: Duration,
     session_id: Option<&str>,
+) -> Result<russh::client::Handle<TargetHandler>, DialError> {
+    connect(
+        store,
+        auditor,
+        asset,
+        client_config,
+        connect_timeout,
+        session_id,
+        None,
+    )
+    .await
+}
+
+async fn connect(
+    store: &Arc<Store>,
+    auditor: &Auditor,
+    asset: &Asset,
+    client_config: Arc<russh::client::Config>,
+    connect_timeout: Duration,
+    session_id: Option<&str>,
+    forwards: Option<tokio::sync::mpsc::Sender<IncomingForward>>,
 ) -> Result<russh::client::Handle<TargetHandler>, DialError> {
     let asset = asset.clone();
     let address = format!("{}:{}", asset.address, asset.port);
@@ -218,6 +303,7 @@ pub async fn connect_verified(
         store: store.clone(),
         asset: asset.clone(),
         outcome: outcome.clone(),
+        forwards,
     };
     let socket = tokio::io::BufReader::with_capacity(crate::SOCKET_READ_BUFFER, socket);
     let connect = russh::client::connect_stream(client_config, socket, handler);
