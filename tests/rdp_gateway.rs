@@ -458,3 +458,84 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
         );
     }
 }
+
+/// SIGTERM with an RDP session running: the listener closes at once, the admin socket still
+/// answers, the session goes on for the grace period and is then closed (xfreerdp exits), its
+/// record is closed as ended by the shutdown (not interrupted), and `serve` exits cleanly.
+#[test]
+fn sigterm_lets_a_running_rdp_session_run_out_its_grace_then_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let mut gh = Gatehouse::init();
+    configure(&gh, &shadow, true);
+    gh.serve_options(&["--shutdown-grace", "5"], &[]);
+    gh.serve();
+    let rdp_port = gh.rdp_port();
+
+    let client = Client::new(dir.path());
+    let command = client.command(
+        rdp_port,
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600"],
+    );
+    let running = std::thread::spawn(move || client.run(command, Duration::from_secs(90)));
+    wait_for(&gh, "target_connect_ok");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let term_at = std::time::Instant::now();
+    gh.signal_server("TERM");
+    let refused = support::poll(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(("127.0.0.1", rdp_port))
+            .is_err()
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "the RDP listener still accepts while draining"
+    );
+    // Operators can still look while the gateway drains (the CLI goes through the socket).
+    let open = gh.sessions();
+    assert!(
+        open.iter()
+            .any(|s| s["protocol"] == "rdp" && s["ended"].is_null()),
+        "the running RDP session is listed during the drain: {open:#?}"
+    );
+    assert!(
+        term_at.elapsed() < Duration::from_secs(4),
+        "the session list took the whole grace period"
+    );
+
+    let (output, killed) = running.join().unwrap();
+    let closed_after = term_at.elapsed();
+    assert!(
+        !killed,
+        "xfreerdp was not disconnected by the shutdown:\n{}",
+        text(&output)
+    );
+    assert!(
+        closed_after >= Duration::from_secs(4) && closed_after < Duration::from_secs(30),
+        "closed {closed_after:?} after SIGTERM with a 5 s grace\n{}",
+        text(&output)
+    );
+    let exit = gh.wait_server_exit(Duration::from_secs(30));
+    assert!(
+        matches!(exit, Some(s) if s.success()),
+        "serve did not exit cleanly after the drain: {exit:?}\n{}",
+        gh.log_tail(40)
+    );
+    let ended = gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert_eq!(ended[0]["protocol"], "rdp");
+    assert!(
+        ended[0]["error"].is_null(),
+        "a drained session is not an interrupted one: {}",
+        ended[0]
+    );
+    let events = gh.audit();
+    assert!(
+        events
+            .iter()
+            .any(|e| json_str(e, "kind") == "session_ended" && e["fields"]["reason"] == "shutdown"),
+        "the shutdown is why the session ended: {events:#?}"
+    );
+}

@@ -138,13 +138,21 @@ pub async fn bind(
     }
 }
 
-/// Accepts RDP clients until the listener fails; one task and one span per connection.
+/// Accepts RDP clients until the gateway shuts down; one task and one span per connection.
+/// When the drain starts the listener closes; running sessions go on until the grace period
+/// ends, then both of their connections are closed. Returns when every session has ended.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<RdpServices>,
+    shutdown: gatehouse_ssh::Shutdown,
 ) -> std::io::Result<()> {
+    let sessions = tokio_util::task::TaskTracker::new();
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.draining() => break,
+        };
+        let (socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors and the like: wait a moment rather than spin.
@@ -165,12 +173,31 @@ pub async fn serve(
             id,
             client: peer,
             services: services.clone(),
+            shutdown: shutdown.clone(),
             user: String::new(),
             target: String::new(),
         };
-        tokio::spawn(session.run(socket).instrument(span));
+        sessions.spawn(session.run(socket).instrument(span));
     }
+    drop(listener);
+    sessions.close();
+    tracing::info!(sessions = sessions.len(), "RDP gateway draining");
+    // After the deadline the relays close at once; the rest is writing the books.
+    shutdown.closing().await;
+    if tokio::time::timeout(CLOSE_AFTER_DEADLINE, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "RDP sessions still open after the shutdown grace period"
+        );
+    }
+    Ok(())
 }
+
+/// After the grace period, how long ended RDP sessions get to store their records.
+const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Gateway users' NT hashes from their vault-sealed RDP secret.
 struct StoreUsers<'a> {
@@ -441,6 +468,7 @@ struct Session {
     id: String,
     client: SocketAddr,
     services: Arc<RdpServices>,
+    shutdown: gatehouse_ssh::Shutdown,
     /// Known once the client authenticated.
     user: String,
     target: String,
@@ -515,6 +543,15 @@ impl Session {
             client.refuse().await;
             return;
         };
+        if !self.shutdown.is_serving() {
+            self.audit(
+                AuditKind::AccessDenied,
+                "the gateway is shutting down: no new sessions",
+                &[("protocol", "rdp".into())],
+            );
+            client.refuse().await;
+            return;
+        }
         self.connect(client, authorization, request, who).await;
     }
 
@@ -791,10 +828,17 @@ impl Session {
             self.id.clone(),
         );
         let ended_by_request: Mutex<Option<gatehouse_core::RequestState>> = Mutex::new(None);
+        let shut_down = std::sync::atomic::AtomicBool::new(false);
         let stop = async {
-            let state = ended.await;
-            if let Ok(mut slot) = ended_by_request.lock() {
-                *slot = Some(state);
+            tokio::select! {
+                state = ended => {
+                    if let Ok(mut slot) = ended_by_request.lock() {
+                        *slot = Some(state);
+                    }
+                }
+                () = self.shutdown.closing() => {
+                    shut_down.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         };
         let options = gatehouse_rdp::RelayOptions {
@@ -802,6 +846,13 @@ impl Session {
         };
         let relayed = gatehouse_rdp::relay(client, target, &pdus, options, stop).await;
         let ended_by_request = ended_by_request.into_inner().ok().flatten();
+        if shut_down.into_inner() {
+            self.audit(
+                AuditKind::SessionEnded,
+                "the gateway shut down; the session was closed at the end of the grace period",
+                &[("protocol", "rdp".into()), ("reason", "shutdown".into())],
+            );
+        }
         if let (Some(state), Some(id)) = (ended_by_request, &request_id) {
             self.audit(
                 AuditKind::SessionEnded,

@@ -1,4 +1,5 @@
-//! `gatehouse serve`: load the data directory and run the SSH gateway and the admin socket.
+//! `gatehouse serve`: load the data directory and run the SSH and RDP gateways, the HTTPS API
+//! and the admin socket; on SIGTERM, drain the sessions while the API and the socket still serve.
 
 use crate::admin::AdminContext;
 use crate::datadir::DataDir;
@@ -135,7 +136,14 @@ pub fn run(
         });
         let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
             .await?;
-        let rdp = start_rdp(dir, rdp_listener, settings.rdp.decodable_recordings, &services)?;
+        let shutdown = gatehouse_ssh::Shutdown::new();
+        let rdp = start_rdp(
+            dir,
+            rdp_listener,
+            settings.rdp.decodable_recordings,
+            &services,
+            shutdown.clone(),
+        )?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -156,30 +164,42 @@ pub fn run(
         // systemd (Type=notify) learns that the gateway is up; without NOTIFY_SOCKET this does
         // nothing.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        let shutdown = gatehouse_ssh::Shutdown::new();
         let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
-        tokio::pin!(ssh);
+        // What serves operators and keeps the books: it goes on during the drain (sessions can
+        // be listed and revoked, requests expire) and stops with the last session.
+        let background = async {
+            tokio::select! {
+                result = api => result.context("HTTPS API"),
+                _ = sweep_requests(workflow) => Ok(()),
+                result = crate::socket::serve(&socket_path, admin.clone()) => result,
+                _ = watch_policies(admin) => Ok(()),
+                _ = scheduler => Ok(()),
+            }
+        };
+        tokio::pin!(ssh, rdp, background);
         tokio::select! {
             result = &mut ssh => result.context("SSH gateway")?,
-            result = api => result.context("HTTPS API")?,
-            result = rdp => result.context("RDP gateway")?,
-            _ = sweep_requests(workflow) => {}
-            result = crate::socket::serve(&socket_path, admin.clone()) => result?,
-            _ = watch_policies(admin) => {}
-            _ = scheduler => {}
+            result = &mut rdp => result.context("RDP gateway")?,
+            result = &mut background => result?,
             _ = shutdown_signal() => {
                 let grace = listen.shutdown_grace;
                 tracing::info!(
                     grace_seconds = grace.as_secs(),
-                    "shutting down: no new SSH connections; running sessions are told and closed when the grace period ends"
+                    "shutting down: no new SSH or RDP connections; running sessions are told and closed when the grace period ends"
                 );
                 let _ = sd_notify::notify(false, &[
                     sd_notify::NotifyState::Stopping,
                     sd_notify::NotifyState::Status("draining sessions"),
                 ]);
                 shutdown.begin(grace);
+                let sessions = async {
+                    let (ssh, rdp) = tokio::join!(&mut ssh, &mut rdp);
+                    ssh.context("SSH gateway")?;
+                    rdp.context("RDP gateway")
+                };
                 tokio::select! {
-                    result = &mut ssh => result.context("SSH gateway")?,
+                    result = sessions => result?,
+                    result = &mut background => result?,
                     _ = shutdown_signal() => tracing::warn!("second stop signal: stopping now"),
                 }
                 tracing::info!("stopped");
@@ -196,9 +216,14 @@ fn start_rdp(
     listener: Option<tokio::net::TcpListener>,
     steer_for_recording: bool,
     services: &Services,
+    shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
     let Some(listener) = listener else {
-        return Ok(Box::pin(std::future::pending()));
+        // No RDP: nothing to drain.
+        return Ok(Box::pin(async move {
+            shutdown.draining().await;
+            Ok(())
+        }));
     };
     let rdp = Arc::new(crate::rdp_glue::RdpServices {
         store: services.store.clone(),
@@ -215,7 +240,7 @@ fn start_rdp(
         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
     });
     tracing::info!(address = %listener.local_addr()?, "RDP gateway listening");
-    Ok(Box::pin(crate::rdp_glue::serve(listener, rdp)))
+    Ok(Box::pin(crate::rdp_glue::serve(listener, rdp, shutdown)))
 }
 
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off).

@@ -64,9 +64,20 @@ impl Shutdown {
     }
 
     /// Resolves when the drain starts.
-    pub(crate) async fn draining(&self) {
+    pub async fn draining(&self) {
         let mut state = self.subscribe();
         let _ = state.wait_for(|s| *s != DrainState::Serving).await;
+    }
+
+    /// Resolves when the grace period is over and running sessions are to be ended.
+    pub async fn closing(&self) {
+        let mut state = self.subscribe();
+        let _ = state.wait_for(|s| *s == DrainState::Closing).await;
+    }
+
+    /// Whether new sessions are still taken.
+    pub fn is_serving(&self) -> bool {
+        self.state() == DrainState::Serving
     }
 }
 
