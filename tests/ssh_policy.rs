@@ -174,9 +174,9 @@ fn shell_is_permitted_and_a_local_forward_is_denied_by_policy() {
     );
 }
 
-#[test]
-fn admins_forward_through_the_target_when_policy_permits() {
-    let w = World::builder("pol_allow")
+/// A world whose gateway user is in `admins`, with the example policy that lets admins forward.
+fn admins_world(name: &str) -> World {
+    World::builder(name)
         .setup(|ctx| {
             ctx.gh.cli_ok(&["group", "add", "admins"]);
             ctx.gh
@@ -191,7 +191,12 @@ fn admins_forward_through_the_target_when_policy_permits() {
             )
             .unwrap();
         })
-        .start();
+        .start()
+}
+
+#[test]
+fn admins_forward_through_the_target_when_policy_permits() {
+    let w = admins_world("pol_allow");
 
     let (echo_port, echo) = echo_server();
     let forward = Forward::start(&w.client(), echo_port);
@@ -237,22 +242,7 @@ fn admins_forward_through_the_target_when_policy_permits() {
 /// on the target reaches a server on the client's side, audited with the deciding policy.
 #[test]
 fn admins_forward_from_the_target_back_to_the_client_when_policy_permits() {
-    let w = World::builder("pol_remote")
-        .setup(|ctx| {
-            ctx.gh.cli_ok(&["group", "add", "admins"]);
-            ctx.gh
-                .cli_ok(&["group", "add-member", "admins", GATEWAY_USER]);
-            let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../policies/examples/port-forwarding-admins.cedar");
-            std::fs::copy(
-                example,
-                ctx.gh
-                    .data_dir()
-                    .join("policies/port-forwarding-admins.cedar"),
-            )
-            .unwrap();
-        })
-        .start();
+    let w = admins_world("pol_remote");
 
     // The echo server stands for a service on the user's machine; the target sshd listens on
     // `forward.local_port` on its own loopback (the same host here).

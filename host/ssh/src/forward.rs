@@ -90,46 +90,8 @@ async fn relay_pair(
     let (mut target_rx, target_tx) = target_channel.split();
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
-    let up = async {
-        while let Some(msg) = client_rx.wait().await {
-            let result = match msg {
-                ChannelMsg::Data { data } => {
-                    up_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    shared
-                        .bytes_up
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    target_tx.data_bytes(data).await
-                }
-                ChannelMsg::Eof => target_tx.eof().await,
-                ChannelMsg::Close => break,
-                _ => Ok(()),
-            };
-            if result.is_err() {
-                break;
-            }
-        }
-        let _ = target_tx.close().await;
-    };
-    let down = async {
-        while let Some(msg) = target_rx.wait().await {
-            let result = match msg {
-                ChannelMsg::Data { data } => {
-                    down_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    shared
-                        .bytes_down
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    client_tx.data_bytes(data).await
-                }
-                ChannelMsg::Eof => client_tx.eof().await,
-                ChannelMsg::Close => break,
-                _ => Ok(()),
-            };
-            if result.is_err() {
-                break;
-            }
-        }
-        let _ = client_tx.close().await;
-    };
+    let up = pump(&mut client_rx, &target_tx, &up_bytes, &shared.bytes_up);
+    let down = pump(&mut target_rx, &client_tx, &down_bytes, &shared.bytes_down);
     // Once one side has closed, the other gets a short grace to finish (the peer's CLOSE that
     // answers ours ends it; the grace covers a peer that never answers).
     tokio::pin!(up, down);
@@ -160,6 +122,34 @@ async fn relay_pair(
         exit_status: None,
         recorded: false,
     });
+}
+
+/// Copies one direction of a forwarded connection until its sender closes or the other side
+/// fails, counting the bytes for the forward and for the session; then closes the other side.
+async fn pump<S>(
+    from: &mut russh::ChannelReadHalf,
+    to: &russh::ChannelWriteHalf<S>,
+    forward: &AtomicU64,
+    session: &AtomicU64,
+) where
+    S: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    while let Some(msg) = from.wait().await {
+        let result = match msg {
+            ChannelMsg::Data { data } => {
+                forward.fetch_add(data.len() as u64, Ordering::Relaxed);
+                session.fetch_add(data.len() as u64, Ordering::Relaxed);
+                to.data_bytes(data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
 }
 
 /// The remote forwards (`ssh -R`) the target holds for this session, as the target bound them.
