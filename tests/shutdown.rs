@@ -88,6 +88,8 @@ fn sigterm_drains_tells_the_users_and_closes_sessions_properly() {
     std::thread::sleep(Duration::from_millis(800));
 
     let port = w.gh.ssh_port();
+    let (status, _, body) = support::curl(&w.gh, "GET", "/api/v1/health", &[], None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let term_at = Instant::now();
     w.gh.signal_server("TERM");
     let n = notify.recv(&mut buf).expect("STOPPING=1 on NOTIFY_SOCKET");
@@ -106,6 +108,14 @@ fn sigterm_drains_tells_the_users_and_closes_sessions_properly() {
     assert!(
         refused.is_some(),
         "the gateway still accepts connections while draining"
+    );
+    // A load balancer sees the drain; the API itself still answers.
+    let (status, _, body) = support::curl(&w.gh, "GET", "/api/v1/health", &[], None);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"draining\""),
+        "{}",
+        String::from_utf8_lossy(&body)
     );
 
     // The short session finishes normally inside the grace period.

@@ -91,6 +91,8 @@ struct Inner {
     recordings: Recordings,
     /// Video renderings run one at a time.
     renders: tokio::sync::Semaphore,
+    /// Set when the gateway starts its graceful shutdown.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ApiState {
@@ -113,8 +115,21 @@ impl ApiState {
                 password_checks: tokio::sync::Semaphore::new(2),
                 recordings,
                 renders: tokio::sync::Semaphore::new(1),
+                draining: Arc::default(),
             }),
         }
+    }
+
+    /// The flag the gateway sets when its graceful shutdown starts (health then says
+    /// `draining`).
+    pub fn draining_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.inner.draining.clone()
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

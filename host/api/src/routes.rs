@@ -175,7 +175,8 @@ pub(crate) fn no_store(mut response: Response) -> Response {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// Always `ok` when the gateway answers.
+    /// `ok` while the gateway takes new sessions; `draining` once it is shutting down (503,
+    /// so that a load balancer sends new users elsewhere while running sessions finish).
     pub status: String,
 }
 
@@ -420,13 +421,20 @@ pub struct A2aCredentialView {
 // Handlers
 // ------------------------------------------------------------------------------------------
 
-/// Liveness.
+/// Liveness and readiness: 200 `ok` while serving, 503 `draining` during a graceful shutdown.
 #[utoipa::path(get, path = "/api/v1/health", tag = "gateway",
-    responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<ApiState>) -> Response {
+    if state.is_draining() {
+        let body = Health {
+            status: "draining".into(),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     Json(Health {
         status: "ok".into(),
     })
+    .into_response()
 }
 
 /// Log in with a gateway user's password; returns a short-lived bearer token. Failed attempts

@@ -134,8 +134,16 @@ pub fn run(
             auditor: Auditor::new(store.clone()),
             workflow: Some(workflow.clone()),
         });
-        let api = start_api(dir, &settings.api, listen.api, &vault, &workflow, &store, authenticator)
-            .await?;
+        let (api, draining) = start_api(
+            dir,
+            &settings.api,
+            listen.api,
+            &vault,
+            &workflow,
+            &store,
+            authenticator,
+        )
+        .await?;
         let shutdown = gatehouse_ssh::Shutdown::new();
         let rdp = start_rdp(
             dir,
@@ -192,6 +200,7 @@ pub fn run(
                     sd_notify::NotifyState::Status("draining sessions"),
                 ]);
                 shutdown.begin(grace);
+                draining.store(true, std::sync::atomic::Ordering::Relaxed);
                 let sessions = async {
                     let (ssh, rdp) = tokio::join!(&mut ssh, &mut rdp);
                     ssh.context("SSH gateway")?;
@@ -243,7 +252,10 @@ fn start_rdp(
     Ok(Box::pin(crate::rdp_glue::serve(listener, rdp, shutdown)))
 }
 
-/// Binds the HTTPS API; the returned future serves it (or never resolves when it is off).
+type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// Binds the HTTPS API; the returned future serves it (or never resolves when it is off), and
+/// the flag, once set, makes its health answer `draining`.
 async fn start_api(
     dir: &DataDir,
     settings: &gatehouse_api::ApiSettings,
@@ -252,10 +264,10 @@ async fn start_api(
     workflow: &Arc<gatehouse_workflow::Workflow>,
     store: &Arc<Store>,
     authenticator: Arc<Authenticator>,
-) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
+) -> Result<(ApiFuture, Arc<std::sync::atomic::AtomicBool>)> {
     if !settings.enabled && listen.is_none() {
         tracing::info!("HTTPS API disabled (settings.json api.enabled)");
-        return Ok(Box::pin(std::future::pending()));
+        return Ok((Box::pin(std::future::pending()), Arc::default()));
     }
     let address = listen.unwrap_or(settings.listen);
     let cert = std::fs::read(dir.tls_dir().join("cert.pem")).context("reading tls/cert.pem")?;
@@ -276,13 +288,15 @@ async fn start_api(
             renderer: crate::rdp_glue::video_renderer(dir),
         },
     );
+    // Set when the shutdown starts: health then says `draining`.
+    let draining = state.draining_flag();
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(l) => l,
         // The default address taken (a second gateway, another service): the gateway still
         // serves SSH; an address the operator chose must work or the start fails.
         Err(e) if listen.is_none() && address == gatehouse_api::ApiSettings::default().listen => {
             tracing::error!(%address, error = %e, "HTTPS API not started: the default address is in use; set settings.json api.listen or --api-listen");
-            return Ok(Box::pin(std::future::pending()));
+            return Ok((Box::pin(std::future::pending()), draining));
         }
         Err(e) => {
             return Err(
@@ -291,12 +305,8 @@ async fn start_api(
         }
     };
     tracing::info!(address = %listener.local_addr()?, "HTTPS API listening (docs at /api/docs)");
-    Ok(Box::pin(gatehouse_api::serve(
-        listener,
-        tls,
-        state,
-        settings.max_connections,
-    )))
+    let serving = gatehouse_api::serve(listener, tls, state, settings.max_connections);
+    Ok((Box::pin(serving), draining))
 }
 
 /// Ends requests whose approval deadline or access window passed, and brings the policy links
