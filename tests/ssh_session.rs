@@ -211,3 +211,62 @@ fn interactive_session_is_recorded_and_playable() {
 
     w.assert_no_secret_leaks(&[&outcome.stdout, &outcome.stderr, &text]);
 }
+
+/// Binary output of an exec channel is kept as a "binary output, N bytes" marker, not as escaped
+/// text; the text around it is kept as it was, in order.
+#[test]
+fn binary_exec_output_is_recorded_as_its_size() {
+    let w = World::start("s_binary");
+    let out = w.client().ssh(
+        "echo text-before-$((40+2)); head -c 1048576 /dev/urandom; sleep 0.3; echo; echo text-after-$((40+2))",
+    );
+    assert_client_ok("binary exec", &out);
+    assert!(out.stdout.len() > 1_048_576, "{} bytes", out.stdout.len());
+    let session = &w.gh.ended_sessions_of(GATEWAY_USER, 1)[0];
+    let id = json_id(&session["id"]);
+    let dir = w.gh.data_dir().join("recordings").join(&id);
+    let cast = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "cast"))
+        .unwrap_or_else(|| panic!("no cast file in {}", dir.display()));
+    let text = fs::read_to_string(&cast).unwrap();
+    assert!(
+        text.len() < 16 * 1024,
+        "the cast holds the binary data: {} bytes",
+        text.len()
+    );
+    let events: Vec<Value> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let binary: u64 = events
+        .iter()
+        .filter(|e| e[1] == "m")
+        .filter_map(|e| e[2].as_str())
+        .filter_map(|label| {
+            label
+                .strip_prefix("binary output, ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // Text-looking pieces of random data (rare) stay in the cast as text; the rest is counted.
+    assert!(
+        (1_000_000..=1_048_576).contains(&binary),
+        "binary bytes in the markers: {binary}\n{text}"
+    );
+    let position = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` missing from the cast:\n{text}"))
+    };
+    // (The header names the command, so the markers are computed by the shell.)
+    assert!(position("text-before-42") < position("binary output, "));
+    assert!(
+        position("binary output, ") < position("text-after-42"),
+        "{text}"
+    );
+}

@@ -48,6 +48,11 @@ pub(crate) struct ChannelRecording {
     input_budget: u64,
     output_budget: u64,
     truncated: bool,
+    /// Exec channels without a terminal: binary data is kept as "binary, N bytes" markers.
+    detect_binary: bool,
+    /// Bytes of binary data not yet written as a marker, per direction.
+    binary_input: u64,
+    binary_output: u64,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
     failed: bool,
@@ -137,6 +142,9 @@ impl ChannelRecording {
             input_budget: budget,
             output_budget: budget,
             truncated: false,
+            detect_binary: pty.is_none(),
+            binary_input: 0,
+            binary_output: 0,
             exit_status: None,
             exit_signal: None,
             failed: false,
@@ -203,12 +211,49 @@ impl ChannelRecording {
         if keep.is_empty() {
             return;
         }
+        if self.detect_binary && looks_binary(keep) {
+            // Whole lines of text before the binary data (`echo start; cat file.bin`) stay.
+            let text = text_lines_before_binary(keep);
+            if !text.is_empty() {
+                self.end_binary_run(way);
+                self.write_text(text, way);
+            }
+            let binary = (keep.len() - text.len()) as u64;
+            match way {
+                Way::Input => self.binary_input += binary,
+                Way::Output => self.binary_output += binary,
+            }
+            return;
+        }
+        self.end_binary_run(way);
+        self.write_text(keep, way);
+    }
+
+    fn write_text(&mut self, keep: &[u8], way: Way) {
         let written = match (self.cast.as_mut(), way) {
             (Some(cast), Way::Input) => cast.input(keep),
             (Some(cast), Way::Output) => cast.output(keep),
             (None, _) => Ok(()),
         };
         if let Err(e) = written {
+            self.note_failure(e);
+        }
+    }
+
+    /// Writes the marker for a run of binary data in `way` that has ended.
+    fn end_binary_run(&mut self, way: Way) {
+        let (pending, what) = match way {
+            Way::Input => (&mut self.binary_input, "input"),
+            Way::Output => (&mut self.binary_output, "output"),
+        };
+        if *pending == 0 {
+            return;
+        }
+        let label = format!("binary {what}, {} bytes (not kept as text)", *pending);
+        *pending = 0;
+        if let Some(cast) = self.cast.as_mut()
+            && let Err(e) = cast.marker(&label)
+        {
             self.note_failure(e);
         }
     }
@@ -278,6 +323,8 @@ impl ChannelRecording {
                 self.note_failure(e);
             }
         }
+        self.end_binary_run(Way::Input);
+        self.end_binary_run(Way::Output);
         let recorded = self.cast.is_some();
         if let Some(cast) = self.cast.take()
             && let Err(e) = cast.finish()
@@ -301,6 +348,40 @@ impl ChannelRecording {
     }
 }
 
+/// Whether a chunk of an exec channel's stream is binary rather than text: a NUL byte, or more
+/// than an eighth of it not UTF-8. Escaped into the cast such data is unreadable, unsearchable
+/// and the recorder's most expensive work.
+fn looks_binary(data: &[u8]) -> bool {
+    if data.contains(&0) {
+        return true;
+    }
+    let mut invalid = 0;
+    let mut chunks = data.utf8_chunks().peekable();
+    while let Some(chunk) = chunks.next() {
+        let bad = chunk.invalid();
+        // A character cut by the chunk boundary is text, finished in the next chunk.
+        let cut_at_end = chunks.peek().is_none() && bad.len() <= 3 && bad.first() >= Some(&0xc2);
+        if !cut_at_end {
+            invalid += bad.len();
+        }
+    }
+    invalid * 8 > data.len()
+}
+
+/// The complete lines of text at the start of `data`, before its first NUL or invalid UTF-8.
+fn text_lines_before_binary(data: &[u8]) -> &[u8] {
+    let nul = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    let valid = match std::str::from_utf8(&data[..nul]) {
+        Ok(_) => nul,
+        Err(e) => e.valid_up_to(),
+    };
+    let end = data[..valid]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    &data[..end]
+}
+
 /// The part of `data` that fits in `budget`, and the budget reduced by it.
 fn clamp<'a>(data: &'a [u8], budget: &mut u64) -> &'a [u8] {
     let keep = usize::try_from(*budget)
@@ -314,7 +395,34 @@ fn clamp<'a>(data: &'a [u8], budget: &mut u64) -> &'a [u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::clamp;
+    use super::{clamp, looks_binary, text_lines_before_binary};
+
+    #[test]
+    fn text_lines_before_binary_data() {
+        assert_eq!(
+            text_lines_before_binary(b"start\nline 2\nhalf\x00\xff"),
+            b"start\nline 2\n"
+        );
+        assert_eq!(text_lines_before_binary(b"no newline\x00"), b"");
+        assert_eq!(text_lines_before_binary(b"\xff\xfe\n"), b"");
+    }
+
+    #[test]
+    fn binary_or_text() {
+        assert!(!looks_binary(b"total 12\n-rw-r--r-- 1 root root 0 a\n"));
+        assert!(!looks_binary("grüße, 日本語\n".as_bytes()));
+        // A character split across two chunks is still text.
+        assert!(!looks_binary(&"abcdefghijkl日".as_bytes()[..14]));
+        assert!(looks_binary(b"ELF\x02\x01\x01\x00\x00"));
+        assert!(looks_binary(&[
+            0x8b, 0x1f, 0x08, 0xff, 0xfe, 0x90, 0x91, 0xc3
+        ]));
+        // Random bytes: a NUL or a lot of invalid UTF-8.
+        let random: Vec<u8> = (0u32..4096)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        assert!(looks_binary(&random));
+    }
 
     #[test]
     fn clamp_budget() {
