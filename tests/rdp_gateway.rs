@@ -161,7 +161,8 @@ fn a_user_without_a_grant_is_refused_over_rdp_and_the_denial_names_default_deny(
     gh.serve();
 
     let client = Client::new(dir.path());
-    // Without +auth-only: a HYBRID client learns of the refusal by the connection closing.
+    // Without +auth-only: a HYBRID client learns of the refusal after NLA, from the error info
+    // the gateway sends it (see the tests below).
     let command = client.command(
         gh.rdp_port(),
         &login_name(),
@@ -189,6 +190,108 @@ fn a_user_without_a_grant_is_refused_over_rdp_and_the_denial_names_default_deny(
     );
     let asset = gh.cli_json(&["asset", "show", ASSET, "--json"]);
     assert_eq!(asset["rdp"]["certificate"]["mode"], "trust_on_first_use");
+}
+
+/// xfreerdp's exit code when the connection failed before it was active (`XF_EXIT_CONN_FAILED`
+/// in FreeRDP 2.11, whatever the error info said); a dropped connection is 147,
+/// `XF_EXIT_CONNECT_TRANSPORT_FAILED`.
+const XF_EXIT_CONN_FAILED: i32 = 131;
+
+/// The FreeRDP error names (`ERRINFO_*`, `ERRCONNECT_*`) in xfreerdp's output, sorted.
+fn freerdp_errors(output: &str) -> Vec<String> {
+    let mut names: Vec<String> = output
+        .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+        .filter(|w| w.starts_with("ERRINFO_") || w.starts_with("ERRCONNECT_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// xfreerdp (a full session, not `+auth-only`) as `login`: its output and exit code once the
+/// gateway refused it.
+fn refused_xfreerdp(client: &Client, gh: &Gatehouse, login: &str) -> (String, Option<i32>) {
+    let command = client.command(gh.rdp_port(), login, GATEWAY_PASSWORD, &["/sec:nla"]);
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp as `{login}` hung:\n{}", text(&output));
+    assert!(
+        !output.status.success(),
+        "xfreerdp as `{login}` got through:\n{}",
+        text(&output)
+    );
+    (text(&output), output.status.code())
+}
+
+#[test]
+fn an_unknown_target_and_a_forbidden_one_show_xfreerdp_the_same_error_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let mut gh = Gatehouse::init();
+    configure(&gh, &shadow, false);
+    gh.serve();
+    let client = Client::new(dir.path());
+
+    let (forbidden, forbidden_code) = refused_xfreerdp(&client, &gh, &login_name());
+    let unknown_login = format!("{GATEWAY_USER}@{TARGET_ACCOUNT}@no-such-asset");
+    let (unknown, unknown_code) = refused_xfreerdp(&client, &gh, &unknown_login);
+    for (what, output, code) in [
+        ("a target without a grant", &forbidden, forbidden_code),
+        ("an unknown target", &unknown, unknown_code),
+    ] {
+        assert_eq!(
+            freerdp_errors(output),
+            ["ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES"],
+            "{what}: xfreerdp is told it may not, and nothing else:\n{output}"
+        );
+        assert_eq!(code, Some(XF_EXIT_CONN_FAILED), "{what}:\n{output}");
+    }
+
+    // The audit trail keeps the difference; each refusal is one connection (xfreerdp does not
+    // reconnect as it does after a transport failure).
+    let denials = support::poll(Duration::from_secs(30), || {
+        let denials: Vec<Value> = gh
+            .audit()
+            .into_iter()
+            .filter(|e| json_str(e, "kind") == "access_denied")
+            .collect();
+        (denials.len() >= 2).then_some(denials)
+    })
+    .unwrap_or_else(|| panic!("two denials audited:\n{:#?}", gh.audit()));
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    assert_eq!(policies(&denials[0]), ["default-deny"], "{:#?}", denials[0]);
+    assert_ne!(
+        json_str(&denials[0], "detail"),
+        json_str(&denials[1], "detail"),
+        "the audit trail tells the unknown target from the forbidden one: {denials:#?}"
+    );
+}
+
+#[test]
+fn an_unreachable_target_shows_xfreerdp_its_own_error_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gh = Gatehouse::init();
+    gh.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
+    // Nothing listens there.
+    let closed = support::rdp_peers::free_port();
+    gh.add_rdp_asset(ASSET, closed, &[]);
+    gh.add_account_with_password(&format!("{TARGET_ACCOUNT}@{ASSET}"), VAULT_PASSWORD);
+    gh.grant_user(GATEWAY_USER, &format!("{TARGET_ACCOUNT}@{ASSET}"));
+    gh.serve();
+    let client = Client::new(dir.path());
+
+    let (output, code) = refused_xfreerdp(&client, &gh, &login_name());
+    assert_eq!(
+        freerdp_errors(&output),
+        ["ERRINFO_CB_DESTINATION_NOT_FOUND"],
+        "xfreerdp is told the target cannot be reached:\n{output}"
+    );
+    assert_eq!(code, Some(XF_EXIT_CONN_FAILED), "{output}");
+    let failed = wait_for(&gh, "target_connect_failed");
+    assert!(
+        json_str(&failed, "detail").contains("cannot connect"),
+        "{failed}"
+    );
 }
 
 fn utf16(text: &str) -> Vec<u8> {

@@ -3,6 +3,7 @@
 
 use crate::framing::{Expect, FrameError, Framed};
 use crate::nego::{self, NegoError};
+use crate::refusal::{self, REFUSAL_TIMEOUT, Refusal};
 use crate::secret::NtHash;
 use crate::tls::GatewayTls;
 use gatehouse_core::SecretString;
@@ -16,7 +17,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub(crate) type ClientStream = tokio_rustls::server::TlsStream<TcpStream>;
@@ -163,29 +164,34 @@ impl AcceptedClient {
         }
     }
 
-    /// Whether the client gets an explicit "access denied" on refusal (it negotiated HYBRID_EX);
-    /// otherwise a refusal can only close the connection.
+    /// Whether the client negotiated HYBRID_EX, so that a [`Refusal::Denied`] is answered
+    /// right away with the Early User Authorization Result "access denied".
     pub fn can_be_told_access_denied(&self) -> bool {
         self.selected == SecurityProtocol::HYBRID_EX
     }
 
-    /// Refuses the session after authentication (not authorized, target unreachable, target
-    /// refused the credential): the Early User Authorization Result "access denied" when the
-    /// client negotiated HYBRID_EX, then the connection is closed.
-    pub async fn refuse(mut self) {
-        if self.can_be_told_access_denied() {
-            let _ = write_early_user_auth_result(
-                self.framed.get_mut(),
-                EarlyUserAuthResult::AccessDenied,
-            )
-            .await;
-        }
+    /// Refuses the session after authentication, telling the client why as far as RDP can
+    /// (the detail is for the audit trail): a HYBRID_EX client refused as
+    /// [`Refusal::Denied`] gets the Early User Authorization Result "access denied"; any other
+    /// refusal, and any other client, gets the connection sequence up to a Set Error Info PDU
+    /// with the refusal's code and a disconnect, within [`REFUSAL_TIMEOUT`]. A client that
+    /// does not follow the sequence is just disconnected. The connection is closed either way.
+    pub async fn refuse(mut self, refusal: Refusal) {
+        let told = refusal::tell_within(
+            &mut self.framed,
+            self.selected,
+            self.requested,
+            refusal,
+            REFUSAL_TIMEOUT,
+        )
+        .await;
+        tracing::debug!(code = refusal.code(), outcome = %told, "session refused");
         let _ = self.framed.get_mut().shutdown().await;
     }
 }
 
-pub(crate) async fn write_early_user_auth_result(
-    stream: &mut ClientStream,
+pub(crate) async fn write_early_user_auth_result<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     result: EarlyUserAuthResult,
 ) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(result.buffer_len());

@@ -7,17 +7,22 @@
 //! the [`gatehouse_policy::TargetAuthorization`] that [`dial`] demands, the vault's
 //! [`TargetLogin`], the target's [`CertificatePolicy`] with a [`PinRecorder`] for trust on first
 //! use, and a [`Recorder`]. One connection goes [`accept`] → (authorize) → [`dial`] → [`relay`],
-//! or [`AcceptedClient::refuse`]. See docs/rdp.md.
+//! or [`AcceptedClient::refuse`] with a [`Refusal`] the client is told. See docs/rdp.md.
 
 mod accept;
 mod framing;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod nego;
+mod refusal;
 mod relay;
 mod secret;
 mod target;
 mod tls;
 
 pub use accept::{AcceptError, AcceptedClient, ClientLogin, Refused, UserDirectory, accept};
+pub use refusal::Refusal;
 pub use relay::{
     Direction, PduKind, RecordError, RecordedPdu, Recorder, RelayError, RelayOptions, RelayOutcome,
     RelaySummary, relay,

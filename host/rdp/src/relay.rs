@@ -183,7 +183,7 @@ fn encode_failed(what: &'static str) -> impl Fn(ironrdp_pdu::EncodeError) -> Rel
 /// The client's MCS Connect Initial with `serverSelectedProtocol` set to what the target chose,
 /// and, when steering, without the early capability flag that lets the target use the graphics
 /// pipeline (RNS_UD_CS_SUPPORT_DYNVC_GFX_PROTOCOL).
-fn fix_connect_initial(
+pub(crate) fn fix_connect_initial(
     pdu: &[u8],
     selected: SecurityProtocol,
     steer: bool,
@@ -218,7 +218,10 @@ const SEC_INFO_PKT: u16 = 0x0040;
 /// If `pdu` is the Client Info PDU, the same PDU naming the target account with no password:
 /// the gateway user's name and password (clients send them for auto-logon) must reach neither
 /// the target nor the recording. `None` for any other PDU.
-fn rewrite_client_info(pdu: &[u8], account: &TargetAccount) -> Result<Option<Vec<u8>>, RelayError> {
+pub(crate) fn rewrite_client_info(
+    pdu: &[u8],
+    account: &TargetAccount,
+) -> Result<Option<Vec<u8>>, RelayError> {
     const WHAT: &str = "client info PDU";
     let Ok(request) = ironrdp_pdu::decode::<X224<SendDataRequest<'_>>>(pdu) else {
         return Ok(None);
@@ -258,7 +261,7 @@ const ORDER_SUPPORT: std::ops::Range<usize> = 32..64;
 
 /// What [`steer_confirm_active`] did.
 #[derive(Debug)]
-enum Steered {
+pub(crate) enum Steered {
     /// Not a Client Confirm Active PDU.
     NotConfirmActive,
     Rewritten(Vec<u8>),
@@ -269,7 +272,7 @@ enum Steered {
 /// If `pdu` is a Client Confirm Active PDU: the same PDU with every drawing order off (the
 /// Order capability set's `orderSupport` all zero) and an empty Bitmap Codecs capability set,
 /// so the target sends plain bitmap updates.
-fn steer_confirm_active(pdu: &[u8]) -> Steered {
+pub(crate) fn steer_confirm_active(pdu: &[u8]) -> Steered {
     let Ok(request) = ironrdp_pdu::decode::<X224<SendDataRequest<'_>>>(pdu) else {
         return Steered::NotConfirmActive;
     };

@@ -239,7 +239,7 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
             Ok(a) => a,
             Err(e) => {
                 outcome.authorized = Some(Err(e.to_string()));
-                client.refuse().await;
+                client.refuse(gatehouse_rdp::Refusal::Denied).await;
                 return outcome;
             }
         };
@@ -256,7 +256,7 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
             Ok(target) => target,
             Err(e) => {
                 outcome.dialed = Some(Err(e.to_string()));
-                client.refuse().await;
+                client.refuse(gatehouse_rdp::Refusal::from(&e)).await;
                 return outcome;
             }
         };
