@@ -335,6 +335,213 @@ fn a_plugin_rename_maps_the_login_to_another_gateway_user() {
     );
 }
 
+/// `gatehouse plugin enable|disable|install` against the data directory of a running
+/// `gatehouse serve`: the CLI tells the gateway over the admin socket, the next login uses the
+/// new plugin set, and the CLI says so. No restart: the server's process id never changes.
+#[test]
+fn plugin_changes_take_effect_in_the_running_gateway() {
+    let w = World::builder("plg_live")
+        .setup(|ctx| {
+            let gh = ctx.gh;
+            gh.cli_ok(&[
+                "plugin",
+                "install",
+                support::plugin_package("hostile").to_str().unwrap(),
+            ]);
+            let config = ctx.scratch.join("deny.toml");
+            std::fs::write(&config, "mode = \"deny\"\n").unwrap();
+            // No gateway runs yet: the CLI says when the change applies.
+            let said = gh.cli_ok(&["plugin", "config", "hostile", config.to_str().unwrap()]);
+            assert_eq!(
+                said.trim(),
+                "configured `hostile`; takes effect when the gateway starts"
+            );
+        })
+        .start();
+    let pid = w.gh.server_pid();
+    let login_ok = |what: &str| {
+        let out = w.client().ssh("echo live-ok");
+        assert_client_ok(what, &out);
+        assert_eq!(out.stdout_text(), "live-ok\n");
+    };
+    login_ok("before any plugin is enabled");
+
+    let said = w.gh.cli_ok(&["plugin", "enable", "hostile"]);
+    assert!(
+        said.contains("enabled `hostile`; the running gateway uses it now"),
+        "{said}"
+    );
+    let refused = w.client().ssh("echo must-not-run");
+    assert!(!refused.status.success(), "{}", refused.describe());
+    assert!(!refused.stdout_text().contains("must-not-run"));
+    let failed = login_events(&w.gh, "login_failed").pop().unwrap();
+    assert!(
+        json_str(&failed, "detail").contains("plugin `hostile` denied: denied by configuration"),
+        "{failed}"
+    );
+
+    let said = w.gh.cli_ok(&["plugin", "disable", "hostile"]);
+    assert!(
+        said.contains("disabled `hostile`; the running gateway no longer uses it"),
+        "{said}"
+    );
+    login_ok("after the denying plugin was disabled");
+
+    // A plugin installed and enabled live that asks a question: keyboard-interactive was not
+    // offered when the gateway started with no plugin, and works now.
+    let said = w.gh.cli_ok(&[
+        "plugin",
+        "install",
+        support::plugin_package("ticket-required").to_str().unwrap(),
+    ]);
+    assert!(said.contains("is disabled until `gatehouse plugin enable ticket-required`"));
+    let said = w.gh.cli_ok(&["plugin", "enable", "ticket-required"]);
+    assert!(said.contains("the running gateway uses it now"), "{said}");
+    let asked = Client::password_with_answers(
+        w.gh.ssh_port(),
+        w.login(),
+        GATEWAY_PASSWORD,
+        &[("Ticket", "INC424242")],
+    );
+    let out = asked.ssh("echo ticketed-live");
+    assert_client_ok("a question from a plugin enabled live", &out);
+    assert!(
+        asked.prompts_seen().contains("Ticket number"),
+        "{}",
+        asked.prompts_seen()
+    );
+    let said = w.gh.cli_ok(&["plugin", "remove", "ticket-required"]);
+    assert!(
+        said.contains("removed `ticket-required`; the running gateway no longer uses it"),
+        "{said}"
+    );
+    login_ok("after the question plugin was removed");
+
+    assert_eq!(w.gh.server_pid(), pid, "the gateway was restarted");
+    // Each change is audited with what the gateway loaded.
+    let changes: Vec<String> = login_events(&w.gh, "admin_change")
+        .iter()
+        .map(|e| json_str(e, "detail"))
+        .filter(|d| d.contains("reloaded its plugins"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "enabled `hostile`; the running gateway reloaded its plugins: hostile",
+            "disabled `hostile`; the running gateway reloaded its plugins: none",
+            "enabled `ticket-required`; the running gateway reloaded its plugins: ticket-required",
+            "removed `ticket-required`; the running gateway reloaded its plugins: none",
+        ]
+    );
+}
+
+/// What a plugin can make the gateway hold or print, through real logins: megabytes of log in
+/// one call add at most the per-call budget to the serve log; a ninth question refuses the
+/// login; a plugin filling its cache is refused at its memory limit, and the gateway's
+/// resident memory does not follow.
+#[test]
+fn a_plugin_cannot_flood_the_log_ask_endlessly_or_grow_the_gateway_through_its_cache() {
+    let w = World::builder("plg_budget")
+        .setup(|ctx| {
+            install_configured(
+                ctx.gh,
+                ctx.scratch,
+                "hostile",
+                // A CPU budget a loaded machine cannot exhaust first (wall-clock epochs).
+                "[limits]\ntimeout-ms = 5000\ncpu-ms = 3000\n",
+                Some("mode = \"from-login\"\n"),
+            )
+        })
+        .start();
+    let as_hostile = |mode: &str| {
+        Client::password_with_answers(
+            w.gh.ssh_port(),
+            format!("hostile={mode}@{}", w.login()),
+            GATEWAY_PASSWORD,
+            &[("Hostile question", "an answer")],
+        )
+    };
+
+    // The log: a well-behaved login first, for the size of what a login logs anyway.
+    let size = || w.gh.log_text().len();
+    let before = size();
+    assert_client_ok("plain", &as_hostile("accept").ssh("true"));
+    let plain = size() - before;
+    let before = size();
+    // The plugin logs 4 MiB in 1 KiB lines and one 1 MiB line, then accepts.
+    assert_client_ok("log flood", &as_hostile("log-flood").ssh("true"));
+    let flooded = size() - before;
+    let log = w.gh.log_text();
+    let flood_lines = log.lines().filter(|l| l.contains("FORGED")).count();
+    eprintln!(
+        "a plain login logs {plain} bytes, the flooding one {flooded} ({flood_lines} plugin lines)"
+    );
+    assert!(
+        flood_lines <= 64,
+        "{flood_lines} lines of the plugin's flood"
+    );
+    assert!(
+        flooded <= plain + 16 * 1024 + 66 * 300,
+        "the flooding login grew the log by {flooded} bytes (a plain one by {plain})"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged log line"
+    );
+    assert!(
+        log.contains("plugin `hostile` logged more than 64 lines or 16384 bytes in one call"),
+        "{}",
+        w.gh.log_tail(20)
+    );
+
+    // Questions: eight are asked, the ninth refuses the login and the audit names the plugin.
+    let asked = as_hostile("many-questions");
+    let out = asked.ssh("echo must-not-run");
+    assert!(!out.status.success(), "{}", out.describe());
+    let prompts = asked.prompts_seen();
+    assert!(prompts.contains("Hostile question 8"), "{prompts}");
+    assert!(!prompts.contains("Hostile question 9"), "{prompts}");
+    let failed = login_events(&w.gh, "login_failed").pop().unwrap();
+    assert!(
+        json_str(&failed, "detail").contains(
+            "plugin `hostile` asked question 9 of this login (9 of them its own, key `hostile-q9`); at most 8 questions per login"
+        ),
+        "{failed}"
+    );
+
+    // The cache: 64 KiB values until the host refuses, three logins in a row.
+    let rss = || {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", w.gh.server_pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    let rss_before = rss();
+    for _ in 0..3 {
+        let out = as_hostile("fill-cache").ssh("echo must-not-run");
+        assert!(!out.status.success(), "{}", out.describe());
+        let failed = login_events(&w.gh, "login_failed").pop().unwrap();
+        let detail = json_str(&failed, "detail");
+        assert!(
+            detail.contains("stored 511 entries, then HostError::TooLarge(\"cache full:")
+                && detail.contains("of the 33554432 bytes of the plugin's memory limit"),
+            "{detail}"
+        );
+    }
+    let grown = rss().saturating_sub(rss_before);
+    eprintln!("the gateway's resident memory grew by {} KiB", grown / 1024);
+    // The 32 MiB the cache may hold, and room for the allocator keeping freed values resident
+    // for a while (seen: 31 to 50 MiB in all). Unbounded, it was 10,000 x 64 KiB = 625 MiB.
+    assert!(
+        grown < 80 * 1024 * 1024,
+        "the gateway grew by {grown} bytes"
+    );
+}
+
 /// A plugin secret appears neither in the gateway's TRACE log nor in any data-dir file.
 fn assert_secret_nowhere(gh: &Gatehouse, secret: &str) {
     let forms = support::secret_forms_in(gh.log_text().as_bytes(), secret);

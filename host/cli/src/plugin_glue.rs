@@ -1,5 +1,7 @@
 //! Glue between the plugin host and the rest of Gatehouse: plugin secrets sealed by the vault
-//! in the store (`gatehouse plugin-secret`), and starting the plugin host for `serve`.
+//! in the store (`gatehouse plugin-secret`), the audit sink for `serve`, and live plugin changes:
+//! `gatehouse plugin enable|disable|install|grant|config|remove` tells a running gateway over the
+//! admin socket, which reloads its plugin host at once ([`PluginsChanged`]).
 
 use crate::admin::{AdminContext, Inputs, audit_change, json, table, time_text};
 use crate::cli::PluginSecretCommand;
@@ -133,4 +135,88 @@ pub fn secret_command(
             Ok(format!("removed plugin secret `{name}`\n"))
         }
     }
+}
+
+/// What `gatehouse plugin ...` sends over the admin socket after changing the registry: the
+/// running gateway reloads its plugins and answers with what it loaded (a JSON list of
+/// [`LoadedPlugin`]). Its own shape, so a gateway that predates it refuses it as malformed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsChanged {
+    pub plugins_changed: PluginChange,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginChange {
+    /// Who changed it (the operating-system user), for the audit trail.
+    pub actor: String,
+    /// What changed, as the CLI said it ("enabled `totp-mfa`").
+    pub what: String,
+}
+
+/// One plugin the running gateway loaded after a change.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadedPlugin {
+    pub name: String,
+    /// Why it could not be loaded (calls to it are refused).
+    pub load_error: Option<String>,
+}
+
+/// The gateway's side: reload, audit, and say what is loaded now. `Err` when the registry could
+/// not be read (the previous plugins stay).
+pub fn apply_change(
+    store: &Arc<Store>,
+    host: &gatehouse_plugin_host::PluginHost,
+    change: &PluginChange,
+) -> Result<String> {
+    let auditor = gatehouse_audit::Auditor::new(store.clone());
+    let entry = |detail: String| {
+        gatehouse_audit::Entry::new(gatehouse_core::AuditKind::AdminChange, detail)
+            .user(change.actor.clone())
+            .client("cli")
+    };
+    let loaded = match host.reload() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(change = %change.what, error = %e, "plugins not reloaded; the previous plugins stay");
+            auditor.record_best_effort(entry(format!(
+                "{}: the running gateway could not reload its plugins and kept the previous ones: {e}",
+                change.what
+            )));
+            bail!(
+                "the running gateway could not reload its plugins and kept the previous ones: {e}"
+            );
+        }
+    };
+    let names: Vec<String> = loaded
+        .iter()
+        .map(|p| match &p.load_error {
+            None => p.name.clone(),
+            Some(_) => format!("{} (not loaded)", p.name),
+        })
+        .collect();
+    let now = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    tracing::info!(change = %change.what, plugins = %now, "plugins reloaded");
+    for plugin in &loaded {
+        if let Some(e) = &plugin.load_error {
+            tracing::error!(plugin = %plugin.name, error = %e, "plugin not loaded; calls to it are refused");
+        }
+    }
+    auditor.record_best_effort(entry(format!(
+        "{}; the running gateway reloaded its plugins: {now}",
+        change.what
+    )));
+    let view: Vec<LoadedPlugin> = loaded
+        .into_iter()
+        .map(|p| LoadedPlugin {
+            name: p.name,
+            load_error: p.load_error,
+        })
+        .collect();
+    Ok(serde_json::to_string(&view)?)
 }

@@ -74,6 +74,8 @@ pub fn run(
         );
     }
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
+    // `gatehouse plugin enable|disable|...` reloads it through the admin socket.
+    let plugins_for_socket = plugins.clone();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_listen)
@@ -179,7 +181,7 @@ pub fn run(
             tokio::select! {
                 result = api => result.context("HTTPS API"),
                 _ = sweep_requests(workflow) => Ok(()),
-                result = crate::socket::serve(&socket_path, admin.clone()) => result,
+                result = crate::socket::serve(&socket_path, admin.clone(), plugins_for_socket) => result,
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
             }
@@ -320,17 +322,14 @@ async fn sweep_requests(workflow: Arc<gatehouse_workflow::Workflow>) {
     }
 }
 
-/// Starts the enabled plugins of `<data-dir>/plugins`; `None` when none is enabled.
+/// Starts the enabled plugins of `<data-dir>/plugins`: a host even when none is enabled (it
+/// accepts at once), so that enabling one later takes effect without a restart.
 fn start_plugins(
     dir: &DataDir,
     store: Arc<Store>,
     vault: Arc<Vault>,
 ) -> Result<Option<gatehouse_plugin_host::PluginHost>> {
     let registry = gatehouse_plugin_host::Registry::open(dir.root.join("plugins"))?;
-    let enabled = registry.list()?.iter().filter(|p| p.grants.enabled).count();
-    if enabled == 0 {
-        return Ok(None);
-    }
     let options = gatehouse_plugin_host::HostOptions {
         compile_cache_dir: Some(dir.root.join("plugins/.compiled")),
         audit: Some(Arc::new(crate::plugin_glue::AuditLog {

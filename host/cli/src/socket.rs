@@ -1,5 +1,7 @@
 //! The admin socket: while `serve` holds the store, other `gatehouse` commands send their
-//! requests here (a Unix socket in the data directory, mode 0600, one JSON line each way).
+//! requests here (a Unix socket in the data directory, mode 0600, one JSON line each way). Besides
+//! admin commands it takes one notice: `gatehouse plugin ...` changed the plugin registry, and the
+//! gateway reloads its plugins ([`crate::plugin_glue::PluginsChanged`]).
 
 use crate::admin::{AdminContext, AdminRequest, AdminResponse, execute};
 use anyhow::{Context, Result};
@@ -10,8 +12,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// The largest request accepted (a private key and a few public keys fit easily).
 const MAX_REQUEST: usize = 1024 * 1024;
 
-/// Serves admin requests until the task is dropped.
-pub async fn serve(path: &Path, ctx: Arc<AdminContext>) -> Result<()> {
+/// Serves admin requests until the task is dropped. `plugins` is the gateway's plugin host, which
+/// plugin changes reload.
+pub async fn serve(
+    path: &Path,
+    ctx: Arc<AdminContext>,
+    plugins: Option<gatehouse_plugin_host::PluginHost>,
+) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("binding the admin socket `{}`", path.display()))?;
@@ -23,19 +30,28 @@ pub async fn serve(path: &Path, ctx: Arc<AdminContext>) -> Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let ctx = ctx.clone();
+        let plugins = plugins.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, ctx).await {
+            if let Err(e) = handle(stream, ctx, plugins).await {
                 tracing::warn!(error = %e, "admin socket request failed");
             }
         });
     }
 }
 
-async fn handle(stream: tokio::net::UnixStream, ctx: Arc<AdminContext>) -> Result<()> {
+async fn handle(
+    stream: tokio::net::UnixStream,
+    ctx: Arc<AdminContext>,
+    plugins: Option<gatehouse_plugin_host::PluginHost>,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
+    if let Ok(notice) = serde_json::from_str::<crate::plugin_glue::PluginsChanged>(&line) {
+        let response = plugins_changed(&ctx, plugins, notice).await;
+        return answer(&mut write, &response).await;
+    }
     let response = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(request) => {
             let result = tokio::task::spawn_blocking(move || {
@@ -59,13 +75,89 @@ async fn handle(stream: tokio::net::UnixStream, ctx: Arc<AdminContext>) -> Resul
         },
     };
     zeroize::Zeroize::zeroize(&mut line);
-    let mut text = serde_json::to_string(&response)?;
+    answer(&mut write, &response).await
+}
+
+async fn answer(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &AdminResponse,
+) -> Result<()> {
+    let mut text = serde_json::to_string(response)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     Ok(())
 }
 
+/// Reloads the plugins after a change to the registry (compiling is blocking work).
+async fn plugins_changed(
+    ctx: &Arc<AdminContext>,
+    plugins: Option<gatehouse_plugin_host::PluginHost>,
+    notice: crate::plugin_glue::PluginsChanged,
+) -> AdminResponse {
+    let Some(host) = plugins else {
+        return AdminResponse {
+            ok: false,
+            output: "this gateway runs without a plugin host".into(),
+        };
+    };
+    let store = ctx.store.clone();
+    let change = notice.plugins_changed;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::plugin_glue::apply_change(&store, &host, &change)
+    })
+    .await;
+    match result {
+        Ok(Ok(output)) => AdminResponse { ok: true, output },
+        Ok(Err(e)) => AdminResponse {
+            ok: false,
+            output: format!("{e:#}"),
+        },
+        Err(e) => AdminResponse {
+            ok: false,
+            output: format!("reloading the plugins failed: {e}"),
+        },
+    }
+}
+
 use tokio::io::AsyncReadExt as _;
+
+/// Tells the running server, if any, about a plugin change; `Ok(None)` when no server listens
+/// on the socket (none runs, or one stopped without removing it).
+pub fn send_plugins_changed(
+    path: &Path,
+    notice: &crate::plugin_glue::PluginsChanged,
+) -> Result<Option<AdminResponse>> {
+    use std::io::{BufRead, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("the admin socket `{}`", path.display()))
+            );
+        }
+    };
+    // A reload compiles changed plugins: allow it time, but never hang the CLI.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut text = serde_json::to_string(notice)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .context("waiting for the running gateway to reload its plugins")?;
+    serde_json::from_str(&answer)
+        .map(Some)
+        .context("malformed answer from the admin socket")
+}
 
 /// Sends a request to the running server.
 pub fn send(path: &Path, request: &AdminRequest) -> Result<AdminResponse> {

@@ -7,7 +7,7 @@ use crate::error::{FailureKind, Hook, PluginFailure};
 use crate::host::Loaded;
 use crate::limits::{Limits, PoolLimits, caps};
 use crate::manifest::PluginKind;
-use crate::state::{CallState, LogLine};
+use crate::state::CallState;
 use crate::types::{CredentialEvent, CredentialKind};
 use std::collections::BTreeMap;
 use wasmtime::Store;
@@ -243,22 +243,38 @@ pub(crate) fn cpu_ticks(limits: &Limits, pool: &PoolLimits) -> u64 {
     limits.cpu_ms.div_ceil(tick_ms).max(1)
 }
 
-/// Sends a call's warnings and errors to the session's span and, through `sink`, to the audit
-/// trail.
+/// Sends a call's warnings and errors through `sink` to the audit trail (without a sink they
+/// went to the gateway's log as they were logged); then, if the call logged past its budget,
+/// one line saying how much was dropped, to the sink or else the log. Either way each line
+/// reaches the gateway's log once: the audit trail is mirrored there.
 pub(crate) fn audit_logs(
     plugin: &str,
     hook: Hook,
     session: &str,
-    logs: &[LogLine],
+    state: &CallState,
     sink: Option<&dyn crate::AuditSink>,
 ) {
-    for line in logs {
-        use crate::bindings::v0_1_0::aa::gatehouse::plugin::log::Level;
-        if matches!(line.level, Level::Warn | Level::Error) {
-            tracing::info!(plugin, %hook, audit = true, "plugin said: {}", line.message);
-            if let Some(sink) = sink {
+    if let Some(sink) = sink {
+        for line in &state.logs {
+            use crate::bindings::v0_1_0::aa::gatehouse::plugin::log::Level;
+            if matches!(line.level, Level::Warn | Level::Error) {
                 sink.plugin_log(session, plugin, &hook.to_string(), &line.message);
             }
+        }
+    }
+    let budget = &state.log_budget;
+    if budget.dropped_lines > 0 {
+        let message = format!(
+            "plugin `{plugin}` logged more than {} lines or {} bytes in one call: {} more lines \
+             ({} bytes) dropped",
+            caps::LOG_LINES,
+            caps::LOG_BYTES,
+            budget.dropped_lines,
+            budget.dropped_bytes
+        );
+        match sink {
+            Some(sink) => sink.plugin_log(session, plugin, &hook.to_string(), &message),
+            None => tracing::warn!(plugin, %hook, "{message}"),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! `PluginHost`: loads the enabled plugins from the registry once, then runs each hook in a
-//! fresh pooled instance under its limits, failing closed with a typed `PluginFailure`.
+//! `PluginHost`: loads the enabled plugins from the registry, then runs each hook in a fresh
+//! pooled instance under its limits, failing closed with a typed `PluginFailure`. A reload
+//! ([`PluginHost::reload`]) swaps the loaded set at once: calls already running finish on the
+//! set they started with, the next ones use the new set.
 
 use crate::bindings::v0_1_0::{aa, credential_store, ticketing};
 use crate::cache::PluginCache;
@@ -13,12 +15,12 @@ use crate::limits::{Limits, PoolLimits, caps};
 use crate::manifest::PluginKind;
 use crate::registry::{InstalledPlugin, Registry};
 use crate::secrets::{Clock, NoSecrets, SecretProvider};
-use crate::state::{CallState, MemoryCap, PluginContext};
+use crate::state::{CallState, LogBudget, MemoryCap, PluginContext, log_text};
 use crate::types::*;
 use gatehouse_core::secret::SecretString;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -57,6 +59,7 @@ impl Default for HostOptions {
 /// A plugin as loaded: compiled, linked, with its context fixed.
 pub(crate) struct Loaded {
     pub(crate) context: Arc<PluginContext>,
+    pub(crate) source: Source,
     pub(crate) limits: Limits,
     pub(crate) http_allowed: Arc<[HttpDestination]>,
     pub(crate) kinds: Vec<PluginKind>,
@@ -65,23 +68,54 @@ pub(crate) struct Loaded {
     pub(crate) ticketing: Option<ticketing::TicketingPluginPre<CallState>>,
 }
 
-struct Inner {
+/// What does not change when plugins are reloaded.
+struct Shared {
     engine: Engine,
+    linker: Linker<CallState>,
+    pool: PoolLimits,
+    tls: Arc<tokio_rustls::TlsConnector>,
+    options: HostOptions,
+    registry: Registry,
+    selection: Selection,
+    /// The loaded set; replaced whole by a reload.
+    current: RwLock<Arc<PluginSet>>,
+    /// Each installed plugin's cache, kept across reloads (and while a plugin is disabled), so
+    /// that a reload does not forget which one-time codes were used.
+    caches: Mutex<BTreeMap<String, Arc<PluginCache>>>,
+    /// Reloads one at a time.
+    reloading: Mutex<()>,
+    _ticker: EpochTicker,
+}
+
+/// Which installed plugins a host loads.
+enum Selection {
+    Enabled,
+    /// The names picked at start (fixtures, tests).
+    Named(Vec<String>),
+}
+
+impl Selection {
+    fn picks(&self, installed: &InstalledPlugin) -> bool {
+        match self {
+            Selection::Enabled => installed.grants.enabled,
+            Selection::Named(names) => names.iter().any(|n| n == installed.name()),
+        }
+    }
+}
+
+/// The plugins loaded at one moment.
+struct PluginSet {
     plugins: BTreeMap<String, Arc<Loaded>>,
     /// Enabled plugins that failed to load: every call to them fails closed with this message.
     broken: BTreeMap<String, String>,
     /// Enabled AA plugins (loaded or broken), in order.
-    aa_order: Vec<String>,
-    pool: PoolLimits,
-    tls: Arc<tokio_rustls::TlsConnector>,
-    audit: Option<Arc<dyn AuditSink>>,
-    _ticker: EpochTicker,
+    aa_order: Arc<[String]>,
 }
 
-/// The plugin runtime. Cheap to clone; share one per gateway process.
+/// The plugin runtime. Cheap to clone; share one per gateway process (clones see reloads).
 #[derive(Clone)]
 pub struct PluginHost {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 /// One enabled plugin as the host sees it.
@@ -95,16 +129,32 @@ pub struct LoadedPluginInfo {
 
 impl PluginHost {
     /// Loads every enabled plugin of `registry`. A plugin that cannot be loaded does not stop
-    /// the others; calls to it fail closed (see [`PluginHost::plugins`]).
+    /// the others; calls to it fail closed (see [`PluginHost::plugins`]). With no plugin
+    /// enabled the host is empty (every AA round accepts at once) until a reload.
     pub fn start(registry: &Registry, options: HostOptions) -> Result<Self, HostError> {
-        Self::start_selected(registry, options, |installed| installed.grants.enabled)
+        Self::start_with(registry, options, Selection::Enabled)
     }
 
-    /// Loads the installed plugins `select` picks, enabled or not (for fixtures and tests).
+    /// Loads the installed plugins `select` picks, enabled or not (for fixtures and tests). A
+    /// reload keeps to the plugins picked here.
     pub fn start_selected(
         registry: &Registry,
         options: HostOptions,
         select: impl Fn(&InstalledPlugin) -> bool,
+    ) -> Result<Self, HostError> {
+        let names = registry
+            .list()?
+            .iter()
+            .filter(|installed| select(installed))
+            .map(|installed| installed.name().to_owned())
+            .collect();
+        Self::start_with(registry, options, Selection::Named(names))
+    }
+
+    fn start_with(
+        registry: &Registry,
+        options: HostOptions,
+        selection: Selection,
     ) -> Result<Self, HostError> {
         let engine = engine(&options.pool, options.compile_cache_dir.as_deref())?;
         let mut linker: Linker<CallState> = Linker::new(&engine);
@@ -115,19 +165,78 @@ impl PluginHost {
             .map_err(link_error)?;
         let tls = Arc::new(tls_connector().map_err(HostError::Engine)?);
         let ticker = EpochTicker::start(&engine, options.pool.epoch_tick)?;
+        let shared = Arc::new(Shared {
+            engine,
+            linker,
+            pool: options.pool,
+            tls,
+            options,
+            registry: registry.clone(),
+            selection,
+            current: RwLock::new(Arc::new(PluginSet {
+                plugins: BTreeMap::new(),
+                broken: BTreeMap::new(),
+                aa_order: Arc::from(Vec::new()),
+            })),
+            caches: Mutex::new(BTreeMap::new()),
+            reloading: Mutex::new(()),
+            _ticker: ticker,
+        });
+        let host = Self { shared };
+        host.reload()?;
+        Ok(host)
+    }
 
+    /// Reads the registry again and swaps in the plugins it now selects (for [`start`]: the
+    /// enabled ones). Plugins whose component, grants and configuration did not change are
+    /// kept as loaded; the others are loaded anew (from the compile cache when it has them).
+    /// Calls already running finish on the previous set. Each plugin keeps its cache.
+    ///
+    /// When the registry cannot be read the previous set stays and the error is returned; a
+    /// plugin that fails to load is listed with its error, and calls to it fail closed.
+    ///
+    /// [`start`]: PluginHost::start
+    pub fn reload(&self) -> Result<Vec<LoadedPluginInfo>, HostError> {
+        let shared = &self.shared;
+        let _one_at_a_time = shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let installed = shared.registry.list()?;
+        let previous = self.set();
         let mut plugins = BTreeMap::new();
         let mut broken = BTreeMap::new();
         let mut aa_plugins = Vec::new();
-        for installed in registry.list()? {
-            if !select(&installed) {
+        let caches = {
+            let mut caches = shared.caches.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the caches of plugins no longer installed.
+            caches.retain(|name, _| installed.iter().any(|p| p.name() == name));
+            for plugin in &installed {
+                let limit = cache_limit(&plugin.grants.limits);
+                caches
+                    .entry(plugin.name().to_owned())
+                    .and_modify(|cache| cache.set_limit(limit))
+                    .or_insert_with(|| Arc::new(PluginCache::new(limit)));
+            }
+            caches.clone()
+        };
+        for plugin in installed {
+            if !shared.selection.picks(&plugin) {
                 continue;
             }
-            let name = installed.name().to_owned();
-            if installed.manifest.kinds.contains(&PluginKind::Aa) {
-                aa_plugins.push((installed.grants.order, name.clone()));
+            let name = plugin.name().to_owned();
+            if plugin.manifest.kinds.contains(&PluginKind::Aa) {
+                aa_plugins.push((plugin.grants.order, name.clone()));
             }
-            match load(&engine, &linker, &installed, &options) {
+            let source = Source::of(&plugin);
+            if let Some(loaded) = previous.plugins.get(&name)
+                && loaded.source == source
+            {
+                plugins.insert(name, loaded.clone());
+                continue;
+            }
+            let cache = caches
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(PluginCache::new(cache_limit(&plugin.grants.limits))));
+            match load(shared, &plugin, source, cache) {
                 Ok(loaded) => {
                     plugins.insert(name, Arc::new(loaded));
                 }
@@ -138,24 +247,28 @@ impl PluginHost {
             }
         }
         aa_plugins.sort();
-        Ok(Self {
-            inner: Arc::new(Inner {
-                engine,
-                plugins,
-                broken,
-                aa_order: aa_plugins.into_iter().map(|(_, name)| name).collect(),
-                pool: options.pool,
-                tls,
-                audit: options.audit.clone(),
-                _ticker: ticker,
-            }),
-        })
+        let set = Arc::new(PluginSet {
+            plugins,
+            broken,
+            aa_order: aa_plugins.into_iter().map(|(_, name)| name).collect(),
+        });
+        *shared.current.write().unwrap_or_else(|e| e.into_inner()) = set;
+        Ok(self.plugins())
+    }
+
+    /// The loaded set now (a call keeps the one it started with).
+    fn set(&self) -> Arc<PluginSet> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The enabled plugins, loaded or not.
     pub fn plugins(&self) -> Vec<LoadedPluginInfo> {
-        let mut all: Vec<LoadedPluginInfo> = self
-            .inner
+        let set = self.set();
+        let mut all: Vec<LoadedPluginInfo> = set
             .plugins
             .iter()
             .map(|(name, loaded)| LoadedPluginInfo {
@@ -163,16 +276,11 @@ impl PluginHost {
                 kinds: loaded.kinds.clone(),
                 load_error: None,
             })
-            .chain(
-                self.inner
-                    .broken
-                    .iter()
-                    .map(|(name, message)| LoadedPluginInfo {
-                        name: name.clone(),
-                        kinds: Vec::new(),
-                        load_error: Some(message.clone()),
-                    }),
-            )
+            .chain(set.broken.iter().map(|(name, message)| LoadedPluginInfo {
+                name: name.clone(),
+                kinds: Vec::new(),
+                load_error: Some(message.clone()),
+            }))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
@@ -180,8 +288,15 @@ impl PluginHost {
 
     /// The enabled AA plugins in the order their hooks run (empty: the AA hooks accept at once,
     /// and the caller may skip keyboard-interactive).
-    pub fn aa_plugins(&self) -> &[String] {
-        &self.inner.aa_order
+    pub fn aa_plugins(&self) -> Arc<[String]> {
+        self.set().aa_order.clone()
+    }
+
+    /// Bytes (keys, values and per-entry overhead) and entries in a plugin's cache; `None` for
+    /// a plugin that is not installed.
+    pub fn cache_usage(&self, plugin: &str) -> Option<(usize, usize)> {
+        let caches = self.shared.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.get(plugin).map(|cache| cache.usage())
     }
 
     /// Runs the `authenticate` hook of every enabled AA plugin, in order. Plugins that already
@@ -214,16 +329,17 @@ impl PluginHost {
         cookies: &mut SessionCookies,
         end: &SessionEnd,
     ) -> Vec<PluginFailure> {
+        let set = self.set();
         let mut failures = Vec::new();
         let wit_end = convert::session_end(end);
-        for name in self.inner.aa_order.clone() {
+        for name in set.aa_order.iter() {
             let call = Call::AaSessionEnded(convert::connection(conn, &[]), wit_end.clone());
-            if let Err(failure) = self.call_with_cookies(&name, call, cookies).await {
+            if let Err(failure) = self.call_with_cookies(&set, name, call, cookies).await {
                 failures.push(failure);
             }
         }
         for (plugin, request) in cookies.tickets.clone() {
-            if let Err(failure) = self.close_ticket(&plugin, &request, end).await {
+            if let Err(failure) = self.close_ticket_in(&set, &plugin, &request, end).await {
                 failures.push(failure);
             }
         }
@@ -238,10 +354,11 @@ impl PluginHost {
         kind: CredentialKind,
         request: &CredentialRequest,
     ) -> Result<Option<Credential>, PluginFailure> {
+        let set = self.set();
         let call = Call::Credential(kind, convert::credential_request(request));
         let hook = call.hook();
         let (returned, output) = self
-            .call(plugin, call, String::new(), BTreeMap::new())
+            .call(&set, plugin, call, String::new(), BTreeMap::new())
             .await?;
         let fail = |kind| output.failure(plugin, hook, kind);
         let Returned::Secret(answer) = returned else {
@@ -275,8 +392,9 @@ impl PluginHost {
         request: &CredentialRequest,
         event: CredentialEvent,
     ) -> Result<(), PluginFailure> {
+        let set = self.set();
         let call = Call::CredentialEvent(convert::credential_request(request), event);
-        self.call(plugin, call, String::new(), BTreeMap::new())
+        self.call(&set, plugin, call, String::new(), BTreeMap::new())
             .await
             .map(|_| ())
     }
@@ -287,9 +405,18 @@ impl PluginHost {
         plugin: &str,
         request: &TicketRequest,
     ) -> Result<TicketVerdict, PluginFailure> {
+        self.validate_ticket_in(&self.set(), plugin, request).await
+    }
+
+    async fn validate_ticket_in(
+        &self,
+        set: &PluginSet,
+        plugin: &str,
+        request: &TicketRequest,
+    ) -> Result<TicketVerdict, PluginFailure> {
         let call = Call::Validate(convert::ticket_request(request));
         let (returned, output) = self
-            .call(plugin, call, String::new(), BTreeMap::new())
+            .call(set, plugin, call, String::new(), BTreeMap::new())
             .await?;
         let fail = |kind| output.failure(plugin, Hook::ValidateTicket, kind);
         match returned {
@@ -305,9 +432,20 @@ impl PluginHost {
         request: &TicketRequest,
         end: &SessionEnd,
     ) -> Result<(), PluginFailure> {
+        self.close_ticket_in(&self.set(), plugin, request, end)
+            .await
+    }
+
+    async fn close_ticket_in(
+        &self,
+        set: &PluginSet,
+        plugin: &str,
+        request: &TicketRequest,
+        end: &SessionEnd,
+    ) -> Result<(), PluginFailure> {
         let call = Call::Close(convert::ticket_request(request), convert::session_end(end));
         let (returned, output) = self
-            .call(plugin, call, String::new(), BTreeMap::new())
+            .call(set, plugin, call, String::new(), BTreeMap::new())
             .await?;
         let fail = |kind| output.failure(plugin, Hook::CloseTicket, kind);
         match returned {
@@ -324,10 +462,13 @@ impl PluginHost {
         cookies: &mut SessionCookies,
         answers: &[Answer],
     ) -> Result<AaVerdict, PluginFailure> {
+        // One round runs on one set, even if a reload swaps it meanwhile.
+        let set = self.set();
         let mut current = conn.clone();
         let mut audit = Vec::new();
         let mut ran = Vec::new();
-        for name in self.inner.aa_order.clone() {
+        for name in set.aa_order.iter() {
+            let name = name.clone();
             let key = (hook, name.clone());
             let acceptance = match cookies.accepted.get(&key) {
                 Some(acceptance) => acceptance.clone(),
@@ -338,7 +479,8 @@ impl PluginHost {
                         AaHook::Authorize => Call::Authorize(wit_conn),
                     };
                     let wit_hook = call.hook();
-                    let (returned, denied) = self.call_with_cookies(&name, call, cookies).await?;
+                    let (returned, denied) =
+                        self.call_with_cookies(&set, &name, call, cookies).await?;
                     let fail = |kind| PluginFailure {
                         plugin: name.clone(),
                         hook: wit_hook,
@@ -363,7 +505,14 @@ impl PluginHost {
                         }
                         PluginVerdict::Accept(acceptance) => {
                             if let Some(denial) = self
-                                .check_ticket(&name, &acceptance, &current, cookies, &mut audit)
+                                .check_ticket(
+                                    &set,
+                                    &name,
+                                    &acceptance,
+                                    &current,
+                                    cookies,
+                                    &mut audit,
+                                )
                                 .await?
                             {
                                 return Ok(denial);
@@ -406,6 +555,7 @@ impl PluginHost {
     /// it, the ticketing plugin must say the ticket is valid. Returns a denial if not.
     async fn check_ticket(
         &self,
+        set: &PluginSet,
         aa_plugin: &str,
         acceptance: &Acceptance,
         conn: &ConnectionInfo,
@@ -415,7 +565,7 @@ impl PluginHost {
         let Some(ticket) = &acceptance.ticket else {
             return Ok(None);
         };
-        let Some(loaded) = self.inner.plugins.get(aa_plugin) else {
+        let Some(loaded) = set.plugins.get(aa_plugin) else {
             return Ok(None);
         };
         let Some(ticketing) = loaded.context.grants.ticketing.clone() else {
@@ -429,7 +579,7 @@ impl PluginHost {
             target_asset: conn.target_asset.clone(),
             client_address: conn.client_address.clone(),
         };
-        match self.validate_ticket(&ticketing, &request).await? {
+        match self.validate_ticket_in(set, &ticketing, &request).await? {
             TicketVerdict::Valid { audit: notes } => {
                 audit.extend(notes.into_iter().map(|(key, value)| AuditNote {
                     plugin: ticketing.clone(),
@@ -448,13 +598,14 @@ impl PluginHost {
 
     async fn call_with_cookies(
         &self,
+        set: &PluginSet,
         name: &str,
         call: Call,
         cookies: &mut SessionCookies,
     ) -> Result<(Returned, Vec<String>), PluginFailure> {
         let cookie = cookies.per_plugin.get(name).cloned().unwrap_or_default();
         let (returned, output) = self
-            .call(name, call, cookie, cookies.shared.clone())
+            .call(set, name, call, cookie, cookies.shared.clone())
             .await?;
         cookies.per_plugin.insert(name.to_owned(), output.cookie);
         cookies.shared = output.session_values;
@@ -464,17 +615,19 @@ impl PluginHost {
     /// Runs one hook in a fresh instance under the plugin's limits.
     async fn call(
         &self,
+        set: &PluginSet,
         name: &str,
         call: Call,
         cookie: String,
         session_values: BTreeMap<String, String>,
     ) -> Result<(Returned, CallOutput), PluginFailure> {
+        let shared = &self.shared;
         let hook = call.hook();
         let fail = |kind| PluginFailure::new(name, hook, kind);
-        let loaded = match self.inner.plugins.get(name) {
+        let loaded = match set.plugins.get(name) {
             Some(loaded) => loaded.clone(),
             None => {
-                return Err(fail(match self.inner.broken.get(name) {
+                return Err(fail(match set.broken.get(name) {
                     Some(message) => FailureKind::Instantiate(message.clone()),
                     None => FailureKind::Missing,
                 }));
@@ -497,7 +650,7 @@ impl PluginHost {
                 allowed: loaded.http_allowed.clone(),
                 denied: denied.clone(),
                 body_limit: limits.http_body_kib as usize * 1024,
-                tls: self.inner.tls.clone(),
+                tls: shared.tls.clone(),
             },
             memory: MemoryCap {
                 limit_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
@@ -506,11 +659,13 @@ impl PluginHost {
             cookie,
             session_values,
             logs: Vec::new(),
+            log_budget: LogBudget::default(),
+            audited: shared.options.audit.is_some(),
             denied: Vec::new(),
             cpu_ticks_used: 0,
-            cpu_budget_ticks: cpu_ticks(&limits, &self.inner.pool),
+            cpu_budget_ticks: cpu_ticks(&limits, &shared.pool),
         };
-        let mut store = Store::new(&self.inner.engine, state);
+        let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut context| {
@@ -533,10 +688,11 @@ impl PluginHost {
             name,
             hook,
             &session,
-            &state.logs,
-            self.inner.audit.as_deref(),
+            &state,
+            shared.options.audit.as_deref(),
         );
         for what in &refused {
+            let what = log_text(what, caps::LOG_MESSAGE);
             tracing::warn!(plugin = name, %hook, audit = true, "capability refused: {what}");
         }
         let failure = |kind| PluginFailure {
@@ -563,12 +719,36 @@ impl PluginHost {
     }
 }
 
+/// The most a plugin's cache may hold: its memory limit.
+fn cache_limit(limits: &Limits) -> usize {
+    usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX)
+}
+
+/// What a loaded plugin was loaded from; a reload keeps a plugin whose source is unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Source {
+    component_sha256: String,
+    grants: crate::grants::Grants,
+    config: toml::Table,
+}
+
+impl Source {
+    fn of(installed: &InstalledPlugin) -> Self {
+        Self {
+            component_sha256: installed.component_sha256.clone(),
+            grants: installed.grants.clone(),
+            config: installed.config.clone(),
+        }
+    }
+}
+
 fn load(
-    engine: &Engine,
-    linker: &Linker<CallState>,
+    shared: &Shared,
     installed: &InstalledPlugin,
-    options: &HostOptions,
+    source: Source,
+    cache: Arc<PluginCache>,
 ) -> Result<Loaded, String> {
+    let (engine, linker, options) = (&shared.engine, &shared.linker, &shared.options);
     let config = installed.valid_config().map_err(|e| e.to_string())?;
     installed
         .grants
@@ -620,9 +800,10 @@ fn load(
             config,
             grants: installed.grants.clone(),
             secrets: options.secrets.clone(),
-            cache: Arc::new(PluginCache::default()),
+            cache,
             clock: options.clock.clone(),
         }),
+        source,
         limits,
         http_allowed: http_allowed.into(),
         kinds,

@@ -53,7 +53,11 @@ impl WasiHttpHooks for HttpGate {
             .unwrap_or(if use_tls { 443 } else { 80 });
         if !self.allowed.iter().any(|d| d.allows(&host, port)) {
             if let Ok(mut denied) = self.denied.lock() {
-                denied.push(format!("http destination `{host}:{port}` is not granted"));
+                // Each refusal becomes a log line: as bounded as the plugin's own logging.
+                let what = format!("http destination `{host}:{port}` is not granted");
+                if denied.len() < crate::limits::caps::LOG_LINES && !denied.contains(&what) {
+                    denied.push(what);
+                }
             }
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }

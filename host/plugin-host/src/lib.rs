@@ -4,8 +4,9 @@
 //!
 //! - [`Registry`]: the installed plugins on disk (install, list, show, enable, disable, grant,
 //!   configure, remove).
-//! - [`PluginHost`]: loads the enabled plugins once and runs hooks, each in a fresh pooled
-//!   instance with a memory cap, a CPU budget and a wall-clock timeout, failing closed.
+//! - [`PluginHost`]: loads the enabled plugins (again on [`PluginHost::reload`]) and runs hooks,
+//!   each in a fresh pooled instance with a memory cap, a CPU budget and a wall-clock timeout,
+//!   failing closed.
 //! - [`fixture`]: run one hook against a fixture file (`gatehouse plugin test`).
 
 mod bindings;
@@ -15,6 +16,9 @@ mod convert;
 mod engine;
 pub mod error;
 pub mod fixture;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 mod host;
 mod http;

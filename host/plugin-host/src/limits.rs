@@ -73,13 +73,20 @@ pub mod caps {
     pub const PASSWORD: usize = 4096;
     pub const PRIVATE_KEY: usize = 64 * 1024;
     pub const ERROR: usize = 1024;
+    /// One logged line, in bytes (longer lines are cut, with `…`).
     pub const LOG_MESSAGE: usize = 1024;
+    /// Lines one call may log; past this or [`LOG_BYTES`] the rest of the call's log is dropped.
     pub const LOG_LINES: usize = 64;
+    /// Bytes one call may log, all lines together.
+    pub const LOG_BYTES: usize = 16 * 1024;
     pub const COOKIE: usize = 4096;
     pub const SESSION_VALUES: usize = 32;
     pub const CACHE_KEY: usize = 256;
     pub const CACHE_VALUE: usize = 64 * 1024;
     pub const CACHE_ENTRIES: usize = 10_000;
+    /// What one cache entry costs beyond its key and value (map slot, expiry, allocations).
+    /// Keys, values and this overhead together count against the plugin's memory limit.
+    pub const CACHE_ENTRY_OVERHEAD: usize = 64;
     pub const CACHE_TTL_SECONDS: u32 = 86_400;
     pub const SECRET_NAME: usize = 256;
 }

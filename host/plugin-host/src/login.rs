@@ -33,8 +33,13 @@ pub struct PendingLogin {
     step: Step,
     answers: Vec<Answer>,
     question: Option<Question>,
+    /// The plugin behind each question asked so far, in order.
+    asked_by: Vec<String>,
     accepted_by: Vec<String>,
     audit_notes: Vec<(String, String, String)>,
+    /// Why the login was refused, in one line the user may be shown (set by [`run`] when it
+    /// returns [`Next::Deny`]).
+    refusal: Option<String>,
 }
 
 /// A login every plugin accepted.
@@ -57,7 +62,8 @@ pub enum Next {
     Deny,
 }
 
-/// Bound on questions per login, so a plugin cannot keep a client in a loop.
+/// Bound on questions per login (all plugins together), so a plugin cannot keep a client in a
+/// loop: the question after the 8th refuses the login.
 pub const MAX_QUESTIONS: usize = 8;
 /// Bound on one answer's length.
 pub const MAX_ANSWER: usize = 1024;
@@ -71,8 +77,10 @@ impl PendingLogin {
             step: Step::Authenticate,
             answers: Vec::new(),
             question: None,
+            asked_by: Vec::new(),
             accepted_by: Vec::new(),
             audit_notes: Vec::new(),
+            refusal: None,
         }
     }
 
@@ -86,6 +94,13 @@ impl PendingLogin {
 
     pub fn question(&self) -> Option<&Question> {
         self.question.as_ref()
+    }
+
+    /// After [`run`] returned [`Next::Deny`]: one line for the user (no control characters),
+    /// generic unless the reason is the user's to know (too many questions). The audit trail
+    /// has the detail.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
     }
 
     /// Records the answer to the pending question.
@@ -182,6 +197,20 @@ impl PendingLogin {
     }
 }
 
+/// What the user is told when a plugin denies or fails (the audit trail has the reason).
+pub const REFUSED: &str = "access denied: a plugin refused this login";
+
+fn refuse(
+    ctx: &(dyn LoginContext + Sync),
+    pending: &mut PendingLogin,
+    user_line: String,
+    detail: String,
+) -> Next {
+    ctx.refused(&pending.user, detail);
+    pending.refusal = Some(user_line);
+    Next::Deny
+}
+
 /// Runs the plugins until they accept, ask, or refuse.
 pub async fn run(
     ctx: &(dyn LoginContext + Sync),
@@ -190,10 +219,6 @@ pub async fn run(
     cookies: &mut SessionCookies,
 ) -> Next {
     loop {
-        if pending.answers.len() > MAX_QUESTIONS {
-            ctx.refused(&pending.user, "too many plugin questions".into());
-            return Next::Deny;
-        }
         let conn = ctx.connection(&pending.user, &pending.login);
         let verdict = match pending.step {
             Step::Authenticate => plugins.authenticate(&conn, cookies, &pending.answers).await,
@@ -202,8 +227,7 @@ pub async fn run(
         match verdict {
             Ok(AaVerdict::Accept(accepted)) => {
                 if let Err(detail) = pending.accept(ctx, accepted) {
-                    ctx.refused(&pending.user, detail);
-                    return Next::Deny;
+                    return refuse(ctx, pending, REFUSED.into(), detail);
                 }
                 match pending.step {
                     Step::Authenticate => pending.step = Step::Authorize,
@@ -211,13 +235,35 @@ pub async fn run(
                 }
             }
             Ok(AaVerdict::NeedInfo { plugin, question }) => {
+                if pending.asked_by.len() >= MAX_QUESTIONS {
+                    let own = pending.asked_by.iter().filter(|p| **p == plugin).count() + 1;
+                    let number = pending.asked_by.len() + 1;
+                    return refuse(
+                        ctx,
+                        pending,
+                        format!(
+                            "access denied: plugin `{plugin}` asked more than {MAX_QUESTIONS} questions"
+                        ),
+                        format!(
+                            "plugin `{plugin}` asked question {number} of this login ({own} of \
+                             them its own, key `{}`); at most {MAX_QUESTIONS} questions per \
+                             login, so the login is refused",
+                            question.key
+                        ),
+                    );
+                }
                 tracing::debug!(plugin = %plugin, key = %question.key, "plugin asks a question");
+                pending.asked_by.push(plugin);
                 pending.question = Some(question.clone());
                 return Next::Ask(question);
             }
             Ok(AaVerdict::Deny { plugin, reason }) => {
-                ctx.refused(&pending.user, format!("plugin `{plugin}` denied: {reason}"));
-                return Next::Deny;
+                return refuse(
+                    ctx,
+                    pending,
+                    REFUSED.into(),
+                    format!("plugin `{plugin}` denied: {reason}"),
+                );
             }
             Err(failure) => {
                 let mut detail = failure.to_string();
@@ -227,8 +273,12 @@ pub async fn run(
                         failure.denied.join(", ")
                     ));
                 }
-                ctx.refused(&pending.user, detail);
-                return Next::Deny;
+                return refuse(
+                    ctx,
+                    pending,
+                    crate::PluginFailure::USER_MESSAGE.into(),
+                    detail,
+                );
             }
         }
     }

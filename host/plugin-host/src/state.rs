@@ -43,7 +43,11 @@ pub(crate) struct CallState {
     pub(crate) memory: MemoryCap,
     pub(crate) cookie: String,
     pub(crate) session_values: BTreeMap<String, String>,
+    /// What the call logged within its budget (the warnings and errors go to the audit trail).
     pub(crate) logs: Vec<LogLine>,
+    pub(crate) log_budget: LogBudget,
+    /// Whether an audit sink takes the call's warnings and errors (see `call::audit_logs`).
+    pub(crate) audited: bool,
     /// Capabilities refused during the call, for the audit trail.
     pub(crate) denied: Vec<String>,
     pub(crate) cpu_ticks_used: u64,
@@ -100,15 +104,52 @@ impl WasiHttpView for CallState {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+/// A logged line as it may reach the gateway's log: at most `max` bytes (cut at a character
+/// boundary, with `…`), control characters escaped so one call cannot forge other log lines.
+pub(crate) fn log_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 3);
+    for c in text.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    out
+}
+
+/// What one call may still log: [`caps::LOG_LINES`] lines and [`caps::LOG_BYTES`] bytes, after
+/// which everything else the call logs is dropped (and counted, for the one line saying so).
+#[derive(Debug, Default)]
+pub(crate) struct LogBudget {
+    lines: usize,
+    bytes: usize,
+    pub(crate) dropped_lines: u64,
+    pub(crate) dropped_bytes: u64,
+}
+
+impl LogBudget {
+    /// Whether a line of `len` bytes (as logged) may be logged; once one line is refused, every
+    /// later one is too. A refused line counts `original_len` bytes as dropped.
+    fn admit(&mut self, len: usize, original_len: usize) -> bool {
+        if self.dropped_lines == 0
+            && self.lines < caps::LOG_LINES
+            && self.bytes + len <= caps::LOG_BYTES
+        {
+            self.lines += 1;
+            self.bytes += len;
+            return true;
+        }
+        self.dropped_lines += 1;
+        self.dropped_bytes += original_len as u64;
+        false
     }
-    format!("{}…", &text[..end])
 }
 
 impl CallState {
@@ -117,7 +158,7 @@ impl CallState {
     }
 
     fn refuse(&mut self, what: String) -> types::HostError {
-        if self.denied.len() < caps::LOG_LINES {
+        if self.denied.len() < caps::LOG_LINES && !self.denied.contains(&what) {
             self.denied.push(what.clone());
         }
         types::HostError::NotGranted(what)
@@ -128,18 +169,32 @@ impl types::Host for CallState {}
 
 impl log::Host for CallState {
     fn log(&mut self, level: log::Level, message: String) {
-        let message = truncate(&message, caps::LOG_MESSAGE);
+        // The budget is spent before anything reaches the gateway's log or the audit copy; the
+        // call's end reports what was dropped (`call::report_dropped_logs`).
+        if self.log_budget.dropped_lines > 0 {
+            // Past the budget: counted, nothing else done.
+            self.log_budget.dropped_lines += 1;
+            self.log_budget.dropped_bytes += message.len() as u64;
+            return;
+        }
+        let text = log_text(&message, caps::LOG_MESSAGE);
+        if !self.log_budget.admit(text.len(), message.len()) {
+            return;
+        }
+        let message = text;
         let plugin = self.plugin.name.as_str();
+        // Warnings and errors go to the audit trail at the call's end, which the gateway's log
+        // mirrors: printed here as well, each would reach the log twice.
+        let audited = self.audited && matches!(level, log::Level::Warn | log::Level::Error);
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, "{message}"),
             log::Level::Info => tracing::info!(plugin, "{message}"),
+            _ if audited => {}
             log::Level::Warn => tracing::warn!(plugin, "{message}"),
             log::Level::Error => tracing::error!(plugin, "{message}"),
         }
-        if self.logs.len() < caps::LOG_LINES {
-            self.logs.push(LogLine { level, message });
-        }
+        self.logs.push(LogLine { level, message });
     }
 }
 

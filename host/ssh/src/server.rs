@@ -384,7 +384,13 @@ impl ClientHandler {
                 self.pending = Some(pending);
                 asking(&question)
             }
-            Next::Deny => Self::reject(),
+            Next::Deny => {
+                if let Some(line) = pending.refusal() {
+                    self.auth_banner
+                        .get_or_insert_with(|| format!("gatehouse: {line}\r\n"));
+                }
+                Self::reject()
+            }
         }
     }
 }

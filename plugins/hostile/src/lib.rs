@@ -9,7 +9,7 @@ wit_bindgen::generate!({
 
 use exports::gatehouse::plugin::aa::{Acceptance, Guest, Question, Verdict};
 use gatehouse::plugin::types::{Connection, Pair, SessionEnd};
-use gatehouse::plugin::{config, cookies, secrets};
+use gatehouse::plugin::{cache, config, cookies, log, secrets};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +19,13 @@ fn mode() -> String {
     match config::get("mode") {
         Some(config::Value::Text(mode)) => mode,
         _ => "accept".into(),
+    }
+}
+
+fn integer(key: &str, default: i64) -> i64 {
+    match config::get(key) {
+        Some(config::Value::Integer(n)) => n,
+        _ => default,
     }
 }
 
@@ -126,6 +133,50 @@ impl Guest for Hostile {
                 Err(error) => Verdict::Deny(format!("{error:?}")),
             },
             "giant-string" => Verdict::Deny("x".repeat(8 * 1024 * 1024)),
+            "deny" => Verdict::Deny("denied by configuration".into()),
+            "log-flood" => {
+                // Megabytes into the log in one call: 4096 lines of 1 KiB that try to forge
+                // log lines of their own, then one line of 1 MiB. Then it accepts.
+                let line = format!("flood\nFORGED gatehouse: login_ok {}", "f".repeat(1000));
+                for i in 0..4096 {
+                    log::log(log::Level::Warn, &format!("{i} {line}"));
+                }
+                log::log(log::Level::Error, &"g".repeat(1 << 20));
+                accept()
+            }
+            "many-questions" => {
+                // Asks `questions` questions, one at a time, then accepts.
+                let wanted = usize::try_from(integer("questions", 9)).unwrap_or(9);
+                let answered = conn.answers.len();
+                if answered < wanted {
+                    let n = answered + 1;
+                    Verdict::NeedInfo(Question {
+                        key: format!("hostile-q{n}"),
+                        prompt: format!("Hostile question {n}: "),
+                        echo: true,
+                    })
+                } else {
+                    accept()
+                }
+            }
+            "fill-cache" => {
+                // 64 KiB values under new keys until the host refuses one.
+                let value = vec![7u8; 64 * 1024];
+                let mut stored = 0u64;
+                loop {
+                    if stored == 100_000 {
+                        break Verdict::Deny(format!("stored {stored} entries, never refused"));
+                    }
+                    match cache::set(&format!("fill-{stored}"), &value, 3600) {
+                        Ok(()) => stored += 1,
+                        Err(error) => {
+                            break Verdict::Deny(format!(
+                                "stored {stored} entries, then {error:?}"
+                            ));
+                        }
+                    }
+                }
+            }
             "giant-prompt" => Verdict::NeedInfo(Question {
                 key: "k".into(),
                 prompt: "?".repeat(100_000),

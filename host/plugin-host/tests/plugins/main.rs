@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod budgets;
 mod credstore;
 mod hostile;
 mod invariants;
 mod permissions;
 mod registry;
+mod reload;
 mod support;
 mod ticketing;
 mod totp;
