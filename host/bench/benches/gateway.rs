@@ -17,21 +17,20 @@
 //! Knobs are environment variables, `GATEHOUSE_BENCH_*` and `GATEHOUSE_BIN`; see [`Settings`].
 
 use anyhow::{Context, Result, anyhow, bail};
+use gatehouse_bench::demo::{Demo, GATEWAY_USER, TARGET, TargetAccount, whoami};
+use gatehouse_bench::ssh::{AcceptAnyHostKey, client_options};
 use gatehouse_bench::{
-    env_number, free_port, gatehouse_binary, mean, median, percentile, results_dir,
+    command_line, descendants, dir_size, env_number, gatehouse_binary, load_average, mean, median,
+    percentile, proc_cpu, results_dir,
 };
 use serde_json::{Value, json};
-use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const MIB: u64 = 1024 * 1024;
-const GATEWAY_USER: &str = "demo";
-const TARGET: &str = "demo-target";
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and must not start a
@@ -266,317 +265,13 @@ impl Mode {
 // ---------------------------------------------------------------------------------------------
 // Building and starting the gateway
 
-fn whoami() -> Result<String> {
-    let out = Command::new("id").arg("-un").output()?;
-    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if name.is_empty() {
-        bail!("cannot tell the current user");
-    }
-    Ok(name)
-}
-
-/// The account the benchmark logs in to on the target. The demo's own account is the current
-/// user, whose shell start-up files run before every remote command (on a developer's machine
-/// that can be 100+ ms of `pyenv init` and the like, the same on both paths, which would pad
-/// both and hide the gateway's share). So, when running as root, the bench makes a throwaway
-/// system account `ghbench` with `/bin/sh` and an empty home, and removes it at the end.
-/// `GATEHOUSE_BENCH_ACCOUNT=NAME` uses an existing account instead (the current user works
-/// without root).
-struct TargetAccount {
-    name: String,
-    created: bool,
-}
-
-const BENCH_ACCOUNT: &str = "ghbench";
-
-impl TargetAccount {
-    fn prepare(work: &Path, data_dir: &Path) -> Result<TargetAccount> {
-        if let Ok(name) = std::env::var("GATEHOUSE_BENCH_ACCOUNT") {
-            return Ok(TargetAccount {
-                name,
-                created: false,
-            });
-        }
-        let me = whoami()?;
-        if me != "root" {
-            println!(
-                "note: not root, so the target account is {me} and its shell start-up files \
-                 count in every measurement (set GATEHOUSE_BENCH_ACCOUNT to choose another)"
-            );
-            return Ok(TargetAccount {
-                name: me,
-                created: false,
-            });
-        }
-        let exists = Command::new("getent")
-            .args(["passwd", BENCH_ACCOUNT])
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if exists {
-            bail!(
-                "a local account `{BENCH_ACCOUNT}` already exists (left by an interrupted run?): \
-                 remove it with `userdel {BENCH_ACCOUNT}` or set GATEHOUSE_BENCH_ACCOUNT"
-            );
-        }
-        // The home lives in the work directory, which the account must be able to enter; sshd
-        // reads the demo's authorized_keys (in the data directory) as the account, so that
-        // directory must be traversable too (not listable; the secrets in it stay 0600).
-        let home = work.join("home");
-        std::fs::create_dir_all(&home)?;
-        run_checked(Command::new("chmod").arg("755").arg(work))?;
-        run_checked(Command::new("chmod").arg("711").arg(data_dir))?;
-        // Password `*`: no password login, yet not "locked" (sshd without PAM refuses locked
-        // accounts even for public keys).
-        run_checked(
-            Command::new("useradd")
-                .args([
-                    "--system",
-                    "--shell",
-                    "/bin/sh",
-                    "--password",
-                    "*",
-                    "--home-dir",
-                ])
-                .arg(&home)
-                .arg(BENCH_ACCOUNT),
-        )?;
-        let account = TargetAccount {
-            name: BENCH_ACCOUNT.into(),
-            created: true,
-        };
-        run_checked(
-            Command::new("chown")
-                .arg(format!("{BENCH_ACCOUNT}:"))
-                .arg(&home),
-        )?;
-        Ok(account)
-    }
-}
-
-impl Drop for TargetAccount {
-    fn drop(&mut self) {
-        if self.created {
-            // userdel refuses while the account still has processes (sessions closing).
-            for _ in 0..20 {
-                let removed = Command::new("userdel")
-                    .arg(&self.name)
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if removed {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            eprintln!(
-                "could not remove the account {}: userdel it by hand",
-                self.name
-            );
-        }
-    }
-}
-
-fn run_checked(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// `gatehouse demo` in its own data directory; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Demo {
-    binary: PathBuf,
-    data_dir: PathBuf,
-    child: Child,
-    gateway_port: u16,
-    target_port: u16,
-}
-
-impl Demo {
-    fn start(binary: &Path, work: &Path) -> Result<Demo> {
-        let data_dir = work.join("data");
-        let gateway_port = free_port()?;
-        let target_port = free_port()?;
-        let log = std::fs::File::create(work.join("demo.log"))?;
-        let child = Command::new(binary)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("demo")
-            .arg("--ssh-listen")
-            .arg(format!("127.0.0.1:{gateway_port}"))
-            .arg("--target-port")
-            .arg(target_port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} demo", binary.display()))?;
-        let mut demo = Demo {
-            binary: binary.to_path_buf(),
-            data_dir,
-            child,
-            gateway_port,
-            target_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for port in [target_port, gateway_port] {
-            let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-                if let Some(status) = demo.child.try_wait()? {
-                    let log = std::fs::read_to_string(work.join("demo.log")).unwrap_or_default();
-                    bail!("gatehouse demo exited ({status}):\n{log}");
-                }
-                if Instant::now() > deadline {
-                    bail!("gatehouse demo did not open port {port} within 60 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        println!(
-            "gatehouse demo: gateway 127.0.0.1:{gateway_port}, sshd 127.0.0.1:{target_port}, \
-             data {}",
-            demo.data_dir.display()
-        );
-        Ok(demo)
-    }
-
-    /// Creates an ed25519 key at `key` and gives its public half to the gateway user, through
-    /// the running gateway's admin socket.
-    fn add_client_key(&self, key: &Path) -> Result<()> {
-        let status = Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "gatehouse-bench",
-                "-f",
-            ])
-            .arg(key)
-            .stdin(Stdio::null())
-            .status()
-            .context("running ssh-keygen")?;
-        if !status.success() {
-            bail!("ssh-keygen failed");
-        }
-        let out = Command::new(&self.binary)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["user", "add-key", GATEWAY_USER])
-            .arg(key.with_extension("pub"))
-            .output()
-            .context("running gatehouse user add-key")?;
-        if !out.status.success() {
-            bail!(
-                "gatehouse user add-key failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// Puts `name@demo-target` in the vault with the demo's account key and grants it to the
-    /// gateway user (the demo's sshd accepts that key for every account).
-    fn add_account(&self, name: &str) -> Result<()> {
-        let target = format!("{name}@{TARGET}");
-        let key = self.data_dir.join("demo-target/account_key");
-        for args in [
-            vec![
-                "account".into(),
-                "add".into(),
-                OsString::from(&target),
-                "--key-file".into(),
-                key.into_os_string(),
-            ],
-            vec![
-                "grant".into(),
-                "add".into(),
-                "--user".into(),
-                GATEWAY_USER.into(),
-                OsString::from(&target),
-            ],
-        ] {
-            run_checked(
-                Command::new(&self.binary)
-                    .arg("--data-dir")
-                    .arg(&self.data_dir)
-                    .args(args),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// CPU seconds used so far by the client (this process's finished children) and the
-    /// gateway; the target's share is sampled by [`TreeSampler`].
-    fn cpu(&self) -> Cpu {
-        Cpu {
-            client: proc_cpu(std::process::id()).map(|c| c.children),
-            gateway: proc_cpu(self.child.id()).map(|c| c.own),
-            target: Some(0.0),
-        }
-    }
-
-    /// `GATEHOUSE_BENCH_PIN=1`: the gateway gets the last CPU to itself; sshd (and so every
-    /// connection it forks) and this process (and so every client) share the others.
-    fn pin(&self, cpus: usize) -> Result<()> {
-        if cpus < 2 {
-            bail!("GATEHOUSE_BENCH_PIN needs at least 2 CPUs");
-        }
-        let gateway_cpu = (cpus - 1).to_string();
-        let others = if cpus == 2 {
-            "0".to_string()
-        } else {
-            format!("0-{}", cpus - 2)
-        };
-        let sshd = self.sshd_pid().context("the demo's sshd pid")?;
-        for (cpu_list, pid) in [
-            (&gateway_cpu, self.child.id()),
-            (&others, sshd),
-            (&others, std::process::id()),
-        ] {
-            run_checked(
-                Command::new("taskset")
-                    .args(["-a", "-p", "-c", cpu_list])
-                    .arg(pid.to_string()),
-            )?;
-        }
-        println!("pinned: gateway on CPU {gateway_cpu}; sshd and the clients on CPU {others}");
-        Ok(())
-    }
-
-    fn sshd_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.data_dir.join("demo-target/sshd.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-    }
-
-    fn rss_kib(&self) -> Option<u64> {
-        gatehouse_bench::rss_kib(self.child.id(), "VmHWM:")
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // SIGTERM lets the demo stop its sshd; SIGKILL if it does not exit in time.
-        gatehouse_bench::stop_child(&mut self.child);
-        // The demo's sshd, should it have outlived the demo.
-        if let Ok(pid) = std::fs::read_to_string(self.data_dir.join("demo-target/sshd.pid")) {
-            let pid = pid.trim();
-            if !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("kill").args(["-TERM", pid]).status();
-            }
-        }
+/// CPU seconds used so far by the client (this process's finished children) and the gateway;
+/// the target's share is sampled by [`TreeSampler`].
+fn demo_cpu(demo: &Demo) -> Cpu {
+    Cpu {
+        client: proc_cpu(std::process::id()).map(|c| c.children),
+        gateway: proc_cpu(demo.pid()).map(|c| c.own),
+        target: Some(0.0),
     }
 }
 
@@ -622,42 +317,6 @@ impl TreeSampler {
     }
 }
 
-/// All processes below `root`, from /proc/PID/task/TID/children.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut queue = vec![root];
-    while let Some(pid) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
-}
-
-struct ProcCpu {
-    own: f64,
-    children: f64,
-}
-
-/// User + system CPU seconds of process `pid`, and of its children that it has waited for.
-fn proc_cpu(pid: u32) -> Option<ProcCpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (own, children) = gatehouse_bench::stat_cpu_ticks(&stat)?;
-    let ticks = gatehouse_bench::clock_ticks();
-    Some(ProcCpu {
-        own: own as f64 / ticks,
-        children: children as f64 / ticks,
-    })
-}
-
 /// CPU seconds per process role; `None` where /proc could not tell.
 #[derive(Clone, Copy, Default)]
 struct Cpu {
@@ -681,19 +340,6 @@ impl Cpu {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The two paths
 
@@ -702,42 +348,6 @@ struct Route {
     port: u16,
     user: String,
     key: PathBuf,
-}
-
-/// Client options shared by both paths: no user config, no agent, no host-key prompts, the same
-/// key exchange (the gateway's OpenSSH-compatible choice) and the same cipher.
-fn client_options(cipher: &str) -> Vec<OsString> {
-    [
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        "ControlMaster=no",
-        "-o",
-        "ControlPath=none",
-        "-o",
-        "Compression=no",
-        "-o",
-        "KexAlgorithms=curve25519-sha256",
-        "-o",
-        "PreferredAuthentications=publickey",
-        "-c",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .chain([OsString::from(cipher)])
-    .collect()
 }
 
 impl Route {
@@ -936,7 +546,7 @@ fn transfer(
         }
     };
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let cpu_before = demo.cpu();
+    let cpu_before = demo_cpu(demo);
     let sampler = demo.sshd_pid().map(TreeSampler::start);
     let started = Instant::now();
     let mut child = cmd.spawn()?;
@@ -959,7 +569,7 @@ fn transfer(
     // Let the target's processes for this connection finish before the last CPU sample (this
     // wait is not part of the measurement).
     std::thread::sleep(Duration::from_millis(300));
-    let mut cpu = demo.cpu().since(cpu_before);
+    let mut cpu = demo_cpu(demo).since(cpu_before);
     cpu.target = sampler.and_then(TreeSampler::finish);
     if !out.status.success() {
         bail!(
@@ -1120,19 +730,6 @@ fn measure_setup(
 // ---------------------------------------------------------------------------------------------
 // Keystroke echo
 
-struct AcceptAnyHostKey;
-
-impl russh::client::Handler for AcceptAnyHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 struct EchoSession {
     handle: russh::client::Handle<AcceptAnyHostKey>,
     channel: russh::Channel<russh::client::Msg>,
@@ -1143,40 +740,7 @@ async fn russh_login(
     route: &Route,
     cipher: &str,
 ) -> Result<russh::client::Handle<AcceptAnyHostKey>> {
-    let cipher = match cipher {
-        "aes256-gcm@openssh.com" => russh::cipher::AES_256_GCM,
-        "aes128-gcm@openssh.com" => russh::cipher::AES_128_GCM,
-        "chacha20-poly1305@openssh.com" => russh::cipher::CHACHA20_POLY1305,
-        "aes256-ctr" => russh::cipher::AES_256_CTR,
-        other => bail!("the russh client does not know cipher {other}"),
-    };
-    let config = russh::client::Config {
-        nodelay: true,
-        preferred: russh::Preferred {
-            cipher: std::borrow::Cow::Owned(vec![cipher]),
-            kex: std::borrow::Cow::Borrowed(&[russh::kex::CURVE25519]),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut handle = russh::client::connect(
-        Arc::new(config),
-        (Ipv4Addr::LOCALHOST, route.port),
-        AcceptAnyHostKey,
-    )
-    .await
-    .with_context(|| format!("{}: connecting", route.name))?;
-    let key = russh::keys::load_secret_key(&route.key, None)?;
-    let auth = handle
-        .authenticate_publickey(
-            route.user.clone(),
-            russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), None),
-        )
-        .await?;
-    if !auth.success() {
-        bail!("{}: publickey login refused", route.name);
-    }
-    Ok(handle)
+    gatehouse_bench::ssh::russh_login(route.name, route.port, &route.user, &route.key, cipher).await
 }
 
 /// Connection setup as a client without Nagle delays sees it: connect, log in, run `true`, until
@@ -1353,25 +917,6 @@ struct Report {
     gateway_rss_kib: Option<u64>,
     load_before: String,
     load_after: String,
-}
-
-/// The 1, 5 and 15 minute load averages, to tell a busy machine from a quiet one.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.trim().to_string()
-        })
-        .unwrap_or_default()
 }
 
 impl Report {

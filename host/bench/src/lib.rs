@@ -1,7 +1,11 @@
-//! Benchmarks of the gateway against the direct path. The runner is `benches/gateway.rs`
-//! (`cargo bench -p gatehouse-bench`, see docs/BENCHMARKS.md); this library holds the statistics
-//! it reports, so that they are unit-tested, and what the runners share (finding the release
-//! binary, ports, the results directory).
+//! Benchmarks of the gateway. The runners are in `benches/` (`gateway.rs`: the gateway against
+//! the direct path; `load.rs`: hundreds of concurrent sessions; see docs/BENCHMARKS.md); this
+//! library holds the statistics they report, so that they are unit-tested, and what the runners
+//! share (finding the release binary, ports, the results directory, `/proc` readings, the demo
+//! gateway and the SSH clients).
+
+pub mod demo;
+pub mod ssh;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -178,6 +182,77 @@ pub fn rdp_pdus_bytes(file: &[u8]) -> Option<(u64, u64)> {
         rest = &rest[14 + length..];
     }
     Some((up, down))
+}
+
+/// All processes below `root`, from /proc/PID/task/TID/children.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// CPU seconds of a process (all its threads), and of its children that it has waited for.
+pub struct ProcCpu {
+    pub own: f64,
+    pub children: f64,
+}
+
+/// User + system CPU seconds of process `pid`, and of its children that it has waited for.
+pub fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (own, children) = stat_cpu_ticks(&stat)?;
+    let ticks = clock_ticks();
+    Some(ProcCpu {
+        own: own as f64 / ticks,
+        children: children as f64 / ticks,
+    })
+}
+
+/// The bytes of the files below `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// The 1, 5 and 15 minute load averages, to tell a busy machine from a quiet one.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// What `program args` prints (stdout, then stderr), trimmed; empty if it cannot run.
+pub fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text.trim().to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS:` now, `VmHWM:` the peak), in KiB.
