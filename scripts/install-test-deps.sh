@@ -20,6 +20,10 @@
 #   build-essential, pkg-config, cmake, clang: C toolchain for crates with native code
 #   ca-certificates, git: general build prerequisites
 #   curl, openssl   raw HTTPS requests to the API and client certificates for the A2A tests
+#   chromium        Debian's browser, driven by playwright-core (npm) in the player's browser test
+#                   (tests/player.rs, tests/browser/); Node.js 20+ and npm come with the machine
+#                   image (nodejs and npm from Debian otherwise, whose Node.js may be too old: the
+#                   test then says so)
 set -euo pipefail
 
 SUDO=""
@@ -36,7 +40,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     x11-xserver-utils ffmpeg xterm iproute2 rsync \
     build-essential pkg-config cmake clang \
     ca-certificates git \
-    curl openssl
+    curl openssl chromium
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
@@ -47,3 +51,10 @@ fi
 # Privilege-separation directory sshd insists on (the package's init script would create it).
 $SUDO mkdir -p /run/sshd
 $SUDO chmod 0755 /run/sshd
+
+# The browser test's node packages (tests/browser/package-lock.json; about 2 s, 14 MB).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+(cd "$repo_root/tests/browser" && npm ci --no-audit --no-fund)

@@ -23,7 +23,8 @@ use utoipa::{Modify, OpenApi};
         health, login, me, services, list_requests, create_request, get_request, approve, deny,
         cancel, revoke, check_in, release, access_string, a2a_credential, a2a_request,
         crate::sessions::list_sessions, crate::sessions::get_session,
-        crate::sessions::session_video, crate::sessions::session_transcript
+        crate::sessions::session_video, crate::sessions::session_transcript,
+        crate::sessions::session_cast
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Health, LoginBody, LoginResponse, MeView, ServicesView,
@@ -36,7 +37,7 @@ use utoipa::{Modify, OpenApi};
         (name = "people", description = "Logging in"),
         (name = "requests", description = "Access requests: file, review, use, check in"),
         (name = "a2a", description = "Applications: mutual TLS plus an API key"),
-        (name = "sessions", description = "Session recordings: list, events, video, transcript; the player at /player"),
+        (name = "sessions", description = "Session recordings: list and search, events, video, terminal cast, transcript; the player at /player"),
         (name = "gateway", description = "The gateway itself"),
     )
 )]
@@ -190,6 +191,7 @@ pub fn render_html(doc: &utoipa::openapi::OpenApi) -> String {
     let mut out = String::new();
     out.push_str(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gatehouse API</title>\
+         <link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
          <style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
          code{background:#f2f2f2;padding:0 .2em}section.op{border-top:1px solid #ddd;padding:.5rem 0}\
          .m{display:inline-block;min-width:4.5em;font-weight:bold}table{border-collapse:collapse}\

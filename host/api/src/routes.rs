@@ -131,6 +131,7 @@ pub fn router(state: ApiState) -> Router {
             "/sessions/{id}/transcript",
             get(crate::sessions::session_transcript),
         )
+        .route("/sessions/{id}/cast", get(crate::sessions::session_cast))
         .route("/a2a/credential", get(a2a_credential))
         .route("/a2a/requests", post(a2a_request))
         .route("/openapi.json", get(crate::docs::openapi_json));
@@ -140,6 +141,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/player", get(crate::sessions::player_page))
         .route("/player.js", get(crate::sessions::player_script))
         .route("/player.css", get(crate::sessions::player_style))
+        .route(
+            "/vendor/asciinema-player.min.js",
+            get(crate::sessions::terminal_player_script),
+        )
+        .route(
+            "/vendor/asciinema-player.css",
+            get(crate::sessions::terminal_player_style),
+        )
+        .route("/favicon.ico", get(crate::sessions::favicon_ico))
+        .route("/favicon.svg", get(crate::sessions::favicon_svg))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -1,8 +1,14 @@
 //! Session recordings over the API and the player page: list the sessions the caller may watch
-//! (`view_recording`), a session's record and searchable events (commands, file transfers,
-//! keystrokes, clipboard), an RDP session as a WebM video, an SSH session's terminal text.
-//! Every look at one session is a Cedar decision and is audited; an unknown session and a
-//! refused one are the same 404.
+//! (`view_recording`), search them (events, and the text an SSH terminal showed), a session's
+//! record and events (commands, file transfers, keystrokes, clipboard) with where each is in
+//! the playback, an RDP session as a WebM video, an SSH session's terminal as an asciicast for
+//! the browser's terminal player or as plain text. Every look at one session is a Cedar
+//! decision and is audited; an unknown session and a refused one are the same 404.
+//!
+//! Playback times come from the same cuts as the playback itself: an RDP video's idle cuts
+//! ([`VideoRenderer::video_times`]), a terminal recording's shortened pauses
+//! ([`gatehouse_recording::playback`]); a player seeking to an event's `playback_time` shows
+//! that event.
 
 use crate::ApiState;
 use crate::auth::Person;
@@ -13,11 +19,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::SessionRecord;
-use gatehouse_recording::{EventRecord, RecordedSession};
+use gatehouse_recording::{EventRecord, RecordedSession, RecordingEvent};
 use gatehouse_store::SESSIONS;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
 /// Renders an RDP session's recording to a video the browser plays. The binary provides it
@@ -25,7 +32,16 @@ use utoipa::{IntoParams, ToSchema};
 pub trait VideoRenderer: Send + Sync {
     /// Blocking: a WebM file of session `id`, rendered now or earlier.
     fn webm(&self, id: &str) -> Result<PathBuf, String>;
+
+    /// Blocking: where the rendered video of session `id` shows each of `times` (seconds of
+    /// the recording), in seconds of the video, through the idle cuts that rendering made;
+    /// `None` while the video is not rendered from the current recording (nothing is rendered
+    /// here).
+    fn video_times(&self, id: &str, times: &[f64]) -> Result<Option<Vec<f64>>, String>;
 }
+
+/// Pauses of a terminal recording longer than this are shortened to it for playback.
+pub const TERMINAL_IDLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Where recordings are and how videos are made.
 #[derive(Clone)]
@@ -40,8 +56,9 @@ pub struct Recordings {
 pub struct SessionQuery {
     /// Only sessions of this gateway user.
     pub user: Option<String>,
-    /// Only sessions whose events (commands, keystrokes, clipboard, files) contain this text
-    /// (case-insensitive).
+    /// Only sessions whose events (commands, keystrokes, clipboard, files) or whose terminal
+    /// output (what an SSH shell showed, typed text echoed included, escape sequences removed)
+    /// contain this text (case-insensitive).
     pub contains: Option<String>,
     /// At most this many, newest first (default 100).
     pub limit: Option<usize>,
@@ -59,7 +76,8 @@ pub struct SessionView {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub error: Option<String>,
-    /// `video` (RDP: `GET .../video`) or `transcript` (SSH: `GET .../transcript`).
+    /// `video` (RDP: `GET .../video`) or `transcript` (SSH: a terminal recording, played from
+    /// `GET .../cast`, as text from `GET .../transcript`).
     pub playback: String,
 }
 
@@ -71,9 +89,25 @@ pub struct SessionList {
 #[derive(Serialize, ToSchema)]
 pub struct SessionDetail {
     pub session: SessionView,
-    /// `events.jsonl`: seconds since the recording started, the channel, what happened.
+    /// `events.jsonl` (`time`: seconds since the recording started, `channel`, `type` and what
+    /// happened), each with `wall_time` (RFC 3339, when it happened) and `playback_time`:
+    /// seconds into what the player plays, where it shows the event: the video of an RDP
+    /// session (idle cuts subtracted; `null` until the video has been rendered, see
+    /// `GET .../video`), or the first terminal's cast of an SSH session (`GET .../cast`,
+    /// shortened pauses subtracted; `null` for events of other channels).
     #[schema(value_type = Vec<Object>)]
-    pub events: Vec<EventRecord>,
+    pub events: Vec<SessionEvent>,
+    /// The terminal channels recorded (SSH), for `GET .../cast?channel=`.
+    pub terminals: Vec<u32>,
+}
+
+/// One event of [`SessionDetail`].
+#[derive(Serialize)]
+pub struct SessionEvent {
+    #[serde(flatten)]
+    pub record: EventRecord,
+    pub wall_time: String,
+    pub playback_time: Option<f64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -102,18 +136,28 @@ fn view(record: &SessionRecord) -> SessionView {
     }
 }
 
-fn events_of(state: &ApiState, id: &str) -> Vec<EventRecord> {
-    RecordedSession::open(&state.inner.recordings.dir, id)
-        .and_then(|r| r.events())
-        .unwrap_or_default()
-}
-
 fn events_contain(events: &[EventRecord], needle: &str) -> bool {
     events.iter().any(|e| {
         serde_json::to_string(&e.event)
             .map(|text| text.to_lowercase().contains(needle))
             .unwrap_or(false)
     })
+}
+
+/// Whether session `record`'s events or its terminals' output contain `needle` (lowercase).
+/// Only what the target printed is searched, never the keystrokes: a password typed at a
+/// prompt that does not echo it is in the input stream alone.
+fn session_contains(dir: &FsPath, record: &SessionRecord, needle: &str) -> bool {
+    let Ok(recorded) = RecordedSession::open(dir, &record.id) else {
+        return false;
+    };
+    if events_contain(&recorded.events().unwrap_or_default(), needle) {
+        return true;
+    }
+    record.protocol != "rdp"
+        && recorded.channels().unwrap_or_default().iter().any(|&c| {
+            gatehouse_recording::output_contains(&recorded.channel_path(c), needle).unwrap_or(false)
+        })
 }
 
 /// The sessions you may watch, newest first.
@@ -129,7 +173,7 @@ pub async fn list_sessions(
     let store = state.inner.store.clone();
     let limit = query.limit.unwrap_or(100).min(1000);
     let needle = query.contains.map(|c| c.to_lowercase());
-    let searched = state.clone();
+    let dir = state.inner.recordings.dir.clone();
     let sessions = tokio::task::spawn_blocking(move || -> Result<Vec<SessionView>, ApiError> {
         let mut records: Vec<SessionRecord> = store.list(&SESSIONS).map_err(internal)?;
         records.sort_by_key(|r| std::cmp::Reverse(r.started));
@@ -137,11 +181,7 @@ pub async fn list_sessions(
             .into_iter()
             .filter(|r| query.user.as_ref().is_none_or(|u| &r.user == u))
             .filter(|r| workflow.may_view_recording(&person.actor, r))
-            .filter(|r| {
-                needle
-                    .as_ref()
-                    .is_none_or(|n| events_contain(&events_of(&searched, &r.id), n))
-            })
+            .filter(|r| needle.as_ref().is_none_or(|n| session_contains(&dir, r, n)))
             .take(limit)
             .map(|r| view(&r))
             .collect())
@@ -167,14 +207,109 @@ pub async fn get_session(
         .inner
         .workflow
         .view_recording(&person.actor, &id, "events")?;
-    let events = events_of(&state, &id);
-    Ok(crate::routes::no_store(
-        Json(SessionDetail {
-            session: view(&record),
-            events,
+    let dir = state.inner.recordings.dir.clone();
+    let renderer = state.inner.recordings.renderer.clone();
+    let detail = tokio::task::spawn_blocking(move || detail(&dir, renderer.as_deref(), &record))
+        .await
+        .map_err(internal)?;
+    Ok(crate::routes::no_store(Json(detail).into_response()))
+}
+
+fn detail(
+    dir: &FsPath,
+    renderer: Option<&dyn VideoRenderer>,
+    record: &SessionRecord,
+) -> SessionDetail {
+    let recorded = RecordedSession::open(dir, &record.id).ok();
+    let events = recorded
+        .as_ref()
+        .and_then(|r| r.events().ok())
+        .unwrap_or_default();
+    let terminals = match &recorded {
+        Some(r) if record.protocol != "rdp" => r.channels().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let playback = if record.protocol == "rdp" {
+        video_times(renderer, &record.id, &events)
+    } else {
+        terminal_times(recorded.as_ref(), &events, terminals.first().copied())
+    };
+    let started = record.started.to_system_time();
+    let events = events
+        .into_iter()
+        .zip(playback)
+        .map(|(record, playback_time)| {
+            let at = started + Duration::try_from_secs_f64(record.time).unwrap_or_default();
+            SessionEvent {
+                wall_time: humantime::format_rfc3339_millis(at).to_string(),
+                playback_time,
+                record,
+            }
         })
-        .into_response(),
-    ))
+        .collect();
+    SessionDetail {
+        session: view(record),
+        events,
+        terminals,
+    }
+}
+
+/// The events' times in the rendered video, `None` while it is not rendered.
+fn video_times(
+    renderer: Option<&dyn VideoRenderer>,
+    id: &str,
+    events: &[EventRecord],
+) -> Vec<Option<f64>> {
+    let times: Vec<f64> = events.iter().map(|e| e.time).collect();
+    match renderer.map(|r| r.video_times(id, &times)) {
+        Some(Ok(Some(mapped))) if mapped.len() == times.len() => {
+            mapped.into_iter().map(Some).collect()
+        }
+        Some(Err(e)) => {
+            tracing::warn!(session = id, error = %e, "cannot map event times to the video");
+            vec![None; times.len()]
+        }
+        _ => vec![None; times.len()],
+    }
+}
+
+/// The events' times in the played cast of `channel` (session-wide events too): the cast's
+/// clock starts at the channel's `recording_started`, and shortened pauses are subtracted.
+fn terminal_times(
+    recorded: Option<&RecordedSession>,
+    events: &[EventRecord],
+    channel: Option<u32>,
+) -> Vec<Option<f64>> {
+    let none = || vec![None; events.len()];
+    let (Some(recorded), Some(channel)) = (recorded, channel) else {
+        return none();
+    };
+    let Some(start) = events
+        .iter()
+        .find(|e| {
+            e.channel == Some(channel) && matches!(e.event, RecordingEvent::RecordingStarted { .. })
+        })
+        .map(|e| e.time)
+    else {
+        return none();
+    };
+    let cuts = match gatehouse_recording::idle_cuts(
+        &recorded.channel_path(channel),
+        TERMINAL_IDLE_LIMIT,
+    ) {
+        Ok(cuts) => cuts,
+        Err(e) => {
+            tracing::warn!(session = recorded.id(), error = %e, "cannot read a terminal recording");
+            return none();
+        }
+    };
+    events
+        .iter()
+        .map(|e| {
+            (e.channel.is_none() || e.channel == Some(channel))
+                .then(|| cuts.playback_time(e.time - start))
+        })
+        .collect()
 }
 
 /// An RDP session as a WebM video (rendered on first request, then cached).
@@ -228,6 +363,71 @@ pub async fn session_video(
     Ok(crate::routes::no_store(response))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CastQuery {
+    /// The terminal channel (`terminals` of the session); default the first recorded.
+    pub channel: Option<u32>,
+}
+
+/// An SSH session's terminal for a player: asciicast v2 of what the target printed (output,
+/// resizes, markers; the keystrokes are left out), pauses over two seconds shortened to two
+/// (`idle_time_limit`), as the events' `playback_time` counts.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/cast", tag = "sessions",
+    params(("id" = String, Path), CastQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "application/x-asciicast"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn session_cast(
+    State(state): State<ApiState>,
+    person: Person,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<CastQuery>,
+) -> Result<Response, ApiError> {
+    let record = state
+        .inner
+        .workflow
+        .view_recording(&person.actor, &id, "cast")?;
+    if record.protocol == "rdp" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_terminal",
+            format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
+        ));
+    }
+    let dir = state.inner.recordings.dir.clone();
+    let cast = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let recorded = RecordedSession::open(&dir, &id).map_err(|e| e.to_string())?;
+        let channels = recorded.channels().map_err(|e| e.to_string())?;
+        let channel = match query.channel {
+            Some(wanted) if channels.contains(&wanted) => wanted,
+            Some(wanted) => return Err(format!("channel {wanted} has no terminal recording")),
+            None => channels
+                .first()
+                .copied()
+                .ok_or_else(|| "no terminal channel was recorded".to_string())?,
+        };
+        let mut out = Vec::new();
+        gatehouse_recording::playback(
+            &recorded.channel_path(channel),
+            TERMINAL_IDLE_LIMIT,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_terminal", e))?;
+    let mut response = cast.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-asciicast"),
+    );
+    Ok(crate::routes::no_store(response))
+}
+
 /// An SSH session's terminal output as plain text (escape sequences removed), first recorded
 /// channel.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/transcript", tag = "sessions",
@@ -275,10 +475,17 @@ pub async fn session_transcript(
 const PLAYER_HTML: &str = include_str!("player/player.html");
 const PLAYER_JS: &str = include_str!("player/player.js");
 const PLAYER_CSS: &str = include_str!("player/player.css");
-/// Only the gateway's own script and data; videos come as blobs fetched with the token.
-const PLAYER_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// asciinema-player 3.17.0 (npm), unmodified: see player/vendor/README.md.
+const TERMINAL_PLAYER_JS: &str = include_str!("player/vendor/asciinema-player.min.js");
+const TERMINAL_PLAYER_CSS: &str = include_str!("player/vendor/asciinema-player.css");
+const FAVICON_ICO: &[u8] = include_bytes!("player/favicon.ico");
+const FAVICON_SVG: &str = include_str!("player/favicon.svg");
+/// Only the gateway's own scripts, styles and data; videos come as blobs fetched with the
+/// token. `'wasm-unsafe-eval'` lets the terminal player compile the WebAssembly embedded in
+/// its script (no JavaScript `eval`, no inline script or style).
+const PLAYER_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; media-src blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn static_page(body: &'static str, content_type: &'static str) -> Response {
+fn static_page(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -308,4 +515,22 @@ pub async fn player_script() -> Response {
 
 pub async fn player_style() -> Response {
     static_page(PLAYER_CSS, "text/css; charset=utf-8")
+}
+
+pub async fn terminal_player_script() -> Response {
+    static_page(TERMINAL_PLAYER_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn terminal_player_style() -> Response {
+    static_page(TERMINAL_PLAYER_CSS, "text/css; charset=utf-8")
+}
+
+/// The icon browsers ask every page of the gateway for.
+pub async fn favicon_ico() -> Response {
+    static_page(FAVICON_ICO, "image/x-icon")
+}
+
+/// The same icon as SVG, linked from the gateway's pages.
+pub async fn favicon_svg() -> Response {
+    static_page(FAVICON_SVG, "image/svg+xml")
 }

@@ -35,6 +35,9 @@ use tracing::Instrument;
 pub const PDU_FILE: &str = "rdp.pdus";
 /// The cached rendering of a session, for the player.
 pub const VIDEO_FILE: &str = "video.webm";
+/// The cached rendering's clock (`gatehouse_rdp_replay::VideoClock` as JSON): where its idle
+/// cuts are, to map event times to video times.
+pub const CLOCK_FILE: &str = "video.clock.json";
 
 /// Everything an RDP session needs from the rest of Gatehouse.
 pub struct RdpServices {
@@ -86,24 +89,74 @@ struct Renderer {
     recordings: PathBuf,
 }
 
-impl gatehouse_api::VideoRenderer for Renderer {
-    fn webm(&self, id: &str) -> Result<PathBuf, String> {
+impl Renderer {
+    /// The session's cached clock, if its video is rendered from the current recording.
+    fn cached(
+        &self,
+        id: &str,
+    ) -> Result<Option<(PathBuf, gatehouse_rdp_replay::VideoClock)>, String> {
         let recorded = gatehouse_recording::RecordedSession::open(&self.recordings, id)
             .map_err(|e| e.to_string())?;
         let pdus = recorded.dir().join(PDU_FILE);
         let video = recorded.dir().join(VIDEO_FILE);
+        let clock = recorded.dir().join(CLOCK_FILE);
         let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if let (Some(made), Some(source)) = (modified(&video), modified(&pdus))
-            && made >= source
-        {
+        let Some(source) = modified(&pdus) else {
+            return Ok(None);
+        };
+        let fresh = |p: &std::path::Path| modified(p).is_some_and(|made| made >= source);
+        if !(fresh(&video) && fresh(&clock)) {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read(&clock).map_err(|e| format!("reading `{}`: {e}", clock.display()))?;
+        match serde_json::from_slice(&text) {
+            Ok(parsed) => Ok(Some((video, parsed))),
+            // Rendered again on the next request.
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl gatehouse_api::VideoRenderer for Renderer {
+    fn webm(&self, id: &str) -> Result<PathBuf, String> {
+        if let Some((video, _)) = self.cached(id)? {
             return Ok(video);
         }
-        // Rendered beside, then renamed: a reader never sees half a video.
-        let partial = recorded.dir().join(format!("{VIDEO_FILE}.part.webm"));
-        gatehouse_rdp_replay::export(&pdus, &partial, &Default::default())
+        let recorded = gatehouse_recording::RecordedSession::open(&self.recordings, id)
             .map_err(|e| e.to_string())?;
+        let pdus = recorded.dir().join(PDU_FILE);
+        let video = recorded.dir().join(VIDEO_FILE);
+        // Rendered beside, then renamed: a reader never sees half a video, nor a video with
+        // another rendering's clock (the clock lands first, the video last).
+        let partial = recorded.dir().join(format!("{VIDEO_FILE}.part.webm"));
+        let summary = gatehouse_rdp_replay::export(&pdus, &partial, &Default::default())
+            .map_err(|e| e.to_string())?;
+        let clock = summary
+            .clock
+            .ok_or_else(|| "the rendering has no clock".to_string())?;
+        let clock_path = recorded.dir().join(CLOCK_FILE);
+        let clock_partial = recorded.dir().join(format!("{CLOCK_FILE}.part"));
+        let json = serde_json::to_vec(&clock).map_err(|e| e.to_string())?;
+        std::fs::write(&clock_partial, json).map_err(|e| e.to_string())?;
+        std::fs::rename(&clock_partial, &clock_path).map_err(|e| e.to_string())?;
         std::fs::rename(&partial, &video).map_err(|e| e.to_string())?;
         Ok(video)
+    }
+
+    fn video_times(&self, id: &str, times: &[f64]) -> Result<Option<Vec<f64>>, String> {
+        let Some((_, clock)) = self.cached(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            times
+                .iter()
+                .map(|&t| {
+                    let at = Duration::try_from_secs_f64(t).unwrap_or_default();
+                    clock.video_time(at).as_secs_f64()
+                })
+                .collect(),
+        ))
     }
 }
 

@@ -5,7 +5,10 @@
 //!
 //! Idle stretches longer than [`ExportOptions::max_idle`] are cut to that length (the
 //! summary says how much was cut), so an hour of a still screen does not cost an hour of
-//! encoding; `max_idle: None` keeps the real timing throughout.
+//! encoding; `max_idle: None` keeps the real timing throughout. The summary's [`VideoClock`]
+//! records where the cuts are: it maps a moment of the recording (an event's time) to the
+//! moment of the video that shows it, so that whoever seeks in the video uses the same cuts
+//! the export made.
 
 use crate::decode::{DecodeStats, Frame, Replayer, Verdict};
 use crate::pdus::{self, PduError};
@@ -50,6 +53,79 @@ pub struct ExportSummary {
     /// The verdict on the recording's graphics; `Partially` exports are written and flagged.
     pub verdict: Verdict,
     pub stats: DecodeStats,
+    /// A video's clock (`None` for a PNG): recording time to video time, idle cuts included.
+    pub clock: Option<VideoClock>,
+}
+
+/// How a video's clock relates to the recording's. The export writes a frame every
+/// `interval` of recording time from the first activation on; each idle cut starts a new
+/// [`Segment`] of frames further on in the recording. One segment per cut: a few thousand for
+/// a day-long session at most.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VideoClock {
+    /// Video time between two frames (one over the frame rate).
+    pub interval: Duration,
+    /// Frames in the video, the final second included.
+    pub frames: u64,
+    /// The runs of frames, in order; the first is frame 0 at the first activation.
+    pub segments: Vec<Segment>,
+}
+
+/// A run of frames shown at regular recording times: frame `frame + k` shows the screen as it
+/// was at recording time `at + k * interval`, until the next segment's first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    /// Recording time (since the relay started) of the segment's first frame.
+    pub at: Duration,
+    /// The index of that frame in the video.
+    pub frame: u64,
+}
+
+impl VideoClock {
+    /// The index of the first frame that shows the screen as it was at recording time `at`
+    /// (every update up to `at` drawn): the segment's frame at or after `at`, the first frame
+    /// after a cut for a moment inside the cut, frame 0 before the first activation and the
+    /// last frame after the end.
+    pub fn frame_at(&self, at: Duration) -> u64 {
+        let interval = self.interval.as_nanos().max(1);
+        for (n, segment) in self.segments.iter().enumerate() {
+            let end = self
+                .segments
+                .get(n + 1)
+                .map_or(self.frames, |next| next.frame);
+            if at <= segment.at {
+                return segment.frame;
+            }
+            let since = (at - segment.at).as_nanos();
+            let steps = u64::try_from(since.div_ceil(interval)).unwrap_or(u64::MAX);
+            if steps < end.saturating_sub(segment.frame) {
+                return segment.frame + steps;
+            }
+        }
+        self.frames.saturating_sub(1)
+    }
+
+    /// Where a player seeks to show recording time `at`: the middle of [`frame_at`]'s frame,
+    /// so that a player rounding the time either way shows that frame.
+    ///
+    /// [`frame_at`]: VideoClock::frame_at
+    pub fn video_time(&self, at: Duration) -> Duration {
+        let interval = u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX);
+        let start = interval.saturating_mul(self.frame_at(at));
+        Duration::from_nanos(start.saturating_add(interval / 2))
+    }
+
+    /// Recording time left out of the video.
+    pub fn idle_cut(&self) -> Duration {
+        self.segments
+            .windows(2)
+            .map(|pair| {
+                let shown = self.interval
+                    * u32::try_from(pair[1].frame - pair[0].frame).unwrap_or(u32::MAX);
+                pair[1].at.saturating_sub(pair[0].at).saturating_sub(shown)
+            })
+            .sum()
+    }
 }
 
 /// Why an export failed.
@@ -345,6 +421,7 @@ fn summary(
     replayer: &Replayer,
     frames: u64,
     idle_cut: Duration,
+    clock: Option<VideoClock>,
 ) -> Result<ExportSummary, ExportError> {
     let verdict = replayer.verdict();
     if let Verdict::NotDecodable(reason) = verdict {
@@ -361,6 +438,7 @@ fn summary(
         idle_cut,
         verdict,
         stats: replayer.stats().clone(),
+        clock,
     })
 }
 
@@ -393,7 +471,7 @@ fn still(
     )?;
     encoder.write(&frame)?;
     encoder.finish()?;
-    summary(&replayer, 1, Duration::ZERO)
+    summary(&replayer, 1, Duration::ZERO, None)
 }
 
 fn video(
@@ -409,6 +487,7 @@ fn video(
     // The recording time of the next frame to write.
     let mut next = Duration::ZERO;
     let mut idle_cut = Duration::ZERO;
+    let mut segments = Vec::new();
     while let Some(pdu) = reader.next_pdu()? {
         if let (Some(enc), Some(frame)) = (encoder.as_mut(), replayer.frame()) {
             // Frames due before this PDU show the screen as it is now.
@@ -422,6 +501,12 @@ fn video(
                     idle_cut += skip;
                     next += skip;
                     written_in_gap = Duration::ZERO;
+                    if !skip.is_zero() {
+                        segments.push(Segment {
+                            at: next,
+                            frame: enc.frames,
+                        });
+                    }
                     if skip.is_zero() {
                         enc.write(&frame)?;
                         next += interval;
@@ -447,6 +532,7 @@ fn video(
                 options.fps,
             )?);
             next = pdu.at;
+            segments.push(Segment { at: next, frame: 0 });
         }
     }
     let Some(mut encoder) = encoder else {
@@ -462,5 +548,74 @@ fn video(
         }
     }
     encoder.finish()?;
-    summary(&replayer, encoder.frames, idle_cut)
+    let clock = VideoClock {
+        interval,
+        frames: encoder.frames,
+        segments,
+    };
+    summary(&replayer, encoder.frames, idle_cut, Some(clock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// 5 fps from an activation at 1 s: frames 0..50 show 1 s to 10.8 s, then a cut, frames
+    /// 50..60 show 70 s to 71.8 s.
+    fn clock() -> VideoClock {
+        VideoClock {
+            interval: ms(200),
+            frames: 60,
+            segments: vec![
+                Segment {
+                    at: ms(1000),
+                    frame: 0,
+                },
+                Segment {
+                    at: ms(70_000),
+                    frame: 50,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn recording_times_map_to_the_first_frame_that_shows_them() {
+        let clock = clock();
+        let cases = [
+            (0, 0),        // before the first activation
+            (1000, 0),     // the activation itself
+            (1001, 1),     // just after: the next frame is the first to show it
+            (1200, 1),     // exactly on a frame
+            (10_800, 49),  // the last frame before the cut
+            (10_801, 50),  // inside the cut: the first frame after it
+            (40_000, 50),  // deep inside the cut
+            (70_000, 50),  // the first frame after the cut
+            (70_300, 52),  // after the cut, between two frames
+            (71_800, 59),  // the last frame
+            (500_000, 59), // after the end
+        ];
+        for (at, frame) in cases {
+            assert_eq!(clock.frame_at(ms(at)), frame, "recording time {at} ms");
+        }
+        // The middle of the frame: frame 52 starts at 10.4 s of video.
+        assert_eq!(clock.video_time(ms(70_300)), ms(10_500));
+        assert_eq!(clock.video_time(ms(0)), ms(100));
+        assert_eq!(clock.idle_cut(), ms(70_000 - 1000 - 50 * 200));
+    }
+
+    #[test]
+    fn an_empty_clock_maps_everything_to_the_start() {
+        let clock = VideoClock {
+            interval: ms(200),
+            frames: 0,
+            segments: Vec::new(),
+        };
+        assert_eq!(clock.frame_at(ms(5000)), 0);
+        assert_eq!(clock.idle_cut(), Duration::ZERO);
+    }
 }

@@ -13,5 +13,5 @@ pub mod pdus;
 
 pub use decode::{DecodeStats, Frame, ReplayError, Replayer, Verdict};
 pub use events::{ClipboardFormat, Event, EventKind, InputTracker};
-pub use export::{ExportError, ExportOptions, ExportSummary, export};
+pub use export::{ExportError, ExportOptions, ExportSummary, Segment, VideoClock, export};
 pub use pdus::{Direction, Framing, MAGIC, Pdu, PduError, PduReader, PduWriter};

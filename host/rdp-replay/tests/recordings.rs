@@ -241,6 +241,155 @@ fn long_idle_stretches_are_cut_to_the_cap() {
     assert!(summary.frames < 2 * 30, "{summary:?}");
 }
 
+/// The fixture made into a session with a minute of idle screen: the screen stays black after
+/// the activation, then the checkerboard is painted at the moment the typing starts, a minute
+/// later than in the fixture (everything from the painting on moves a minute later). Returns
+/// the PDUs; the typing is the recording's only event.
+fn idle_then_painted_at_the_typing() -> Vec<(Direction, Framing, Duration, Vec<u8>)> {
+    let all = all_pdus(&fixture());
+    let mut replayer = Replayer::new();
+    let painting = all
+        .iter()
+        .position(|(direction, framing, at, bytes)| {
+            replayer.feed(&Pdu {
+                direction: *direction,
+                framing: *framing,
+                at: *at,
+                bytes,
+            })
+        })
+        .expect("the fixture paints the screen");
+    let mut tracker = InputTracker::new();
+    let mut events = Vec::new();
+    for (direction, framing, at, bytes) in &all {
+        tracker.observe(
+            &Pdu {
+                direction: *direction,
+                framing: *framing,
+                at: *at,
+                bytes,
+            },
+            &mut events,
+        );
+    }
+    tracker.finish(&mut events);
+    let typed = Duration::from_micros(events[0].at_micros);
+    let painted_at = all[painting].2;
+    assert!(typed > painted_at, "the fixture types after the painting");
+    let idle = Duration::from_secs(60);
+    let mut moved: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != painting)
+        .map(|(_, (d, f, at, bytes))| {
+            let at = if *at >= painted_at { *at + idle } else { *at };
+            (*d, *f, at, bytes.clone())
+        })
+        .collect();
+    let (d, f, _, bytes) = all[painting].clone();
+    let before = moved
+        .iter()
+        .position(|(_, _, at, _)| *at >= typed + idle)
+        .unwrap();
+    moved.insert(before, (d, f, typed + idle, bytes));
+    moved
+}
+
+/// Mean brightness of each frame of a video, decoded at its own frames (no resampling).
+fn frame_brightness(video: &Path) -> Vec<u32> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(video)
+        .args(["-fps_mode", "passthrough", "-vf", "scale=32:24"])
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(32 * 24)
+        .map(|frame| frame.iter().map(|&b| u32::from(b)).sum::<u32>() / (32 * 24))
+        .collect()
+}
+
+#[test]
+fn an_event_after_a_cut_idle_stretch_maps_to_the_frame_that_shows_it() {
+    require_ffmpeg();
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("idle.pdus");
+    write_pdus(&recording, &idle_then_painted_at_the_typing());
+    // The event as the gateway logs it: the input tracker on the recorded PDUs.
+    let mut reader = pdus::open(&recording).unwrap();
+    let mut tracker = InputTracker::new();
+    let mut events = Vec::new();
+    while let Some(pdu) = reader.next_pdu().unwrap() {
+        tracker.observe(&pdu, &mut events);
+    }
+    tracker.finish(&mut events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let typed = Duration::from_micros(events[0].at_micros);
+    assert!(typed > Duration::from_secs(60), "{typed:?}");
+
+    let webm = dir.path().join("idle.webm");
+    let options = ExportOptions {
+        fps: 5,
+        max_idle: Some(Duration::from_secs(5)),
+        ..ExportOptions::default()
+    };
+    let summary = export(&recording, &webm, &options).unwrap();
+    let clock = summary.clock.clone().expect("a video has a clock");
+    assert_eq!(clock.idle_cut(), summary.idle_cut, "{clock:?}");
+    assert!(summary.idle_cut >= Duration::from_secs(50), "{summary:?}");
+    assert_eq!(clock.frames, summary.frames);
+    assert!(clock.segments.len() >= 2, "{clock:?}");
+
+    let brightness = frame_brightness(&webm);
+    assert_eq!(brightness.len() as u64, summary.frames, "{brightness:?}");
+    let at = clock.video_time(typed);
+    let frame = (at.as_secs_f64() * 5.0).floor() as usize;
+    // Seeking to the mapped time shows the first painted frame: the one before it is the
+    // still black screen of the idle stretch.
+    assert!(brightness[frame] > 40, "frame {frame}: {brightness:?}");
+    assert!(
+        brightness[frame - 1] < 10,
+        "frame {}: {brightness:?}",
+        frame - 1
+    );
+    assert_eq!(
+        brightness.iter().position(|&b| b > 40),
+        Some(frame),
+        "{brightness:?}"
+    );
+    // The event's own time is far past the end of the cut video: seeking there was the bug.
+    let length = Duration::from_millis(200) * brightness.len() as u32;
+    assert!(
+        typed > length + Duration::from_secs(40),
+        "{typed:?} {length:?}"
+    );
+    // Without a cap the clock is the recording's, from the first activation.
+    let full = export(
+        &recording,
+        &dir.path().join("full.webm"),
+        &ExportOptions {
+            max_idle: None,
+            ..options
+        },
+    )
+    .unwrap();
+    let full_clock = full.clock.unwrap();
+    assert_eq!(full_clock.segments.len(), 1);
+    let start = full_clock.segments[0].at;
+    let expected = typed - start;
+    let mapped = full_clock.video_time(typed);
+    assert!(
+        mapped >= expected && mapped <= expected + Duration::from_millis(300),
+        "{mapped:?} for {expected:?}"
+    );
+}
+
 #[test]
 fn a_missing_ffmpeg_or_an_unknown_format_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

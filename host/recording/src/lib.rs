@@ -48,7 +48,8 @@
 //! # Reading
 //!
 //! [`RecordedSession`] lists channels and reads the event log; [`read_cast`], [`play`], [`text`]
-//! and [`export`] work on one cast file.
+//! and [`export`] work on one cast file; [`playback`] writes one for a browser player (idle
+//! pauses shortened, keystrokes left out) and [`output_contains`] searches what it showed.
 //!
 //! # Guarantees
 //!
@@ -65,6 +66,7 @@
 mod ansi;
 mod cast;
 mod error;
+mod playback;
 mod player;
 mod recorder;
 mod session;
@@ -77,6 +79,7 @@ pub mod sftp;
 pub use ansi::{AnsiStripper, strip as strip_escapes};
 pub use cast::{CastEnv, CastEvent, CastHeader, EventKind};
 pub use error::{RecordingError, Result};
+pub use playback::{IdleCuts, idle_cuts, output_contains, playback};
 pub use player::{CastRecording, export, play, read_cast, text};
 pub use recorder::{ChannelRecorder, ChannelTotals, FLUSH_INTERVAL, WRITE_BUFFER_BYTES};
 pub use session::{

@@ -1,11 +1,19 @@
-// The Gatehouse recordings player. Served by the gateway (no third-party script); it talks only
-// to the gateway's API with a bearer token kept in this tab's sessionStorage. Videos are fetched
-// with the token and played from a blob, so no token ever appears in a URL.
+// The Gatehouse recordings player. Served by the gateway (its only third-party script is the
+// vendored asciinema-player, served by the gateway too); it talks only to the gateway's API with
+// a bearer token kept in this tab's sessionStorage. Videos and terminal recordings are fetched
+// with the token (videos played from a blob), so no token ever appears in a URL.
+//
+// Every event carries `playback_time`, computed by the gateway from the same cuts the playback
+// has (an RDP video's idle cuts, a terminal recording's shortened pauses): clicking an event
+// seeks there, so the player shows the event even after a long idle stretch.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("gatehouse-token");
 let videoUrl = null;
+let terminal = null;      // the asciinema player of the open SSH session
+let castText = null;      // its recording, to re-create the player at another speed
+let opened = 0;           // bumped per opened session: late answers for an older one are dropped
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -65,45 +73,125 @@ function eventText(e) {
     default: {
       const rest = Object.assign({}, e);
       delete rest.time; delete rest.type; delete rest.channel;
+      delete rest.wall_time; delete rest.playback_time;
       return kind + (Object.keys(rest).length ? " " + JSON.stringify(rest) : "");
     }
   }
 }
 
+function speed() { return Number($("speed").value) || 1; }
+
+function clock(wallTime) {
+  // "2025-01-02T03:04:05.678Z": the local time of day, to the second.
+  const at = new Date(wallTime);
+  return isNaN(at) ? "" : at.toLocaleTimeString();
+}
+
+function seek(seconds) {
+  if (!$("video").hidden) {
+    $("video").currentTime = seconds;
+    $("video").play().catch(() => { /* paused by the user meanwhile */ });
+  } else if (terminal) {
+    terminal.seek(seconds).then(() => terminal.play()).catch(() => { /* disposed meanwhile */ });
+  }
+}
+
+function showEvents(events) {
+  const list = $("events");
+  list.replaceChildren();
+  for (const e of events) {
+    const item = document.createElement("li");
+    const when = document.createElement("span");
+    when.className = "when";
+    text(when, clock(e.wall_time) + "  +" + e.time.toFixed(1) + "s  ");
+    const what = document.createElement("span");
+    text(what, eventText(e));
+    item.append(when, what);
+    if (e.playback_time != null) {
+      item.classList.add("seekable");
+      item.dataset.playbackTime = String(e.playback_time);
+      item.title = "play from " + e.playback_time.toFixed(1) + " s";
+      item.addEventListener("click", () => seek(e.playback_time));
+    }
+    list.appendChild(item);
+  }
+}
+
+function closePlayers() {
+  if (terminal) { terminal.dispose(); terminal = null; }
+  castText = null;
+  $("terminal").replaceChildren();
+  $("terminal").hidden = true;
+  const video = $("video");
+  video.pause();
+  video.removeAttribute("src");
+  video.hidden = true;
+  if (videoUrl) { URL.revokeObjectURL(videoUrl); videoUrl = null; }
+  $("controls").hidden = true;
+}
+
+function startTerminal(at, play) {
+  if (terminal) { terminal.dispose(); terminal = null; }
+  $("terminal").replaceChildren();
+  terminal = AsciinemaPlayer.create({ data: castText }, $("terminal"), {
+    speed: speed(),
+    startAt: at || 0,
+    autoPlay: !!play,
+    preload: true,
+    fit: "width",
+    terminalFontSize: "small",
+    controls: true,
+  });
+}
+
 async function openSession(row, session) {
+  const mine = ++opened;
   document.querySelectorAll("tr.session").forEach((r) => r.classList.remove("selected"));
   row.classList.add("selected");
   text($("title"), session.user + " \u2192 " + session.target + " (" + session.protocol + ")");
   text($("status"), "loading\u2026");
-  $("video").hidden = true;
-  $("transcript").hidden = true;
-  if (videoUrl) { URL.revokeObjectURL(videoUrl); videoUrl = null; }
-  const list = $("events");
-  list.replaceChildren();
+  closePlayers();
+  $("events").replaceChildren();
+  const path = "/sessions/" + encodeURIComponent(session.id);
   try {
-    const detail = await (await api("/sessions/" + encodeURIComponent(session.id))).json();
-    for (const e of detail.events) {
-      const item = document.createElement("li");
-      text(item, e.time.toFixed(1) + "s  " + eventText(e));
-      item.addEventListener("click", () => {
-        if (!$("video").hidden) { $("video").currentTime = e.time; $("video").play(); }
-      });
-      list.appendChild(item);
-    }
+    const detail = await (await api(path)).json();
+    if (mine !== opened) return;
+    showEvents(detail.events);
     if (session.playback === "video") {
       text($("status"), "rendering the video (the first time can take a while)\u2026");
-      const blob = await (await api("/sessions/" + encodeURIComponent(session.id) + "/video")).blob();
+      const blob = await (await api(path + "/video")).blob();
+      if (mine !== opened) return;
       videoUrl = URL.createObjectURL(blob);
       $("video").src = videoUrl;
+      $("video").playbackRate = speed();
       $("video").hidden = false;
+      text($("idle-note"), "long idle stretches are cut");
+      // Now rendered: the events' times in this video (its idle cuts subtracted).
+      const rendered = await (await api(path)).json();
+      if (mine !== opened) return;
+      showEvents(rendered.events);
     } else {
-      const transcript = await (await api("/sessions/" + encodeURIComponent(session.id) + "/transcript")).text();
-      text($("transcript"), transcript);
-      $("transcript").hidden = false;
+      const cast = await (await api(path + "/cast")).text();
+      if (mine !== opened) return;
+      castText = cast;
+      $("terminal").hidden = false;
+      text($("idle-note"), "pauses over 2 s are shortened to 2 s");
+      startTerminal(0, false);
     }
+    $("controls").hidden = false;
     text($("status"), "");
   } catch (e) {
-    if (e.message !== "unauthorized") text($("status"), e.message);
+    if (e.message !== "unauthorized" && mine === opened) text($("status"), e.message);
+  }
+}
+
+function changeSpeed() {
+  if (!$("video").hidden) {
+    $("video").playbackRate = speed();
+  } else if (terminal && castText) {
+    // The player takes its speed when created: go on from the same moment.
+    const at = terminal.getCurrentTime() || 0;
+    startTerminal(at, true);
   }
 }
 
@@ -154,6 +242,7 @@ async function start() {
 document.addEventListener("DOMContentLoaded", () => {
   $("login").addEventListener("submit", login);
   $("search").addEventListener("submit", loadSessions);
-  $("logout").addEventListener("click", () => logout(""));
+  $("logout").addEventListener("click", () => { closePlayers(); logout(""); });
+  $("speed").addEventListener("change", changeSpeed);
   if (token) start(); else logout("");
 });
