@@ -130,6 +130,8 @@ pub(crate) struct CastReader {
     lines: BufReader<File>,
     line_number: usize,
     buffer: String,
+    /// The time of the last event returned: times never go backwards.
+    last_time: f64,
     /// The parsed header.
     pub(crate) header: CastHeader,
 }
@@ -142,6 +144,7 @@ impl CastReader {
             lines: BufReader::new(file),
             line_number: 0,
             buffer: String::new(),
+            last_time: 0.0,
             header: CastHeader::new(0, 0),
         };
         match reader.next_line()? {
@@ -166,7 +169,15 @@ impl CastReader {
                 continue;
             }
             return match cast::parse_event(line) {
-                Ok(event) => Ok(Some(event)),
+                // The recorder's clock is monotonic: an earlier time is not a recording of ours.
+                Ok(event) if event.time < self.last_time => Err(self.malformed(format!(
+                    "event time `{}` is before the previous event's `{}`",
+                    event.time, self.last_time
+                ))),
+                Ok(event) => {
+                    self.last_time = event.time;
+                    Ok(Some(event))
+                }
                 // A crash mid-write leaves an unterminated last line: the recording ends before it.
                 Err(_) if !terminated => Ok(None),
                 Err(reason) => Err(self.malformed(reason)),
@@ -255,6 +266,42 @@ mod tests {
                 other => panic!("{content:?}: expected a malformed error, got {other:?}"),
             }
         }
+    }
+
+    /// Found by the `cast_reader` fuzz target (fuzz/, docs/FUZZING.md): an event earlier than the
+    /// one before it was returned, and `play` then paused for a negative time.
+    #[test]
+    fn time_going_backwards_is_a_malformed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cast_file(
+            &dir,
+            &format!(
+                "{HEADER}\n[0.000000, \"o\", \"$ \"]\n[0.530000, \"o\", \"x\"]\n\
+                 [0.000000, \"r\", \"120x40\"]\n[2.25, \"m\", \"sudo\"]\n"
+            ),
+        );
+        for error in [
+            read_cast(&path).unwrap_err(),
+            text(&path).unwrap_err(),
+            play(&path, 1.0, None, &mut Vec::new()).unwrap_err(),
+        ] {
+            match error {
+                RecordingError::Malformed { line, reason, .. } => {
+                    assert_eq!(line, 4);
+                    assert_eq!(
+                        reason,
+                        "event time `0` is before the previous event's `0.53`"
+                    );
+                }
+                other => panic!("expected a malformed error, got {other:?}"),
+            }
+        }
+        // Equal times are fine (several chunks in one microsecond).
+        let path = cast_file(
+            &dir,
+            &format!("{HEADER}\n[0.5, \"o\", \"a\"]\n[0.5, \"o\", \"b\"]\n"),
+        );
+        assert_eq!(read_cast(&path).unwrap().events.len(), 2);
     }
 
     #[test]

@@ -553,11 +553,16 @@ impl SftpInspector {
     }
 
     /// The channel closed: events not taken yet, then a transfer with `complete: false` for each file
-    /// still open, by path.
+    /// still open, by path (files open under the same path by handle, so the order never depends
+    /// on the hash table's).
     pub fn finish(&mut self) -> Vec<FileEvent> {
-        let mut open: Vec<OpenFile> = self.tracker.handles.drain().map(|(_, file)| file).collect();
-        open.sort_by(|left, right| left.path.cmp(&right.path));
-        for file in open {
+        let mut open: Vec<(Vec<u8>, OpenFile)> = self.tracker.handles.drain().collect();
+        open.sort_by(|(left_handle, left), (right_handle, right)| {
+            left.path
+                .cmp(&right.path)
+                .then_with(|| left_handle.cmp(right_handle))
+        });
+        for (_, file) in open {
             self.tracker.emit_transfer(file, false);
         }
         self.tracker.opens.clear();

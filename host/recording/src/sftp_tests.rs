@@ -547,3 +547,40 @@ fn a_path_longer_than_kept_is_ignored_not_fatal() {
         }]
     );
 }
+
+/// Found by the `sftp_inspector` fuzz target (fuzz/, docs/FUZZING.md): files still open under the
+/// same path were reported at the end in the hash table's order, which differs from one inspector
+/// to the next, so the same channel could be logged two ways.
+#[test]
+fn files_open_under_one_path_end_in_handle_order() {
+    let mut steps = handshake();
+    // Opened for writing under handle "h9", then for reading under "h1"; neither is closed.
+    for (request, flags, handle) in [(1, 0x1au32, b"h9"), (2, 0x01, b"h1")] {
+        steps.push(client(
+            kind::OPEN,
+            fields(&[
+                &id(request),
+                &string(b"/tmp/same"),
+                &flags.to_be_bytes(),
+                NO_ATTRS,
+            ]),
+        ));
+        steps.push(server(
+            kind::HANDLE,
+            fields(&[&id(request), &string(handle)]),
+        ));
+    }
+    let transfer = |direction| FileEvent::Transfer {
+        direction,
+        path: "/tmp/same".into(),
+        bytes: 0,
+        complete: false,
+    };
+    let expected = vec![transfer(Direction::Download), transfer(Direction::Upload)];
+    // A new inspector, so a new hash seed, each time.
+    for _ in 0..32 {
+        let (events, stopped) = run_conversation(&steps, |_, bytes| vec![bytes]);
+        assert!(!stopped);
+        assert_eq!(events, expected);
+    }
+}
