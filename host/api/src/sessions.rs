@@ -385,17 +385,7 @@ pub async fn session_cast(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<CastQuery>,
 ) -> Result<Response, ApiError> {
-    let record = state
-        .inner
-        .workflow
-        .view_recording(&person.actor, &id, "cast")?;
-    if record.protocol == "rdp" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_terminal",
-            format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
-        ));
-    }
+    terminal_recording(&state, &person, &id, "cast")?;
     let dir = state.inner.recordings.dir.clone();
     let cast = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let recorded = RecordedSession::open(&dir, &id).map_err(|e| e.to_string())?;
@@ -428,6 +418,28 @@ pub async fn session_cast(
     Ok(crate::routes::no_store(response))
 }
 
+/// Checks that `person` may view the recording of `id` (audited as `what`) and that it is a
+/// terminal session, not an RDP one.
+fn terminal_recording(
+    state: &ApiState,
+    person: &Person,
+    id: &str,
+    what: &str,
+) -> Result<(), ApiError> {
+    let record = state
+        .inner
+        .workflow
+        .view_recording(&person.actor, id, what)?;
+    if record.protocol == "rdp" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_terminal",
+            format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
+        ));
+    }
+    Ok(())
+}
+
 /// An SSH session's terminal output as plain text (escape sequences removed), first recorded
 /// channel.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/transcript", tag = "sessions",
@@ -439,17 +451,7 @@ pub async fn session_transcript(
     person: Person,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state
-        .inner
-        .workflow
-        .view_recording(&person.actor, &id, "transcript")?;
-    if record.protocol == "rdp" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_terminal",
-            format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
-        ));
-    }
+    terminal_recording(&state, &person, &id, "transcript")?;
     let dir = state.inner.recordings.dir.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let recorded = RecordedSession::open(&dir, &id).map_err(|e| e.to_string())?;
