@@ -85,15 +85,33 @@ impl std::fmt::Debug for Auditor {
     }
 }
 
-type Pending = (
-    Entry,
-    tokio::sync::oneshot::Sender<Result<AuditEvent, StoreError>>,
-);
+/// A change to the store queued behind the audit events: session records written by the
+/// gateway's sessions, so they commit in the order they were queued with those events.
+pub type StoreOp = Box<dyn FnOnce(&mut gatehouse_store::Txn<'_>) -> Result<(), StoreError> + Send>;
 
-/// Events waiting for the group-commit writer; a full queue makes callers wait (backpressure).
+type Reply<T> = Option<tokio::sync::oneshot::Sender<Result<T, StoreError>>>;
+
+/// What the group-commit writer is asked to do; a reply, when there is one, is sent once the
+/// transaction holding it is on disk.
+enum Pending {
+    Event(Entry, Reply<AuditEvent>),
+    Write(StoreOp, Option<Entry>, Reply<Option<AuditEvent>>),
+}
+
+/// Events and writes waiting for the group-commit writer; a full queue makes callers wait
+/// (backpressure) or, for best-effort callers that cannot wait, write on their own.
 const GROUP_QUEUE: usize = 4096;
 /// Events written in one transaction at most.
 const GROUP_MAX: usize = 512;
+
+/// The writer could not take the write (its queue is full, or it stopped).
+#[derive(Debug, thiserror::Error)]
+#[error("the audit writer's queue is full")]
+pub struct QueueFull;
+
+fn stopped() -> StoreError {
+    StoreError::Database("the audit writer stopped".into())
+}
 
 impl Auditor {
     pub fn new(store: Arc<Store>) -> Self {
@@ -103,9 +121,11 @@ impl Auditor {
         }
     }
 
-    /// An auditor whose [`Auditor::record_durable`] commits concurrent events together: one
-    /// writer thread takes every event queued meanwhile into one transaction (one fsync), and
-    /// each caller resumes once its event is on disk. High-rate paths (A2A retrieval) use it.
+    /// An auditor whose writes from async code commit together: one writer thread takes
+    /// everything queued meanwhile into one transaction (one fsync), in queue order, so no
+    /// async worker thread ever waits for the disk. [`Auditor::record_durable`] resumes once its
+    /// event is on disk; [`Auditor::record_best_effort`] and [`Auditor::queue_write`] only queue.
+    /// The gateway's sessions and the high-rate paths (A2A retrieval) use it.
     pub fn with_group_commit(store: Arc<Store>) -> std::io::Result<Self> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(GROUP_QUEUE);
         let writer = Auditor::new(store.clone());
@@ -120,26 +140,7 @@ impl Auditor {
                             Err(_) => break,
                         }
                     }
-                    let (entries, replies): (Vec<Entry>, Vec<_>) = batch.into_iter().unzip();
-                    let written = writer.store.write(|txn| {
-                        entries
-                            .into_iter()
-                            .map(|e| writer.record_in(txn, e))
-                            .collect::<Result<Vec<_>, StoreError>>()
-                    });
-                    match written {
-                        Ok(events) => {
-                            for (reply, event) in replies.into_iter().zip(events) {
-                                let _ = reply.send(Ok(event));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "group audit commit failed");
-                            for reply in replies {
-                                let _ = reply.send(Err(StoreError::Database(e.to_string())));
-                            }
-                        }
-                    }
+                    writer.commit_batch(batch);
                 }
             })?;
         Ok(Self {
@@ -148,24 +149,145 @@ impl Auditor {
         })
     }
 
+    /// One transaction for the whole batch, replies after the commit (or its error to each).
+    fn commit_batch(&self, batch: Vec<Pending>) {
+        enum Work {
+            Event(Entry),
+            Write(StoreOp, Option<Entry>),
+        }
+        enum Answer {
+            Event(Reply<AuditEvent>),
+            Write(Reply<Option<AuditEvent>>),
+        }
+        let (work, answers): (Vec<Work>, Vec<Answer>) = batch
+            .into_iter()
+            .map(|pending| match pending {
+                Pending::Event(entry, reply) => (Work::Event(entry), Answer::Event(reply)),
+                Pending::Write(op, entry, reply) => (Work::Write(op, entry), Answer::Write(reply)),
+            })
+            .unzip();
+        let written = self.store.write(|txn| {
+            work.into_iter()
+                .map(|w| match w {
+                    Work::Event(entry) => self.record_in(txn, entry).map(Some),
+                    Work::Write(op, entry) => {
+                        op(txn)?;
+                        entry.map(|e| self.record_in(txn, e)).transpose()
+                    }
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        });
+        match written {
+            Ok(events) => {
+                for (answer, event) in answers.into_iter().zip(events) {
+                    match (answer, event) {
+                        (Answer::Event(Some(reply)), Some(event)) => {
+                            let _ = reply.send(Ok(event));
+                        }
+                        (Answer::Write(Some(reply)), event) => {
+                            let _ = reply.send(Ok(event));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group audit commit failed");
+                let failed = || StoreError::Database(e.to_string());
+                for answer in answers {
+                    match answer {
+                        Answer::Event(Some(reply)) => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                        Answer::Write(Some(reply)) => {
+                            let _ = reply.send(Err(failed()));
+                        }
+                        Answer::Event(None) | Answer::Write(None) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// Stores the event and returns once it is durable, without blocking the async runtime:
     /// through the group-commit writer when there is one, else on a blocking thread.
     pub async fn record_durable(&self, entry: Entry) -> Result<AuditEvent, StoreError> {
         match &self.batcher {
             Some(tx) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                tx.send((entry, reply))
+                tx.send(Pending::Event(entry, Some(reply)))
                     .await
-                    .map_err(|_| StoreError::Database("the audit writer stopped".into()))?;
-                answer
-                    .await
-                    .map_err(|_| StoreError::Database("the audit writer stopped".into()))?
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
             }
             None => {
                 let this = self.clone();
                 tokio::task::spawn_blocking(move || this.record(entry))
                     .await
                     .map_err(|e| StoreError::Database(e.to_string()))?
+            }
+        }
+    }
+
+    /// Runs `op` and appends `entry` in one transaction and returns once both are durable,
+    /// without blocking the async runtime (a session's start: its record and its audit event).
+    pub async fn write_durable(
+        &self,
+        op: StoreOp,
+        entry: Option<Entry>,
+    ) -> Result<Option<AuditEvent>, StoreError> {
+        match &self.batcher {
+            Some(tx) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send(Pending::Write(op, entry, Some(reply)))
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+            None => {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    this.store.write(|txn| {
+                        op(txn)?;
+                        entry.map(|e| this.record_in(txn, e)).transpose()
+                    })
+                })
+                .await
+                .map_err(|e| StoreError::Database(e.to_string()))?
+            }
+        }
+    }
+
+    /// Queues `op` behind the events already queued and returns without waiting for the disk.
+    /// A full queue gives [`QueueFull`] (the caller decides whether the write can be skipped);
+    /// without a group-commit writer the write happens here.
+    pub fn queue_write(&self, op: StoreOp) -> Result<(), QueueFull> {
+        match &self.batcher {
+            Some(tx) => tx
+                .try_send(Pending::Write(op, None, None))
+                .map_err(|_| QueueFull),
+            None => {
+                if let Err(e) = self.store.write(op) {
+                    tracing::error!(error = %e, "could not write to the store");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues `op` (and then `entry`) in one transaction, waiting for room in the queue but not
+    /// for the disk: the closing books of a session, which must not be skipped.
+    pub async fn queue_write_waiting(&self, op: StoreOp, entry: Option<Entry>) {
+        match &self.batcher {
+            Some(tx) => {
+                if tx.send(Pending::Write(op, entry, None)).await.is_err() {
+                    tracing::error!("could not write to the store: the audit writer stopped");
+                }
+            }
+            None => {
+                if let Err(e) = self.write_durable(op, entry).await {
+                    tracing::error!(error = %e, "could not write to the store");
+                }
             }
         }
     }
@@ -196,7 +318,21 @@ impl Auditor {
 
     /// Like [`Auditor::record`], for callers that cannot act on a failure (the session is already
     /// ending); the failure is logged at ERROR.
+    ///
+    /// With a group-commit writer the event is queued behind the ones before it and this returns
+    /// at once; only when the queue is full does the caller write it itself (backpressure).
     pub fn record_best_effort(&self, entry: Entry) {
+        let entry = match &self.batcher {
+            Some(tx) => match tx.try_send(Pending::Event(entry, None)) {
+                Ok(()) => return,
+                Err(
+                    tokio::sync::mpsc::error::TrySendError::Full(Pending::Event(e, _))
+                    | tokio::sync::mpsc::error::TrySendError::Closed(Pending::Event(e, _)),
+                ) => e,
+                Err(_) => return,
+            },
+            None => entry,
+        };
         if let Err(e) = self.record(entry) {
             tracing::error!(error = %e, "could not write audit event");
         }

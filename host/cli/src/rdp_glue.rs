@@ -870,8 +870,12 @@ impl Session {
         if let Some(id) = &request_id {
             connected = connected.field("request", id.clone());
         }
-        let audited = self.services.auditor.record(connected);
-        if let Err(e) = audited.and_then(|_| self.store_record(&opened, None, None, None)) {
+        let audited = self
+            .services
+            .auditor
+            .write_durable(self.record_op(&opened, None, None, None), Some(connected))
+            .await;
+        if let Err(e) = audited {
             tracing::error!(error = %e, "cannot audit the session start; closing");
             return;
         }
@@ -924,14 +928,16 @@ impl Session {
                 (relayed.summary, Some(e.to_string()))
             }
         };
-        if let Err(e) = self.store_record(
+        let record = self.record_op(
             &opened,
             Some(Timestamp::now()),
             Some(&summary),
             error.clone(),
-        ) {
-            tracing::error!(error = %e, "cannot store the session record");
-        }
+        );
+        self.services
+            .auditor
+            .queue_write_waiting(record, None)
+            .await;
         let (up, down) = (summary.bytes_from_client, summary.bytes_from_target);
         let mut fields = vec![
             ("protocol", "rdp".into()),
@@ -1005,13 +1011,14 @@ impl Session {
         }
     }
 
-    fn store_record(
+    /// The write that stores the session's record.
+    fn record_op(
         &self,
         opened: &Opened,
         ended: Option<Timestamp>,
         summary: Option<&RelaySummary>,
         error: Option<String>,
-    ) -> Result<(), StoreError> {
+    ) -> gatehouse_audit::StoreOp {
         let record = SessionRecord {
             id: self.id.clone(),
             user: self.user.clone(),
@@ -1026,8 +1033,7 @@ impl Session {
             channels: vec![],
             error,
         };
-        self.services
-            .store
-            .write(|txn| txn.put(&SESSIONS, &self.id, &record))
+        let id = self.id.clone();
+        Box::new(move |txn| txn.put(&SESSIONS, &id, &record))
     }
 }

@@ -113,12 +113,15 @@ pub fn run(
         if notifier.is_enabled() {
             tracing::info!("email notifications on");
         }
+        // One writer thread for the audit trail and the session records: events queue behind
+        // each other in order and commit in groups, and no async worker waits for the disk.
+        let group_auditor = Auditor::with_group_commit(store.clone())?;
         let workflow = Arc::new(
             gatehouse_workflow::Workflow::new(
                 store.clone(),
                 engine.clone(),
                 vault.clone(),
-                Auditor::with_group_commit(store.clone())?,
+                group_auditor.clone(),
                 request_settings,
             )
             .with_plugins(plugins.clone())
@@ -133,7 +136,7 @@ pub fn run(
             authenticator: authenticator.clone(),
             policy: engine.clone(),
             plugins,
-            auditor: Auditor::new(store.clone()),
+            auditor: group_auditor,
             workflow: Some(workflow.clone()),
         });
         let (api, draining) = start_api(
@@ -243,7 +246,7 @@ fn start_rdp(
         policy: services.policy.clone(),
         plugins: services.plugins.clone(),
         workflow: services.workflow.clone(),
-        auditor: Auditor::new(services.store.clone()),
+        auditor: services.auditor.clone(),
         recordings: dir.recordings(),
         steer_for_recording,
         tls: crate::rdp_glue::load_tls(dir)?,

@@ -194,9 +194,20 @@ pub(crate) async fn run_session_channel(
         let _ = client_tx.close().await;
         return;
     }
-    shared.audit(AuditKind::ChannelOpened, description, &fields);
+    // Fail closed: a channel that cannot be audited is not opened.
+    if let Err(e) = shared
+        .audit_durable(AuditKind::ChannelOpened, description, &fields)
+        .await
+    {
+        tracing::error!(error = %e, "cannot audit the channel; refusing it");
+        let refusal = Refusal::Internal {
+            session: shared.id.clone(),
+        };
+        refuse(&client_tx, &server, &refusal).await;
+        return;
+    }
 
-    let recording = match shared.recording() {
+    let recording = match shared.recording().await {
         Ok(session_recording) => ChannelRecording::start(
             session_recording,
             number,
@@ -228,7 +239,7 @@ pub(crate) async fn run_session_channel(
                 session: shared.id.clone(),
             };
             refuse(&client_tx, &server, &refusal).await;
-            finish(&shared, recording);
+            finish(&shared, recording).await;
             return;
         }
     };
@@ -397,13 +408,20 @@ pub(crate) async fn run_session_channel(
             }
         }
     }
-    finish(&shared, recording);
+    finish(&shared, recording).await;
 }
 
-fn finish(shared: &SessionShared, recording: Arc<Mutex<ChannelRecording>>) {
-    // The relay futures are done, so this is the last reference.
+async fn finish(shared: &SessionShared, recording: Arc<Mutex<ChannelRecording>>) {
+    // The relay futures are done, so this is the last reference. Finishing syncs the files: on a
+    // blocking thread, not on the runtime's workers.
     let summary: Option<ChannelSummary> = match Arc::try_unwrap(recording) {
-        Ok(mutex) => mutex.into_inner().ok().map(ChannelRecording::finish),
+        Ok(mutex) => match mutex.into_inner() {
+            Ok(recording) => tokio::task::spawn_blocking(move || recording.finish())
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "cannot finish the channel recording"))
+                .ok(),
+            Err(_) => None,
+        },
         Err(_) => {
             tracing::error!("channel recording still in use at channel end");
             None

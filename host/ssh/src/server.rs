@@ -185,7 +185,7 @@ async fn handle_connection(
         {
             tracing::warn!("channel relays still running after the connection ended");
         }
-        shared.finish();
+        shared.finish().await;
         tracing::debug!("connection closed");
     }
     .instrument(span)

@@ -9,7 +9,7 @@ use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SessionRecord, User};
 use gatehouse_policy::TargetAuthorization;
 use gatehouse_recording::SessionRecording;
-use gatehouse_store::{SESSIONS, StoreError};
+use gatehouse_store::SESSIONS;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,7 +43,7 @@ pub(crate) struct SessionShared {
     channels: Mutex<Vec<ChannelSummary>>,
     channel_numbers: AtomicU32,
     stored: AtomicBool,
-    recording: OnceLock<Result<Arc<SessionRecording>, String>>,
+    recording: tokio::sync::OnceCell<Result<Arc<SessionRecording>, String>>,
     /// Lines for the user while the session waits (an access request held at connect).
     notices: tokio::sync::watch::Sender<Vec<String>>,
     /// Set when the connection ends.
@@ -56,8 +56,9 @@ pub(crate) struct SessionShared {
     pub remote_forwards: crate::forward::RemoteForwards,
     /// The gateway's shutdown, which the relays watch.
     pub shutdown: crate::drain::Shutdown,
-    /// Serialises writes of the session record (progress updates and the final one).
-    record_lock: Mutex<()>,
+    /// Serialises queueing the session record's writes (progress updates and the final one), so
+    /// no progress update is queued after the final record.
+    record_lock: tokio::sync::Mutex<()>,
 }
 
 impl SessionShared {
@@ -86,14 +87,14 @@ impl SessionShared {
             channels: Mutex::new(Vec::new()),
             channel_numbers: AtomicU32::new(0),
             stored: AtomicBool::new(false),
-            recording: OnceLock::new(),
+            recording: tokio::sync::OnceCell::new(),
             notices: tokio::sync::watch::channel(Vec::new()).0,
             ended: tokio::sync::watch::channel(false).0,
             handle: OnceLock::new(),
             relays: tokio_util::task::TaskTracker::new(),
             remote_forwards: Default::default(),
             shutdown,
-            record_lock: Mutex::new(()),
+            record_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -182,14 +183,19 @@ impl SessionShared {
         }
     }
 
-    /// The session's recording directory, created on first use.
-    pub fn recording(&self) -> Result<Arc<SessionRecording>, String> {
+    /// The session's recording directory, created on first use (on a blocking thread: creating
+    /// it syncs the directories).
+    pub async fn recording(&self) -> Result<Arc<SessionRecording>, String> {
         self.recording
-            .get_or_init(|| {
-                SessionRecording::create(&self.config.recordings_dir, &self.id)
-                    .map(Arc::new)
+            .get_or_init(|| async {
+                let root = self.config.recordings_dir.clone();
+                let id = self.id.clone();
+                tokio::task::spawn_blocking(move || SessionRecording::create(&root, &id))
+                    .await
                     .map_err(|e| e.to_string())
+                    .and_then(|created| created.map(Arc::new).map_err(|e| e.to_string()))
             })
+            .await
             .clone()
     }
 
@@ -213,6 +219,22 @@ impl SessionShared {
             entry = entry.field(k, v.clone());
         }
         self.services.auditor.record_best_effort(entry);
+    }
+
+    /// Audits an event about this session and returns once it is on disk (without holding an
+    /// async worker): for events the user's client is answered after, so an acknowledged event is
+    /// never lost.
+    pub async fn audit_durable(
+        &self,
+        kind: AuditKind,
+        detail: impl Into<String>,
+        fields: &[(&str, serde_json::Value)],
+    ) -> Result<(), gatehouse_store::StoreError> {
+        let mut entry = self.entry(kind, detail);
+        for (k, v) in fields {
+            entry = entry.field(k, v.clone());
+        }
+        self.services.auditor.record_durable(entry).await.map(drop)
     }
 
     /// The target connection, opened on first use (authorization, then dial). Every channel of
@@ -269,9 +291,10 @@ impl SessionShared {
                 });
             }
         };
-        // Fail closed: a session that cannot be audited is not opened.
-        let audited = self.services.auditor.record(
-            self.entry(
+        // Fail closed: a session that cannot be audited is not opened. The record and the event
+        // commit together, through the writer thread, so no async worker waits for the disk.
+        let connected = self
+            .entry(
                 AuditKind::TargetConnectOk,
                 format!(
                     "connected to `{target}` as `{}`",
@@ -279,9 +302,13 @@ impl SessionShared {
                 ),
             )
             .field("policies", reasons)
-            .field("request", request_id),
-        );
-        if let Err(e) = audited.and_then(|_| self.store_record(None)) {
+            .field("request", request_id);
+        let audited = self
+            .services
+            .auditor
+            .write_durable(self.record_op(None), Some(connected))
+            .await;
+        if let Err(e) = audited {
             tracing::error!(error = %e, "cannot audit session start; closing");
             return Err(internal());
         }
@@ -315,19 +342,25 @@ impl SessionShared {
                 if now == written {
                     continue;
                 }
-                let _guard = shared.record_lock.lock();
+                let _guard = shared.record_lock.lock().await;
                 if *shared.ended.borrow() {
                     return;
                 }
-                if let Err(e) = shared.store_record(None) {
-                    tracing::warn!(error = %e, "cannot update the running session's record");
+                // Queued, not awaited; a full queue skips this update (the next one catches up).
+                if shared
+                    .services
+                    .auditor
+                    .queue_write(shared.record_op(None))
+                    .is_ok()
+                {
+                    written = now;
                 }
-                written = now;
             }
         });
     }
 
-    fn store_record(&self, ended: Option<Timestamp>) -> Result<(), StoreError> {
+    /// The write that stores the session's record as it is now.
+    fn record_op(&self, ended: Option<Timestamp>) -> gatehouse_audit::StoreOp {
         let (user, target) = match self.login.get() {
             Some((u, l)) => (u.name.to_string(), l.target.as_ref().ok().cloned()),
             None => (String::new(), None),
@@ -352,9 +385,8 @@ impl SessionShared {
             channels: self.channels.lock().map(|c| c.clone()).unwrap_or_default(),
             error: None,
         };
-        self.services
-            .store
-            .write(|txn| txn.put(&SESSIONS, &self.id, &record))
+        let id = self.id.clone();
+        Box::new(move |txn| txn.put(&SESSIONS, &id, &record))
     }
 
     /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
@@ -389,29 +421,38 @@ impl SessionShared {
         });
     }
 
-    /// Closes the session's books: the stored record and the audit trail's closing event.
-    pub fn finish(&self) {
+    /// Closes the session's books: the recording (synced on a blocking thread), the stored
+    /// record and the audit trail's closing event (queued together behind the session's other
+    /// events, without waiting for the disk).
+    pub async fn finish(&self) {
         self.ended.send_replace(true);
         self.plugins_session_ended();
-        if let Some(Ok(recording)) = self.recording.get()
-            && let Err(e) = recording.finish()
-        {
-            tracing::error!(error = %e, "cannot close the recording");
+        if let Some(Ok(recording)) = self.recording.get() {
+            let recording = recording.clone();
+            let closed = tokio::task::spawn_blocking(move || recording.finish()).await;
+            match closed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot close the recording"),
+                Err(e) => tracing::error!(error = %e, "cannot close the recording"),
+            }
         }
         if !self.stored.load(Ordering::Relaxed) {
             return;
         }
-        // A progress update in flight finishes first; none starts after `ended` is set.
-        let _guard = self.record_lock.lock();
-        if let Err(e) = self.store_record(Some(Timestamp::now())) {
-            tracing::error!(error = %e, "cannot store the session record");
-        }
+        // A progress update being queued goes first; none is queued after `ended` is set.
+        let _guard = self.record_lock.lock().await;
         let up = self.bytes_up.load(Ordering::Relaxed);
         let down = self.bytes_down.load(Ordering::Relaxed);
-        self.audit(
-            AuditKind::SessionEnded,
-            format!("session ended: {up} bytes up, {down} bytes down"),
-            &[("bytes_up", up.into()), ("bytes_down", down.into())],
-        );
+        let ended = self
+            .entry(
+                AuditKind::SessionEnded,
+                format!("session ended: {up} bytes up, {down} bytes down"),
+            )
+            .field("bytes_up", up)
+            .field("bytes_down", down);
+        self.services
+            .auditor
+            .queue_write_waiting(self.record_op(Some(Timestamp::now())), Some(ended))
+            .await;
     }
 }
