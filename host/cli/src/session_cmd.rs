@@ -33,14 +33,18 @@ fn session(dir: &DataDir, overrides: Option<KeySource>, id: &str) -> Result<Sess
     record.ok_or_else(|| anyhow!("session `{id}` does not exist"))
 }
 
+fn file_protocol_name(protocol: FileProtocol) -> &'static str {
+    match protocol {
+        FileProtocol::Sftp => "sftp",
+        FileProtocol::Scp => "scp",
+    }
+}
+
 fn event_text(event: &RecordingEvent) -> String {
     match event {
         RecordingEvent::Exec { command } => format!("exec `{command}`"),
         RecordingEvent::File { protocol, event } => {
-            let via = match protocol {
-                FileProtocol::Sftp => "sftp",
-                FileProtocol::Scp => "scp",
-            };
+            let via = file_protocol_name(*protocol);
             match event {
                 FileEvent::Transfer {
                     direction,
@@ -61,6 +65,12 @@ fn event_text(event: &RecordingEvent) -> String {
                 FileEvent::Rmdir { path } => format!("rmdir `{path}` ({via})"),
                 FileEvent::SetStat { path } => format!("set attributes of `{path}` ({via})"),
             }
+        }
+        RecordingEvent::FileEventsDropped { protocol, events } => {
+            let via = file_protocol_name(*protocol);
+            format!(
+                "{events} more file events not logged ({via}: the channel's event budget was spent)"
+            )
         }
         RecordingEvent::Keys { text, .. } => format!("keys {text:?}"),
         RecordingEvent::ClipboardOffer { from, formats } => {

@@ -77,6 +77,16 @@ pub enum RecordingEvent {
         #[serde(flatten)]
         event: FileEvent,
     },
+    /// File events of a channel that were not logged: the channel's file events outgrew their
+    /// budget (a fixed allowance plus a multiple of the channel's traffic), so that a stream of
+    /// tiny transfers in deeply nested directories cannot grow the event log far faster than the
+    /// traffic. Logged once, when the channel closes; the transfers themselves went through.
+    FileEventsDropped {
+        /// Where they were seen.
+        protocol: FileProtocol,
+        /// How many events were not logged.
+        events: u64,
+    },
     /// The client sent a signal.
     Signal {
         /// The signal name without `SIG`, e.g. `INT`.
@@ -250,6 +260,20 @@ impl SessionRecording {
     /// Appends `event` stamped with `at` (session time), for events observed on another
     /// clock that starts with the session (the RDP relay's).
     pub fn log_at(&self, at: Duration, channel: Option<u32>, event: RecordingEvent) -> Result<()> {
+        self.log_counted_at(at, channel, event).map(drop)
+    }
+
+    /// Like [`log`](Self::log), returning the bytes the event took in the log.
+    pub fn log_counted(&self, channel: Option<u32>, event: RecordingEvent) -> Result<usize> {
+        self.log_counted_at(self.started.elapsed(), channel, event)
+    }
+
+    fn log_counted_at(
+        &self,
+        at: Duration,
+        channel: Option<u32>,
+        event: RecordingEvent,
+    ) -> Result<usize> {
         let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
         let record = EventRecord {
             time: micros as f64 / 1e6,
@@ -266,7 +290,8 @@ impl SessionRecording {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         events
             .write_all(&line)
-            .map_err(io_error("write", &self.events_path))
+            .map_err(io_error("write", &self.events_path))?;
+        Ok(line.len())
     }
 
     /// Logs [`RecordingEvent::SessionClosed`] and fsyncs the event log and the directory. Channel

@@ -56,6 +56,30 @@ pub(crate) struct ChannelRecording {
     exit_status: Option<u32>,
     exit_signal: Option<String>,
     failed: bool,
+    files: FileEventBudget,
+}
+
+/// Bytes of file events a channel may log beyond [`FILE_EVENTS_PER_TRAFFIC_BYTE`] times its
+/// traffic: a fixed allowance, so a session of many small transfers is logged whole.
+const FILE_EVENTS_FREE_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes of file events per byte of the channel's traffic (SFTP metadata of small files is
+/// about one to two).
+const FILE_EVENTS_PER_TRAFFIC_BYTE: u64 = 4;
+
+/// How much of the event log a channel's file events may take, and what did not fit.
+#[derive(Default)]
+struct FileEventBudget {
+    traffic: u64,
+    logged: u64,
+    dropped: u64,
+}
+
+impl FileEventBudget {
+    fn allows(&self) -> bool {
+        let allowed = FILE_EVENTS_FREE_BYTES
+            .saturating_add(self.traffic.saturating_mul(FILE_EVENTS_PER_TRAFFIC_BYTE));
+        self.logged < allowed
+    }
 }
 
 impl ChannelRecording {
@@ -148,6 +172,7 @@ impl ChannelRecording {
             exit_status: None,
             exit_signal: None,
             failed: false,
+            files: FileEventBudget::default(),
         })
     }
 
@@ -172,6 +197,7 @@ impl ChannelRecording {
 
     /// Bytes from the user to the target.
     pub fn input(&mut self, data: &[u8]) {
+        self.files.traffic += data.len() as u64;
         match &mut self.inspector {
             Inspector::Sftp(i) => i.client_to_server(data),
             Inspector::Scp(i) => i.client_to_server(data),
@@ -184,6 +210,7 @@ impl ChannelRecording {
     /// Bytes from the target to the user: `stderr` false for the channel's data stream, true for
     /// its extended (stderr) stream, which the transfer inspectors must not see.
     pub fn output(&mut self, data: &[u8], stderr: bool) {
+        self.files.traffic += data.len() as u64;
         if !stderr {
             match &mut self.inspector {
                 Inspector::Sftp(i) => i.server_to_client(data),
@@ -298,12 +325,34 @@ impl ChannelRecording {
             Inspector::Scp(i) => (FileProtocol::Scp, i.take_events()),
             Inspector::None => return,
         };
+        self.log_file_events(protocol, events);
+    }
+
+    /// Logs file events while the channel's budget lasts; counts the rest.
+    fn log_file_events(
+        &mut self,
+        protocol: FileProtocol,
+        events: Vec<gatehouse_recording::FileEvent>,
+    ) {
         for event in events {
-            if let Err(e) = self
+            if !self.files.allows() {
+                if self.files.dropped == 0 {
+                    tracing::warn!(
+                        channel = self.number,
+                        logged_bytes = self.files.logged,
+                        traffic_bytes = self.files.traffic,
+                        "file events outgrew the channel's budget; counting the rest"
+                    );
+                }
+                self.files.dropped += 1;
+                continue;
+            }
+            match self
                 .session
-                .log(Some(self.number), RecordingEvent::File { protocol, event })
+                .log_counted(Some(self.number), RecordingEvent::File { protocol, event })
             {
-                self.note_failure(e);
+                Ok(bytes) => self.files.logged += bytes as u64,
+                Err(e) => self.note_failure(e),
             }
         }
     }
@@ -315,11 +364,13 @@ impl ChannelRecording {
             Inspector::Scp(i) => (FileProtocol::Scp, i.finish()),
             Inspector::None => (FileProtocol::Sftp, Vec::new()),
         };
-        for event in events {
-            if let Err(e) = self
-                .session
-                .log(Some(self.number), RecordingEvent::File { protocol, event })
-            {
+        self.log_file_events(protocol, events);
+        if self.files.dropped > 0 {
+            let dropped = RecordingEvent::FileEventsDropped {
+                protocol,
+                events: self.files.dropped,
+            };
+            if let Err(e) = self.session.log(Some(self.number), dropped) {
                 self.note_failure(e);
             }
         }
@@ -395,7 +446,93 @@ fn clamp<'a>(data: &'a [u8], budget: &mut u64) -> &'a [u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{clamp, looks_binary, text_lines_before_binary};
+    use super::{
+        ChannelRecording, FILE_EVENTS_FREE_BYTES, FILE_EVENTS_PER_TRAFFIC_BYTE, Start, clamp,
+        looks_binary, text_lines_before_binary,
+    };
+    use gatehouse_recording::{FileEvent, RecordedSession, RecordingEvent, SessionRecording};
+    use std::sync::Arc;
+
+    /// One SFTP packet: length, type, payload.
+    fn sftp_packet(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut packet = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+        packet.push(kind);
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    #[test]
+    fn file_events_outgrowing_the_traffic_are_counted_not_logged() {
+        let root = tempfile::tempdir().unwrap();
+        let session = Arc::new(SessionRecording::create(root.path(), "s-budget").unwrap());
+        let start = Start::Subsystem("sftp".to_string());
+        let mut channel =
+            ChannelRecording::start(session.clone(), 0, &start, None, "t", 1 << 20).unwrap();
+        let mut traffic = 0u64;
+        let mut send = |channel: &mut ChannelRecording, bytes: Vec<u8>| {
+            traffic += bytes.len() as u64;
+            channel.input(&bytes);
+        };
+        send(&mut channel, sftp_packet(1, &3u32.to_be_bytes()));
+        // MKDIR of a 1000-byte name of control characters: each byte is `\u0001` (six bytes)
+        // in the event log, so the log would grow six times as fast as the traffic.
+        let name = vec![1u8; 1000];
+        let sent = 6000u32;
+        for id in 0..sent {
+            let mut payload = id.to_be_bytes().to_vec();
+            payload.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            payload.extend_from_slice(&name);
+            payload.extend_from_slice(&0u32.to_be_bytes());
+            send(&mut channel, sftp_packet(14, &payload));
+        }
+        channel.finish();
+
+        let events = RecordedSession::open(root.path(), "s-budget")
+            .unwrap()
+            .events()
+            .unwrap();
+        let mkdirs = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    RecordingEvent::File {
+                        event: FileEvent::Mkdir { .. },
+                        ..
+                    }
+                )
+            })
+            .count() as u64;
+        let dropped = events
+            .iter()
+            .find_map(|e| match e.event {
+                RecordingEvent::FileEventsDropped { events, .. } => Some(events),
+                _ => None,
+            })
+            .expect("a FileEventsDropped event");
+        assert!(
+            mkdirs > 1000,
+            "the allowance logs the first events: {mkdirs}"
+        );
+        assert!(dropped > 0);
+        assert_eq!(
+            mkdirs + dropped,
+            u64::from(sent),
+            "every event logged or counted"
+        );
+        let log_size = std::fs::metadata(root.path().join("s-budget").join("events.jsonl"))
+            .unwrap()
+            .len();
+        let allowed = FILE_EVENTS_FREE_BYTES + FILE_EVENTS_PER_TRAFFIC_BYTE * traffic;
+        assert!(
+            log_size < allowed + 16 * 1024,
+            "event log {log_size} bytes for {traffic} bytes of traffic (allowed {allowed})"
+        );
+        assert!(
+            log_size > allowed - 16 * 1024,
+            "the budget is used: {log_size} of {allowed}"
+        );
+    }
 
     #[test]
     fn text_lines_before_binary_data() {
