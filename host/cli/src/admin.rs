@@ -70,7 +70,7 @@ pub struct AdminResponse {
     pub output: String,
 }
 
-fn read_first_line_stdin() -> Result<String> {
+pub(crate) fn read_first_line_stdin() -> Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -300,6 +300,8 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::A2a(c) => crate::a2a_cmd::admin(ctx, c, inputs),
         AdminCommand::Service(c) => crate::a2a_cmd::service(ctx, c, inputs),
+        AdminCommand::Node(c) => crate::node_cmd::node(ctx, c, inputs),
+        AdminCommand::Network(c) => crate::node_cmd::network(ctx, c, inputs),
         AdminCommand::Lifecycle(c) => crate::lifecycle_cmd::execute(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;

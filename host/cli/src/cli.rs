@@ -55,6 +55,8 @@ pub enum Command {
     /// Access requests over the API: file, review, check out, check in, access strings.
     #[command(subcommand)]
     Request(crate::request_cmd::RequestCommand),
+    /// Make this data directory a session node of a cluster (docs/cluster.md).
+    Join(crate::node_cmd::JoinArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +75,18 @@ pub struct ServeArgs {
     /// when it starts; a second SIGTERM stops at once).
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// What this process runs: everything (`all`), a control node, or a session node joined
+    /// with `gatehouse join` (docs/cluster.md).
+    #[arg(long, value_enum, default_value_t = crate::serve::Role::All)]
+    pub role: crate::serve::Role,
+    /// The cluster port session nodes join (`control`: 0.0.0.0:8649 by default; `all` opens it
+    /// only when given).
+    #[arg(long)]
+    pub cluster_listen: Option<SocketAddr>,
+    /// A name (host name or IP address) the cluster port's certificate carries, besides this
+    /// host's name, `localhost` and the loopback addresses. Repeatable.
+    #[arg(long = "cluster-name")]
+    pub cluster_names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +149,12 @@ pub enum AdminCommand {
     /// Credential lifecycle: profiles, partitions, discovery (docs/credentials.md).
     #[command(flatten)]
     Lifecycle(crate::lifecycle_cmd::LifecycleCommand),
+    /// Cluster: session nodes joined to this control node (docs/cluster.md).
+    #[command(subcommand)]
+    Node(crate::node_cmd::NodeCommand),
+    /// Cluster: networks managed by session nodes.
+    #[command(subcommand)]
+    Network(crate::node_cmd::NetworkCommand),
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]

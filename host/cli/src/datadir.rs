@@ -84,6 +84,9 @@ impl DataDir {
     pub fn new(root: PathBuf) -> Self {
         Self { root }
     }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
     pub fn store(&self) -> PathBuf {
         self.root.join("gatehouse.redb")
     }

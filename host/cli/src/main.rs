@@ -14,6 +14,7 @@ mod cli;
 mod datadir;
 mod demo;
 mod lifecycle_cmd;
+mod node_cmd;
 mod notify_glue;
 mod plugin_cmd;
 mod plugin_glue;
@@ -122,10 +123,16 @@ fn run(cli: Cli) -> Result<()> {
                 api: args.api_listen,
                 rdp: args.rdp_listen,
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+                cluster: serve::ClusterListen {
+                    role: args.role,
+                    listen: args.cluster_listen,
+                    names: args.cluster_names,
+                },
             },
             None,
         ),
         Command::Demo(args) => demo::run(&dir, overrides, args),
+        Command::Join(args) => node_cmd::join(dir.root(), args),
         Command::Login(args) => request_cmd::login(&dir, args),
         Command::Request(command) => request_cmd::run(&dir, command),
         Command::Admin(AdminCommand::A2a(command)) if a2a_cmd::is_api(&command) => {

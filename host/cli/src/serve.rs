@@ -13,8 +13,32 @@ use gatehouse_vault::{KeySource, Vault};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Which services a process runs (docs/cluster.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything in one process (the default, and the demo).
+    #[default]
+    All,
+    /// The vault, policies, requests, audit and API, and the cluster port session nodes join.
+    Control,
+    /// A session node joined to a control node (`gatehouse join`).
+    Session,
+}
+
+/// The cluster side of `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterListen {
+    pub role: Role,
+    /// The cluster port (the control role's default is 0.0.0.0:8649; `all` opens one only when
+    /// asked).
+    pub listen: Option<SocketAddr>,
+    /// Names the control node's cluster certificate carries besides the defaults (this host's
+    /// name, `localhost`, the loopback addresses and the listen address).
+    pub names: Vec<String>,
+}
+
 /// Where `serve` listens.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub ssh: SocketAddr,
     /// Overrides settings.json `api.listen`.
@@ -23,6 +47,7 @@ pub struct Listen {
     pub rdp: Option<SocketAddr>,
     /// How long a SIGTERM lets SSH sessions finish.
     pub shutdown_grace: std::time::Duration,
+    pub cluster: ClusterListen,
 }
 
 /// How often ended access windows and approval deadlines are swept.
@@ -35,6 +60,9 @@ pub fn run(
     listen: Listen,
     ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
 ) -> Result<()> {
+    if listen.cluster.role == Role::Session {
+        return run_session_node(dir);
+    }
     dir.require_initialised()?;
     for (path, mode) in dir.make_private()? {
         tracing::warn!(
@@ -171,6 +199,7 @@ pub fn run(
             in_server: true,
         });
         let socket_path = dir.admin_socket();
+        let cluster = start_cluster_port(&listen.cluster, &store, &admin).await?;
         if let Some(ready) = ready {
             ready(bound);
         }
@@ -187,6 +216,7 @@ pub fn run(
                 result = crate::socket::serve(&socket_path, admin.clone(), plugins_for_socket) => result,
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
+                result = cluster => result.context("cluster port"),
             }
         };
         tokio::pin!(ssh, rdp, background);
@@ -220,6 +250,87 @@ pub fn run(
             }
         }
         let _ = std::fs::remove_file(&socket_path);
+        Ok(())
+    })
+}
+
+type ClusterFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), gatehouse_cluster::ClusterError>> + Send>,
+>;
+
+/// Binds the cluster port when this process serves one; the future serves it (or never
+/// resolves).
+async fn start_cluster_port(
+    cluster: &ClusterListen,
+    store: &Arc<Store>,
+    admin: &Arc<AdminContext>,
+) -> Result<ClusterFuture> {
+    let listen = match (cluster.role, cluster.listen) {
+        (_, Some(address)) => address,
+        (Role::Control, None) => SocketAddr::from(([0, 0, 0, 0], gatehouse_cluster::DEFAULT_PORT)),
+        _ => return Ok(Box::pin(std::future::pending())),
+    };
+    let vault = (admin.vault)()?;
+    let ca = crate::node_cmd::load_or_create_ca(store, &vault)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} (the cluster port)"))?;
+    let mut names = cluster.names.clone();
+    let host = crate::node_cmd::hostname();
+    for name in [host, "localhost".into(), "127.0.0.1".into(), "::1".into()] {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if !listen.ip().is_unspecified() && !names.contains(&listen.ip().to_string()) {
+        names.push(listen.ip().to_string());
+    }
+    let control = Arc::new(gatehouse_cluster::Control::new(
+        store.clone(),
+        Arc::new(Auditor::new(store.clone())),
+        ca,
+        env!("CARGO_PKG_VERSION"),
+    ));
+    Ok(Box::pin(async move {
+        control
+            .serve(listener, &names, std::future::pending::<()>())
+            .await
+    }))
+}
+
+/// `serve --role session`: a node joined with `gatehouse join`. It reports to its control node
+/// (status, listeners, version) until stopped.
+fn run_session_node(dir: &DataDir) -> Result<()> {
+    let cluster_dir = gatehouse_cluster::node::cluster_dir(dir.root());
+    let identity = gatehouse_cluster::NodeIdentity::load(&cluster_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "`{}` has not joined a cluster: run `gatehouse --data-dir {} join https://CONTROL:8649 \
+             --token ... --thumbprint ... --node-id NAME` first",
+            dir.root().display(),
+            dir.root().display()
+        )
+    })?;
+    let client = identity.client()?;
+    tracing::info!(
+        node = %identity.node_id,
+        control = %identity.control,
+        certificate = %identity.thumbprint(),
+        "session node started"
+    );
+    let beat = gatehouse_cluster::wire::Heartbeat {
+        ssh_port: None,
+        rdp_port: None,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: crate::node_cmd::hostname(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        gatehouse_cluster::node::heartbeat_loop(client, beat, async {
+            shutdown_signal().await;
+        })
+        .await;
+        tracing::info!("stopped");
         Ok(())
     })
 }

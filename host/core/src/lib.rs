@@ -6,6 +6,7 @@
 pub mod lifecycle;
 pub mod login;
 pub mod names;
+pub mod nodes;
 pub mod records;
 pub mod requests;
 pub mod secret;
@@ -14,6 +15,7 @@ pub mod time;
 pub use lifecycle::*;
 pub use login::{LoginError, LoginSpec, TargetSpec};
 pub use names::{Name, NameError};
+pub use nodes::{JoinToken, ManagedNetwork, Node, NodeStatus};
 pub use records::*;
 pub use requests::*;
 pub use secret::{SecretBytes, SecretString};

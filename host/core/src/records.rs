@@ -302,6 +302,11 @@ pub enum AuditKind {
     RecordingRefused,
     /// A recording's graphics could not (all) be decoded.
     RecordingFlagged,
+    /// Cluster: a join token was made, a node joined (or rejoined, or was relinked), a join was
+    /// refused.
+    JoinTokenIssued,
+    NodeJoined,
+    NodeJoinRefused,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

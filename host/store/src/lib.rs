@@ -6,15 +6,15 @@
 
 use gatehouse_core::{
     A2aKey, AccessRequest, AccessToken, Account, AccountLifecycle, Application, Asset, AssetGroup,
-    AssetLifecycle, AuditEvent, CredentialChange, DiscoveredAccount, Grant, Group, Partition,
-    PluginSecret, Profile, ServiceToggles, SessionRecord, User,
+    AssetLifecycle, AuditEvent, CredentialChange, DiscoveredAccount, Grant, Group, JoinToken,
+    ManagedNetwork, Node, Partition, PluginSecret, Profile, ServiceToggles, SessionRecord, User,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
 /// The schema version this build writes. Older stores are migrated on open; newer ones are refused.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -70,6 +70,13 @@ pub const ACCOUNT_LIFECYCLE: Table<AccountLifecycle> = Table::new("account_lifec
 pub const CREDENTIAL_CHANGES: Table<CredentialChange> = Table::new("credential_changes");
 /// Accounts found by discovery, keyed by [`account_key`].
 pub const DISCOVERED: Table<DiscoveredAccount> = Table::new("discovered_accounts");
+
+/// Session nodes joined to this control node (soft-deleted ones too), keyed by node id.
+pub const NODES: Table<Node> = Table::new("nodes");
+/// Unused join tokens, keyed by the SHA-256 (hex) of the token.
+pub const JOIN_TOKENS: Table<JoinToken> = Table::new("join_tokens");
+/// Networks managed by session nodes, keyed by the network in CIDR form.
+pub const NETWORKS: Table<ManagedNetwork> = Table::new("networks");
 
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].
 pub const SERVICES_KEY: &str = "services";
@@ -161,7 +168,8 @@ impl Store {
                 // optional fields (`User::email`,
                 // `Account::change_after_checkin`, `Account::change_due`), and the credential
                 // lifecycle's tables (profiles, partitions, asset_lifecycle,
-                // account_lifecycle, credential_changes, discovered_accounts).
+                // account_lifecycle, credential_changes, discovered_accounts). Version 4 adds
+                // the cluster's tables (nodes, join_tokens, networks).
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
             // Make sure every table exists so readers never see "table does not exist".
@@ -185,6 +193,9 @@ impl Store {
                 ACCOUNT_LIFECYCLE.name,
                 CREDENTIAL_CHANGES.name,
                 DISCOVERED.name,
+                NODES.name,
+                JOIN_TOKENS.name,
+                NETWORKS.name,
             ] {
                 txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
             }

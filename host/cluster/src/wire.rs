@@ -1,0 +1,232 @@
+//! The calls between nodes: one typed request enum from session node to control node, one
+//! answer enum back, in a versioned envelope, each a length-prefixed JSON frame on a TLS stream.
+
+use crate::ClusterError;
+use gatehouse_core::SecretString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version this build speaks. A peer with another version is refused with a
+/// message naming both.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side accepts (a call or an answer).
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// What a session node asks the control node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum NodeCall {
+    /// Join with a token (no client certificate yet), or rejoin with the node's own certificate.
+    Join(JoinRequest),
+    /// "I am alive": the node's listeners, version and load.
+    Heartbeat(Heartbeat),
+}
+
+/// A node's request to join.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub token: SecretString,
+    /// The id the node asks for, as typed (the control node validates it).
+    pub node_id: String,
+    pub hostname: String,
+    /// The address users reach the node at; the control node uses the connection's source
+    /// address when this is empty.
+    pub address: String,
+    pub description: String,
+    /// The node's public key (uncompressed P-256 point) for its certificate.
+    pub public_key: Vec<u8>,
+    pub version: String,
+}
+
+/// A node's periodic report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub ssh_port: Option<u16>,
+    pub rdp_port: Option<u16>,
+    pub version: String,
+    pub hostname: String,
+}
+
+/// What the control node answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum ControlAnswer {
+    Joined(Joined),
+    HeartbeatOk,
+    Refused(Refusal),
+}
+
+/// A successful join: the node's certificate and the cluster CA.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Joined {
+    pub node_id: String,
+    pub certificate_der: Vec<u8>,
+    pub ca_der: Vec<u8>,
+    /// The node id had been removed (soft-deleted) and is now a member again, with what
+    /// referenced it (managed networks, sessions).
+    pub relinked: bool,
+}
+
+/// Why the control node refused a call, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    TokenUnknown,
+    TokenExpired,
+    NodeIdMissing,
+    NodeIdInvalid,
+    NodeIdTaken,
+    /// The call needs a node certificate of a current member.
+    NotAMember,
+    Version,
+    BadCall,
+    Internal,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The envelope of every frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub version: u32,
+    pub body: T,
+}
+
+fn expose<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+fn conceal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretString, D::Error> {
+    String::deserialize(deserializer).map(SecretString::new)
+}
+
+/// Writes one frame: a 4-byte big-endian length and the JSON envelope.
+pub async fn write_frame<W, T>(writer: &mut W, body: T) -> Result<(), ClusterError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    };
+    let bytes = serde_json::to_vec(&envelope)
+        .map_err(|e| ClusterError::Protocol(format!("cannot encode a frame: {e}")))?;
+    if bytes.len() > MAX_FRAME {
+        return Err(ClusterError::Protocol(format!(
+            "a frame of {} bytes is over the {MAX_FRAME}-byte limit",
+            bytes.len()
+        )));
+    }
+    let length =
+        u32::try_from(bytes.len()).map_err(|_| ClusterError::Protocol("frame too large".into()))?;
+    writer.write_all(&length.to_be_bytes()).await?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame. A peer of another protocol version gets [`ClusterError::Version`].
+pub async fn read_frame<R, T>(reader: &mut R) -> Result<T, ClusterError>
+where
+    R: AsyncRead + Unpin,
+    T: for<'de> Deserialize<'de>,
+{
+    let mut length = [0u8; 4];
+    reader.read_exact(&mut length).await?;
+    let length = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
+    if length > MAX_FRAME {
+        return Err(ClusterError::Protocol(format!(
+            "the peer sent a frame of {length} bytes, over the {MAX_FRAME}-byte limit"
+        )));
+    }
+    let mut bytes = vec![0u8; length];
+    reader.read_exact(&mut bytes).await?;
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let version: Version = serde_json::from_slice(&bytes)
+        .map_err(|e| ClusterError::Protocol(format!("not a Gatehouse cluster frame: {e}")))?;
+    if version.version != PROTOCOL_VERSION {
+        return Err(ClusterError::Version {
+            peer: version.version,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+        .map_err(|e| ClusterError::Protocol(format!("malformed frame: {e}")))?;
+    Ok(envelope.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_keep_the_token_out_of_debug() {
+        let call = NodeCall::Join(JoinRequest {
+            token: SecretString::new("tok-secret".into()),
+            node_id: "sess-a".into(),
+            hostname: "h".into(),
+            address: String::new(),
+            description: String::new(),
+            public_key: vec![4; 65],
+            version: "0.1.0".into(),
+        });
+        assert!(!format!("{call:?}").contains("tok-secret"));
+        let mut buffer = Vec::new();
+        write_frame(&mut buffer, &call).await.unwrap();
+        let read: NodeCall = read_frame(&mut buffer.as_slice()).await.unwrap();
+        match read {
+            NodeCall::Join(j) => assert_eq!(j.token.expose(), "tok-secret"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_foreign_and_other_version_frames_are_refused() {
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        let err = read_frame::<_, NodeCall>(&mut huge.as_slice())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("over the"), "{err}");
+
+        let mut garbage = 5u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(b"hello");
+        let err = read_frame::<_, NodeCall>(&mut garbage.as_slice())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not a Gatehouse cluster frame"),
+            "{err}"
+        );
+
+        let body = br#"{"version":99,"body":{"call":"heartbeat"}}"#;
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        let err = read_frame::<_, NodeCall>(&mut frame.as_slice())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClusterError::Version { peer: 99, ours: 1 }),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! End to end: a cluster of three real `gatehouse` processes on loopback, a control node and two
+//! session nodes, each with its own data directory. Join, list, edit, heartbeats from running
+//! session nodes, managed networks, soft delete (the node's certificate stops working) and relink
+//! reusing the id and networks, hard delete, rejoin after an address change, and every join error
+//! an operator can meet, as `gatehouse join` prints it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::fs::OpenOptions;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use support::{
+    DEFAULT_TIMEOUT, GATEHOUSE_BIN, Gatehouse, TEST_LOG_FILTER, assert_success, free_port, poll,
+    port_open, run,
+};
+
+/// A session node: a data directory that only `join` wrote to, and its `serve --role session`.
+struct SessionNode {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+}
+
+impl SessionNode {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("gatehouse-node-")
+                .tempdir()
+                .unwrap(),
+            server: None,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(GATEHOUSE_BIN);
+        cmd.arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("GATEHOUSE_DATA_DIR")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn join(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("join").args(args);
+        run(cmd, None, DEFAULT_TIMEOUT)
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn serve(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = self.command();
+        cmd.args(["serve", "--role", "session"])
+            .env("RUST_LOG", TEST_LOG_FILTER)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.server = Some(cmd.spawn().unwrap());
+        let started = poll(Duration::from_secs(20), || {
+            self.log_text()
+                .contains("session node started")
+                .then_some(())
+        });
+        assert!(
+            started.is_some(),
+            "session node did not start:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for SessionNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn failed_with(what: &str, out: &Output, needles: &[&str]) {
+    assert!(!out.status.success(), "{what} should fail");
+    let text = stderr(out);
+    assert_eq!(
+        text.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{what}: one line:\n{text}"
+    );
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "{what}: `{needle}` missing in:\n{text}"
+        );
+    }
+}
+
+/// `node token --json` on the control node: (token, thumbprint).
+fn token(control: &Gatehouse) -> (String, String) {
+    let v = control.cli_json(&["node", "token", "--expires", "10m", "--json"]);
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["thumbprint"].as_str().unwrap().to_string(),
+    )
+}
+
+fn nodes(control: &Gatehouse, all: bool) -> Vec<Value> {
+    let mut args = vec!["node", "list", "--json"];
+    if all {
+        args.push("--include-disconnected");
+    }
+    control.cli_json(&args).as_array().unwrap().clone()
+}
+
+fn node<'a>(list: &'a [Value], id: &str) -> &'a Value {
+    list.iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node `{id}` in {list:?}"))
+}
+
+fn audit_kinds(control: &Gatehouse) -> Vec<String> {
+    control
+        .cli_json(&["audit", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn three_processes_join_list_edit_delete_relink() {
+    let cluster_port = free_port();
+    let mut control = Gatehouse::init();
+    let listen = format!("0.0.0.0:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+
+    // A session node that has not joined says so.
+    let lonely = SessionNode::new();
+    let mut cmd = lonely.command();
+    cmd.args(["serve", "--role", "session"]);
+    let out = run(cmd, None, DEFAULT_TIMEOUT);
+    failed_with(
+        "serve before join",
+        &out,
+        &["has not joined a cluster", "gatehouse"],
+    );
+
+    // Join two nodes.
+    let mut a = SessionNode::new();
+    let mut b = SessionNode::new();
+    let (t1, thumbprint) = token(&control);
+    let out = a.join(&[
+        &url,
+        "--token",
+        &t1,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "sess-a",
+        "--address",
+        "10.20.0.5",
+        "--description",
+        "rack 1",
+    ]);
+    let said = assert_success("join sess-a", &out);
+    assert!(
+        said.contains("joined the cluster") && said.contains("`sess-a`"),
+        "{said}"
+    );
+    let key = a.dir.path().join("cluster/node-key.pem");
+    let mode = std::fs::metadata(&key).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    // The session node holds no master key and no store.
+    assert!(!a.dir.path().join("master.key").exists());
+    assert!(!a.dir.path().join("gatehouse.redb").exists());
+
+    let (t2, _) = token(&control);
+    assert_success(
+        "join sess-b",
+        &b.join(&[
+            &url,
+            "--token",
+            &t2,
+            "--thumbprint",
+            &thumbprint,
+            "--node-id",
+            "sess-b",
+        ]),
+    );
+
+    // Running session nodes report in.
+    a.serve();
+    b.serve();
+    let list = poll(Duration::from_secs(20), || {
+        let list = nodes(&control, false);
+        list.iter()
+            .all(|n| n["status"] == "up" && n["version"].as_str().is_some_and(|v| !v.is_empty()))
+            .then_some(list)
+    })
+    .expect("both nodes up");
+    assert_eq!(list.len(), 2);
+    let sa = node(&list, "sess-a");
+    assert_eq!(sa["address"], "10.20.0.5");
+    assert_eq!(sa["description"], "rack 1");
+    assert!(sa["thumbprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert_eq!(
+        node(&list, "sess-b")["address"],
+        "127.0.0.1",
+        "the address the join came from"
+    );
+    let table = control.cli_ok(&["node", "list"]);
+    assert!(
+        table.contains("sess-a") && table.contains("up (seen"),
+        "{table}"
+    );
+
+    // Edit, and networks.
+    control.cli_ok(&[
+        "node",
+        "edit",
+        "sess-a",
+        "--description",
+        "rack 4",
+        "--use-hostname",
+        "true",
+    ]);
+    control.cli_ok(&["network", "add", "10.20.0.0/24", "--node", "sess-a"]);
+    control.cli_ok(&["network", "add", "10.30.0.9/16", "--node", "sess-b"]);
+    let out = control.cli(&["network", "add", "10.20.0.0/24", "--node", "sess-b"]);
+    failed_with(
+        "a taken network",
+        &out,
+        &["already managed by node `sess-a`"],
+    );
+    let out = control.cli(&["network", "add", "10.40.0.0/33", "--node", "sess-b"]);
+    failed_with("a bad network", &out, &["`10.40.0.0/33` is not a network"]);
+    let out = control.cli(&["network", "add", "10.40.0.0/24", "--node", "nope"]);
+    failed_with("an unknown node", &out, &["node `nope` does not exist"]);
+    let list = nodes(&control, false);
+    let sa = node(&list, "sess-a");
+    assert_eq!(sa["description"], "rack 4");
+    assert_eq!(sa["use_hostname"], true);
+    assert_eq!(sa["networks"], serde_json::json!(["10.20.0.0/24"]));
+    assert_eq!(
+        node(&list, "sess-b")["networks"],
+        serde_json::json!(["10.30.0.0/16"])
+    );
+
+    // Join errors, as the operator sees them.
+    let (t3, _) = token(&control);
+    let out = a.join(&[
+        &url,
+        "--token",
+        &t1,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "sess-c",
+    ]);
+    failed_with(
+        "a used token",
+        &out,
+        &["not valid here", "gatehouse node token"],
+    );
+    let c = SessionNode::new();
+    let out = c.join(&[
+        &url,
+        "--token",
+        &t3,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "sess-a",
+    ]);
+    failed_with(
+        "a taken id",
+        &out,
+        &["`sess-a` is already taken", "gatehouse node delete sess-a"],
+    );
+    let out = c.join(&[&url, "--token", &t3, "--thumbprint", &thumbprint]);
+    failed_with("no id", &out, &["--node-id"]);
+    let out = c.join(&[
+        &url,
+        "--token",
+        &t3,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "a b",
+    ]);
+    failed_with("a bad id", &out, &["invalid node id", "`a b`"]);
+    let other = format!("https://127.0.0.2:{cluster_port}");
+    let out = c.join(&[
+        &other,
+        "--token",
+        &t3,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "sess-c",
+    ]);
+    failed_with(
+        "a name the certificate lacks",
+        &out,
+        &["not for `127.0.0.2`", "`127.0.0.1`"],
+    );
+    let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let out = c.join(&[
+        &url,
+        "--token",
+        &t3,
+        "--thumbprint",
+        wrong,
+        "--node-id",
+        "sess-c",
+    ]);
+    failed_with(
+        "a wrong thumbprint",
+        &out,
+        &[&thumbprint, "not the SHA256:AAAA"],
+    );
+    let out = c.join(&[
+        &url,
+        "--token",
+        &t3,
+        "--thumbprint",
+        "SHA1:xyz",
+        "--node-id",
+        "sess-c",
+    ]);
+    failed_with("a malformed thumbprint", &out, &["`SHA1:xyz`"]);
+    let out = c.join(&[
+        "http://127.0.0.1:1",
+        "--token",
+        &t3,
+        "--thumbprint",
+        &thumbprint,
+    ]);
+    failed_with("not https", &out, &["is not a control node URL"]);
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let out = c.join(&[
+        &dead,
+        "--token",
+        &t3,
+        "--thumbprint",
+        &thumbprint,
+        "--node-id",
+        "sess-c",
+    ]);
+    failed_with(
+        "nothing listening",
+        &out,
+        &["cannot reach the control node"],
+    );
+    // The token survived every refusal.
+    assert_success(
+        "join after refusals",
+        &c.join(&[
+            &url,
+            "--token",
+            &t3,
+            "--thumbprint",
+            &thumbprint,
+            "--node-id",
+            "sess-c",
+        ]),
+    );
+    control.cli_ok(&["node", "delete", "sess-c", "--hard"]);
+
+    // Soft delete: gone from the list, kept with --include-disconnected, and the running node's
+    // certificate is refused at its next heartbeat.
+    let said = control.cli_ok(&["node", "delete", "sess-b"]);
+    assert!(said.contains("kept for a relink"), "{said}");
+    assert!(nodes(&control, false).iter().all(|n| n["id"] != "sess-b"));
+    let all = nodes(&control, true);
+    assert_eq!(node(&all, "sess-b")["status"], "disconnected");
+    let refused = poll(Duration::from_secs(30), || {
+        b.log_text()
+            .contains("does not belong to a member")
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "node b was not refused:\n{}",
+        b.log_text()
+    );
+
+    // Relink: join again with the same id and a new token; the networks are still there.
+    let (t4, _) = token(&control);
+    let said = assert_success(
+        "relink sess-b",
+        &b.join(&[
+            &url,
+            "--token",
+            &t4,
+            "--thumbprint",
+            &thumbprint,
+            "--node-id",
+            "sess-b",
+        ]),
+    );
+    assert!(said.contains("relinked"), "{said}");
+    let list = nodes(&control, false);
+    assert_eq!(
+        node(&list, "sess-b")["networks"],
+        serde_json::json!(["10.30.0.0/16"])
+    );
+
+    // Rejoin after an address change: no token, the node's certificate vouches for it.
+    let said = assert_success(
+        "rejoin sess-a",
+        &a.join(&[
+            &url,
+            "--thumbprint",
+            &thumbprint,
+            "--node-id",
+            "sess-a",
+            "--address",
+            "10.20.0.6",
+        ]),
+    );
+    assert!(said.contains("rejoined"), "{said}");
+    let list = nodes(&control, false);
+    assert_eq!(node(&list, "sess-a")["address"], "10.20.0.6");
+    assert_eq!(node(&list, "sess-a")["description"], "rack 4");
+
+    // Hard delete: delete twice.
+    control.cli_ok(&["node", "delete", "sess-b"]);
+    let said = control.cli_ok(&["node", "delete", "sess-b"]);
+    assert!(
+        said.contains("deleted for good, with 1 managed network"),
+        "{said}"
+    );
+    assert!(nodes(&control, true).iter().all(|n| n["id"] != "sess-b"));
+    let networks = control.cli_json(&["network", "list", "--json"]);
+    assert_eq!(networks.as_array().unwrap().len(), 1, "{networks}");
+    let out = control.cli(&["node", "delete", "sess-b"]);
+    failed_with("an unknown node", &out, &["node `sess-b` does not exist"]);
+
+    // The audit trail has the joins, the refusals and the changes; no token in any log.
+    let kinds = audit_kinds(&control);
+    for kind in [
+        "join_token_issued",
+        "node_joined",
+        "node_join_refused",
+        "admin_change",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no `{kind}` in {kinds:?}");
+    }
+    for t in [&t1, &t2, &t3, &t4] {
+        let secret = t.trim_start_matches("ghj_");
+        for (who, log) in [
+            ("control", control.log_text()),
+            ("a", a.log_text()),
+            ("b", b.log_text()),
+        ] {
+            assert!(!log.contains(secret), "a join token in {who}'s log");
+        }
+    }
+}
