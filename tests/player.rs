@@ -23,10 +23,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::recordings::{AUDITOR, AUDITOR_PASSWORD, add_auditor, auditor_bearer, get, get_json};
 use support::world::World;
-use support::{OutputExt, api_bearer, curl, json_str, run};
+use support::{OutputExt, curl, json_str, run};
 
-const AUDITOR_PASSWORD: &str = "Audit-pw-8Lm3";
 const MARKER: &str = "typed-marker-q7z";
 /// Printed after the idle stretch; the command typed for it reads `after-idle-$((6*7))`.
 const AFTER_IDLE: &str = "after-idle-42";
@@ -85,11 +85,6 @@ fn require_browser_tools() -> PathBuf {
     chromium
 }
 
-fn get_json(w: &World, bearer: &str, path: &str) -> (u16, Value) {
-    let (status, _, body) = curl(&w.gh, "GET", path, &[bearer], None);
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 fn found(w: &World, bearer: &str, text: &str) -> Vec<String> {
     let query: String = text
         .bytes()
@@ -98,7 +93,7 @@ fn found(w: &World, bearer: &str, text: &str) -> Vec<String> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let (status, list) = get_json(w, bearer, &format!("/api/v1/sessions?contains={query}"));
+    let (status, list) = get_json(&w.gh, bearer, &format!("/api/v1/sessions?contains={query}"));
     assert_eq!(status, 200, "{list}");
     list["sessions"]
         .as_array()
@@ -210,23 +205,7 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
     let planted = recording.clone();
     let w = World::builder("player")
         .setup(move |ctx| {
-            ctx.gh.cli_ok(&["group", "add", "auditors"]);
-            ctx.gh.cli_stdin_ok(
-                &[
-                    "user",
-                    "add",
-                    "ada",
-                    "--password-stdin",
-                    "--group",
-                    "auditors",
-                ],
-                &format!("{AUDITOR_PASSWORD}\n"),
-            );
-            std::fs::write(
-                ctx.gh.data_dir().join("policies/recordings.cedar"),
-                include_str!("../policies/examples/auditors-view-recordings.cedar"),
-            )
-            .unwrap();
+            add_auditor(ctx.gh);
             plant_rdp_session(
                 ctx.gh.data_dir(),
                 support::world::ASSET,
@@ -295,7 +274,7 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
         "the secret is in the input stream:\n{raw}"
     );
 
-    let ada = api_bearer(&w.gh, "ada", AUDITOR_PASSWORD);
+    let ada = auditor_bearer(&w.gh);
     // Search: what the terminal showed, typed or printed, case-insensitive; not the secret.
     assert_eq!(found(&w, &ada, MARKER), [ssh_id.as_str()]);
     assert_eq!(found(&w, &ada, &MARKER.to_uppercase()), [ssh_id.as_str()]);
@@ -307,13 +286,7 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
     assert_eq!(found(&w, &ada, "Hello, World!"), [RDP_ID]);
 
     // The cast for the player: output only, the idle stretch shortened to 2 s.
-    let (status, headers, cast) = curl(
-        &w.gh,
-        "GET",
-        &format!("/api/v1/sessions/{ssh_id}/cast"),
-        &[&ada],
-        None,
-    );
+    let (status, headers, cast) = get(&w.gh, &ada, &format!("/api/v1/sessions/{ssh_id}/cast"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&cast));
     assert!(
         headers
@@ -353,7 +326,7 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
             .cloned()
             .unwrap()
     };
-    let (status, before) = get_json(&w, &ada, &format!("/api/v1/sessions/{RDP_ID}"));
+    let (status, before) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{RDP_ID}"));
     assert_eq!(status, 200, "{before}");
     let keys = typing(&before);
     assert_eq!(keys["playback_time"], Value::Null, "{keys}");
@@ -373,7 +346,7 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
     node.arg("player.mjs")
         .current_dir(browser_dir())
         .env("GH_URL", w.gh.api_url())
-        .env("GH_USER", "ada")
+        .env("GH_USER", AUDITOR)
         .env("GH_PASSWORD", AUDITOR_PASSWORD)
         .env("MARKER", MARKER)
         .env("AFTER_IDLE", AFTER_IDLE)
@@ -394,12 +367,12 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
         out.describe()
     );
 
-    let (_, after) = get_json(&w, &ada, &format!("/api/v1/sessions/{RDP_ID}"));
+    let (_, after) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{RDP_ID}"));
     let mapped = typing(&after)["playback_time"].as_f64().unwrap();
     assert!((mapped - expected).abs() < 1e-6, "{mapped} vs {expected}");
 
     // The shell session's events map into its cast; the pages' icon is there.
-    let (_, detail) = get_json(&w, &ada, &format!("/api/v1/sessions/{ssh_id}"));
+    let (_, detail) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{ssh_id}"));
     assert_eq!(detail["terminals"], serde_json::json!([0]), "{detail}");
     let closed = detail["events"]
         .as_array()

@@ -15,6 +15,19 @@ fn shipped(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// A policy directory: the shipped `base.cedar` and `typo.cedar`, whose line 2 names an action
+/// that does not exist (`ssh_sesion`).
+fn policies_with_a_typo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(shipped("base.cedar"), dir.path().join("base.cedar")).unwrap();
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "@id(\"typo\")\npermit (principal in Group::\"ops\", action == Action::\"ssh_sesion\", resource);\n",
+    )
+    .unwrap();
+    dir
+}
+
 /// alice is in dbas-oncall, which is in dbas; db1 is in prod-db-eu, in prod-db, in prod.
 fn store_with_hierarchies() -> Gatehouse {
     let gh = Gatehouse::init();
@@ -81,243 +94,173 @@ fn store_with_hierarchies() -> Gatehouse {
     gh
 }
 
+/// One command line and what its output (stdout and stderr together) must and must not contain.
 struct Case {
-    args: &'static [&'static str],
+    /// The arguments, split at spaces; `'...'` keeps spaces in one argument.
+    line: &'static str,
     success: bool,
     contains: &'static [&'static str],
     absent: &'static [&'static str],
 }
 
-const TUESDAY_10: &str = "2026-11-24T10:00";
+impl Case {
+    const fn ok(line: &'static str, contains: &'static [&'static str]) -> Case {
+        Case {
+            line,
+            success: true,
+            contains,
+            absent: &[],
+        }
+    }
 
-#[test]
-fn policy_commands_explain_decisions_from_the_store() {
-    let gh = store_with_hierarchies();
-    let cases = [
+    const fn fails(line: &'static str, contains: &'static [&'static str]) -> Case {
         Case {
-            args: &["policy", "validate"],
-            success: true,
-            contains: &["is valid: 2 files, 1 grant links, 2 policies, 4 templates"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy", "explain", "--user", "alice", "--target", "root@db1", "--at", TUESDAY_10,
-            ],
-            success: true,
-            contains: &[
-                "decision  allow",
-                "policy    dbas-prod-business-hours  (",
-                "business-hours.cedar:4)",
-                "| permit (",
-            ],
-            absent: &["deny"],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@db1",
-                "--at",
-                "2026-11-24T19:30",
-            ],
-            success: true,
-            contains: &[
-                "at tue 19:30",
-                "decision  deny",
-                "none: no policy permits it",
-            ],
-            absent: &["dbas-prod-business-hours"],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@db1",
-                "--at",
-                "2026-11-28T10:00",
-            ],
-            success: true,
-            contains: &["at sat 10:00", "decision  deny"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@web1",
-                "--at",
-                TUESDAY_10,
-            ],
-            success: true,
-            contains: &["decision  deny"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "bob",
-                "--target",
-                "root@web1",
-            ],
-            success: true,
-            contains: &["decision  allow", "policy    grant:", "a link in the store"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@db1",
-                "--action",
-                "ssh_shell",
-            ],
-            success: true,
-            contains: &["decision  allow", "policy    session-channels"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@db1",
-                "--action",
-                "ssh_direct_tcpip",
-                "--forward",
-                "localhost:5432",
-            ],
-            success: true,
-            contains: &["decision  deny"],
-            absent: &[],
-        },
-        Case {
-            args: &["policy", "who-can", "root@db1", "--at", TUESDAY_10],
-            success: true,
-            contains: &["alice  dbas-prod-business-hours"],
-            absent: &["bob"],
-        },
-        Case {
-            args: &["policy", "who-can", "root@web1"],
-            success: true,
-            contains: &["bob   grant:"],
-            absent: &["alice"],
-        },
-        Case {
-            args: &[
-                "policy",
-                "who-can",
-                "root@db1",
-                "--action",
-                "release_password",
-            ],
-            success: true,
-            contains: &["(none)"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy", "explain", "--user", "carol", "--target", "root@db1",
-            ],
             success: false,
-            contains: &["user `carol` does not exist"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy",
-                "explain",
-                "--user",
-                "alice",
-                "--target",
-                "root@nowhere",
-            ],
-            success: false,
-            contains: &["asset `nowhere` does not exist"],
-            absent: &[],
-        },
-        Case {
-            args: &[
-                "policy", "explain", "--user", "alice", "--target", "root@db1", "--at", "tea time",
-            ],
-            success: false,
-            contains: &["time `tea time`"],
-            absent: &[],
-        },
-        Case {
-            args: &["group", "nest", "dbas", "dbas-oncall"],
-            success: false,
-            contains: &["`dbas-oncall` is already inside `dbas`; nesting would make a cycle"],
-            absent: &[],
-        },
-        Case {
-            args: &["asset-group", "nest", "prod", "prod-db-eu"],
-            success: false,
-            contains: &["nesting would make a cycle"],
-            absent: &[],
-        },
-        Case {
-            args: &["policy", "reload"],
-            success: false,
-            contains: &["no server is running"],
-            absent: &[],
-        },
-    ];
-    let mut failures = Vec::new();
-    for case in &cases {
-        let out = gh.cli(case.args);
+            ..Case::ok(line, contains)
+        }
+    }
+
+    const fn without(self, absent: &'static [&'static str]) -> Case {
+        Case { absent, ..self }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut quoted = false;
+        let mut word: Option<String> = None;
+        for c in self.line.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    word.get_or_insert_with(String::new);
+                }
+                ' ' if !quoted => args.extend(word.take()),
+                _ => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        args.extend(word);
+        args
+    }
+
+    /// What is wrong with the command's answer, if anything.
+    fn check(&self, gh: &Gatehouse) -> Option<String> {
+        let args = self.args();
+        let out = gh.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let text = format!("{}{}", out.stdout_text(), out.stderr_text());
         let mut problems = Vec::new();
-        if out.status.success() != case.success {
+        if out.status.success() != self.success {
             problems.push(format!("exit {:?}", out.status.code()));
         }
-        for needle in case.contains {
+        for needle in self.contains {
             if !text.contains(needle) {
                 problems.push(format!("missing `{needle}`"));
             }
         }
-        for needle in case.absent {
+        for needle in self.absent {
             if text.contains(needle) {
                 problems.push(format!("unexpected `{needle}`"));
             }
         }
-        if !problems.is_empty() {
-            failures.push(format!(
+        (!problems.is_empty()).then(|| {
+            format!(
                 "gatehouse {}: {}\n{text}",
-                case.args.join(" "),
+                args.join(" "),
                 problems.join(", ")
-            ));
-        }
+            )
+        })
     }
+}
+
+/// 2026-11-24 is a Tuesday: 10:00 is within business hours, 19:30 is not; the 28th is a Saturday.
+const CASES: &[Case] = &[
+    Case::ok(
+        "policy validate",
+        &["is valid: 2 files, 1 grant links, 2 policies, 4 templates"],
+    ),
+    Case::ok(
+        "policy explain --user alice --target root@db1 --at 2026-11-24T10:00",
+        &[
+            "decision  allow",
+            "policy    dbas-prod-business-hours  (",
+            "business-hours.cedar:4)",
+            "| permit (",
+        ],
+    )
+    .without(&["deny"]),
+    Case::ok(
+        "policy explain --user alice --target root@db1 --at 2026-11-24T19:30",
+        &[
+            "at tue 19:30",
+            "decision  deny",
+            "none: no policy permits it",
+        ],
+    )
+    .without(&["dbas-prod-business-hours"]),
+    Case::ok(
+        "policy explain --user alice --target root@db1 --at 2026-11-28T10:00",
+        &["at sat 10:00", "decision  deny"],
+    ),
+    Case::ok(
+        "policy explain --user alice --target root@web1 --at 2026-11-24T10:00",
+        &["decision  deny"],
+    ),
+    Case::ok(
+        "policy explain --user bob --target root@web1",
+        &["decision  allow", "policy    grant:", "a link in the store"],
+    ),
+    Case::ok(
+        "policy explain --user alice --target root@db1 --action ssh_shell",
+        &["decision  allow", "policy    session-channels"],
+    ),
+    Case::ok(
+        "policy explain --user alice --target root@db1 --action ssh_direct_tcpip \
+         --forward localhost:5432",
+        &["decision  deny"],
+    ),
+    Case::ok(
+        "policy who-can root@db1 --at 2026-11-24T10:00",
+        &["alice  dbas-prod-business-hours"],
+    )
+    .without(&["bob"]),
+    Case::ok("policy who-can root@web1", &["bob   grant:"]).without(&["alice"]),
+    Case::ok(
+        "policy who-can root@db1 --action release_password",
+        &["(none)"],
+    ),
+    Case::fails(
+        "policy explain --user carol --target root@db1",
+        &["user `carol` does not exist"],
+    ),
+    Case::fails(
+        "policy explain --user alice --target root@nowhere",
+        &["asset `nowhere` does not exist"],
+    ),
+    Case::fails(
+        "policy explain --user alice --target root@db1 --at 'tea time'",
+        &["time `tea time`"],
+    ),
+    Case::fails(
+        "group nest dbas dbas-oncall",
+        &["`dbas-oncall` is already inside `dbas`; nesting would make a cycle"],
+    ),
+    Case::fails(
+        "asset-group nest prod prod-db-eu",
+        &["nesting would make a cycle"],
+    ),
+    Case::fails("policy reload", &["no server is running"]),
+];
+
+#[test]
+fn policy_commands_explain_decisions_from_the_store() {
+    let gh = store_with_hierarchies();
+    let failures: Vec<String> = CASES.iter().filter_map(|case| case.check(&gh)).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
 fn validate_reports_every_problem_with_its_position() {
     let gh = Gatehouse::init();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(shipped("base.cedar"), dir.path().join("base.cedar")).unwrap();
-    std::fs::write(
-        dir.path().join("typo.cedar"),
-        "@id(\"typo\")\npermit (principal in Group::\"ops\", action == Action::\"ssh_sesion\", resource);\n",
-    )
-    .unwrap();
+    let dir = policies_with_a_typo();
     std::fs::write(
         dir.path().join("syntax.cedar"),
         "// missing a comma\n\npermit (principal action, resource);\n",
@@ -397,13 +340,7 @@ fn validate_works_in_a_checkout_without_a_data_directory() {
     );
 
     // A broken file fails with its position, the same as with a data directory.
-    let broken = tempfile::tempdir().unwrap();
-    std::fs::copy(shipped("base.cedar"), broken.path().join("base.cedar")).unwrap();
-    std::fs::write(
-        broken.path().join("typo.cedar"),
-        "@id(\"typo\")\npermit (principal in Group::\"ops\", action == Action::\"ssh_sesion\", resource);\n",
-    )
-    .unwrap();
+    let broken = policies_with_a_typo();
     let out = run(broken.path());
     assert!(!out.status.success());
     let err = out.stderr_text();

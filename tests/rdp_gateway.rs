@@ -10,6 +10,7 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::rdp_peers::{Client, ShadowTarget, text};
+use support::recordings::{add_auditor, auditor_bearer, get};
 use support::{Gatehouse, json_str};
 
 const GATEWAY_USER: &str = "alice";
@@ -39,6 +40,43 @@ fn configure(gh: &Gatehouse, shadow: &ShadowTarget, grant: bool) -> Option<Strin
     ))
 }
 
+/// A shadow target in a fresh temp dir and a gateway [`configure`]d for it, not yet serving
+/// (tests add to it first); returns the grant id when `grant`.
+fn gateway(grant: bool) -> (tempfile::TempDir, ShadowTarget, Gatehouse, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let gh = Gatehouse::init();
+    let grant_id = configure(&gh, &shadow, grant);
+    (dir, shadow, gh, grant_id)
+}
+
+/// xfreerdp `+auth-only` as alice with `password`: its output, once it ended by itself.
+fn auth_only(client: &Client, gh: &Gatehouse, password: &str) -> std::process::Output {
+    let command = client.command(
+        gh.rdp_port(),
+        &login_name(),
+        password,
+        &["/sec:nla", "+auth-only"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    output
+}
+
+/// The UTF-8 and UTF-16LE forms of `secret`, as they could stand in a recording.
+fn secret_needles(secret: &str) -> [Vec<u8>; 2] {
+    let utf16 = secret
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    [secret.as_bytes().to_vec(), utf16]
+}
+
+/// `GET /api/v1/sessions/{id}/video` with `bearer`.
+fn get_video(gh: &Gatehouse, bearer: &str, id: &str) -> (u16, String, Vec<u8>) {
+    get(gh, bearer, &format!("/api/v1/sessions/{id}/video"))
+}
+
 fn policies(event: &Value) -> Vec<String> {
     event["fields"]["policies"]
         .as_array()
@@ -63,10 +101,8 @@ fn wait_for(gh: &Gatehouse, kind: &str) -> Value {
 
 #[test]
 fn xfreerdp_logs_in_through_gatehouse_serve_with_the_vault_password_and_the_key_is_pinned() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
-    let mut gh = Gatehouse::init();
-    let grant_id = configure(&gh, &shadow, true).unwrap();
+    let (dir, shadow, mut gh, grant_id) = gateway(true);
+    let grant_id = grant_id.unwrap();
     let user = gh.cli_json(&["user", "show", GATEWAY_USER, "--json"]);
     assert_eq!(user["rdp"], Value::Bool(true), "{user}");
     let listed = gh.cli_ok(&["asset", "list"]);
@@ -78,14 +114,7 @@ fn xfreerdp_logs_in_through_gatehouse_serve_with_the_vault_password_and_the_key_
     gh.serve();
 
     let client = Client::new(dir.path());
-    let command = client.command(
-        gh.rdp_port(),
-        &login_name(),
-        GATEWAY_PASSWORD,
-        &["/sec:nla", "+auth-only"],
-    );
-    let (output, killed) = client.run(command, Duration::from_secs(60));
-    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    let output = auth_only(&client, &gh, GATEWAY_PASSWORD);
     assert!(
         output.status.success(),
         "xfreerdp +auth-only failed through gatehouse serve:\n{}\n--- serve.log tail ---\n{}",
@@ -129,14 +158,7 @@ fn xfreerdp_logs_in_through_gatehouse_serve_with_the_vault_password_and_the_key_
     assert!(bytes.starts_with(b"GHRDP1\n\0"), "{}", pdus.display());
 
     // (c) The wrong gateway password: NTLM fails, the client is told, the audit says why.
-    let command = client.command(
-        gh.rdp_port(),
-        &login_name(),
-        "not-the-gateway-password",
-        &["/sec:nla", "+auth-only"],
-    );
-    let (output, killed) = client.run(command, Duration::from_secs(60));
-    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+    let output = auth_only(&client, &gh, "not-the-gateway-password");
     assert!(!output.status.success(), "{}", text(&output));
     assert!(
         text(&output).contains("ERRCONNECT_LOGON_FAILURE"),
@@ -154,28 +176,13 @@ fn xfreerdp_logs_in_through_gatehouse_serve_with_the_vault_password_and_the_key_
 
 #[test]
 fn a_user_without_a_grant_is_refused_over_rdp_and_the_denial_names_default_deny() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
-    let mut gh = Gatehouse::init();
-    configure(&gh, &shadow, false);
+    let (dir, _shadow, mut gh, _) = gateway(false);
     gh.serve();
 
     let client = Client::new(dir.path());
     // Without +auth-only: a HYBRID client learns of the refusal after NLA, from the error info
     // the gateway sends it (see the tests below).
-    let command = client.command(
-        gh.rdp_port(),
-        &login_name(),
-        GATEWAY_PASSWORD,
-        &["/sec:nla"],
-    );
-    let (output, killed) = client.run(command, Duration::from_secs(60));
-    assert!(!killed, "xfreerdp hung:\n{}", text(&output));
-    assert!(
-        !output.status.success(),
-        "xfreerdp got through without a grant:\n{}",
-        text(&output)
-    );
+    refused_xfreerdp(&client, &gh, &login_name());
     let denied = wait_for(&gh, "access_denied");
     assert_eq!(json_str(&denied, "user"), GATEWAY_USER);
     assert_eq!(denied["fields"]["protocol"], "rdp", "{denied}");
@@ -225,10 +232,7 @@ fn refused_xfreerdp(client: &Client, gh: &Gatehouse, login: &str) -> (String, Op
 
 #[test]
 fn an_unknown_target_and_a_forbidden_one_show_xfreerdp_the_same_error_info() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
-    let mut gh = Gatehouse::init();
-    configure(&gh, &shadow, false);
+    let (dir, _shadow, mut gh, _) = gateway(false);
     gh.serve();
     let client = Client::new(dir.path());
 
@@ -250,11 +254,7 @@ fn an_unknown_target_and_a_forbidden_one_show_xfreerdp_the_same_error_info() {
     // The audit trail keeps the difference; each refusal is one connection (xfreerdp does not
     // reconnect as it does after a transport failure).
     let denials = support::poll(Duration::from_secs(30), || {
-        let denials: Vec<Value> = gh
-            .audit()
-            .into_iter()
-            .filter(|e| json_str(e, "kind") == "access_denied")
-            .collect();
+        let denials = gh.audit_of("access_denied");
         (denials.len() >= 2).then_some(denials)
     })
     .unwrap_or_else(|| panic!("two denials audited:\n{:#?}", gh.audit()));
@@ -294,10 +294,6 @@ fn an_unreachable_target_shows_xfreerdp_its_own_error_info() {
     );
 }
 
-fn utf16(text: &str) -> Vec<u8> {
-    text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-}
-
 /// The records of an `rdp.pdus` file: (direction, framing, microseconds, bytes).
 fn pdu_records(bytes: &[u8]) -> Vec<(u8, u8, u64, Vec<u8>)> {
     let mut rest = bytes.strip_prefix(b"GHRDP1\n\0").expect("the magic");
@@ -314,10 +310,7 @@ fn pdu_records(bytes: &[u8]) -> Vec<(u8, u8, u64, Vec<u8>)> {
 
 #[test]
 fn a_held_session_is_relayed_and_recorded_without_either_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
-    let mut gh = Gatehouse::init();
-    configure(&gh, &shadow, true);
+    let (dir, shadow, mut gh, _) = gateway(true);
     gh.serve();
     let client = Client::on_display(dir.path(), &shadow.display);
     let command = client.command(
@@ -357,7 +350,7 @@ fn a_held_session_is_relayed_and_recorded_without_either_password() {
         "every byte from the target is recorded"
     );
     for secret in [GATEWAY_PASSWORD, VAULT_PASSWORD] {
-        for needle in [secret.as_bytes().to_vec(), utf16(secret)] {
+        for needle in secret_needles(secret) {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
                 "`{secret}` is in the recording"
@@ -434,28 +427,9 @@ fn assert_checkerboard(frame: &[u8], width: usize, tolerance: u8, what: &str) {
 
 #[test]
 fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_an_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
+    let (dir, shadow, mut gh, _) = gateway(true);
     support::rdp_peers::paint_checkerboard(&shadow.display, dir.path(), 32, "#ff00ff", "#00c000");
-    let mut gh = Gatehouse::init();
-    configure(&gh, &shadow, true);
-    gh.cli_ok(&["group", "add", "auditors"]);
-    gh.cli_stdin_ok(
-        &[
-            "user",
-            "add",
-            "ada",
-            "--password-stdin",
-            "--group",
-            "auditors",
-        ],
-        "Audit-pw-8Lm3\n",
-    );
-    std::fs::write(
-        gh.data_dir().join("policies/recordings.cedar"),
-        include_str!("../policies/examples/auditors-view-recordings.cedar"),
-    )
-    .unwrap();
+    add_auditor(&gh);
     gh.serve();
 
     // The client on a display of its own; what it types goes through the gateway.
@@ -514,14 +488,8 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     assert_checkerboard(&frame, 1024, 40, "the WebM export");
 
     // The player's video: an auditor gets the WebM over the API, rendered once and cached.
-    let ada = support::api_bearer(&gh, "ada", "Audit-pw-8Lm3");
-    let (status, headers, video) = support::curl(
-        &gh,
-        "GET",
-        &format!("/api/v1/sessions/{id}/video"),
-        &[&ada],
-        None,
-    );
+    let ada = auditor_bearer(&gh);
+    let (status, headers, video) = get_video(&gh, &ada, &id);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&video));
     assert!(
         headers.to_lowercase().contains("content-type: video/webm"),
@@ -539,18 +507,12 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     assert_eq!(std::fs::read(&cached).unwrap(), video);
     // The gateway user who opened the session may not watch it.
     let alice = support::api_bearer(&gh, GATEWAY_USER, GATEWAY_PASSWORD);
-    let (status, _, _) = support::curl(
-        &gh,
-        "GET",
-        &format!("/api/v1/sessions/{id}/video"),
-        &[&alice],
-        None,
-    );
+    let (status, _, _) = get_video(&gh, &alice, &id);
     assert_eq!(status, 404);
 
     // Neither password is in the recording, the rendered video or the TRACE log.
     for secret in [GATEWAY_PASSWORD, VAULT_PASSWORD] {
-        for needle in [secret.as_bytes().to_vec(), utf16(secret)] {
+        for needle in secret_needles(secret) {
             let hits = support::files_containing(gh.data_dir(), &needle);
             assert!(hits.is_empty(), "`{secret}` is in {hits:?}");
         }
@@ -567,10 +529,7 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
 /// record is closed as ended by the shutdown (not interrupted), and `serve` exits cleanly.
 #[test]
 fn sigterm_lets_a_running_rdp_session_run_out_its_grace_then_closes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = ShadowTarget::start(dir.path(), TARGET_ACCOUNT, VAULT_PASSWORD);
-    let mut gh = Gatehouse::init();
-    configure(&gh, &shadow, true);
+    let (dir, _shadow, mut gh, _) = gateway(true);
     gh.serve_options(&["--shutdown-grace", "5"], &[]);
     gh.serve();
     let rdp_port = gh.rdp_port();

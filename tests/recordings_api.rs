@@ -7,46 +7,21 @@
 
 mod support;
 
-use serde_json::Value;
+use support::recordings::{add_auditor, auditor_bearer, get, get_json};
 use support::world::World;
 use support::{OutputExt, api_bearer, curl, json_str};
-
-const AUDITOR_PASSWORD: &str = "Audit-pw-8Lm3";
-
-fn get_json(w: &World, bearer: &str, path: &str) -> (u16, Value) {
-    let (status, _, body) = curl(&w.gh, "GET", path, &[bearer], None);
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
 
 #[test]
 fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_nothing() {
     let w = World::builder("rec_api")
-        .setup(|ctx| {
-            ctx.gh.cli_ok(&["group", "add", "auditors"]);
-            ctx.gh.cli_stdin_ok(
-                &[
-                    "user",
-                    "add",
-                    "ada",
-                    "--password-stdin",
-                    "--group",
-                    "auditors",
-                ],
-                &format!("{AUDITOR_PASSWORD}\n"),
-            );
-            std::fs::write(
-                ctx.gh.data_dir().join("policies/recordings.cedar"),
-                include_str!("../policies/examples/auditors-view-recordings.cedar"),
-            )
-            .unwrap();
-        })
+        .setup(|ctx| add_auditor(ctx.gh))
         .start();
     let out = w.client().ssh("echo recorded-marker-42");
     assert!(out.status.success(), "{}", out.describe());
     let id = json_str(&w.gh.ended_sessions_of("alice", 1)[0], "id");
 
-    let ada = api_bearer(&w.gh, "ada", AUDITOR_PASSWORD);
-    let (status, list) = get_json(&w, &ada, "/api/v1/sessions");
+    let ada = auditor_bearer(&w.gh);
+    let (status, list) = get_json(&w.gh, &ada, "/api/v1/sessions");
     assert_eq!(status, 200, "{list}");
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{list}");
@@ -56,7 +31,7 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
     assert_eq!(sessions[0]["playback"], "transcript");
 
     // Its events, searchable.
-    let (status, detail) = get_json(&w, &ada, &format!("/api/v1/sessions/{id}"));
+    let (status, detail) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}"));
     assert_eq!(status, 200, "{detail}");
     let events = detail["events"].as_array().unwrap();
     assert!(
@@ -65,34 +40,24 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
             .any(|e| e["type"] == "exec" && e["command"] == "echo recorded-marker-42"),
         "{detail}"
     );
-    let (_, found) = get_json(&w, &ada, "/api/v1/sessions?contains=MARKER-42");
+    let (_, found) = get_json(&w.gh, &ada, "/api/v1/sessions?contains=MARKER-42");
     assert_eq!(found["sessions"].as_array().unwrap().len(), 1, "{found}");
-    let (_, none) = get_json(&w, &ada, "/api/v1/sessions?contains=not-typed-anywhere");
+    let (_, none) = get_json(&w.gh, &ada, "/api/v1/sessions?contains=not-typed-anywhere");
     assert_eq!(none["sessions"].as_array().unwrap().len(), 0, "{none}");
 
     // The terminal transcript; an SSH session has no video.
-    let (status, _, text) = curl(
-        &w.gh,
-        "GET",
-        &format!("/api/v1/sessions/{id}/transcript"),
-        &[&ada],
-        None,
-    );
+    let (status, _, text) = get(&w.gh, &ada, &format!("/api/v1/sessions/{id}/transcript"));
     assert_eq!(status, 200);
     assert!(
         String::from_utf8_lossy(&text).contains("recorded-marker-42"),
         "{}",
         String::from_utf8_lossy(&text)
     );
-    let (status, answer) = get_json(&w, &ada, &format!("/api/v1/sessions/{id}/video"));
+    let (status, answer) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}/video"));
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["error"]["code"], "not_video");
 
-    let viewed: Vec<Value> =
-        w.gh.audit()
-            .into_iter()
-            .filter(|e| e["kind"] == "recording_viewed")
-            .collect();
+    let viewed = w.gh.audit_of("recording_viewed");
     assert_eq!(viewed.len(), 3, "events, transcript, video: {viewed:#?}");
     assert_eq!(
         viewed[0]["fields"]["policies"],
@@ -103,11 +68,11 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
     // alice opened the session, but no policy lets her watch it: an empty list, and the same
     // 404 as a session that does not exist.
     let alice = api_bearer(&w.gh, "alice", support::world::GATEWAY_PASSWORD);
-    let (status, list) = get_json(&w, &alice, "/api/v1/sessions");
+    let (status, list) = get_json(&w.gh, &alice, "/api/v1/sessions");
     assert_eq!(status, 200);
     assert_eq!(list["sessions"].as_array().unwrap().len(), 0, "{list}");
-    let (refused, body) = get_json(&w, &alice, &format!("/api/v1/sessions/{id}"));
-    let (unknown, other) = get_json(&w, &alice, "/api/v1/sessions/no-such-session");
+    let (refused, body) = get_json(&w.gh, &alice, &format!("/api/v1/sessions/{id}"));
+    let (unknown, other) = get_json(&w.gh, &alice, "/api/v1/sessions/no-such-session");
     assert_eq!((refused, unknown), (404, 404));
     assert_eq!(
         body["error"]["message"].as_str().unwrap().replace(&id, "X"),
@@ -116,18 +81,14 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
             .unwrap()
             .replace("no-such-session", "X")
     );
-    let refusals: Vec<Value> =
-        w.gh.audit()
-            .into_iter()
-            .filter(|e| e["kind"] == "recording_refused")
-            .collect();
+    let refusals = w.gh.audit_of("recording_refused");
     assert_eq!(refusals.len(), 2, "{refusals:#?}");
     assert_eq!(
         refusals[0]["fields"]["policies"],
         serde_json::json!(["default-deny"])
     );
     // Without a token: 401.
-    let (status, _) = get_json(&w, "X-None: 1", "/api/v1/sessions");
+    let (status, _) = get_json(&w.gh, "X-None: 1", "/api/v1/sessions");
     assert_eq!(status, 401);
 
     // The player: the gateway's own page and script, under a strict content security policy.

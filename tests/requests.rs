@@ -156,6 +156,17 @@ impl Vault {
         self.api().request_err(user, args)
     }
 
+    /// `request ARGS` as `user` is refused, with an error naming every one of `needles`.
+    fn assert_refused(&self, user: &str, args: &[&str], needles: &[&str]) {
+        let err = self.request_err(user, args);
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "`{needle}` is not in the refusal: {err}"
+            );
+        }
+    }
+
     fn token(&self, user: &str) -> String {
         self.login(user);
         std::fs::read_to_string(self.token_file(user)).unwrap()
@@ -190,6 +201,50 @@ impl Vault {
     fn stored_requests(&self) -> Value {
         self.request_ok("alice", &["list"])
     }
+
+    /// `a2a register NAME --cert-file CERT`, then `extra` (`--allow CIDR`, `--broker`).
+    fn register_app(&self, name: &str, cert: &Path, extra: &[&str]) {
+        let mut args = vec![
+            "a2a",
+            "register",
+            name,
+            "--cert-file",
+            cert.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.gh.cli_ok(&args);
+    }
+
+    /// `a2a key-add ARGS`: the new API key (the first line printed), also written to `file`.
+    fn add_a2a_key(&self, args: &[&str], file: &Path) -> String {
+        let printed = self.gh.cli_ok(&[&["a2a", "key-add"][..], args].concat());
+        let api_key = printed.lines().next().unwrap().trim().to_string();
+        std::fs::write(file, &api_key).unwrap();
+        api_key
+    }
+
+    /// `gatehouse a2a SUBCOMMAND` as an application: its client certificate and key, the API
+    /// key in `key_file`, then `rest`.
+    fn as_app(
+        &self,
+        subcommand: &str,
+        (cert, key): (&Path, &Path),
+        key_file: &Path,
+        rest: &[&str],
+    ) -> Output {
+        let mut args = vec![
+            "a2a",
+            subcommand,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--api-key-file",
+            key_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(rest);
+        self.as_user("nobody", &args)
+    }
 }
 
 fn curl_answer(out: Output) -> (u16, Value) {
@@ -208,6 +263,49 @@ fn id_of(v: &Value) -> String {
     v["id"].as_str().expect("request id").to_string()
 }
 
+/// `create TARGET --access ACCESS --reason REASON`, then `extra` (`--ticket`, `--emergency`).
+fn create<'a>(
+    target: &'a str,
+    access: &'a str,
+    reason: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["create", target, "--access", access, "--reason", reason];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The first request `user` sees pending approval, waiting up to 60 s for one to be filed.
+fn first_pending(v: &Vault, user: &str) -> Value {
+    poll(Duration::from_secs(60), || {
+        let list = v.request_ok(user, &["list", "--state", "pending_approval"]);
+        list["requests"].as_array().and_then(|a| a.first().cloned())
+    })
+    .unwrap_or_else(|| panic!("no request pending approval:\n{}", v.gh.log_tail(40)))
+}
+
+/// No file of the data directory (serve.log included) holds any of `secrets`.
+fn assert_in_no_data_file(v: &Vault, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            support::files_containing(v.gh.data_dir(), secret.as_bytes()).is_empty(),
+            "a secret ({}…) is in a data-dir file (serve.log included)",
+            &secret[..4]
+        );
+    }
+}
+
+/// The python3 the helper servers run on: `$GATEHOUSE_TEST_PYTHON`, Debian's, or from `PATH`.
+fn python3() -> String {
+    std::env::var("GATEHOUSE_TEST_PYTHON").unwrap_or_else(|_| {
+        if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3".into()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
 #[test]
 fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     let v = Vault::start("req_pw", |_| {});
@@ -217,77 +315,47 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     let target = v.target_spec();
 
     // Policy requires a reason: refused without one, with the same message as an unknown target.
-    let refused = v.request_err("alice", &["create", &target, "--access", "password"]);
-    assert!(
-        refused.contains("unknown or you may not request"),
-        "{refused}"
-    );
-    let unknown = v.request_err(
+    v.assert_refused(
         "alice",
-        &[
-            "create",
-            "root@nowhere",
-            "--access",
-            "password",
-            "--reason",
-            "x",
-        ],
+        &["create", &target, "--access", "password"],
+        &["unknown or you may not request"],
     );
-    assert!(
-        unknown.contains("unknown or you may not request"),
-        "{unknown}"
+    v.assert_refused(
+        "alice",
+        &create("root@nowhere", "password", "x", &[]),
+        &["unknown or you may not request"],
     );
     // Mallory is not in dbas.
-    let m = v.request_err(
+    v.assert_refused(
         "mallory",
-        &[
-            "create", &target, "--access", "password", "--reason", "look",
-        ],
+        &create(&target, "password", "look", &[]),
+        &["unknown or you may not request"],
     );
-    assert!(m.contains("unknown or you may not request"), "{m}");
 
     let r = v.request_ok(
         "alice",
-        &[
-            "create",
+        &create(
             &target,
-            "--access",
             "password",
-            "--reason",
             "rotate db creds",
-            "--ticket",
-            "CHG-1",
-        ],
+            &["--ticket", "CHG-1"],
+        ),
     );
     let id = id_of(&r);
     assert_eq!(r["state"], "pending_approval");
     assert_eq!(r["approvals_needed"], 2);
 
     // Never self-approval; mallory may not even see it.
-    let own = v.request_err("alice", &["approve", &id]);
-    assert!(own.contains("your own request"), "{own}");
-    let hidden = v.request_err("mallory", &["show", &id]);
-    assert!(
-        hidden.contains("not found") && hidden.contains("404"),
-        "{hidden}"
-    );
-    let hidden = v.request_err("mallory", &["approve", &id]);
-    assert!(hidden.contains("not found"), "{hidden}");
+    v.assert_refused("alice", &["approve", &id], &["your own request"]);
+    v.assert_refused("mallory", &["show", &id], &["not found", "404"]);
+    v.assert_refused("mallory", &["approve", &id], &["not found"]);
     // Nothing to release yet.
-    let early = v.request_err("alice", &["checkout", &id]);
-    assert!(
-        early.contains("pending_approval") && early.contains("409"),
-        "{early}"
-    );
+    v.assert_refused("alice", &["checkout", &id], &["pending_approval", "409"]);
 
     let one = v.request_ok("carol", &["approve", &id, "--comment", "ok"]);
     assert_eq!(one["state"], "pending_approval");
     assert_eq!(one["approvals"].as_array().unwrap().len(), 1);
-    let twice = v.request_err("carol", &["approve", &id]);
-    assert!(
-        twice.contains("already approved") && twice.contains("409"),
-        "{twice}"
-    );
+    v.assert_refused("carol", &["approve", &id], &["already approved", "409"]);
     let two = v.request_ok("dave", &["approve", &id]);
     assert_eq!(two["state"], "available", "{two:#}");
     assert_eq!(two["granted_by"], serde_json::json!(["secrets-need-two"]));
@@ -302,8 +370,7 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     assert_eq!(secret["view"], 1);
     let plain = v.as_user("alice", &["request", "checkout", &id]);
     assert_eq!(plain.stdout_text().trim(), v.account.password);
-    let not_carol = v.request_err("carol", &["checkout", &id]);
-    assert!(not_carol.contains("only the requester"), "{not_carol}");
+    v.assert_refused("carol", &["checkout", &id], &["only the requester"]);
     let shown = v.request_ok("alice", &["show", &id]);
     assert_eq!(shown["state"], "checked_out");
     assert_eq!(shown["views"], 2);
@@ -323,9 +390,9 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
         v.gh.log_tail(40)
     );
     let changed =
-        v.gh.audit()
+        v.gh.audit_of("credential_changed")
             .into_iter()
-            .find(|e| e["kind"] == "credential_changed")
+            .next()
             .expect("a credential change after the check-in");
     assert!(
         changed["detail"].as_str().unwrap().contains("check-in"),
@@ -342,23 +409,12 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
         !direct.stdout_text().contains("still-works"),
         "the released password still works"
     );
-    let after = v.request_err("alice", &["checkout", &id]);
-    assert!(
-        after.contains("complete") && after.contains("409"),
-        "{after}"
-    );
-    let again = v.request_err("alice", &["checkin", &id]);
-    assert!(again.contains("409"), "{again}");
+    v.assert_refused("alice", &["checkout", &id], &["complete", "409"]);
+    v.assert_refused("alice", &["checkin", &id], &["409"]);
 
     // Neither the released vault password nor the users' password is in the TRACE log or in
     // any data-dir file.
-    for secret in [v.account.password.as_str(), PASSWORD] {
-        assert!(
-            support::files_containing(v.gh.data_dir(), secret.as_bytes()).is_empty(),
-            "a secret ({}…) is in a data-dir file (serve.log included)",
-            &secret[..4]
-        );
-    }
+    assert_in_no_data_file(&v, &[&v.account.password, PASSWORD]);
     let kinds = v.audit_kinds(&id);
     for kind in [
         "request_created",
@@ -377,38 +433,17 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     );
 
     // Deny and cancel paths; transitions not allowed from the new state.
-    let d = id_of(&v.request_ok(
-        "alice",
-        &[
-            "create", &target, "--access", "password", "--reason", "again",
-        ],
-    ));
+    let d = id_of(&v.request_ok("alice", &create(&target, "password", "again", &[])));
     let denied = v.request_ok("dave", &["deny", &d, "--comment", "not today"]);
     assert_eq!(denied["state"], "denied");
     assert_eq!(denied["denial"]["comment"], "not today");
-    assert!(v.request_err("carol", &["approve", &d]).contains("denied"));
-    assert!(v.request_err("alice", &["cancel", &d]).contains("409"));
+    v.assert_refused("carol", &["approve", &d], &["denied"]);
+    v.assert_refused("alice", &["cancel", &d], &["409"]);
 
-    let c = id_of(&v.request_ok(
-        "alice",
-        &[
-            "create",
-            &target,
-            "--access",
-            "private_key",
-            "--reason",
-            "k",
-        ],
-    ));
-    assert!(
-        v.request_err("carol", &["cancel", &c])
-            .contains("only the requester")
-    );
+    let c = id_of(&v.request_ok("alice", &create(&target, "private_key", "k", &[])));
+    v.assert_refused("carol", &["cancel", &c], &["only the requester"]);
     assert_eq!(v.request_ok("alice", &["cancel", &c])["state"], "cancelled");
-    assert!(
-        v.request_err("carol", &["approve", &c])
-            .contains("cancelled")
-    );
+    v.assert_refused("carol", &["approve", &c], &["cancelled"]);
 
     // The list shows each request once, newest first, with its final state.
     let list = v.stored_requests();
@@ -439,11 +474,8 @@ fn ssh_session_held_at_connect_until_approved_or_denied() {
         .timeout(Duration::from_secs(120));
 
     let waiting = std::thread::spawn(move || client.ssh("echo held-and-approved"));
-    let pending = poll(Duration::from_secs(60), || {
-        let list = v.request_ok("carol", &["list", "--state", "pending_approval"]);
-        list["requests"].as_array().and_then(|a| a.first().cloned())
-    })
-    .expect("the held connection filed a request");
+    // The held connection filed a request.
+    let pending = first_pending(&v, "carol");
     let id = id_of(&pending);
     assert_eq!(pending["origin"], "ssh");
     assert_eq!(pending["reason"], "incident");
@@ -465,10 +497,8 @@ fn ssh_session_held_at_connect_until_approved_or_denied() {
     assert_eq!(shown["state"], "checked_out");
     assert_eq!(shown["sessions"].as_array().unwrap().len(), 1);
     let connect =
-        v.gh.audit()
-            .into_iter()
-            .rev()
-            .find(|e| e["kind"] == "target_connect_ok")
+        v.gh.audit_of("target_connect_ok")
+            .pop()
             .expect("target_connect_ok");
     assert_eq!(connect["fields"]["request"], id.as_str());
     assert_eq!(
@@ -491,11 +521,7 @@ fn ssh_session_held_at_connect_until_approved_or_denied() {
     let client =
         Client::password(v.gh.ssh_port(), login, PASSWORD).timeout(Duration::from_secs(120));
     let waiting = std::thread::spawn(move || client.ssh("echo never"));
-    let second = poll(Duration::from_secs(60), || {
-        let list = v.request_ok("carol", &["list", "--state", "pending_approval"]);
-        list["requests"].as_array().and_then(|a| a.first().cloned())
-    })
-    .expect("a second request");
+    let second = first_pending(&v, "carol");
     let second_id = id_of(&second);
     assert_ne!(second_id, id);
     v.request_ok(
@@ -539,27 +565,11 @@ fn access_string_is_single_use_and_expires() {
     });
     v.login("alice");
     v.login("carol");
-    let id = id_of(&v.request_ok(
-        "alice",
-        &[
-            "create",
-            &v.target_spec(),
-            "--access",
-            "session",
-            "--reason",
-            "deploy",
-        ],
-    ));
+    let id = id_of(&v.request_ok("alice", &create(&v.target_spec(), "session", "deploy", &[])));
     // Not granted yet: no access string.
-    assert!(
-        v.request_err("alice", &["access-string", &id])
-            .contains("409")
-    );
+    v.assert_refused("alice", &["access-string", &id], &["409"]);
     v.request_ok("carol", &["approve", &id]);
-    assert!(
-        v.request_err("carol", &["access-string", &id])
-            .contains("only the requester")
-    );
+    v.assert_refused("carol", &["access-string", &id], &["only the requester"]);
 
     let issued = v.request_ok("alice", &["access-string", &id]);
     let command = issued["command"].as_str().unwrap().to_string();
@@ -606,12 +616,7 @@ fn access_string_is_single_use_and_expires() {
     assert!(!stolen.status.success());
     assert!(!stolen.stdout_text().contains("stolen"));
 
-    let reasons: Vec<String> =
-        v.gh.audit()
-            .iter()
-            .filter(|e| e["kind"] == "access_token_refused")
-            .map(|e| e["detail"].as_str().unwrap().to_string())
-            .collect();
+    let reasons = v.gh.audit_details("access_token_refused");
     assert!(
         reasons.iter().any(|r| r.contains("already used")),
         "{reasons:?}"
@@ -623,7 +628,13 @@ fn access_string_is_single_use_and_expires() {
     );
 }
 
+/// A self-signed P-256 certificate `DIR/NAME.pem` for `CN=NAME` and its key `DIR/NAME.key`.
 fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    self_signed(dir, name, name, &[])
+}
+
+/// Like [`openssl_cert`], for `CN=common_name` and with `extra` arguments (`-addext ...`).
+fn self_signed(dir: &Path, name: &str, common_name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     let out = Command::new("openssl")
@@ -638,7 +649,8 @@ fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
             "-days",
             "2",
         ])
-        .args(["-subj", &format!("/CN={name}")])
+        .args(["-subj", &format!("/CN={common_name}")])
+        .args(extra)
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -662,54 +674,18 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
     let (cert1, key1) = openssl_cert(dir, "app1");
     let (cert2, key2) = openssl_cert(dir, "app2");
     let target = v.target_spec();
-    v.gh.cli_ok(&[
-        "a2a",
-        "register",
-        "app1",
-        "--cert-file",
-        cert1.to_str().unwrap(),
-        "--allow",
-        "127.0.0.0/8",
-    ]);
-    v.gh.cli_ok(&[
-        "a2a",
-        "register",
-        "far",
-        "--cert-file",
-        cert2.to_str().unwrap(),
-        "--allow",
-        "10.0.0.0/8",
-    ]);
-    let key_text = v.gh.cli_ok(&["a2a", "key-add", "app1", &target]);
-    let api_key = key_text.lines().next().unwrap().trim().to_string();
-    assert!(api_key.starts_with("gha2a_"), "{key_text}");
-    let far_key =
-        v.gh.cli_ok(&["a2a", "key-add", "far", &target])
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .to_string();
+    v.register_app("app1", &cert1, &["--allow", "127.0.0.0/8"]);
+    v.register_app("far", &cert2, &["--allow", "10.0.0.0/8"]);
     let key_file = dir.join("app1.apikey");
-    std::fs::write(&key_file, &api_key).unwrap();
+    let api_key = v.add_a2a_key(&["app1", &target], &key_file);
+    assert!(api_key.starts_with("gha2a_"), "{api_key}");
+    let far_file = dir.join("far.apikey");
+    v.add_a2a_key(&["far", &target], &far_file);
     // The key is stored hashed.
     assert!(support::files_containing(v.gh.data_dir(), api_key.as_bytes()).is_empty());
 
-    let retrieve = |cert: &Path, key: &Path, key_file: &Path| {
-        v.as_user(
-            "nobody",
-            &[
-                "a2a",
-                "retrieve",
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--api-key-file",
-                key_file.to_str().unwrap(),
-            ],
-        )
-    };
+    let retrieve =
+        |cert: &Path, key: &Path, key_file: &Path| v.as_app("retrieve", (cert, key), key_file, &[]);
     let ok = retrieve(&cert1, &key1, &key_file);
     assert!(ok.status.success(), "{}", ok.stderr_text());
     assert_eq!(ok.stdout_text().trim(), v.account.password);
@@ -723,9 +699,8 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
         "--key-file",
         vault_key.to_str().unwrap(),
     ]);
-    let svc_key = v.gh.cli_ok(&["a2a", "key-add", "app1", "svc@db1"]);
     let svc_key_file = dir.join("svc.apikey");
-    std::fs::write(&svc_key_file, svc_key.lines().next().unwrap()).unwrap();
+    v.add_a2a_key(&["app1", "svc@db1"], &svc_key_file);
     let key_out = retrieve(&cert1, &key1, &svc_key_file);
     assert!(key_out.status.success(), "{}", key_out.stderr_text());
     assert_eq!(
@@ -762,8 +737,6 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
     // A registration that only allows 10/8.
-    let far_file = dir.join("far.apikey");
-    std::fs::write(&far_file, &far_key).unwrap();
     assert!(!retrieve(&cert2, &key2, &far_file).status.success());
 
     // Service off: refused with a clear message; back on: works.
@@ -778,12 +751,7 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
     v.gh.cli_ok(&["service", "enable", "a2a"]);
     assert!(retrieve(&cert1, &key1, &key_file).status.success());
 
-    let refusals: Vec<String> =
-        v.gh.audit()
-            .iter()
-            .filter(|e| e["kind"] == "a2a_refused")
-            .map(|e| e["detail"].as_str().unwrap().to_string())
-            .collect();
+    let refusals = v.gh.audit_details("a2a_refused");
     for why in [
         "does not match the registration",
         "unknown A2A API key",
@@ -796,14 +764,8 @@ fn a2a_retrieval_needs_the_pinned_certificate_the_key_and_an_allowed_source() {
         );
     }
     // After the retrievals: neither the API key nor the password is in the log or the data dir.
-    for secret in [api_key.as_str(), v.account.password.as_str()] {
-        assert!(support::files_containing(v.gh.data_dir(), secret.as_bytes()).is_empty());
-    }
-    let retrieved =
-        v.gh.audit()
-            .into_iter()
-            .filter(|e| e["kind"] == "a2a_retrieved")
-            .count();
+    assert_in_no_data_file(&v, &[&api_key, &v.account.password]);
+    let retrieved = v.gh.audit_of("a2a_retrieved").len();
     assert_eq!(retrieved, 3, "the password twice and the key once");
 }
 
@@ -987,11 +949,7 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
         last = status;
     }
     assert_eq!(last, 429);
-    let failures =
-        v.gh.audit()
-            .into_iter()
-            .filter(|e| e["kind"] == "login_failed")
-            .count();
+    let failures = v.gh.audit_of("login_failed").len();
     assert!(failures >= 7, "{failures}");
 
     // The docs: the OpenAPI document and the page rendered from it.
@@ -1025,18 +983,8 @@ fn api_bad_input_gets_json_errors_and_changes_nothing() {
         validated.stdout_text(),
         validated.stderr_text()
     );
-    let page = run(
-        {
-            let mut c = Command::new("curl");
-            c.args(["-sS", "--cacert"])
-                .arg(v.gh.data_dir().join("tls/cert.pem"))
-                .arg(format!("{}/api/docs", v.gh.api_url()));
-            c
-        },
-        None,
-        Duration::from_secs(30),
-    );
-    let html = page.stdout_text();
+    let (_, _, page) = support::curl(&v.gh, "GET", "/api/docs", &[], None);
+    let html = String::from_utf8_lossy(&page);
     assert!(
         html.contains("<code>/api/v1/requests/{id}/checkin</code>"),
         "{html}"
@@ -1062,13 +1010,7 @@ impl Drop for Smtp {
 impl Smtp {
     fn start(cert: &Path, key: &Path) -> Smtp {
         use std::io::BufRead;
-        let python = std::env::var("GATEHOUSE_TEST_PYTHON").unwrap_or_else(|_| {
-            if Path::new("/usr/bin/python3").exists() {
-                "/usr/bin/python3".into()
-            } else {
-                "python3".into()
-            }
-        });
+        let python = python3();
         let outdir = tempfile::tempdir().unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../notify/tests/notify/smtp_server.py");
@@ -1149,30 +1091,16 @@ impl Smtp {
 #[test]
 fn approval_emails_reach_a_real_smtp_server_over_starttls() {
     let pki = tempfile::tempdir().unwrap();
-    let cert = pki.path().join("smtp.pem");
-    let key = pki.path().join("smtp.key");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (cert, key) = self_signed(
+        pki.path(),
+        "smtp",
+        "localhost",
+        &[
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ],
     );
     let smtp = Smtp::start(&cert, &key);
     let port = smtp.port;
@@ -1192,19 +1120,10 @@ fn approval_emails_reach_a_real_smtp_server_over_starttls() {
     }
     let id = id_of(&v.request_ok(
         "alice",
-        &[
-            "create",
-            &v.target_spec(),
-            "--access",
-            "password",
-            "--reason",
-            "quarterly audit",
-        ],
+        &create(&v.target_spec(), "password", "quarterly audit", &[]),
     ));
     let notified = poll(Duration::from_secs(20), || {
-        v.gh.audit()
-            .into_iter()
-            .find(|e| e["kind"] == "notification")
+        v.gh.audit_of("notification").into_iter().next()
     });
     assert!(
         notified.as_ref().is_some_and(|e| {
@@ -1274,15 +1193,7 @@ fn revocation_ends_the_session_expiry_ends_pending_requests_emergency_is_auto_ap
     // Emergency: granted at once by the `break-glass` policy, no approver involved.
     let r = v.request_ok(
         "alice",
-        &[
-            "create",
-            &target,
-            "--access",
-            "session",
-            "--reason",
-            "outage",
-            "--emergency",
-        ],
+        &create(&target, "session", "outage", &["--emergency"]),
     );
     let id = id_of(&r);
     assert_eq!(r["state"], "available", "{r:#}");
@@ -1319,15 +1230,10 @@ fn revocation_ends_the_session_expiry_ends_pending_requests_emergency_is_auto_ap
             .find(|e| e["kind"] == "session_ended" && e["fields"]["request"] == id.as_str());
     assert!(ended.is_some(), "the end is audited with the request");
     // Revoked is final.
-    assert!(v.request_err("alice", &["checkin", &id]).contains("409"));
+    v.assert_refused("alice", &["checkin", &id], &["409"]);
 
     // A pending request nobody decides expires at its 3 s deadline.
-    let p = id_of(&v.request_ok(
-        "alice",
-        &[
-            "create", &target, "--access", "password", "--reason", "later",
-        ],
-    ));
+    let p = id_of(&v.request_ok("alice", &create(&target, "password", "later", &[])));
     std::thread::sleep(Duration::from_secs(4));
     let expired = v.request_ok("alice", &["show", &p]);
     assert_eq!(expired["state"], "expired");
@@ -1335,7 +1241,7 @@ fn revocation_ends_the_session_expiry_ends_pending_requests_emergency_is_auto_ap
         expired["end_note"],
         "no decision before the approval deadline"
     );
-    assert!(v.request_err("carol", &["approve", &p]).contains("expired"));
+    v.assert_refused("carol", &["approve", &p], &["expired"]);
 }
 
 /// Services toggles: a disabled request service refuses new requests with a clear message and
@@ -1347,41 +1253,23 @@ fn disabled_services_refuse_new_work_and_the_broker_files_requests_for_users() {
     v.login("carol");
     v.login("dave");
     let target = v.target_spec();
-    let id = id_of(&v.request_ok(
-        "alice",
-        &[
-            "create", &target, "--access", "password", "--reason", "before",
-        ],
-    ));
+    let id = id_of(&v.request_ok("alice", &create(&target, "password", "before", &[])));
     v.request_ok("carol", &["approve", &id]);
     v.request_ok("dave", &["approve", &id]);
     v.gh.cli_ok(&["service", "disable", "password-requests"]);
-    let refused = v.request_err(
+    v.assert_refused(
         "alice",
+        &create(&target, "password", "after", &[]),
         &[
-            "create", &target, "--access", "password", "--reason", "after",
+            "the password-requests service is disabled by an administrator",
+            "503",
         ],
-    );
-    assert!(
-        refused.contains("the password-requests service is disabled by an administrator")
-            && refused.contains("503"),
-        "{refused}"
     );
     // Work already granted finishes.
     let secret = v.request_ok("alice", &["checkout", &id]);
     assert_eq!(secret["password"], v.account.password.as_str());
     // Other services are unaffected.
-    v.request_ok(
-        "alice",
-        &[
-            "create",
-            &target,
-            "--access",
-            "private_key",
-            "--reason",
-            "k",
-        ],
-    );
+    v.request_ok("alice", &create(&target, "private_key", "k", &[]));
     let listed = v.gh.cli_json(&["service", "list", "--json"]);
     assert_eq!(listed["password-requests"], false);
     assert_eq!(listed["key-requests"], true);
@@ -1390,38 +1278,20 @@ fn disabled_services_refuse_new_work_and_the_broker_files_requests_for_users() {
     // The broker: an application registered with --broker files a request for alice.
     let dir = v.scratch.path();
     let (cert, key) = openssl_cert(dir, "broker");
-    v.gh.cli_ok(&[
-        "a2a",
-        "register",
-        "itsm",
-        "--cert-file",
-        cert.to_str().unwrap(),
-        "--broker",
-    ]);
-    let broker_key = v.gh.cli_ok(&["a2a", "key-add", "itsm", "--broker"]);
+    v.register_app("itsm", &cert, &["--broker"]);
     let key_file = dir.join("broker.key.txt");
-    std::fs::write(&key_file, broker_key.lines().next().unwrap()).unwrap();
+    v.add_a2a_key(&["itsm", "--broker"], &key_file);
     let file = |user: &str| {
-        v.as_user(
-            "nobody",
-            &[
-                "a2a",
-                "request",
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--api-key-file",
-                key_file.to_str().unwrap(),
-                "--on-behalf-of",
-                user,
-                &target,
-                "--access",
-                "session",
-                "--reason",
-                "ticket CHG-9 from the ITSM",
-            ],
-        )
+        let request = [
+            "--on-behalf-of",
+            user,
+            &target,
+            "--access",
+            "session",
+            "--reason",
+            "ticket CHG-9 from the ITSM",
+        ];
+        v.as_app("request", (&cert, &key), &key_file, &request)
     };
     let filed = file("alice");
     assert!(filed.status.success(), "{}", filed.stderr_text());
@@ -1455,12 +1325,7 @@ fn tickets_on_requests_are_checked_by_the_ticketing_plugin() {
     std::fs::write(api.join("INC-7"), r#"{"status":"open","assignee":"alice"}"#).unwrap();
     std::fs::write(api.join("INC-8"), r#"{"status":"closed"}"#).unwrap();
     let port = support::free_port();
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let mut server = Command::new(python)
+    let mut server = Command::new(python3())
         .args([
             "-m",
             "http.server",
@@ -1517,9 +1382,7 @@ fn tickets_on_requests_are_checked_by_the_ticketing_plugin() {
     let target = v.target_spec();
     let verified = v.request_ok(
         "alice",
-        &[
-            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-7",
-        ],
+        &create(&target, "session", "db down", &["--ticket", "INC-7"]),
     );
     assert_eq!(verified["ticket_verified"], true, "{verified:#}");
     assert_eq!(verified["state"], "available");
@@ -1528,32 +1391,19 @@ fn tickets_on_requests_are_checked_by_the_ticketing_plugin() {
         serde_json::json!(["verified-incident"])
     );
     let before = v.stored_requests();
-    let closed = v.request_err(
+    v.assert_refused(
         "alice",
-        &[
-            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-8",
-        ],
+        &create(&target, "session", "db down", &["--ticket", "INC-8"]),
+        &["ticket `INC-8` was refused: ticket is `closed`"],
     );
-    assert!(
-        closed.contains("ticket `INC-8` was refused: ticket is `closed`"),
-        "{closed}"
-    );
-    let unknown = v.request_err(
+    v.assert_refused(
         "alice",
-        &[
-            "create", &target, "--access", "session", "--reason", "db down", "--ticket", "INC-9",
-        ],
-    );
-    assert!(
-        unknown.contains("ticket `INC-9` was refused: no such ticket"),
-        "{unknown}"
+        &create(&target, "session", "db down", &["--ticket", "INC-9"]),
+        &["ticket `INC-9` was refused: no such ticket"],
     );
     assert_eq!(v.stored_requests(), before, "refused tickets file nothing");
     // Without a ticket the request goes to the approvers.
-    let plain = v.request_ok(
-        "alice",
-        &["create", &target, "--access", "session", "--reason", "x"],
-    );
+    let plain = v.request_ok("alice", &create(&target, "session", "x", &[]));
     assert_eq!(plain["ticket_verified"], false);
     assert_eq!(plain["state"], "pending_approval");
     let _ = server.kill();

@@ -129,6 +129,61 @@ fn echo_server() -> (u16, std::thread::JoinHandle<()>) {
     (port, handle)
 }
 
+/// A connection to a forward's listening end, reads bounded by 20 s.
+fn connect_to(forward: &Forward) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// Sends `message` through the forward to the echo server and asserts it comes back whole; the
+/// echo server (one connection) is done afterwards.
+fn assert_echoed(w: &World, forward: &Forward, echo: std::thread::JoinHandle<()>, message: &str) {
+    let mut stream = connect_to(forward);
+    stream.write_all(message.as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        message,
+        "{}\n{:#?}\n{}",
+        forward.stderr_text(),
+        w.gh.audit(),
+        w.gh.log_tail(40)
+    );
+    drop(stream);
+    echo.join().unwrap();
+}
+
+/// A connection through the forward carries nothing: what is written gets no answer, the
+/// socket is closed.
+fn assert_carries_nothing(forward: &Forward, probe: &[u8], why: &str) {
+    let mut stream = connect_to(forward);
+    let _ = stream.write_all(probe);
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read(&mut buf).unwrap_or(0), 0, "{why}");
+}
+
+/// Waits for the audited close of a `channel` that counted its bytes.
+fn audited_close(w: &World, channel: &str) -> Value {
+    poll(Duration::from_secs(10), || {
+        w.gh.audit().into_iter().rev().find(|e| {
+            json_str(e, "kind") == "channel_closed"
+                && e["fields"]["channel"].as_str() == Some(channel)
+                && e["fields"]["bytes_up"].is_number()
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the {channel} close is audited\n{:#?}\n{}",
+            w.gh.audit(),
+            w.gh.log_tail(40)
+        )
+    })
+}
+
 #[test]
 fn shell_is_permitted_and_a_local_forward_is_denied_by_policy() {
     let w = World::start("pol_deny");
@@ -140,14 +195,7 @@ fn shell_is_permitted_and_a_local_forward_is_denied_by_policy() {
 
     let (echo_port, _echo) = echo_server();
     let forward = Forward::start(&w.client(), echo_port);
-    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let _ = stream.write_all(b"ping");
-    let mut buf = [0u8; 16];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "a denied forward must carry no data");
+    assert_carries_nothing(&forward, b"ping", "a denied forward must carry no data");
     let message = poll(Duration::from_secs(10), || {
         let text = forward.stderr_text();
         text.contains("open failed").then_some(text)
@@ -200,37 +248,9 @@ fn admins_forward_through_the_target_when_policy_permits() {
 
     let (echo_port, echo) = echo_server();
     let forward = Forward::start(&w.client(), echo_port);
-    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(b"ping through the target").unwrap();
-    let mut buf = [0u8; 64];
-    let n = stream.read(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..n],
-        b"ping through the target",
-        "{}\n{:#?}\n{}",
-        forward.stderr_text(),
-        w.gh.audit(),
-        w.gh.log_tail(40)
-    );
-    drop(stream);
-    echo.join().unwrap();
+    assert_echoed(&w, &forward, echo, "ping through the target");
 
-    let opened = poll(Duration::from_secs(10), || {
-        w.gh.audit().into_iter().rev().find(|e| {
-            json_str(e, "kind") == "channel_closed"
-                && e["fields"]["channel"].as_str() == Some("direct-tcpip")
-        })
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the forward's close is audited\n{:#?}\n{}",
-            w.gh.audit(),
-            w.gh.log_tail(40)
-        )
-    });
+    let opened = audited_close(&w, "direct-tcpip");
     assert_eq!(opened["fields"]["bytes_up"], 23, "{opened}");
     assert_eq!(opened["fields"]["bytes_down"], 23, "{opened}");
     let events = w.gh.audit();
@@ -248,51 +268,20 @@ fn admins_forward_from_the_target_back_to_the_client_when_policy_permits() {
     // `forward.local_port` on its own loopback (the same host here).
     let (echo_port, echo) = echo_server();
     let forward = Forward::remote(&w.client(), echo_port);
-    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let message = "ping from the target side";
-    stream.write_all(message.as_bytes()).unwrap();
-    let mut buf = [0u8; 64];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    assert_eq!(
-        String::from_utf8_lossy(&buf[..n]),
-        message,
-        "{}\n{:#?}\n{}",
-        forward.stderr_text(),
-        w.gh.audit(),
-        w.gh.log_tail(40)
-    );
-    // The echo server takes one connection.
-    drop(stream);
-    echo.join().unwrap();
-    let closed = poll(Duration::from_secs(10), || {
-        w.gh.audit().into_iter().rev().find(|e| {
-            json_str(e, "kind") == "channel_closed"
-                && e["fields"]["channel"].as_str() == Some("forwarded-tcpip")
-                && e["fields"]["bytes_up"].is_number()
-        })
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the forwarded connection's close is audited\n{:#?}",
-            w.gh.audit()
-        )
-    });
+    assert_echoed(&w, &forward, echo, message);
+    let closed = audited_close(&w, "forwarded-tcpip");
     // Up is user to target: the echo's answer travels from the client's side to the target.
     assert_eq!(closed["fields"]["bytes_up"], message.len(), "{closed}");
     assert_eq!(closed["fields"]["bytes_down"], message.len(), "{closed}");
 
     // Nothing listens on the client side any more: the client refuses the forwarded channel and
     // the target's socket is closed, not left hanging.
-    let mut stream = TcpStream::connect(("127.0.0.1", forward.local_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let _ = stream.write_all(b"anyone?");
-    let mut buf = [0u8; 16];
-    assert_eq!(stream.read(&mut buf).unwrap_or(0), 0);
+    assert_carries_nothing(
+        &forward,
+        b"anyone?",
+        "the target's socket is closed once the client refuses",
+    );
     drop(forward);
 
     let events = w.gh.audit();

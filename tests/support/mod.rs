@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod rdp_peers;
+pub mod recordings;
 pub mod ssh_client;
 pub mod totp;
 pub mod world;
@@ -1031,6 +1032,27 @@ impl Gatehouse {
             Value::Array(items) => items,
             other => panic!("audit list --json is not an array: {other}"),
         }
+    }
+
+    /// The audit entries of `kind`, oldest first.
+    pub fn audit_of(&self, kind: &str) -> Vec<Value> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
+    /// The `detail` of every audit entry of `kind`, oldest first (each must have one).
+    pub fn audit_details(&self, kind: &str) -> Vec<String> {
+        self.audit_of(kind)
+            .iter()
+            .map(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a `{kind}` audit entry without a detail: {e}"))
+                    .to_string()
+            })
+            .collect()
     }
 
     /// Waits (bounded) for an audit entry of `kind` after the first `since` entries.

@@ -57,16 +57,13 @@ impl AuditSink for AuditLines {
 async fn flood(with_audit: bool) -> (String, Vec<String>) {
     let env = TestEnv::new();
     // A CPU budget a loaded machine cannot exhaust first (it is measured in wall-clock epochs).
-    env.install(
-        "hostile",
-        Grants {
-            limits: Limits {
-                cpu_ms: 1000,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        "mode = \"log-flood\"",
+    env.install_hostile(
+        "log-flood",
+        limited(Limits {
+            cpu_ms: 1000,
+            ..Limits::default()
+        }),
+        "",
     );
     let audit = Arc::new(AuditLines::default());
     let sink: Arc<dyn AuditSink> = audit.clone();
@@ -81,9 +78,7 @@ async fn flood(with_audit: bool) -> (String, Vec<String>) {
     let captured = Captured::default();
     let guard = captured.install();
     // The plugin logs 4096 warnings of about 1 KiB and an error of 1 MiB (5 MiB), then accepts.
-    let verdict = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let verdict = authenticate_once(&host, &connection("alice")).await;
     drop(guard);
     assert!(matches!(verdict, Ok(AaVerdict::Accept(_))), "{verdict:?}");
     let audited = audit.0.lock().unwrap().clone();
@@ -162,24 +157,11 @@ async fn a_plugin_that_logs_megabytes_adds_at_most_its_budget_to_the_log_and_the
 #[tokio::test]
 async fn a_call_within_its_budget_is_logged_whole() {
     // The TOTP plugin logs a line or two: nothing is dropped, no cap line.
-    let mut env = TestEnv::new();
-    env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
-    env.install(
-        "totp-mfa",
-        Grants {
-            secrets: vec!["totp-seed/*".into()],
-            ..grants()
-        },
-        "",
-    );
+    let env = TestEnv::with_totp();
     let host = env.host();
     let captured = Captured::default();
     let guard = captured.install();
-    let mut conn = connection("alice");
-    conn.options.push(("otp".into(), "000000".into()));
-    let _ = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let _ = authenticate_once(&host, &connection_with("alice", "otp", "000000")).await;
     drop(guard);
     assert!(!captured.text().contains("logged more than"));
 }
@@ -221,10 +203,10 @@ async fn login_with_questions(
     questions: u32,
 ) -> (&'static str, usize, Vec<String>, Option<String>) {
     let env = TestEnv::new();
-    env.install(
-        "hostile",
+    env.install_hostile(
+        "many-questions",
         grants(),
-        &format!("mode = \"many-questions\"\nquestions = {questions}"),
+        &format!("questions = {questions}"),
     );
     let host = env.host();
     let gateway = Gateway {
@@ -293,26 +275,21 @@ async fn a_plugin_filling_its_cache_is_refused_at_its_memory_limit() {
     let env = TestEnv::new();
     // 16 MiB of memory: the cache may hold 16 MiB. A CPU budget a loaded machine cannot
     // exhaust before the cache is full (the old limits let it reach 10,000 x 64 KiB = 625 MiB).
-    env.install(
-        "hostile",
-        Grants {
-            limits: Limits {
-                memory_mib: 16,
-                cpu_ms: 5000,
-                timeout_ms: 10_000,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        "mode = \"fill-cache\"",
+    env.install_hostile(
+        "fill-cache",
+        limited(Limits {
+            memory_mib: 16,
+            cpu_ms: 5000,
+            timeout_ms: 10_000,
+            ..Limits::default()
+        }),
+        "",
     );
     let host = env.host();
     let rss_before = rss();
     let limit = 16 * 1024 * 1024;
     for round in 0..3 {
-        let verdict = host
-            .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-            .await;
+        let verdict = authenticate_once(&host, &connection("alice")).await;
         let Ok(AaVerdict::Deny { reason, .. }) = &verdict else {
             panic!("round {round}: {verdict:?}");
         };

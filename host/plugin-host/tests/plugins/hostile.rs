@@ -66,7 +66,7 @@ fn outcome(result: &Result<AaVerdict, PluginFailure>) -> String {
 
 fn hostile_env(mode: &str) -> TestEnv {
     let mut env = TestEnv::new();
-    env.install("hostile", grants(), &format!("mode = \"{mode}\""));
+    env.install_hostile(mode, grants(), "");
     env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
     env
 }
@@ -77,9 +77,7 @@ async fn hostile_plugins_are_contained_data_driven() {
         let env = hostile_env(mode);
         let host = env.host();
         let started = Instant::now();
-        let result = host
-            .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-            .await;
+        let result = authenticate_once(&host, &connection("alice")).await;
         let elapsed = started.elapsed();
         assert_eq!(&outcome(&result), expected, "mode `{mode}`");
         assert!(
@@ -100,19 +98,7 @@ async fn a_well_behaved_call_completes_while_a_hostile_one_spins() {
         // The well-behaved plugin (totp-mfa) is called directly through its own host sharing
         // the process; the hostile host has only the hostile plugin enabled.
         let hostile = env.host();
-        let good_env = {
-            let mut good = TestEnv::new();
-            good.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
-            good.install(
-                "totp-mfa",
-                Grants {
-                    secrets: vec!["totp-seed/*".into()],
-                    ..grants()
-                },
-                "",
-            );
-            good
-        };
+        let good_env = TestEnv::with_totp();
         let good = good_env.host();
         let bad_task = tokio::spawn(async move {
             let mut cookies = SessionCookies::default();
@@ -121,11 +107,7 @@ async fn a_well_behaved_call_completes_while_a_hostile_one_spins() {
                 .await
         });
         let started = Instant::now();
-        let mut conn = connection("alice");
-        conn.options.push(("otp".into(), "287082".into()));
-        let verdict = good
-            .authenticate(&conn, &mut SessionCookies::default(), &[])
-            .await;
+        let verdict = authenticate_once(&good, &connection_with("alice", "otp", "287082")).await;
         let good_elapsed = started.elapsed();
         assert!(
             matches!(verdict, Ok(AaVerdict::Accept(_))),
@@ -145,9 +127,7 @@ async fn every_call_gets_a_fresh_instance() {
     let env = hostile_env("counter");
     let host = env.host();
     for _ in 0..5 {
-        let result = host
-            .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-            .await;
+        let result = authenticate_once(&host, &connection("alice")).await;
         assert_eq!(outcome(&result), "deny: call 1, heap byte 1");
     }
 }
@@ -160,8 +140,7 @@ async fn one_host_keeps_serving_after_a_plugin_fails() {
     for _ in 0..4 {
         let host = host.clone();
         handles.push(tokio::spawn(async move {
-            host.authenticate(&connection("mallory"), &mut SessionCookies::default(), &[])
-                .await
+            authenticate_once(&host, &connection("mallory")).await
         }));
     }
     for handle in handles {
@@ -176,33 +155,16 @@ async fn one_host_keeps_serving_after_a_plugin_fails() {
         .set_config("hostile", "mode = \"accept\"")
         .unwrap();
     let host = env.host();
-    let result = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let result = authenticate_once(&host, &connection("alice")).await;
     assert_eq!(outcome(&result), "accept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_clock_timeout_covers_http_waits() {
-    let port = silent_server().await;
-    let env = TestEnv::new();
-    env.install(
-        "hostile",
-        Grants {
-            http: vec![format!("127.0.0.1:{port}")],
-            limits: Limits {
-                timeout_ms: 300,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        &format!("mode = \"http\"\nurl = \"http://127.0.0.1:{port}/\""),
-    );
+    let env = hostile_waiting_on_a_silent_server(300).await;
     let host = env.host();
     let started = Instant::now();
-    let result = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let result = authenticate_once(&host, &connection("alice")).await;
     let elapsed = started.elapsed();
     assert_eq!(
         outcome(&result),
@@ -216,44 +178,34 @@ async fn per_plugin_limits_are_configurable() {
     // The memory limit, with a CPU budget (wall-clock epochs) a loaded machine cannot exhaust
     // before the hog reaches 8 MiB.
     let env = TestEnv::new();
-    env.install(
-        "hostile",
-        Grants {
-            limits: Limits {
-                memory_mib: 8,
-                cpu_ms: 2000,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        "mode = \"memory\"",
+    env.install_hostile(
+        "memory",
+        limited(Limits {
+            memory_mib: 8,
+            cpu_ms: 2000,
+            ..Limits::default()
+        }),
+        "",
     );
     let host = env.host();
-    let result = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let result = authenticate_once(&host, &connection("alice")).await;
     assert_eq!(
         outcome(&result),
         "failure: the plugin hit its memory limit of 8388608 bytes"
     );
     // The CPU budget.
     let env = TestEnv::new();
-    env.install(
-        "hostile",
-        Grants {
-            limits: Limits {
-                cpu_ms: 20,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        "mode = \"loop\"",
+    env.install_hostile(
+        "loop",
+        limited(Limits {
+            cpu_ms: 20,
+            ..Limits::default()
+        }),
+        "",
     );
     let host = env.host();
     let started = Instant::now();
-    let result = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let result = authenticate_once(&host, &connection("alice")).await;
     assert_eq!(
         outcome(&result),
         "failure: the plugin used more than its CPU budget of 20 ms"
@@ -264,16 +216,13 @@ async fn per_plugin_limits_are_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_refuses_instead_of_queueing() {
     let env = TestEnv::new();
-    env.install(
-        "hostile",
-        Grants {
-            limits: Limits {
-                cpu_ms: 1000,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        "mode = \"loop\"",
+    env.install_hostile(
+        "loop",
+        limited(Limits {
+            cpu_ms: 1000,
+            ..Limits::default()
+        }),
+        "",
     );
     let options = HostOptions {
         pool: PoolLimits {
@@ -286,10 +235,7 @@ async fn an_exhausted_pool_refuses_instead_of_queueing() {
     // Two calls at once for one instance slot: whichever comes second is refused at once.
     let calls = (0..2).map(|_| {
         let host = host.clone();
-        tokio::spawn(async move {
-            host.authenticate(&connection("mallory"), &mut SessionCookies::default(), &[])
-                .await
-        })
+        tokio::spawn(async move { authenticate_once(&host, &connection("mallory")).await })
     });
     let mut outcomes = Vec::new();
     for call in calls.collect::<Vec<_>>() {
@@ -320,8 +266,6 @@ async fn cookies_carry_state_between_calls_of_one_session() {
             .await;
         assert_eq!(outcome(&result), expected);
     }
-    let other = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await;
+    let other = authenticate_once(&host, &connection("alice")).await;
     assert_eq!(outcome(&other), "deny: call 1 of this session, shared ``");
 }

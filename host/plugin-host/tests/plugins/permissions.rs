@@ -4,81 +4,75 @@
 use crate::support::*;
 use gatehouse_plugin_host::*;
 
-async fn deny_reason(mode: &str, grants: Grants, extra_config: &str) -> String {
+/// Runs the hostile plugin in `mode` with `grants` and asserts the exact deny reason.
+async fn assert_denied(mode: &str, grants: Grants, extra_config: &str, expected: &str) {
     let env = TestEnv::new();
-    env.install(
-        "hostile",
-        grants,
-        &format!("mode = \"{mode}\"\n{extra_config}"),
-    );
+    env.install_hostile(mode, grants, extra_config);
     let host = env.host();
-    match host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-        .await
-    {
+    let reason = match authenticate_once(&host, &connection("alice")).await {
         Ok(AaVerdict::Deny { reason, .. }) => reason,
         other => format!("unexpected: {other:?}"),
-    }
+    };
+    assert_eq!(reason, expected, "mode `{mode}`");
 }
 
 #[tokio::test]
 async fn http_to_a_host_that_is_not_granted() {
     // Not granted at all.
-    assert_eq!(
-        deny_reason("http", grants(), "").await,
-        "request refused: HttpRequestDenied"
-    );
+    assert_denied("http", grants(), "", "request refused: HttpRequestDenied").await;
     // Granted a different host.
-    assert_eq!(
-        deny_reason(
-            "http",
-            Grants {
-                http: vec!["127.0.0.1:9".into()],
-                ..grants()
-            },
-            "url = \"http://127.0.0.2:9/\""
-        )
-        .await,
-        "request refused: HttpRequestDenied"
-    );
+    let other_host = Grants {
+        http: vec!["127.0.0.1:9".into()],
+        ..grants()
+    };
+    assert_denied(
+        "http",
+        other_host,
+        "url = \"http://127.0.0.2:9/\"",
+        "request refused: HttpRequestDenied",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn secret_that_is_not_granted() {
-    assert_eq!(
-        deny_reason("secret", grants(), "").await,
-        "HostError::NotGranted(\"secret `not-granted` is not granted to this plugin\")"
-    );
+    assert_denied(
+        "secret",
+        grants(),
+        "",
+        "HostError::NotGranted(\"secret `not-granted` is not granted to this plugin\")",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn filesystem_is_absent() {
-    assert_eq!(
-        deny_reason("read-file", grants(), "").await,
-        // No directory is preopened, so no path resolves (44 is WASI's ENOENT).
-        "No such file or directory (os error 44)"
-    );
+    // No directory is preopened, so no path resolves (44 is WASI's ENOENT).
+    assert_denied(
+        "read-file",
+        grants(),
+        "",
+        "No such file or directory (os error 44)",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sockets_are_refused() {
     // TCP and UDP are off and every address is denied (2 is WASI's EACCES); name lookup is off.
-    assert_eq!(
-        deny_reason("tcp", grants(), "").await,
-        "Permission denied (os error 2)"
-    );
-    assert_eq!(
-        deny_reason("dns", grants(), "").await,
-        "failed to lookup address information: Non-recoverable error"
-    );
+    assert_denied("tcp", grants(), "", "Permission denied (os error 2)").await;
+    assert_denied(
+        "dns",
+        grants(),
+        "",
+        "failed to lookup address information: Non-recoverable error",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn environment_is_empty() {
-    assert_eq!(
-        deny_reason("env", grants(), "").await,
-        "0 environment variables"
-    );
+    assert_denied("env", grants(), "", "0 environment variables").await;
 }
 
 #[test]
@@ -155,16 +149,7 @@ fn grants_must_be_declared_in_the_manifest() {
 
 #[tokio::test]
 async fn missing_and_wrong_kind_plugins_fail_closed() {
-    let mut env = TestEnv::new();
-    env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
-    env.install(
-        "totp-mfa",
-        Grants {
-            secrets: vec!["totp-seed/*".into()],
-            ..grants()
-        },
-        "",
-    );
+    let env = TestEnv::with_totp();
     let host = env.host();
     let request = CredentialRequest {
         session_id: "s".into(),
@@ -194,14 +179,7 @@ async fn missing_and_wrong_kind_plugins_fail_closed() {
 #[tokio::test]
 async fn a_broken_enabled_plugin_denies_everyone() {
     let env = TestEnv::new();
-    env.install(
-        "totp-mfa",
-        Grants {
-            secrets: vec!["totp-seed/*".into()],
-            ..grants()
-        },
-        "",
-    );
+    env.install("totp-mfa", totp_grants(), "");
     // Someone replaces the component with garbage after installation.
     std::fs::write(
         env.registry.root().join("totp-mfa/plugin.wasm"),
@@ -218,8 +196,7 @@ async fn a_broken_enabled_plugin_denies_everyone() {
             .unwrap_or("")
             .starts_with("cannot compile `plugin.wasm`")
     );
-    let failure = host
-        .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
+    let failure = authenticate_once(&host, &connection("alice"))
         .await
         .unwrap_err();
     assert!(

@@ -16,11 +16,7 @@ fn verdict_kind(result: &Result<AaVerdict, PluginFailure>) -> String {
 }
 
 async fn login(host: &PluginHost) -> String {
-    verdict_kind(
-        &host
-            .authenticate(&connection("alice"), &mut SessionCookies::default(), &[])
-            .await,
-    )
+    verdict_kind(&authenticate_once(host, &connection("alice")).await)
 }
 
 #[tokio::test]
@@ -31,7 +27,7 @@ async fn enabling_and_disabling_take_effect_at_the_next_call_after_a_reload() {
     assert!(host.aa_plugins().is_empty());
     assert_eq!(login(&host).await, "accept by []");
 
-    env.install("hostile", grants(), "mode = \"deny\"");
+    env.install_hostile("deny", grants(), "");
     // Not before the reload...
     assert_eq!(login(&host).await, "accept by []");
     let loaded = host.reload().unwrap();
@@ -58,20 +54,7 @@ async fn enabling_and_disabling_take_effect_at_the_next_call_after_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_finishes_on_the_set_it_started_with() {
-    let port = silent_server().await;
-    let env = TestEnv::new();
-    env.install(
-        "hostile",
-        Grants {
-            http: vec![format!("127.0.0.1:{port}")],
-            limits: Limits {
-                timeout_ms: 1500,
-                ..Limits::default()
-            },
-            ..grants()
-        },
-        &format!("mode = \"http\"\nurl = \"http://127.0.0.1:{port}/\""),
-    );
+    let env = hostile_waiting_on_a_silent_server(1500).await;
     let host = env.host();
     let in_flight = {
         let host = host.clone();
@@ -92,22 +75,10 @@ async fn a_call_in_flight_finishes_on_the_set_it_started_with() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_cache_so_a_used_code_stays_used() {
-    let mut env = TestEnv::new();
-    env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
-    env.install(
-        "totp-mfa",
-        Grants {
-            secrets: vec!["totp-seed/*".into()],
-            ..grants()
-        },
-        "",
-    );
+    let env = TestEnv::with_totp();
     let host = env.host();
-    let mut conn = connection("alice");
-    conn.options.push(("otp".into(), "287082".into()));
-    let first = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let conn = connection_with("alice", "otp", "287082");
+    let first = authenticate_once(&host, &conn).await;
     assert_eq!(verdict_kind(&first), "accept by [\"totp-mfa\"]");
     // Unchanged, reloaded; then with new grants (loaded anew); then disabled and enabled again.
     host.reload().unwrap();
@@ -119,9 +90,7 @@ async fn a_reload_keeps_the_cache_so_a_used_code_stays_used() {
     host.reload().unwrap();
     env.registry.enable("totp-mfa").unwrap();
     host.reload().unwrap();
-    let replay = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let replay = authenticate_once(&host, &conn).await;
     assert_eq!(
         verdict_kind(&replay),
         "deny by totp-mfa: one-time code already used"
@@ -131,7 +100,7 @@ async fn a_reload_keeps_the_cache_so_a_used_code_stays_used() {
 #[tokio::test]
 async fn an_unreadable_registry_keeps_the_previous_set_and_a_broken_plugin_fails_closed() {
     let env = TestEnv::new();
-    env.install("hostile", grants(), "mode = \"deny\"");
+    env.install_hostile("deny", grants(), "");
     let host = env.host();
     let grants_file = env.registry.root().join("hostile/grants.toml");
     let good = std::fs::read_to_string(&grants_file).unwrap();

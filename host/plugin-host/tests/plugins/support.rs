@@ -1,5 +1,6 @@
 //! Test support: finding the built plugin packages, a registry in a temporary directory, a
-//! fixed clock, and a tiny HTTP server.
+//! fixed clock, the setups several test files share (TOTP for alice, the hostile plugin in a
+//! mode), and a tiny HTTP server.
 
 use gatehouse_core::secret::SecretString;
 use gatehouse_plugin_host::*;
@@ -74,6 +75,28 @@ impl TestEnv {
             .expect("grants")
     }
 
+    /// `totp-mfa` enabled with [`totp_grants`] and alice's seed ([`RFC_SEED`]) in the secrets.
+    pub fn with_totp() -> Self {
+        let mut env = Self::new();
+        env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
+        env.install("totp-mfa", totp_grants(), "");
+        env
+    }
+
+    /// Installs the hostile plugin in `mode`; `extra_config` is appended to its config.
+    pub fn install_hostile(
+        &self,
+        mode: &str,
+        grants: Grants,
+        extra_config: &str,
+    ) -> InstalledPlugin {
+        self.install(
+            "hostile",
+            grants,
+            &format!("mode = \"{mode}\"\n{extra_config}"),
+        )
+    }
+
     pub fn secret(&mut self, plugin: &str, name: &str, value: &str) {
         self.secrets
             .insert(plugin, name, SecretString::new(value.to_owned()));
@@ -110,6 +133,38 @@ pub fn grants() -> Grants {
     Grants::default()
 }
 
+/// What `totp-mfa` needs: every TOTP seed.
+pub fn totp_grants() -> Grants {
+    Grants {
+        secrets: vec!["totp-seed/*".into()],
+        ..grants()
+    }
+}
+
+/// No capability, only these limits.
+pub fn limited(limits: Limits) -> Grants {
+    Grants { limits, ..grants() }
+}
+
+/// A host whose hostile plugin (mode `http`, `timeout_ms` of wall clock) calls a server that
+/// accepts and never answers. The environment must outlive the host.
+pub async fn hostile_waiting_on_a_silent_server(timeout_ms: u64) -> TestEnv {
+    let port = silent_server().await;
+    let env = TestEnv::new();
+    env.install_hostile(
+        "http",
+        Grants {
+            http: vec![format!("127.0.0.1:{port}")],
+            ..limited(Limits {
+                timeout_ms,
+                ..Limits::default()
+            })
+        },
+        &format!("url = \"http://127.0.0.1:{port}/\""),
+    );
+    env
+}
+
 pub fn connection(user: &str) -> ConnectionInfo {
     ConnectionInfo {
         session_id: "0190b1e2-0000-7000-8000-000000000001".into(),
@@ -124,6 +179,22 @@ pub fn connection(user: &str) -> ConnectionInfo {
         target_account: "root".into(),
         options: Vec::new(),
     }
+}
+
+/// `connection(user)` with one in-band option (`otp=...`, `ticket=...`).
+pub fn connection_with(user: &str, key: &str, value: &str) -> ConnectionInfo {
+    let mut conn = connection(user);
+    conn.options.push((key.into(), value.into()));
+    conn
+}
+
+/// One `authenticate` call in a session of its own (fresh cookies, no answers).
+pub async fn authenticate_once(
+    host: &PluginHost,
+    conn: &ConnectionInfo,
+) -> Result<AaVerdict, PluginFailure> {
+    host.authenticate(conn, &mut SessionCookies::default(), &[])
+        .await
 }
 
 /// One request the test server saw.

@@ -5,20 +5,8 @@ use crate::support::*;
 use gatehouse_plugin_host::fixture::render_verdict;
 use gatehouse_plugin_host::*;
 
-async fn env() -> (TestEnv, u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
-    let (port, seen) =
-        http_server(
-            |request| match (request.method.as_str(), request.path.as_str()) {
-                ("GET", "/api/tickets/CHG123456") => {
-                    (200, r#"{"status":"open","assignee":"alice"}"#.into())
-                }
-                ("GET", "/api/tickets/CHG000001") => (200, r#"{"status":"closed"}"#.into()),
-                ("POST", "/api/tickets/CHG123456/comments") => (201, "{}".into()),
-                _ => (404, "{}".into()),
-            },
-        )
-        .await;
-    let env = TestEnv::new();
+/// `rest-ticketing` against `127.0.0.1:port`, linked from `ticket-required`.
+fn install_ticketing(env: &TestEnv, port: u16) {
     env.install(
         "rest-ticketing",
         Grants {
@@ -35,6 +23,23 @@ async fn env() -> (TestEnv, u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
         },
         "",
     );
+}
+
+async fn env() -> (TestEnv, u16, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    let (port, seen) =
+        http_server(
+            |request| match (request.method.as_str(), request.path.as_str()) {
+                ("GET", "/api/tickets/CHG123456") => {
+                    (200, r#"{"status":"open","assignee":"alice"}"#.into())
+                }
+                ("GET", "/api/tickets/CHG000001") => (200, r#"{"status":"closed"}"#.into()),
+                ("POST", "/api/tickets/CHG123456/comments") => (201, "{}".into()),
+                _ => (404, "{}".into()),
+            },
+        )
+        .await;
+    let env = TestEnv::new();
+    install_ticketing(&env, port);
     (env, port, seen)
 }
 
@@ -110,9 +115,8 @@ async fn tickets_data_driven() {
         ),
     ];
     for (option, expected) in cases {
-        let mut conn = connection("alice");
         let (key, value) = option.split_once('=').unwrap();
-        conn.options.push((key.into(), value.into()));
+        let conn = connection_with("alice", key, value);
         let verdict = host
             .authorize(&conn, &mut SessionCookies::default(), &[])
             .await
@@ -133,25 +137,9 @@ async fn unreachable_ticketing_endpoint_fails_closed() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    env.install(
-        "rest-ticketing",
-        Grants {
-            http: vec![format!("127.0.0.1:{port}")],
-            ..grants()
-        },
-        &format!("endpoint = \"http://127.0.0.1:{port}/api\""),
-    );
-    env.install(
-        "ticket-required",
-        Grants {
-            ticketing: Some("rest-ticketing".into()),
-            ..grants()
-        },
-        "",
-    );
+    install_ticketing(&env, port);
     let host = env.host();
-    let mut conn = connection("alice");
-    conn.options.push(("ticket".into(), "CHG123456".into()));
+    let conn = connection_with("alice", "ticket", "CHG123456");
     let failure = host
         .authorize(&conn, &mut SessionCookies::default(), &[])
         .await

@@ -11,20 +11,6 @@ const VECTORS: &[(u64, &str)] = &[
     (2_000_000_000, "279037"),
 ];
 
-fn env() -> TestEnv {
-    let mut env = TestEnv::new();
-    env.secret("totp-mfa", "totp-seed/alice", RFC_SEED);
-    env.install(
-        "totp-mfa",
-        Grants {
-            secrets: vec!["totp-seed/*".into()],
-            ..grants()
-        },
-        "",
-    );
-    env
-}
-
 fn verdict_text(verdict: &Result<AaVerdict, PluginFailure>) -> String {
     match verdict {
         Ok(verdict) => gatehouse_plugin_host::fixture::render_verdict(verdict).text,
@@ -34,7 +20,7 @@ fn verdict_text(verdict: &Result<AaVerdict, PluginFailure>) -> String {
 
 #[tokio::test]
 async fn totp_asks_then_accepts_a_right_code_and_refuses_its_replay() {
-    let env = env();
+    let env = TestEnv::with_totp();
     let host = env.host();
     let conn = connection("alice");
 
@@ -76,7 +62,7 @@ async fn totp_asks_then_accepts_a_right_code_and_refuses_its_replay() {
 
 #[tokio::test]
 async fn totp_codes_by_time_data_driven() {
-    let env = env();
+    let env = TestEnv::with_totp();
     let host = env.host();
     // (clock in seconds, code given, expected verdict)
     let mut cases: Vec<(u64, String, &str)> = Vec::new();
@@ -111,11 +97,7 @@ async fn totp_codes_by_time_data_driven() {
     ));
     for (time, code, expected) in cases {
         env.clock.set(time * 1000);
-        let mut conn = connection("alice");
-        conn.options.push(("otp".into(), code.clone()));
-        let verdict = host
-            .authenticate(&conn, &mut SessionCookies::default(), &[])
-            .await;
+        let verdict = authenticate_once(&host, &connection_with("alice", "otp", &code)).await;
         let text = verdict_text(&verdict);
         assert!(
             text.starts_with(expected),
@@ -126,18 +108,13 @@ async fn totp_codes_by_time_data_driven() {
 
 #[tokio::test]
 async fn totp_skew_accepts_the_previous_step_once() {
-    let env = env();
+    let env = TestEnv::with_totp();
     let host = env.host();
     env.clock.set((1_234_567_890 + 30) * 1000);
-    let mut conn = connection("alice");
-    conn.options.push(("otp".into(), "005924".into()));
-    let first = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let conn = connection_with("alice", "otp", "005924");
+    let first = authenticate_once(&host, &conn).await;
     assert!(matches!(first, Ok(AaVerdict::Accept(_))), "{first:?}");
-    let second = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let second = authenticate_once(&host, &conn).await;
     assert_eq!(
         verdict_text(&second),
         "deny by `totp-mfa`: one-time code already used"
@@ -146,7 +123,7 @@ async fn totp_skew_accepts_the_previous_step_once() {
 
 #[tokio::test]
 async fn totp_user_without_a_seed_is_denied() {
-    let env = env();
+    let env = TestEnv::with_totp();
     let host = env.host();
     let verdict = host
         .authenticate(
@@ -163,13 +140,9 @@ async fn totp_user_without_a_seed_is_denied() {
 
 #[tokio::test]
 async fn totp_config_changes_the_code_length() {
-    let env = env();
+    let env = TestEnv::with_totp();
     env.registry.set_config("totp-mfa", "digits = 8").unwrap();
     let host = env.host();
-    let mut conn = connection("alice");
-    conn.options.push(("otp".into(), "94287082".into()));
-    let verdict = host
-        .authenticate(&conn, &mut SessionCookies::default(), &[])
-        .await;
+    let verdict = authenticate_once(&host, &connection_with("alice", "otp", "94287082")).await;
     assert!(matches!(verdict, Ok(AaVerdict::Accept(_))), "{verdict:?}");
 }
