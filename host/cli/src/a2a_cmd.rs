@@ -1,12 +1,16 @@
 //! `gatehouse a2a ...` (application registrations, API keys, and retrieval over the API) and
 //! `gatehouse service ...` (the services toggles).
 
-use crate::admin::{AdminContext, Inputs, audit_change, insert_new, json, table, time_text};
+use crate::admin::{
+    AdminContext, Inputs, audit_change, insert_new, json, json_or_table, table, time_text,
+    write_audited,
+};
 use crate::api_client::{ApiArgs, ApiClient};
 use crate::cli::JsonFlag;
 use crate::datadir::DataDir;
+use crate::request_cmd::{AccessRequestArgs, client, print, released_secret, runtime};
 use anyhow::{Result, anyhow, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{A2aKey, A2aScope, Application, Name, SERVICE_NAMES, TargetSpec};
 use gatehouse_store::{A2A_KEYS, ACCOUNTS, APPLICATIONS, StoreError, Txn, account_key};
@@ -15,6 +19,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum A2aCommand {
@@ -73,14 +78,8 @@ pub enum A2aCommand {
     },
     /// Retrieve a credential over the API, as an application does (mutual TLS + API key).
     Retrieve {
-        /// The application's client certificate and key (PEM).
-        #[arg(long)]
-        cert: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        /// A file holding the API key.
-        #[arg(long)]
-        api_key_file: PathBuf,
+        #[command(flatten)]
+        app: AppCredentials,
         /// `password` or `private_key`.
         #[arg(long)]
         kind: Option<String>,
@@ -91,27 +90,45 @@ pub enum A2aCommand {
     },
     /// File an access request for a user, as a broker application does.
     Request {
-        #[arg(long)]
-        cert: PathBuf,
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        api_key_file: PathBuf,
+        #[command(flatten)]
+        app: AppCredentials,
         /// The user the request is for.
         #[arg(long)]
         on_behalf_of: String,
-        target: String,
-        #[arg(long, default_value = "session")]
-        access: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-        #[arg(long)]
-        ticket: Option<String>,
-        #[arg(long)]
-        duration: Option<u32>,
+        #[command(flatten)]
+        request: AccessRequestArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// How an application proves itself to the API: mutual TLS and an API key.
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct AppCredentials {
+    /// The application's client certificate and key (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// A file holding the API key.
+    #[arg(long)]
+    api_key_file: PathBuf,
+}
+
+impl AppCredentials {
+    /// A client presenting the application's certificate, and the `Authorization` value that
+    /// carries its API key.
+    fn connect(&self, dir: &DataDir, api: &ApiArgs) -> Result<(ApiClient, Zeroizing<String>)> {
+        let client = client(dir, api, Some((&self.cert, &self.key)))?;
+        let key = std::fs::read_to_string(&self.api_key_file).map_err(|e| {
+            anyhow!(
+                "reading the API key file `{}`: {e}",
+                self.api_key_file.display()
+            )
+        })?;
+        let key = key.lines().next().unwrap_or("").trim();
+        Ok((client, Zeroizing::new(format!("A2A {key}"))))
+    }
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -243,23 +260,18 @@ pub fn admin(ctx: &AdminContext, command: &A2aCommand, inputs: &Inputs) -> Resul
             let (apps, keys) = ctx.store.write(|txn| -> Result<_, StoreError> {
                 Ok((txn.list(&APPLICATIONS)?, txn.entries(&A2A_KEYS)?))
             })?;
-            if j.json {
-                let list: Vec<_> = apps
-                    .iter()
-                    .map(|a| {
-                        let mine: Vec<A2aKey> = keys
-                            .iter()
-                            .filter(|(_, k)| k.application == a.name)
-                            .map(|(_, k)| k.clone())
-                            .collect();
-                        app_view(a, &mine)
-                    })
-                    .collect();
-                return json(&list);
-            }
-            let rows = apps
-                .iter()
-                .map(|a| {
+            let keys_of_app = |a: &Application| -> Vec<A2aKey> {
+                keys.iter()
+                    .filter(|(_, k)| k.application == a.name)
+                    .map(|(_, k)| k.clone())
+                    .collect()
+            };
+            json_or_table(
+                j,
+                &apps,
+                |a| app_view(a, &keys_of_app(a)),
+                &["NAME", "CERT SHA256", "SOURCES", "KEYS", ""],
+                |a| {
                     vec![
                         a.name.to_string(),
                         a.cert_sha256[..16.min(a.cert_sha256.len())].to_string(),
@@ -268,10 +280,7 @@ pub fn admin(ctx: &AdminContext, command: &A2aCommand, inputs: &Inputs) -> Resul
                         } else {
                             a.allowed_sources.join(",")
                         },
-                        keys.iter()
-                            .filter(|(_, k)| k.application == a.name)
-                            .count()
-                            .to_string(),
+                        keys_of_app(a).len().to_string(),
                         if a.disabled {
                             "disabled"
                         } else if a.broker {
@@ -281,39 +290,28 @@ pub fn admin(ctx: &AdminContext, command: &A2aCommand, inputs: &Inputs) -> Resul
                         }
                         .into(),
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(
-                &["NAME", "CERT SHA256", "SOURCES", "KEYS", ""],
-                &rows,
-            ))
+                },
+            )
         }
-        A2aCommand::Show { name, json: j } => {
+        // JSON either way: an application's record reads best as it is.
+        A2aCommand::Show { name, .. } => {
             let name = app_name(name)?;
             let (app, keys) = ctx.store.write(|txn| -> Result<_> {
                 let app = load_app(txn, &name)?;
                 let keys: Vec<A2aKey> = keys_of(txn, &name)?.into_iter().map(|(_, k)| k).collect();
                 Ok((app, keys))
             })?;
-            let view = app_view(&app, &keys);
-            if j.json {
-                return json(&view);
-            }
-            Ok(serde_json::to_string_pretty(&view)? + "\n")
+            json(&app_view(&app, &keys))
         }
         A2aCommand::Remove { name } => {
             let name = app_name(name)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let detail = format!("removed A2A application `{name}` and its keys");
+            write_audited(ctx, actor, &detail, |txn| {
                 load_app(txn, &name)?;
                 for (hash, _) in keys_of(txn, &name)? {
                     txn.delete(&A2A_KEYS, &hash)?;
                 }
                 txn.delete(&APPLICATIONS, name.as_str())?;
-                audit_change(
-                    txn,
-                    actor,
-                    format!("removed A2A application `{name}` and its keys"),
-                )?;
                 Ok(())
             })?;
             Ok(format!("removed application `{name}`\n"))
@@ -321,24 +319,15 @@ pub fn admin(ctx: &AdminContext, command: &A2aCommand, inputs: &Inputs) -> Resul
         A2aCommand::Disable { name } | A2aCommand::Enable { name } => {
             let disable = matches!(command, A2aCommand::Disable { .. });
             let name = app_name(name)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let state = if disable { "disabled" } else { "enabled" };
+            let detail = format!("{state} A2A application `{name}`");
+            write_audited(ctx, actor, &detail, |txn| {
                 let mut app = load_app(txn, &name)?;
                 app.disabled = disable;
                 txn.put(&APPLICATIONS, name.as_str(), &app)?;
-                audit_change(
-                    txn,
-                    actor,
-                    format!(
-                        "{} A2A application `{name}`",
-                        if disable { "disabled" } else { "enabled" }
-                    ),
-                )?;
                 Ok(())
             })?;
-            Ok(format!(
-                "application `{name}` {}\n",
-                if disable { "disabled" } else { "enabled" }
-            ))
+            Ok(format!("application `{name}` {state}\n"))
         }
         A2aCommand::KeyAdd {
             application,
@@ -402,24 +391,19 @@ pub fn admin(ctx: &AdminContext, command: &A2aCommand, inputs: &Inputs) -> Resul
                 load_app(txn, &name)?;
                 Ok(keys_of(txn, &name)?.into_iter().map(|(_, k)| k).collect())
             })?;
-            if j.json {
-                return json(&keys.iter().map(key_view).collect::<Vec<_>>());
-            }
-            let rows = keys
-                .iter()
-                .map(|k| vec![k.id.clone(), scope_text(&k.scope), time_text(k.created)])
-                .collect::<Vec<_>>();
-            Ok(table(&["ID", "SCOPE", "CREATED"], &rows))
+            json_or_table(j, &keys, key_view, &["ID", "SCOPE", "CREATED"], |k| {
+                vec![k.id.clone(), scope_text(&k.scope), time_text(k.created)]
+            })
         }
         A2aCommand::KeyRemove { application, id } => {
             let name = app_name(application)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let detail = format!("removed A2A key {id} of `{name}`");
+            write_audited(ctx, actor, &detail, |txn| {
                 let found = keys_of(txn, &name)?
                     .into_iter()
                     .find(|(_, k)| k.id == *id)
                     .ok_or_else(|| anyhow!("application `{name}` has no key `{id}`"))?;
                 txn.delete(&A2A_KEYS, &found.0)?;
-                audit_change(txn, actor, format!("removed A2A key {id} of `{name}`"))?;
                 Ok(())
             })?;
             Ok(format!("removed key {id}\n"))
@@ -466,56 +450,32 @@ pub fn service(ctx: &AdminContext, command: &ServiceCommand, inputs: &Inputs) ->
                     SERVICE_NAMES.join(", ")
                 );
             }
-            ctx.store.write(|txn| -> Result<()> {
+            let state = if on { "on" } else { "off" };
+            let detail = format!("turned the {name} service {state}");
+            write_audited(ctx, &inputs.actor, &detail, |txn| {
                 let mut toggles = txn.services()?;
                 if let Some(slot) = toggles.get_mut(name) {
                     *slot = on;
                 }
                 txn.put_services(&toggles)?;
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!(
-                        "turned the {name} service {}",
-                        if on { "on" } else { "off" }
-                    ),
-                )?;
                 Ok(())
             })?;
-            Ok(format!(
-                "service {name} is {}\n",
-                if on { "on" } else { "off" }
-            ))
+            Ok(format!("service {name} is {state}\n"))
         }
     }
 }
 
 /// `a2a retrieve` and `a2a request`: what an application does, over the API.
 pub fn api(dir: &DataDir, command: A2aCommand) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let read_key = |path: &PathBuf| -> Result<String> {
-        Ok(std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("reading the API key file `{}`: {e}", path.display()))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string())
-    };
-    let ca = Some(dir.tls_dir().join("cert.pem"));
+    let rt = runtime()?;
     match command {
         A2aCommand::Retrieve {
-            cert,
-            key,
-            api_key_file,
+            app,
             kind,
             json: j,
             api,
         } => {
-            let client = ApiClient::new(&api, ca, Some((&cert, &key)))?;
-            let auth = zeroize::Zeroizing::new(format!("A2A {}", read_key(&api_key_file)?));
+            let (client, auth) = app.connect(dir, &api)?;
             let path = match kind {
                 Some(k) => format!("/api/v1/a2a/credential?kind={k}"),
                 None => "/api/v1/a2a/credential".into(),
@@ -523,35 +483,17 @@ pub fn api(dir: &DataDir, command: A2aCommand) -> Result<()> {
             let value = rt
                 .block_on(client.call("GET", &path, Some(&auth), None))?
                 .ok()?;
-            if j {
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                let secret = value["password"]
-                    .as_str()
-                    .or_else(|| value["private_key"].as_str())
-                    .unwrap_or_default();
-                println!("{}", secret.trim_end());
-            }
-            Ok(())
+            print(&value, j, |v| released_secret(v).to_string())
         }
         A2aCommand::Request {
-            cert,
-            key,
-            api_key_file,
+            app,
             on_behalf_of,
-            target,
-            access,
-            reason,
-            ticket,
-            duration,
+            request,
             api,
         } => {
-            let client = ApiClient::new(&api, ca, Some((&cert, &key)))?;
-            let auth = zeroize::Zeroizing::new(format!("A2A {}", read_key(&api_key_file)?));
-            let body = serde_json::json!({
-                "on_behalf_of": on_behalf_of, "target": target, "access": access,
-                "reason": reason, "ticket": ticket, "duration_minutes": duration,
-            });
+            let (client, auth) = app.connect(dir, &api)?;
+            let mut body = request.body();
+            body["on_behalf_of"] = on_behalf_of.into();
             let value = rt
                 .block_on(client.call("POST", "/api/v1/a2a/requests", Some(&auth), Some(&body)))?
                 .ok()?;

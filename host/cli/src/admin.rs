@@ -1,12 +1,13 @@
 //! Executing admin commands against the store. Secrets and files are read on the caller's side
 //! ([`gather_inputs`]) so that the same request can run here or in the running server.
 
+use crate::admin_groups;
 use crate::cli::*;
 use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
-    Account, Asset, AuditEvent, AuditKind, Grant, Group, HostKeyPolicy, Name, Principal,
-    RdpCertificatePolicy, RdpEndpoint, SealedSecret, SessionRecord, TargetSpec, User,
+    Account, Asset, AssetGroup, AuditEvent, AuditKind, Grant, Group, HostKeyPolicy, Name,
+    Principal, RdpCertificatePolicy, RdpEndpoint, SealedSecret, SessionRecord, TargetSpec, User,
 };
 use gatehouse_policy::PolicyEngine;
 use gatehouse_store::{
@@ -207,6 +208,26 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
+/// A listing: with `--json` the `view` of every record as one JSON array, else a table with one
+/// `row` per record.
+pub(crate) fn json_or_table<'a, T, V: Serialize>(
+    flag: &JsonFlag,
+    records: &'a [T],
+    view: impl Fn(&'a T) -> V,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<String> {
+    if flag.json {
+        return json(&records.iter().map(view).collect::<Vec<_>>());
+    }
+    Ok(table(headers, &records.iter().map(row).collect::<Vec<_>>()))
+}
+
+/// The record looked up, or the error that the `kind` named `key` does not exist.
+pub(crate) fn existing<T>(record: Option<T>, kind: &str, key: impl std::fmt::Display) -> Result<T> {
+    record.ok_or_else(|| anyhow!("{kind} `{key}` does not exist"))
+}
+
 /// Formats rows as an aligned table.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -269,6 +290,20 @@ pub(crate) fn audit_change(
     .map(|_| ())
 }
 
+/// Makes `change` in one transaction with its audit event `detail`: both land or neither does.
+pub(crate) fn write_audited(
+    ctx: &AdminContext,
+    actor: &str,
+    detail: &str,
+    change: impl FnOnce(&mut Txn<'_>) -> Result<()>,
+) -> Result<()> {
+    ctx.store.write(|txn| {
+        change(txn)?;
+        audit_change(txn, actor, detail.to_string())?;
+        Ok(())
+    })
+}
+
 /// Inserts a record that must be new, and audits it in the same transaction.
 pub(crate) fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
     txn: &mut Txn<'_>,
@@ -295,7 +330,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::Asset(c) => asset(ctx, c, inputs),
         AdminCommand::Account(c) => account(ctx, c, inputs),
         AdminCommand::Grant(c) => grant(ctx, c, inputs),
-        AdminCommand::AssetGroup(c) => crate::admin_groups::asset_group(ctx, c, inputs),
+        AdminCommand::AssetGroup(c) => admin_groups::asset_group(ctx, c, inputs),
         AdminCommand::PluginSecret(c) => crate::plugin_glue::secret_command(ctx, c, inputs),
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::A2a(c) => crate::a2a_cmd::admin(ctx, c, inputs),
@@ -305,12 +340,12 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::Lifecycle(c) => crate::lifecycle_cmd::execute(ctx, c, inputs),
         AdminCommand::Audit(AuditCommand::List { limit, json: j }) => {
             let events = ctx.store.list_audit(*limit)?;
-            if j.json {
-                return json(&events);
-            }
-            let rows = events
-                .iter()
-                .map(|e| {
+            json_or_table(
+                j,
+                &events,
+                |e| e,
+                &["SEQ", "TIME", "KIND", "USER", "TARGET", "DETAIL"],
+                |e| {
                     vec![
                         e.seq.to_string(),
                         time_text(e.time),
@@ -322,12 +357,8 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
                         e.target.clone().unwrap_or_default(),
                         e.detail.clone(),
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(
-                &["SEQ", "TIME", "KIND", "USER", "TARGET", "DETAIL"],
-                &rows,
-            ))
+                },
+            )
         }
         AdminCommand::SessionRecord(SessionRecordCommand::List(_)) => {
             json(&ctx.store.list(&SESSIONS)?)
@@ -396,12 +427,12 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
         }
         UserCommand::List(j) => {
             let users: Vec<User> = ctx.store.list(&USERS)?;
-            if j.json {
-                return json(&users.iter().map(user_view).collect::<Vec<_>>());
-            }
-            let rows = users
-                .iter()
-                .map(|u| {
+            json_or_table(
+                j,
+                &users,
+                user_view,
+                &["NAME", "PASSWORD", "KEYS", "GROUPS"],
+                |u| {
                     vec![
                         u.name.to_string(),
                         if u.password_hash.is_some() {
@@ -411,21 +442,13 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
                         }
                         .into(),
                         u.public_keys.len().to_string(),
-                        u.groups
-                            .iter()
-                            .map(Name::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        names_text(&u.groups, ","),
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["NAME", "PASSWORD", "KEYS", "GROUPS"], &rows))
+                },
+            )
         }
         UserCommand::Show { name: n, json: j } => {
-            let u: User = ctx
-                .store
-                .get(&USERS, n)?
-                .ok_or_else(|| anyhow!("user `{n}` does not exist"))?;
+            let u: User = existing(ctx.store.get(&USERS, n)?, "user", n)?;
             let view = user_view(&u);
             if j.json {
                 return json(&view);
@@ -447,16 +470,16 @@ fn user(ctx: &AdminContext, command: &UserCommand, inputs: &Inputs) -> Result<St
             Ok(out)
         }
         UserCommand::Remove { name: n } => {
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("removed user `{n}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 if !txn.delete(&USERS, n)? {
                     bail!("user `{n}` does not exist");
                 }
                 let principal = Principal::User(name("user name", n)?);
                 remove_grants(txn, |g| g.principal == principal)?;
-                audit_change(txn, &inputs.actor, format!("removed user `{n}`"))?;
                 Ok(())
             })?;
-            Ok(format!("removed user `{n}`\n"))
+            Ok(format!("{done}\n"))
         }
         UserCommand::SetPassword { name: n } => {
             let password = inputs
@@ -497,16 +520,14 @@ fn update_user(
     verb: &str,
     change: impl FnOnce(&mut User) -> Result<()>,
 ) -> Result<String> {
-    ctx.store.write(|txn| -> Result<()> {
-        let mut u: User = txn
-            .get(&USERS, n)?
-            .ok_or_else(|| anyhow!("user `{n}` does not exist"))?;
+    let done = format!("{verb} user `{n}`");
+    write_audited(ctx, &inputs.actor, &done, |txn| {
+        let mut u: User = existing(txn.get(&USERS, n)?, "user", n)?;
         change(&mut u)?;
         txn.put(&USERS, n, &u)?;
-        audit_change(txn, &inputs.actor, format!("{verb} user `{n}`"))?;
         Ok(())
     })?;
-    Ok(format!("{verb} user `{n}`\n"))
+    Ok(format!("{done}\n"))
 }
 
 fn parse_keys(texts: &[String]) -> Result<Vec<String>> {
@@ -563,106 +584,32 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
             name: n,
             description,
             parents,
-        } => {
-            let group_name = name("group name", n)?;
-            let parents = crate::admin_groups::check_groups_exist(ctx, parents, false)?;
-            ctx.store.write(|txn| -> Result<()> {
-                let record = Group {
-                    name: group_name.clone(),
-                    description: description.clone(),
-                    parents: parents.clone(),
-                    created: Timestamp::now(),
-                };
-                insert_new(
-                    txn,
-                    &GROUPS,
-                    n,
-                    &record,
-                    &format!("group `{n}`"),
-                    &inputs.actor,
-                )
-            })?;
-            Ok(format!("added group `{n}`\n"))
-        }
-        GroupCommand::List(j) => {
-            let groups: Vec<Group> = ctx.store.list(&GROUPS)?;
-            let users: Vec<User> = ctx.store.list(&USERS)?;
-            let members = |g: &Group| -> Vec<String> {
-                users
-                    .iter()
-                    .filter(|u| u.groups.contains(&g.name))
-                    .map(|u| u.name.to_string())
-                    .collect()
-            };
-            if j.json {
-                let view: Vec<_> = groups
-                    .iter()
-                    .map(|g| serde_json::json!({"name": g.name, "description": g.description, "parents": g.parents, "members": members(g)}))
-                    .collect();
-                return json(&view);
-            }
-            let rows = groups
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.name.to_string(),
-                        names_text(&g.parents, ","),
-                        members(g).join(","),
-                        g.description.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["NAME", "IN", "MEMBERS", "DESCRIPTION"], &rows))
-        }
+        } => admin_groups::add::<Group>(ctx, n, description, parents, inputs),
+        GroupCommand::List(j) => admin_groups::list::<Group>(ctx, j),
         GroupCommand::Show { name: n, json: j } => {
-            let g: Group = ctx
-                .store
-                .get(&GROUPS, n)?
-                .ok_or_else(|| anyhow!("group `{n}` does not exist"))?;
-            let members: Vec<String> = ctx
-                .store
-                .list(&USERS)?
-                .into_iter()
-                .filter(|u: &User| u.groups.contains(&g.name))
-                .map(|u| u.name.to_string())
-                .collect();
-            if j.json {
-                return json(
-                    &serde_json::json!({"name": g.name, "description": g.description, "parents": g.parents, "members": members}),
-                );
-            }
-            Ok(format!(
-                "group        {}\ndescription  {}\nin           {}\nmembers      {}\n",
-                g.name,
-                g.description,
-                names_text(&g.parents, ", "),
-                members.join(", ")
-            ))
+            admin_groups::show(ctx, n, j, |g: &Group, members| {
+                format!(
+                    "group        {}\ndescription  {}\nin           {}\nmembers      {}\n",
+                    g.name,
+                    g.description,
+                    names_text(&g.parents, ", "),
+                    members.join(", ")
+                )
+            })
         }
         GroupCommand::Remove { name: n } => {
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("removed group `{n}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 if !txn.delete(&GROUPS, n)? {
                     bail!("group `{n}` does not exist");
                 }
                 let group_name = name("group name", n)?;
-                for mut u in txn.list(&USERS)? {
-                    if u.groups.contains(&group_name) {
-                        u.groups.retain(|g| g != &group_name);
-                        txn.put(&USERS, u.name.as_str(), &u)?;
-                    }
-                }
-                for mut other in txn.list(&GROUPS)? {
-                    if other.parents.contains(&group_name) {
-                        other.parents.retain(|p| p != &group_name);
-                        txn.put(&GROUPS, other.name.as_str(), &other)?;
-                    }
-                }
+                admin_groups::leave::<Group>(txn, &group_name)?;
                 let principal = Principal::Group(group_name);
                 remove_grants(txn, |g| g.principal == principal)?;
-                audit_change(txn, &inputs.actor, format!("removed group `{n}`"))?;
                 Ok(())
             })?;
-            Ok(format!("removed group `{n}`\n"))
+            Ok(format!("{done}\n"))
         }
         GroupCommand::AddMember { group: g, user: u } => {
             let group_name = name("group name", g)?;
@@ -677,10 +624,10 @@ fn group(ctx: &AdminContext, command: &GroupCommand, inputs: &Inputs) -> Result<
             })
         }
         GroupCommand::Nest { group: g, parent } => {
-            crate::admin_groups::nest_group(ctx, g, parent, true, inputs)
+            admin_groups::nest::<Group>(ctx, g, parent, true, inputs)
         }
         GroupCommand::Unnest { group: g, parent } => {
-            crate::admin_groups::nest_group(ctx, g, parent, false, inputs)
+            admin_groups::nest::<Group>(ctx, g, parent, false, inputs)
         }
         GroupCommand::RemoveMember { group: g, user: u } => {
             let group_name = name("group name", g)?;
@@ -733,7 +680,7 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             ..
         } => {
             let asset_name = name("asset name", n)?;
-            let groups = crate::admin_groups::check_groups_exist(ctx, groups, true)?;
+            let groups = admin_groups::check_groups_exist::<AssetGroup>(ctx, groups)?;
             if address.trim().is_empty() || address.contains(char::is_whitespace) {
                 bail!("invalid address `{address}`");
             }
@@ -805,12 +752,12 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
         }
         AssetCommand::List(j) => {
             let assets: Vec<Asset> = ctx.store.list(&ASSETS)?;
-            if j.json {
-                return json(&assets);
-            }
-            let rows = assets
-                .iter()
-                .map(|a| {
+            json_or_table(
+                j,
+                &assets,
+                |a| a,
+                &["NAME", "ADDRESS", "HOST KEY", "RDP"],
+                |a| {
                     vec![
                         a.name.to_string(),
                         format!("{}:{}", a.address, a.port),
@@ -827,15 +774,11 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                             },
                         },
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["NAME", "ADDRESS", "HOST KEY", "RDP"], &rows))
+                },
+            )
         }
         AssetCommand::Show { name: n, json: j } => {
-            let a: Asset = ctx
-                .store
-                .get(&ASSETS, n)?
-                .ok_or_else(|| anyhow!("asset `{n}` does not exist"))?;
+            let a: Asset = existing(ctx.store.get(&ASSETS, n)?, "asset", n)?;
             if j.json {
                 return json(&a);
             }
@@ -859,7 +802,7 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             ))
         }
         AssetCommand::Remove { name: n } => {
-            ctx.store.write(|txn| -> Result<()> {
+            write_audited(ctx, &inputs.actor, &format!("removed asset `{n}`"), |txn| {
                 if !txn.delete(&ASSETS, n)? {
                     bail!("asset `{n}` does not exist");
                 }
@@ -869,7 +812,6 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                     }
                 }
                 remove_grants(txn, |g| g.asset.as_str() == n)?;
-                audit_change(txn, &inputs.actor, format!("removed asset `{n}`"))?;
                 Ok(())
             })?;
             Ok(format!(
@@ -877,17 +819,11 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             ))
         }
         AssetCommand::ResetHostKey { name: n } => {
-            ctx.store.write(|txn| -> Result<()> {
-                let mut a: Asset = txn
-                    .get(&ASSETS, n)?
-                    .ok_or_else(|| anyhow!("asset `{n}` does not exist"))?;
+            let detail = format!("reset the host key of asset `{n}`");
+            write_audited(ctx, &inputs.actor, &detail, |txn| {
+                let mut a: Asset = existing(txn.get(&ASSETS, n)?, "asset", n)?;
                 a.host_key = HostKeyPolicy::TrustOnFirstUse;
                 txn.put(&ASSETS, n, &a)?;
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!("reset the host key of asset `{n}`"),
-                )?;
                 Ok(())
             })?;
             Ok(format!(
@@ -973,21 +909,14 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
         AccountCommand::SetSecret { target: t, .. } => {
             let spec = target(t)?;
             let key = account_key(spec.asset.as_str(), spec.account.as_str());
-            let mut record: Account = ctx
-                .store
-                .get(&ACCOUNTS, &key)?
-                .ok_or_else(|| anyhow!("account `{spec}` does not exist"))?;
+            let mut record: Account = existing(ctx.store.get(&ACCOUNTS, &key)?, "account", &spec)?;
             seal_inputs(ctx, &mut record, inputs)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("replaced the credential of `{spec}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 txn.put(&ACCOUNTS, &key, &record)?;
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!("replaced the credential of `{spec}`"),
-                )?;
                 Ok(())
             })?;
-            Ok(format!("replaced the credential of `{spec}`\n"))
+            Ok(format!("{done}\n"))
         }
         AccountCommand::List { asset: a, json: j } => {
             let accounts: Vec<Account> = ctx
@@ -996,12 +925,12 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                 .into_iter()
                 .filter(|acc: &Account| a.as_deref().is_none_or(|a| acc.asset.as_str() == a))
                 .collect();
-            if j.json {
-                return json(&accounts.iter().map(account_view).collect::<Vec<_>>());
-            }
-            let rows = accounts
-                .iter()
-                .map(|acc| {
+            json_or_table(
+                j,
+                &accounts,
+                account_view,
+                &["ACCOUNT", "CREDENTIAL", "UPDATED"],
+                |acc| {
                     let mut kinds = Vec::new();
                     if acc.password.is_some() {
                         kinds.push("password");
@@ -1014,19 +943,13 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                         kinds.join(" + "),
                         time_text(acc.secret_updated),
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["ACCOUNT", "CREDENTIAL", "UPDATED"], &rows))
+                },
+            )
         }
         AccountCommand::Show { target: t, json: j } => {
             let spec = target(t)?;
-            let acc: Account = ctx
-                .store
-                .get(
-                    &ACCOUNTS,
-                    &account_key(spec.asset.as_str(), spec.account.as_str()),
-                )?
-                .ok_or_else(|| anyhow!("account `{spec}` does not exist"))?;
+            let key = account_key(spec.asset.as_str(), spec.account.as_str());
+            let acc: Account = existing(ctx.store.get(&ACCOUNTS, &key)?, "account", &spec)?;
             let view = account_view(&acc);
             if j.json {
                 return json(&view);
@@ -1049,7 +972,8 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
         }
         AccountCommand::Remove { target: t } => {
             let spec = target(t)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("removed account `{spec}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 if !txn.delete(
                     &ACCOUNTS,
                     &account_key(spec.asset.as_str(), spec.account.as_str()),
@@ -1057,10 +981,9 @@ fn account(ctx: &AdminContext, command: &AccountCommand, inputs: &Inputs) -> Res
                     bail!("account `{spec}` does not exist");
                 }
                 remove_grants(txn, |g| g.asset == spec.asset && g.account == spec.account)?;
-                audit_change(txn, &inputs.actor, format!("removed account `{spec}`"))?;
                 Ok(())
             })?;
-            Ok(format!("removed account `{spec}`\n"))
+            Ok(format!("{done}\n"))
         }
         AccountCommand::Lifecycle(c) => crate::lifecycle_cmd::account(ctx, c, inputs),
     }
@@ -1082,7 +1005,8 @@ fn grant(ctx: &AdminContext, command: &GrantCommand, inputs: &Inputs) -> Result<
         } => {
             let who = principal(p)?;
             let spec = target(t)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("granted {who} sessions on `{spec}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 match &who {
                     Principal::User(u) if txn.get(&USERS, u.as_str())?.is_none() => {
                         bail!("user `{u}` does not exist")
@@ -1111,31 +1035,25 @@ fn grant(ctx: &AdminContext, command: &GrantCommand, inputs: &Inputs) -> Result<
                     created: Timestamp::now(),
                 };
                 txn.put(&GRANTS, &id, &record)?;
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!("granted {who} sessions on `{spec}`"),
-                )?;
                 Ok(())
             })?;
-            Ok(format!("granted {who} sessions on `{spec}`\n"))
+            Ok(format!("{done}\n"))
         }
         GrantCommand::List(j) => {
             let grants: Vec<Grant> = ctx.store.list(&GRANTS)?;
-            if j.json {
-                return json(&grants);
-            }
-            let rows = grants
-                .iter()
-                .map(|g| {
+            json_or_table(
+                j,
+                &grants,
+                |g| g,
+                &["ID", "WHO", "TARGET"],
+                |g| {
                     vec![
                         g.id.clone(),
                         g.principal.to_string(),
                         format!("{}@{}", g.account, g.asset),
                     ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["ID", "WHO", "TARGET"], &rows))
+                },
+            )
         }
         GrantCommand::Remove {
             principal: p,
@@ -1143,17 +1061,17 @@ fn grant(ctx: &AdminContext, command: &GrantCommand, inputs: &Inputs) -> Result<
         } => {
             let who = principal(p)?;
             let spec = target(t)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("revoked {who} on `{spec}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 let removed = remove_grants(txn, |g| {
                     g.principal == who && g.asset == spec.asset && g.account == spec.account
                 })?;
                 if removed == 0 {
                     bail!("{who} has no grant on `{spec}`");
                 }
-                audit_change(txn, &inputs.actor, format!("revoked {who} on `{spec}`"))?;
                 Ok(())
             })?;
-            Ok(format!("revoked {who} on `{spec}`\n"))
+            Ok(format!("{done}\n"))
         }
     }
 }

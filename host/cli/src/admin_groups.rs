@@ -1,19 +1,92 @@
 //! Nesting of user groups and the asset-group commands: the hierarchies policies see as
 //! `principal in Group::"…"` and `resource in AssetGroup::"…"`.
+//!
+//! User groups and asset groups are one idea twice: a named group, nested in groups of its own
+//! kind, with members of another kind. [`GroupKind`] names what differs; the commands they share
+//! (add, list, show, nest, leaving on removal) are written once over it.
 
-use crate::admin::{AdminContext, Inputs, audit_change, insert_new, json, name, table, time_text};
-use crate::cli::AssetGroupCommand;
-use anyhow::{Result, anyhow, bail};
+use crate::admin::{
+    AdminContext, Inputs, existing, insert_new, json, json_or_table, name, names_text, time_text,
+    write_audited,
+};
+use crate::cli::{AssetGroupCommand, JsonFlag};
+use anyhow::{Result, bail};
 use gatehouse_core::time::Timestamp;
-use gatehouse_core::{Asset, AssetGroup, Group, Name};
-use gatehouse_store::{ASSET_GROUPS, ASSETS, GROUPS, StoreError, Txn};
+use gatehouse_core::{Asset, AssetGroup, Group, Name, User};
+use gatehouse_store::{ASSET_GROUPS, ASSETS, GROUPS, Table, Txn, USERS};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-/// Whether `ancestor` is `start` or reachable from it through `parents_of`.
-fn reaches(
-    start: &Name,
-    ancestor: &Name,
-    parents_of: &dyn Fn(&Name) -> Result<Vec<Name>, StoreError>,
-) -> Result<bool> {
+/// A record that lists the groups it is in: users and assets their groups, groups and asset
+/// groups their parents.
+pub(crate) trait InGroups: Serialize + DeserializeOwned {
+    const TABLE: Table<Self>;
+    fn name(&self) -> &Name;
+    fn groups(&self) -> &[Name];
+    fn groups_mut(&mut self) -> &mut Vec<Name>;
+}
+
+/// Implements [`InGroups`] for a record kept in `$table` whose `$list` field names its groups.
+macro_rules! in_groups {
+    ($record:ty, $table:expr, $list:ident) => {
+        impl InGroups for $record {
+            const TABLE: Table<Self> = $table;
+            fn name(&self) -> &Name {
+                &self.name
+            }
+            fn groups(&self) -> &[Name] {
+                &self.$list
+            }
+            fn groups_mut(&mut self) -> &mut Vec<Name> {
+                &mut self.$list
+            }
+        }
+    };
+}
+
+in_groups!(User, USERS, groups);
+in_groups!(Asset, ASSETS, groups);
+in_groups!(Group, GROUPS, parents);
+in_groups!(AssetGroup, ASSET_GROUPS, parents);
+
+/// A kind of group: user groups hold users, asset groups hold assets.
+pub(crate) trait GroupKind: InGroups {
+    /// How messages name the kind: `group`, `asset group`.
+    const KIND: &'static str;
+    /// What listings call its members: `members`, `assets`.
+    const MEMBERS: &'static str;
+    type Member: InGroups;
+    fn new(name: Name, description: String, parents: Vec<Name>) -> Self;
+    fn description(&self) -> &str;
+}
+
+/// Implements [`GroupKind`] for `$group`, named `$kind`, whose members are `$member` records.
+macro_rules! group_kind {
+    ($group:ident, $kind:literal, $members:literal, $member:ty) => {
+        impl GroupKind for $group {
+            const KIND: &'static str = $kind;
+            const MEMBERS: &'static str = $members;
+            type Member = $member;
+            fn new(name: Name, description: String, parents: Vec<Name>) -> Self {
+                $group {
+                    name,
+                    description,
+                    parents,
+                    created: Timestamp::now(),
+                }
+            }
+            fn description(&self) -> &str {
+                &self.description
+            }
+        }
+    };
+}
+
+group_kind!(Group, "group", "members", User);
+group_kind!(AssetGroup, "asset group", "assets", Asset);
+
+/// Whether `ancestor` is `start` or reachable from it through the groups of `H` it is in.
+fn reaches<H: InGroups>(txn: &Txn<'_>, start: &Name, ancestor: &Name) -> Result<bool> {
     let mut queue = vec![start.clone()];
     let mut seen: Vec<Name> = Vec::new();
     while let Some(n) = queue.pop() {
@@ -24,94 +97,164 @@ fn reaches(
             continue;
         }
         seen.push(n.clone());
-        queue.extend(parents_of(&n)?);
+        if let Some(group) = txn.get(&H::TABLE, n.as_str())? {
+            queue.extend_from_slice(group.groups());
+        }
     }
     Ok(false)
 }
 
-fn group_parents<'a>(txn: &'a Txn<'_>) -> impl Fn(&Name) -> Result<Vec<Name>, StoreError> + 'a {
-    move |n: &Name| {
-        Ok(txn
-            .get(&GROUPS, n.as_str())?
-            .map(|g: Group| g.parents)
-            .unwrap_or_default())
-    }
-}
-
-fn asset_group_parents<'a>(
-    txn: &'a Txn<'_>,
-) -> impl Fn(&Name) -> Result<Vec<Name>, StoreError> + 'a {
-    move |n: &Name| {
-        Ok(txn
-            .get(&ASSET_GROUPS, n.as_str())?
-            .map(|g: AssetGroup| g.parents)
-            .unwrap_or_default())
-    }
-}
-
-/// `group nest` / `group unnest`.
-pub fn nest_group(
+/// `group nest` / `group unnest` and `asset-group nest` / `asset-group unnest`.
+pub(crate) fn nest<H: GroupKind>(
     ctx: &AdminContext,
     group: &str,
     parent: &str,
     nest: bool,
     inputs: &Inputs,
 ) -> Result<String> {
-    let parent_name = name("group name", parent)?;
-    ctx.store.write(|txn| -> Result<()> {
-        let mut record: Group = txn
-            .get(&GROUPS, group)?
-            .ok_or_else(|| anyhow!("group `{group}` does not exist"))?;
+    let kind = H::KIND;
+    let parent_name = name(&format!("{kind} name"), parent)?;
+    let verb = if nest { "nested" } else { "unnested" };
+    let detail = format!("{verb} {kind} `{group}` in `{parent}`");
+    write_audited(ctx, &inputs.actor, &detail, |txn| {
+        let mut record: H = existing(txn.get(&H::TABLE, group)?, kind, group)?;
         if nest {
-            if txn.get(&GROUPS, parent)?.is_none() {
-                bail!("group `{parent}` does not exist");
+            if txn.get(&H::TABLE, parent)?.is_none() {
+                bail!("{kind} `{parent}` does not exist");
             }
-            if record.parents.contains(&parent_name) {
-                bail!("group `{group}` is already in `{parent}`");
+            if record.groups().contains(&parent_name) {
+                bail!("{kind} `{group}` is already in `{parent}`");
             }
             // `parent` must not already be inside `group`, or the nesting would be a cycle.
-            if reaches(&parent_name, &record.name, &group_parents(txn))? {
+            if reaches::<H>(txn, &parent_name, record.name())? {
                 bail!("`{parent}` is already inside `{group}`; nesting would make a cycle");
             }
-            record.parents.push(parent_name.clone());
+            record.groups_mut().push(parent_name.clone());
         } else {
-            if !record.parents.contains(&parent_name) {
-                bail!("group `{group}` is not in `{parent}`");
+            if !record.groups().contains(&parent_name) {
+                bail!("{kind} `{group}` is not in `{parent}`");
             }
-            record.parents.retain(|p| p != &parent_name);
+            record.groups_mut().retain(|p| p != &parent_name);
         }
-        txn.put(&GROUPS, group, &record)?;
-        let verb = if nest { "nested" } else { "unnested" };
-        audit_change(
-            txn,
-            &inputs.actor,
-            format!("{verb} group `{group}` in `{parent}`"),
-        )?;
+        txn.put(&H::TABLE, group, &record)?;
         Ok(())
     })?;
     Ok(if nest {
-        format!("group `{group}` is now in `{parent}`\n")
+        format!("{kind} `{group}` is now in `{parent}`\n")
     } else {
-        format!("group `{group}` is no longer in `{parent}`\n")
+        format!("{kind} `{group}` is no longer in `{parent}`\n")
     })
 }
 
 /// Checks that every group named exists.
-pub fn check_groups_exist(ctx: &AdminContext, groups: &[String], asset: bool) -> Result<Vec<Name>> {
+pub(crate) fn check_groups_exist<H: GroupKind>(
+    ctx: &AdminContext,
+    groups: &[String],
+) -> Result<Vec<Name>> {
     let mut names = Vec::new();
     for g in groups {
-        let exists = if asset {
-            ctx.store.get(&ASSET_GROUPS, g)?.is_some()
-        } else {
-            ctx.store.get(&GROUPS, g)?.is_some()
-        };
-        if !exists {
-            let kind = if asset { "asset group" } else { "group" };
-            bail!("{kind} `{g}` does not exist");
+        if ctx.store.get(&H::TABLE, g)?.is_none() {
+            bail!("{} `{g}` does not exist", H::KIND);
         }
         names.push(name("group name", g)?);
     }
     Ok(names)
+}
+
+/// `add`: a new group in existing parents.
+pub(crate) fn add<H: GroupKind>(
+    ctx: &AdminContext,
+    n: &str,
+    description: &str,
+    parents: &[String],
+    inputs: &Inputs,
+) -> Result<String> {
+    let kind = H::KIND;
+    let record = H::new(
+        name(&format!("{kind} name"), n)?,
+        description.to_string(),
+        check_groups_exist::<H>(ctx, parents)?,
+    );
+    ctx.store.write(|txn| {
+        insert_new(
+            txn,
+            &H::TABLE,
+            n,
+            &record,
+            &format!("{kind} `{n}`"),
+            &inputs.actor,
+        )
+    })?;
+    Ok(format!("added {kind} `{n}`\n"))
+}
+
+/// The names of the members of `group` among `members`.
+fn members_of<H: GroupKind>(group: &H, members: &[H::Member]) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m.groups().contains(group.name()))
+        .map(|m| m.name().to_string())
+        .collect()
+}
+
+fn group_view<H: GroupKind>(group: &H, members: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "name": group.name(),
+        "description": group.description(),
+        "parents": group.groups(),
+        (H::MEMBERS): members,
+    })
+}
+
+/// `list`: the groups with their parents and members.
+pub(crate) fn list<H: GroupKind>(ctx: &AdminContext, j: &JsonFlag) -> Result<String> {
+    let groups: Vec<H> = ctx.store.list(&H::TABLE)?;
+    let members: Vec<H::Member> = ctx.store.list(&H::Member::TABLE)?;
+    json_or_table(
+        j,
+        &groups,
+        |g| group_view(g, &members_of(g, &members)),
+        &["NAME", "IN", &H::MEMBERS.to_uppercase(), "DESCRIPTION"],
+        |g| {
+            vec![
+                g.name().to_string(),
+                names_text(g.groups(), ","),
+                members_of(g, &members).join(","),
+                g.description().to_string(),
+            ]
+        },
+    )
+}
+
+/// `show`: one group with its members, as JSON or as `text` writes it.
+pub(crate) fn show<H: GroupKind>(
+    ctx: &AdminContext,
+    n: &str,
+    j: &JsonFlag,
+    text: impl FnOnce(&H, &[String]) -> String,
+) -> Result<String> {
+    let group: H = existing(ctx.store.get(&H::TABLE, n)?, H::KIND, n)?;
+    let members = members_of(&group, &ctx.store.list(&H::Member::TABLE)?);
+    if j.json {
+        return json(&group_view(&group, &members));
+    }
+    Ok(text(&group, &members))
+}
+
+/// Takes the removed group `group` out of its members and out of the groups nested in it.
+pub(crate) fn leave<H: GroupKind>(txn: &mut Txn<'_>, group: &Name) -> Result<()> {
+    forget::<H::Member>(txn, group)?;
+    forget::<H>(txn, group)
+}
+
+fn forget<T: InGroups>(txn: &mut Txn<'_>, group: &Name) -> Result<()> {
+    for mut record in txn.list(&T::TABLE)? {
+        if record.groups().contains(group) {
+            record.groups_mut().retain(|g| g != group);
+            txn.put(&T::TABLE, record.name().as_str(), &record)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn asset_group(
@@ -124,133 +267,46 @@ pub fn asset_group(
             name: n,
             description,
             parents,
-        } => {
-            let record = AssetGroup {
-                name: name("asset group name", n)?,
-                description: description.clone(),
-                parents: check_groups_exist(ctx, parents, true)?,
-                created: Timestamp::now(),
-            };
-            ctx.store.write(|txn| -> Result<()> {
-                insert_new(
-                    txn,
-                    &ASSET_GROUPS,
-                    n,
-                    &record,
-                    &format!("asset group `{n}`"),
-                    &inputs.actor,
-                )
-            })?;
-            Ok(format!("added asset group `{n}`\n"))
-        }
-        AssetGroupCommand::List(j) => {
-            let groups: Vec<AssetGroup> = ctx.store.list(&ASSET_GROUPS)?;
-            let assets: Vec<Asset> = ctx.store.list(&ASSETS)?;
-            let members = |g: &AssetGroup| -> Vec<String> {
-                assets
-                    .iter()
-                    .filter(|a| a.groups.contains(&g.name))
-                    .map(|a| a.name.to_string())
-                    .collect()
-            };
-            if j.json {
-                let view: Vec<_> = groups
-                    .iter()
-                    .map(|g| {
-                        serde_json::json!({
-                            "name": g.name,
-                            "description": g.description,
-                            "parents": g.parents,
-                            "assets": members(g),
-                        })
-                    })
-                    .collect();
-                return json(&view);
-            }
-            let rows = groups
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.name.to_string(),
-                        g.parents
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        members(g).join(","),
-                        g.description.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            Ok(table(&["NAME", "IN", "ASSETS", "DESCRIPTION"], &rows))
-        }
+        } => add::<AssetGroup>(ctx, n, description, parents, inputs),
+        AssetGroupCommand::List(j) => list::<AssetGroup>(ctx, j),
         AssetGroupCommand::Show { name: n, json: j } => {
-            let g: AssetGroup = ctx
-                .store
-                .get(&ASSET_GROUPS, n)?
-                .ok_or_else(|| anyhow!("asset group `{n}` does not exist"))?;
-            let assets: Vec<String> = ctx
-                .store
-                .list(&ASSETS)?
-                .into_iter()
-                .filter(|a: &Asset| a.groups.contains(&g.name))
-                .map(|a| a.name.to_string())
-                .collect();
-            if j.json {
-                return json(&serde_json::json!({
-                    "name": g.name,
-                    "description": g.description,
-                    "parents": g.parents,
-                    "assets": assets,
-                }));
-            }
-            Ok(format!(
-                "asset group  {}\ndescription  {}\nin           {}\nassets       {}\ncreated      {}\n",
-                g.name,
-                g.description,
-                g.parents
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                assets.join(", "),
-                time_text(g.created)
-            ))
+            show(ctx, n, j, |g: &AssetGroup, assets| {
+                format!(
+                    "asset group  {}\ndescription  {}\nin           {}\nassets       {}\ncreated      {}\n",
+                    g.name,
+                    g.description,
+                    names_text(&g.parents, ", "),
+                    assets.join(", "),
+                    time_text(g.created)
+                )
+            })
         }
         AssetGroupCommand::Remove { name: n } => {
             let group_name = name("asset group name", n)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let done = format!("removed asset group `{n}`");
+            write_audited(ctx, &inputs.actor, &done, |txn| {
                 if !txn.delete(&ASSET_GROUPS, n)? {
                     bail!("asset group `{n}` does not exist");
                 }
-                for mut a in txn.list(&ASSETS)? {
-                    if a.groups.contains(&group_name) {
-                        a.groups.retain(|g| g != &group_name);
-                        txn.put(&ASSETS, a.name.as_str(), &a)?;
-                    }
-                }
-                for mut g in txn.list(&ASSET_GROUPS)? {
-                    if g.parents.contains(&group_name) {
-                        g.parents.retain(|p| p != &group_name);
-                        txn.put(&ASSET_GROUPS, g.name.as_str(), &g)?;
-                    }
-                }
-                audit_change(txn, &inputs.actor, format!("removed asset group `{n}`"))?;
-                Ok(())
+                leave::<AssetGroup>(txn, &group_name)
             })?;
-            Ok(format!("removed asset group `{n}`\n"))
+            Ok(format!("{done}\n"))
         }
         AssetGroupCommand::AddAsset { group, asset }
         | AssetGroupCommand::RemoveAsset { group, asset } => {
             let adding = matches!(command, AssetGroupCommand::AddAsset { .. });
             let group_name = name("asset group name", group)?;
-            ctx.store.write(|txn| -> Result<()> {
+            let verb = if adding {
+                "added asset"
+            } else {
+                "removed asset"
+            };
+            let detail = format!("{verb} `{asset}` to/from asset group `{group}`");
+            write_audited(ctx, &inputs.actor, &detail, |txn| {
                 if txn.get(&ASSET_GROUPS, group)?.is_none() {
                     bail!("asset group `{group}` does not exist");
                 }
-                let mut record: Asset = txn
-                    .get(&ASSETS, asset)?
-                    .ok_or_else(|| anyhow!("asset `{asset}` does not exist"))?;
+                let mut record: Asset = existing(txn.get(&ASSETS, asset)?, "asset", asset)?;
                 let present = record.groups.contains(&group_name);
                 match (adding, present) {
                     (true, true) => bail!("asset `{asset}` is already in `{group}`"),
@@ -259,16 +315,6 @@ pub fn asset_group(
                     (false, true) => record.groups.retain(|g| g != &group_name),
                 }
                 txn.put(&ASSETS, asset, &record)?;
-                let verb = if adding {
-                    "added asset"
-                } else {
-                    "removed asset"
-                };
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!("{verb} `{asset}` to/from asset group `{group}`"),
-                )?;
                 Ok(())
             })?;
             Ok(if adding {
@@ -278,43 +324,8 @@ pub fn asset_group(
             })
         }
         AssetGroupCommand::Nest { group, parent } | AssetGroupCommand::Unnest { group, parent } => {
-            let nest = matches!(command, AssetGroupCommand::Nest { .. });
-            let parent_name = name("asset group name", parent)?;
-            ctx.store.write(|txn| -> Result<()> {
-                let mut record: AssetGroup = txn
-                    .get(&ASSET_GROUPS, group)?
-                    .ok_or_else(|| anyhow!("asset group `{group}` does not exist"))?;
-                if nest {
-                    if txn.get(&ASSET_GROUPS, parent)?.is_none() {
-                        bail!("asset group `{parent}` does not exist");
-                    }
-                    if record.parents.contains(&parent_name) {
-                        bail!("asset group `{group}` is already in `{parent}`");
-                    }
-                    if reaches(&parent_name, &record.name, &asset_group_parents(txn))? {
-                        bail!("`{parent}` is already inside `{group}`; nesting would make a cycle");
-                    }
-                    record.parents.push(parent_name.clone());
-                } else {
-                    if !record.parents.contains(&parent_name) {
-                        bail!("asset group `{group}` is not in `{parent}`");
-                    }
-                    record.parents.retain(|p| p != &parent_name);
-                }
-                txn.put(&ASSET_GROUPS, group, &record)?;
-                let verb = if nest { "nested" } else { "unnested" };
-                audit_change(
-                    txn,
-                    &inputs.actor,
-                    format!("{verb} asset group `{group}` in `{parent}`"),
-                )?;
-                Ok(())
-            })?;
-            Ok(if nest {
-                format!("asset group `{group}` is now in `{parent}`\n")
-            } else {
-                format!("asset group `{group}` is no longer in `{parent}`\n")
-            })
+            let nesting = matches!(command, AssetGroupCommand::Nest { .. });
+            nest::<AssetGroup>(ctx, group, parent, nesting, inputs)
         }
     }
 }

@@ -5,8 +5,10 @@ use crate::api_client::{ApiArgs, ApiClient, bearer, token_file};
 use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::Read;
+use std::path::Path;
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -27,18 +29,8 @@ pub struct LoginArgs {
 pub enum RequestCommand {
     /// File a request for a session, a password or a private key.
     Create {
-        /// `ACCOUNT@ASSET`.
-        target: String,
-        /// `session`, `password` or `private_key`.
-        #[arg(long, default_value = "session")]
-        access: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-        #[arg(long)]
-        ticket: Option<String>,
-        /// Minutes of access once granted.
-        #[arg(long)]
-        duration: Option<u32>,
+        #[command(flatten)]
+        request: AccessRequestArgs,
         #[arg(long)]
         emergency: bool,
         #[command(flatten)]
@@ -106,6 +98,34 @@ pub enum RequestCommand {
     },
 }
 
+/// What an access request asks for: filed by people (`request create`) and by broker
+/// applications on their behalf (`a2a request`).
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct AccessRequestArgs {
+    /// `ACCOUNT@ASSET`.
+    pub target: String,
+    /// `session`, `password` or `private_key`.
+    #[arg(long, default_value = "session")]
+    pub access: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Minutes of access once granted.
+    #[arg(long)]
+    pub duration: Option<u32>,
+}
+
+impl AccessRequestArgs {
+    /// The request as the API's JSON body takes it.
+    pub fn body(&self) -> Value {
+        json!({
+            "target": self.target, "access": self.access, "reason": self.reason,
+            "ticket": self.ticket, "duration_minutes": self.duration,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Output {
     /// Print the API's JSON.
@@ -115,11 +135,17 @@ pub struct Output {
     pub api: ApiArgs,
 }
 
-fn client(dir: &DataDir, api: &ApiArgs) -> Result<ApiClient> {
-    ApiClient::new(api, Some(dir.tls_dir().join("cert.pem")), None)
+/// A client for the API that trusts the data directory's certificate, presenting `identity` (a
+/// client certificate and its key) when given.
+pub(crate) fn client(
+    dir: &DataDir,
+    api: &ApiArgs,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ApiClient> {
+    ApiClient::new(api, Some(dir.tls_dir().join("cert.pem")), identity)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -133,7 +159,7 @@ pub fn login(dir: &DataDir, args: LoginArgs) -> Result<()> {
     } else {
         rpassword::prompt_password(format!("password for {}: ", args.user))?
     });
-    let client = client(dir, &args.api)?;
+    let client = client(dir, &args.api, None)?;
     let body = json!({ "user": args.user, "password": password.as_str() });
     let answer = runtime()?.block_on(client.call("POST", "/api/v1/login", None, Some(&body)))?;
     let value = answer.ok()?;
@@ -192,7 +218,21 @@ fn summary(r: &Value) -> String {
     out
 }
 
-fn print(value: &Value, json_out: bool, human: impl FnOnce(&Value) -> String) -> Result<()> {
+/// The password or private key an answer releases, without its final line break.
+pub(crate) fn released_secret(value: &Value) -> &str {
+    value["password"]
+        .as_str()
+        .or_else(|| value["private_key"].as_str())
+        .unwrap_or_default()
+        .trim_end()
+}
+
+/// Prints the API's answer as JSON, or as `human` words it.
+pub(crate) fn print(
+    value: &Value,
+    json_out: bool,
+    human: impl FnOnce(&Value) -> String,
+) -> Result<()> {
     if json_out {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -205,9 +245,13 @@ pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
     let rt = runtime()?;
     let auth = bearer()?;
     let call = |out: &Output, method: &str, path: String, body: Option<Value>| -> Result<Value> {
-        let client = client(dir, &out.api)?;
+        let client = client(dir, &out.api, None)?;
         rt.block_on(client.call(method, &path, Some(&auth), body.as_ref()))?
             .ok()
+    };
+    // Most commands answer with one request, printed as its summary.
+    let call_summary = |out: &Output, method: &str, path: String, body: Option<Value>| {
+        print(&call(out, method, path, body)?, out.json, summary)
     };
     let id_path = |id: &str, action: &str| -> Result<String> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -217,20 +261,13 @@ pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
     };
     match command {
         RequestCommand::Create {
-            target,
-            access,
-            reason,
-            ticket,
-            duration,
+            request,
             emergency,
             out,
         } => {
-            let body = json!({
-                "target": target, "access": access, "reason": reason, "ticket": ticket,
-                "duration_minutes": duration, "emergency": emergency,
-            });
-            let r = call(&out, "POST", "/api/v1/requests".into(), Some(body))?;
-            print(&r, out.json, summary)
+            let mut body = request.body();
+            body["emergency"] = json!(emergency);
+            call_summary(&out, "POST", "/api/v1/requests".into(), Some(body))
         }
         RequestCommand::List { state, out } => {
             let path = match state {
@@ -277,54 +314,34 @@ pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
                 .to_string()
             })
         }
-        RequestCommand::Show { id, out } => {
-            let r = call(&out, "GET", id_path(&id, "")?, None)?;
-            print(&r, out.json, summary)
-        }
-        RequestCommand::Approve { id, comment, out } => {
-            let r = call(
-                &out,
-                "POST",
-                id_path(&id, "/approve")?,
-                Some(json!({"comment": comment})),
-            )?;
-            print(&r, out.json, summary)
-        }
-        RequestCommand::Deny { id, comment, out } => {
-            let r = call(
-                &out,
-                "POST",
-                id_path(&id, "/deny")?,
-                Some(json!({"comment": comment})),
-            )?;
-            print(&r, out.json, summary)
-        }
-        RequestCommand::Revoke { id, comment, out } => {
-            let r = call(
-                &out,
-                "POST",
-                id_path(&id, "/revoke")?,
-                Some(json!({"comment": comment})),
-            )?;
-            print(&r, out.json, summary)
-        }
+        RequestCommand::Show { id, out } => call_summary(&out, "GET", id_path(&id, "")?, None),
+        RequestCommand::Approve { id, comment, out } => call_summary(
+            &out,
+            "POST",
+            id_path(&id, "/approve")?,
+            Some(json!({"comment": comment})),
+        ),
+        RequestCommand::Deny { id, comment, out } => call_summary(
+            &out,
+            "POST",
+            id_path(&id, "/deny")?,
+            Some(json!({"comment": comment})),
+        ),
+        RequestCommand::Revoke { id, comment, out } => call_summary(
+            &out,
+            "POST",
+            id_path(&id, "/revoke")?,
+            Some(json!({"comment": comment})),
+        ),
         RequestCommand::Cancel { id, out } => {
-            let r = call(&out, "POST", id_path(&id, "/cancel")?, None)?;
-            print(&r, out.json, summary)
+            call_summary(&out, "POST", id_path(&id, "/cancel")?, None)
         }
         RequestCommand::Checkin { id, out } => {
-            let r = call(&out, "POST", id_path(&id, "/checkin")?, None)?;
-            print(&r, out.json, summary)
+            call_summary(&out, "POST", id_path(&id, "/checkin")?, None)
         }
         RequestCommand::Checkout { id, out } => {
             let r = call(&out, "POST", id_path(&id, "/credential")?, None)?;
-            print(&r, out.json, |v| {
-                let secret = v["password"]
-                    .as_str()
-                    .or_else(|| v["private_key"].as_str())
-                    .unwrap_or_default();
-                secret.trim_end().to_string()
-            })
+            print(&r, out.json, |v| released_secret(v).to_string())
         }
         RequestCommand::AccessString { id, rdp_file, out } => {
             let r = call(&out, "POST", id_path(&id, "/access-string")?, None)?;
