@@ -118,7 +118,7 @@ pub fn time_value(t: &LocalTime) -> Value {
     })
 }
 
-fn client_value(client: &SocketAddr) -> Value {
+pub(crate) fn client_value(client: &SocketAddr) -> Value {
     json!({
         "ip": { "__extn": { "fn": "ip", "arg": client.ip().to_string() } },
         "port": client.port(),

@@ -455,6 +455,24 @@ impl PolicyEngine {
 /// How many approvals [`PolicyEngine::required_approvals`] tries before giving up.
 pub const MAX_APPROVALS: i64 = 16;
 
+/// What an administrator asks to do over the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// See the cluster's nodes and managed networks.
+    ViewCluster,
+    /// Change them (edit, delete, networks).
+    ManageCluster,
+}
+
+impl AdminAction {
+    fn name(self) -> &'static str {
+        match self {
+            AdminAction::ViewCluster => "view_cluster",
+            AdminAction::ManageCluster => "manage_cluster",
+        }
+    }
+}
+
 /// What a release shows the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseKind {
@@ -605,6 +623,34 @@ impl PolicyEngine {
         })?)
     }
 
+    /// Decides whether `user` may do an administrative `action` (the resource is this gateway).
+    pub fn authorize_admin(
+        &self,
+        user: &User,
+        action: AdminAction,
+        client: std::net::SocketAddr,
+    ) -> Result<Decision, Denied> {
+        let (entities, principal, gateway) = self.store.read(|txn| -> Result<_, Denied> {
+            let mut builder = EntityBuilder::new();
+            let principal = builder.user(txn, user)?;
+            let gateway = builder.gateway(&self.settings.gateway)?;
+            Ok((builder.build()?, principal, gateway))
+        })?;
+        let action = action_uid(action.name())?;
+        let value = serde_json::json!({
+            "client": context::client_value(&client),
+            "time": context::time_value(&self.clock.now()),
+        });
+        let context = context::context(value, &action)?;
+        Ok(self.bundle().decide(Query {
+            principal: &principal,
+            action: &action,
+            resource: &gateway,
+            context,
+            entities: &entities,
+        })?)
+    }
+
     /// Decides whether application `name` (in `groups`) may retrieve an account's credential.
     pub fn authorize_a2a(
         &self,
@@ -631,10 +677,7 @@ impl PolicyEngine {
         let action = action_uid("a2a_retrieve")?;
         let time = self.clock.now();
         let value = serde_json::json!({
-            "client": {
-                "ip": { "__extn": { "fn": "ip", "arg": client.ip().to_string() } },
-                "port": client.port(),
-            },
+            "client": context::client_value(&client),
             "time": context::time_value(&time),
             "gateway": { "__entity": { "type": "Gateway", "id": gateway.id().unescaped() } },
         });

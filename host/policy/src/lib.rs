@@ -19,7 +19,7 @@ pub mod schema;
 
 pub use context::{ChannelRequest, Clock, LocalTime, SessionFacts};
 pub use engine::{
-    ChannelDecision, Denied, EngineSettings, MAX_APPROVALS, PolicyEngine, ReleaseKind,
+    AdminAction, ChannelDecision, Denied, EngineSettings, MAX_APPROVALS, PolicyEngine, ReleaseKind,
     ReloadReport, TargetAuthorization,
 };
 pub use entities::RequestFacts;

@@ -55,10 +55,18 @@ fn fixture() -> Fixture {
                 ("mallory", &["dbas"]),
                 ("olga", &["on-call"]),
                 ("ada", &["admins", "dbas"]),
+                ("nina", &["cluster-admins"]),
             ] {
                 t.put(&USERS, n, &user(n, groups))?;
             }
-            for g in ["dbas", "security-approvers", "on-call", "admins", "apps"] {
+            for g in [
+                "dbas",
+                "security-approvers",
+                "on-call",
+                "admins",
+                "apps",
+                "cluster-admins",
+            ] {
                 t.put(
                     &GROUPS,
                     g,
@@ -130,6 +138,7 @@ fn fixture() -> Fixture {
         "examples/release-approvals.cedar",
         "examples/on-call-auto-approve.cedar",
         "examples/port-forwarding-admins.cedar",
+        "examples/cluster-admins.cedar",
     ] {
         let from = shipped.join(f);
         std::fs::copy(&from, policy_dir.join(from.file_name().unwrap())).unwrap();
@@ -311,6 +320,25 @@ fn a2a_retrieval() {
         .authorize_a2a("other", &[], &target(), "10.2.3.4:443".parse().unwrap())
         .unwrap();
     assert!(!stranger.allowed);
+}
+
+#[test]
+fn cluster_administration_is_a_cedar_decision() {
+    use gatehouse_policy::AdminAction;
+    let f = fixture();
+    let e = &f.engine;
+    let client = "10.2.3.4:50000".parse().unwrap();
+    let nina = user("nina", &["cluster-admins"]);
+    for action in [AdminAction::ViewCluster, AdminAction::ManageCluster] {
+        let decision = e.authorize_admin(&nina, action, client).unwrap();
+        assert!(decision.allowed, "{action:?}");
+        assert_eq!(decision.policies, ["cluster-admins-manage"]);
+    }
+    let alice = user("alice", &["dbas", "security-approvers"]);
+    let decision = e
+        .authorize_admin(&alice, AdminAction::ViewCluster, client)
+        .unwrap();
+    assert!(!decision.allowed, "deny by default");
 }
 
 #[test]
