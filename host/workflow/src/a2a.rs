@@ -178,11 +178,9 @@ impl Workflow {
                 .field("key", key.id.clone())
         };
         if !decision.allowed {
-            let mut entry = base()
-                .field("policies", serde_json::json!(decision.reasons()))
-                .field("policy_errors", serde_json::json!(decision.errors));
-            entry = entry.detail("policy denies the retrieval");
-            self.audit(entry);
+            self.audit(
+                crate::with_refusal(base(), &decision).detail("policy denies the retrieval"),
+            );
             return Err(WorkflowError::Forbidden(format!(
                 "policy denies application `{}` the credential of `{target}`",
                 app.name

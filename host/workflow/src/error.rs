@@ -1,7 +1,7 @@
 //! Why a workflow operation was refused. Callers branch on the variant (the API maps it to an
 //! HTTP status); `Display` is the message the caller may show.
 
-use gatehouse_core::RequestState;
+use gatehouse_core::{AccessRequest, RequestState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
@@ -39,6 +39,17 @@ pub enum WorkflowError {
     /// Store, vault or policy failure; the detail is logged, the caller sees it (HTTP 500).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl WorkflowError {
+    /// `request`'s state does not allow `action`.
+    pub(crate) fn conflict(request: &AccessRequest, action: &'static str) -> Self {
+        WorkflowError::Conflict {
+            id: request.id.clone(),
+            state: request.state,
+            action,
+        }
+    }
 }
 
 impl From<gatehouse_store::StoreError> for WorkflowError {

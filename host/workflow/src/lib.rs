@@ -165,6 +165,17 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `entry` with what the audit trail keeps of a refusing decision: the policies that refused
+/// and the policy errors.
+pub(crate) fn with_refusal(
+    entry: gatehouse_audit::Entry,
+    decision: &gatehouse_policy::Decision,
+) -> gatehouse_audit::Entry {
+    entry
+        .field("policies", serde_json::json!(decision.reasons()))
+        .field("policy_errors", serde_json::json!(decision.errors))
+}
+
 /// Compares two strings in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -284,15 +284,11 @@ impl Workflow {
             }
         };
         if !may_ask.allowed {
-            self.audit(
-                self.entry(
-                    AuditKind::RequestRefused,
-                    actor,
-                    &request,
-                    format!("policy does not let `{}` request this", actor.user.name),
-                )
-                .field("policies", serde_json::json!(may_ask.reasons()))
-                .field("policy_errors", serde_json::json!(may_ask.errors)),
+            self.audit_refusal(
+                actor,
+                &request,
+                format!("policy does not let `{}` request this", actor.user.name),
+                &may_ask,
             );
             return Err(WorkflowError::TargetRefused(new.target.to_string()));
         }
@@ -503,11 +499,7 @@ impl Workflow {
             .map_err(denied_internal)?;
         let updated = self.transition(id, |r| {
             if r.state != RequestState::PendingApproval {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "approve",
-                });
+                return Err(WorkflowError::conflict(r, "approve"));
             }
             if r.approvals.iter().any(|a| a.by == actor.user.name) {
                 return Err(WorkflowError::AlreadyDone(format!(
@@ -589,23 +581,50 @@ impl Workflow {
         action: &'static str,
         decision: Decision,
     ) -> WorkflowError {
-        self.audit(
-            self.entry(
-                AuditKind::RequestRefused,
-                actor,
-                request,
-                format!("policy does not let `{}` {action} it", actor.user.name),
-            )
-            .field("policies", serde_json::json!(decision.reasons()))
-            .field("policy_errors", serde_json::json!(decision.errors)),
+        self.audit_refusal(
+            actor,
+            request,
+            format!("policy does not let `{}` {action} it", actor.user.name),
+            &decision,
         );
         if request.requester == actor.user.name {
             WorkflowError::Forbidden(format!(
                 "you may not {action} your own request `{}`",
                 request.id
             ))
-        } else if self.may_see(&actor.user, request) {
-            WorkflowError::Forbidden(format!("you may not {action} request `{}`", request.id))
+        } else {
+            self.forbidden_or_unseen(
+                actor,
+                request,
+                format!("you may not {action} request `{}`", request.id),
+            )
+        }
+    }
+
+    /// Audits a refusal by policy: `detail`, with the refusing decision's policies and errors.
+    fn audit_refusal(
+        &self,
+        actor: &Actor,
+        request: &AccessRequest,
+        detail: String,
+        decision: &Decision,
+    ) {
+        self.audit(crate::with_refusal(
+            self.entry(AuditKind::RequestRefused, actor, request, detail),
+            decision,
+        ));
+    }
+
+    /// What someone who may not act on a request is told: `why` (403) when they may see it,
+    /// that it does not exist (404) otherwise.
+    fn forbidden_or_unseen(
+        &self,
+        actor: &Actor,
+        request: &AccessRequest,
+        why: String,
+    ) -> WorkflowError {
+        if self.may_see(&actor.user, request) {
+            WorkflowError::Forbidden(why)
         } else {
             WorkflowError::NotFound(request.id.clone())
         }
@@ -641,11 +660,7 @@ impl Workflow {
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if r.state != RequestState::PendingApproval {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "deny",
-                });
+                return Err(WorkflowError::conflict(r, "deny"));
             }
             r.state = RequestState::Denied;
             r.ended = Some(now);
@@ -685,10 +700,8 @@ impl Workflow {
     ) -> Result<(), WorkflowError> {
         if request.requester == actor.user.name {
             Ok(())
-        } else if self.may_see(&actor.user, request) {
-            Err(WorkflowError::Forbidden(why.to_string()))
         } else {
-            Err(WorkflowError::NotFound(request.id.clone()))
+            Err(self.forbidden_or_unseen(actor, request, why.to_string()))
         }
     }
 
@@ -708,11 +721,7 @@ impl Workflow {
                 r.state,
                 RequestState::PendingApproval | RequestState::Available
             ) {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "cancel",
-                });
+                return Err(WorkflowError::conflict(r, "cancel"));
             }
             r.state = RequestState::Cancelled;
             r.ended = Some(now);
@@ -740,11 +749,7 @@ impl Workflow {
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if !r.state.is_granted() {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "revoke",
-                });
+                return Err(WorkflowError::conflict(r, "revoke"));
             }
             r.state = RequestState::Revoked;
             r.ended = Some(now);
@@ -789,11 +794,7 @@ impl Workflow {
         };
         let now = Timestamp::now();
         if !request.usable_at(now) {
-            return Err(WorkflowError::Conflict {
-                id: request.id.clone(),
-                state: request.state,
-                action: "release its secret",
-            });
+            return Err(WorkflowError::conflict(&request, "release its secret"));
         }
         let target = TargetSpec {
             account: request.account.clone(),
@@ -811,15 +812,11 @@ impl Workflow {
             )
             .map_err(denied_internal)?;
         if !decision.allowed {
-            self.audit(
-                self.entry(
-                    AuditKind::RequestRefused,
-                    actor,
-                    &request,
-                    "policy does not release the secret".into(),
-                )
-                .field("policies", serde_json::json!(decision.reasons()))
-                .field("policy_errors", serde_json::json!(decision.errors)),
+            self.audit_refusal(
+                actor,
+                &request,
+                "policy does not release the secret".into(),
+                &decision,
             );
             return Err(WorkflowError::Forbidden(format!(
                 "policy does not release the {} of `{}` to you",
@@ -848,11 +845,7 @@ impl Workflow {
         let secret = self.vault.open_text(&account.id, slot, sealed)?;
         let updated = self.transition(id, |r| {
             if !r.usable_at(now) {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "release its secret",
-                });
+                return Err(WorkflowError::conflict(r, "release its secret"));
             }
             r.state = RequestState::CheckedOut;
             r.checked_out.get_or_insert(now);
@@ -889,11 +882,11 @@ impl Workflow {
                 .review_decision(&actor.user, &request, "reject")
                 .allowed
         {
-            return Err(if self.may_see(&actor.user, &request) {
-                WorkflowError::Forbidden("only the requester or a reviewer may check it in".into())
-            } else {
-                WorkflowError::NotFound(id.to_string())
-            });
+            return Err(self.forbidden_or_unseen(
+                actor,
+                &request,
+                "only the requester or a reviewer may check it in".into(),
+            ));
         }
         let account = self.store.get(
             &ACCOUNTS,
@@ -902,11 +895,7 @@ impl Workflow {
         let now = Timestamp::now();
         let updated = self.transition(id, |r| {
             if !r.state.is_granted() {
-                return Err(WorkflowError::Conflict {
-                    id: r.id.clone(),
-                    state: r.state,
-                    action: "check in",
-                });
+                return Err(WorkflowError::conflict(r, "check in"));
             }
             let change = change_due_after(r, account.as_ref());
             r.state = if change {

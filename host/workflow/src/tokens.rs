@@ -94,11 +94,7 @@ impl Workflow {
         }
         let now = Timestamp::now();
         if !request.usable_at(now) {
-            return Err(WorkflowError::Conflict {
-                id: request.id.clone(),
-                state: request.state,
-                action: "issue an access string",
-            });
+            return Err(WorkflowError::conflict(&request, "issue an access string"));
         }
         let token = crate::random_hex(20);
         let ttl = self.settings.access_token_seconds.saturating_mul(1000);
