@@ -15,20 +15,17 @@
 //! the new one is proven, and the pending one in the journal in between.
 
 use crate::fault::{self, Point};
-use crate::remote::{Login, Remote};
+use crate::remote::{Login, Output, Remote};
 use crate::{
-    Committed, Lifecycle, LifecycleError, Subject, audit, load_subject, open_committed, rule,
-    services_allow,
+    Committed, Lifecycle, LifecycleError, Subject, audit, load_subject, managed_subject,
+    open_committed, outcome, put_outcome, rule, try_login,
 };
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
-    Account, AuditEvent, AuditKind, ChangeKind, ChangePhase, CredentialChange, Name, RunOutcome,
-    SecretString,
+    Account, AuditEvent, AuditKind, ChangeKind, ChangePhase, CredentialChange, Name, SecretString,
 };
 use gatehouse_ssh::target::DialError;
-use gatehouse_store::{
-    ACCOUNT_LIFECYCLE, ACCOUNTS, CREDENTIAL_CHANGES, StoreError, Txn, account_key,
-};
+use gatehouse_store::{ACCOUNTS, CREDENTIAL_CHANGES, StoreError, Txn, account_key};
 use gatehouse_vault::SecretKind;
 use rand::RngCore;
 use russh::keys::ssh_key::LineEnding;
@@ -54,11 +51,8 @@ enum Attempt {
 }
 
 async fn attempt(lc: &Lifecycle, subject: &Subject, login: &Login<'_>) -> Attempt {
-    match Remote::login(lc, &subject.asset, subject.account.name.as_str(), login).await {
-        Ok(remote) => {
-            remote.close().await;
-            Attempt::Ok
-        }
+    match try_login(lc, &subject.asset, subject.account.name.as_str(), login).await {
+        Ok(()) => Attempt::Ok,
         Err(
             e @ (DialError::CredentialRejected { .. }
             | DialError::BadPrivateKey(_)
@@ -113,12 +107,8 @@ async fn change_account_inner(
     reason: &str,
     actor: &str,
 ) -> Result<ChangeReport, LifecycleError> {
-    services_allow(&lc.store, "change")?;
-    let subject = load_subject(lc, asset, account)?;
+    let subject = managed_subject(lc, "change", asset, account)?;
     let spec = subject.spec();
-    if subject.account.credential_plugin.is_some() {
-        return Err(LifecycleError::PluginManaged(spec));
-    }
     if lc.store.get(&CREDENTIAL_CHANGES, &subject.key)?.is_some() {
         return Err(LifecycleError::ChangeInProgress(spec));
     }
@@ -269,15 +259,24 @@ fn set_phase(lc: &Lifecycle, key: &str, id: &str, phase: ChangePhase) -> Result<
     })
 }
 
-fn put_outcome(txn: &mut Txn<'_>, key: &str, ok: bool, detail: &str) -> Result<(), StoreError> {
-    let mut status: gatehouse_core::AccountLifecycle =
-        txn.get(&ACCOUNT_LIFECYCLE, key)?.unwrap_or_default();
-    status.last_change = Some(RunOutcome {
-        time: Timestamp::now(),
-        ok,
-        detail: detail.to_string(),
-    });
-    txn.put(&ACCOUNT_LIFECYCLE, key, &status)
+/// Records how the change of account `key` ended.
+fn put_change_outcome(
+    txn: &mut Txn<'_>,
+    key: &str,
+    ok: bool,
+    detail: &str,
+) -> Result<(), StoreError> {
+    put_outcome(txn, key, None, Some(outcome(ok, detail)))
+}
+
+/// The account key of a journal entry's account.
+fn journal_key(journal: &CredentialChange) -> String {
+    account_key(journal.asset.as_str(), journal.account.as_str())
+}
+
+/// `account@asset` of a journal entry.
+fn journal_spec(journal: &CredentialChange) -> String {
+    format!("{}@{}", journal.account, journal.asset)
 }
 
 /// Phase 3: the new secret becomes the account's, in one transaction with the removal of the
@@ -289,8 +288,8 @@ fn commit(
     detail: &str,
     actor: &str,
 ) -> Result<(), LifecycleError> {
-    let key = account_key(journal.asset.as_str(), journal.account.as_str());
-    let spec = format!("{}@{}", journal.account, journal.asset);
+    let key = journal_key(journal);
+    let spec = journal_spec(journal);
     let sealed = lc.vault.seal(
         &journal.account_id,
         committed_kind(journal.kind),
@@ -313,7 +312,7 @@ fn commit(
             account.change_due = None;
             txn.put(&ACCOUNTS, &key, &account)?;
             txn.delete(&CREDENTIAL_CHANGES, &key)?;
-            put_outcome(txn, &key, true, detail)?;
+            put_change_outcome(txn, &key, true, detail)?;
             Ok(txn.append_audit(event(
                 AuditKind::CredentialChanged,
                 actor,
@@ -332,8 +331,8 @@ fn discard(
     detail: &str,
     actor: &str,
 ) -> Result<(), LifecycleError> {
-    let key = account_key(journal.asset.as_str(), journal.account.as_str());
-    let spec = format!("{}@{}", journal.account, journal.asset);
+    let key = journal_key(journal);
+    let spec = journal_spec(journal);
     let stored = lc
         .store
         .write(|txn| -> Result<AuditEvent, LifecycleError> {
@@ -343,7 +342,7 @@ fn discard(
                 txn.delete(&CREDENTIAL_CHANGES, &key)?;
             }
             if txn.get(&ACCOUNTS, &key)?.is_some() {
-                put_outcome(txn, &key, false, detail)?;
+                put_change_outcome(txn, &key, false, detail)?;
             }
             Ok(txn.append_audit(event(
                 AuditKind::CredentialChangeFailed,
@@ -376,7 +375,7 @@ pub(crate) async fn resolve(
     failure: Option<&str>,
     actor: &str,
 ) -> Result<Resolution, LifecycleError> {
-    let spec = format!("{}@{}", journal.account, journal.asset);
+    let spec = journal_spec(journal);
     let subject = match load_subject(lc, &journal.asset, &journal.account) {
         Ok(s) if s.account.id == journal.account_id => s,
         Ok(_) | Err(LifecycleError::UnknownAccount(_)) | Err(LifecycleError::UnknownAsset(_)) => {
@@ -396,6 +395,8 @@ pub(crate) async fn resolve(
         ChangeKind::SshKey => Login::PrivateKey(&pending),
     };
     let word = kind_word(journal.kind);
+    // How the change command failed, if it did: it leads the detail of an uncommitted change.
+    let why = failure.map(|f| format!("{f}; ")).unwrap_or_default();
     let new_result = attempt(lc, &subject, &new_login).await;
     let committed = open_committed(lc, &subject.account)?;
     match new_result {
@@ -417,17 +418,12 @@ pub(crate) async fn resolve(
         Attempt::Rejected(new_reason) => {
             let old_login = match journal.kind {
                 ChangeKind::Password => committed.password.as_ref().map(Login::Password),
-                ChangeKind::SshKey => committed
-                    .private_key
-                    .as_ref()
-                    .map(Login::PrivateKey)
-                    .or(committed.password.as_ref().map(Login::Password)),
+                ChangeKind::SshKey => committed.login(),
             };
             let old_result = match &old_login {
                 Some(login) => Some(attempt(lc, &subject, login).await),
                 None => None,
             };
-            let why = failure.map(|f| format!("{f}; ")).unwrap_or_default();
             match old_result {
                 Some(Attempt::Ok) | None => {
                     if journal.kind == ChangeKind::SshKey
@@ -458,7 +454,6 @@ pub(crate) async fn resolve(
             }
         }
         Attempt::Unknown(reason) => {
-            let why = failure.map(|f| format!("{f}; ")).unwrap_or_default();
             let detail = format!(
                 "{why}cannot tell which {word} the target holds ({reason}); both stay in the vault for `gatehouse account reconcile {spec}`"
             );
@@ -474,10 +469,10 @@ fn in_doubt(
     detail: &str,
     actor: &str,
 ) -> Result<(), LifecycleError> {
-    let key = account_key(journal.asset.as_str(), journal.account.as_str());
-    let spec = format!("{}@{}", journal.account, journal.asset);
+    let key = journal_key(journal);
+    let spec = journal_spec(journal);
     lc.store
-        .write(|txn| put_outcome(txn, &key, false, detail))?;
+        .write(|txn| put_change_outcome(txn, &key, false, detail))?;
     audit(
         lc,
         AuditKind::CredentialChangeFailed,
@@ -501,14 +496,15 @@ async fn apply_and_resolve(
 ) -> Result<String, LifecycleError> {
     let spec = subject.spec();
     let word = kind_word(journal.kind);
+    let failed = |detail: &str| {
+        LifecycleError::ChangeFailed(format!("changing the {word} of `{spec}` failed: {detail}"))
+    };
     let failure = match applied {
         Applied::Untouched(reason) => {
             let detail =
                 format!("{reason}; the target was not changed and the stored {word} is kept");
             discard(lc, journal, &detail, actor)?;
-            return Err(LifecycleError::ChangeFailed(format!(
-                "changing the {word} of `{spec}` failed: {detail}"
-            )));
+            return Err(failed(&detail));
         }
         Applied::Unsure(reason) => Some(reason),
         Applied::Done => {
@@ -519,11 +515,7 @@ async fn apply_and_resolve(
     fault::pause_if_asked(Point::AfterTargetChange).await;
     match resolve(lc, journal, failure.as_deref(), actor).await? {
         Resolution::Committed(detail) => Ok(detail),
-        Resolution::RolledBack(detail) | Resolution::InDoubt(detail) => {
-            Err(LifecycleError::ChangeFailed(format!(
-                "changing the {word} of `{spec}` failed: {detail}"
-            )))
-        }
+        Resolution::RolledBack(detail) | Resolution::InDoubt(detail) => Err(failed(&detail)),
     }
 }
 
@@ -615,11 +607,17 @@ async fn set_password_as_self(
     ));
     let result = remote.exec(lc, "passwd", input.as_bytes()).await;
     remote.close().await;
+    changed_by("passwd", result, &[old.expose(), new.expose()])
+}
+
+/// How the command that changes a password ended: done, or unsure (it may have changed the
+/// target before it failed), with `secrets` scrubbed from what it said.
+fn changed_by(program: &str, result: Result<Output, String>, secrets: &[&str]) -> Applied {
     match result {
         Ok(out) if out.success() => Applied::Done,
         Ok(out) => Applied::Unsure(scrub(
-            format!("`passwd` failed ({})", out.complaint()),
-            &[old.expose(), new.expose()],
+            format!("`{program}` failed ({})", out.complaint()),
+            secrets,
         )),
         Err(e) => Applied::Unsure(e),
     }
@@ -645,12 +643,8 @@ async fn set_password_as_service(
         Ok(c) => c,
         Err(e) => return Applied::Untouched(format!("service account `{svc_spec}`: {e}")),
     };
-    let login = match (&svc.private_key, &svc.password) {
-        (Some(k), _) => Login::PrivateKey(k),
-        (None, Some(p)) => Login::Password(p),
-        (None, None) => {
-            return Applied::Untouched(format!("service account `{svc_spec}` holds no credential"));
-        }
+    let Some(login) = svc.login() else {
+        return Applied::Untouched(format!("service account `{svc_spec}` holds no credential"));
     };
     let remote = match Remote::login(lc, &subject.asset, service.as_str(), &login).await {
         Ok(r) => r,
@@ -712,14 +706,11 @@ async fn service_chpasswd(
     .into_iter()
     .flatten()
     .collect();
-    match remote.exec(lc, command, input.as_bytes()).await {
-        Ok(out) if out.success() => Applied::Done,
-        Ok(out) => Applied::Unsure(scrub(
-            format!("`chpasswd` failed ({})", out.complaint()),
-            &secrets,
-        )),
-        Err(e) => Applied::Unsure(e),
-    }
+    changed_by(
+        "chpasswd",
+        remote.exec(lc, command, input.as_bytes()).await,
+        &secrets,
+    )
 }
 
 /// A fresh Ed25519 key pair: the OpenSSH private key text and the public key line.
@@ -831,15 +822,11 @@ async fn change_key(
         reason,
     })?;
     let old_public = committed.private_key.as_ref().and_then(public_line_of);
-    let old_login = match (&committed.private_key, &committed.password) {
-        (Some(k), _) => Login::PrivateKey(k),
-        (None, Some(p)) => Login::Password(p),
-        (None, None) => {
-            return Err(LifecycleError::NoCredential(
-                spec,
-                "log in with to rotate its key",
-            ));
-        }
+    let Some(old_login) = committed.login() else {
+        return Err(LifecycleError::NoCredential(
+            spec,
+            "log in with to rotate its key",
+        ));
     };
     let journal = begin(
         lc,
@@ -920,7 +907,7 @@ pub async fn reconcile_all(
 ) -> Result<Vec<(String, Result<String, String>)>, LifecycleError> {
     let mut out = Vec::new();
     for journal in pending_changes(lc)? {
-        let spec = format!("{}@{}", journal.account, journal.asset);
+        let spec = journal_spec(&journal);
         let result = reconcile_account(lc, &journal.asset, &journal.account, actor)
             .await
             .map(|r| r.unwrap_or_else(|| "nothing pending".into()))

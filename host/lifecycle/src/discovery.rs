@@ -3,7 +3,7 @@
 //! (other users' files are read through the asset's service account with `sudo`). Discovered
 //! accounts are kept in the store and listed as unmanaged until an administrator manages them.
 
-use crate::remote::{Login, Remote, shell_quote};
+use crate::remote::{Remote, shell_quote};
 use crate::{Lifecycle, LifecycleError, audit, open_committed, services_allow};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
@@ -274,10 +274,8 @@ async fn run_discovery(
     let (account, is_service) = discovery_login_account(&lc.store, asset)?;
     let spec = format!("{}@{}", account.name, asset.name);
     let committed = open_committed(lc, &account)?;
-    let login = match (&committed.private_key, &committed.password) {
-        (Some(k), _) => Login::PrivateKey(k),
-        (None, Some(p)) => Login::Password(p),
-        (None, None) => return Err(LifecycleError::NoCredential(spec, "log in with")),
+    let Some(login) = committed.login() else {
+        return Err(LifecycleError::NoCredential(spec, "log in with"));
     };
     let remote = Remote::login(lc, asset, account.name.as_str(), &login)
         .await

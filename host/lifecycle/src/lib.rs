@@ -28,9 +28,10 @@ use gatehouse_core::{
     Account, AccountLifecycle, Asset, AssetLifecycle, AuditKind, Name, PasswordRule, Profile,
     RunOutcome, SecretString,
 };
+use gatehouse_ssh::target::DialError;
 use gatehouse_store::{
     ACCOUNT_LIFECYCLE, ACCOUNTS, ASSET_LIFECYCLE, ASSETS, PARTITIONS, PROFILES, Store, StoreError,
-    account_key,
+    Txn, account_key,
 };
 use gatehouse_vault::{SecretKind, Vault, VaultError};
 use remote::{Login, Remote};
@@ -188,6 +189,22 @@ pub fn effective_profile(
     }
 }
 
+/// The account for a run of the `service` (`check`, `change`): refused when the service is
+/// disabled, the account does not exist, or a credential-store plugin manages its secret.
+pub(crate) fn managed_subject(
+    lc: &Lifecycle,
+    service: &'static str,
+    asset: &Name,
+    account: &Name,
+) -> Result<Subject, LifecycleError> {
+    services_allow(&lc.store, service)?;
+    let subject = load_subject(lc, asset, account)?;
+    if subject.account.credential_plugin.is_some() {
+        return Err(LifecycleError::PluginManaged(subject.spec()));
+    }
+    Ok(subject)
+}
+
 pub(crate) fn load_subject(
     lc: &Lifecycle,
     asset: &Name,
@@ -222,6 +239,17 @@ pub(crate) struct Committed {
     pub private_key: Option<SecretString>,
 }
 
+impl Committed {
+    /// The login these secrets give: the private key when there is one, else the password.
+    pub(crate) fn login(&self) -> Option<Login<'_>> {
+        match (&self.private_key, &self.password) {
+            (Some(key), _) => Some(Login::PrivateKey(key)),
+            (None, Some(password)) => Some(Login::Password(password)),
+            (None, None) => None,
+        }
+    }
+}
+
 pub(crate) fn open_committed(lc: &Lifecycle, account: &Account) -> Result<Committed, VaultError> {
     let open = |sealed: &Option<gatehouse_core::SealedSecret>, kind| {
         sealed
@@ -241,14 +269,10 @@ pub(crate) async fn try_login(
     asset: &Asset,
     user: &str,
     login: &Login<'_>,
-) -> Result<(), String> {
-    match Remote::login(lc, asset, user, login).await {
-        Ok(remote) => {
-            remote.close().await;
-            Ok(())
-        }
-        Err(e) => Err(e.to_string()),
-    }
+) -> Result<(), DialError> {
+    let remote = Remote::login(lc, asset, user, login).await?;
+    remote.close().await;
+    Ok(())
 }
 
 /// The result of checking one account.
@@ -286,16 +310,33 @@ pub(crate) fn record_outcome(
     check: Option<RunOutcome>,
     change: Option<RunOutcome>,
 ) -> Result<(), StoreError> {
-    lc.store.write(|txn| -> Result<(), StoreError> {
-        let mut status: AccountLifecycle = txn.get(&ACCOUNT_LIFECYCLE, key)?.unwrap_or_default();
-        if let Some(c) = check {
-            status.last_check = Some(c);
-        }
-        if let Some(c) = change {
-            status.last_change = Some(c);
-        }
-        txn.put(&ACCOUNT_LIFECYCLE, key, &status)
-    })
+    lc.store.write(|txn| put_outcome(txn, key, check, change))
+}
+
+/// [`record_outcome`] inside a transaction.
+pub(crate) fn put_outcome(
+    txn: &mut Txn<'_>,
+    key: &str,
+    check: Option<RunOutcome>,
+    change: Option<RunOutcome>,
+) -> Result<(), StoreError> {
+    let mut status: AccountLifecycle = txn.get(&ACCOUNT_LIFECYCLE, key)?.unwrap_or_default();
+    if let Some(c) = check {
+        status.last_check = Some(c);
+    }
+    if let Some(c) = change {
+        status.last_change = Some(c);
+    }
+    txn.put(&ACCOUNT_LIFECYCLE, key, &status)
+}
+
+/// How a check or change run ended, now.
+pub(crate) fn outcome(ok: bool, detail: impl Into<String>) -> RunOutcome {
+    RunOutcome {
+        time: Timestamp::now(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
 /// Checks that the account's stored credentials still log in to its asset (each stored
@@ -327,12 +368,8 @@ async fn check_account_inner(
     account: &Name,
     actor: &str,
 ) -> Result<CheckReport, LifecycleError> {
-    services_allow(&lc.store, "check")?;
-    let subject = load_subject(lc, asset, account)?;
+    let subject = managed_subject(lc, "check", asset, account)?;
     let spec = subject.spec();
-    if subject.account.credential_plugin.is_some() {
-        return Err(LifecycleError::PluginManaged(spec));
-    }
     let committed = open_committed(lc, &subject.account)?;
     let mut logins = Vec::new();
     if let Some(key) = &committed.private_key {
@@ -356,16 +393,7 @@ async fn check_account_inner(
         }
     }
     let detail = parts.join("; ");
-    record_outcome(
-        lc,
-        &subject.key,
-        Some(RunOutcome {
-            time: Timestamp::now(),
-            ok,
-            detail: detail.clone(),
-        }),
-        None,
-    )?;
+    record_outcome(lc, &subject.key, Some(outcome(ok, detail.clone())), None)?;
     let (kind, verb) = if ok {
         (AuditKind::CredentialChecked, "verified")
     } else {

@@ -4,10 +4,11 @@
 
 use crate::schedule::is_due;
 use crate::{
-    Lifecycle, LifecycleError, check_account, effective_profile, reconcile_all, record_outcome,
+    Lifecycle, LifecycleError, check_account, effective_profile, outcome, reconcile_all,
+    record_outcome,
 };
 use gatehouse_core::time::Timestamp;
-use gatehouse_core::{Account, AccountLifecycle, RunOutcome};
+use gatehouse_core::{Account, AccountLifecycle};
 use gatehouse_store::{ACCOUNT_LIFECYCLE, ACCOUNTS, CREDENTIAL_CHANGES, account_key};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -128,16 +129,7 @@ async fn run_job(lc: &Lifecycle, job: Job) {
         Job::Check { .. } => {
             if let Err(e) = check_account(lc, &account.asset, &account.name, ACTOR).await {
                 tracing::warn!(account = %key, error = %e, "scheduled check did not run");
-                let _ = record_outcome(
-                    lc,
-                    &key,
-                    Some(RunOutcome {
-                        time: Timestamp::now(),
-                        ok: false,
-                        detail: e.to_string(),
-                    }),
-                    None,
-                );
+                let _ = record_outcome(lc, &key, Some(outcome(false, e.to_string())), None);
             }
         }
         Job::Change { reason, .. } => {
@@ -149,16 +141,7 @@ async fn run_job(lc: &Lifecycle, job: Job) {
                 }
                 Err(e) => {
                     tracing::warn!(account = %key, error = %e, "scheduled change failed");
-                    let _ = record_outcome(
-                        lc,
-                        &key,
-                        None,
-                        Some(RunOutcome {
-                            time: Timestamp::now(),
-                            ok: false,
-                            detail: e.to_string(),
-                        }),
-                    );
+                    let _ = record_outcome(lc, &key, None, Some(outcome(false, e.to_string())));
                 }
             }
         }
