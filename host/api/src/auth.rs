@@ -122,13 +122,9 @@ impl FromRequestParts<ApiState> for Person {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let peer = peer_of(parts)?;
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing `Authorization: Bearer <token>`; log in first")
-            })?;
+        let header = authorization(parts).ok_or_else(|| {
+            ApiError::unauthorized("missing `Authorization: Bearer <token>`; log in first")
+        })?;
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
@@ -165,10 +161,7 @@ impl FromRequestParts<ApiState> for A2aCaller {
 
     async fn from_request_parts(parts: &mut Parts, _state: &ApiState) -> Result<Self, ApiError> {
         let peer = peer_of(parts)?;
-        let key = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let key = authorization(parts)
             .and_then(|v| v.strip_prefix("A2A "))
             .map(|k| Zeroizing::new(k.trim().to_string()))
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: A2A <api key>`"))?;
@@ -180,6 +173,14 @@ impl FromRequestParts<ApiState> for A2aCaller {
             },
         })
     }
+}
+
+/// The `Authorization` header, when there is one in text.
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn peer_of(parts: &Parts) -> Result<Peer, ApiError> {

@@ -169,6 +169,33 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// An optional query parameter: absent or empty is `None`, anything else must `parse`, or the
+/// request is refused with the message `refusal` makes of it.
+fn optional_param<T>(
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<T>,
+    refusal: impl FnOnce(&str) -> String,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(text) => parse(text)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(refusal(text))),
+    }
+}
+
+/// A released secret in the field of its kind: `(password, private_key)`.
+fn password_or_key(
+    kind: AccessKind,
+    secret: &gatehouse_core::SecretString,
+) -> (Option<String>, Option<String>) {
+    let secret = secret.expose().to_string();
+    match kind {
+        AccessKind::PrivateKey => (None, Some(secret)),
+        _ => (Some(secret), None),
+    }
+}
+
 pub(crate) fn time(t: Timestamp) -> String {
     humantime::format_rfc3339_seconds(t.to_system_time()).to_string()
 }
@@ -568,13 +595,9 @@ pub async fn list_requests(
     person: Person,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<RequestList>, ApiError> {
-    let filter = match query.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            RequestState::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`")))?,
-        ),
-    };
+    let filter = optional_param(query.state.as_deref(), RequestState::parse, |s| {
+        format!("unknown state `{s}`")
+    })?;
     let workflow = state.inner.workflow.clone();
     let list = tokio::task::spawn_blocking(move || workflow.list(&person.actor, filter))
         .await
@@ -722,11 +745,7 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let released = state.inner.workflow.release(&person.actor, &id)?;
-    let secret = released.secret.expose().to_string();
-    let (password, private_key) = match released.kind {
-        AccessKind::PrivateKey => (None, Some(secret)),
-        _ => (Some(secret), None),
-    };
+    let (password, private_key) = password_or_key(released.kind, &released.secret);
     Ok(no_store(
         Json(CredentialView {
             request: released.request.id.clone(),
@@ -779,22 +798,15 @@ pub async fn a2a_credential(
     caller: A2aCaller,
     QueryParams(query): QueryParams<A2aQuery>,
 ) -> Result<Response, ApiError> {
-    let want = match query.kind.as_deref() {
-        None | Some("") => None,
-        Some(k) => Some(AccessKind::parse(k).ok_or_else(|| {
-            ApiError::bad_request(format!("kind `{k}` is not password or private_key"))
-        })?),
-    };
+    let want = optional_param(query.kind.as_deref(), AccessKind::parse, |k| {
+        format!("kind `{k}` is not password or private_key")
+    })?;
     let credential = state
         .inner
         .workflow
         .a2a_retrieve(&caller.peer, &caller.key, want)
         .await?;
-    let secret = credential.secret.expose().to_string();
-    let (password, private_key) = match credential.kind {
-        AccessKind::PrivateKey => (None, Some(secret)),
-        _ => (Some(secret), None),
-    };
+    let (password, private_key) = password_or_key(credential.kind, &credential.secret);
     Ok(no_store(
         Json(A2aCredentialView {
             target: credential.target.to_string(),

@@ -323,17 +323,7 @@ pub async fn session_video(
     person: Person,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = state
-        .inner
-        .workflow
-        .view_recording(&person.actor, &id, "video")?;
-    if record.protocol != "rdp" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_video",
-            format!("session `{id}` is a terminal session: GET /api/v1/sessions/{id}/transcript"),
-        ));
-    }
+    playable_recording(&state, &person, &id, "video", Playback::Video)?;
     let Some(renderer) = state.inner.recordings.renderer.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -356,11 +346,20 @@ pub async fn session_video(
     let file = tokio::fs::File::open(&path).await.map_err(internal)?;
     let length = file.metadata().await.map_err(internal)?.len();
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = recording_response(body, "video/webm");
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(response)
+}
+
+/// A recording as `content_type`, never cached.
+fn recording_response(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    Ok(crate::routes::no_store(response))
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    crate::routes::no_store(response)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -385,59 +384,70 @@ pub async fn session_cast(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<CastQuery>,
 ) -> Result<Response, ApiError> {
-    terminal_recording(&state, &person, &id, "cast")?;
+    playable_recording(&state, &person, &id, "cast", Playback::Terminal)?;
     let dir = state.inner.recordings.dir.clone();
     let cast = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let recorded = RecordedSession::open(&dir, &id).map_err(|e| e.to_string())?;
-        let channels = recorded.channels().map_err(|e| e.to_string())?;
-        let channel = match query.channel {
-            Some(wanted) if channels.contains(&wanted) => wanted,
-            Some(wanted) => return Err(format!("channel {wanted} has no terminal recording")),
-            None => channels
-                .first()
-                .copied()
-                .ok_or_else(|| "no terminal channel was recorded".to_string())?,
-        };
+        let path = terminal_path(&dir, &id, query.channel)?;
         let mut out = Vec::new();
-        gatehouse_recording::playback(
-            &recorded.channel_path(channel),
-            TERMINAL_IDLE_LIMIT,
-            &mut out,
-        )
-        .map_err(|e| e.to_string())?;
+        gatehouse_recording::playback(&path, TERMINAL_IDLE_LIMIT, &mut out)
+            .map_err(|e| e.to_string())?;
         Ok(out)
     })
     .await
     .map_err(internal)?
     .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_terminal", e))?;
-    let mut response = cast.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-asciicast"),
-    );
-    Ok(crate::routes::no_store(response))
+    Ok(recording_response(cast, "application/x-asciicast"))
 }
 
-/// Checks that `person` may view the recording of `id` (audited as `what`) and that it is a
-/// terminal session, not an RDP one.
-fn terminal_recording(
+/// How an endpoint plays a session: an RDP session as a video, an SSH session's terminal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Playback {
+    Video,
+    Terminal,
+}
+
+/// Checks that `person` may view the recording of `id` (audited as `what`) and that the
+/// session is one that `playback` plays.
+fn playable_recording(
     state: &ApiState,
     person: &Person,
     id: &str,
     what: &str,
+    playback: Playback,
 ) -> Result<(), ApiError> {
     let record = state
         .inner
         .workflow
         .view_recording(&person.actor, id, what)?;
-    if record.protocol == "rdp" {
-        return Err(ApiError::new(
+    let is_rdp = record.protocol == "rdp";
+    match playback {
+        Playback::Video if !is_rdp => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_video",
+            format!("session `{id}` is a terminal session: GET /api/v1/sessions/{id}/transcript"),
+        )),
+        Playback::Terminal if is_rdp => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_terminal",
             format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// The terminal recording of session `id`'s channel `wanted`, or of its first terminal channel.
+fn terminal_path(dir: &FsPath, id: &str, wanted: Option<u32>) -> Result<PathBuf, String> {
+    let recorded = RecordedSession::open(dir, id).map_err(|e| e.to_string())?;
+    let channels = recorded.channels().map_err(|e| e.to_string())?;
+    let channel = match wanted {
+        Some(wanted) if channels.contains(&wanted) => wanted,
+        Some(wanted) => return Err(format!("channel {wanted} has no terminal recording")),
+        None => channels
+            .first()
+            .copied()
+            .ok_or_else(|| "no terminal channel was recorded".to_string())?,
+    };
+    Ok(recorded.channel_path(channel))
 }
 
 /// An SSH session's terminal output as plain text (escape sequences removed), first recorded
@@ -451,27 +461,16 @@ pub async fn session_transcript(
     person: Person,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    terminal_recording(&state, &person, &id, "transcript")?;
+    playable_recording(&state, &person, &id, "transcript", Playback::Terminal)?;
     let dir = state.inner.recordings.dir.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let recorded = RecordedSession::open(&dir, &id).map_err(|e| e.to_string())?;
-        let channel = recorded
-            .channels()
-            .map_err(|e| e.to_string())?
-            .first()
-            .copied()
-            .ok_or_else(|| "no terminal channel was recorded".to_string())?;
-        gatehouse_recording::text(&recorded.channel_path(channel)).map_err(|e| e.to_string())
+        let path = terminal_path(&dir, &id, None)?;
+        gatehouse_recording::text(&path).map_err(|e| e.to_string())
     })
     .await
     .map_err(internal)?
     .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_transcript", e))?;
-    let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(crate::routes::no_store(response))
+    Ok(recording_response(text, "text/plain; charset=utf-8"))
 }
 
 const PLAYER_HTML: &str = include_str!("player/player.html");
