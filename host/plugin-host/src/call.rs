@@ -96,19 +96,22 @@ pub(crate) fn missing(kind: PluginKind) -> FailureKind {
     FailureKind::WrongKind(kind.as_str())
 }
 
+/// The loaded component for a call of `kind`, or the error that the plugin is not one.
+fn component<P>(pre: &Option<P>, kind: PluginKind) -> wasmtime::Result<&P> {
+    pre.as_ref()
+        .ok_or_else(|| wasmtime::Error::msg(missing(kind).to_string()))
+}
+
 pub(crate) async fn invoke(
     store: &mut Store<CallState>,
     loaded: &Loaded,
     call: Call,
 ) -> wasmtime::Result<Returned> {
-    let kind_missing = |kind: PluginKind| wasmtime::Error::msg(missing(kind).to_string());
     match call {
         Call::Authenticate(conn) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.aa, PluginKind::Aa)?
+                .instantiate_async(&mut *store)
+                .await?;
             let verdict = plugin
                 .gatehouse_plugin_aa()
                 .call_authenticate(&mut *store, &conn)
@@ -116,11 +119,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Verdict(verdict))
         }
         Call::Authorize(conn) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.aa, PluginKind::Aa)?
+                .instantiate_async(&mut *store)
+                .await?;
             let verdict = plugin
                 .gatehouse_plugin_aa()
                 .call_authorize(&mut *store, &conn)
@@ -128,11 +129,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Verdict(verdict))
         }
         Call::AaSessionEnded(conn, end) => {
-            let pre = loaded
-                .aa
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Aa))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.aa, PluginKind::Aa)?
+                .instantiate_async(&mut *store)
+                .await?;
             plugin
                 .gatehouse_plugin_aa()
                 .call_session_ended(&mut *store, &conn, &end)
@@ -140,11 +139,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Unit)
         }
         Call::Credential(kind, request) => {
-            let pre = loaded
-                .credential_store
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::CredentialStore))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.credential_store, PluginKind::CredentialStore)?
+                .instantiate_async(&mut *store)
+                .await?;
             let store_api = plugin.gatehouse_plugin_credential_store();
             let secret = match kind {
                 CredentialKind::Password => {
@@ -159,11 +156,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Secret(secret))
         }
         Call::CredentialEvent(request, event) => {
-            let pre = loaded
-                .credential_store
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::CredentialStore))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.credential_store, PluginKind::CredentialStore)?
+                .instantiate_async(&mut *store)
+                .await?;
             let store_api = plugin.gatehouse_plugin_credential_store();
             match event {
                 CredentialEvent::AuthenticationCompleted { succeeded } => {
@@ -181,11 +176,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Unit)
         }
         Call::Validate(request) => {
-            let pre = loaded
-                .ticketing
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Ticketing))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.ticketing, PluginKind::Ticketing)?
+                .instantiate_async(&mut *store)
+                .await?;
             let verdict = plugin
                 .gatehouse_plugin_ticketing()
                 .call_validate(&mut *store, &request)
@@ -193,11 +186,9 @@ pub(crate) async fn invoke(
             Ok(Returned::Ticket(verdict))
         }
         Call::Close(request, end) => {
-            let pre = loaded
-                .ticketing
-                .as_ref()
-                .ok_or_else(|| kind_missing(PluginKind::Ticketing))?;
-            let plugin = pre.instantiate_async(&mut *store).await?;
+            let plugin = component(&loaded.ticketing, PluginKind::Ticketing)?
+                .instantiate_async(&mut *store)
+                .await?;
             let closed = plugin
                 .gatehouse_plugin_ticketing()
                 .call_close(&mut *store, &request, &end)
