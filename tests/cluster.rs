@@ -12,9 +12,30 @@ use std::fs::OpenOptions;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use support::{
-    DEFAULT_TIMEOUT, GATEHOUSE_BIN, Gatehouse, TEST_LOG_FILTER, assert_success, free_port, poll,
-    port_open, run,
+    DEFAULT_TIMEOUT, GATEHOUSE_BIN, Gatehouse, TEST_LOG_FILTER, api_bearer, assert_success, curl,
+    free_port, poll, port_open, run,
 };
+
+const ADMIN_PASSWORD: &str = "Cluster-pw-5Rt1";
+
+/// `METHOD path` on the control node's API as `bearer`: (status, body as JSON or null).
+fn api(
+    control: &Gatehouse,
+    bearer: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut headers = vec![bearer];
+    if body.is_some() {
+        headers.push("Content-Type: application/json");
+    }
+    let (status, _, answer) = curl(control, method, path, &headers, body);
+    (
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
 
 /// A session node: a data directory that only `join` wrote to, and its `serve --role session`.
 struct SessionNode {
@@ -148,6 +169,20 @@ fn audit_kinds(control: &Gatehouse) -> Vec<String> {
 fn three_processes_join_list_edit_delete_relink() {
     let cluster_port = free_port();
     let mut control = Gatehouse::init();
+    // Over the API the cluster is a Cedar decision: olga (cluster-admins) may, bob may not.
+    control.cli_ok(&["group", "add", "cluster-admins"]);
+    for (user, group) in [("olga", Some("cluster-admins")), ("bob", None)] {
+        let mut args = vec!["user", "add", user, "--password-stdin"];
+        if let Some(group) = group {
+            args.extend(["--group", group]);
+        }
+        control.cli_stdin_ok(&args, &format!("{ADMIN_PASSWORD}\n"));
+    }
+    std::fs::write(
+        control.data_dir().join("policies/cluster.cedar"),
+        include_str!("../policies/examples/cluster-admins.cedar"),
+    )
+    .unwrap();
     let listen = format!("0.0.0.0:{cluster_port}");
     control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
     control.serve();
@@ -274,6 +309,83 @@ fn three_processes_join_list_edit_delete_relink() {
         node(&list, "sess-b")["networks"],
         serde_json::json!(["10.30.0.0/16"])
     );
+
+    // The same over the API, for whom policy lets.
+    let olga = api_bearer(&control, "olga", ADMIN_PASSWORD);
+    let bob = api_bearer(&control, "bob", ADMIN_PASSWORD);
+    let (status, body) = api(&control, &bob, "GET", "/api/v1/nodes", None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api(&control, &olga, "GET", "/api/v1/nodes", None);
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["sess-a", "sess-b"]);
+    assert_eq!(body[0]["networks"], serde_json::json!(["10.20.0.0/24"]));
+    assert_eq!(body[0]["status"], "up");
+    let (status, body) = api(
+        &control,
+        &olga,
+        "PATCH",
+        "/api/v1/nodes/sess-b",
+        Some(r#"{"description":"set over the API"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["description"], "set over the API");
+    let (status, body) = api(
+        &control,
+        &olga,
+        "PATCH",
+        "/api/v1/nodes/sess-b",
+        Some(r#"{"colour":"red"}"#),
+    );
+    assert!(status == 400 || status == 422, "{status} {body}");
+    let (status, _) = api(
+        &control,
+        &bob,
+        "PATCH",
+        "/api/v1/nodes/sess-b",
+        Some(r#"{"description":"x"}"#),
+    );
+    assert_eq!(status, 403);
+    let (status, body) = api(
+        &control,
+        &olga,
+        "PATCH",
+        "/api/v1/nodes/nope",
+        Some(r#"{"description":"x"}"#),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api(
+        &control,
+        &olga,
+        "POST",
+        "/api/v1/networks",
+        Some(r#"{"network":"10.50.0.7/24","node":"sess-b"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["network"], "10.50.0.0/24");
+    let (status, body) = api(
+        &control,
+        &olga,
+        "POST",
+        "/api/v1/networks",
+        Some(r#"{"network":"nope","node":"sess-b"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api(
+        &control,
+        &olga,
+        "DELETE",
+        "/api/v1/networks?network=10.50.0.0/24",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = api(&control, &bob, "GET", "/api/v1/networks", None);
+    assert_eq!(status, 403);
 
     // Join errors, as the operator sees them.
     let (t3, _) = token(&control);
@@ -453,13 +565,27 @@ fn three_processes_join_list_edit_delete_relink() {
     assert_eq!(node(&list, "sess-a")["address"], "10.20.0.6");
     assert_eq!(node(&list, "sess-a")["description"], "rack 4");
 
-    // Hard delete: delete twice.
+    // Hard delete: delete twice, the second time over the API.
     control.cli_ok(&["node", "delete", "sess-b"]);
-    let said = control.cli_ok(&["node", "delete", "sess-b"]);
-    assert!(
-        said.contains("deleted for good, with 1 managed network"),
-        "{said}"
+    let (status, body) = api(
+        &control,
+        &olga,
+        "GET",
+        "/api/v1/nodes?include_disconnected=true",
+        None,
     );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "sess-b" && n["status"] == "disconnected"),
+        "{body}"
+    );
+    let (status, body) = api(&control, &olga, "DELETE", "/api/v1/nodes/sess-b", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deleted"], "hard");
+    assert_eq!(body["networks_removed"], 1);
     assert!(nodes(&control, true).iter().all(|n| n["id"] != "sess-b"));
     let networks = control.cli_json(&["network", "list", "--json"]);
     assert_eq!(networks.as_array().unwrap().len(), 1, "{networks}");
@@ -473,6 +599,7 @@ fn three_processes_join_list_edit_delete_relink() {
         "node_joined",
         "node_join_refused",
         "admin_change",
+        "admin_decision",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no `{kind}` in {kinds:?}");
     }

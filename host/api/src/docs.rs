@@ -16,27 +16,31 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "Gatehouse API",
         description = "Access requests and approvals, credential release and check-in, access \
-                       strings, application-to-application (A2A) credential retrieval, and \
-                       session recordings.",
+                       strings, application-to-application (A2A) credential retrieval, \
+                       session recordings, and the cluster's nodes.",
     ),
     paths(
         health, login, me, services, list_requests, create_request, get_request, approve, deny,
         cancel, revoke, check_in, release, access_string, a2a_credential, a2a_request,
         crate::sessions::list_sessions, crate::sessions::get_session,
         crate::sessions::session_video, crate::sessions::session_transcript,
-        crate::sessions::session_cast
+        crate::sessions::session_cast, crate::nodes::list_nodes, crate::nodes::edit_node,
+        crate::nodes::delete_node, crate::nodes::list_networks, crate::nodes::add_network,
+        crate::nodes::delete_network
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Health, LoginBody, LoginResponse, MeView, ServicesView,
         NewRequestBody, BrokerRequestBody, CommentBody, ReviewView, RequestView, RequestList,
         CredentialView, AccessStringView, A2aCredentialView, crate::sessions::SessionView,
-        crate::sessions::SessionList, crate::sessions::SessionDetail
+        crate::sessions::SessionList, crate::sessions::SessionDetail, crate::nodes::NodeView,
+        crate::nodes::NodeChange, crate::nodes::NodeDeleted, crate::nodes::NetworkView
     )),
     modifiers(&Security),
     tags(
         (name = "people", description = "Logging in"),
         (name = "requests", description = "Access requests: file, review, use, check in"),
         (name = "a2a", description = "Applications: mutual TLS plus an API key"),
+        (name = "cluster", description = "Session nodes and managed networks (view_cluster, manage_cluster)"),
         (name = "sessions", description = "Session recordings: list and search, events, video, terminal cast, transcript; the player at /player"),
         (name = "gateway", description = "The gateway itself"),
     )

@@ -9,6 +9,7 @@
 mod auth;
 mod docs;
 mod error;
+mod nodes;
 mod routes;
 mod sessions;
 

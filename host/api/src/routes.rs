@@ -134,6 +134,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}/cast", get(crate::sessions::session_cast))
         .route("/a2a/credential", get(a2a_credential))
         .route("/a2a/requests", post(a2a_request))
+        .route("/nodes", get(crate::nodes::list_nodes))
+        .route(
+            "/nodes/{id}",
+            axum::routing::patch(crate::nodes::edit_node).delete(crate::nodes::delete_node),
+        )
+        .route(
+            "/networks",
+            get(crate::nodes::list_networks)
+                .post(crate::nodes::add_network)
+                .delete(crate::nodes::delete_network),
+        )
         .route("/openapi.json", get(crate::docs::openapi_json));
     Router::new()
         .nest("/api/v1", v1)

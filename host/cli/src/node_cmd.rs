@@ -10,8 +10,7 @@ use clap::{Args, Subcommand};
 use gatehouse_cluster::control::{self, Deleted, NodeEdit};
 use gatehouse_cluster::node::{self, ControlAddress, JoinOptions};
 use gatehouse_cluster::{ClusterCa, Thumbprint};
-use gatehouse_core::time::Timestamp;
-use gatehouse_core::{ManagedNetwork, Node, SealedSecret, SecretString};
+use gatehouse_core::{ManagedNetwork, SealedSecret, SecretString};
 use gatehouse_store::{NETWORKS, SETTINGS, Store};
 use gatehouse_vault::{SecretKind, Vault};
 use serde::{Deserialize, Serialize};
@@ -159,33 +158,7 @@ fn auditor(ctx: &AdminContext) -> gatehouse_audit::Auditor {
     gatehouse_audit::Auditor::new(ctx.store.clone())
 }
 
-/// One node as `node list --json` and the API show it.
-#[derive(Debug, Serialize)]
-pub struct NodeView {
-    #[serde(flatten)]
-    pub node: Node,
-    pub status: gatehouse_core::NodeStatus,
-    pub networks: Vec<String>,
-}
-
-pub fn node_views(store: &Store, include_disconnected: bool) -> Result<Vec<NodeView>> {
-    let networks = store.list(&NETWORKS)?;
-    let now = Timestamp::now();
-    Ok(control::list_nodes(store, include_disconnected)?
-        .into_iter()
-        .map(|node| NodeView {
-            status: node.status(now),
-            networks: networks
-                .iter()
-                .filter(|n| n.node == node.id)
-                .map(|n| n.network.clone())
-                .collect(),
-            node,
-        })
-        .collect())
-}
-
-fn status_text(view: &NodeView) -> String {
+fn status_text(view: &control::NodeView) -> String {
     let status = serde_json::to_value(view.status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -227,7 +200,7 @@ pub fn node(ctx: &AdminContext, command: &NodeCommand, inputs: &Inputs) -> Resul
             include_disconnected,
             json: j,
         } => {
-            let views = node_views(&ctx.store, *include_disconnected)?;
+            let views = control::node_views(&ctx.store, *include_disconnected)?;
             if j.json {
                 return json(&views);
             }

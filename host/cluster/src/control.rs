@@ -458,6 +458,33 @@ pub fn list_nodes(store: &Store, include_disconnected: bool) -> Result<Vec<Node>
         .collect())
 }
 
+/// A node with what the control node knows around it: its status now and its networks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: Node,
+    pub status: gatehouse_core::NodeStatus,
+    pub networks: Vec<String>,
+}
+
+/// [`list_nodes`] with each node's status and managed networks.
+pub fn node_views(store: &Store, include_disconnected: bool) -> Result<Vec<NodeView>, StoreError> {
+    let networks = store.list(&NETWORKS)?;
+    let now = Timestamp::now();
+    Ok(list_nodes(store, include_disconnected)?
+        .into_iter()
+        .map(|node| NodeView {
+            status: node.status(now),
+            networks: networks
+                .iter()
+                .filter(|n| n.node == node.id)
+                .map(|n| n.network.clone())
+                .collect(),
+            node,
+        })
+        .collect())
+}
+
 /// What an administrator may change on a node.
 #[derive(Debug, Default, Clone)]
 pub struct NodeEdit {

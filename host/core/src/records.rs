@@ -307,6 +307,8 @@ pub enum AuditKind {
     JoinTokenIssued,
     NodeJoined,
     NodeJoinRefused,
+    /// An administrative action over the API was decided (`allowed`, policy ids).
+    AdminDecision,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

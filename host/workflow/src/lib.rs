@@ -9,6 +9,7 @@
 //! gateway call it.
 
 mod a2a;
+mod admin;
 mod error;
 mod notify;
 mod recordings;
@@ -17,6 +18,8 @@ mod tokens;
 
 pub use a2a::{A2aCredential, A2aPeer, A2aRegistration, SourceList, cert_thumbprint};
 pub use error::WorkflowError;
+/// What [`Workflow::authorize_admin`] decides.
+pub use gatehouse_policy::AdminAction;
 pub use notify::{Notify, RequestEvent};
 pub use requests::{Actor, NewRequest, Released, RequestChange};
 pub use tokens::{ACCESS_OPTION, AccessString};
