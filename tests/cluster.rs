@@ -69,6 +69,28 @@ impl SessionNode {
         run(cmd, None, DEFAULT_TIMEOUT)
     }
 
+    /// `join URL --token T --thumbprint P --node-id ID EXTRA...`.
+    fn join_as(
+        &self,
+        url: &str,
+        token: &str,
+        thumbprint: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> Output {
+        let mut args = vec![
+            url,
+            "--token",
+            token,
+            "--thumbprint",
+            thumbprint,
+            "--node-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        self.join(&args)
+    }
+
     fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().join("serve.log")
     }
@@ -210,19 +232,13 @@ fn three_processes_join_list_edit_delete_relink() {
     let mut a = SessionNode::new();
     let mut b = SessionNode::new();
     let (t1, thumbprint) = token(&control);
-    let out = a.join(&[
+    let out = a.join_as(
         &url,
-        "--token",
         &t1,
-        "--thumbprint",
         &thumbprint,
-        "--node-id",
         "sess-a",
-        "--address",
-        "10.20.0.5",
-        "--description",
-        "rack 1",
-    ]);
+        &["--address", "10.20.0.5", "--description", "rack 1"],
+    );
     let said = assert_success("join sess-a", &out);
     assert!(
         said.contains("joined the cluster") && said.contains("`sess-a`"),
@@ -241,15 +257,7 @@ fn three_processes_join_list_edit_delete_relink() {
     let (t2, _) = token(&control);
     assert_success(
         "join sess-b",
-        &b.join(&[
-            &url,
-            "--token",
-            &t2,
-            "--thumbprint",
-            &thumbprint,
-            "--node-id",
-            "sess-b",
-        ]),
+        &b.join_as(&url, &t2, &thumbprint, "sess-b", &[]),
     );
 
     // Running session nodes report in.
@@ -389,30 +397,14 @@ fn three_processes_join_list_edit_delete_relink() {
 
     // Join errors, as the operator sees them.
     let (t3, _) = token(&control);
-    let out = a.join(&[
-        &url,
-        "--token",
-        &t1,
-        "--thumbprint",
-        &thumbprint,
-        "--node-id",
-        "sess-c",
-    ]);
+    let out = a.join_as(&url, &t1, &thumbprint, "sess-c", &[]);
     failed_with(
         "a used token",
         &out,
         &["not valid here", "gatehouse node token"],
     );
     let c = SessionNode::new();
-    let out = c.join(&[
-        &url,
-        "--token",
-        &t3,
-        "--thumbprint",
-        &thumbprint,
-        "--node-id",
-        "sess-a",
-    ]);
+    let out = c.join_as(&url, &t3, &thumbprint, "sess-a", &[]);
     failed_with(
         "a taken id",
         &out,
@@ -420,55 +412,23 @@ fn three_processes_join_list_edit_delete_relink() {
     );
     let out = c.join(&[&url, "--token", &t3, "--thumbprint", &thumbprint]);
     failed_with("no id", &out, &["--node-id"]);
-    let out = c.join(&[
-        &url,
-        "--token",
-        &t3,
-        "--thumbprint",
-        &thumbprint,
-        "--node-id",
-        "a b",
-    ]);
+    let out = c.join_as(&url, &t3, &thumbprint, "a b", &[]);
     failed_with("a bad id", &out, &["invalid node id", "`a b`"]);
     let other = format!("https://127.0.0.2:{cluster_port}");
-    let out = c.join(&[
-        &other,
-        "--token",
-        &t3,
-        "--thumbprint",
-        &thumbprint,
-        "--node-id",
-        "sess-c",
-    ]);
+    let out = c.join_as(&other, &t3, &thumbprint, "sess-c", &[]);
     failed_with(
         "a name the certificate lacks",
         &out,
         &["not for `127.0.0.2`", "`127.0.0.1`"],
     );
     let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let out = c.join(&[
-        &url,
-        "--token",
-        &t3,
-        "--thumbprint",
-        wrong,
-        "--node-id",
-        "sess-c",
-    ]);
+    let out = c.join_as(&url, &t3, wrong, "sess-c", &[]);
     failed_with(
         "a wrong thumbprint",
         &out,
         &[&thumbprint, "not the SHA256:AAAA"],
     );
-    let out = c.join(&[
-        &url,
-        "--token",
-        &t3,
-        "--thumbprint",
-        "SHA1:xyz",
-        "--node-id",
-        "sess-c",
-    ]);
+    let out = c.join_as(&url, &t3, "SHA1:xyz", "sess-c", &[]);
     failed_with("a malformed thumbprint", &out, &["`SHA1:xyz`"]);
     let out = c.join(&[
         "http://127.0.0.1:1",
@@ -479,15 +439,7 @@ fn three_processes_join_list_edit_delete_relink() {
     ]);
     failed_with("not https", &out, &["is not a control node URL"]);
     let dead = format!("https://127.0.0.1:{}", free_port());
-    let out = c.join(&[
-        &dead,
-        "--token",
-        &t3,
-        "--thumbprint",
-        &thumbprint,
-        "--node-id",
-        "sess-c",
-    ]);
+    let out = c.join_as(&dead, &t3, &thumbprint, "sess-c", &[]);
     failed_with(
         "nothing listening",
         &out,
@@ -496,15 +448,7 @@ fn three_processes_join_list_edit_delete_relink() {
     // The token survived every refusal.
     assert_success(
         "join after refusals",
-        &c.join(&[
-            &url,
-            "--token",
-            &t3,
-            "--thumbprint",
-            &thumbprint,
-            "--node-id",
-            "sess-c",
-        ]),
+        &c.join_as(&url, &t3, &thumbprint, "sess-c", &[]),
     );
     control.cli_ok(&["node", "delete", "sess-c", "--hard"]);
 
@@ -530,15 +474,7 @@ fn three_processes_join_list_edit_delete_relink() {
     let (t4, _) = token(&control);
     let said = assert_success(
         "relink sess-b",
-        &b.join(&[
-            &url,
-            "--token",
-            &t4,
-            "--thumbprint",
-            &thumbprint,
-            "--node-id",
-            "sess-b",
-        ]),
+        &b.join_as(&url, &t4, &thumbprint, "sess-b", &[]),
     );
     assert!(said.contains("relinked"), "{said}");
     let list = nodes(&control, false);
