@@ -160,12 +160,40 @@ pub fn send_plugins_changed(
 }
 
 /// Sends a request to the running server.
+/// How long the CLI waits for the admin socket of a gateway that holds the store but does not
+/// answer yet: one that is starting (after a crash the old socket file is still there until the
+/// new server binds its own, a moment after it opened the store).
+const STARTING_SERVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Connects to `path`, waiting up to `patience` while it is missing or refuses.
+fn connect_waiting(
+    path: &Path,
+    patience: std::time::Duration,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn send(path: &Path, request: &AdminRequest) -> Result<AdminResponse> {
     use std::io::{BufRead, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+    let mut stream = connect_waiting(path, STARTING_SERVER_PATIENCE).with_context(|| {
         format!(
-            "the store is in use, but the running server's admin socket `{}` does not answer",
-            path.display()
+            "the store is in use, but the running server's admin socket `{}` does not answer \
+             (waited {} s)",
+            path.display(),
+            STARTING_SERVER_PATIENCE.as_secs()
         )
     })?;
     let mut text = serde_json::to_string(request)?;
@@ -176,4 +204,40 @@ pub fn send(path: &Path, request: &AdminRequest) -> Result<AdminResponse> {
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
     serde_json::from_str(&answer).context("malformed answer from the admin socket")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_waiting;
+    use std::time::Duration;
+
+    #[test]
+    fn a_starting_server_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        // A stale socket file, as a killed server leaves it: connections are refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert_eq!(
+            std::os::unix::net::UnixStream::connect(&path)
+                .unwrap_err()
+                .kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        let server_path = path.clone();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            let _ = std::fs::remove_file(&server_path);
+            let listener = std::os::unix::net::UnixListener::bind(&server_path).unwrap();
+            listener.accept().unwrap();
+        });
+        connect_waiting(&path, Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+
+        // Nobody comes: the error after the wait is the connection's own.
+        let lonely = dir.path().join("none.sock");
+        let started = std::time::Instant::now();
+        let err = connect_waiting(&lonely, Duration::from_millis(300)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
 }
