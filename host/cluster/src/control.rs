@@ -122,6 +122,53 @@ pub struct Control {
     auditor: Arc<Auditor>,
     ca: ClusterCa,
     version: String,
+    refusals: JoinThrottle,
+}
+
+/// Refused joins per source address: past [`JoinThrottle::LIMIT`] in a minute an address is
+/// refused without a look at its token and audited once, so that nobody who can reach the
+/// cluster port can fill the audit trail or guess at tokens quickly.
+#[derive(Default)]
+struct JoinThrottle {
+    recent: std::sync::Mutex<std::collections::HashMap<IpAddr, (std::time::Instant, u32)>>,
+}
+
+impl JoinThrottle {
+    const LIMIT: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(60);
+    /// Addresses remembered at most; older windows are dropped first.
+    const ADDRESSES: usize = 4096;
+
+    /// Whether `address` has used up its refusals this minute.
+    fn exhausted(&self, address: IpAddr) -> bool {
+        let Ok(recent) = self.recent.lock() else {
+            return false;
+        };
+        recent
+            .get(&address)
+            .is_some_and(|(since, count)| since.elapsed() < Self::WINDOW && *count >= Self::LIMIT)
+    }
+
+    /// Counts one refusal; true when it is the one that uses the minute up.
+    fn count(&self, address: IpAddr) -> bool {
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        if recent.len() >= Self::ADDRESSES {
+            recent.retain(|_, (since, _)| since.elapsed() < Self::WINDOW);
+        }
+        if recent.len() >= Self::ADDRESSES && !recent.contains_key(&address) {
+            return false;
+        }
+        let entry = recent
+            .entry(address)
+            .or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= Self::WINDOW {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 += 1;
+        entry.1 == Self::LIMIT
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -137,6 +184,7 @@ impl Control {
             auditor,
             ca,
             version: version.to_string(),
+            refusals: JoinThrottle::default(),
         }
     }
 
@@ -164,6 +212,9 @@ impl Control {
     }
 
     fn refuse_join(&self, peer: &Peer, node_id: &str, refusal: Refusal) -> Refusal {
+        if self.refusals.count(peer.address.ip()) {
+            tracing::warn!(client = %peer.address.ip(), "refused joins from this address are throttled for a minute");
+        }
         self.auditor.record_best_effort(
             Entry::new(AuditKind::NodeJoinRefused, refusal.message.clone())
                 .client(peer.address.ip().to_string())
@@ -174,6 +225,17 @@ impl Control {
     }
 
     fn join(&self, peer: &Peer, request: JoinRequest) -> Result<Joined, Refusal> {
+        if self.refusals.exhausted(peer.address.ip()) {
+            // Not audited again: the refusal that used the minute up was.
+            return Err(Refusal::new(
+                RefusalKind::Throttled,
+                format!(
+                    "too many refused joins from {} in the last minute: wait a minute, then join \
+                     with a new token from `gatehouse node token`",
+                    peer.address.ip()
+                ),
+            ));
+        }
         let typed = request.node_id.trim().to_string();
         if typed.is_empty() {
             return Err(self.refuse_join(

@@ -87,6 +87,8 @@ pub enum RefusalKind {
     NodeIdTaken,
     /// The call needs a node certificate of a current member.
     NotAMember,
+    /// Too many refused joins from the caller's address lately.
+    Throttled,
     Version,
     BadCall,
     Internal,

@@ -323,6 +323,39 @@ async fn join_errors_say_what_to_do() {
 }
 
 #[tokio::test]
+async fn refused_joins_are_throttled_per_address() {
+    let world = World::start(&["127.0.0.1"]).await;
+    for _ in 0..10 {
+        let bad = world.options(
+            "127.0.0.1",
+            Some(SecretString::new("ghj_guess".into())),
+            "sess-x",
+        );
+        let (kind, _) = refusal_kind(world.join("x", bad).await);
+        assert_eq!(kind, RefusalKind::TokenUnknown);
+    }
+    // The eleventh is refused before its (good) token is looked at.
+    let token = world.token(Duration::from_secs(900));
+    let copy = || Some(SecretString::new(token.expose().to_string()));
+    let (kind, message) = refusal_kind(
+        world
+            .join("x", world.options("127.0.0.1", copy(), "sess-x"))
+            .await,
+    );
+    assert_eq!(kind, RefusalKind::Throttled);
+    assert!(message.contains("wait a minute"), "{message}");
+    let refused = world
+        .store
+        .list_audit(None)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == gatehouse_core::AuditKind::NodeJoinRefused)
+        .count();
+    assert_eq!(refused, 10, "the throttled attempt is not audited again");
+    assert!(control::list_nodes(&world.store, true).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_peer_without_a_certificate_cannot_heartbeat() {
     let world = World::start(&["127.0.0.1"]).await;
     let client = gatehouse_cluster::ControlClient::new(
