@@ -75,6 +75,15 @@ impl World {
         }
     }
 
+    /// A join from 127.0.0.1 with (a copy of) `token` that must be refused: its kind and message.
+    async fn refused(&self, token: &SecretString, node_id: &str) -> (RefusalKind, String) {
+        let copy = SecretString::new(token.expose().to_string());
+        refusal_kind(
+            self.join("x", self.options("127.0.0.1", Some(copy), node_id))
+                .await,
+        )
+    }
+
     fn node_dir(&self, name: &str) -> std::path::PathBuf {
         self.root.join(name)
     }
@@ -243,18 +252,10 @@ async fn join_errors_say_what_to_do() {
     // Missing and invalid node ids; the token survives both.
     let token = world.token(Duration::from_secs(900));
     let copy = || Some(SecretString::new(token.expose().to_string()));
-    let (kind, message) = refusal_kind(
-        world
-            .join("x", world.options("127.0.0.1", copy(), " "))
-            .await,
-    );
+    let (kind, message) = world.refused(&token, " ").await;
     assert_eq!(kind, RefusalKind::NodeIdMissing);
     assert!(message.contains("--node-id"), "{message}");
-    let (kind, message) = refusal_kind(
-        world
-            .join("x", world.options("127.0.0.1", copy(), "bad id!"))
-            .await,
-    );
+    let (kind, message) = world.refused(&token, "bad id!").await;
     assert_eq!(kind, RefusalKind::NodeIdInvalid);
     assert!(message.contains("`bad id!`"), "{message}");
 
@@ -263,11 +264,7 @@ async fn join_errors_say_what_to_do() {
         .join("ok", world.options("127.0.0.1", copy(), "sess-ok"))
         .await
         .unwrap();
-    let (kind, _) = refusal_kind(
-        world
-            .join("x", world.options("127.0.0.1", copy(), "sess-y"))
-            .await,
-    );
+    let (kind, _) = world.refused(&token, "sess-y").await;
     assert_eq!(kind, RefusalKind::TokenUnknown, "a token joins once");
 
     // Taken id.
@@ -336,12 +333,7 @@ async fn refused_joins_are_throttled_per_address() {
     }
     // The eleventh is refused before its (good) token is looked at.
     let token = world.token(Duration::from_secs(900));
-    let copy = || Some(SecretString::new(token.expose().to_string()));
-    let (kind, message) = refusal_kind(
-        world
-            .join("x", world.options("127.0.0.1", copy(), "sess-x"))
-            .await,
-    );
+    let (kind, message) = world.refused(&token, "sess-x").await;
     assert_eq!(kind, RefusalKind::Throttled);
     assert!(message.contains("wait a minute"), "{message}");
     let refused = world
