@@ -550,3 +550,200 @@ fn three_processes_join_list_edit_delete_relink() {
         }
     }
 }
+
+const REQUEST_POLICY: &str = r#"
+@id("dbas-may-request")
+permit (principal in Group::"dbas", action == Action::"request_access", resource in AssetGroup::"prod");
+
+@id("approvers-review")
+permit (principal in Group::"approvers", action in Action::"review", resource is AccessRequest);
+
+@id("sessions-need-one")
+permit (principal, action == Action::"grant_request", resource is AccessRequest)
+when { resource.requester == principal && resource.access == "session" && context.approvals >= 1 };
+"#;
+
+/// Passwords-initiated access: the `ssh` command and the `.rdp` file of an approved request point
+/// at the session node whose managed network holds the asset's address (by its host name or its
+/// address, as the node is set), at the control node itself when no network does, and a network
+/// whose node was removed gives a clear refusal instead of a string that would not work.
+#[test]
+fn access_strings_point_at_the_node_that_manages_the_asset() {
+    let cluster_port = free_port();
+    let mut control = Gatehouse::init();
+    control.cli_ok(&["group", "add", "dbas"]);
+    control.cli_ok(&["group", "add", "approvers"]);
+    control.cli_ok(&["asset-group", "add", "prod"]);
+    for (user, group) in [("alice", "dbas"), ("carol", "approvers")] {
+        control.cli_stdin_ok(
+            &["user", "add", user, "--password-stdin", "--group", group],
+            &format!("{ADMIN_PASSWORD}\n"),
+        );
+    }
+    // One asset per case: in sess-a's network (with RDP), in sess-b's, in none, and one named
+    // by host name that resolves into sess-b's network.
+    for (asset, address, rdp) in [
+        ("db-a", "10.20.0.7", true),
+        ("db-b", "10.30.1.1", false),
+        ("db-c", "192.0.2.10", false),
+        ("db-local", "localhost", false),
+    ] {
+        let mut args = vec![
+            "asset",
+            "add",
+            asset,
+            "--address",
+            address,
+            "--port",
+            "22",
+            "--tofu",
+            "--group",
+            "prod",
+        ];
+        if rdp {
+            args.extend(["--rdp-port", "3389"]);
+        }
+        control.cli_ok(&args);
+        control.cli_stdin_ok(
+            &[
+                "account",
+                "add",
+                &format!("root@{asset}"),
+                "--password-stdin",
+            ],
+            "Vault-pw-1\n",
+        );
+    }
+    std::fs::write(
+        control.data_dir().join("policies/requests.cedar"),
+        REQUEST_POLICY,
+    )
+    .unwrap();
+    control.edit_settings(|s| s["requests"] = serde_json::json!({}));
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+
+    let (a, b) = (SessionNode::new(), SessionNode::new());
+    let (t1, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &a.join_as(
+            &url,
+            &t1,
+            &thumbprint,
+            "sess-a",
+            &["--address", "10.20.0.5", "--hostname", "sess-a.example"],
+        ),
+    );
+    let (t2, _) = token(&control);
+    assert_success(
+        "join sess-b",
+        &b.join_as(
+            &url,
+            &t2,
+            &thumbprint,
+            "sess-b",
+            &["--address", "10.30.0.5"],
+        ),
+    );
+    control.cli_ok(&["node", "edit", "sess-a", "--use-hostname", "true"]);
+    control.cli_ok(&["network", "add", "10.20.0.0/24", "--node", "sess-a"]);
+    control.cli_ok(&["network", "add", "10.30.0.0/16", "--node", "sess-b"]);
+    control.cli_ok(&["network", "add", "127.0.0.0/8", "--node", "sess-b"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = support::ApiUsers {
+        gh: &control,
+        dir: dir.path().to_path_buf(),
+        password: ADMIN_PASSWORD.to_string(),
+    };
+    users.login("alice");
+    users.login("carol");
+    let approved = |asset: &str| -> String {
+        let created = users.request_ok(
+            "alice",
+            &["create", &format!("root@{asset}"), "--reason", "routing"],
+        );
+        let id = support::json_str(&created, "id");
+        users.request_ok("carol", &["approve", &id]);
+        id
+    };
+    let ssh_host = |issued: &Value| -> String {
+        let command = issued["command"].as_str().unwrap();
+        command.rsplit_once('@').unwrap().1.to_string()
+    };
+
+    // sess-a by its host name, the usual ports (the node has not reported listeners); the
+    // .rdp file too.
+    let id = approved("db-a");
+    let file = dir.path().join("db-a.rdp");
+    let issued = users.request_ok(
+        "alice",
+        &["access-string", &id, "--rdp-file", file.to_str().unwrap()],
+    );
+    assert_eq!(issued["node"], "sess-a", "{issued}");
+    assert_eq!(ssh_host(&issued), "sess-a.example", "{issued}");
+    assert!(
+        issued["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh -p 2222 access="),
+        "{issued}"
+    );
+    let rdp = std::fs::read_to_string(&file).unwrap();
+    assert!(rdp.contains("full address:s:sess-a.example\r\n"), "{rdp}");
+    // Without --json the CLI says which node.
+    let out = users.as_user("alice", &["request", "access-string", &id]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("session node `sess-a`"), "{said}");
+
+    // sess-b by its address; a host name resolving into sess-b's network goes there too.
+    for asset in ["db-b", "db-local"] {
+        let id = approved(asset);
+        let issued = users.request_ok("alice", &["access-string", &id]);
+        assert_eq!(issued["node"], "sess-b", "{asset}: {issued}");
+        assert_eq!(ssh_host(&issued), "10.30.0.5", "{asset}: {issued}");
+    }
+
+    // No network holds db-c: the control node's own SSH listener, no node named.
+    let id_c = approved("db-c");
+    let issued = users.request_ok("alice", &["access-string", &id_c]);
+    assert!(issued.get("node").is_none(), "{issued}");
+    assert_eq!(ssh_host(&issued), "127.0.0.1", "{issued}");
+    assert!(
+        issued["command"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("-p {} ", control.ssh_port())),
+        "{issued}"
+    );
+
+    // A removed node's network: a clear refusal (503 over the API), no string.
+    let id_b = approved("db-b");
+    control.cli_ok(&["node", "delete", "sess-b"]);
+    let said = users.request_err("alice", &["access-string", &id_b]);
+    assert!(
+        said.contains("managed by session node `sess-b`, which is removed from the cluster"),
+        "{said}"
+    );
+    let bearer = api_bearer(&control, "alice", ADMIN_PASSWORD);
+    let (status, body) = api(
+        &control,
+        &bearer,
+        "POST",
+        &format!("/api/v1/requests/{id_b}/access-string"),
+        None,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+}

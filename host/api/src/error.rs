@@ -80,6 +80,7 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::ServiceDisabled(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_disabled")
             }
+            WorkflowError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             WorkflowError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             WorkflowError::Plugin(_) => (StatusCode::BAD_GATEWAY, "plugin_failed"),
             WorkflowError::Internal(detail) => {

@@ -456,6 +456,10 @@ pub struct AccessStringView {
     /// same token; log in with your own gateway password. The token works once, by either.
     pub rdp_file: Option<String>,
     pub expires_at: String,
+    /// The session node the command and the file point at (the node whose managed network
+    /// holds the asset's address); absent: this gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -779,7 +783,7 @@ pub async fn release(
     params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = AccessStringView), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn access_string(
     State(state): State<ApiState>,
     person: Person,
@@ -792,6 +796,7 @@ pub async fn access_string(
             command: issued.command.clone(),
             rdp_file: issued.rdp_file.clone(),
             expires_at: time(issued.expires),
+            node: issued.node.clone(),
         })
         .into_response(),
     ))

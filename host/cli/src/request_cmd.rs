@@ -360,6 +360,9 @@ pub fn run(dir: &DataDir, command: RequestCommand) -> Result<()> {
                     path.display()
                 );
             }
+            if let (Some(node), false) = (r["node"].as_str(), out.json) {
+                eprintln!("through session node `{node}`, which manages the asset's network");
+            }
             print(&r, out.json, |v| text(&v["command"]))
         }
     }

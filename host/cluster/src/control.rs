@@ -726,30 +726,9 @@ pub fn remove_network(
     })
 }
 
-/// The managed network an address falls in (the most specific one), if any.
-pub fn network_for(networks: &[ManagedNetwork], address: IpAddr) -> Option<&ManagedNetwork> {
-    networks
-        .iter()
-        .filter_map(|m| {
-            let net = m.network.parse::<ipnet::IpNet>().ok()?;
-            net.contains(&address).then_some((net.prefix_len(), m))
-        })
-        .max_by_key(|(prefix, _)| *prefix)
-        .map(|(_, m)| m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn network(cidr: &str, node: &str) -> ManagedNetwork {
-        ManagedNetwork {
-            network: cidr.into(),
-            node: Name::new(node).unwrap(),
-            description: String::new(),
-            created: Timestamp(0),
-        }
-    }
 
     #[test]
     fn networks_parse_canonically() {
@@ -768,19 +747,5 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "db1", "10.0.0/24"] {
             assert!(parse_network(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_most_specific_network_wins() {
-        let networks = [
-            network("10.0.0.0/8", "wide"),
-            network("10.1.0.0/16", "narrow"),
-            network("192.0.2.0/24", "other"),
-        ];
-        let pick = |a: &str| network_for(&networks, a.parse().unwrap()).map(|m| m.node.to_string());
-        assert_eq!(pick("10.1.2.3").as_deref(), Some("narrow"));
-        assert_eq!(pick("10.2.0.1").as_deref(), Some("wide"));
-        assert_eq!(pick("192.0.2.9").as_deref(), Some("other"));
-        assert_eq!(pick("203.0.113.1"), None);
     }
 }

@@ -4,6 +4,7 @@
 use crate::names::Name;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 /// A session node joined to this control node. Removing it soft-deletes it (`deleted` set): its id
 /// and what references it (managed networks, sessions) stay, and a relink of the same node id
@@ -104,9 +105,51 @@ pub struct ManagedNetwork {
     pub created: Timestamp,
 }
 
+impl ManagedNetwork {
+    /// The prefix length of this network when it holds `address`.
+    fn holds(&self, address: IpAddr) -> Option<u8> {
+        let net = self.network.parse::<ipnet::IpNet>().ok()?;
+        net.contains(&address).then_some(net.prefix_len())
+    }
+}
+
+/// The managed network an address falls in (the most specific one), if any.
+pub fn network_for(networks: &[ManagedNetwork], address: IpAddr) -> Option<&ManagedNetwork> {
+    networks
+        .iter()
+        .filter_map(|m| m.holds(address).map(|prefix| (prefix, m)))
+        .max_by_key(|(prefix, _)| *prefix)
+        .map(|(_, m)| m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn network(cidr: &str, node: &str) -> ManagedNetwork {
+        ManagedNetwork {
+            network: cidr.into(),
+            node: Name::new(node).unwrap(),
+            description: String::new(),
+            created: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_network_wins() {
+        let networks = [
+            network("10.0.0.0/8", "wide"),
+            network("10.1.0.0/16", "narrow"),
+            network("192.0.2.0/24", "other"),
+            network("2001:db8::/32", "six"),
+        ];
+        let pick = |a: &str| network_for(&networks, a.parse().unwrap()).map(|m| m.node.to_string());
+        assert_eq!(pick("10.1.2.3").as_deref(), Some("narrow"));
+        assert_eq!(pick("10.2.0.1").as_deref(), Some("wide"));
+        assert_eq!(pick("192.0.2.9").as_deref(), Some("other"));
+        assert_eq!(pick("2001:db8::7").as_deref(), Some("six"));
+        assert_eq!(pick("203.0.113.1"), None);
+    }
 
     fn node(last_seen: Option<u64>, deleted: bool) -> Node {
         Node {

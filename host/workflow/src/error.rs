@@ -36,6 +36,9 @@ pub enum WorkflowError {
     /// A plugin needed for the decision failed; nothing was changed (HTTP 502).
     #[error("{0}")]
     Plugin(String),
+    /// What the call needs is out of service (a removed session node) (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
     /// Store, vault or policy failure; the detail is logged, the caller sees it (HTTP 500).
     #[error("internal error: {0}")]
     Internal(String),

@@ -8,7 +8,9 @@ use crate::{Workflow, WorkflowError, sha256_hex};
 use gatehouse_audit::Entry;
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AccessKind, AccessRequest, AccessToken, AuditKind, TargetSpec, User};
-use gatehouse_store::{ACCESS_TOKENS, ASSETS, REQUESTS};
+use gatehouse_core::{Asset, Node, nodes::network_for};
+use gatehouse_store::{ACCESS_TOKENS, ASSETS, NETWORKS, NODES, REQUESTS};
+use std::net::{IpAddr, ToSocketAddrs};
 
 /// The login option that carries the token: `access=<token>@user@account@asset`.
 pub const ACCESS_OPTION: &str = "access";
@@ -22,6 +24,9 @@ pub struct AccessString {
     /// xfreerdp whose user name carries the same token. The token works once, by either.
     pub rdp_file: Option<String>,
     pub expires: Timestamp,
+    /// The session node the strings point at, when a managed network holds the asset's address;
+    /// `None`: this gateway.
+    pub node: Option<String>,
 }
 
 impl std::fmt::Debug for AccessString {
@@ -31,11 +36,19 @@ impl std::fmt::Debug for AccessString {
             .field("command", &"<redacted>")
             .field("rdp_file", &self.rdp_file.as_ref().map(|_| "<redacted>"))
             .field("expires", &self.expires)
+            .field("node", &self.node)
             .finish()
     }
 }
 
+/// `host:port`, `[v6]:port` or a bare host; the host comes back without brackets.
 fn endpoint(text: &str) -> (String, Option<u16>) {
+    if let Some((host, port)) = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("]:"))
+    {
+        return (host.to_string(), port.parse().ok());
+    }
     match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {
             Ok(p) => (host.to_string(), Some(p)),
@@ -75,6 +88,17 @@ fn rdp_file(gateway: &str, login: &str, request: &AccessRequest) -> String {
     let mut text = lines.join("\r\n");
     text.push_str("\r\n");
     text
+}
+
+/// `host:port` of a session node's listener: the port it reported, else the usual one.
+fn node_endpoint(node: &Node, reported: Option<u16>, usual: u16) -> String {
+    let host = node.launch_host();
+    let port = reported.unwrap_or(usual);
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 impl Workflow {
@@ -123,23 +147,30 @@ impl Workflow {
                     .field("expires", expires.0),
             )
         })?;
-        let (host, port) = endpoint(
-            self.settings
-                .ssh_endpoint
-                .as_deref()
-                .unwrap_or("127.0.0.1:2222"),
-        );
+        let asset = self.store.get(&ASSETS, request.asset.as_str())?;
+        let node = match &asset {
+            Some(asset) => self.managing_node(asset)?,
+            None => None,
+        };
+        let (ssh_endpoint, rdp_endpoint) = match &node {
+            Some(node) => (
+                Some(node_endpoint(node, node.ssh_port, 2222)),
+                Some(node_endpoint(node, node.rdp_port, 3389)),
+            ),
+            None => (
+                self.settings.ssh_endpoint.clone(),
+                self.settings.rdp_endpoint.clone(),
+            ),
+        };
+        let (host, port) = endpoint(ssh_endpoint.as_deref().unwrap_or("127.0.0.1:2222"));
         let port = port.map(|p| format!("-p {p} ")).unwrap_or_default();
         let login = format!(
             "{ACCESS_OPTION}={token}@{}@{}@{}",
             actor.user.name, request.account, request.asset
         );
         let command = format!("ssh {port}{login}@{host}");
-        let has_rdp = self
-            .store
-            .get(&ASSETS, request.asset.as_str())?
-            .is_some_and(|a| a.rdp.is_some());
-        let rdp_file = match (&self.settings.rdp_endpoint, has_rdp) {
+        let has_rdp = asset.is_some_and(|a| a.rdp.is_some());
+        let rdp_file = match (&rdp_endpoint, has_rdp) {
             (Some(endpoint), true) => Some(rdp_file(endpoint, &login, &request)),
             _ => None,
         };
@@ -148,7 +179,38 @@ impl Workflow {
             command,
             rdp_file,
             expires,
+            node: node.map(|n| n.id.to_string()),
         })
+    }
+
+    /// The session node whose managed network holds `asset`'s address (the most specific
+    /// network), or `None` when no network does: then this gateway serves it. An asset named by
+    /// host name is matched by the addresses the name resolves to, and only when networks are
+    /// managed at all. A network whose node was removed from the cluster is an error: a string
+    /// pointing at it would not work.
+    fn managing_node(&self, asset: &Asset) -> Result<Option<Node>, WorkflowError> {
+        let networks = self.store.list(&NETWORKS)?;
+        if networks.is_empty() {
+            return Ok(None);
+        }
+        let addresses: Vec<IpAddr> = match asset.address.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (asset.address.as_str(), asset.port)
+                .to_socket_addrs()
+                .map(|found| found.map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+        };
+        let Some(managed) = addresses.iter().find_map(|ip| network_for(&networks, *ip)) else {
+            return Ok(None);
+        };
+        let node = self.store.get(&NODES, managed.node.as_str())?;
+        match node {
+            Some(node) if node.deleted.is_none() => Ok(Some(node)),
+            _ => Err(WorkflowError::Unavailable(format!(
+                "the network `{}` of asset `{}` is managed by session node `{}`, which is removed from the cluster; ask an administrator to relink it or move the network",
+                managed.network, asset.name, managed.node
+            ))),
+        }
     }
 
     /// Redeems an access token at connect time: it must exist, be unused and unexpired, belong
