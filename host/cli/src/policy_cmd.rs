@@ -82,6 +82,7 @@ fn facts(
             authenticated_with,
             ticket_verified: args.ticket_verified,
             time,
+            node: None,
         },
         channel,
     ))

@@ -186,6 +186,7 @@ fn facts(clock: &Clock) -> SessionFacts {
         authenticated_with: vec!["password".into()],
         ticket_verified: false,
         time: clock.parse("2026-11-24T10:00").unwrap(),
+        node: None,
     }
 }
 
@@ -210,6 +211,7 @@ fn build(d: &MemoryDirectory, user: &str, asset: &str, account: &str, f: &Sessio
         gateway: b.gateway("gw1").unwrap(),
         session: b.session(&f.session_id, &f.pairs).unwrap(),
         request: None,
+        node: None,
     };
     Built {
         entities: b.build().unwrap(),

@@ -101,6 +101,15 @@ pub struct SessionFacts {
     pub authenticated_with: Vec<String>,
     pub ticket_verified: bool,
     pub time: LocalTime,
+    /// The session node the session runs on (`None`: this process serves it).
+    pub node: Option<NodeFacts>,
+}
+
+/// A session node, as Cedar sees it (`Node`): its id and the networks it manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub id: String,
+    pub networks: Vec<String>,
 }
 
 fn entity(uid: &EntityUid) -> Value {
@@ -131,6 +140,7 @@ pub struct ContextRefs {
     pub gateway: EntityUid,
     pub session: EntityUid,
     pub request: Option<EntityUid>,
+    pub node: Option<EntityUid>,
 }
 
 /// `AccessContext` of the schema, as JSON.
@@ -144,8 +154,13 @@ pub fn access_value(facts: &SessionFacts, refs: &ContextRefs) -> Value {
         "authenticated_with": facts.authenticated_with,
         "ticket_verified": facts.ticket_verified,
     });
-    if let (Some(request), Some(map)) = (&refs.request, v.as_object_mut()) {
-        map.insert("request".into(), entity(request));
+    if let Some(map) = v.as_object_mut() {
+        if let Some(request) = &refs.request {
+            map.insert("request".into(), entity(request));
+        }
+        if let Some(node) = &refs.node {
+            map.insert("node".into(), entity(node));
+        }
     }
     v
 }

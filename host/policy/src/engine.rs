@@ -292,10 +292,15 @@ impl PolicyEngine {
                 }
                 None => None,
             };
+            let node = match &facts.node {
+                Some(node) => Some(builder.node(&node.id, &node.networks)?),
+                None => None,
+            };
             let refs = ContextRefs {
                 gateway: builder.gateway(&self.settings.gateway)?,
                 session: builder.session(&facts.session_id, &facts.pairs)?,
                 request,
+                node,
             };
             let entities = builder.build()?;
             Ok(SessionEntities {

@@ -267,6 +267,24 @@ impl EntityBuilder {
         Ok(me)
     }
 
+    /// The session node a session runs on, with the networks it manages.
+    pub fn node(&mut self, id: &str, networks: &[String]) -> Result<EntityUid, PolicyError> {
+        let me = uid(Kind::Node, id)?;
+        if self.seen.insert(me.clone()) {
+            let attrs = HashMap::from([
+                ("name".to_string(), s(id)),
+                (
+                    "networks".to_string(),
+                    RestrictedExpression::new_set(networks.iter().map(|n| s(n))),
+                ),
+            ]);
+            let entity = Entity::new(me.clone(), attrs, HashSet::new())
+                .map_err(|e| PolicyError::Internal(format!("entity: {e}")))?;
+            self.list.push(entity);
+        }
+        Ok(me)
+    }
+
     /// The session, tagged with the login's `key=value` pairs.
     pub fn session(
         &mut self,

@@ -17,7 +17,7 @@ pub mod load;
 pub mod scenario;
 pub mod schema;
 
-pub use context::{ChannelRequest, Clock, LocalTime, SessionFacts};
+pub use context::{ChannelRequest, Clock, LocalTime, NodeFacts, SessionFacts};
 pub use engine::{
     AdminAction, ChannelDecision, Denied, EngineSettings, MAX_APPROVALS, PolicyEngine, ReleaseKind,
     ReloadReport, TargetAuthorization,

@@ -38,13 +38,14 @@ pub enum Kind {
     AssetGroup,
     Account,
     Gateway,
+    Node,
     Session,
     AccessRequest,
     Action,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::User,
         Kind::Group,
         Kind::Application,
@@ -52,6 +53,7 @@ impl Kind {
         Kind::AssetGroup,
         Kind::Account,
         Kind::Gateway,
+        Kind::Node,
         Kind::Session,
         Kind::AccessRequest,
         Kind::Action,
@@ -66,6 +68,7 @@ impl Kind {
             Kind::AssetGroup => "AssetGroup",
             Kind::Account => "Account",
             Kind::Gateway => "Gateway",
+            Kind::Node => "Node",
             Kind::Session => "Session",
             Kind::AccessRequest => "AccessRequest",
             Kind::Action => "Action",

@@ -7,8 +7,8 @@ use gatehouse_core::{
     Account, Asset, AssetGroup, Grant, Group, HostKeyPolicy, Name, Principal, TargetSpec, User,
 };
 use gatehouse_policy::{
-    ChannelRequest, Clock, Denied, EngineSettings, PolicyEngine, ReleaseKind, RequestFacts,
-    SessionFacts,
+    ChannelRequest, Clock, Denied, EngineSettings, NodeFacts, PolicyEngine, ReleaseKind,
+    RequestFacts, SessionFacts,
 };
 use gatehouse_store::{ACCOUNTS, ASSET_GROUPS, ASSETS, GRANTS, GROUPS, Store, StoreError, USERS};
 use std::path::Path;
@@ -170,6 +170,7 @@ fn facts(engine: &PolicyEngine) -> SessionFacts {
         authenticated_with: vec!["password".into()],
         ticket_verified: false,
         time: engine.clock().now(),
+        node: None,
     }
 }
 
@@ -339,6 +340,56 @@ fn cluster_administration_is_a_cedar_decision() {
         .authorize_admin(&alice, AdminAction::ViewCluster, client)
         .unwrap();
     assert!(!decision.allowed, "deny by default");
+}
+
+/// A session on a session node carries the node (`context.node`, a `Node` with its networks) in
+/// the session's and the channels' contexts; a policy may name it.
+#[test]
+fn the_session_node_is_in_the_context() {
+    let f = fixture();
+    let e = &f.engine;
+    std::fs::write(
+        f.policy_dir.join("nodes.cedar"),
+        r#"
+@id("olga-through-sess-a")
+permit (principal == User::"olga", action == Action::"ssh_session", resource in AssetGroup::"prod")
+when { context has node && context.node == Node::"sess-a" && context.node.networks.contains("10.1.0.0/16") };
+
+@id("no-shell-on-sess-b")
+forbid (principal, action == Action::"ssh_shell", resource)
+when { context has node && context.node.name == "sess-b" };
+"#,
+    )
+    .unwrap();
+    e.reload().unwrap();
+    let on = |id: &str| SessionFacts {
+        node: Some(NodeFacts {
+            id: id.into(),
+            networks: vec!["10.1.0.0/16".into()],
+        }),
+        ..facts(e)
+    };
+    let olga = user("olga", &["on-call"]);
+    assert!(matches!(
+        e.authorize_session(&olga, &target(), facts(e)),
+        Err(Denied::NotPermitted { .. })
+    ));
+    let auth = e.authorize_session(&olga, &target(), on("sess-a")).unwrap();
+    assert_eq!(auth.reasons(), ["olga-through-sess-a"]);
+    assert!(matches!(
+        e.authorize_session(&olga, &target(), on("sess-b")),
+        Err(Denied::NotPermitted { .. })
+    ));
+    // Channels see the node too.
+    let alice = user("alice", &["dbas", "security-approvers"]);
+    let here = e.authorize_session(&alice, &target(), facts(e)).unwrap();
+    assert!(e.authorize_channel(&here, &ChannelRequest::Shell).permitted);
+    let there = e
+        .authorize_session(&alice, &target(), on("sess-b"))
+        .unwrap();
+    let shell = e.authorize_channel(&there, &ChannelRequest::Shell);
+    assert!(!shell.permitted);
+    assert_eq!(shell.reasons, ["no-shell-on-sess-b"]);
 }
 
 #[test]

@@ -233,6 +233,7 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
         authenticated_with: vec!["password".into()],
         ticket_verified: false,
         time: engine.clock().now(),
+        node: None,
     };
     let authorization =
         match engine.authorize_session(&World::user_record(spec.user.as_str()), &target, facts) {

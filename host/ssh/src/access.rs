@@ -49,6 +49,7 @@ impl SessionShared {
             authenticated_with: self.authenticated_with(),
             ticket_verified: self.ticket_verified.load(Ordering::Relaxed),
             time: self.services.policy.clock().now(),
+            node: None,
         }
     }
 

@@ -71,6 +71,7 @@ impl Workflow {
             authenticated_with: actor.authenticated_with.clone(),
             ticket_verified,
             time: self.policy.clock().now(),
+            node: None,
         }
     }
 

@@ -158,6 +158,7 @@ impl Session {
             authenticated_with: who.authenticated_with.clone(),
             ticket_verified: who.ticket_verified,
             time: self.services.policy.clock().now(),
+            node: None,
         }
     }
 
