@@ -41,6 +41,8 @@ fn api(
 struct SessionNode {
     dir: tempfile::TempDir,
     server: Option<Child>,
+    /// Where its SSH listener is, once serving.
+    ssh_port: u16,
 }
 
 impl SessionNode {
@@ -51,6 +53,7 @@ impl SessionNode {
                 .tempdir()
                 .unwrap(),
             server: None,
+            ssh_port: 0,
         }
     }
 
@@ -105,8 +108,10 @@ impl SessionNode {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        self.ssh_port = free_port();
+        let listen = format!("127.0.0.1:{}", self.ssh_port);
         let mut cmd = self.command();
-        cmd.args(["serve", "--role", "session"])
+        cmd.args(["serve", "--role", "session", "--ssh-listen", &listen])
             .env("RUST_LOG", TEST_LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -122,6 +127,13 @@ impl SessionNode {
             "session node did not start:\n{}",
             self.log_text()
         );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -746,4 +758,223 @@ fn access_strings_point_at_the_node_that_manages_the_asset() {
     );
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
+}
+
+/// SSH through a session node with real clients and a real sshd: the node authenticates the
+/// user, the control node decides the session and each channel (with the node in the Cedar
+/// context) and hands out the vault credential; the node dials, relays and records. A target
+/// outside the node's networks, an unknown target and a wrong password are refused with one
+/// line. With the control node stopped, a running session goes on and a new login is told why
+/// it cannot open.
+#[test]
+fn ssh_through_a_session_node_with_decisions_from_the_control_node() {
+    use support::ssh_client::{Client, assert_client_ok};
+    use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER};
+    use support::{OutputExt, TargetSshd, TestAccount, generate_keypair, public_key_path};
+
+    let scratch = tempfile::tempdir().unwrap();
+    let account = TestAccount::new("cl_node");
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut control = Gatehouse::init();
+    control.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
+    let (user_key, _) = generate_keypair(scratch.path(), "kim");
+    control.add_user_with_key("kim", &public_key_path(&user_key));
+    control.add_asset(ASSET, target.port(), &target.host_key());
+    // The same sshd under a second name and address: permitted, but no network of sess-a
+    // holds 127.0.0.2.
+    control.cli_ok(&[
+        "asset",
+        "add",
+        "far",
+        "--address",
+        "127.0.0.2",
+        "--port",
+        &target.port().to_string(),
+        "--host-key",
+        &target.host_key(),
+    ]);
+    for asset in [ASSET, "far"] {
+        let spec = format!("{}@{asset}", account.name);
+        control.add_account_with_password(&spec, &account.password);
+        control.grant_user(GATEWAY_USER, &spec);
+        control.grant_user("kim", &spec);
+    }
+    // Cedar sees the node: exec on sess-a is refused for `rm` commands.
+    std::fs::write(
+        control.data_dir().join("policies/nodes.cedar"),
+        r#"
+@id("no-rm-on-sess-a")
+forbid (principal, action == Action::"ssh_exec", resource)
+when { context has node && context.node == Node::"sess-a" && context.channel has command && context.channel.command like "rm *" };
+"#,
+    )
+    .unwrap();
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+    // The node reports its SSH port.
+    let reported = poll(Duration::from_secs(20), || {
+        let list = nodes(&control, false);
+        node_port(&list).then_some(list)
+    });
+    fn node_port(list: &[Value]) -> bool {
+        list.iter().any(|n| n["ssh_port"].as_u64().is_some())
+    }
+    assert!(reported.is_some(), "no ssh port reported");
+
+    let login = format!("{GATEWAY_USER}@{}@{ASSET}", account.name);
+    let client = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD);
+    let who = client.ssh("id -un; echo through-the-node");
+    assert!(
+        who.status.success(),
+        "exec through the node: {}\n--- node log ---\n{}\n--- control log ---\n{}",
+        who.describe(),
+        node.log_text(),
+        control.log_text()
+    );
+    assert_eq!(
+        who.stdout_text(),
+        format!("{}\nthrough-the-node\n", account.name)
+    );
+    // A key login, checked by the control node.
+    let kim = Client::key(
+        node.ssh_port,
+        format!("kim@{}@{ASSET}", account.name),
+        &user_key,
+    );
+    let out = kim.ssh("echo kim-was-here");
+    assert_client_ok("key login through the node", &out);
+    assert_eq!(out.stdout_text(), "kim-was-here\n");
+    // A channel the control node's policy refuses because of the node.
+    // (OpenSSH prints its own "exec request failed" and exits before it shows the gateway's
+    // line on stderr, as it does on a single gateway.)
+    let out = client.ssh("rm -f /tmp/nothing-here; echo ran");
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(!out.stdout_text().contains("ran"), "{}", out.describe());
+    assert!(
+        out.stderr_text().contains("exec request failed"),
+        "{}",
+        out.describe()
+    );
+
+    // Refusals, one line each.
+    let far = Client::password(
+        node.ssh_port,
+        format!("{GATEWAY_USER}@{}@far", account.name),
+        GATEWAY_PASSWORD,
+    );
+    let out = far.ssh("true");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains(
+            "not in a network session node `sess-a` manages; connect through the control node"
+        ),
+        "{}",
+        out.describe()
+    );
+    let unknown = Client::password(
+        node.ssh_port,
+        format!("{GATEWAY_USER}@{}@nowhere", account.name),
+        GATEWAY_PASSWORD,
+    );
+    let out = unknown.ssh("true");
+    assert!(
+        out.stderr_text()
+            .contains("is unknown or you are not permitted to use it"),
+        "{}",
+        out.describe()
+    );
+    let wrong = Client::password(node.ssh_port, &login, "not-the-password");
+    let out = wrong.ssh("true");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("Permission denied"),
+        "{}",
+        out.describe()
+    );
+
+    // The control node audited its decisions with the node and the policy ids; the node
+    // recorded the sessions in its own data directory.
+    let audit = control.audit();
+    let authorized: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["kind"] == "session_authorized")
+        .collect();
+    assert!(authorized.len() >= 3, "{audit:#?}");
+    assert_eq!(authorized[0]["fields"]["node"], "sess-a");
+    assert!(
+        authorized[0]["fields"]["policies"]
+            .as_array()
+            .is_some_and(|p| p
+                .iter()
+                .any(|id| id.as_str().is_some_and(|s| s.starts_with("grant:")))),
+        "{}",
+        authorized[0]
+    );
+    assert!(
+        audit.iter().any(|e| e["kind"] == "access_denied"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not in a network"))),
+        "{audit:#?}"
+    );
+    let recorded = std::fs::read_dir(node.dir.path().join("recordings"))
+        .unwrap()
+        .count();
+    assert!(recorded >= 2, "{recorded} recordings on the node");
+    assert!(!node.dir.path().join("master.key").exists());
+
+    // The control node goes away: a running session goes on, a new login is told why not.
+    let running_client = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD);
+    let running =
+        std::thread::spawn(move || running_client.ssh("echo started; sleep 4; echo still-here"));
+    poll(Duration::from_secs(20), || {
+        control
+            .audit()
+            .iter()
+            .filter(|e| e["kind"] == "session_authorized")
+            .count()
+            .gt(&authorized.len())
+            .then_some(())
+    })
+    .expect("the running session was authorized");
+    std::thread::sleep(Duration::from_millis(500));
+    control.stop_server();
+    let out = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD).ssh("true");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("cannot reach its control node"),
+        "{}",
+        out.describe()
+    );
+    let out = running.join().unwrap();
+    assert_client_ok("the session running while the control node went away", &out);
+    assert_eq!(out.stdout_text(), "started\nstill-here\n");
+    node.stop();
+    let log = node.log_text();
+    assert!(
+        !log.contains(&account.password),
+        "the vault password in the node's log"
+    );
+    assert!(
+        !log.contains(GATEWAY_PASSWORD),
+        "a user's password in the node's log"
+    );
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;
 use gatehouse_policy::PolicyEngine;
-use gatehouse_ssh::{GatewayConfig, Services};
+use gatehouse_ssh::{Authority, GatewayConfig, LocalAuthority, Services};
 use gatehouse_store::Store;
 use gatehouse_vault::{KeySource, Vault};
 use std::net::SocketAddr;
@@ -61,7 +61,7 @@ pub fn run(
     ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
 ) -> Result<()> {
     if listen.cluster.role == Role::Session {
-        return run_session_node(dir);
+        return run_session_node(dir, &listen);
     }
     dir.require_initialised()?;
     for (path, mode) in dir.make_private()? {
@@ -158,14 +158,30 @@ pub fn run(
                 auditor: Auditor::new(store.clone()),
             })),
         );
+        let aa_plugins = plugins.clone();
+        let sessions_for_nodes = Arc::new(gatehouse_cluster::SessionAuthority::new(
+            store.clone(),
+            Arc::new(Auditor::new(store.clone())),
+            authenticator.clone(),
+            engine.clone(),
+            vault.clone(),
+            Some(workflow.clone()),
+            Arc::new(move || {
+                aa_plugins
+                    .as_ref()
+                    .is_some_and(|p| !p.aa_plugins().is_empty())
+            }),
+        ));
         let services = Arc::new(Services {
             store: store.clone(),
-            vault: vault.clone(),
-            authenticator: authenticator.clone(),
-            policy: engine.clone(),
-            plugins,
             auditor: group_auditor,
-            workflow: Some(workflow.clone()),
+            authority: Authority::Local(LocalAuthority {
+                vault: vault.clone(),
+                authenticator: authenticator.clone(),
+                policy: engine.clone(),
+                plugins,
+                workflow: Some(workflow.clone()),
+            }),
         });
         let (api, draining) = start_api(
             dir,
@@ -199,7 +215,8 @@ pub fn run(
             in_server: true,
         });
         let socket_path = dir.admin_socket();
-        let cluster = start_cluster_port(&listen.cluster, &store, &admin).await?;
+        let cluster =
+            start_cluster_port(&listen.cluster, &store, &admin, sessions_for_nodes).await?;
         if let Some(ready) = ready {
             ready(bound);
         }
@@ -264,6 +281,7 @@ async fn start_cluster_port(
     cluster: &ClusterListen,
     store: &Arc<Store>,
     admin: &Arc<AdminContext>,
+    sessions: Arc<gatehouse_cluster::SessionAuthority>,
 ) -> Result<ClusterFuture> {
     let listen = match (cluster.role, cluster.listen) {
         (_, Some(address)) => address,
@@ -285,12 +303,15 @@ async fn start_cluster_port(
     if !listen.ip().is_unspecified() && !names.contains(&listen.ip().to_string()) {
         names.push(listen.ip().to_string());
     }
-    let control = Arc::new(gatehouse_cluster::Control::new(
-        store.clone(),
-        Arc::new(Auditor::new(store.clone())),
-        ca,
-        env!("CARGO_PKG_VERSION"),
-    ));
+    let control = Arc::new(
+        gatehouse_cluster::Control::new(
+            store.clone(),
+            Arc::new(Auditor::new(store.clone())),
+            ca,
+            env!("CARGO_PKG_VERSION"),
+        )
+        .with_sessions(sessions),
+    );
     Ok(Box::pin(async move {
         control
             .serve(listener, &names, std::future::pending::<()>())
@@ -298,9 +319,11 @@ async fn start_cluster_port(
     }))
 }
 
-/// `serve --role session`: a node joined with `gatehouse join`. It reports to its control node
-/// (status, listeners, version) until stopped.
-fn run_session_node(dir: &DataDir) -> Result<()> {
+/// `serve --role session`: a node joined with `gatehouse join`. It serves SSH with every login,
+/// session and channel decided by its control node, records the sessions in its own data
+/// directory (a local store with no user, policy or secret in it, and the recordings), and
+/// reports to the control node (status, listeners, version) until stopped.
+fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let cluster_dir = gatehouse_cluster::node::cluster_dir(dir.root());
     let identity = gatehouse_cluster::NodeIdentity::load(&cluster_dir)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -310,26 +333,85 @@ fn run_session_node(dir: &DataDir) -> Result<()> {
             dir.root().display()
         )
     })?;
+    for (path, mode) in dir.make_private()? {
+        tracing::warn!(
+            path = %path.display(),
+            was = %format!("{mode:04o}"),
+            "the data directory must be private to the service user: removed group and other access"
+        );
+    }
     let client = identity.client()?;
-    tracing::info!(
-        node = %identity.node_id,
-        control = %identity.control,
-        certificate = %identity.thumbprint(),
-        "session node started"
-    );
-    let beat = gatehouse_cluster::wire::Heartbeat {
-        ssh_port: None,
-        rdp_port: None,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname: crate::node_cmd::hostname(),
-    };
+    // The node's own SSH host key, made at its first start.
+    let host_key_path = dir.host_key();
+    if !host_key_path.exists() {
+        if let Some(parent) = host_key_path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating `{}`", parent.display()))?;
+        }
+        let key = crate::datadir::generate_host_key()?;
+        let text = key
+            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .context("encoding the host key")?;
+        crate::datadir::write_private_file(&host_key_path, text.as_bytes())?;
+        tracing::info!(path = %host_key_path.display(), "made this node's SSH host key");
+    }
+    let host_keys = dir.load_host_keys()?;
+    let store = Arc::new(Store::open(&dir.store())?);
+    for session in gatehouse_audit::close_interrupted_sessions(
+        &Auditor::new(store.clone()),
+        &dir.recordings(),
+    )? {
+        tracing::warn!(session = %session.id, user = %session.user, "a session left open by the last stop was closed as interrupted");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
+    let ssh_listen = listen.ssh;
+    let grace = listen.shutdown_grace;
     runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(ssh_listen)
+            .await
+            .with_context(|| format!("listening on {ssh_listen}"))?;
+        let bound = listener.local_addr()?;
+        let services = Arc::new(Services {
+            store: store.clone(),
+            auditor: Auditor::with_group_commit(store.clone())?,
+            authority: Authority::Remote(client.clone()),
+        });
+        let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
+        let shutdown = gatehouse_ssh::Shutdown::new();
+        tracing::info!(
+            node = %identity.node_id,
+            control = %identity.control,
+            certificate = %identity.thumbprint(),
+            ssh = %bound,
+            "session node started"
+        );
+        let beat = gatehouse_cluster::wire::Heartbeat {
+            ssh_port: Some(bound.port()),
+            rdp_port: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: crate::node_cmd::hostname(),
+        };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        gatehouse_cluster::node::heartbeat_loop(client, beat, async {
-            shutdown_signal().await;
-        })
-        .await;
+        let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
+        let heartbeat =
+            gatehouse_cluster::node::heartbeat_loop(client, beat, std::future::pending::<()>());
+        tokio::pin!(ssh, heartbeat);
+        tokio::select! {
+            result = &mut ssh => result.context("SSH gateway")?,
+            () = &mut heartbeat => {}
+            _ = shutdown_signal() => {
+                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new SSH connections; running sessions are told and closed when the grace period ends");
+                shutdown.begin(grace);
+                tokio::select! {
+                    result = &mut ssh => result.context("SSH gateway")?,
+                    _ = shutdown_signal() => tracing::warn!("second stop signal: stopping now"),
+                }
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -350,13 +432,16 @@ fn start_rdp(
             Ok(())
         }));
     };
+    let Some(local) = services.local() else {
+        anyhow::bail!("RDP is served by processes that hold the vault (role all or control)");
+    };
     let rdp = Arc::new(crate::rdp_glue::RdpServices {
         store: services.store.clone(),
-        vault: services.vault.clone(),
-        authenticator: services.authenticator.clone(),
-        policy: services.policy.clone(),
-        plugins: services.plugins.clone(),
-        workflow: services.workflow.clone(),
+        vault: local.vault.clone(),
+        authenticator: local.authenticator.clone(),
+        policy: local.policy.clone(),
+        plugins: local.plugins.clone(),
+        workflow: local.workflow.clone(),
         auditor: services.auditor.clone(),
         recordings: dir.recordings(),
         steer_for_recording,

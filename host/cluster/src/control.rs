@@ -2,6 +2,7 @@
 //! edits, soft and hard deletes), managed networks, and the cluster port's accept loop.
 
 use crate::ClusterError;
+use crate::authority::SessionAuthority;
 use crate::pki::{ClusterCa, Thumbprint};
 use crate::tls;
 use crate::wire::{
@@ -123,6 +124,8 @@ pub struct Control {
     ca: ClusterCa,
     version: String,
     refusals: JoinThrottle,
+    /// Decides sessions for session nodes; without it their session calls are refused.
+    sessions: Option<Arc<SessionAuthority>>,
 }
 
 /// Refused joins per source address: past [`JoinThrottle::LIMIT`] in a minute an address is
@@ -185,7 +188,14 @@ impl Control {
             ca,
             version: version.to_string(),
             refusals: JoinThrottle::default(),
+            sessions: None,
         }
+    }
+
+    /// Serves session nodes' logins, session and channel decisions with `authority`.
+    pub fn with_sessions(mut self, authority: Arc<SessionAuthority>) -> Self {
+        self.sessions = Some(authority);
+        self
     }
 
     pub fn ca(&self) -> &ClusterCa {
@@ -193,14 +203,47 @@ impl Control {
     }
 
     /// Answers one call.
-    pub fn handle(&self, peer: &Peer, call: NodeCall) -> ControlAnswer {
+    pub async fn handle(&self, peer: &Peer, call: NodeCall) -> ControlAnswer {
         let answer = match call {
             NodeCall::Join(request) => self.join(peer, request).map(ControlAnswer::Joined),
             NodeCall::Heartbeat(beat) => self
                 .heartbeat(peer, beat)
                 .map(|()| ControlAnswer::HeartbeatOk),
+            session_call => self.session_call(peer, session_call).await,
         };
         answer.unwrap_or_else(ControlAnswer::Refused)
+    }
+
+    /// A member node's call about one of its sessions.
+    async fn session_call(&self, peer: &Peer, call: NodeCall) -> Result<ControlAnswer, Refusal> {
+        let node = self.member(peer)?;
+        let Some(sessions) = &self.sessions else {
+            return Err(Refusal::new(
+                RefusalKind::NotServed,
+                "this control node does not serve sessions for nodes",
+            ));
+        };
+        match call {
+            NodeCall::Authenticate(call) => sessions
+                .authenticate(&node, call)
+                .await
+                .map(ControlAnswer::Authenticated),
+            NodeCall::Authorize(call) => sessions
+                .authorize(peer, &node, call)
+                .map(|granted| ControlAnswer::Granted(Box::new(granted))),
+            NodeCall::Channel(call) => sessions
+                .channel(&node, call)
+                .map(ControlAnswer::ChannelDecided),
+            NodeCall::PinHostKey(call) => sessions
+                .pin_host_key(&node, call)
+                .map(ControlAnswer::HostKey),
+            NodeCall::SessionEnded(call) => sessions
+                .session_ended(&node, &call.grant)
+                .map(|()| ControlAnswer::Done),
+            NodeCall::Join(_) | NodeCall::Heartbeat(_) => {
+                Err(Refusal::new(RefusalKind::BadCall, "not a session call"))
+            }
+        }
     }
 
     fn internal(&self, error: impl std::fmt::Display) -> Refusal {
@@ -505,7 +548,7 @@ impl Control {
                     }
                     Ok(Ok(call)) => call,
                 };
-            let answer = self.handle(&peer, call);
+            let answer = self.handle(&peer, call).await;
             wire::write_frame(&mut tls, answer).await?;
         }
     }

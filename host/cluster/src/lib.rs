@@ -8,15 +8,19 @@
 //! rcgen and the cluster's rustls configuration; the store records are `gatehouse_core::Node`,
 //! `JoinToken` and `ManagedNetwork`. docs/cluster.md describes the whole.
 
+pub mod authority;
 pub mod control;
 pub mod node;
 pub mod pki;
+pub mod remote;
 pub mod tls;
 pub mod wire;
 
+pub use authority::SessionAuthority;
 pub use control::{Control, NodeAdminError, Peer};
 pub use node::{ControlClient, JoinOptions, NodeIdentity};
 pub use pki::{ClusterCa, NodeKey, Thumbprint};
+pub use remote::RemotePermit;
 pub use wire::{Refusal, RefusalKind};
 
 impl From<Refusal> for ClusterError {

@@ -5,6 +5,7 @@ use crate::ClusterError;
 use gatehouse_core::SecretString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 /// The protocol version this build speaks. A peer with another version is refused with a
 /// message naming both.
@@ -21,6 +22,146 @@ pub enum NodeCall {
     Join(JoinRequest),
     /// "I am alive": the node's listeners, version and load.
     Heartbeat(Heartbeat),
+    /// A user logging in at the node: their gateway password or public key.
+    Authenticate(Authenticate),
+    /// May the logged-in user open this session? On a permit: the grant and the credential.
+    Authorize(Authorize),
+    /// A channel or channel request inside a granted session.
+    Channel(ChannelCall),
+    /// A target presented its host key for the first time (trust on first use).
+    PinHostKey(PinHostKey),
+    /// A granted session ended; the control node forgets the grant.
+    SessionEnded(SessionEnded),
+}
+
+/// A login at a session node. Answered with [`ControlAnswer::Authenticated`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Authenticate {
+    /// The session id the node gave the connection.
+    pub session: String,
+    /// The user's address (`ip:port`).
+    pub client: String,
+    /// The gateway user name (the part of the login before the target).
+    pub user: String,
+    pub proof: LoginProof,
+}
+
+/// What the user proved themselves with.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum LoginProof {
+    Password {
+        #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+        password: SecretString,
+    },
+    /// The public key the client signed with (the node checked the signature), as an OpenSSH
+    /// line.
+    PublicKey { key: String },
+}
+
+/// A user authenticated by the control node: their name and groups (never a hash or a key),
+/// and a single-use ticket that [`Authorize`] must present, so a node can only ask for
+/// sessions of users who logged in through it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Authenticated {
+    pub user: String,
+    pub groups: Vec<String>,
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub ticket: SecretString,
+}
+
+/// A session decision asked by a node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Authorize {
+    pub session: String,
+    pub client: String,
+    /// "ssh" (RDP later).
+    pub protocol: String,
+    /// The in-band login as the user typed it (`[key=value@]...USER@ACCOUNT@ASSET`).
+    pub login: String,
+    /// From [`Authenticated`].
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub ticket: SecretString,
+    /// "password" or "publickey".
+    pub method: String,
+}
+
+/// A permitted session: what the node needs to dial and log in, and the grant id its later
+/// calls name. The credential travels only here, over the cluster's mutual TLS; the node keeps
+/// it in memory until the target login is done.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Granted {
+    pub grant: String,
+    pub asset: gatehouse_core::Asset,
+    pub account: String,
+    /// The ids of the policies that permitted the session.
+    pub policies: Vec<String>,
+    /// The access request the session runs under, if any.
+    pub request: Option<String>,
+    pub credential: WireCredential,
+}
+
+/// A target credential on the wire (redacted in `Debug`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WireCredential {
+    #[serde(
+        default,
+        serialize_with = "expose_option",
+        deserialize_with = "conceal_option"
+    )]
+    pub password: Option<SecretString>,
+    #[serde(
+        default,
+        serialize_with = "expose_option",
+        deserialize_with = "conceal_option"
+    )]
+    pub private_key: Option<SecretString>,
+}
+
+/// One SSH channel or channel request to decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireChannel {
+    Shell,
+    Exec { command: String },
+    Subsystem { name: String },
+    DirectTcpip { host: String, port: u32 },
+    ForwardedTcpip { host: String, port: u32 },
+    X11,
+    Agent,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChannelCall {
+    pub grant: String,
+    pub channel: WireChannel,
+}
+
+/// A channel decision, with the policies that made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelVerdict {
+    pub permitted: bool,
+    pub reasons: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PinHostKey {
+    pub grant: String,
+    /// The key the target presented, as an OpenSSH line.
+    pub key: String,
+}
+
+/// `None`: the presented key is now pinned; `Some(key)`: another connection pinned this one
+/// first (the node compares).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostKeyPinned {
+    pub pinned: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub grant: String,
 }
 
 /// A node's request to join.
@@ -55,6 +196,11 @@ pub struct Heartbeat {
 pub enum ControlAnswer {
     Joined(Joined),
     HeartbeatOk,
+    Authenticated(Authenticated),
+    Granted(Box<Granted>),
+    ChannelDecided(ChannelVerdict),
+    HostKey(HostKeyPinned),
+    Done,
     Refused(Refusal),
 }
 
@@ -89,6 +235,19 @@ pub enum RefusalKind {
     NotAMember,
     /// Too many refused joins from the caller's address lately.
     Throttled,
+    /// A user's password or key was wrong (or the user is unknown: the same answer).
+    LoginFailed,
+    /// Policy does not permit the session (or the target does not exist: the same answer).
+    NotPermitted,
+    /// The target is permitted but outside the networks this node manages.
+    OutsideNetworks,
+    /// The access string's token is unknown, used or expired.
+    AccessToken,
+    /// The control node does not serve this to session nodes (a credential-store plugin, a
+    /// held request, AA plugins).
+    NotServed,
+    /// A grant or ticket the control node does not know (it restarted, or the grant ended).
+    UnknownGrant,
     Version,
     BadCall,
     Internal,
@@ -118,6 +277,22 @@ fn conceal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretString, D
     String::deserialize(deserializer).map(SecretString::new)
 }
 
+fn expose_option<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose()),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn conceal_option<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretString>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(|o| o.map(SecretString::new))
+}
+
 /// Writes one frame: a 4-byte big-endian length and the JSON envelope.
 pub async fn write_frame<W, T>(writer: &mut W, body: T) -> Result<(), ClusterError>
 where
@@ -128,8 +303,11 @@ where
         version: PROTOCOL_VERSION,
         body,
     };
-    let bytes = serde_json::to_vec(&envelope)
-        .map_err(|e| ClusterError::Protocol(format!("cannot encode a frame: {e}")))?;
+    // Frames may carry a password or a key: the buffers are wiped after use.
+    let bytes = Zeroizing::new(
+        serde_json::to_vec(&envelope)
+            .map_err(|e| ClusterError::Protocol(format!("cannot encode a frame: {e}")))?,
+    );
     if bytes.len() > MAX_FRAME {
         return Err(ClusterError::Protocol(format!(
             "a frame of {} bytes is over the {MAX_FRAME}-byte limit",
@@ -158,7 +336,7 @@ where
             "the peer sent a frame of {length} bytes, over the {MAX_FRAME}-byte limit"
         )));
     }
-    let mut bytes = vec![0u8; length];
+    let mut bytes = Zeroizing::new(vec![0u8; length]);
     reader.read_exact(&mut bytes).await?;
     #[derive(Deserialize)]
     struct Version {

@@ -309,6 +309,8 @@ pub enum AuditKind {
     NodeJoinRefused,
     /// An administrative action over the API was decided (`allowed`, policy ids).
     AdminDecision,
+    /// The control node permitted a session on a session node (policy ids, the node).
+    SessionAuthorized,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

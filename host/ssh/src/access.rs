@@ -10,7 +10,9 @@
 //! A session opened under a request ends when the request does (revoked, expired, checked in).
 
 use crate::messages::Refusal;
+use crate::permit::Permit;
 use crate::session::SessionShared;
+use crate::{Authority, LocalAuthority};
 use gatehouse_core::{
     AccessKind, AccessRequest, AuditKind, LoginSpec, RequestState, TargetSpec, User,
 };
@@ -40,7 +42,7 @@ fn minutes_text(d: std::time::Duration) -> String {
 }
 
 impl SessionShared {
-    pub(crate) fn facts(&self, login: &LoginSpec) -> SessionFacts {
+    pub(crate) fn facts(&self, local: &LocalAuthority, login: &LoginSpec) -> SessionFacts {
         SessionFacts {
             session_id: self.id.clone(),
             protocol: "ssh".into(),
@@ -48,7 +50,7 @@ impl SessionShared {
             pairs: login.options.clone(),
             authenticated_with: self.authenticated_with(),
             ticket_verified: self.ticket_verified.load(Ordering::Relaxed),
-            time: self.services.policy.clock().now(),
+            time: local.policy.clock().now(),
             node: None,
         }
     }
@@ -82,26 +84,43 @@ impl SessionShared {
 
     fn with_request(
         &self,
+        local: &LocalAuthority,
         user: &User,
         login: &LoginSpec,
         target: &TargetSpec,
         request: &AccessRequest,
     ) -> Result<TargetAuthorization, Refusal> {
         let facts = RequestFacts::of(request);
-        self.services
+        local
             .policy
-            .authorize_session_with(user, target, self.facts(login), Some(&facts))
+            .authorize_session_with(user, target, self.facts(local, login), Some(&facts))
             .map_err(|denied| self.audit_denial(target, denied))
     }
 
-    /// Decides the session; returns the permit and the request it was opened under.
+    /// Decides the session; returns the permit and the id of the request it was opened under.
     pub(crate) async fn authorize(
         self: &Arc<Self>,
         user: &User,
         login: &LoginSpec,
         target: &TargetSpec,
+    ) -> Result<(Permit, Option<String>), Refusal> {
+        match &self.services.authority {
+            Authority::Local(local) => {
+                let (permit, request) = self.authorize_local(local, user, login, target).await?;
+                Ok((Permit::Local(Box::new(permit)), request.map(|r| r.id)))
+            }
+            Authority::Remote(control) => self.authorize_remote(control, login, target).await,
+        }
+    }
+
+    async fn authorize_local(
+        self: &Arc<Self>,
+        local: &LocalAuthority,
+        user: &User,
+        login: &LoginSpec,
+        target: &TargetSpec,
     ) -> Result<(TargetAuthorization, Option<AccessRequest>), Refusal> {
-        let workflow = self.services.workflow.clone();
+        let workflow = local.workflow.clone();
         if let Some(token) = option(login, ACCESS_OPTION) {
             let Some(workflow) = &workflow else {
                 return Err(Refusal::AccessToken);
@@ -109,13 +128,12 @@ impl SessionShared {
             let request = workflow
                 .redeem_access_token(user, token, target, &self.id, &self.client.to_string())
                 .map_err(|_| Refusal::AccessToken)?;
-            let permit = self.with_request(user, login, target, &request)?;
+            let permit = self.with_request(local, user, login, target, &request)?;
             return Ok((permit, Some(request)));
         }
-        let direct = self
-            .services
+        let direct = local
             .policy
-            .authorize_session(user, target, self.facts(login));
+            .authorize_session(user, target, self.facts(local, login));
         let denied = match direct {
             Ok(permit) => return Ok((permit, None)),
             Err(denied @ Denied::NotPermitted { .. }) => denied,
@@ -126,7 +144,7 @@ impl SessionShared {
         };
         match workflow.usable_session_request(&user.name, target) {
             Ok(Some(request)) => {
-                let permit = self.with_request(user, login, target, &request)?;
+                let permit = self.with_request(local, user, login, target, &request)?;
                 return Ok((permit, Some(request)));
             }
             Ok(None) => {}
@@ -181,7 +199,7 @@ impl SessionShared {
         } else {
             request
         };
-        let permit = self.with_request(user, login, target, &request)?;
+        let permit = self.with_request(local, user, login, target, &request)?;
         Ok((permit, Some(request)))
     }
 
@@ -262,7 +280,7 @@ impl SessionShared {
 
     /// Ends the session when its request ends (revoked, expired, checked in).
     pub(crate) fn watch_request(self: &Arc<Self>, request_id: String) {
-        let Some(workflow) = self.services.workflow.clone() else {
+        let Some(workflow) = self.services.local().and_then(|l| l.workflow.clone()) else {
             return;
         };
         workflow.session_started(&request_id, &self.id);

@@ -10,8 +10,10 @@ mod access;
 mod drain;
 mod forward;
 mod messages;
+mod permit;
 mod record;
 mod relay;
+mod remote;
 mod server;
 mod session;
 pub mod target;
@@ -36,16 +38,48 @@ pub(crate) const SOCKET_READ_BUFFER: usize = 64 * 1024;
 
 /// Everything a session needs from the rest of Gatehouse.
 pub struct Services {
+    /// Where sessions are recorded and audited: the gateway's store (on a session node, its own
+    /// local store, which holds no user, policy or secret).
     pub store: Arc<Store>,
+    pub auditor: Auditor,
+    /// Who authenticates users, decides sessions and channels, and gives out credentials.
+    pub authority: Authority,
+}
+
+/// Who decides.
+pub enum Authority {
+    /// This process holds the users, the policies and the vault (`serve --role all|control`).
+    Local(LocalAuthority),
+    /// A session node: the control node authenticates the users, decides every session and
+    /// channel with Cedar, and hands out the target credential with the permit.
+    Remote(gatehouse_cluster::ControlClient),
+}
+
+/// The deciding services of a gateway that holds them.
+pub struct LocalAuthority {
     pub vault: Arc<Vault>,
     pub authenticator: Arc<Authenticator>,
     /// Every access decision: session open and each channel.
     pub policy: Arc<PolicyEngine>,
     /// The enabled plugins (AA hooks in the login, credential stores, ticketing).
     pub plugins: Option<gatehouse_plugin_host::PluginHost>,
-    pub auditor: Auditor,
     /// Access requests: sessions held for approval, access strings, sessions under requests.
     pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
+}
+
+impl Services {
+    /// The local deciding services, unless this is a session node.
+    pub fn local(&self) -> Option<&LocalAuthority> {
+        match &self.authority {
+            Authority::Local(local) => Some(local),
+            Authority::Remote(_) => None,
+        }
+    }
+
+    /// The enabled plugins (none on a session node).
+    pub fn plugins(&self) -> Option<&gatehouse_plugin_host::PluginHost> {
+        self.local().and_then(|l| l.plugins.as_ref())
+    }
 }
 
 /// Settings of the SSH gateway.

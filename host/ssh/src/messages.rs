@@ -30,6 +30,11 @@ pub enum Refusal {
     },
     /// An administrator turned the service off.
     ServiceDisabled(String),
+    /// The control node refused with a reason the user may see (a target outside this session
+    /// node's networks, a feature served by the control node only).
+    Cluster(String),
+    /// A session node cannot reach its control node.
+    ControlUnreachable,
     /// Anything else: the detail is in the audit trail under the session id.
     Internal {
         session: String,
@@ -70,7 +75,12 @@ impl Refusal {
             Refusal::RequestNotGranted { id, why } => {
                 format!("gatehouse: access request {id} was not granted: {why}")
             }
-            Refusal::ServiceDisabled(message) => format!("gatehouse: {message}"),
+            Refusal::ServiceDisabled(message) | Refusal::Cluster(message) => {
+                format!("gatehouse: {message}")
+            }
+            Refusal::ControlUnreachable => "gatehouse: this session node cannot reach its control \
+                 node, so new sessions cannot open (running ones go on); try again later"
+                .to_string(),
             Refusal::Internal { session } => {
                 format!("gatehouse: internal error; it was logged as session {session}")
             }

@@ -157,10 +157,7 @@ pub(crate) async fn run_session_channel(
         },
         Start::Subsystem(name) => ChannelRequest::Subsystem { name: name.clone() },
     };
-    let decision = shared
-        .services
-        .policy
-        .authorize_channel(&target.authorization, &request);
+    let decision = shared.decide_channel(&target, &request).await;
     let description = match &start {
         Start::Shell => "shell".to_string(),
         Start::Exec(cmd) => format!("exec `{cmd}`"),

@@ -2,8 +2,10 @@
 //! replies that must be given synchronously.
 
 use crate::messages::Refusal;
+use crate::remote::LoginRefused;
 use crate::session::SessionShared;
-use crate::{GatewayConfig, Services, aa, forward, relay};
+use crate::{Authority, GatewayConfig, Services, aa, forward, relay};
+use gatehouse_cluster::wire::LoginProof;
 use gatehouse_core::{AuditKind, LoginSpec};
 use gatehouse_plugin_host::SessionCookies;
 use gatehouse_plugin_host::login::{Next, PendingLogin};
@@ -213,10 +215,7 @@ struct ClientHandler {
 
 /// The plugin host, when at least one AA plugin is enabled.
 fn aa_plugins(services: &Services) -> Option<&gatehouse_plugin_host::PluginHost> {
-    services
-        .plugins
-        .as_ref()
-        .filter(|p| !p.aa_plugins().is_empty())
+    services.plugins().filter(|p| !p.aa_plugins().is_empty())
 }
 
 fn keyboard_interactive_next() -> Auth {
@@ -254,6 +253,50 @@ impl ClientHandler {
                 )
                 .client(self.shared.client.to_string()),
         );
+    }
+
+    /// The gateway password of `name`: checked here, or by the control node on a session node.
+    async fn check_password(
+        &self,
+        name: &gatehouse_core::Name,
+        password: &str,
+    ) -> Result<gatehouse_core::User, LoginRefused> {
+        match &self.shared.services.authority {
+            Authority::Local(local) => {
+                let authenticator = local.authenticator.clone();
+                let name = name.clone();
+                let password = Zeroizing::new(password.to_string());
+                let verified = tokio::task::spawn_blocking(move || {
+                    authenticator.verify_password(&name, &password)
+                })
+                .await;
+                match verified {
+                    Ok(checked) => checked.map_err(|e| LoginRefused::Rejected(e.to_string())),
+                    Err(e) => Err(LoginRefused::Unavailable {
+                        audit: format!("password check failed: {e}"),
+                        user_line: format!(
+                            "gatehouse: internal error; it was logged as session {}",
+                            self.shared.id
+                        ),
+                    }),
+                }
+            }
+            Authority::Remote(control) => {
+                let proof = LoginProof::Password {
+                    password: gatehouse_core::SecretString::new(password.to_string()),
+                };
+                self.shared.authenticate_remote(control, name, proof).await
+            }
+        }
+    }
+
+    /// The login could not be decided (the control node is away, or refused for a reason the
+    /// user may read): audited, the line shown, no failed try counted against the user.
+    fn unavailable(&mut self, username: &str, audit: String, user_line: String) {
+        self.login_failed(username, audit);
+        if !self.auth_banner_sent && self.auth_banner.is_none() {
+            self.auth_banner = Some(format!("{user_line}\r\n"));
+        }
     }
 
     fn parse(&mut self, username: &str) -> Option<LoginSpec> {
@@ -336,11 +379,7 @@ impl ClientHandler {
     /// Decides a forwarding-type channel or request; audits the decision either way.
     async fn forwarding_permitted(&self, request: ChannelRequest, detail: String) -> bool {
         let decision = match self.shared.target().await {
-            Ok(target) => self
-                .shared
-                .services
-                .policy
-                .authorize_channel(&target.authorization, &request),
+            Ok(target) => self.shared.decide_channel(&target, &request).await,
             Err(_) => return false,
         };
         let audit_kind = if decision.permitted {
@@ -436,16 +475,10 @@ impl russh::server::Handler for ClientHandler {
             }
             return Ok(Self::reject());
         }
-        let authenticator = self.shared.services.authenticator.clone();
-        let name = login.user.clone();
-        let password = Zeroizing::new(password.to_string());
-        let verified =
-            tokio::task::spawn_blocking(move || authenticator.verify_password(&name, &password))
-                .await;
-        match verified {
-            Ok(Ok(found)) => Ok(self.first_factor_ok(found, login, "password").await),
-            Ok(Err(e)) => {
-                self.login_failed(user, e.to_string());
+        match self.check_password(&login.user, password).await {
+            Ok(found) => Ok(self.first_factor_ok(found, login, "password").await),
+            Err(LoginRefused::Rejected(detail)) => {
+                self.login_failed(user, detail);
                 self.throttle.failed(source);
                 self.password_failures += 1;
                 // Like OpenSSH, a mistyped password may be typed again (three tries per
@@ -459,8 +492,8 @@ impl russh::server::Handler for ClientHandler {
                     Ok(Self::reject())
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "password check panicked");
+            Err(LoginRefused::Unavailable { audit, user_line }) => {
+                self.unavailable(user, audit, user_line);
                 Ok(Self::reject())
             }
         }
@@ -478,9 +511,12 @@ impl russh::server::Handler for ClientHandler {
                 return Ok(Self::reject());
             }
         };
-        let known = self
-            .shared
-            .services
+        let local = match &self.shared.services.authority {
+            Authority::Local(local) => local,
+            // The control node checks the key once the client has signed with it.
+            Authority::Remote(_) => return Ok(Auth::Accept),
+        };
+        let known = local
             .authenticator
             .verify_public_key(&login.user, offer.public_key);
         match known {
@@ -504,15 +540,32 @@ impl russh::server::Handler for ClientHandler {
         let Some(login) = self.parse(user) else {
             return Ok(Self::reject());
         };
-        match self
-            .shared
-            .services
-            .authenticator
-            .verify_public_key(&login.user, key.public_key)
-        {
+        let checked = match &self.shared.services.authority {
+            Authority::Local(local) => local
+                .authenticator
+                .verify_public_key(&login.user, key.public_key)
+                .map_err(|e| LoginRefused::Rejected(e.to_string())),
+            Authority::Remote(control) => match key.public_key.to_openssh() {
+                Ok(line) => {
+                    self.shared
+                        .authenticate_remote(
+                            control,
+                            &login.user,
+                            LoginProof::PublicKey { key: line },
+                        )
+                        .await
+                }
+                Err(e) => Err(LoginRefused::Rejected(format!("unusable key: {e}"))),
+            },
+        };
+        match checked {
             Ok(found) => Ok(self.first_factor_ok(found, login, "publickey").await),
-            Err(e) => {
-                self.login_failed(user, e.to_string());
+            Err(LoginRefused::Rejected(detail)) => {
+                self.login_failed(user, detail);
+                Ok(Self::reject())
+            }
+            Err(LoginRefused::Unavailable { audit, user_line }) => {
+                self.unavailable(user, audit, user_line);
                 Ok(Self::reject())
             }
         }

@@ -2,12 +2,12 @@
 //! closes the session: who logged in, the target connection (opened once), counters, channels.
 
 use crate::messages::Refusal;
+use crate::permit::Permit;
 use crate::target::{DialError, TargetConnection, dial};
 use crate::{GatewayConfig, Services};
 use gatehouse_audit::Entry;
 use gatehouse_core::time::Timestamp;
-use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SessionRecord, User};
-use gatehouse_policy::TargetAuthorization;
+use gatehouse_core::{AuditKind, ChannelSummary, LoginSpec, SecretString, SessionRecord, User};
 use gatehouse_recording::SessionRecording;
 use gatehouse_store::SESSIONS;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// An authorized, logged-in connection to the target.
 pub(crate) struct Target {
     pub connection: TargetConnection,
-    pub authorization: TargetAuthorization,
+    pub authorization: Permit,
 }
 
 /// How often a running session's record is brought up to date.
@@ -35,6 +35,8 @@ pub(crate) struct SessionShared {
     authenticated_with: OnceLock<Vec<String>>,
     /// A ticketing plugin verified the login's ticket.
     pub(crate) ticket_verified: AtomicBool,
+    /// On a session node: the control node's ticket for this login, for the session decision.
+    control_ticket: OnceLock<SecretString>,
     /// Plugin state, for the `session-ended` hooks.
     cookies: Mutex<Option<gatehouse_plugin_host::SessionCookies>>,
     target: tokio::sync::OnceCell<Result<Arc<Target>, Refusal>>,
@@ -80,6 +82,7 @@ impl SessionShared {
             login: OnceLock::new(),
             authenticated_with: OnceLock::new(),
             ticket_verified: AtomicBool::new(false),
+            control_ticket: OnceLock::new(),
             cookies: Mutex::new(None),
             target: tokio::sync::OnceCell::new(),
             bytes_up: AtomicU64::new(0),
@@ -96,6 +99,14 @@ impl SessionShared {
             shutdown,
             record_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    pub(crate) fn set_control_ticket(&self, ticket: SecretString) {
+        let _ = self.control_ticket.set(ticket);
+    }
+
+    pub(crate) fn control_ticket(&self) -> Option<&SecretString> {
+        self.control_ticket.get()
     }
 
     pub(crate) fn authenticated_with(&self) -> Vec<String> {
@@ -262,7 +273,7 @@ impl SessionShared {
         };
         let (authorization, request) = self.authorize(user, login, &target).await?;
         let reasons = serde_json::json!(authorization.reasons());
-        let request_id = serde_json::json!(request.as_ref().map(|r| r.id.clone()));
+        let request_id = serde_json::json!(request.clone());
         let dialed = dial(&self.services, &self.config, &authorization, &self.id).await;
         let connection = match dialed {
             Ok(c) => c,
@@ -298,7 +309,7 @@ impl SessionShared {
                 AuditKind::TargetConnectOk,
                 format!(
                     "connected to `{target}` as `{}`",
-                    authorization.account().name
+                    authorization.account_name()
                 ),
             )
             .field("policies", reasons)
@@ -315,7 +326,7 @@ impl SessionShared {
         self.stored.store(true, Ordering::Relaxed);
         self.record_progress();
         if let Some(request) = request {
-            self.watch_request(request.id);
+            self.watch_request(request);
         }
         Ok(Arc::new(Target {
             connection,
@@ -389,10 +400,30 @@ impl SessionShared {
         Box::new(move |txn| txn.put(&SESSIONS, &id, &record))
     }
 
+    /// On a session node: the control node forgets the session's grant (best effort; it also
+    /// forgets idle grants by itself).
+    fn tell_control_ended(&self) {
+        let (crate::Authority::Remote(control), Some(Ok(target))) =
+            (&self.services.authority, self.target.get())
+        else {
+            return;
+        };
+        let Permit::Remote(permit) = &target.authorization else {
+            return;
+        };
+        let control = control.clone();
+        let grant = permit.grant().to_string();
+        tokio::spawn(async move {
+            if let Err(e) = control.session_ended(&grant).await {
+                tracing::debug!(error = %e, "could not tell the control node the session ended");
+            }
+        });
+    }
+
     /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
     fn plugins_session_ended(&self) {
         let (Some(plugins), Some((user, login))) =
-            (self.services.plugins.clone(), self.login.get())
+            (self.services.plugins().cloned(), self.login.get())
         else {
             return;
         };
@@ -427,6 +458,7 @@ impl SessionShared {
     pub async fn finish(&self) {
         self.ended.send_replace(true);
         self.plugins_session_ended();
+        self.tell_control_ended();
         if let Some(Ok(recording)) = self.recording.get() {
             let recording = recording.clone();
             let closed = tokio::task::spawn_blocking(move || recording.finish()).await;

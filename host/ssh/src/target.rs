@@ -1,9 +1,11 @@
 //! Dialing a target: TCP connect, host-key verification (pinned or trust-on-first-use), and login
 //! with the vault's credential. Requires a [`TargetAuthorization`], so nothing dials unauthorized.
 
-use crate::Services;
+use crate::permit::Permit;
+use crate::{LocalAuthority, Services};
 use gatehouse_audit::Auditor;
 use gatehouse_audit::Entry;
+use gatehouse_cluster::RemotePermit;
 use gatehouse_core::{Asset, AuditKind, HostKeyPolicy};
 use gatehouse_policy::TargetAuthorization;
 use gatehouse_store::{ASSETS, Store, StoreError};
@@ -56,12 +58,20 @@ enum HostKeyOutcome {
 /// The russh client handler for target connections: it verifies the host key, and hands the
 /// connections the target accepts on a remote forward (`ssh -R`) to the session.
 pub struct TargetHandler {
-    store: Arc<Store>,
+    pins: Pins,
     asset: Asset,
     outcome: Arc<Mutex<Option<HostKeyOutcome>>>,
     /// Where connections on remote forwards go; `None` for connections that never forward
     /// (the credential lifecycle's), whose targets get a refusal.
     forwards: Option<tokio::sync::mpsc::Sender<IncomingForward>>,
+}
+
+/// Where a key trusted on first use is pinned: the store here, or the control node's (on a
+/// session node).
+#[derive(Clone)]
+enum Pins {
+    Store(Arc<Store>),
+    Control(gatehouse_cluster::ControlClient, Arc<RemotePermit>),
 }
 
 /// A connection the target accepted on a remote forward the user asked for (`ssh -R`), not yet
@@ -111,7 +121,7 @@ impl TargetHandler {
     }
 
     /// Trust on first use: pin the presented key unless another connection pinned one first.
-    fn record_first_use(&self, presented: &PublicKey) -> bool {
+    async fn record_first_use(&self, presented: &PublicKey) -> bool {
         let line = match presented.to_openssh() {
             Ok(line) => line,
             Err(e) => {
@@ -119,22 +129,37 @@ impl TargetHandler {
                 return false;
             }
         };
-        let name = self.asset.name.to_string();
-        let result = self
-            .store
-            .write(|txn| -> Result<Option<String>, StoreError> {
-                let Some(mut asset) = txn.get(&ASSETS, &name)? else {
-                    return Ok(None);
-                };
-                match &asset.host_key {
-                    HostKeyPolicy::Pinned { key } => Ok(Some(key.clone())),
-                    HostKeyPolicy::TrustOnFirstUse => {
-                        asset.host_key = HostKeyPolicy::Pinned { key: line.clone() };
-                        txn.put(&ASSETS, &name, &asset)?;
-                        Ok(None)
+        let store = match &self.pins {
+            Pins::Store(store) => store,
+            Pins::Control(control, permit) => {
+                let pinned = control.pin_host_key(permit, line).await;
+                return match pinned {
+                    Ok(None) => {
+                        self.set(HostKeyOutcome::Recorded(fingerprint(presented)));
+                        true
                     }
+                    Ok(Some(earlier)) => self.compare(&earlier, presented),
+                    Err(e) => {
+                        self.set(HostKeyOutcome::StoreFailed(format!("control node: {e}")));
+                        false
+                    }
+                };
+            }
+        };
+        let name = self.asset.name.to_string();
+        let result = store.write(|txn| -> Result<Option<String>, StoreError> {
+            let Some(mut asset) = txn.get(&ASSETS, &name)? else {
+                return Ok(None);
+            };
+            match &asset.host_key {
+                HostKeyPolicy::Pinned { key } => Ok(Some(key.clone())),
+                HostKeyPolicy::TrustOnFirstUse => {
+                    asset.host_key = HostKeyPolicy::Pinned { key: line.clone() };
+                    txn.put(&ASSETS, &name, &asset)?;
+                    Ok(None)
                 }
-            });
+            }
+        });
         match result {
             Ok(None) => {
                 self.set(HostKeyOutcome::Recorded(fingerprint(presented)));
@@ -166,7 +191,7 @@ impl russh::client::Handler for TargetHandler {
         };
         Ok(match &self.asset.host_key {
             HostKeyPolicy::Pinned { key: pinned } => self.compare(pinned, key),
-            HostKeyPolicy::TrustOnFirstUse => self.record_first_use(key),
+            HostKeyPolicy::TrustOnFirstUse => self.record_first_use(key).await,
         })
     }
 
@@ -229,24 +254,39 @@ fn client_config(config: &crate::GatewayConfig) -> russh::client::Config {
 }
 
 /// Connects to the authorized target and logs in with the vault's credential.
-pub async fn dial(
+pub(crate) async fn dial(
     services: &Arc<Services>,
     config: &crate::GatewayConfig,
-    authorization: &TargetAuthorization,
+    permit: &Permit,
     session_id: &str,
 ) -> Result<TargetConnection, DialError> {
     let (forwards, forwarded) = tokio::sync::mpsc::channel(FORWARD_BACKLOG);
+    let pins = match (permit, &services.authority) {
+        (Permit::Remote(remote), crate::Authority::Remote(control)) => {
+            Pins::Control(control.clone(), remote.clone())
+        }
+        _ => Pins::Store(services.store.clone()),
+    };
     let mut handle = connect(
-        &services.store,
+        pins,
         &services.auditor,
-        authorization.asset(),
+        permit.asset(),
         Arc::new(client_config(config)),
         config.connect_timeout,
         Some(session_id),
         Some(forwards),
     )
     .await?;
-    login(&mut handle, services, authorization, session_id).await?;
+    match (permit, services.local()) {
+        (Permit::Local(authorization), Some(local)) => {
+            login(&mut handle, local, authorization, session_id).await?;
+        }
+        (Permit::Remote(remote), _) => {
+            let credential = remote.take_credential().ok_or(DialError::NoCredential)?;
+            authenticate(&mut handle, remote.account().as_str(), &credential).await?;
+        }
+        (Permit::Local(_), None) => return Err(DialError::NoCredential),
+    }
     Ok(TargetConnection {
         handle,
         forwarded: Mutex::new(Some(forwarded)),
@@ -267,7 +307,7 @@ pub async fn connect_verified(
     session_id: Option<&str>,
 ) -> Result<russh::client::Handle<TargetHandler>, DialError> {
     connect(
-        store,
+        Pins::Store(store.clone()),
         auditor,
         asset,
         client_config,
@@ -279,7 +319,7 @@ pub async fn connect_verified(
 }
 
 async fn connect(
-    store: &Arc<Store>,
+    pins: Pins,
     auditor: &Auditor,
     asset: &Asset,
     client_config: Arc<russh::client::Config>,
@@ -300,7 +340,7 @@ async fn connect(
 
     let outcome = Arc::new(Mutex::new(None));
     let handler = TargetHandler {
-        store: store.clone(),
+        pins,
         asset: asset.clone(),
         outcome: outcome.clone(),
         forwards,
@@ -361,13 +401,13 @@ fn credential_request(
 /// The credential from the account's credential-store plugin: a private key if it has one, and
 /// a password if it has one.
 async fn plugin_credential(
-    services: &Arc<Services>,
+    local: &LocalAuthority,
     authorization: &TargetAuthorization,
     plugin: &str,
     session_id: &str,
 ) -> Result<gatehouse_vault::TargetCredential, DialError> {
     use gatehouse_plugin_host::{Credential, CredentialKind};
-    let plugins = services
+    let plugins = local
         .plugins
         .as_ref()
         .ok_or_else(|| DialError::CredentialStore(format!("plugin `{plugin}` is not enabled")))?;
@@ -392,14 +432,14 @@ async fn plugin_credential(
 /// Logs in, and tells the account's credential-store plugin (if any) how it went.
 async fn login(
     handle: &mut russh::client::Handle<TargetHandler>,
-    services: &Arc<Services>,
+    local: &LocalAuthority,
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> Result<(), DialError> {
-    let result = login_with_credential(handle, services, authorization, session_id).await;
+    let result = login_with_credential(handle, local, authorization, session_id).await;
     if let (Some(plugin), Some(plugins)) = (
         &authorization.account().credential_plugin,
-        services.plugins.as_ref(),
+        local.plugins.as_ref(),
     ) && !matches!(result, Err(DialError::CredentialStore(_)))
     {
         let request = credential_request(authorization, session_id);
@@ -415,13 +455,13 @@ async fn login(
 
 async fn login_with_credential(
     handle: &mut russh::client::Handle<TargetHandler>,
-    services: &Arc<Services>,
+    local: &LocalAuthority,
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> Result<(), DialError> {
     let credential = match &authorization.account().credential_plugin {
-        Some(plugin) => plugin_credential(services, authorization, plugin, session_id).await?,
-        None => services.vault.credential(authorization.account())?,
+        Some(plugin) => plugin_credential(local, authorization, plugin, session_id).await?,
+        None => local.vault.credential(authorization.account())?,
     };
     authenticate(handle, authorization.account().name.as_str(), &credential).await
 }

@@ -1,0 +1,563 @@
+//! The control node's answers for sessions on session nodes: it authenticates the users a node
+//! logs in, decides their sessions and channels with Cedar (with the node in the context), and
+//! hands out the target's credential with a permit. A node holds no user database, no policy
+//! and no vault; it holds a grant id for each session it runs, and the control node keeps the
+//! authorization behind it in memory.
+//!
+//! The control node audits its decisions (sessions denied and permitted, with policy ids and the
+//! node); the node records and audits the session itself.
+
+use crate::control::Peer;
+use crate::wire::{
+    Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, Granted, HostKeyPinned,
+    LoginProof, PinHostKey, Refusal, RefusalKind, WireChannel, WireCredential,
+};
+use gatehouse_audit::{Auditor, Entry};
+use gatehouse_auth::Authenticator;
+use gatehouse_core::nodes::network_for;
+use gatehouse_core::{
+    AuditKind, HostKeyPolicy, LoginSpec, Name, Node, SecretString, TargetSpec, User,
+};
+use gatehouse_policy::{
+    ChannelRequest, Denied, NodeFacts, PolicyEngine, RequestFacts, SessionFacts,
+    TargetAuthorization,
+};
+use gatehouse_store::{ASSETS, NETWORKS, Store, StoreError, USERS};
+use gatehouse_vault::Vault;
+use gatehouse_workflow::Workflow;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a node has between a user's authentication and the session decision.
+const TICKET_LIFETIME: Duration = Duration::from_secs(120);
+/// Tickets and grants kept at most; past that, new ones are refused (and old tickets swept).
+const MAX_TICKETS: usize = 16_384;
+const MAX_GRANTS: usize = 65_536;
+/// A grant nobody has used for this long is forgotten (its session's new channels are refused).
+const GRANT_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The login option carrying an access-string token.
+const ACCESS_OPTION: &str = "access";
+
+struct Ticket {
+    user: User,
+    node: Name,
+    session: String,
+    method: String,
+    expires: Instant,
+}
+
+struct LiveGrant {
+    node: Name,
+    authorization: TargetAuthorization,
+    used: Instant,
+}
+
+/// Whether login plugins (AA hooks) are enabled right now: they ask questions a session node
+/// cannot relay yet, so logins through nodes fail closed while any is.
+pub type LoginPluginsEnabled = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the control node needs to decide sessions for its nodes.
+pub struct SessionAuthority {
+    store: Arc<Store>,
+    auditor: Arc<Auditor>,
+    authenticator: Arc<Authenticator>,
+    policy: Arc<PolicyEngine>,
+    vault: Arc<Vault>,
+    workflow: Option<Arc<Workflow>>,
+    login_plugins: LoginPluginsEnabled,
+    tickets: Mutex<HashMap<String, Ticket>>,
+    grants: Mutex<HashMap<String, LiveGrant>>,
+}
+
+impl std::fmt::Debug for SessionAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAuthority").finish_non_exhaustive()
+    }
+}
+
+fn refused(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+    Refusal::new(kind, message)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl From<WireChannel> for ChannelRequest {
+    fn from(channel: WireChannel) -> Self {
+        match channel {
+            WireChannel::Shell => ChannelRequest::Shell,
+            WireChannel::Exec { command } => ChannelRequest::Exec { command },
+            WireChannel::Subsystem { name } => ChannelRequest::Subsystem { name },
+            WireChannel::DirectTcpip { host, port } => ChannelRequest::DirectTcpip { host, port },
+            WireChannel::ForwardedTcpip { host, port } => {
+                ChannelRequest::ForwardedTcpip { host, port }
+            }
+            WireChannel::X11 => ChannelRequest::X11,
+            WireChannel::Agent => ChannelRequest::Agent,
+        }
+    }
+}
+
+impl From<&ChannelRequest> for WireChannel {
+    fn from(channel: &ChannelRequest) -> Self {
+        match channel.clone() {
+            ChannelRequest::Shell => WireChannel::Shell,
+            ChannelRequest::Exec { command } => WireChannel::Exec { command },
+            ChannelRequest::Subsystem { name } => WireChannel::Subsystem { name },
+            ChannelRequest::DirectTcpip { host, port } => WireChannel::DirectTcpip { host, port },
+            ChannelRequest::ForwardedTcpip { host, port } => {
+                WireChannel::ForwardedTcpip { host, port }
+            }
+            ChannelRequest::X11 => WireChannel::X11,
+            ChannelRequest::Agent => WireChannel::Agent,
+        }
+    }
+}
+
+/// The addresses an asset's address stands for (itself, or what its name resolves to).
+fn addresses_of(address: &str, port: u16) -> Vec<IpAddr> {
+    match address.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (address, port)
+            .to_socket_addrs()
+            .map(|found| found.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+impl SessionAuthority {
+    pub fn new(
+        store: Arc<Store>,
+        auditor: Arc<Auditor>,
+        authenticator: Arc<Authenticator>,
+        policy: Arc<PolicyEngine>,
+        vault: Arc<Vault>,
+        workflow: Option<Arc<Workflow>>,
+        login_plugins: LoginPluginsEnabled,
+    ) -> Self {
+        Self {
+            store,
+            auditor,
+            authenticator,
+            policy,
+            vault,
+            workflow,
+            login_plugins,
+            tickets: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn internal(&self, error: impl std::fmt::Display) -> Refusal {
+        tracing::error!(error = %error, "session call from a node failed");
+        refused(
+            RefusalKind::Internal,
+            "the control node could not decide (see its log)",
+        )
+    }
+
+    /// Sessions on nodes granted and not yet ended (for the tests and the status).
+    pub fn live_grants(&self) -> usize {
+        self.grants.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    pub async fn authenticate(
+        &self,
+        node: &Node,
+        call: Authenticate,
+    ) -> Result<Authenticated, Refusal> {
+        if (self.login_plugins)() {
+            return Err(refused(
+                RefusalKind::NotServed,
+                "this cluster's login plugins run on the control node only: log in through the \
+                 control node",
+            ));
+        }
+        let failed = || refused(RefusalKind::LoginFailed, "wrong user name or credential");
+        let name = Name::new(call.user.clone()).map_err(|_| failed())?;
+        let (user, method) = match call.proof {
+            LoginProof::Password { password } => {
+                let authenticator = self.authenticator.clone();
+                let checked = name.clone();
+                let verified = tokio::task::spawn_blocking(move || {
+                    authenticator.verify_password(&checked, password.expose())
+                })
+                .await
+                .map_err(|e| self.internal(e))?;
+                (verified.map_err(|_| failed())?, "password")
+            }
+            LoginProof::PublicKey { key } => {
+                let key = gatehouse_auth::parse_public_key(&key).map_err(|_| failed())?;
+                let verified = self.authenticator.verify_public_key(&name, &key);
+                (verified.map_err(|_| failed())?, "publickey")
+            }
+        };
+        let ticket = random_token();
+        let groups = user.groups.iter().map(|g| g.to_string()).collect();
+        let mut tickets = self.tickets.lock().map_err(|e| self.internal(e))?;
+        let now = Instant::now();
+        tickets.retain(|_, t| t.expires > now);
+        if tickets.len() >= MAX_TICKETS {
+            return Err(refused(
+                RefusalKind::Internal,
+                "too many logins in progress on the control node; try again",
+            ));
+        }
+        tickets.insert(
+            sha256_hex(ticket.as_bytes()),
+            Ticket {
+                user,
+                node: node.id.clone(),
+                session: call.session,
+                method: method.to_string(),
+                expires: now + TICKET_LIFETIME,
+            },
+        );
+        Ok(Authenticated {
+            user: call.user,
+            groups,
+            ticket: SecretString::new(ticket),
+        })
+    }
+
+    fn audit_denied(
+        &self,
+        node: &Node,
+        call: &Authorize,
+        user: &str,
+        target: &str,
+        detail: String,
+        policies: Vec<String>,
+    ) {
+        self.auditor.record_best_effort(
+            Entry::new(AuditKind::AccessDenied, detail)
+                .session(call.session.clone())
+                .user(user)
+                .target(target)
+                .client(call.client.clone())
+                .field("node", node.id.to_string())
+                .field("policies", serde_json::json!(policies)),
+        );
+    }
+
+    /// Decides a session for a node: the access string's token, the policies, or a granted
+    /// request, as on a single gateway (a request is not filed and held from a node).
+    pub fn authorize(&self, peer: &Peer, node: &Node, call: Authorize) -> Result<Granted, Refusal> {
+        let ticket = {
+            let mut tickets = self.tickets.lock().map_err(|e| self.internal(e))?;
+            tickets.remove(&sha256_hex(call.ticket.expose().as_bytes()))
+        };
+        let ticket = match ticket {
+            Some(t)
+                if t.node == node.id && t.session == call.session && t.expires > Instant::now() =>
+            {
+                t
+            }
+            _ => {
+                return Err(refused(
+                    RefusalKind::UnknownGrant,
+                    "the login is unknown or expired on the control node: log in again",
+                ));
+            }
+        };
+        let login = LoginSpec::parse(&call.login)
+            .map_err(|e| refused(RefusalKind::BadCall, format!("malformed login: {e}")))?;
+        if login.user != ticket.user.name {
+            return Err(refused(
+                RefusalKind::BadCall,
+                "the login names another user than the one authenticated",
+            ));
+        }
+        let target: TargetSpec = login
+            .target
+            .clone()
+            .map_err(|e| refused(RefusalKind::NotPermitted, e.to_string()))?;
+        let user_name = ticket.user.name.to_string();
+        // The user as stored now (groups may have changed since the login).
+        let user = self
+            .store
+            .get(&USERS, ticket.user.name.as_str())
+            .map_err(|e| self.internal(e))?
+            .unwrap_or(ticket.user);
+        let networks = self.store.list(&NETWORKS).map_err(|e| self.internal(e))?;
+        let client: SocketAddr = call
+            .client
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let facts = SessionFacts {
+            session_id: call.session.clone(),
+            protocol: call.protocol.clone(),
+            client,
+            pairs: login.options.clone(),
+            authenticated_with: vec![ticket.method.clone()],
+            ticket_verified: false,
+            time: self.policy.clock().now(),
+            node: Some(NodeFacts {
+                id: node.id.to_string(),
+                networks: networks
+                    .iter()
+                    .filter(|n| n.node == node.id)
+                    .map(|n| n.network.clone())
+                    .collect(),
+            }),
+        };
+        let target_text = target.to_string();
+        let not_permitted = |detail: String, policies: Vec<String>| {
+            self.audit_denied(node, &call, &user_name, &target_text, detail, policies);
+            refused(
+                RefusalKind::NotPermitted,
+                format!("target `{target_text}` is unknown or you are not permitted to use it"),
+            )
+        };
+        let denial = |denied: Denied| match denied {
+            Denied::NotPermitted { decision, .. } => not_permitted(
+                format!(
+                    "policy denies a session on `{target_text}` through node `{}`",
+                    node.id
+                ),
+                decision.reasons(),
+            ),
+            Denied::Policy(e) => {
+                self.audit_denied(
+                    node,
+                    &call,
+                    &user_name,
+                    &target_text,
+                    format!("policy error: {e}"),
+                    vec![],
+                );
+                self.internal(e)
+            }
+            other => not_permitted(other.to_string(), vec![]),
+        };
+        let with_request = |request: &gatehouse_core::AccessRequest, facts: SessionFacts| {
+            self.policy.authorize_session_with(
+                &user,
+                &target,
+                facts,
+                Some(&RequestFacts::of(request)),
+            )
+        };
+        let token = login
+            .options
+            .iter()
+            .find(|(k, _)| k == ACCESS_OPTION)
+            .map(|(_, v)| v.clone());
+        let (authorization, request) = if let Some(token) = token {
+            let Some(workflow) = &self.workflow else {
+                return Err(refused(
+                    RefusalKind::AccessToken,
+                    "access strings are not served here",
+                ));
+            };
+            let request = workflow
+                .redeem_access_token(&user, &token, &target, &call.session, &call.client)
+                .map_err(|_| {
+                    refused(
+                        RefusalKind::AccessToken,
+                        "the access string is unknown, used or expired",
+                    )
+                })?;
+            let permit = with_request(&request, facts).map_err(denial)?;
+            (permit, Some(request))
+        } else {
+            match self.policy.authorize_session(&user, &target, facts.clone()) {
+                Ok(permit) => (permit, None),
+                Err(denied @ Denied::NotPermitted { .. }) => {
+                    let usable = match &self.workflow {
+                        Some(w) => w
+                            .usable_session_request(&user.name, &target)
+                            .map_err(|e| self.internal(e))?,
+                        None => None,
+                    };
+                    match usable {
+                        Some(request) => {
+                            let permit = with_request(&request, facts).map_err(denial)?;
+                            (permit, Some(request))
+                        }
+                        None => return Err(denial(denied)),
+                    }
+                }
+                Err(other) => return Err(denial(other)),
+            }
+        };
+        let policies = authorization.reasons().to_vec();
+        let request_id = request.as_ref().map(|r| r.id.clone());
+        // Permitted: the target must be in a network this node manages.
+        let asset = authorization.asset().clone();
+        let managing = addresses_of(&asset.address, asset.port)
+            .into_iter()
+            .find_map(|ip| network_for(&networks, ip).map(|m| m.node.clone()));
+        if managing.as_ref() != Some(&node.id) {
+            let through = match &managing {
+                Some(other) => format!("connect through session node `{other}`"),
+                None => "connect through the control node".to_string(),
+            };
+            let detail = format!(
+                "`{target_text}` is not in a network session node `{}` manages; {through}",
+                node.id
+            );
+            self.audit_denied(
+                node,
+                &call,
+                &user_name,
+                &target_text,
+                detail.clone(),
+                policies,
+            );
+            return Err(refused(RefusalKind::OutsideNetworks, detail));
+        }
+        if let Some(plugin) = &authorization.account().credential_plugin {
+            let detail = format!(
+                "the credential of `{target_text}` comes from plugin `{plugin}`, which runs on the \
+                 control node only: connect through the control node"
+            );
+            self.audit_denied(
+                node,
+                &call,
+                &user_name,
+                &target_text,
+                detail.clone(),
+                policies,
+            );
+            return Err(refused(RefusalKind::NotServed, detail));
+        }
+        let credential = self
+            .vault
+            .credential(authorization.account())
+            .map_err(|e| self.internal(e))?;
+        let grant = uuid::Uuid::now_v7().to_string();
+        {
+            let mut grants = self.grants.lock().map_err(|e| self.internal(e))?;
+            if grants.len() >= MAX_GRANTS {
+                let now = Instant::now();
+                grants.retain(|_, g| now.duration_since(g.used) < GRANT_IDLE);
+            }
+            if grants.len() >= MAX_GRANTS {
+                return Err(refused(
+                    RefusalKind::Internal,
+                    "the control node holds too many sessions of nodes",
+                ));
+            }
+            grants.insert(
+                grant.clone(),
+                LiveGrant {
+                    node: node.id.clone(),
+                    authorization,
+                    used: Instant::now(),
+                },
+            );
+        }
+        self.auditor.record_best_effort(
+            Entry::new(
+                AuditKind::SessionAuthorized,
+                format!(
+                    "session on `{target_text}` through node `{}` permitted",
+                    node.id
+                ),
+            )
+            .session(call.session.clone())
+            .user(user_name)
+            .target(target_text)
+            .client(call.client.clone())
+            .field("node", node.id.to_string())
+            .field("node_address", peer.address.ip().to_string())
+            .field("policies", serde_json::json!(policies))
+            .field("request", serde_json::json!(request_id)),
+        );
+        Ok(Granted {
+            grant,
+            account: target.account.to_string(),
+            asset,
+            policies,
+            request: request_id,
+            credential: WireCredential {
+                password: credential.password,
+                private_key: credential.private_key,
+            },
+        })
+    }
+
+    fn with_grant<T>(
+        &self,
+        node: &Node,
+        grant: &str,
+        then: impl FnOnce(&TargetAuthorization) -> T,
+    ) -> Result<T, Refusal> {
+        let mut grants = self.grants.lock().map_err(|e| self.internal(e))?;
+        match grants.get_mut(grant) {
+            Some(live) if live.node == node.id => {
+                live.used = Instant::now();
+                Ok(then(&live.authorization))
+            }
+            _ => Err(refused(
+                RefusalKind::UnknownGrant,
+                "the control node does not know this session (it restarted, or the session \
+                 ended): new channels need a new login",
+            )),
+        }
+    }
+
+    pub fn channel(&self, node: &Node, call: ChannelCall) -> Result<ChannelVerdict, Refusal> {
+        let request = ChannelRequest::from(call.channel);
+        let decision = self.with_grant(node, &call.grant, |authorization| {
+            self.policy.authorize_channel(authorization, &request)
+        })?;
+        Ok(ChannelVerdict {
+            permitted: decision.permitted,
+            reasons: decision.reasons,
+            errors: decision.errors,
+        })
+    }
+
+    /// Trust on first use for a target a node dialed: pins the key unless one is pinned.
+    pub fn pin_host_key(&self, node: &Node, call: PinHostKey) -> Result<HostKeyPinned, Refusal> {
+        let asset = self.with_grant(node, &call.grant, |a| a.asset().name.to_string())?;
+        if gatehouse_auth::parse_public_key(&call.key).is_err() {
+            return Err(refused(RefusalKind::BadCall, "not an OpenSSH public key"));
+        }
+        let outcome = self
+            .store
+            .write(|txn| -> Result<Option<String>, StoreError> {
+                let Some(mut record) = txn.get(&ASSETS, &asset)? else {
+                    return Ok(None);
+                };
+                match &record.host_key {
+                    HostKeyPolicy::Pinned { key } => Ok(Some(key.clone())),
+                    HostKeyPolicy::TrustOnFirstUse => {
+                        record.host_key = HostKeyPolicy::Pinned {
+                            key: call.key.clone(),
+                        };
+                        txn.put(&ASSETS, &asset, &record)?;
+                        Ok(None)
+                    }
+                }
+            })
+            .map_err(|e| self.internal(e))?;
+        Ok(HostKeyPinned { pinned: outcome })
+    }
+
+    pub fn session_ended(&self, node: &Node, grant: &str) -> Result<(), Refusal> {
+        let mut grants = self.grants.lock().map_err(|e| self.internal(e))?;
+        if grants.get(grant).is_some_and(|g| g.node == node.id) {
+            grants.remove(grant);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! A session node's calls about its sessions: logins, session and channel decisions, host-key
+//! pins and session ends, each answered by the control node over the cluster's mutual TLS.
+
+use crate::ClusterError;
+use crate::node::ControlClient;
+use crate::wire::{
+    Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, ControlAnswer, LoginProof,
+    NodeCall, PinHostKey, SessionEnded, WireChannel,
+};
+use gatehouse_core::{Asset, Name};
+use gatehouse_policy::ChannelRequest;
+use gatehouse_vault::TargetCredential;
+use std::sync::Mutex;
+
+/// A session the control node permitted, held by the session node that runs it. Only
+/// [`ControlClient::authorize`] makes one, from the control node's answer; the SSH gateway dials
+/// a target only with a permit (this one, or a local `TargetAuthorization`).
+pub struct RemotePermit {
+    grant: String,
+    asset: Asset,
+    account: Name,
+    policies: Vec<String>,
+    request: Option<String>,
+    /// Taken once, for the target login; zeroized when dropped.
+    credential: Mutex<Option<TargetCredential>>,
+}
+
+impl std::fmt::Debug for RemotePermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePermit")
+            .field("grant", &self.grant)
+            .field("asset", &self.asset.name)
+            .field("account", &self.account)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemotePermit {
+    /// The control node's id for the session, named by the node's later calls.
+    pub fn grant(&self) -> &str {
+        &self.grant
+    }
+    pub fn asset(&self) -> &Asset {
+        &self.asset
+    }
+    pub fn account(&self) -> &Name {
+        &self.account
+    }
+    /// The ids of the policies that permitted the session.
+    pub fn reasons(&self) -> &[String] {
+        &self.policies
+    }
+    /// The access request the session runs under.
+    pub fn request(&self) -> Option<&str> {
+        self.request.as_deref()
+    }
+    /// The target credential, once (later calls get `None`).
+    pub fn take_credential(&self) -> Option<TargetCredential> {
+        self.credential.lock().ok().and_then(|mut c| c.take())
+    }
+}
+
+fn unexpected(answer: &ControlAnswer) -> ClusterError {
+    ClusterError::Protocol(format!(
+        "unexpected answer from the control node: {answer:?}"
+    ))
+}
+
+impl ControlClient {
+    /// Checks a user's gateway password or key on the control node.
+    pub async fn authenticate(
+        &self,
+        session: &str,
+        client: &str,
+        user: &str,
+        proof: LoginProof,
+    ) -> Result<Authenticated, ClusterError> {
+        let call = NodeCall::Authenticate(Authenticate {
+            session: session.to_string(),
+            client: client.to_string(),
+            user: user.to_string(),
+            proof,
+        });
+        match self.call(call).await? {
+            ControlAnswer::Authenticated(user) => Ok(user),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks for a session decision; a permit carries the grant and the credential.
+    pub async fn authorize(&self, call: Authorize) -> Result<RemotePermit, ClusterError> {
+        match self.call(NodeCall::Authorize(call)).await? {
+            ControlAnswer::Granted(granted) => Ok(RemotePermit {
+                request: granted.request,
+                account: Name::new(granted.account).map_err(|e| {
+                    ClusterError::Protocol(format!("the control node sent a bad account: {e}"))
+                })?,
+                grant: granted.grant,
+                asset: granted.asset,
+                policies: granted.policies,
+                credential: Mutex::new(Some(TargetCredential {
+                    password: granted.credential.password,
+                    private_key: granted.credential.private_key,
+                })),
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Decides a channel or channel request of a permitted session.
+    pub async fn channel(
+        &self,
+        permit: &RemotePermit,
+        channel: &ChannelRequest,
+    ) -> Result<ChannelVerdict, ClusterError> {
+        let call = NodeCall::Channel(ChannelCall {
+            grant: permit.grant.clone(),
+            channel: WireChannel::from(channel),
+        });
+        match self.call(call).await? {
+            ControlAnswer::ChannelDecided(verdict) => Ok(verdict),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Trust on first use: asks the control node to pin `key` (an OpenSSH line) for the
+    /// permit's asset. `None`: pinned now; `Some(line)`: the key pinned before.
+    pub async fn pin_host_key(
+        &self,
+        permit: &RemotePermit,
+        key: String,
+    ) -> Result<Option<String>, ClusterError> {
+        let call = NodeCall::PinHostKey(PinHostKey {
+            grant: permit.grant.clone(),
+            key,
+        });
+        match self.call(call).await? {
+            ControlAnswer::HostKey(answer) => Ok(answer.pinned),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells the control node a permitted session ended.
+    pub async fn session_ended(&self, grant: &str) -> Result<(), ClusterError> {
+        let call = NodeCall::SessionEnded(SessionEnded {
+            grant: grant.to_string(),
+        });
+        match self.call(call).await? {
+            ControlAnswer::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! A session node's logins and session decisions, asked of the control node.
+
+use crate::messages::Refusal;
+use crate::permit::Permit;
+use crate::session::SessionShared;
+use gatehouse_cluster::wire::{Authorize, LoginProof};
+use gatehouse_cluster::{ClusterError, ControlClient, RefusalKind};
+use gatehouse_core::time::Timestamp;
+use gatehouse_core::{AuditKind, LoginSpec, Name, SecretString, TargetSpec, User};
+use std::sync::Arc;
+
+/// Why a login at a session node failed.
+pub(crate) enum LoginRefused {
+    /// Wrong password or key, or unknown user (the same answer).
+    Rejected(String),
+    /// The control node refused for another reason the user may read, or cannot be reached.
+    Unavailable { audit: String, user_line: String },
+}
+
+/// The in-band login as the user typed it, rebuilt from its parts.
+pub(crate) fn render_login(login: &LoginSpec) -> String {
+    let mut out = String::new();
+    for (key, value) in &login.options {
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+        out.push('@');
+    }
+    out.push_str(login.user.as_str());
+    if let Ok(target) = &login.target {
+        out.push('@');
+        out.push_str(&target.to_string());
+    }
+    out
+}
+
+impl SessionShared {
+    /// Checks the user's password or key on the control node. The user the gateway then knows
+    /// has only a name and groups (no hash or key ever reaches a node).
+    pub(crate) async fn authenticate_remote(
+        &self,
+        control: &ControlClient,
+        name: &Name,
+        proof: LoginProof,
+    ) -> Result<User, LoginRefused> {
+        let answer = control
+            .authenticate(&self.id, &self.client.to_string(), name.as_str(), proof)
+            .await;
+        match answer {
+            Ok(authenticated) => {
+                self.set_control_ticket(authenticated.ticket);
+                Ok(User {
+                    name: name.clone(),
+                    password_hash: None,
+                    public_keys: vec![],
+                    groups: authenticated
+                        .groups
+                        .iter()
+                        .filter_map(|g| Name::new(g.clone()).ok())
+                        .collect(),
+                    email: None,
+                    rdp_secret: None,
+                    created: Timestamp(0),
+                })
+            }
+            Err(ClusterError::Refused(refusal)) if refusal.kind == RefusalKind::LoginFailed => Err(
+                LoginRefused::Rejected(format!("control node: {}", refusal.message)),
+            ),
+            Err(ClusterError::Refused(refusal)) => Err(LoginRefused::Unavailable {
+                audit: format!("control node refused the login: {}", refusal.message),
+                user_line: format!("gatehouse: {}", refusal.message),
+            }),
+            Err(e) => Err(LoginRefused::Unavailable {
+                audit: format!("control node unreachable at login: {e}"),
+                user_line: Refusal::ControlUnreachable.user_message(),
+            }),
+        }
+    }
+
+    /// Asks the control node for the session: a permit with the credential, or the reason.
+    /// The control node audits its decision; the node audits only what the control node could
+    /// not (an unreachable control node).
+    pub(crate) async fn authorize_remote(
+        self: &Arc<Self>,
+        control: &ControlClient,
+        login: &LoginSpec,
+        target: &TargetSpec,
+    ) -> Result<(Permit, Option<String>), Refusal> {
+        let internal = || Refusal::Internal {
+            session: self.id.clone(),
+        };
+        let Some(ticket) = self.control_ticket() else {
+            return Err(internal());
+        };
+        let method = self
+            .authenticated_with()
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let call = Authorize {
+            session: self.id.clone(),
+            client: self.client.to_string(),
+            protocol: "ssh".into(),
+            login: render_login(login),
+            ticket: SecretString::new(ticket.expose().to_string()),
+            method,
+        };
+        match control.authorize(call).await {
+            Ok(permit) => {
+                let request = permit.request().map(str::to_string);
+                Ok((Permit::Remote(Arc::new(permit)), request))
+            }
+            Err(ClusterError::Refused(refusal)) => Err(match refusal.kind {
+                RefusalKind::NotPermitted => Refusal::not_permitted(target),
+                RefusalKind::AccessToken => Refusal::AccessToken,
+                RefusalKind::OutsideNetworks | RefusalKind::NotServed => {
+                    Refusal::Cluster(refusal.message)
+                }
+                _ => {
+                    self.audit(
+                        AuditKind::AccessDenied,
+                        format!("control node refused: {}", refusal.message),
+                        &[],
+                    );
+                    internal()
+                }
+            }),
+            Err(e) => {
+                self.audit(
+                    AuditKind::AccessDenied,
+                    format!("control node unreachable: {e}"),
+                    &[],
+                );
+                Err(Refusal::ControlUnreachable)
+            }
+        }
+    }
+}
