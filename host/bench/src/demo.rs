@@ -167,12 +167,19 @@ pub struct Demo {
     /// Prepended to the command line of a restart (`nice -n -5`, to undo the bench's own
     /// niceness that a child would inherit).
     restart_prefix: Vec<String>,
+    /// Appended to `gatehouse demo` (`--cluster-listen ...`).
+    extra_args: Vec<String>,
 }
 
 impl Demo {
     /// Starts the demo in `<work>/data`, its output in `<work>/demo.log`, and waits until both
     /// the target and the gateway accept connections.
     pub fn start(binary: &Path, work: &Path) -> Result<Demo> {
+        Self::start_with(binary, work, &[])
+    }
+
+    /// [`Demo::start`] with more arguments for `gatehouse demo`.
+    pub fn start_with(binary: &Path, work: &Path, extra_args: &[String]) -> Result<Demo> {
         let data_dir = work.join("data");
         let gateway_port = free_port()?;
         let target_port = free_port()?;
@@ -184,6 +191,7 @@ impl Demo {
             work,
             &data_dir,
             [gateway_port, target_port, api_port, rdp_port],
+            extra_args,
         )?;
         let mut demo = Demo {
             binary: binary.to_path_buf(),
@@ -195,6 +203,7 @@ impl Demo {
             api_port,
             rdp_port,
             restart_prefix: Vec::new(),
+            extra_args: extra_args.to_vec(),
         };
         demo.wait_ready()?;
         println!(
@@ -282,6 +291,7 @@ impl Demo {
                 self.api_port,
                 self.rdp_port,
             ],
+            &self.extra_args,
         )?;
         self.wait_ready()
     }
@@ -442,6 +452,7 @@ fn spawn_demo(
     work: &Path,
     data_dir: &Path,
     [gateway_port, target_port, api_port, rdp_port]: [u16; 4],
+    extra_args: &[String],
 ) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -466,6 +477,7 @@ fn spawn_demo(
         .arg(format!("127.0.0.1:{api_port}"))
         .arg("--rdp-listen")
         .arg(format!("127.0.0.1:{rdp_port}"))
+        .args(extra_args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

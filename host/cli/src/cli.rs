@@ -104,6 +104,9 @@ pub struct DemoArgs {
     /// an address given here must bind).
     #[arg(long)]
     pub rdp_listen: Option<SocketAddr>,
+    /// Also open the cluster port here, so session nodes can join the demo (docs/cluster.md).
+    #[arg(long)]
+    pub cluster_listen: Option<SocketAddr>,
 }
 
 /// Commands that read or change the store. They run in this process, or in the running server

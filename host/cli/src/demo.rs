@@ -235,7 +235,10 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
             api: Some(args.api_listen),
             rdp: args.rdp_listen,
             shutdown_grace: std::time::Duration::from_secs(5),
-            cluster: Default::default(),
+            cluster: crate::serve::ClusterListen {
+                listen: args.cluster_listen,
+                ..Default::default()
+            },
         },
         Some(ready),
     )
