@@ -108,6 +108,7 @@ impl SessionNode {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        let before = self.log_text().matches("session node started").count();
         self.ssh_port = free_port();
         let listen = format!("127.0.0.1:{}", self.ssh_port);
         let mut cmd = self.command();
@@ -118,9 +119,7 @@ impl SessionNode {
             .stderr(log);
         self.server = Some(cmd.spawn().unwrap());
         let started = poll(Duration::from_secs(20), || {
-            self.log_text()
-                .contains("session node started")
-                .then_some(())
+            (self.log_text().matches("session node started").count() > before).then_some(())
         });
         assert!(
             started.is_some(),
@@ -941,6 +940,57 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
     assert!(recorded >= 2, "{recorded} recordings on the node");
     assert!(!node.dir.path().join("master.key").exists());
 
+    // The node delivers its session records, audit events and recordings to the control node:
+    // listed there with the node, the recording files the same bytes.
+    let delivered = poll(Duration::from_secs(30), || {
+        let ended: Vec<Value> = control
+            .sessions()
+            .into_iter()
+            .filter(|s| s["node"] == "sess-a" && !s["ended"].is_null())
+            .collect();
+        (ended.len() >= 3).then_some(ended)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no sessions of sess-a on the control node: {:#?}\n{}",
+            control.sessions(),
+            node.log_text()
+        )
+    });
+    let same_files = |id: &str| {
+        let here = node.dir.path().join("recordings").join(id);
+        let there = control.data_dir().join("recordings").join(id);
+        let Ok(entries) = std::fs::read_dir(&here) else {
+            return true;
+        };
+        entries
+            .flatten()
+            .all(|f| std::fs::read(f.path()).ok() == std::fs::read(there.join(f.file_name())).ok())
+    };
+    for s in &delivered {
+        let id = s["id"].as_str().unwrap();
+        assert!(
+            poll(Duration::from_secs(30), || same_files(id).then_some(())).is_some(),
+            "the recording of {id} did not arrive whole"
+        );
+    }
+    let shipped_logins = |audit: &[Value]| -> Vec<u64> {
+        audit
+            .iter()
+            .filter(|e| e["kind"] == "login_ok" && e["fields"]["node"] == "sess-a")
+            .map(|e| e["fields"]["node_seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert!(shipped_logins(&control.audit()).len() >= 3);
+    // `session show` on the control node reads the node's session.
+    let with_channels = delivered
+        .iter()
+        .find(|s| s["channels"].as_array().is_some_and(|c| !c.is_empty()))
+        .expect("a delivered session with channels");
+    let shown = control.session_show(with_channels["id"].as_str().unwrap());
+    assert_eq!(shown["session"]["node"], "sess-a", "{shown}");
+    assert!(shown["events"].as_array().is_some_and(|e| !e.is_empty()), "{shown}");
+
     // The control node goes away: a running session goes on, a new login is told why not.
     let running_client = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD);
     let running =
@@ -967,6 +1017,40 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
     let out = running.join().unwrap();
     assert_client_ok("the session running while the control node went away", &out);
     assert_eq!(out.stdout_text(), "started\nstill-here\n");
+
+    // kill -9 of the node with that session's books not delivered; the node and the control
+    // node start again: everything arrives, nothing twice.
+    node.stop();
+    node.serve();
+    control.serve();
+    let all_there = poll(Duration::from_secs(60), || {
+        let ended = control
+            .sessions()
+            .into_iter()
+            .filter(|s| s["node"] == "sess-a" && !s["ended"].is_null())
+            .count();
+        (ended > delivered.len()).then_some(())
+    });
+    assert!(
+        all_there.is_some(),
+        "the session that ran while the control node was away did not arrive:\n{}",
+        node.log_text()
+    );
+    let audit = control.audit();
+    let mut seqs: Vec<u64> = audit
+        .iter()
+        .filter(|e| e["fields"]["node"] == "sess-a" && e["fields"]["node_seq"].is_u64())
+        .map(|e| e["fields"]["node_seq"].as_u64().unwrap())
+        .collect();
+    let total = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), total, "a node audit event arrived twice");
+    assert_eq!(
+        seqs,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "the node's audit events arrived with gaps"
+    );
     node.stop();
     let log = node.log_text();
     assert!(

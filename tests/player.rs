@@ -191,6 +191,7 @@ fn plant_rdp_session(data_dir: &Path, asset: &str, account: &str, recording: &Pd
         bytes_down: 0,
         channels: Vec::new(),
         error: None,
+        node: None,
     };
     store
         .write(|txn| txn.put(&gatehouse_store::SESSIONS, RDP_ID, &record))

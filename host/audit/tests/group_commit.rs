@@ -22,6 +22,7 @@ fn record(bytes_up: u64, ended: Option<Timestamp>) -> StoreOp {
         bytes_down: 0,
         channels: vec![],
         error: None,
+        node: None,
     };
     Box::new(move |txn| txn.put(&SESSIONS, "s1", &record))
 }

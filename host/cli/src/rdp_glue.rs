@@ -1032,6 +1032,7 @@ impl Session {
             bytes_down: summary.map(|s| s.bytes_from_target).unwrap_or(0),
             channels: vec![],
             error,
+            node: None,
         };
         let id = self.id.clone();
         Box::new(move |txn| txn.put(&SESSIONS, &id, &record))

@@ -215,8 +215,14 @@ pub fn run(
             in_server: true,
         });
         let socket_path = dir.admin_socket();
-        let cluster =
-            start_cluster_port(&listen.cluster, &store, &admin, sessions_for_nodes).await?;
+        let cluster = start_cluster_port(
+            &listen.cluster,
+            &store,
+            &admin,
+            sessions_for_nodes,
+            dir.recordings(),
+        )
+        .await?;
         if let Some(ready) = ready {
             ready(bound);
         }
@@ -282,6 +288,7 @@ async fn start_cluster_port(
     store: &Arc<Store>,
     admin: &Arc<AdminContext>,
     sessions: Arc<gatehouse_cluster::SessionAuthority>,
+    recordings: std::path::PathBuf,
 ) -> Result<ClusterFuture> {
     let listen = match (cluster.role, cluster.listen) {
         (_, Some(address)) => address,
@@ -310,7 +317,8 @@ async fn start_cluster_port(
             ca,
             env!("CARGO_PKG_VERSION"),
         )
-        .with_sessions(sessions),
+        .with_sessions(sessions)
+        .with_recordings(recordings),
     );
     Ok(Box::pin(async move {
         control
@@ -397,6 +405,14 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
+        // What the node records reaches the control node from its store and recordings
+        // directory, at least once, whenever the control node can be reached.
+        let shipping = tokio::spawn(gatehouse_cluster::shipping::ship_loop(
+            client.clone(),
+            store.clone(),
+            dir.recordings(),
+        ));
+        let last_client = client.clone();
         let heartbeat =
             gatehouse_cluster::node::heartbeat_loop(client, beat, std::future::pending::<()>());
         tokio::pin!(ssh, heartbeat);
@@ -412,6 +428,13 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
                 }
             }
         }
+        // One last delivery of what the drain recorded, if the control node is there.
+        shipping.abort();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            gatehouse_cluster::shipping::ship_once(&last_client, &store, &dir.recordings()),
+        )
+        .await;
         tracing::info!("stopped");
         Ok(())
     })

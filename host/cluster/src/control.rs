@@ -126,6 +126,8 @@ pub struct Control {
     refusals: JoinThrottle,
     /// Decides sessions for session nodes; without it their session calls are refused.
     sessions: Option<Arc<SessionAuthority>>,
+    /// Where the nodes' recordings go (the control node's recordings directory).
+    recordings: Option<std::path::PathBuf>,
 }
 
 /// Refused joins per source address: past [`JoinThrottle::LIMIT`] in a minute an address is
@@ -189,7 +191,14 @@ impl Control {
             version: version.to_string(),
             refusals: JoinThrottle::default(),
             sessions: None,
+            recordings: None,
         }
+    }
+
+    /// Takes the nodes' recordings into `dir` (and their audit events and session records).
+    pub fn with_recordings(mut self, dir: std::path::PathBuf) -> Self {
+        self.recordings = Some(dir);
+        self
     }
 
     /// Serves session nodes' logins, session and channel decisions with `authority`.
@@ -217,6 +226,29 @@ impl Control {
     /// A member node's call about one of its sessions.
     async fn session_call(&self, peer: &Peer, call: NodeCall) -> Result<ControlAnswer, Refusal> {
         let node = self.member(peer)?;
+        let call = match (call, &self.recordings) {
+            (NodeCall::Ship(ship), Some(_)) => {
+                return crate::shipping::take_ship(&self.store, &node, ship)
+                    .map(ControlAnswer::Shipped);
+            }
+            (NodeCall::RecordingPart(part), Some(dir)) => {
+                let (store, dir) = (self.store.clone(), dir.clone());
+                let node = node.clone();
+                return tokio::task::spawn_blocking(move || {
+                    crate::shipping::take_recording_part(&store, &dir, &node, part)
+                })
+                .await
+                .map_err(|e| self.internal(e))?
+                .map(ControlAnswer::RecordingHeld);
+            }
+            (NodeCall::Ship(_) | NodeCall::RecordingPart(_), None) => {
+                return Err(Refusal::new(
+                    RefusalKind::NotServed,
+                    "this control node does not take recordings from nodes",
+                ));
+            }
+            (call, _) => call,
+        };
         let Some(sessions) = &self.sessions else {
             return Err(Refusal::new(
                 RefusalKind::NotServed,
@@ -240,7 +272,10 @@ impl Control {
             NodeCall::SessionEnded(call) => sessions
                 .session_ended(&node, &call.grant)
                 .map(|()| ControlAnswer::Done),
-            NodeCall::Join(_) | NodeCall::Heartbeat(_) => {
+            NodeCall::Join(_)
+            | NodeCall::Heartbeat(_)
+            | NodeCall::Ship(_)
+            | NodeCall::RecordingPart(_) => {
                 Err(Refusal::new(RefusalKind::BadCall, "not a session call"))
             }
         }

@@ -13,6 +13,7 @@ pub mod control;
 pub mod node;
 pub mod pki;
 pub mod remote;
+pub mod shipping;
 pub mod tls;
 pub mod wire;
 

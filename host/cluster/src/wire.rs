@@ -32,6 +32,57 @@ pub enum NodeCall {
     PinHostKey(PinHostKey),
     /// A granted session ended; the control node forgets the grant.
     SessionEnded(SessionEnded),
+    /// The node's audit events and session records since the last delivery.
+    Ship(Ship),
+    /// A piece of a finished session's recording file.
+    RecordingPart(RecordingPart),
+}
+
+/// Audit events (with the node's own sequence numbers) and session records, at least once: the
+/// control node keeps the last node sequence number it took and skips what it has.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ship {
+    pub audit: Vec<gatehouse_core::AuditEvent>,
+    pub sessions: Vec<gatehouse_core::SessionRecord>,
+}
+
+/// What the control node holds after a [`Ship`]: the node's audit events up to this sequence
+/// number.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Shipped {
+    pub audit_through: u64,
+}
+
+/// `data` goes at `offset` of `recordings/<session>/<file>` on the control node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordingPart {
+    pub session: String,
+    pub file: String,
+    pub offset: u64,
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// How much of the file the control node has.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordingHeld {
+    pub size: u64,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A login at a session node. Answered with [`ControlAnswer::Authenticated`].
@@ -201,6 +252,8 @@ pub enum ControlAnswer {
     ChannelDecided(ChannelVerdict),
     HostKey(HostKeyPinned),
     Done,
+    Shipped(Shipped),
+    RecordingHeld(RecordingHeld),
     Refused(Refusal),
 }
 

@@ -253,6 +253,9 @@ pub struct SessionRecord {
     pub channels: Vec<ChannelSummary>,
     /// Why it ended badly, when it did.
     pub error: Option<String>,
+    /// The session node that ran it (`None`: this gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What happened, for the audit trail.

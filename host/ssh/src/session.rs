@@ -395,6 +395,7 @@ impl SessionShared {
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             channels: self.channels.lock().map(|c| c.clone()).unwrap_or_default(),
             error: None,
+            node: None,
         };
         let id = self.id.clone();
         Box::new(move |txn| txn.put(&SESSIONS, &id, &record))

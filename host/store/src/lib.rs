@@ -256,6 +256,21 @@ impl Store {
         self.write(|txn| txn.append_audit(event))
     }
 
+    /// Up to `limit` audit events with a sequence number above `after`, oldest first.
+    pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in t.range(after.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            out.push(decode("audit", &k.value().to_string(), v.value())?);
+        }
+        Ok(out)
+    }
+
     /// The last `limit` audit events (all when `None`), oldest first.
     pub fn list_audit(&self, limit: Option<usize>) -> Result<Vec<AuditEvent>> {
         let txn = self.db.begin_read()?;
