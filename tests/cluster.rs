@@ -989,23 +989,80 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
         .expect("a delivered session with channels");
     let shown = control.session_show(with_channels["id"].as_str().unwrap());
     assert_eq!(shown["session"]["node"], "sess-a", "{shown}");
-    assert!(shown["events"].as_array().is_some_and(|e| !e.is_empty()), "{shown}");
+    assert!(
+        shown["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{shown}"
+    );
+
+    // Ending sessions from the centre: one on the node (it ends at the node's next call), one
+    // on the control node's own listener (at once). The users read who and why.
+    let running_on = |port: u16| {
+        let c = Client::password(port, &login, GATEWAY_PASSWORD);
+        std::thread::spawn(move || c.ssh("echo started; sleep 60; echo not-ended"))
+    };
+    let running_id = |node: Option<&str>, known: &[&str]| {
+        poll(Duration::from_secs(30), || {
+            control.sessions().into_iter().find_map(|s| {
+                (s["ended"].is_null()
+                    && s["node"].as_str() == node
+                    && s["user"] == GATEWAY_USER
+                    && !known.contains(&s["id"].as_str().unwrap_or_default()))
+                .then(|| s["id"].as_str().unwrap().to_string())
+            })
+        })
+        .expect("a running session listed on the control node")
+    };
+    let on_node = running_on(node.ssh_port);
+    let terminated_on_node = running_id(Some("sess-a"), &[]);
+    let id = terminated_on_node.clone();
+    let table = control.cli_ok(&["session", "list"]);
+    assert!(
+        table.contains("NODE")
+            && table
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("sess-a") && l.contains("(active)")),
+        "{table}"
+    );
+    let said = control.cli_ok(&["session", "terminate", &id, "--reason", "patching now"]);
+    assert!(said.contains("runs on node `sess-a`"), "{said}");
+    let started = std::time::Instant::now();
+    let out = on_node.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        !out.stdout_text().contains("not-ended"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text()
+            .contains("ended this session: patching now"),
+        "{}",
+        out.describe()
+    );
+    let here = running_on(control.ssh_port());
+    let id = running_id(None, &[]);
+    let said = control.cli_ok(&["session", "terminate", &id, "--reason", "done here"]);
+    assert!(said.contains("ended session"), "{said}");
+    let out = here.join().unwrap();
+    assert!(
+        out.stderr_text().contains("ended this session: done here"),
+        "{}",
+        out.describe()
+    );
+    // Once its books are closed, a second terminate says so.
+    let again = poll(Duration::from_secs(20), || {
+        let out = control.cli(&["session", "terminate", &id, "--reason", "again"]);
+        String::from_utf8_lossy(&out.stderr)
+            .contains("has ended already")
+            .then_some(())
+    });
+    assert!(again.is_some());
 
     // The control node goes away: a running session goes on, a new login is told why not.
     let running_client = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD);
     let running =
         std::thread::spawn(move || running_client.ssh("echo started; sleep 4; echo still-here"));
-    poll(Duration::from_secs(20), || {
-        control
-            .audit()
-            .iter()
-            .filter(|e| e["kind"] == "session_authorized")
-            .count()
-            .gt(&authorized.len())
-            .then_some(())
-    })
-    .expect("the running session was authorized");
-    std::thread::sleep(Duration::from_millis(500));
+    let away_id = running_id(Some("sess-a"), &[&terminated_on_node]);
     control.stop_server();
     let out = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD).ssh("true");
     assert!(!out.status.success());
@@ -1024,12 +1081,11 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
     node.serve();
     control.serve();
     let all_there = poll(Duration::from_secs(60), || {
-        let ended = control
+        control
             .sessions()
             .into_iter()
-            .filter(|s| s["node"] == "sess-a" && !s["ended"].is_null())
-            .count();
-        (ended > delivered.len()).then_some(())
+            .any(|s| s["id"] == away_id.as_str() && !s["ended"].is_null())
+            .then_some(())
     });
     assert!(
         all_there.is_some(),

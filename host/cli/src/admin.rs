@@ -192,6 +192,8 @@ pub struct AdminContext {
     pub policy_settings: gatehouse_policy::EngineSettings,
     /// Whether this runs inside the server (for `policy reload`).
     pub in_server: bool,
+    /// The running server's SSH sessions (to end one); `None` outside the server.
+    pub live: Option<gatehouse_ssh::LiveSessions>,
 }
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {
@@ -367,6 +369,46 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
             let record: Option<SessionRecord> = ctx.store.get(&SESSIONS, id)?;
             json(&record)
         }
+        AdminCommand::SessionRecord(SessionRecordCommand::Terminate { id, reason }) => {
+            terminate_session(ctx, id, reason)
+        }
+    }
+}
+
+/// Ends a running session: here when it runs in this gateway, or at its session node's next
+/// call to this control node.
+fn terminate_session(ctx: &AdminContext, id: &str, reason: &str) -> Result<String> {
+    const BY: &str = "local";
+    let Some(live) = &ctx.live else {
+        bail!("no gateway is running on this data directory: there is no session to end");
+    };
+    if live.terminate(id, BY, reason) {
+        return Ok(format!("ended session {id}\n"));
+    }
+    let record: Option<SessionRecord> = ctx.store.get(&SESSIONS, id)?;
+    match record {
+        None => bail!("no session `{id}`"),
+        Some(r) if r.ended.is_some() => bail!("session `{id}` has ended already"),
+        Some(SessionRecord {
+            node: Some(node), ..
+        }) => {
+            gatehouse_cluster::control::request_termination(
+                &ctx.store,
+                &gatehouse_audit::Auditor::new(ctx.store.clone()),
+                &node,
+                gatehouse_cluster::wire::Termination {
+                    session: id.to_string(),
+                    by: BY.to_string(),
+                    reason: reason.to_string(),
+                },
+            )?;
+            Ok(format!(
+                "session {id} runs on node `{node}`: it ends at the node's next call (within 10 s)\n"
+            ))
+        }
+        Some(_) => bail!(
+            "session `{id}` is not running in this gateway (it was cut off and is closed at the next start)"
+        ),
     }
 }
 

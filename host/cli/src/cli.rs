@@ -412,12 +412,21 @@ pub enum AuditCommand {
 pub enum SessionRecordCommand {
     List(JsonFlag),
     Show { id: String },
+    Terminate { id: String, reason: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// List sessions.
+    /// List sessions (on a control node: its session nodes' too, with the node).
     List(JsonFlag),
+    /// End a running session; the user reads the reason. A session on a session node ends at
+    /// the node's next call to the control node (within 10 s).
+    Terminate {
+        id: String,
+        /// Shown to the user and kept in the audit trail.
+        #[arg(long)]
+        reason: String,
+    },
     /// Show a session: its channels, commands and file transfers.
     Show {
         id: String,

@@ -117,6 +117,7 @@ fn setup(
         policy: Box::new(|| anyhow::bail!("the demo set-up makes no policy decisions")),
         policy_settings,
         in_server: false,
+        live: None,
     };
     let actor = "demo".to_string();
     let requests = vec![

@@ -245,6 +245,7 @@ pub(crate) fn run_admin(
                 }),
                 policy_settings,
                 in_server: false,
+                live: None,
             };
             admin::execute(&ctx, &request)
         }

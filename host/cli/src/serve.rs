@@ -172,8 +172,10 @@ pub fn run(
                     .is_some_and(|p| !p.aa_plugins().is_empty())
             }),
         ));
+        let live = gatehouse_ssh::LiveSessions::default();
         let services = Arc::new(Services {
             store: store.clone(),
+            live: live.clone(),
             auditor: group_auditor,
             authority: Authority::Local(LocalAuthority {
                 vault: vault.clone(),
@@ -213,6 +215,7 @@ pub fn run(
             policy: Box::new(move || Ok(engine_for_admin.clone())),
             policy_settings: policy_settings.clone(),
             in_server: true,
+            live: Some(live),
         });
         let socket_path = dir.admin_socket();
         let cluster = start_cluster_port(
@@ -383,8 +386,10 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        let live = gatehouse_ssh::LiveSessions::default();
         let services = Arc::new(Services {
             store: store.clone(),
+            live: live.clone(),
             auditor: Auditor::with_group_commit(store.clone())?,
             authority: Authority::Remote(client.clone()),
         });
@@ -414,7 +419,16 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
         ));
         let last_client = client.clone();
         let heartbeat =
-            gatehouse_cluster::node::heartbeat_loop(client, beat, std::future::pending::<()>());
+            gatehouse_cluster::node::heartbeat_loop(
+                client,
+                beat,
+                move |ended: gatehouse_cluster::wire::Termination| {
+                    if !live.terminate(&ended.session, &ended.by, &ended.reason) {
+                        tracing::info!(session = %ended.session, "the control node ended a session that no longer runs here");
+                    }
+                },
+                std::future::pending::<()>(),
+            );
         tokio::pin!(ssh, heartbeat);
         tokio::select! {
             result = &mut ssh => result.context("SSH gateway")?,

@@ -137,6 +137,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                     };
                     vec![
                         s.id.clone(),
+                        s.node.clone().unwrap_or_else(|| "-".into()),
                         s.protocol.clone(),
                         s.user.clone(),
                         format!("{}@{}", s.account, s.asset),
@@ -151,11 +152,21 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                 "{}",
                 table(
                     &[
-                        "ID", "PROTOCOL", "USER", "TARGET", "STARTED", "ENDED", "UP", "DOWN"
+                        "ID", "NODE", "PROTOCOL", "USER", "TARGET", "STARTED", "ENDED", "UP",
+                        "DOWN"
                     ],
                     &rows
                 )
             );
+            Ok(())
+        }
+        SessionCommand::Terminate { id, reason } => {
+            let said = crate::run_admin(
+                dir,
+                overrides,
+                AdminCommand::SessionRecord(SessionRecordCommand::Terminate { id, reason }),
+            )?;
+            print!("{said}");
             Ok(())
         }
         SessionCommand::Show { id, json } => {
@@ -172,6 +183,9 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             println!("user      {}", record.user);
             println!("target    {}@{}", record.account, record.asset);
             println!("client    {}", record.client);
+            if let Some(node) = &record.node {
+                println!("node      {node}");
+            }
             println!("started   {}", time_text(record.started));
             println!(
                 "ended     {}",

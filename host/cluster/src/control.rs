@@ -7,11 +7,12 @@ use crate::pki::{ClusterCa, Thumbprint};
 use crate::tls;
 use crate::wire::{
     self, ControlAnswer, Heartbeat, JoinRequest, Joined, NodeCall, Refusal, RefusalKind,
+    Termination,
 };
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, JoinToken, ManagedNetwork, Name, Node, SecretString};
-use gatehouse_store::{JOIN_TOKENS, NETWORKS, NODES, Store, StoreError};
+use gatehouse_store::{JOIN_TOKENS, NETWORKS, NODES, SETTINGS, Store, StoreError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,7 +218,7 @@ impl Control {
             NodeCall::Join(request) => self.join(peer, request).map(ControlAnswer::Joined),
             NodeCall::Heartbeat(beat) => self
                 .heartbeat(peer, beat)
-                .map(|()| ControlAnswer::HeartbeatOk),
+                .map(|terminate| ControlAnswer::HeartbeatOk { terminate }),
             session_call => self.session_call(peer, session_call).await,
         };
         answer.unwrap_or_else(ControlAnswer::Refused)
@@ -475,11 +476,11 @@ impl Control {
             .ok_or_else(not_member)
     }
 
-    fn heartbeat(&self, peer: &Peer, beat: Heartbeat) -> Result<(), Refusal> {
+    fn heartbeat(&self, peer: &Peer, beat: Heartbeat) -> Result<Vec<Termination>, Refusal> {
         let node = self.member(peer)?;
         let result = self.store.write(|txn| {
             let Some(mut current) = txn.get(&NODES, node.id.as_str())? else {
-                return Ok::<_, StoreError>(());
+                return Ok::<_, StoreError>(Vec::new());
             };
             current.last_seen = Some(Timestamp::now());
             current.ssh_port = beat.ssh_port;
@@ -488,7 +489,17 @@ impl Control {
             if !beat.hostname.is_empty() {
                 current.hostname = beat.hostname.clone();
             }
-            txn.put(&NODES, node.id.as_str(), &current)
+            txn.put(&NODES, node.id.as_str(), &current)?;
+            // Sessions ended from the centre since the last call: handed over once.
+            let key = termination_key(node.id.as_str());
+            let pending: Vec<Termination> = txn
+                .get(&SETTINGS, &key)?
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                txn.delete(&SETTINGS, &key)?;
+            }
+            Ok(pending)
         });
         result.map_err(|e| self.internal(e))
     }
@@ -587,6 +598,48 @@ impl Control {
             wire::write_frame(&mut tls, answer).await?;
         }
     }
+}
+
+fn termination_key(node: &str) -> String {
+    format!("node_terminate:{node}")
+}
+
+/// Asks node `node` to end session `session` at its next call (within a heartbeat, 10 s).
+pub fn request_termination(
+    store: &Store,
+    auditor: &Auditor,
+    node: &str,
+    termination: Termination,
+) -> Result<(), StoreError> {
+    store.write(|txn| {
+        let key = termination_key(node);
+        let mut pending: Vec<Termination> = txn
+            .get(&SETTINGS, &key)?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        if !pending.contains(&termination) {
+            pending.push(termination.clone());
+        }
+        txn.put(
+            &SETTINGS,
+            &key,
+            &serde_json::to_value(&pending).unwrap_or_default(),
+        )?;
+        auditor.record_in(
+            txn,
+            Entry::new(
+                AuditKind::AdminChange,
+                format!(
+                    "session `{}` on node `{node}` to be ended: {}",
+                    termination.session, termination.reason
+                ),
+            )
+            .session(termination.session.clone())
+            .user(termination.by.clone())
+            .field("node", node.to_string()),
+        )?;
+        Ok(())
+    })
 }
 
 /// Every node, soft-deleted ones only when `include_disconnected`.

@@ -4,7 +4,7 @@
 
 use crate::pki::{NodeKey, Thumbprint, certificate_pem, pem_certificates};
 use crate::tls::{self, VerifyReport};
-use crate::wire::{self, ControlAnswer, Heartbeat, JoinRequest, NodeCall};
+use crate::wire::{self, ControlAnswer, Heartbeat, JoinRequest, NodeCall, Termination};
 use crate::{ClusterError, DEFAULT_PORT};
 use gatehouse_core::SecretString;
 use rustls::pki_types::ServerName;
@@ -383,10 +383,12 @@ pub fn cluster_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Reports to the control node every [`HEARTBEAT_INTERVAL`] until `stop` completes; logs when
-/// the control node becomes unreachable and when it is back, once each.
+/// the control node becomes unreachable and when it is back, once each. Sessions an
+/// administrator ended from the control node are handed to `terminate`.
 pub async fn heartbeat_loop(
     client: ControlClient,
     beat: Heartbeat,
+    terminate: impl Fn(Termination),
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -399,7 +401,12 @@ pub async fn heartbeat_loop(
             _ = ticker.tick() => {}
         }
         match client.call(NodeCall::Heartbeat(beat.clone())).await {
-            Ok(_) => {
+            Ok(answer) => {
+                if let ControlAnswer::HeartbeatOk { terminate: ended } = answer {
+                    for termination in ended {
+                        terminate(termination);
+                    }
+                }
                 if !reachable {
                     tracing::info!(control = %client.address(), "control node reachable again");
                 }

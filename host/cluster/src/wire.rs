@@ -246,7 +246,11 @@ pub struct Heartbeat {
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum ControlAnswer {
     Joined(Joined),
-    HeartbeatOk,
+    /// With the sessions an administrator ended from the control node since the last call.
+    HeartbeatOk {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        terminate: Vec<Termination>,
+    },
     Authenticated(Authenticated),
     Granted(Box<Granted>),
     ChannelDecided(ChannelVerdict),
@@ -255,6 +259,14 @@ pub enum ControlAnswer {
     Shipped(Shipped),
     RecordingHeld(RecordingHeld),
     Refused(Refusal),
+}
+
+/// A session of the node an administrator ended from the control node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termination {
+    pub session: String,
+    pub by: String,
+    pub reason: String,
 }
 
 /// A successful join: the node's certificate and the cluster CA.

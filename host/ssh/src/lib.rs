@@ -9,6 +9,7 @@ mod aa;
 mod access;
 mod drain;
 mod forward;
+mod live;
 mod messages;
 mod permit;
 mod record;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use drain::{DrainState, Shutdown};
+pub use live::LiveSessions;
 pub use server::serve;
 
 /// Read buffer on each SSH socket (client side and target side).
@@ -44,6 +46,8 @@ pub struct Services {
     pub auditor: Auditor,
     /// Who authenticates users, decides sessions and channels, and gives out credentials.
     pub authority: Authority,
+    /// The sessions running now, to end one from outside.
+    pub live: LiveSessions,
 }
 
 /// Who decides.

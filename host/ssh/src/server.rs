@@ -132,6 +132,7 @@ async fn handle_connection(
         target = tracing::field::Empty,
         client = %peer,
     );
+    let live = services.live.clone();
     let shared = Arc::new(SessionShared::new(
         id,
         peer,
@@ -140,6 +141,7 @@ async fn handle_connection(
         config,
         shutdown.clone(),
     ));
+    live.add(&shared);
     let handler = ClientHandler {
         shared: shared.clone(),
         key_rejection_audited: false,
@@ -188,6 +190,7 @@ async fn handle_connection(
             tracing::warn!("channel relays still running after the connection ended");
         }
         shared.finish().await;
+        live.remove(&shared.id);
         tracing::debug!("connection closed");
     }
     .instrument(span)
