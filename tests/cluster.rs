@@ -994,6 +994,43 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
         "{shown}"
     );
 
+    // The `node-audit` service off: the session's record and recording still arrive, its audit
+    // events wait on the node and arrive once the service is on again.
+    control.cli_ok(&["service", "disable", "node-audit"]);
+    let out = client.ssh("echo while-audit-is-off");
+    assert_client_ok("a session while node-audit is off", &out);
+    let quiet = poll(Duration::from_secs(30), || {
+        control.sessions().into_iter().find_map(|s| {
+            let ours = !s["ended"].is_null()
+                && s["channels"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["command"] == "echo while-audit-is-off"));
+            ours.then(|| s["id"].as_str().unwrap().to_string())
+        })
+    })
+    .expect("the session record arrives with node-audit off");
+    std::thread::sleep(Duration::from_secs(3));
+    // (The control node's own decision, `session_authorized`, is there; the node's events are
+    // the ones with a node sequence number.)
+    let of_quiet = |audit: &[Value]| {
+        audit
+            .iter()
+            .filter(|e| e["session"] == quiet.as_str() && e["fields"]["node_seq"].is_u64())
+            .count()
+    };
+    assert_eq!(
+        of_quiet(&control.audit()),
+        0,
+        "audit events taken with node-audit off"
+    );
+    control.cli_ok(&["service", "enable", "node-audit"]);
+    assert!(
+        poll(Duration::from_secs(30), || (of_quiet(&control.audit()) > 0)
+            .then_some(()))
+        .is_some(),
+        "the held audit events did not arrive"
+    );
+
     // Ending sessions from the centre: one on the node (it ends at the node's next call), one
     // on the control node's own listener (at once). The users read who and why.
     let running_on = |port: u16| {

@@ -60,7 +60,13 @@ pub fn take_ship(store: &Store, node: &Node, ship: Ship) -> Result<Shipped, Refu
                 .get(&SETTINGS, &key)?
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0);
-            for mut event in ship.audit {
+            // The `node-audit` service off: the events stay on the node until it is on again.
+            let audit = if txn.services()?.node_audit {
+                ship.audit
+            } else {
+                Vec::new()
+            };
+            for mut event in audit {
                 if event.seq <= through {
                     continue;
                 }

@@ -149,6 +149,8 @@ pub struct ServiceToggles {
     pub check: bool,
     pub change: bool,
     pub discovery: bool,
+    /// The control node takes its session nodes' audit events (off: they wait on the nodes).
+    pub node_audit: bool,
 }
 
 impl Default for ServiceToggles {
@@ -161,12 +163,13 @@ impl Default for ServiceToggles {
             check: true,
             change: true,
             discovery: true,
+            node_audit: true,
         }
     }
 }
 
 /// The names of the services in [`ServiceToggles`], as the CLI and API spell them.
-pub const SERVICE_NAMES: [&str; 7] = [
+pub const SERVICE_NAMES: [&str; 8] = [
     "session-requests",
     "password-requests",
     "key-requests",
@@ -174,6 +177,7 @@ pub const SERVICE_NAMES: [&str; 7] = [
     "check",
     "change",
     "discovery",
+    "node-audit",
 ];
 
 impl ServiceToggles {
@@ -187,6 +191,7 @@ impl ServiceToggles {
             "check" => &mut self.check,
             "change" => &mut self.change,
             "discovery" => &mut self.discovery,
+            "node-audit" => &mut self.node_audit,
             _ => return None,
         })
     }
