@@ -71,7 +71,7 @@ fn main() -> Result<()> {
     let summary = |s: &[f64]| {
         json!({
             "p50_ms": median(s).map(|v| v * 1e3),
-            "p90_ms": percentile(s, 0.9).map(|v| v * 1e3),
+            "p90_ms": percentile(s, 90.0).map(|v| v * 1e3),
             "mean_ms": mean(s).map(|v| v * 1e3),
             "min_ms": s.iter().copied().fold(f64::INFINITY, f64::min) * 1e3,
         })

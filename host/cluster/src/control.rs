@@ -558,6 +558,8 @@ impl Control {
         stream: tokio::net::TcpStream,
         address: SocketAddr,
     ) -> Result<(), ClusterError> {
+        // Calls and answers are small and latency-bound: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
             .await
             .map_err(|_| ClusterError::Protocol("TLS handshake timed out".into()))??;

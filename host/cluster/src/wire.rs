@@ -381,8 +381,11 @@ where
     }
     let length =
         u32::try_from(bytes.len()).map_err(|_| ClusterError::Protocol("frame too large".into()))?;
-    writer.write_all(&length.to_be_bytes()).await?;
-    writer.write_all(&bytes).await?;
+    // One write: the length and the body in one TLS record and one segment.
+    let mut frame = Zeroizing::new(Vec::with_capacity(bytes.len() + 4));
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&bytes);
+    writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
 }
