@@ -416,6 +416,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
             client.clone(),
             store.clone(),
             dir.recordings(),
+            live.closed_signal(),
         ));
         let last_client = client.clone();
         let heartbeat =

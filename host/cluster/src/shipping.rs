@@ -26,6 +26,8 @@ const PART_BYTES: usize = 1 << 20;
 /// How often a node delivers; after a failure it waits longer, up to a minute.
 const SHIP_INTERVAL: Duration = Duration::from_secs(2);
 const SHIP_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// After a session's books close, how long the delivery waits for its last writes to commit.
+const SETTLE: Duration = Duration::from_millis(50);
 
 fn audit_key(node: &str) -> String {
     format!("node_audit:{node}")
@@ -153,11 +155,25 @@ pub fn take_recording_part(
 /// too, so that the control node lists them), and the recordings of ended sessions. Runs until
 /// the task is dropped; a control node that is away is retried with a growing pause, and
 /// nothing is dropped meanwhile.
-pub async fn ship_loop(client: ControlClient, store: std::sync::Arc<Store>, recordings: PathBuf) {
+///
+/// `ended` is notified when a session's books close: a delivery follows at once (after a short
+/// pause for the session's last writes to commit), so that a recording is playable on the
+/// control node moments after the session ends.
+pub async fn ship_loop(
+    client: ControlClient,
+    store: std::sync::Arc<Store>,
+    recordings: PathBuf,
+    ended: std::sync::Arc<tokio::sync::Notify>,
+) {
     let mut pause = SHIP_INTERVAL;
     let mut reachable = true;
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ended.notified(), if reachable => {
+                tokio::time::sleep(SETTLE).await;
+            }
+        }
         match ship_once(&client, &store, &recordings).await {
             Ok(()) => {
                 if !reachable {

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 #[derive(Clone, Default)]
 pub struct LiveSessions {
     sessions: Arc<Mutex<HashMap<String, Weak<SessionShared>>>>,
+    /// Told when a session's books are closed (a session node delivers them then).
+    closed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for LiveSessions {
@@ -31,6 +33,12 @@ impl LiveSessions {
         if let Ok(mut map) = self.sessions.lock() {
             map.remove(id);
         }
+        self.closed.notify_one();
+    }
+
+    /// Notified each time a session's books are closed.
+    pub fn closed_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.closed.clone()
     }
 
     /// The ids of the sessions running now.
