@@ -41,8 +41,9 @@ fn api(
 struct SessionNode {
     dir: tempfile::TempDir,
     server: Option<Child>,
-    /// Where its SSH listener is, once serving.
+    /// Where its SSH and RDP listeners are, once serving.
     ssh_port: u16,
+    rdp_port: u16,
 }
 
 impl SessionNode {
@@ -54,6 +55,7 @@ impl SessionNode {
                 .unwrap(),
             server: None,
             ssh_port: 0,
+            rdp_port: 0,
         }
     }
 
@@ -110,13 +112,23 @@ impl SessionNode {
             .unwrap();
         let before = self.log_text().matches("session node started").count();
         self.ssh_port = free_port();
+        self.rdp_port = free_port();
         let listen = format!("127.0.0.1:{}", self.ssh_port);
+        let rdp_listen = format!("127.0.0.1:{}", self.rdp_port);
         let mut cmd = self.command();
-        cmd.args(["serve", "--role", "session", "--ssh-listen", &listen])
-            .env("RUST_LOG", TEST_LOG_FILTER)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        cmd.args([
+            "serve",
+            "--role",
+            "session",
+            "--ssh-listen",
+            &listen,
+            "--rdp-listen",
+            &rdp_listen,
+        ])
+        .env("RUST_LOG", TEST_LOG_FILTER)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
         self.server = Some(cmd.spawn().unwrap());
         let started = poll(Duration::from_secs(20), || {
             (self.log_text().matches("session node started").count() > before).then_some(())
@@ -1154,4 +1166,207 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
         !log.contains(GATEWAY_PASSWORD),
         "a user's password in the node's log"
     );
+}
+
+/// RDP through a session node with a real xfreerdp and a real NLA target: the node's NLA
+/// exchange checks the client with the NT hash the control node lends it for that exchange, the
+/// control node checks the delegated password and decides the session; the node dials with the
+/// vault's password (the target's key pinned on the control node's asset), relays and records,
+/// and delivers the record, the audit and the recording to the control node. A wrong password
+/// and a target outside the node's networks are refused; no secret rests on the node.
+#[test]
+fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
+    use support::rdp_peers::{Client as RdpClient, ShadowTarget, text};
+    const USER: &str = "alice";
+    const PASSWORD: &str = "Gateway-Pass-1";
+    const ACCOUNT: &str = "target1";
+    const VAULT_PASSWORD: &str = "Vault-Pass-Node-1";
+
+    let scratch = tempfile::tempdir().unwrap();
+    let shadow = ShadowTarget::start(scratch.path(), ACCOUNT, VAULT_PASSWORD);
+    let mut control = Gatehouse::init();
+    control.add_user_with_password(USER, PASSWORD);
+    control.add_rdp_asset("win1", shadow.port, &[]);
+    // The same target under an address no network of sess-a holds.
+    control.cli_ok(&[
+        "asset",
+        "add",
+        "farwin",
+        "--address",
+        "127.0.0.2",
+        "--tofu",
+        "--rdp-port",
+        &shadow.port.to_string(),
+    ]);
+    for asset in ["win1", "farwin"] {
+        let spec = format!("{ACCOUNT}@{asset}");
+        control.add_account_with_password(&spec, VAULT_PASSWORD);
+        control.grant_user(USER, &spec);
+    }
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+    // The node reports its RDP port.
+    let reported = poll(Duration::from_secs(20), || {
+        nodes(&control, false)
+            .iter()
+            .find(|n| n["rdp_port"].as_u64() == Some(u64::from(node.rdp_port)))
+            .cloned()
+    });
+    assert!(
+        reported.is_some(),
+        "no RDP port reported: {:#?}",
+        nodes(&control, false)
+    );
+
+    let client = RdpClient::new(scratch.path());
+    let auth_only = |login: &str, password: &str| {
+        let command = client.command(node.rdp_port, login, password, &["/sec:nla", "+auth-only"]);
+        let (output, killed) = client.run(command, Duration::from_secs(60));
+        assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+        output
+    };
+    let login = format!("{USER}@{ACCOUNT}@win1");
+    let output = auth_only(&login, PASSWORD);
+    assert!(
+        output.status.success(),
+        "xfreerdp through the session node failed:\n{}\n--- node log ---\n{}\n--- control log ---\n{}",
+        text(&output),
+        node.log_text(),
+        control.log_text()
+    );
+
+    // The control node decided (with the node) and pinned the target's key on its asset.
+    let authorized = control
+        .wait_for_audit(0, "session_authorized", Duration::from_secs(30))
+        .expect("session_authorized on the control node");
+    assert_eq!(authorized["fields"]["node"], "sess-a", "{authorized}");
+    let pin = gatehouse_rdp::CertificatePin::of_certificate(&shadow.certificate())
+        .unwrap()
+        .to_string();
+    let asset = control.cli_json(&["asset", "show", "win1", "--json"]);
+    assert_eq!(
+        asset["rdp"]["certificate"],
+        serde_json::json!({"mode": "pinned", "pin": pin}),
+        "{asset}"
+    );
+    // The node's record, audit and recording reach the control node.
+    let delivered = poll(Duration::from_secs(30), || {
+        control
+            .sessions()
+            .into_iter()
+            .find(|s| s["node"] == "sess-a" && s["protocol"] == "rdp" && !s["ended"].is_null())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no RDP session of sess-a on the control node: {:#?}\n{}",
+            control.sessions(),
+            node.log_text()
+        )
+    });
+    assert_eq!(delivered["user"], USER);
+    let id = delivered["id"].as_str().unwrap().to_string();
+    let pdus = control
+        .data_dir()
+        .join("recordings")
+        .join(&id)
+        .join("rdp.pdus");
+    let arrived = poll(Duration::from_secs(30), || {
+        std::fs::read(&pdus)
+            .ok()
+            .filter(|b| b.starts_with(b"GHRDP1\n\0"))
+    });
+    assert!(arrived.is_some(), "{} did not arrive", pdus.display());
+    let connected = control
+        .wait_for_audit(0, "target_connect_ok", Duration::from_secs(30))
+        .expect("target_connect_ok delivered");
+    assert_eq!(connected["fields"]["node"], "sess-a", "{connected}");
+    assert_eq!(connected["fields"]["protocol"], "rdp", "{connected}");
+    assert_eq!(connected["fields"]["certificate"], pin, "{connected}");
+
+    // A wrong gateway password: NTLM fails on the node, the audit says why.
+    let output = auth_only(&login, "not-the-gateway-password");
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("ERRCONNECT_LOGON_FAILURE"),
+        "{}",
+        text(&output)
+    );
+    let failed = control
+        .wait_for_audit(0, "login_failed", Duration::from_secs(30))
+        .expect("login_failed delivered");
+    assert_eq!(failed["user"], USER, "{failed}");
+    assert_eq!(failed["fields"]["node"], "sess-a", "{failed}");
+    assert_eq!(failed["fields"]["protocol"], "rdp", "{failed}");
+
+    // A permitted target outside the node's networks: refused, and the control node's audit
+    // names where to connect.
+    let output = auth_only(&format!("{USER}@{ACCOUNT}@farwin"), PASSWORD);
+    assert!(!output.status.success(), "{}", text(&output));
+    let outside = poll(Duration::from_secs(30), || {
+        control.audit_of("access_denied").into_iter().find(|e| {
+            e["target"] == format!("{ACCOUNT}@farwin")
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("connect through the control node"))
+        })
+    });
+    assert!(
+        outside.is_some(),
+        "{:#?}",
+        control.audit_of("access_denied")
+    );
+
+    // Neither password nor the NT hash's source rests on the node.
+    node.stop();
+    let needles: Vec<Vec<u8>> = [PASSWORD, VAULT_PASSWORD]
+        .iter()
+        .flat_map(|secret| {
+            let utf16: Vec<u8> = secret
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes())
+                .collect();
+            [secret.as_bytes().to_vec(), utf16]
+        })
+        .collect();
+    let mut files = vec![node.dir.path().to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += 1;
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "a secret rests on the node in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 3, "{scanned} files scanned");
 }

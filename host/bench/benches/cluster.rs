@@ -76,6 +76,35 @@ fn main() -> Result<()> {
             "min_ms": s.iter().copied().fold(f64::INFINITY, f64::min) * 1e3,
         })
     };
+    // From a session's end (the client has its exit status and hangs up) to its recording
+    // playable on the control node: every file the node recorded there, whole.
+    let node_recordings = node.dir.join("recordings");
+    let control_recordings = demo.data_dir.join("recordings");
+    let mut playable = Vec::new();
+    for _ in 0..runs {
+        let before: std::collections::HashSet<_> = list_dirs(&node_recordings);
+        runtime.block_on(setup("node", node.port, &user, &key))?;
+        let ended = Instant::now();
+        let id = loop {
+            if let Some(id) = list_dirs(&node_recordings).difference(&before).next() {
+                break id.clone();
+            }
+            if ended.elapsed() > Duration::from_secs(30) {
+                bail!("no recording appeared on the node");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        loop {
+            if same_files(&node_recordings.join(&id), &control_recordings.join(&id)) {
+                break;
+            }
+            if ended.elapsed() > Duration::from_secs(60) {
+                bail!("recording {id} did not reach the control node within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        playable.push(ended.elapsed().as_secs_f64());
+    }
     let ratio = match (median(&samples[1]), median(&samples[0])) {
         (Some(node), Some(single)) if single > 0.0 => Some(node / single),
         _ => None,
@@ -87,6 +116,11 @@ fn main() -> Result<()> {
         "single": summary(&samples[0]),
         "node": summary(&samples[1]),
         "ratio_p50_node_over_single": ratio,
+        "recording_playable_on_control_after_end": {
+            "p50_ms": median(&playable).map(|v| v * 1e3),
+            "p99_ms": percentile(&playable, 99.0).map(|v| v * 1e3),
+            "max_ms": playable.iter().copied().fold(0.0, f64::max) * 1e3,
+        },
         "load_after": load_average(),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
@@ -99,6 +133,38 @@ fn main() -> Result<()> {
     drop(demo);
     drop(account);
     Ok(())
+}
+
+fn list_dirs(dir: &Path) -> std::collections::HashSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every file of `here` is in `there` with the same length (and `here` has one).
+fn same_files(here: &Path, there: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(here) else {
+        return false;
+    };
+    let mut any = false;
+    for entry in entries.flatten() {
+        any = true;
+        let (Ok(a), Ok(b)) = (
+            entry.metadata(),
+            std::fs::metadata(there.join(entry.file_name())),
+        ) else {
+            return false;
+        };
+        if a.len() != b.len() {
+            return false;
+        }
+    }
+    any
 }
 
 fn humantime_now() -> Value {
@@ -140,7 +206,7 @@ async fn setup(name: &str, port: u16, user: &str, key: &Path) -> Result<f64> {
 struct SessionNode {
     child: Child,
     port: u16,
-    _dir: PathBuf,
+    dir: PathBuf,
 }
 
 impl SessionNode {
@@ -197,11 +263,7 @@ impl SessionNode {
             .stderr(log)
             .spawn()
             .context("starting the session node")?;
-        let mut node = SessionNode {
-            child,
-            port,
-            _dir: dir,
-        };
+        let mut node = SessionNode { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {

@@ -309,17 +309,8 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
     let public = host_key.public_key().to_openssh()?;
     std::fs::write(dir.host_key().with_extension("pub"), format!("{public}\n"))?;
 
-    // A TLS key pair for the HTTPS API and gateway joins (used by later features).
-    let tls = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])?;
-    write_private_file(
-        &dir.tls_dir().join("key.pem"),
-        tls.signing_key.serialize_pem().as_bytes(),
-    )?;
-    std::fs::write(dir.tls_dir().join("cert.pem"), tls.cert.pem())?;
+    // A TLS key pair for the HTTPS API and RDP clients.
+    write_tls(dir)?;
 
     dir.ensure_policies(&dir.policies())?;
     gatehouse_store::Store::open(&dir.store())?;
@@ -339,4 +330,30 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
             .to_string(),
         master_key: master_key_text,
     })
+}
+
+/// A self-signed TLS key pair in `tls/` (for the HTTPS API and RDP clients).
+fn write_tls(dir: &DataDir) -> Result<()> {
+    let tls = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    write_private_file(
+        &dir.tls_dir().join("key.pem"),
+        tls.signing_key.serialize_pem().as_bytes(),
+    )?;
+    std::fs::write(dir.tls_dir().join("cert.pem"), tls.cert.pem())?;
+    Ok(())
+}
+
+/// Makes `tls/` with a self-signed key pair unless it holds one (a session node's first start).
+/// True when it made one.
+pub fn ensure_tls(dir: &DataDir) -> Result<bool> {
+    if dir.tls_dir().join("cert.pem").exists() && dir.tls_dir().join("key.pem").exists() {
+        return Ok(false);
+    }
+    create_private_dir(&dir.tls_dir())?;
+    write_tls(dir)?;
+    Ok(true)
 }

@@ -11,6 +11,8 @@ use crate::datadir::{DataDir, RdpSettings};
 use anyhow::{Context, Result, bail};
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_auth::{AuthError, Authenticator};
+use gatehouse_cluster::wire::{Authorize, LoginProof};
+use gatehouse_cluster::{ClusterError, RefusalKind};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
     AuditKind, LoginSpec, RdpCertificatePolicy, SecretString, SessionRecord, User,
@@ -18,8 +20,8 @@ use gatehouse_core::{
 use gatehouse_policy::{PolicyEngine, TargetAuthorization};
 use gatehouse_rdp::{
     AcceptError, AcceptedClient, CertificatePin, CertificatePolicy, ClientLogin, DialOptions,
-    Direction, FirstUse, GatewayTls, NtHash, PduKind, PinOutcome, PinRecorder, RecordError,
-    RecordedPdu, Recorder, Refused, RelaySummary, TargetLogin, UserDirectory,
+    Direction, FirstUse, GatewayTls, NtHash, PduKind, PinFuture, PinOutcome, PinRecorder,
+    RecordError, RecordedPdu, Recorder, Refused, RelaySummary, TargetLogin, UserDirectory,
 };
 use gatehouse_recording::{RecordingEvent, SessionRecording};
 use gatehouse_store::{ASSETS, SESSIONS, Store, StoreError, USERS};
@@ -41,16 +43,10 @@ pub const CLOCK_FILE: &str = "video.clock.json";
 
 /// Everything an RDP session needs from the rest of Gatehouse.
 pub struct RdpServices {
+    /// Session records (on a session node, its own store, delivered to the control node).
     pub store: Arc<Store>,
-    pub vault: Arc<Vault>,
-    pub authenticator: Arc<Authenticator>,
-    pub policy: Arc<PolicyEngine>,
-    /// The enabled plugins: AA hooks (answered from `key=value@` login options) and
-    /// credential stores.
-    pub plugins: Option<gatehouse_plugin_host::PluginHost>,
-    /// Access requests: access tokens from `.rdp` files, sessions under requests, connections
-    /// held for approval.
-    pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
+    /// Who authenticates users and decides sessions.
+    pub authority: RdpAuthority,
     pub auditor: Auditor,
     pub recordings: PathBuf,
     /// Steer capability negotiation so recordings decode (no GFX, no drawing orders, no
@@ -61,6 +57,28 @@ pub struct RdpServices {
     pub handshake_timeout: Duration,
     /// Limit for connecting and logging in to a target.
     pub connect_timeout: Duration,
+}
+
+/// Who checks RDP logins and decides sessions.
+pub enum RdpAuthority {
+    /// This process: its vault, users, policies, plugins and requests.
+    Local(LocalRdp),
+    /// A session node: the control node lends the user's NT hash for the NLA exchange, checks
+    /// the delegated password, decides the session with Cedar and hands out the credential.
+    Remote(gatehouse_cluster::ControlClient),
+}
+
+/// What a process that decides its own RDP sessions uses.
+pub struct LocalRdp {
+    pub vault: Arc<Vault>,
+    pub authenticator: Arc<Authenticator>,
+    pub policy: Arc<PolicyEngine>,
+    /// The enabled plugins: AA hooks (answered from `key=value@` login options) and
+    /// credential stores.
+    pub plugins: Option<gatehouse_plugin_host::PluginHost>,
+    /// Access requests: access tokens from `.rdp` files, sessions under requests, connections
+    /// held for approval.
+    pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
 }
 
 /// The gateway's TLS identity for RDP clients: `<data-dir>/tls/{cert.pem,key.pem}`.
@@ -296,7 +314,13 @@ struct StorePins<'a> {
 }
 
 impl PinRecorder for StorePins<'_> {
-    fn record_first_use(&self, presented: &CertificatePin) -> Result<FirstUse, String> {
+    fn record_first_use<'a>(&'a self, presented: &'a CertificatePin) -> PinFuture<'a> {
+        Box::pin(std::future::ready(self.record(presented)))
+    }
+}
+
+impl StorePins<'_> {
+    fn record(&self, presented: &CertificatePin) -> Result<FirstUse, String> {
         let outcome = self
             .session
             .services
@@ -336,6 +360,80 @@ impl PinRecorder for StorePins<'_> {
             );
         }
         Ok(outcome)
+    }
+}
+
+/// On a session node: users' NT hashes lent by the control node, one per NLA exchange.
+struct RemoteUsers<'a> {
+    control: &'a gatehouse_cluster::ControlClient,
+    session: &'a str,
+    client: SocketAddr,
+}
+
+impl UserDirectory for RemoteUsers<'_> {
+    fn nt_hash(&self, login: &ClientLogin) -> Result<NtHash, Refused> {
+        let spec =
+            LoginSpec::parse(&login.user).map_err(|e| Refused(format!("malformed login: {e}")))?;
+        // sspi asks from inside its (synchronous) NLA exchange; the call to the control node is
+        // bounded by the cluster's call timeout. Only a multi-threaded runtime can lend this
+        // worker thread for it.
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| Refused("no runtime to ask the control node from".into()))?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(Refused(
+                "the RDP listener of a session node needs a multi-threaded runtime".into(),
+            ));
+        }
+        let asked = tokio::task::block_in_place(|| {
+            handle.block_on(self.control.rdp_nt_hash(
+                self.session,
+                &self.client.to_string(),
+                spec.user.as_str(),
+            ))
+        });
+        match asked {
+            Ok(hash) => Ok(NtHash::from_bytes(*hash)),
+            Err(gatehouse_cluster::ClusterError::Refused(refusal)) => {
+                Err(Refused(format!("control node: {}", refusal.message)))
+            }
+            Err(e) => Err(Refused(format!("control node unreachable: {e}"))),
+        }
+    }
+}
+
+/// On a session node: first-use pins go to the asset on the control node.
+struct RemotePins<'a> {
+    session: &'a Session,
+    control: &'a gatehouse_cluster::ControlClient,
+    permit: &'a gatehouse_cluster::RemotePermit,
+}
+
+impl PinRecorder for RemotePins<'_> {
+    fn record_first_use<'a>(&'a self, presented: &'a CertificatePin) -> PinFuture<'a> {
+        Box::pin(async move {
+            let pinned = self
+                .control
+                .pin_certificate(self.permit, presented.to_string())
+                .await
+                .map_err(|e| format!("control node: {e}"))?;
+            match pinned {
+                Some(pin) => CertificatePin::parse(&pin).map(FirstUse::AlreadyPinned),
+                None => {
+                    self.session.audit(
+                        AuditKind::HostKeyRecorded,
+                        format!(
+                            "trusted the RDP certificate key of `{}` on first use: {presented}",
+                            self.permit.asset().name
+                        ),
+                        &[
+                            ("protocol", "rdp".into()),
+                            ("pin", presented.to_string().into()),
+                        ],
+                    );
+                    Ok(FirstUse::Recorded)
+                }
+            }
+        })
     }
 }
 
@@ -516,6 +614,52 @@ async fn check_graphics(path: PathBuf) -> RecordingEvent {
     }
 }
 
+/// A permitted session, and what its end must tell.
+enum Grant<'a> {
+    /// Decided here.
+    Local {
+        local: &'a LocalRdp,
+        authorization: Box<TargetAuthorization>,
+        request: Option<gatehouse_core::AccessRequest>,
+        who: Box<access::LoggedIn>,
+    },
+    /// Decided by the control node (a session node).
+    Remote {
+        control: &'a gatehouse_cluster::ControlClient,
+        permit: gatehouse_cluster::RemotePermit,
+    },
+}
+
+impl Grant<'_> {
+    fn permit(&self) -> &dyn gatehouse_rdp::Permit {
+        match self {
+            Grant::Local { authorization, .. } => authorization.as_ref(),
+            Grant::Remote { permit, .. } => permit,
+        }
+    }
+
+    fn account_name(&self) -> String {
+        match self {
+            Grant::Local { authorization, .. } => authorization.account().name.to_string(),
+            Grant::Remote { permit, .. } => permit.account().to_string(),
+        }
+    }
+
+    fn reasons(&self) -> Vec<String> {
+        match self {
+            Grant::Local { authorization, .. } => authorization.reasons().to_vec(),
+            Grant::Remote { permit, .. } => permit.reasons().to_vec(),
+        }
+    }
+
+    fn request_id(&self) -> Option<String> {
+        match self {
+            Grant::Local { request, .. } => request.as_ref().map(|r| r.id.clone()),
+            Grant::Remote { permit, .. } => permit.request().map(str::to_string),
+        }
+    }
+}
+
 /// One RDP connection.
 struct Session {
     id: String,
@@ -556,12 +700,20 @@ impl Session {
         self.services.auditor.record_best_effort(entry);
     }
 
-    async fn run(mut self, socket: tokio::net::TcpStream) {
+    async fn run(self, socket: tokio::net::TcpStream) {
         tracing::debug!("RDP connection accepted");
+        let services = self.services.clone();
+        match &services.authority {
+            RdpAuthority::Local(local) => self.run_local(local, socket).await,
+            RdpAuthority::Remote(control) => self.run_remote(control, socket).await,
+        }
+    }
+
+    async fn run_local(mut self, local: &LocalRdp, socket: tokio::net::TcpStream) {
         let services = self.services.clone();
         let users = StoreUsers {
             store: &services.store,
-            vault: &services.vault,
+            vault: &local.vault,
         };
         let accepted =
             gatehouse_rdp::accept(&services.tls, &users, socket, services.handshake_timeout).await;
@@ -572,7 +724,7 @@ impl Session {
                 return;
             }
         };
-        let Some((user, spec)) = self.login(&client).await else {
+        let Some((user, spec)) = self.login(local, &client).await else {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
@@ -588,11 +740,11 @@ impl Session {
                 return;
             }
         };
-        let Some(who) = self.run_plugins(user, spec).await else {
+        let Some(who) = self.run_plugins(local, user, spec).await else {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
-        let Some((authorization, request)) = self.permit(&who, &target).await else {
+        let Some((authorization, request)) = self.permit(local, &who, &target).await else {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
@@ -605,7 +757,162 @@ impl Session {
             client.refuse(gatehouse_rdp::Refusal::ShuttingDown).await;
             return;
         }
-        self.connect(client, authorization, request, who).await;
+        let grant = Grant::Local {
+            local,
+            authorization: Box::new(authorization),
+            request,
+            who: Box::new(who),
+        };
+        self.connect(client, grant).await;
+    }
+
+    /// A session node's connection: the control node lends the NT hash for NLA, checks the
+    /// delegated password and decides the session; this node dials, relays and records.
+    async fn run_remote(
+        mut self,
+        control: &gatehouse_cluster::ControlClient,
+        socket: tokio::net::TcpStream,
+    ) {
+        let services = self.services.clone();
+        let users = RemoteUsers {
+            control,
+            session: &self.id,
+            client: self.client,
+        };
+        let accepted =
+            gatehouse_rdp::accept(&services.tls, &users, socket, services.handshake_timeout).await;
+        let client = match accepted {
+            Ok(client) => client,
+            Err(e) => {
+                self.refused_before_login(e);
+                return;
+            }
+        };
+        let login = client.login().user.clone();
+        let spec = match LoginSpec::parse(&login) {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.audit(
+                    AuditKind::LoginFailed,
+                    format!("malformed login `{login}`: {e}"),
+                    &[("protocol", "rdp".into())],
+                );
+                client.refuse(gatehouse_rdp::Refusal::Denied).await;
+                return;
+            }
+        };
+        self.user = spec.user.to_string();
+        let span = tracing::Span::current();
+        span.record("user", spec.user.as_str());
+        if let Ok(target) = &spec.target {
+            self.target = target.to_string();
+            span.record("target", tracing::field::display(target));
+        }
+        let password = SecretString::new(client.delegated_password().expose().to_string());
+        let authenticated = control
+            .authenticate(
+                &self.id,
+                &self.client.to_string(),
+                spec.user.as_str(),
+                LoginProof::Password { password },
+            )
+            .await;
+        let ticket = match authenticated {
+            Ok(authenticated) => authenticated.ticket,
+            Err(e) => {
+                let (detail, refusal) = match &e {
+                    ClusterError::Refused(r) if r.kind == RefusalKind::LoginFailed => (
+                        format!(
+                            "the password delegated over RDP does not match the password of `{}` (control node: {})",
+                            spec.user, r.message
+                        ),
+                        gatehouse_rdp::Refusal::Denied,
+                    ),
+                    ClusterError::Refused(r) => (
+                        format!("control node refused the login: {}", r.message),
+                        gatehouse_rdp::Refusal::Denied,
+                    ),
+                    other => (
+                        format!("control node unreachable at login: {other}"),
+                        gatehouse_rdp::Refusal::Unavailable,
+                    ),
+                };
+                self.audit(
+                    AuditKind::LoginFailed,
+                    detail,
+                    &[("protocol", "rdp".into())],
+                );
+                client.refuse(refusal).await;
+                return;
+            }
+        };
+        self.audit(
+            AuditKind::LoginOk,
+            format!(
+                "`{}` logged in over RDP with password (checked by the control node)",
+                spec.user
+            ),
+            &[("protocol", "rdp".into()), ("method", "password".into())],
+        );
+        if let Err(e) = &spec.target {
+            self.audit(
+                AuditKind::AccessDenied,
+                e.to_string(),
+                &[("protocol", "rdp".into())],
+            );
+            client.refuse(gatehouse_rdp::Refusal::Denied).await;
+            return;
+        }
+        let call = Authorize {
+            session: self.id.clone(),
+            client: self.client.to_string(),
+            protocol: "rdp".into(),
+            login,
+            ticket,
+            method: "password".into(),
+        };
+        let permit = match control.authorize(call).await {
+            Ok(permit) => permit,
+            Err(ClusterError::Refused(refusal)) => {
+                // The control node audited its decision; what it could not decide is ours.
+                if !matches!(
+                    refusal.kind,
+                    RefusalKind::NotPermitted
+                        | RefusalKind::AccessToken
+                        | RefusalKind::OutsideNetworks
+                        | RefusalKind::NotServed
+                ) {
+                    self.audit(
+                        AuditKind::AccessDenied,
+                        format!("control node refused: {}", refusal.message),
+                        &[("protocol", "rdp".into())],
+                    );
+                }
+                client.refuse(gatehouse_rdp::Refusal::Denied).await;
+                return;
+            }
+            Err(e) => {
+                self.audit(
+                    AuditKind::AccessDenied,
+                    format!("control node unreachable: {e}"),
+                    &[("protocol", "rdp".into())],
+                );
+                client.refuse(gatehouse_rdp::Refusal::Unavailable).await;
+                return;
+            }
+        };
+        if !self.shutdown.is_serving() {
+            self.audit(
+                AuditKind::AccessDenied,
+                "the gateway is shutting down: no new sessions",
+                &[("protocol", "rdp".into())],
+            );
+            client.refuse(gatehouse_rdp::Refusal::ShuttingDown).await;
+            let _ = control.session_ended(permit.grant()).await;
+            return;
+        }
+        self.connect(client, Grant::Remote { control, permit })
+            .await;
     }
 
     /// Audits a client that did not get as far as a login (failed authentication is a
@@ -636,7 +943,11 @@ impl Session {
 
     /// Checks the delegated password against the user's argon2id hash (so the NT hash alone
     /// logs no one in); a failure is audited (success is, once the AA plugins accepted).
-    async fn login(&mut self, client: &AcceptedClient) -> Option<(User, LoginSpec)> {
+    async fn login(
+        &mut self,
+        local: &LocalRdp,
+        client: &AcceptedClient,
+    ) -> Option<(User, LoginSpec)> {
         let login = client.login().user.clone();
         let spec = match LoginSpec::parse(&login) {
             Ok(spec) => spec,
@@ -656,7 +967,7 @@ impl Session {
             self.target = target.to_string();
             span.record("target", tracing::field::display(target));
         }
-        let authenticator = self.services.authenticator.clone();
+        let authenticator = local.authenticator.clone();
         let name = spec.user.clone();
         let password = SecretString::new(client.delegated_password().expose().to_string());
         let verified = tokio::task::spawn_blocking(move || {
@@ -692,20 +1003,19 @@ impl Session {
     /// from the vault.
     async fn target_password(
         &self,
+        local: &LocalRdp,
         authorization: &TargetAuthorization,
     ) -> Result<Option<SecretString>, String> {
         use gatehouse_plugin_host::{Credential, CredentialKind};
         let account = authorization.account();
         let Some(plugin) = &account.credential_plugin else {
-            return self
-                .services
+            return local
                 .vault
                 .credential(account)
                 .map(|c| c.password)
                 .map_err(|e| format!("vault: {e}"));
         };
-        let plugins = self
-            .services
+        let plugins = local
             .plugins
             .as_ref()
             .ok_or_else(|| format!("credential-store plugin `{plugin}` is not enabled"))?;
@@ -737,10 +1047,15 @@ impl Session {
     }
 
     /// Tells the account's credential-store plugin (if any) whether the target accepted it.
-    async fn credential_event(&self, authorization: &TargetAuthorization, succeeded: bool) {
+    async fn credential_event(
+        &self,
+        local: &LocalRdp,
+        authorization: &TargetAuthorization,
+        succeeded: bool,
+    ) {
         let (Some(plugin), Some(plugins)) = (
             &authorization.account().credential_plugin,
-            self.services.plugins.as_ref(),
+            local.plugins.as_ref(),
         ) else {
             return;
         };
@@ -753,15 +1068,9 @@ impl Session {
 
     /// Dials the target with the account's password, then relays and records the session
     /// until either side closes or the request it runs under ends.
-    async fn connect(
-        &self,
-        client: AcceptedClient,
-        authorization: TargetAuthorization,
-        request: Option<gatehouse_core::AccessRequest>,
-        mut who: access::LoggedIn,
-    ) {
-        let reasons = serde_json::json!(authorization.reasons());
-        let request_id = request.as_ref().map(|r| r.id.clone());
+    async fn connect(&self, client: AcceptedClient, mut grant: Grant<'_>) {
+        let reasons = serde_json::json!(grant.reasons());
+        let request_id = grant.request_id();
         let failed = |detail: String| {
             let mut fields = vec![("protocol", "rdp".into()), ("policies", reasons.clone())];
             if let Some(id) = &request_id {
@@ -769,8 +1078,8 @@ impl Session {
             }
             self.audit(AuditKind::TargetConnectFailed, detail, &fields);
         };
-        let asset = authorization.asset().clone();
-        let account = authorization.account().clone();
+        let asset = grant.permit().permitted_asset().clone();
+        let account = grant.account_name();
         let Some(endpoint) = asset.rdp.clone() else {
             failed(format!("asset `{}` has no RDP endpoint", asset.name));
             client.refuse(gatehouse_rdp::Refusal::TargetFailed).await;
@@ -787,7 +1096,17 @@ impl Session {
                 }
             },
         };
-        let password = match self.target_password(&authorization).await {
+        let password = match &grant {
+            Grant::Local {
+                local,
+                authorization,
+                ..
+            } => self.target_password(local, authorization).await,
+            Grant::Remote { permit, .. } => Ok(permit
+                .take_credential()
+                .and_then(|mut credential| credential.password.take())),
+        };
+        let password = match password {
             Ok(password) => password,
             Err(e) => {
                 failed(e);
@@ -796,29 +1115,51 @@ impl Session {
             }
         };
         let Some(password) = password else {
-            failed(format!("account `{}` holds no password", account.name));
+            failed(format!("account `{account}` holds no password"));
             client.refuse(gatehouse_rdp::Refusal::TargetFailed).await;
             return;
         };
         let login = TargetLogin {
-            username: account.name.to_string(),
+            username: account.clone(),
             domain: None,
             password,
         };
-        let pins = StorePins {
-            session: self,
-            asset: asset.name.to_string(),
+        let store_pins;
+        let remote_pins;
+        let pins: &dyn PinRecorder = match &grant {
+            Grant::Local { .. } => {
+                store_pins = StorePins {
+                    session: self,
+                    asset: asset.name.to_string(),
+                };
+                &store_pins
+            }
+            Grant::Remote { control, permit } => {
+                remote_pins = RemotePins {
+                    session: self,
+                    control,
+                    permit,
+                };
+                &remote_pins
+            }
         };
         let options = DialOptions {
             port: endpoint.port,
             timeout: self.services.connect_timeout,
             certificate,
-            pins: &pins,
+            pins,
         };
-        let dialed = gatehouse_rdp::dial(&authorization, &client, &login, options).await;
+        let dialed = gatehouse_rdp::dial(grant.permit(), &client, &login, options).await;
         let target_refused = matches!(dialed, Err(gatehouse_rdp::DialError::CredentialRejected(_)));
-        if dialed.is_ok() || target_refused {
-            self.credential_event(&authorization, dialed.is_ok()).await;
+        if let Grant::Local {
+            local,
+            authorization,
+            ..
+        } = &grant
+            && (dialed.is_ok() || target_refused)
+        {
+            self.credential_event(local, authorization, dialed.is_ok())
+                .await;
         }
         let target = match dialed {
             Ok(target) => target,
@@ -851,7 +1192,7 @@ impl Session {
             }
         };
         let opened = Opened {
-            account: account.name.to_string(),
+            account: account.clone(),
             asset: asset.name.to_string(),
             started: Timestamp::now(),
         };
@@ -859,10 +1200,7 @@ impl Session {
         let mut connected = self
             .entry(
                 AuditKind::TargetConnectOk,
-                format!(
-                    "connected over RDP to `{}` as `{}`",
-                    self.target, account.name
-                ),
+                format!("connected over RDP to `{}` as `{}`", self.target, account),
             )
             .field("protocol", "rdp")
             .field("policies", reasons.clone())
@@ -879,11 +1217,13 @@ impl Session {
             tracing::error!(error = %e, "cannot audit the session start; closing");
             return;
         }
-        let ended = access::request_ended(
-            self.services.workflow.clone(),
-            request_id.clone(),
-            self.id.clone(),
-        );
+        // A session node's sessions under a request end by the control node's word (a
+        // termination), not by watching requests it does not hold.
+        let workflow = match &grant {
+            Grant::Local { local, .. } => local.workflow.clone(),
+            Grant::Remote { .. } => None,
+        };
+        let ended = access::request_ended(workflow, request_id.clone(), self.id.clone());
         let ended_by_request: Mutex<Option<gatehouse_core::RequestState>> = Mutex::new(None);
         let shut_down = std::sync::atomic::AtomicBool::new(false);
         let stop = async {
@@ -957,8 +1297,17 @@ impl Session {
             format!("session ended: {up} bytes up, {down} bytes down"),
             &fields,
         );
-        self.plugins_session_ended(&mut who, &opened, &summary)
-            .await;
+        match &mut grant {
+            Grant::Local { local, who, .. } => {
+                self.plugins_session_ended(local, who, &opened, &summary)
+                    .await;
+            }
+            Grant::Remote { control, permit } => {
+                if let Err(e) = control.session_ended(permit.grant()).await {
+                    tracing::debug!(error = %e, "the control node was not told the session ended");
+                }
+            }
+        }
         // Whether the recording renders back to frames: flagged, never silently garbage.
         let graphics = check_graphics(pdu_path).await;
         if let RecordingEvent::Graphics {
@@ -986,11 +1335,12 @@ impl Session {
     /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
     async fn plugins_session_ended(
         &self,
+        local: &LocalRdp,
         who: &mut access::LoggedIn,
         opened: &Opened,
         summary: &RelaySummary,
     ) {
-        let Some(plugins) = &self.services.plugins else {
+        let Some(plugins) = &local.plugins else {
             return;
         };
         let conn =

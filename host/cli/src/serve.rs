@@ -371,6 +371,10 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
         tracing::info!(path = %host_key_path.display(), "made this node's SSH host key");
     }
     let host_keys = dir.load_host_keys()?;
+    // The node's own TLS identity for RDP clients, made at its first start.
+    if crate::datadir::ensure_tls(dir)? {
+        tracing::info!(path = %dir.tls_dir().display(), "made this node's TLS certificate for RDP clients");
+    }
     let store = Arc::new(Store::open(&dir.store())?);
     for session in gatehouse_audit::close_interrupted_sessions(
         &Auditor::new(store.clone()),
@@ -381,16 +385,24 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
+    let rdp_explicit = listen.rdp;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_listen)
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        let rdp_listener =
+            crate::rdp_glue::bind(&crate::datadir::RdpSettings::default(), rdp_explicit).await?;
+        let rdp_port = match &rdp_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
         let live = gatehouse_ssh::LiveSessions::default();
+        let auditor = Auditor::with_group_commit(store.clone())?;
         let services = Arc::new(Services {
             store: store.clone(),
             live: live.clone(),
-            auditor: Auditor::with_group_commit(store.clone())?,
+            auditor: auditor.clone(),
             authority: Authority::Remote(client.clone()),
         });
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
@@ -400,16 +412,47 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
             control = %identity.control,
             certificate = %identity.thumbprint(),
             ssh = %bound,
+            rdp = ?rdp_port,
             "session node started"
         );
         let beat = gatehouse_cluster::wire::Heartbeat {
             ssh_port: Some(bound.port()),
-            rdp_port: None,
+            rdp_port,
             version: env!("CARGO_PKG_VERSION").to_string(),
             hostname: crate::node_cmd::hostname(),
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
+        let rdp: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+            match rdp_listener {
+                Some(rdp_listener) => {
+                    let rdp = Arc::new(crate::rdp_glue::RdpServices {
+                        store: store.clone(),
+                        authority: crate::rdp_glue::RdpAuthority::Remote(client.clone()),
+                        auditor,
+                        recordings: dir.recordings(),
+                        steer_for_recording: true,
+                        tls: crate::rdp_glue::load_tls(dir)?,
+                        handshake_timeout: std::time::Duration::from_secs(30),
+                        connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
+                    });
+                    tracing::info!(address = %rdp_listener.local_addr()?, "RDP gateway listening");
+                    Box::pin(crate::rdp_glue::serve(rdp_listener, rdp, shutdown.clone()))
+                }
+                None => {
+                    let shutdown = shutdown.clone();
+                    Box::pin(async move {
+                        shutdown.draining().await;
+                        Ok(())
+                    })
+                }
+            };
+        let gateways = async move {
+            let (ssh, rdp) = tokio::join!(ssh, rdp);
+            ssh.context("SSH gateway")?;
+            rdp.context("RDP gateway")?;
+            anyhow::Ok(())
+        };
         // What the node records reaches the control node from its store and recordings
         // directory, at least once, whenever the control node can be reached.
         let shipping = tokio::spawn(gatehouse_cluster::shipping::ship_loop(
@@ -430,15 +473,15 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
                 },
                 std::future::pending::<()>(),
             );
-        tokio::pin!(ssh, heartbeat);
+        tokio::pin!(gateways, heartbeat);
         tokio::select! {
-            result = &mut ssh => result.context("SSH gateway")?,
+            result = &mut gateways => result?,
             () = &mut heartbeat => {}
             _ = shutdown_signal() => {
-                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new SSH connections; running sessions are told and closed when the grace period ends");
+                tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections; running sessions are told and closed when the grace period ends");
                 shutdown.begin(grace);
                 tokio::select! {
-                    result = &mut ssh => result.context("SSH gateway")?,
+                    result = &mut gateways => result?,
                     _ = shutdown_signal() => tracing::warn!("second stop signal: stopping now"),
                 }
             }
@@ -475,11 +518,13 @@ fn start_rdp(
     };
     let rdp = Arc::new(crate::rdp_glue::RdpServices {
         store: services.store.clone(),
-        vault: local.vault.clone(),
-        authenticator: local.authenticator.clone(),
-        policy: local.policy.clone(),
-        plugins: local.plugins.clone(),
-        workflow: local.workflow.clone(),
+        authority: crate::rdp_glue::RdpAuthority::Local(crate::rdp_glue::LocalRdp {
+            vault: local.vault.clone(),
+            authenticator: local.authenticator.clone(),
+            policy: local.policy.clone(),
+            plugins: local.plugins.clone(),
+            workflow: local.workflow.clone(),
+        }),
         auditor: services.auditor.clone(),
         recordings: dir.recordings(),
         steer_for_recording,

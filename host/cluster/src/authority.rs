@@ -10,20 +10,22 @@
 use crate::control::Peer;
 use crate::wire::{
     Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, Granted, HostKeyPinned,
-    LoginProof, PinHostKey, Refusal, RefusalKind, WireChannel, WireCredential,
+    LoginProof, PinCertificate, PinHostKey, RdpSecret, RdpSecretAnswer, Refusal, RefusalKind,
+    WireChannel, WireCredential,
 };
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_auth::Authenticator;
 use gatehouse_core::nodes::network_for;
 use gatehouse_core::{
-    AuditKind, HostKeyPolicy, LoginSpec, Name, Node, SecretString, TargetSpec, User,
+    AuditKind, HostKeyPolicy, LoginSpec, Name, Node, RdpCertificatePolicy, SecretString,
+    TargetSpec, User,
 };
 use gatehouse_policy::{
     ChannelRequest, Denied, NodeFacts, PolicyEngine, RequestFacts, SessionFacts,
     TargetAuthorization,
 };
 use gatehouse_store::{ASSETS, NETWORKS, Store, StoreError, USERS};
-use gatehouse_vault::Vault;
+use gatehouse_vault::{UserSecretKind, Vault};
 use gatehouse_workflow::Workflow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -177,11 +179,7 @@ impl SessionAuthority {
         self.grants.lock().map(|g| g.len()).unwrap_or(0)
     }
 
-    pub async fn authenticate(
-        &self,
-        node: &Node,
-        call: Authenticate,
-    ) -> Result<Authenticated, Refusal> {
+    fn login_plugins_refusal(&self) -> Result<(), Refusal> {
         if (self.login_plugins)() {
             return Err(refused(
                 RefusalKind::NotServed,
@@ -189,6 +187,56 @@ impl SessionAuthority {
                  control node",
             ));
         }
+        Ok(())
+    }
+
+    /// The NT hash of the user an RDP client names at a node, for its NLA exchange. The node
+    /// then presents the password the client delegated to [`Self::authenticate`], so the hash
+    /// alone logs no one in; it is sent over the cluster's mutual TLS and never stored there.
+    pub fn rdp_secret(&self, node: &Node, call: RdpSecret) -> Result<RdpSecretAnswer, Refusal> {
+        self.login_plugins_refusal()?;
+        let failed = |why: &str| refused(RefusalKind::LoginFailed, why.to_string());
+        let name = Name::new(call.user.clone()).map_err(|_| failed("unknown gateway user"))?;
+        let user: Option<User> = self
+            .store
+            .get(&USERS, name.as_str())
+            .map_err(|e| self.internal(e))?;
+        let Some(user) = user else {
+            return Err(failed("unknown gateway user"));
+        };
+        let Some(sealed) = &user.rdp_secret else {
+            return Err(failed(
+                "the user has no RDP secret (set the password again to enable RDP)",
+            ));
+        };
+        let opened = self
+            .vault
+            .open_user_secret(user.name.as_str(), UserSecretKind::RdpNtHash, sealed)
+            .map_err(|e| self.internal(e))?;
+        if opened.expose().len() != 16 {
+            return Err(self.internal("a stored RDP secret is not an NT hash"));
+        }
+        tracing::info!(
+            node = %node.id,
+            user = %user.name,
+            session = %call.session,
+            client = %call.client,
+            "an RDP login's NT hash lent to a session node"
+        );
+        use base64::Engine;
+        Ok(RdpSecretAnswer {
+            nt_hash: SecretString::new(
+                base64::engine::general_purpose::STANDARD.encode(opened.expose()),
+            ),
+        })
+    }
+
+    pub async fn authenticate(
+        &self,
+        node: &Node,
+        call: Authenticate,
+    ) -> Result<Authenticated, Refusal> {
+        self.login_plugins_refusal()?;
         let failed = || refused(RefusalKind::LoginFailed, "wrong user name or credential");
         let name = Name::new(call.user.clone()).map_err(|_| failed())?;
         let (user, method) = match call.proof {
@@ -550,6 +598,55 @@ impl SessionAuthority {
                 }
             })
             .map_err(|e| self.internal(e))?;
+        Ok(HostKeyPinned { pinned: outcome })
+    }
+
+    /// Trust on first use for an RDP target a node dialed: pins its certificate key unless one is
+    /// pinned.
+    pub fn pin_certificate(
+        &self,
+        node: &Node,
+        call: PinCertificate,
+    ) -> Result<HostKeyPinned, Refusal> {
+        let asset = self.with_grant(node, &call.grant, |a| a.asset().name.to_string())?;
+        let well_formed = call.pin.strip_prefix("SHA256:").is_some_and(|b64| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64.trim_end_matches('='))
+                .is_ok_and(|digest| digest.len() == 32)
+        });
+        if !well_formed {
+            return Err(refused(RefusalKind::BadCall, "not a certificate key pin"));
+        }
+        let outcome = self
+            .store
+            .write(
+                |txn| -> Result<Result<Option<String>, Refusal>, StoreError> {
+                    let Some(mut record) = txn.get(&ASSETS, &asset)? else {
+                        return Ok(Err(refused(
+                            RefusalKind::NotPermitted,
+                            format!("asset `{asset}` no longer exists"),
+                        )));
+                    };
+                    let Some(endpoint) = record.rdp.as_mut() else {
+                        return Ok(Err(refused(
+                            RefusalKind::NotPermitted,
+                            format!("asset `{asset}` no longer has RDP"),
+                        )));
+                    };
+                    match &endpoint.certificate {
+                        RdpCertificatePolicy::Pinned { pin } => Ok(Ok(Some(pin.clone()))),
+                        RdpCertificatePolicy::TrustOnFirstUse => {
+                            endpoint.certificate = RdpCertificatePolicy::Pinned {
+                                pin: call.pin.clone(),
+                            };
+                            txn.put(&ASSETS, &asset, &record)?;
+                            Ok(Ok(None))
+                        }
+                    }
+                },
+            )
+            .map_err(|e| self.internal(e))??;
         Ok(HostKeyPinned { pinned: outcome })
     }
 

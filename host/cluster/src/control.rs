@@ -270,6 +270,12 @@ impl Control {
             NodeCall::PinHostKey(call) => sessions
                 .pin_host_key(&node, call)
                 .map(ControlAnswer::HostKey),
+            NodeCall::RdpSecret(call) => sessions
+                .rdp_secret(&node, call)
+                .map(ControlAnswer::RdpSecret),
+            NodeCall::PinCertificate(call) => sessions
+                .pin_certificate(&node, call)
+                .map(ControlAnswer::HostKey),
             NodeCall::SessionEnded(call) => sessions
                 .session_ended(&node, &call.grant)
                 .map(|()| ControlAnswer::Done),

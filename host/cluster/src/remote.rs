@@ -5,7 +5,7 @@ use crate::ClusterError;
 use crate::node::ControlClient;
 use crate::wire::{
     Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, ControlAnswer, LoginProof,
-    NodeCall, PinHostKey, SessionEnded, WireChannel,
+    NodeCall, PinCertificate, PinHostKey, RdpSecret, SessionEnded, WireChannel,
 };
 use gatehouse_core::{Asset, Name};
 use gatehouse_policy::ChannelRequest;
@@ -134,6 +134,58 @@ impl ControlClient {
         let call = NodeCall::PinHostKey(PinHostKey {
             grant: permit.grant.clone(),
             key,
+        });
+        match self.call(call).await? {
+            ControlAnswer::HostKey(answer) => Ok(answer.pinned),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The NT hash of the user an RDP client names, for the node's NLA exchange with it
+    /// (zeroized when dropped).
+    pub async fn rdp_nt_hash(
+        &self,
+        session: &str,
+        client: &str,
+        user: &str,
+    ) -> Result<zeroize::Zeroizing<[u8; 16]>, ClusterError> {
+        let call = NodeCall::RdpSecret(RdpSecret {
+            session: session.to_string(),
+            client: client.to_string(),
+            user: user.to_string(),
+        });
+        let answer = match self.call(call).await? {
+            ControlAnswer::RdpSecret(answer) => answer,
+            other => return Err(unexpected(&other)),
+        };
+        use base64::Engine;
+        let bytes = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(answer.nt_hash.expose())
+                .map_err(|_| {
+                    ClusterError::Protocol("the control node sent a bad NT hash".into())
+                })?,
+        );
+        let mut hash = zeroize::Zeroizing::new([0u8; 16]);
+        if bytes.len() != hash.len() {
+            return Err(ClusterError::Protocol(
+                "the control node sent a bad NT hash".into(),
+            ));
+        }
+        hash.copy_from_slice(&bytes);
+        Ok(hash)
+    }
+
+    /// Trust on first use for an RDP target: asks the control node to pin the certificate key
+    /// `pin` for the permit's asset. `None`: pinned now; `Some(pin)`: the key pinned before.
+    pub async fn pin_certificate(
+        &self,
+        permit: &RemotePermit,
+        pin: String,
+    ) -> Result<Option<String>, ClusterError> {
+        let call = NodeCall::PinCertificate(PinCertificate {
+            grant: permit.grant.clone(),
+            pin,
         });
         match self.call(call).await? {
             ControlAnswer::HostKey(answer) => Ok(answer.pinned),

@@ -30,6 +30,10 @@ pub enum NodeCall {
     Channel(ChannelCall),
     /// A target presented its host key for the first time (trust on first use).
     PinHostKey(PinHostKey),
+    /// An RDP client named a user in its NLA exchange: that user's NT hash, for this exchange.
+    RdpSecret(RdpSecret),
+    /// An RDP target presented its certificate key for the first time (trust on first use).
+    PinCertificate(PinCertificate),
     /// A granted session ended; the control node forgets the grant.
     SessionEnded(SessionEnded),
     /// The node's audit events and session records since the last delivery.
@@ -126,7 +130,7 @@ pub struct Authenticated {
 pub struct Authorize {
     pub session: String,
     pub client: String,
-    /// "ssh" (RDP later).
+    /// "ssh" or "rdp".
     pub protocol: String,
     /// The in-band login as the user typed it (`[key=value@]...USER@ACCOUNT@ASSET`).
     pub login: String,
@@ -210,6 +214,30 @@ pub struct HostKeyPinned {
     pub pinned: Option<String>,
 }
 
+/// The NT hash of the user an RDP client names, which the node's NLA exchange needs to check
+/// the client (NTLM has no other way). Answered with [`ControlAnswer::RdpSecret`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RdpSecret {
+    pub session: String,
+    pub client: String,
+    pub user: String,
+}
+
+/// A user's NT hash, hex, for one NLA exchange on the node (held in memory for that exchange
+/// only; the delegated password is then checked by [`Authenticate`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RdpSecretAnswer {
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub nt_hash: SecretString,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PinCertificate {
+    pub grant: String,
+    /// The pin of the key the target's certificate carries (`SHA256:<base64>`).
+    pub pin: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SessionEnded {
     pub grant: String,
@@ -252,6 +280,7 @@ pub enum ControlAnswer {
         terminate: Vec<Termination>,
     },
     Authenticated(Authenticated),
+    RdpSecret(RdpSecretAnswer),
     Granted(Box<Granted>),
     ChannelDecided(ChannelVerdict),
     HostKey(HostKeyPinned),

@@ -4,7 +4,8 @@
 //! the session while a recorder sees every PDU after the handshakes.
 //!
 //! The caller supplies policy and secrets: the NT hashes of gateway users ([`UserDirectory`]),
-//! the [`gatehouse_policy::TargetAuthorization`] that [`dial`] demands, the vault's
+//! the [`Permit`] that [`dial`] demands (a [`gatehouse_policy::TargetAuthorization`], or a
+//! control node's [`gatehouse_cluster::RemotePermit`] on a session node), the vault's
 //! [`TargetLogin`], the target's [`CertificatePolicy`] with a [`PinRecorder`] for trust on first
 //! use, and a [`Recorder`]. One connection goes [`accept`] → (authorize) → [`dial`] → [`relay`],
 //! or [`AcceptedClient::refuse`] with a [`Refusal`] the client is told. See docs/rdp.md.
@@ -28,9 +29,9 @@ pub use relay::{
     RelaySummary, relay,
 };
 pub use secret::{NtHash, TargetLogin};
-pub use target::{DialError, DialOptions, PinOutcome, TargetConnection, dial};
+pub use target::{DialError, DialOptions, Permit, PinOutcome, TargetConnection, dial};
 pub use tls::{
-    CertificatePin, CertificatePolicy, FirstUse, GatewayTls, PinRecorder, TlsSetupError,
+    CertificatePin, CertificatePolicy, FirstUse, GatewayTls, PinFuture, PinRecorder, TlsSetupError,
 };
 
 /// The default RDP port, for listening and for targets.

@@ -7,6 +7,7 @@ use crate::framing::{Expect, FrameError, Framed};
 use crate::nego::{self, NegoError};
 use crate::secret::TargetLogin;
 use crate::tls::{self, CertificatePin, CertificatePolicy, FirstUse, PinRecorder, PinningVerifier};
+use gatehouse_core::Asset;
 use gatehouse_policy::TargetAuthorization;
 use ironrdp_pdu::nego::{ConnectionConfirm, ConnectionRequest, NegoRequestData, SecurityProtocol};
 use ironrdp_pdu::x224::X224;
@@ -106,14 +107,40 @@ impl TargetConnection {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for gatehouse_policy::TargetAuthorization {}
+    impl Sealed for gatehouse_cluster::RemotePermit {}
+}
+
+/// A session decision [`dial`] demands: a [`TargetAuthorization`] (this process's policy
+/// engine decided) or a [`gatehouse_cluster::RemotePermit`] (the control node decided, for a
+/// session node). Sealed: nothing else can stand in for one.
+pub trait Permit: sealed::Sealed + Send + Sync {
+    /// The asset the session may reach.
+    fn permitted_asset(&self) -> &Asset;
+}
+
+impl Permit for TargetAuthorization {
+    fn permitted_asset(&self) -> &Asset {
+        self.asset()
+    }
+}
+
+impl Permit for gatehouse_cluster::RemotePermit {
+    fn permitted_asset(&self) -> &Asset {
+        self.asset()
+    }
+}
+
 /// Connects to the authorized target on behalf of `client` and logs in with `login`.
 pub async fn dial(
-    authorization: &TargetAuthorization,
+    permit: &dyn Permit,
     client: &AcceptedClient,
     login: &TargetLogin,
     options: DialOptions<'_>,
 ) -> Result<TargetConnection, DialError> {
-    let host = authorization.asset().address.clone();
+    let host = permit.permitted_asset().address.clone();
     let address = format!("{host}:{}", options.port);
     let timeout = options.timeout;
     tokio::time::timeout(
@@ -205,6 +232,7 @@ async fn dial_inner(
             match options
                 .pins
                 .record_first_use(&presented)
+                .await
                 .map_err(DialError::PinStore)?
             {
                 FirstUse::Recorded => PinOutcome::Recorded(presented),

@@ -170,8 +170,14 @@ pub enum FirstUse {
 /// Records a trusted-on-first-use pin, atomically (the caller's store transaction): if the asset
 /// was pinned meanwhile, it returns that pin instead of overwriting it.
 pub trait PinRecorder: Send + Sync {
-    fn record_first_use(&self, presented: &CertificatePin) -> Result<FirstUse, String>;
+    /// Pins `presented` unless a key is pinned already (then says which); `Err` is why the pin
+    /// could not be stored (the dial fails closed).
+    fn record_first_use<'a>(&'a self, presented: &'a CertificatePin) -> PinFuture<'a>;
 }
+
+/// What [`PinRecorder::record_first_use`] returns (it may ask a control node).
+pub type PinFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<FirstUse, String>> + Send + 'a>>;
 
 /// Verifies the target's certificate against the pin in the handshake itself (a mismatch aborts
 /// it), and the handshake signatures with the provider's algorithms (the target must hold the

@@ -51,15 +51,19 @@ struct Pins {
 }
 
 impl PinRecorder for Pins {
-    fn record_first_use(&self, presented: &CertificatePin) -> Result<FirstUse, String> {
+    fn record_first_use<'a>(
+        &'a self,
+        presented: &'a CertificatePin,
+    ) -> gatehouse_rdp::PinFuture<'a> {
         let mut slot = self.recorded.lock().unwrap();
-        match &*slot {
-            Some(pinned) => Ok(FirstUse::AlreadyPinned(pinned.clone())),
+        let outcome = match &*slot {
+            Some(pinned) => FirstUse::AlreadyPinned(pinned.clone()),
             None => {
                 *slot = Some(presented.clone());
-                Ok(FirstUse::Recorded)
+                FirstUse::Recorded
             }
-        }
+        };
+        Box::pin(std::future::ready(Ok(outcome)))
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! A session opened under a request ends when the request does (revoked, expired, checked in).
 
-use super::Session;
+use super::{LocalRdp, Session};
 use gatehouse_core::{
     AccessKind, AccessRequest, AuditKind, LoginSpec, RequestState, TargetSpec, User,
 };
@@ -88,9 +88,14 @@ impl LoginContext for Session {
 impl Session {
     /// Runs the AA plugins; their questions are answered from the login options. Audits the
     /// completed login (`LoginOk`, with the plugins that accepted) or the refusal.
-    pub(super) async fn run_plugins(&self, user: User, spec: LoginSpec) -> Option<LoggedIn> {
+    pub(super) async fn run_plugins(
+        &self,
+        local: &LocalRdp,
+        user: User,
+        spec: LoginSpec,
+    ) -> Option<LoggedIn> {
         let mut cookies = SessionCookies::default();
-        let (user, spec, accepted_by, notes) = match &self.services.plugins {
+        let (user, spec, accepted_by, notes) = match &local.plugins {
             None => (user, spec, Vec::new(), Vec::new()),
             Some(plugins) => {
                 let mut pending = PendingLogin::new(user, spec, "password");
@@ -149,7 +154,7 @@ impl Session {
         })
     }
 
-    fn facts(&self, who: &LoggedIn) -> SessionFacts {
+    fn facts(&self, local: &LocalRdp, who: &LoggedIn) -> SessionFacts {
         SessionFacts {
             session_id: self.id.clone(),
             protocol: "rdp".into(),
@@ -157,7 +162,7 @@ impl Session {
             pairs: who.login.options.clone(),
             authenticated_with: who.authenticated_with.clone(),
             ticket_verified: who.ticket_verified,
-            time: self.services.policy.clock().now(),
+            time: local.policy.clock().now(),
             node: None,
         }
     }
@@ -188,14 +193,15 @@ impl Session {
 
     fn with_request(
         &self,
+        local: &LocalRdp,
         who: &LoggedIn,
         target: &TargetSpec,
         request: &AccessRequest,
     ) -> Option<TargetAuthorization> {
         let facts = RequestFacts::of(request);
-        self.services
+        local
             .policy
-            .authorize_session_with(&who.user, target, self.facts(who), Some(&facts))
+            .authorize_session_with(&who.user, target, self.facts(local, who), Some(&facts))
             .map_err(|denied| self.audit_denial(target, denied))
             .ok()
     }
@@ -204,10 +210,11 @@ impl Session {
     /// refusal is audited here; the client only sees the connection refused.
     pub(super) async fn permit(
         &self,
+        local: &LocalRdp,
         who: &LoggedIn,
         target: &TargetSpec,
     ) -> Option<(TargetAuthorization, Option<AccessRequest>)> {
-        let workflow = self.services.workflow.clone();
+        let workflow = local.workflow.clone();
         if let Some(token) = who.login.option(ACCESS_OPTION) {
             let Some(workflow) = &workflow else {
                 self.audit(
@@ -221,13 +228,12 @@ impl Session {
             let request = workflow
                 .redeem_access_token(&who.user, token, target, &self.id, &self.client.to_string())
                 .ok()?;
-            let permit = self.with_request(who, target, &request)?;
+            let permit = self.with_request(local, who, target, &request)?;
             return Some((permit, Some(request)));
         }
-        let direct = self
-            .services
+        let direct = local
             .policy
-            .authorize_session(&who.user, target, self.facts(who));
+            .authorize_session(&who.user, target, self.facts(local, who));
         let denied = match direct {
             Ok(permit) => return Some((permit, None)),
             Err(denied @ Denied::NotPermitted { .. }) => denied,
@@ -242,7 +248,7 @@ impl Session {
         };
         match workflow.usable_session_request(&who.user.name, target) {
             Ok(Some(request)) => {
-                let permit = self.with_request(who, target, &request)?;
+                let permit = self.with_request(local, who, target, &request)?;
                 return Some((permit, Some(request)));
             }
             Ok(None) => {}
@@ -286,7 +292,7 @@ impl Session {
         } else {
             request
         };
-        let permit = self.with_request(who, target, &request)?;
+        let permit = self.with_request(local, who, target, &request)?;
         Some((permit, Some(request)))
     }
 
