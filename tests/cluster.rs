@@ -1334,6 +1334,44 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
         control.audit_of("access_denied")
     );
 
+    // A full session through the node, ended from the centre: the node ends it at its next
+    // call, and the audit it delivers says who and why.
+    let full = {
+        let client = RdpClient::on_display(scratch.path(), &shadow.display);
+        let command = client.command(
+            node.rdp_port,
+            &login,
+            PASSWORD,
+            &["/sec:nla", "/size:800x600", "-clipboard", "/audio-mode:2"],
+        );
+        std::thread::spawn(move || client.run(command, Duration::from_secs(90)))
+    };
+    let running = poll(Duration::from_secs(30), || {
+        control.sessions().into_iter().find_map(|s| {
+            (s["node"] == "sess-a" && s["protocol"] == "rdp" && s["ended"].is_null())
+                .then(|| s["id"].as_str().unwrap().to_string())
+        })
+    })
+    .unwrap_or_else(|| panic!("no running RDP session listed:\n{}", node.log_text()));
+    let said = control.cli_ok(&["session", "terminate", &running, "--reason", "patch window"]);
+    assert!(said.contains("runs on node `sess-a`"), "{said}");
+    let (output, killed) = full.join().unwrap();
+    assert!(
+        !killed,
+        "the terminated RDP session went on:\n{}\n{}",
+        text(&output),
+        node.log_text()
+    );
+    let ended = poll(Duration::from_secs(30), || {
+        control
+            .audit_of("session_ended")
+            .into_iter()
+            .find(|e| e["session"] == running.as_str() && e["fields"]["terminated_by"] == "local")
+    })
+    .unwrap_or_else(|| panic!("{:#?}", control.audit_of("session_ended")));
+    assert_eq!(ended["fields"]["reason"], "patch window", "{ended}");
+    assert_eq!(ended["fields"]["node"], "sess-a", "{ended}");
+
     // Neither password nor the NT hash's source rests on the node.
     node.stop();
     let needles: Vec<Vec<u8>> = [PASSWORD, VAULT_PASSWORD]
@@ -1369,4 +1407,130 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
         }
     }
     assert!(scanned > 3, "{scanned} files scanned");
+}
+
+/// A session through a session node under an access request ends when the request does: the
+/// control node tells the node at its next call, and the user reads why.
+#[test]
+fn ending_a_request_ends_its_sessions_on_session_nodes() {
+    use support::ssh_client::Client;
+    use support::{OutputExt, TargetSshd, TestAccount};
+
+    let account = TestAccount::new("cl_req");
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut control = Gatehouse::init();
+    control.cli_ok(&["group", "add", "dbas"]);
+    control.cli_ok(&["group", "add", "approvers"]);
+    control.cli_ok(&["asset-group", "add", "prod"]);
+    for (user, group) in [("alice", "dbas"), ("carol", "approvers")] {
+        control.cli_stdin_ok(
+            &["user", "add", user, "--password-stdin", "--group", group],
+            &format!("{ADMIN_PASSWORD}\n"),
+        );
+    }
+    control.cli_ok(&[
+        "asset",
+        "add",
+        "db1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &target.port().to_string(),
+        "--host-key",
+        &target.host_key(),
+        "--group",
+        "prod",
+    ]);
+    let spec = format!("{}@db1", account.name);
+    control.add_account_with_password(&spec, &account.password);
+    std::fs::write(
+        control.data_dir().join("policies/requests.cedar"),
+        REQUEST_POLICY,
+    )
+    .unwrap();
+    control.edit_settings(|s| s["requests"] = serde_json::json!({}));
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = support::ApiUsers {
+        gh: &control,
+        dir: dir.path().to_path_buf(),
+        password: ADMIN_PASSWORD.to_string(),
+    };
+    users.login("alice");
+    users.login("carol");
+    let created = users.request_ok("alice", &["create", &spec, "--reason", "node work"]);
+    let id = support::json_str(&created, "id");
+    users.request_ok("carol", &["approve", &id]);
+
+    let client = Client::password(node.ssh_port, format!("alice@{spec}"), ADMIN_PASSWORD);
+    let running = std::thread::spawn(move || client.ssh("echo started; sleep 60; echo not-ended"));
+    let session = poll(Duration::from_secs(30), || {
+        control.sessions().into_iter().find_map(|s| {
+            (s["node"] == "sess-a" && s["ended"].is_null())
+                .then(|| s["id"].as_str().unwrap().to_string())
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no running session of sess-a:\n{}\n{}",
+            node.log_text(),
+            control.log_text()
+        )
+    });
+    let authorized = control
+        .audit_of("session_authorized")
+        .into_iter()
+        .find(|e| e["session"] == session.as_str())
+        .expect("the control node's decision");
+    assert_eq!(authorized["fields"]["request"], id.as_str(), "{authorized}");
+
+    users.request_ok("carol", &["revoke", &id]);
+    let revoked = std::time::Instant::now();
+    let out = running.join().unwrap();
+    assert!(
+        revoked.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        revoked.elapsed()
+    );
+    assert!(out.stdout_text().contains("started"), "{}", out.describe());
+    assert!(
+        !out.stdout_text().contains("not-ended"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text()
+            .contains(&format!("access request {id} is revoked; the session ends")),
+        "{}",
+        out.describe()
+    );
+    let ended = poll(Duration::from_secs(30), || {
+        control.audit_of("session_ended").into_iter().find(|e| {
+            e["session"] == session.as_str()
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("is revoked"))
+        })
+    });
+    assert!(ended.is_some(), "{:#?}", control.audit_of("session_ended"));
 }

@@ -47,6 +47,9 @@ pub struct RdpServices {
     pub store: Arc<Store>,
     /// Who authenticates users and decides sessions.
     pub authority: RdpAuthority,
+    /// The sessions running in this process (shared with the SSH gateway), to end one from
+    /// outside.
+    pub live: gatehouse_ssh::LiveSessions,
     pub auditor: Auditor,
     pub recordings: PathBuf,
     /// Steer capability negotiation so recordings decode (no GFX, no drawing orders, no
@@ -1226,11 +1229,27 @@ impl Session {
         let ended = access::request_ended(workflow, request_id.clone(), self.id.clone());
         let ended_by_request: Mutex<Option<gatehouse_core::RequestState>> = Mutex::new(None);
         let shut_down = std::sync::atomic::AtomicBool::new(false);
+        // Listed as running until its books are closed (the guard goes last); `session
+        // terminate`, or the control node for a session node, ends it through `end`.
+        let (end, mut ended_from_outside) =
+            tokio::sync::watch::channel::<Option<(String, String)>>(None);
+        let _listed = self.services.live.register(
+            &self.id,
+            Box::new(move |by: &str, reason: &str| {
+                let _ = end.send(Some((by.to_string(), reason.to_string())));
+            }),
+        );
+        let terminated: Mutex<Option<(String, String)>> = Mutex::new(None);
         let stop = async {
             tokio::select! {
                 state = ended => {
                     if let Ok(mut slot) = ended_by_request.lock() {
                         *slot = Some(state);
+                    }
+                }
+                Ok(by) = ended_from_outside.wait_for(Option::is_some) => {
+                    if let Ok(mut slot) = terminated.lock() {
+                        *slot = by.clone();
                     }
                 }
                 () = self.shutdown.closing() => {
@@ -1243,6 +1262,22 @@ impl Session {
         };
         let relayed = gatehouse_rdp::relay(client, target, &pdus, options, stop).await;
         let ended_by_request = ended_by_request.into_inner().ok().flatten();
+        if let Some((by, reason)) = terminated.into_inner().ok().flatten() {
+            let detail = if by.is_empty() {
+                format!("session ended: {reason}")
+            } else {
+                format!("session terminated by {by}: {reason}")
+            };
+            self.audit(
+                AuditKind::SessionEnded,
+                detail,
+                &[
+                    ("protocol", "rdp".into()),
+                    ("terminated_by", by.into()),
+                    ("reason", reason.into()),
+                ],
+            );
+        }
         if shut_down.into_inner() {
             self.audit(
                 AuditKind::SessionEnded,

@@ -313,6 +313,8 @@ async fn start_cluster_port(
     if !listen.ip().is_unspecified() && !names.contains(&listen.ip().to_string()) {
         names.push(listen.ip().to_string());
     }
+    // Sessions on nodes end when the access request they run under does.
+    tokio::spawn(sessions.clone().end_sessions_when_requests_end());
     let control = Arc::new(
         gatehouse_cluster::Control::new(
             store.clone(),
@@ -429,6 +431,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
                     let rdp = Arc::new(crate::rdp_glue::RdpServices {
                         store: store.clone(),
                         authority: crate::rdp_glue::RdpAuthority::Remote(client.clone()),
+                        live: live.clone(),
                         auditor,
                         recordings: dir.recordings(),
                         steer_for_recording: true,
@@ -525,6 +528,7 @@ fn start_rdp(
             plugins: local.plugins.clone(),
             workflow: local.workflow.clone(),
         }),
+        live: services.live.clone(),
         auditor: services.auditor.clone(),
         recordings: dir.recordings(),
         steer_for_recording,

@@ -24,7 +24,7 @@ use gatehouse_policy::{
     ChannelRequest, Denied, NodeFacts, PolicyEngine, RequestFacts, SessionFacts,
     TargetAuthorization,
 };
-use gatehouse_store::{ASSETS, NETWORKS, Store, StoreError, USERS};
+use gatehouse_store::{ASSETS, NETWORKS, REQUESTS, Store, StoreError, USERS};
 use gatehouse_vault::{UserSecretKind, Vault};
 use gatehouse_workflow::Workflow;
 use std::collections::HashMap;
@@ -53,6 +53,11 @@ struct Ticket {
 
 struct LiveGrant {
     node: Name,
+    /// The node's id for the session.
+    session: String,
+    /// The access request the session runs under: when it stops being granted, the session
+    /// ends on its node.
+    request: Option<String>,
     authorization: TargetAuthorization,
     used: Instant,
 }
@@ -507,10 +512,15 @@ impl SessionAuthority {
                 grant.clone(),
                 LiveGrant {
                     node: node.id.clone(),
+                    session: call.session.clone(),
+                    request: request_id.clone(),
                     authorization,
                     used: Instant::now(),
                 },
             );
+        }
+        if let (Some(workflow), Some(id)) = (&self.workflow, &request_id) {
+            workflow.session_started(id, &call.session);
         }
         self.auditor.record_best_effort(
             Entry::new(
@@ -540,6 +550,76 @@ impl SessionAuthority {
                 private_key: credential.private_key,
             },
         })
+    }
+
+    /// Ends the sessions on nodes whose access request stops being granted (revoked, expired,
+    /// checked in): each node is told at its next call (within a heartbeat) and ends the
+    /// session with the reason. Runs until the workflow goes away.
+    pub async fn end_sessions_when_requests_end(self: Arc<Self>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let Some(workflow) = self.workflow.clone() else {
+            return;
+        };
+        let mut changes = workflow.subscribe();
+        loop {
+            let ended: Vec<(String, String)> = match changes.recv().await {
+                Ok(change) if !change.state.is_granted() => {
+                    vec![(change.id, change.state.to_string())]
+                }
+                Ok(_) => continue,
+                // Missed changes: look at every request a node session runs under.
+                Err(RecvError::Lagged(_)) => {
+                    let in_play: Vec<String> = self
+                        .grants
+                        .lock()
+                        .map(|g| g.values().filter_map(|l| l.request.clone()).collect())
+                        .unwrap_or_default();
+                    in_play
+                        .into_iter()
+                        .filter_map(|id| {
+                            let request = self.store.get(&REQUESTS, &id).ok().flatten()?;
+                            (!request.state.is_granted()).then(|| (id, request.state.to_string()))
+                        })
+                        .collect()
+                }
+                Err(RecvError::Closed) => return,
+            };
+            for (request, state) in ended {
+                self.end_grants_of(&request, &state);
+            }
+        }
+    }
+
+    fn end_grants_of(&self, request: &str, state: &str) {
+        let ended: Vec<(Name, String)> = match self.grants.lock() {
+            Ok(mut grants) => {
+                let ids: Vec<String> = grants
+                    .iter()
+                    .filter(|(_, g)| g.request.as_deref() == Some(request))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter()
+                    .filter_map(|id| grants.remove(id))
+                    .map(|g| (g.node, g.session))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        for (node, session) in ended {
+            let termination = crate::wire::Termination {
+                session: session.clone(),
+                by: String::new(),
+                reason: format!("access request {request} is {state}"),
+            };
+            if let Err(e) = crate::control::request_termination(
+                &self.store,
+                &self.auditor,
+                node.as_str(),
+                termination,
+            ) {
+                tracing::error!(error = %e, %session, node = %node, "cannot ask the node to end a session whose request ended");
+            }
+        }
     }
 
     fn with_grant<T>(

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use drain::{DrainState, Shutdown};
-pub use live::LiveSessions;
+pub use live::{EndSession, LiveGuard, LiveSessions};
 pub use server::serve;
 
 /// Read buffer on each SSH socket (client side and target side).
