@@ -1,4 +1,5 @@
-//! `gatehouse`: the command line and server binary. Glue only: the logic lives in `host/*` crates.
+//! `gatehouse`: the command line and server binary. Glue only: it parses the arguments, sets up
+//! tracing and dispatches to `gatehouse-daemon` (host/daemon), which composes the services.
 
 /// mimalloc rather than glibc's malloc: a Cedar decision allocates a lot of short-lived
 /// values, and glibc's occasional consolidation showed as the decision's tail latency
@@ -6,35 +7,16 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod a2a_cmd;
-mod admin;
-mod admin_groups;
-mod api_client;
-mod cli;
-mod datadir;
-mod demo;
-mod lifecycle_cmd;
-mod node_cmd;
-mod notify_glue;
-mod plugin_cmd;
-mod plugin_glue;
-mod policy_cmd;
-mod rdp_glue;
-mod request_cmd;
-mod serve;
-mod session_cmd;
-mod socket;
-
-use admin::{AdminContext, AdminRequest, gather_inputs};
 use anyhow::Result;
 use clap::Parser;
-use cli::{AdminCommand, Cli, Command, PolicyAdminCommand, PolicyCommand};
-use datadir::DataDir;
-use gatehouse_policy::PolicyEngine;
-use gatehouse_store::{Store, StoreError};
-use gatehouse_vault::{KeySource, Vault};
+use gatehouse_daemon::cli::{self, AdminCommand, Cli, Command, PolicyAdminCommand, PolicyCommand};
+use gatehouse_daemon::datadir::{self, DataDir};
+use gatehouse_daemon::{
+    a2a_cmd, demo, lifecycle_cmd, node_cmd, plugin_cmd, policy_cmd, request_cmd, run_admin, serve,
+    session_cmd,
+};
+use gatehouse_vault::KeySource;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,7 +78,7 @@ fn init_tracing(server: bool) {
     tracing_subscriber::registry().with(layer).init();
 }
 
-pub(crate) fn key_override(cli: &Cli) -> Option<KeySource> {
+fn key_override(cli: &Cli) -> Option<KeySource> {
     match (&cli.master_key_file, &cli.master_key_env) {
         (Some(path), _) => Some(KeySource::File(path.clone())),
         (None, Some(var)) => Some(KeySource::Env(var.clone())),
@@ -161,7 +143,7 @@ fn run_policy(dir: &DataDir, overrides: Option<KeySource>, command: PolicyComman
             return Ok(());
         }
         PolicyCommand::Schema => {
-            print!("{}", gatehouse_policy::schema::SCHEMA_SOURCE);
+            print!("{}", policy_cmd::SCHEMA_SOURCE);
             return Ok(());
         }
         // A policy author's checkout or CI has no data directory: check the files against the
@@ -212,51 +194,4 @@ fn run_policy(dir: &DataDir, overrides: Option<KeySource>, command: PolicyComman
     let output = run_admin(dir, overrides, AdminCommand::PolicyAdmin(admin_command))?;
     print!("{output}");
     Ok(())
-}
-
-/// Runs an admin command here, or in the running server when it holds the store.
-pub(crate) fn run_admin(
-    dir: &DataDir,
-    overrides: Option<KeySource>,
-    command: AdminCommand,
-) -> Result<String> {
-    dir.require_initialised()?;
-    let inputs = gather_inputs(&command)?;
-    let request = AdminRequest { command, inputs };
-    match Store::open(&dir.store()) {
-        Ok(store) => {
-            let dir_for_key = dir.clone();
-            let store = Arc::new(store);
-            let policy_settings = dir.policy_settings()?;
-            let settings_for_engine = policy_settings.clone();
-            let store_for_engine = store.clone();
-            let ctx = AdminContext {
-                store,
-                vault: Box::new(move || {
-                    Ok(Arc::new(Vault::new(
-                        dir_for_key.load_master_key(overrides.clone())?,
-                    )))
-                }),
-                policy: Box::new(move || {
-                    Ok(Arc::new(PolicyEngine::open(
-                        settings_for_engine.clone(),
-                        store_for_engine.clone(),
-                    )?))
-                }),
-                policy_settings,
-                in_server: false,
-                live: None,
-            };
-            admin::execute(&ctx, &request)
-        }
-        Err(StoreError::InUse(_)) => {
-            let response = socket::send(&dir.admin_socket(), &request)?;
-            if response.ok {
-                Ok(response.output)
-            } else {
-                anyhow::bail!("{}", response.output)
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
 }

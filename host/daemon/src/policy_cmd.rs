@@ -353,3 +353,6 @@ pub fn explain_scenario(file: &Path, request: &str, as_json: bool) -> Result<Str
     }
     Ok(out)
 }
+
+/// The Cedar schema policies are written against (`gatehouse policy schema`).
+pub const SCHEMA_SOURCE: &str = gatehouse_policy::schema::SCHEMA_SOURCE;

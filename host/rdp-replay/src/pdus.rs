@@ -280,7 +280,7 @@ mod tests {
         ]
     }
 
-    /// The exact bytes the glue's own writer (host/cli/src/rdp_glue.rs) produces.
+    /// The exact bytes the glue's own writer (host/daemon/src/rdp_glue.rs) produces.
     fn by_hand(pdus: &[(Direction, Framing, u64, Vec<u8>)]) -> Vec<u8> {
         let mut out = b"GHRDP1\n\0".to_vec();
         for (d, f, micros, bytes) in pdus {
