@@ -170,7 +170,11 @@ fn interactive_session_is_recorded_and_playable() {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    assert_eq!(header.get(1..3), Some(&["NODE", "PROTOCOL"][..]), "{text_list}");
+    assert_eq!(
+        header.get(1..3),
+        Some(&["NODE", "PROTOCOL"][..]),
+        "{text_list}"
+    );
     let row = text_list.lines().find(|l| l.contains(&id)).unwrap_or("");
     // A session of this gateway, not of a session node.
     let cells: Vec<&str> = row.split_whitespace().collect();

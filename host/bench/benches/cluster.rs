@@ -8,6 +8,10 @@
 //! calls to the control node over mutual TLS (authenticate, authorize with the credential,
 //! the exec channel's decision) on top of what the single process does.
 //!
+//! Then, session by session through the node, the time from the session's end (the client has
+//! its exit status) to its recording on the control node, every file the node recorded there
+//! whole (playable): p50 and p99.
+//!
 //! Knobs: `GATEHOUSE_BENCH_SETUP_RUNS` (40 per path), `GATEHOUSE_BIN` (skips the build).
 
 use anyhow::{Context, Result, bail};
@@ -257,6 +261,9 @@ impl SessionNode {
             .arg(&dir)
             .args(["serve", "--role", "session", "--ssh-listen"])
             .arg(format!("127.0.0.1:{port}"))
+            // Not the default 0.0.0.0:3389: the bench takes no port it was not given.
+            .arg("--rdp-listen")
+            .arg(format!("127.0.0.1:{}", free_port()?))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
