@@ -1409,10 +1409,13 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
     assert!(scanned > 3, "{scanned} files scanned");
 }
 
-/// A session through a session node under an access request ends when the request does: the
-/// control node tells the node at its next call, and the user reads why.
+/// Sessions-initiated access through a session node: no policy permits alice, but she may ask,
+/// so the control node files her request and the node holds her connection, telling her, until
+/// carol approves; the session then opens under the request, and ends when the request is
+/// revoked (the control node tells the node at its next call, and the user reads why). A denied
+/// request is a one-line refusal.
 #[test]
-fn ending_a_request_ends_its_sessions_on_session_nodes() {
+fn a_request_filed_through_a_node_holds_the_session_and_its_end_ends_it() {
     use support::ssh_client::Client;
     use support::{OutputExt, TargetSshd, TestAccount};
 
@@ -1478,12 +1481,51 @@ fn ending_a_request_ends_its_sessions_on_session_nodes() {
     };
     users.login("alice");
     users.login("carol");
-    let created = users.request_ok("alice", &["create", &spec, "--reason", "node work"]);
-    let id = support::json_str(&created, "id");
-    users.request_ok("carol", &["approve", &id]);
+    let pending = || -> Vec<Value> {
+        let list = users.request_ok("carol", &["list", "--state", "pending_approval"]);
+        list["requests"].as_array().cloned().unwrap_or_default()
+    };
 
-    let client = Client::password(node.ssh_port, format!("alice@{spec}"), ADMIN_PASSWORD);
+    // Denied: one line.
+    let client = Client::password(
+        node.ssh_port,
+        format!("reason=first try@alice@{spec}"),
+        ADMIN_PASSWORD,
+    );
+    let denied = std::thread::spawn(move || client.ssh("echo should-not-run"));
+    let first = poll(Duration::from_secs(30), || pending().into_iter().next())
+        .unwrap_or_else(|| panic!("no pending request:\n{}", control.log_text()));
+    let first_id = support::json_str(&first, "id");
+    assert_eq!(first["reason"], "first try", "{first}");
+    users.request_ok("carol", &["deny", &first_id, "--comment", "not today"]);
+    let out = denied.join().unwrap();
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr_text()
+            .contains("needs 1 approval; waiting up to"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text().contains(&format!(
+            "gatehouse: access request {first_id} was denied by carol: not today"
+        )),
+        "{}",
+        out.describe()
+    );
+
+    // Approved while held: the session opens under the request.
+    let client = Client::password(
+        node.ssh_port,
+        format!("reason=node work@alice@{spec}"),
+        ADMIN_PASSWORD,
+    );
     let running = std::thread::spawn(move || client.ssh("echo started; sleep 60; echo not-ended"));
+    let second = poll(Duration::from_secs(30), || pending().into_iter().next())
+        .unwrap_or_else(|| panic!("no pending request:\n{}", control.log_text()));
+    let id = support::json_str(&second, "id");
+    assert_ne!(id, first_id);
+    users.request_ok("carol", &["approve", &id]);
     let session = poll(Duration::from_secs(30), || {
         control.sessions().into_iter().find_map(|s| {
             (s["node"] == "sess-a" && s["ended"].is_null())
@@ -1520,10 +1562,22 @@ fn ending_a_request_ends_its_sessions_on_session_nodes() {
     );
     assert!(
         out.stderr_text()
+            .contains(&format!("access request {id} approved; connecting")),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr_text()
             .contains(&format!("access request {id} is revoked; the session ends")),
         "{}",
         out.describe()
     );
+    let held = control
+        .audit_of("request_created")
+        .into_iter()
+        .filter(|e| e["fields"]["node"] == "sess-a")
+        .count();
+    assert_eq!(held, 2, "{:#?}", control.audit_of("request_created"));
     let ended = poll(Duration::from_secs(30), || {
         control.audit_of("session_ended").into_iter().find(|e| {
             e["session"] == session.as_str()

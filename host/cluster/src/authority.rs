@@ -8,6 +8,7 @@
 //! node); the node records and audits the session itself.
 
 use crate::control::Peer;
+use crate::wire;
 use crate::wire::{
     Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, Granted, HostKeyPinned,
     LoginProof, PinCertificate, PinHostKey, RdpSecret, RdpSecretAnswer, Refusal, RefusalKind,
@@ -17,8 +18,8 @@ use gatehouse_audit::{Auditor, Entry};
 use gatehouse_auth::Authenticator;
 use gatehouse_core::nodes::network_for;
 use gatehouse_core::{
-    AuditKind, HostKeyPolicy, LoginSpec, Name, Node, RdpCertificatePolicy, SecretString,
-    TargetSpec, User,
+    AccessKind, AuditKind, HostKeyPolicy, LoginSpec, Name, Node, RdpCertificatePolicy,
+    RequestState, SecretString, TargetSpec, User,
 };
 use gatehouse_policy::{
     ChannelRequest, Denied, NodeFacts, PolicyEngine, RequestFacts, SessionFacts,
@@ -26,7 +27,7 @@ use gatehouse_policy::{
 };
 use gatehouse_store::{ASSETS, NETWORKS, REQUESTS, Store, StoreError, USERS};
 use gatehouse_vault::{UserSecretKind, Vault};
-use gatehouse_workflow::Workflow;
+use gatehouse_workflow::{Actor, NewRequest, Workflow, WorkflowError};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,7 @@ pub struct SessionAuthority {
     login_plugins: LoginPluginsEnabled,
     tickets: Mutex<HashMap<String, Ticket>>,
     grants: Mutex<HashMap<String, LiveGrant>>,
+    holds: Mutex<HashMap<String, HeldSession>>,
 }
 
 impl std::fmt::Debug for SessionAuthority {
@@ -148,6 +150,44 @@ fn addresses_of(address: &str, port: u16) -> Vec<IpAddr> {
     }
 }
 
+/// What [`SessionAuthority::authorize`] answers.
+pub enum Decided {
+    Granted(Box<Granted>),
+    /// A request was filed and needs approval; the node holds the connection.
+    Held(wire::Held),
+}
+
+/// Who asked for which session, for the grant and its audit.
+struct Asked {
+    session: String,
+    client: String,
+    user: String,
+    target: TargetSpec,
+}
+
+enum Filed {
+    /// The user may not ask for this target either.
+    NotAllowed,
+    Granted(Box<gatehouse_core::AccessRequest>),
+    Pending(Box<gatehouse_core::AccessRequest>),
+}
+
+/// A session a node holds while its access request waits for approval.
+struct HeldSession {
+    node: Name,
+    asked: Asked,
+    user: User,
+    facts: SessionFacts,
+    request: String,
+    expires: Instant,
+}
+
+/// How long one [`SessionAuthority::await_decision`] call waits at most (under the node's
+/// call timeout); the node asks again until the hold's time is up.
+const AWAIT_SLICE: Duration = Duration::from_secs(10);
+/// Held sessions kept at most.
+const MAX_HOLDS: usize = 4_096;
+
 impl SessionAuthority {
     pub fn new(
         store: Arc<Store>,
@@ -168,6 +208,7 @@ impl SessionAuthority {
             login_plugins,
             tickets: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         }
     }
 
@@ -289,10 +330,12 @@ impl SessionAuthority {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn audit_denied(
         &self,
         node: &Node,
-        call: &Authorize,
+        session: &str,
+        client: &str,
         user: &str,
         target: &str,
         detail: String,
@@ -300,18 +343,25 @@ impl SessionAuthority {
     ) {
         self.auditor.record_best_effort(
             Entry::new(AuditKind::AccessDenied, detail)
-                .session(call.session.clone())
+                .session(session)
                 .user(user)
                 .target(target)
-                .client(call.client.clone())
+                .client(client)
                 .field("node", node.id.to_string())
                 .field("policies", serde_json::json!(policies)),
         );
     }
 
-    /// Decides a session for a node: the access string's token, the policies, or a granted
-    /// request, as on a single gateway (a request is not filed and held from a node).
-    pub fn authorize(&self, peer: &Peer, node: &Node, call: Authorize) -> Result<Granted, Refusal> {
+    /// Decides a session for a node: the access string's token, the policies, a granted
+    /// request, or (when the user may ask) a request filed now, as on a single gateway; a
+    /// request that needs approval holds the session ([`Decided::Held`]) until
+    /// [`Self::await_decision`] sees it decided.
+    pub async fn authorize(
+        &self,
+        peer: &Peer,
+        node: &Node,
+        call: Authorize,
+    ) -> Result<Decided, Refusal> {
         let ticket = {
             let mut tickets = self.tickets.lock().map_err(|e| self.internal(e))?;
             tickets.remove(&sha256_hex(call.ticket.expose().as_bytes()))
@@ -372,7 +422,15 @@ impl SessionAuthority {
         };
         let target_text = target.to_string();
         let not_permitted = |detail: String, policies: Vec<String>| {
-            self.audit_denied(node, &call, &user_name, &target_text, detail, policies);
+            self.audit_denied(
+                node,
+                &call.session,
+                &call.client,
+                &user_name,
+                &target_text,
+                detail,
+                policies,
+            );
             refused(
                 RefusalKind::NotPermitted,
                 format!("target `{target_text}` is unknown or you are not permitted to use it"),
@@ -389,7 +447,8 @@ impl SessionAuthority {
             Denied::Policy(e) => {
                 self.audit_denied(
                     node,
-                    &call,
+                    &call.session,
+                    &call.client,
                     &user_name,
                     &target_text,
                     format!("policy error: {e}"),
@@ -444,19 +503,57 @@ impl SessionAuthority {
                             let permit = with_request(&request, facts).map_err(denial)?;
                             (permit, Some(request))
                         }
-                        None => return Err(denial(denied)),
+                        None => match self
+                            .file_request(&call, &user, &login, &target, &ticket.method)
+                            .await?
+                        {
+                            Filed::NotAllowed => return Err(denial(denied)),
+                            Filed::Granted(request) => {
+                                let permit = with_request(&request, facts).map_err(denial)?;
+                                (permit, Some(*request))
+                            }
+                            Filed::Pending(request) => {
+                                return self
+                                    .hold(node, &call, user, target, facts, *request)
+                                    .map(Decided::Held);
+                            }
+                        },
                     }
                 }
                 Err(other) => return Err(denial(other)),
             }
         };
+        let asked = Asked {
+            session: call.session.clone(),
+            client: call.client.clone(),
+            user: user_name,
+            target,
+        };
+        self.grant(peer, node, &asked, authorization, request, &networks)
+            .map(|granted| Decided::Granted(Box::new(granted)))
+    }
+
+    /// A permitted session: the node must manage the target's network and the credential must
+    /// come from the vault; then the grant, held in memory, with the credential.
+    fn grant(
+        &self,
+        peer: &Peer,
+        node: &Node,
+        asked: &Asked,
+        authorization: TargetAuthorization,
+        request: Option<gatehouse_core::AccessRequest>,
+        networks: &[gatehouse_core::ManagedNetwork],
+    ) -> Result<Granted, Refusal> {
+        let target = &asked.target;
+        let target_text = target.to_string();
+        let user_name = asked.user.clone();
         let policies = authorization.reasons().to_vec();
         let request_id = request.as_ref().map(|r| r.id.clone());
         // Permitted: the target must be in a network this node manages.
         let asset = authorization.asset().clone();
         let managing = addresses_of(&asset.address, asset.port)
             .into_iter()
-            .find_map(|ip| network_for(&networks, ip).map(|m| m.node.clone()));
+            .find_map(|ip| network_for(networks, ip).map(|m| m.node.clone()));
         if managing.as_ref() != Some(&node.id) {
             let through = match &managing {
                 Some(other) => format!("connect through session node `{other}`"),
@@ -468,7 +565,8 @@ impl SessionAuthority {
             );
             self.audit_denied(
                 node,
-                &call,
+                &asked.session,
+                &asked.client,
                 &user_name,
                 &target_text,
                 detail.clone(),
@@ -483,7 +581,8 @@ impl SessionAuthority {
             );
             self.audit_denied(
                 node,
-                &call,
+                &asked.session,
+                &asked.client,
                 &user_name,
                 &target_text,
                 detail.clone(),
@@ -512,7 +611,7 @@ impl SessionAuthority {
                 grant.clone(),
                 LiveGrant {
                     node: node.id.clone(),
-                    session: call.session.clone(),
+                    session: asked.session.clone(),
                     request: request_id.clone(),
                     authorization,
                     used: Instant::now(),
@@ -520,7 +619,7 @@ impl SessionAuthority {
             );
         }
         if let (Some(workflow), Some(id)) = (&self.workflow, &request_id) {
-            workflow.session_started(id, &call.session);
+            workflow.session_started(id, &asked.session);
         }
         self.auditor.record_best_effort(
             Entry::new(
@@ -530,10 +629,10 @@ impl SessionAuthority {
                     node.id
                 ),
             )
-            .session(call.session.clone())
+            .session(asked.session.clone())
             .user(user_name)
             .target(target_text)
-            .client(call.client.clone())
+            .client(asked.client.clone())
             .field("node", node.id.to_string())
             .field("node_address", peer.address.ip().to_string())
             .field("policies", serde_json::json!(policies))
@@ -620,6 +719,240 @@ impl SessionAuthority {
                 tracing::error!(error = %e, %session, node = %node, "cannot ask the node to end a session whose request ended");
             }
         }
+    }
+
+    /// Files a session request for a login no policy or grant permits, when the user may ask
+    /// (`request_access`), as a single gateway does.
+    async fn file_request(
+        &self,
+        call: &Authorize,
+        user: &User,
+        login: &LoginSpec,
+        target: &TargetSpec,
+        method: &str,
+    ) -> Result<Filed, Refusal> {
+        let Some(workflow) = &self.workflow else {
+            return Ok(Filed::NotAllowed);
+        };
+        let new = NewRequest {
+            target: target.clone(),
+            access: AccessKind::Session,
+            reason: login.option("reason").unwrap_or("").to_string(),
+            ticket: login.option("ticket").map(str::to_string),
+            duration_minutes: login.option("duration").and_then(|d| d.parse().ok()),
+            emergency: login
+                .option("emergency")
+                .is_some_and(|v| v == "yes" || v == "true"),
+        };
+        let client: SocketAddr = call
+            .client
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let actor = Actor {
+            user: user.clone(),
+            client,
+            via: call.protocol.clone(),
+            session_id: call.session.clone(),
+            authenticated_with: vec![method.to_string()],
+        };
+        match workflow.create(&actor, new, &call.protocol).await {
+            Ok(request) if request.state == RequestState::PendingApproval => {
+                Ok(Filed::Pending(Box::new(request)))
+            }
+            Ok(request) => Ok(Filed::Granted(Box::new(request))),
+            Err(WorkflowError::TargetRefused(_)) => Ok(Filed::NotAllowed),
+            Err(
+                WorkflowError::BadInput(message)
+                | WorkflowError::Forbidden(message)
+                | WorkflowError::Plugin(message),
+            ) => Err(refused(RefusalKind::RequestNotGranted, message)),
+            Err(e) => Err(self.internal(e)),
+        }
+    }
+
+    /// Keeps a session whose request waits for approval; the node asks with the hold token.
+    fn hold(
+        &self,
+        node: &Node,
+        call: &Authorize,
+        user: User,
+        target: TargetSpec,
+        facts: SessionFacts,
+        request: gatehouse_core::AccessRequest,
+    ) -> Result<wire::Held, Refusal> {
+        let wait = self
+            .workflow
+            .as_ref()
+            .map(|w| w.settings().connect_hold())
+            .unwrap_or_default();
+        let token = random_token();
+        let mut holds = self.holds.lock().map_err(|e| self.internal(e))?;
+        let now = Instant::now();
+        holds.retain(|_, h| h.expires > now);
+        if holds.len() >= MAX_HOLDS {
+            return Err(refused(
+                RefusalKind::Internal,
+                "too many sessions wait for approval on the control node; try again",
+            ));
+        }
+        let target_text = target.to_string();
+        holds.insert(
+            sha256_hex(token.as_bytes()),
+            HeldSession {
+                node: node.id.clone(),
+                asked: Asked {
+                    session: call.session.clone(),
+                    client: call.client.clone(),
+                    user: user.name.to_string(),
+                    target,
+                },
+                user,
+                facts,
+                request: request.id.clone(),
+                expires: now + wait,
+            },
+        );
+        self.auditor.record_best_effort(
+            Entry::new(
+                AuditKind::RequestCreated,
+                format!(
+                    "connection through node `{}` held for access request {} (up to {} s)",
+                    node.id,
+                    request.id,
+                    wait.as_secs()
+                ),
+            )
+            .session(call.session.clone())
+            .user(request.requester.to_string())
+            .target(target_text)
+            .client(call.client.clone())
+            .field("node", node.id.to_string())
+            .field("request", request.id.clone()),
+        );
+        Ok(wire::Held {
+            hold: SecretString::new(token),
+            request: request.id,
+            approvals_needed: request.approvals_needed.unwrap_or(1),
+            wait_seconds: wait.as_secs(),
+        })
+    }
+
+    /// Waits up to [`AWAIT_SLICE`] for a held session's request: `Ok(None)` while it is
+    /// undecided; once granted, the session is decided again with the request in play.
+    pub async fn await_decision(
+        &self,
+        peer: &Peer,
+        node: &Node,
+        call: wire::AwaitDecision,
+    ) -> Result<Option<Granted>, Refusal> {
+        let key = sha256_hex(call.hold.expose().as_bytes());
+        let (request_id, expires) = {
+            let holds = self.holds.lock().map_err(|e| self.internal(e))?;
+            match holds.get(&key) {
+                Some(h) if h.node == node.id => (h.request.clone(), h.expires),
+                _ => {
+                    return Err(refused(
+                        RefusalKind::UnknownGrant,
+                        "the control node does not know this held session (it restarted): log in again",
+                    ));
+                }
+            }
+        };
+        let Some(workflow) = &self.workflow else {
+            return Err(self.internal("a held session without requests"));
+        };
+        let left = expires.saturating_duration_since(Instant::now());
+        let decided = workflow
+            .wait_for_decision(&request_id, left.min(AWAIT_SLICE))
+            .await
+            .map_err(|e| self.internal(e))?;
+        if decided.state == RequestState::PendingApproval && !left.is_zero() && left > AWAIT_SLICE {
+            return Ok(None);
+        }
+        let held = {
+            let mut holds = self.holds.lock().map_err(|e| self.internal(e))?;
+            holds.remove(&key)
+        };
+        let Some(held) = held else {
+            return Err(refused(
+                RefusalKind::UnknownGrant,
+                "the held session was already decided",
+            ));
+        };
+        let why = match decided.state {
+            s if s.is_granted() => None,
+            RequestState::Denied => Some(match &decided.denial {
+                Some(d) if !d.comment.is_empty() => format!(
+                    "access request {} was denied by {}: {}",
+                    decided.id, d.by, d.comment
+                ),
+                Some(d) => format!("access request {} was denied by {}", decided.id, d.by),
+                None => format!("access request {} was denied", decided.id),
+            }),
+            RequestState::PendingApproval => Some(format!(
+                "access request {} was not granted: not decided within {} s; it stays open, \
+                 connect again once it is approved",
+                decided.id,
+                workflow.settings().connect_hold().as_secs()
+            )),
+            other => Some(format!(
+                "access request {} was not granted: it is {other}",
+                decided.id
+            )),
+        };
+        if let Some(why) = why {
+            self.audit_denied(
+                node,
+                &held.asked.session,
+                &held.asked.client,
+                &held.asked.user,
+                &held.asked.target.to_string(),
+                why.clone(),
+                vec![],
+            );
+            return Err(refused(RefusalKind::RequestNotGranted, why));
+        }
+        let authorization = self
+            .policy
+            .authorize_session_with(
+                &held.user,
+                &held.asked.target,
+                held.facts.clone(),
+                Some(&RequestFacts::of(&decided)),
+            )
+            .map_err(|denied| {
+                let target_text = held.asked.target.to_string();
+                let policies = match &denied {
+                    Denied::NotPermitted { decision, .. } => decision.reasons(),
+                    _ => vec![],
+                };
+                self.audit_denied(
+                    node,
+                    &held.asked.session,
+                    &held.asked.client,
+                    &held.asked.user,
+                    &target_text,
+                    format!(
+                        "policy denies the session under request {}: {denied}",
+                        decided.id
+                    ),
+                    policies,
+                );
+                refused(
+                    RefusalKind::NotPermitted,
+                    format!("target `{target_text}` is unknown or you are not permitted to use it"),
+                )
+            })?;
+        let networks = self.store.list(&NETWORKS).map_err(|e| self.internal(e))?;
+        self.grant(
+            peer,
+            node,
+            &held.asked,
+            authorization,
+            Some(decided),
+            &networks,
+        )
+        .map(Some)
     }
 
     fn with_grant<T>(

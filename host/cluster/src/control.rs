@@ -261,9 +261,26 @@ impl Control {
                 .authenticate(&node, call)
                 .await
                 .map(ControlAnswer::Authenticated),
-            NodeCall::Authorize(call) => sessions
-                .authorize(peer, &node, call)
-                .map(|granted| ControlAnswer::Granted(Box::new(granted))),
+            NodeCall::Authorize(call) => {
+                sessions
+                    .authorize(peer, &node, call)
+                    .await
+                    .map(|decided| match decided {
+                        crate::authority::Decided::Granted(granted) => {
+                            ControlAnswer::Granted(granted)
+                        }
+                        crate::authority::Decided::Held(held) => ControlAnswer::Held(held),
+                    })
+            }
+            NodeCall::AwaitDecision(call) => {
+                sessions
+                    .await_decision(peer, &node, call)
+                    .await
+                    .map(|granted| match granted {
+                        Some(granted) => ControlAnswer::Granted(Box::new(granted)),
+                        None => ControlAnswer::Pending,
+                    })
+            }
             NodeCall::Channel(call) => sessions
                 .channel(&node, call)
                 .map(ControlAnswer::ChannelDecided),

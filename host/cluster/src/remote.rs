@@ -4,10 +4,11 @@
 use crate::ClusterError;
 use crate::node::ControlClient;
 use crate::wire::{
-    Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, ControlAnswer, LoginProof,
-    NodeCall, PinCertificate, PinHostKey, RdpSecret, SessionEnded, WireChannel,
+    Authenticate, Authenticated, Authorize, AwaitDecision, ChannelCall, ChannelVerdict,
+    ControlAnswer, Granted, Held, LoginProof, NodeCall, PinCertificate, PinHostKey, RdpSecret,
+    SessionEnded, WireChannel,
 };
-use gatehouse_core::{Asset, Name};
+use gatehouse_core::{Asset, Name, SecretString};
 use gatehouse_policy::ChannelRequest;
 use gatehouse_vault::TargetCredential;
 use std::sync::Mutex;
@@ -61,6 +62,30 @@ impl RemotePermit {
     }
 }
 
+/// What [`ControlClient::authorize`] answers.
+pub enum Authorized {
+    Permit(Box<RemotePermit>),
+    /// An access request was filed and waits for approval: hold the connection and ask
+    /// [`ControlClient::await_decision`].
+    Held(Held),
+}
+
+fn permit_of(granted: Granted) -> Result<RemotePermit, ClusterError> {
+    Ok(RemotePermit {
+        request: granted.request,
+        account: Name::new(granted.account).map_err(|e| {
+            ClusterError::Protocol(format!("the control node sent a bad account: {e}"))
+        })?,
+        grant: granted.grant,
+        asset: granted.asset,
+        policies: granted.policies,
+        credential: Mutex::new(Some(TargetCredential {
+            password: granted.credential.password,
+            private_key: granted.credential.private_key,
+        })),
+    })
+}
+
 fn unexpected(answer: &ControlAnswer) -> ClusterError {
     ClusterError::Protocol(format!(
         "unexpected answer from the control node: {answer:?}"
@@ -88,22 +113,28 @@ impl ControlClient {
         }
     }
 
-    /// Asks for a session decision; a permit carries the grant and the credential.
-    pub async fn authorize(&self, call: Authorize) -> Result<RemotePermit, ClusterError> {
+    /// Asks for a session decision: a permit (with the grant and the credential), or a hold
+    /// while an access request filed now waits for approval.
+    pub async fn authorize(&self, call: Authorize) -> Result<Authorized, ClusterError> {
         match self.call(NodeCall::Authorize(call)).await? {
-            ControlAnswer::Granted(granted) => Ok(RemotePermit {
-                request: granted.request,
-                account: Name::new(granted.account).map_err(|e| {
-                    ClusterError::Protocol(format!("the control node sent a bad account: {e}"))
-                })?,
-                grant: granted.grant,
-                asset: granted.asset,
-                policies: granted.policies,
-                credential: Mutex::new(Some(TargetCredential {
-                    password: granted.credential.password,
-                    private_key: granted.credential.private_key,
-                })),
-            }),
+            ControlAnswer::Granted(granted) => {
+                permit_of(*granted).map(|p| Authorized::Permit(Box::new(p)))
+            }
+            ControlAnswer::Held(held) => Ok(Authorized::Held(held)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits a while (10 s at most) for a held session's request: `None` while undecided (ask
+    /// again until the hold's time is up); a permit once granted; a `RequestNotGranted`
+    /// refusal, in words for the user, when denied or not decided in time.
+    pub async fn await_decision(&self, held: &Held) -> Result<Option<RemotePermit>, ClusterError> {
+        let call = NodeCall::AwaitDecision(AwaitDecision {
+            hold: SecretString::new(held.hold.expose().to_string()),
+        });
+        match self.call(call).await? {
+            ControlAnswer::Granted(granted) => permit_of(*granted).map(Some),
+            ControlAnswer::Pending => Ok(None),
             other => Err(unexpected(&other)),
         }
     }

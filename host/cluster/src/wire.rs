@@ -36,6 +36,8 @@ pub enum NodeCall {
     PinCertificate(PinCertificate),
     /// A granted session ended; the control node forgets the grant.
     SessionEnded(SessionEnded),
+    /// Waits (a slice at most) for the access request of a held session to be decided.
+    AwaitDecision(AwaitDecision),
     /// The node's audit events and session records since the last delivery.
     Ship(Ship),
     /// A piece of a finished session's recording file.
@@ -238,6 +240,24 @@ pub struct PinCertificate {
     pub pin: String,
 }
 
+/// The control node filed an access request for the session, which needs approval: the node
+/// holds the connection and asks [`AwaitDecision`] until it is decided or `wait_seconds` pass.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Held {
+    /// Single-use per decision; names the held session in [`AwaitDecision`].
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub hold: SecretString,
+    pub request: String,
+    pub approvals_needed: u32,
+    pub wait_seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AwaitDecision {
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub hold: SecretString,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SessionEnded {
     pub grant: String,
@@ -282,6 +302,10 @@ pub enum ControlAnswer {
     Authenticated(Authenticated),
     RdpSecret(RdpSecretAnswer),
     Granted(Box<Granted>),
+    /// The session waits for an access request's approval.
+    Held(Held),
+    /// [`AwaitDecision`]: not decided yet; ask again.
+    Pending,
     ChannelDecided(ChannelVerdict),
     HostKey(HostKeyPinned),
     Done,
@@ -337,9 +361,12 @@ pub enum RefusalKind {
     OutsideNetworks,
     /// The access string's token is unknown, used or expired.
     AccessToken,
-    /// The control node does not serve this to session nodes (a credential-store plugin, a
-    /// held request, AA plugins).
+    /// The control node does not serve this to session nodes (a credential-store plugin, AA
+    /// plugins).
     NotServed,
+    /// The access request a held session waited for was denied, or not decided in time; the
+    /// message says which, as the user should read it.
+    RequestNotGranted,
     /// A grant or ticket the control node does not know (it restarted, or the grant ended).
     UnknownGrant,
     Version,

@@ -874,7 +874,20 @@ impl Session {
             ticket,
             method: "password".into(),
         };
-        let permit = match control.authorize(call).await {
+        let answer = match control.authorize(call).await {
+            Ok(gatehouse_cluster::Authorized::Permit(permit)) => Ok(*permit),
+            // An access request was filed: the client waits after NLA while it is decided.
+            // (The control node audits the hold.)
+            Ok(gatehouse_cluster::Authorized::Held(held)) => loop {
+                match control.await_decision(&held).await {
+                    Ok(Some(permit)) => break Ok(permit),
+                    Ok(None) => continue,
+                    Err(e) => break Err(e),
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let permit = match answer {
             Ok(permit) => permit,
             Err(ClusterError::Refused(refusal)) => {
                 // The control node audited its decision; what it could not decide is ours.
@@ -884,6 +897,7 @@ impl Session {
                         | RefusalKind::AccessToken
                         | RefusalKind::OutsideNetworks
                         | RefusalKind::NotServed
+                        | RefusalKind::RequestNotGranted
                 ) {
                     self.audit(
                         AuditKind::AccessDenied,

@@ -32,7 +32,7 @@ fn option<'a>(login: &'a LoginSpec, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn minutes_text(d: std::time::Duration) -> String {
+pub(crate) fn minutes_text(d: std::time::Duration) -> String {
     let m = d.as_secs() / 60;
     if m >= 1 {
         format!("{m} min")

@@ -3,8 +3,8 @@
 use crate::messages::Refusal;
 use crate::permit::Permit;
 use crate::session::SessionShared;
-use gatehouse_cluster::wire::{Authorize, LoginProof};
-use gatehouse_cluster::{ClusterError, ControlClient, RefusalKind};
+use gatehouse_cluster::wire::{Authorize, Held, LoginProof};
+use gatehouse_cluster::{Authorized, ClusterError, ControlClient, RefusalKind, RemotePermit};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, LoginSpec, Name, SecretString, TargetSpec, User};
 use std::sync::Arc;
@@ -105,7 +105,12 @@ impl SessionShared {
             ticket: SecretString::new(ticket.expose().to_string()),
             method,
         };
-        match control.authorize(call).await {
+        let answer = match control.authorize(call).await {
+            Ok(Authorized::Permit(permit)) => Ok(*permit),
+            Ok(Authorized::Held(held)) => self.wait_for_approval(control, held).await,
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(permit) => {
                 let request = permit.request().map(str::to_string);
                 Ok((Permit::Remote(Arc::new(permit)), request))
@@ -113,9 +118,9 @@ impl SessionShared {
             Err(ClusterError::Refused(refusal)) => Err(match refusal.kind {
                 RefusalKind::NotPermitted => Refusal::not_permitted(target),
                 RefusalKind::AccessToken => Refusal::AccessToken,
-                RefusalKind::OutsideNetworks | RefusalKind::NotServed => {
-                    Refusal::Cluster(refusal.message)
-                }
+                RefusalKind::OutsideNetworks
+                | RefusalKind::NotServed
+                | RefusalKind::RequestNotGranted => Refusal::Cluster(refusal.message),
                 _ => {
                     self.audit(
                         AuditKind::AccessDenied,
@@ -132,6 +137,41 @@ impl SessionShared {
                     &[],
                 );
                 Err(Refusal::ControlUnreachable)
+            }
+        }
+    }
+
+    /// Holds the connection while the access request the control node filed is decided,
+    /// telling the user, as a single gateway does.
+    async fn wait_for_approval(
+        self: &Arc<Self>,
+        control: &ControlClient,
+        held: Held,
+    ) -> Result<RemotePermit, ClusterError> {
+        let needed = held.approvals_needed;
+        self.notice(format!(
+            "gatehouse: access request {} needs {} approval{}; waiting up to {} (Ctrl-C to stop; an approval later still lets you connect)",
+            held.request,
+            needed,
+            if needed == 1 { "" } else { "s" },
+            crate::access::minutes_text(std::time::Duration::from_secs(held.wait_seconds))
+        ));
+        loop {
+            let asked = tokio::select! {
+                asked = control.await_decision(&held) => asked,
+                () = self.closed() => {
+                    return Err(ClusterError::Refused(gatehouse_cluster::Refusal::new(
+                        RefusalKind::RequestNotGranted,
+                        format!("access request {} was not granted: the connection closed while waiting", held.request),
+                    )));
+                }
+            };
+            if let Some(permit) = asked? {
+                self.notice(format!(
+                    "gatehouse: access request {} approved; connecting",
+                    held.request
+                ));
+                return Ok(permit);
             }
         }
     }
