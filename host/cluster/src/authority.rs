@@ -87,6 +87,12 @@ impl std::fmt::Debug for SessionAuthority {
     }
 }
 
+/// A failed login, with the authenticator's reason for the node's audit trail (the user only
+/// ever reads "Permission denied").
+fn login_failed(error: &gatehouse_auth::AuthError) -> Refusal {
+    refused(RefusalKind::LoginFailed, error.to_string())
+}
+
 fn refused(kind: RefusalKind, message: impl Into<String>) -> Refusal {
     Refusal::new(kind, message)
 }
@@ -294,12 +300,12 @@ impl SessionAuthority {
                 })
                 .await
                 .map_err(|e| self.internal(e))?;
-                (verified.map_err(|_| failed())?, "password")
+                (verified.map_err(|e| login_failed(&e))?, "password")
             }
             LoginProof::PublicKey { key } => {
                 let key = gatehouse_auth::parse_public_key(&key).map_err(|_| failed())?;
                 let verified = self.authenticator.verify_public_key(&name, &key);
-                (verified.map_err(|_| failed())?, "publickey")
+                (verified.map_err(|e| login_failed(&e))?, "publickey")
             }
         };
         let ticket = random_token();

@@ -414,7 +414,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
             control = %identity.control,
             certificate = %identity.thumbprint(),
             ssh = %bound,
-            rdp = ?rdp_port,
+            rdp = %rdp_port.map_or_else(|| "off".to_string(), |p| p.to_string()),
             "session node started"
         );
         let beat = gatehouse_cluster::wire::Heartbeat {
