@@ -1588,3 +1588,150 @@ fn a_request_filed_through_a_node_holds_the_session_and_its_end_ends_it() {
     });
     assert!(ended.is_some(), "{:#?}", control.audit_of("session_ended"));
 }
+
+/// The control node's login plugins run for logins at its session nodes: the TOTP plugin's
+/// question reaches the user through the node (keyboard-interactive), the control node checks
+/// the answer, and Cedar on the control node sees the second factor. A replayed code is
+/// refused with the plugin's reason; the plugin's secret never leaves the control node.
+#[test]
+fn login_plugins_on_the_control_node_ask_through_a_session_node() {
+    use support::ssh_client::{Client, assert_client_ok};
+    use support::totp::{SEED, totp_now};
+    use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER};
+    use support::{OutputExt, TargetSshd, TestAccount};
+
+    let scratch = tempfile::tempdir().unwrap();
+    let account = TestAccount::new("cl_mfa");
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut control = Gatehouse::init();
+    control.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
+    control.add_asset(ASSET, target.port(), &target.host_key());
+    let spec = format!("{}@{ASSET}", account.name);
+    control.add_account_with_password(&spec, &account.password);
+    control.grant_user(GATEWAY_USER, &spec);
+    control.cli_stdin_ok(
+        &["plugin-secret", "set", &format!("totp-seed/{GATEWAY_USER}")],
+        SEED,
+    );
+    control.install_plugin(
+        scratch.path(),
+        "totp-mfa",
+        "secrets = [\"totp-seed/*\"]\n",
+        None,
+    );
+    std::fs::write(
+        control.data_dir().join("policies/mfa.cedar"),
+        "@id(\"sessions-need-totp\")\nforbid (principal, action in Action::\"session\", resource)\nunless { context.authenticated_with.contains(\"totp-mfa\") };\n",
+    )
+    .unwrap();
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+
+    let login = format!("{GATEWAY_USER}@{spec}");
+    let code = totp_now();
+    let client = Client::password_with_answers(
+        node.ssh_port,
+        &login,
+        GATEWAY_PASSWORD,
+        &[("One-time code", &code)],
+    );
+    let ok = client.ssh("echo second-factor-through-the-node");
+    assert_client_ok(
+        &format!(
+            "TOTP through the node\n--- node log ---\n{}\n--- control log ---\n{}",
+            node.log_text(),
+            control.log_text()
+        ),
+        &ok,
+    );
+    assert_eq!(ok.stdout_text(), "second-factor-through-the-node\n");
+    assert!(
+        client.prompts_seen().contains("One-time code"),
+        "{}",
+        client.prompts_seen()
+    );
+    // The node's login event, delivered, names the plugin; the control node's decision had
+    // the factor (the forbid would have denied it otherwise).
+    let logged_in = poll(Duration::from_secs(30), || {
+        control
+            .audit_of("login_ok")
+            .into_iter()
+            .find(|e| e["fields"]["node"] == "sess-a")
+    })
+    .expect("the node's login_ok on the control node");
+    assert_eq!(
+        logged_in["fields"]["plugins"],
+        serde_json::json!(["totp-mfa"]),
+        "{logged_in}"
+    );
+    assert!(
+        !control.audit_of("session_authorized").is_empty(),
+        "{:#?}",
+        control.audit()
+    );
+
+    // The same code again: the plugin refuses; the user reads the refusal (as on a single
+    // gateway), the audit trail the plugin's reason.
+    let replay = Client::password_with_answers(
+        node.ssh_port,
+        &login,
+        GATEWAY_PASSWORD,
+        &[("One-time code", &code)],
+    )
+    .ssh("echo must-not-run");
+    assert!(!replay.status.success(), "{}", replay.describe());
+    assert!(!replay.stdout_text().contains("must-not-run"));
+    assert!(
+        replay
+            .stderr_text()
+            .contains("gatehouse: access denied: a plugin refused this login"),
+        "{}",
+        replay.describe()
+    );
+    let failed = control.audit_of("login_failed").into_iter().find(|e| {
+        e["fields"]["node"] == "sess-a"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("plugin `totp-mfa` denied"))
+    });
+    assert!(failed.is_some(), "{:#?}", control.audit_of("login_failed"));
+
+    // The plugin's secret is the control node's alone.
+    node.stop();
+    let mut files = vec![node.dir.path().to_path_buf()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(SEED.len()).any(|w| w == SEED.as_bytes()),
+                "the TOTP seed is in {}",
+                path.display()
+            );
+        }
+    }
+}

@@ -10,9 +10,9 @@
 use crate::control::Peer;
 use crate::wire;
 use crate::wire::{
-    Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, Granted, HostKeyPinned,
-    LoginProof, PinCertificate, PinHostKey, RdpSecret, RdpSecretAnswer, Refusal, RefusalKind,
-    WireChannel, WireCredential,
+    AnswerQuestion, Authenticate, Authenticated, Authorize, ChannelCall, ChannelVerdict, Granted,
+    HostKeyPinned, LoginProof, PinCertificate, PinHostKey, RdpSecret, RdpSecretAnswer, Refusal,
+    RefusalKind, WireChannel, WireCredential,
 };
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_auth::Authenticator;
@@ -21,6 +21,8 @@ use gatehouse_core::{
     AccessKind, AuditKind, HostKeyPolicy, LoginSpec, Name, Node, RdpCertificatePolicy,
     RequestState, SecretString, TargetSpec, User,
 };
+use gatehouse_plugin_host::login::{self, Completed, LoginContext, Next, PendingLogin};
+use gatehouse_plugin_host::{ConnectionInfo, PluginHost, Protocol, SessionCookies};
 use gatehouse_policy::{
     ChannelRequest, Denied, NodeFacts, PolicyEngine, RequestFacts, SessionFacts,
     TargetAuthorization,
@@ -45,12 +47,35 @@ const GRANT_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 const ACCESS_OPTION: &str = "access";
 
 struct Ticket {
+    /// Who the login is for once plugins are done (a plugin may map it to another user).
     user: User,
+    /// The user named in the login as typed.
+    login_user: Name,
     node: Name,
     session: String,
     method: String,
+    /// The first factor, then the login plugins that accepted.
+    authenticated_with: Vec<String>,
+    ticket_verified: bool,
     expires: Instant,
 }
+
+/// A login at a node whose plugins asked a question and wait for the answer.
+struct PendingNodeLogin {
+    node: Name,
+    session: String,
+    client: String,
+    protocol: Protocol,
+    login_user: Name,
+    pending: PendingLogin,
+    cookies: SessionCookies,
+    expires: Instant,
+}
+
+/// How long a node has to bring a plugin question's answer.
+const QUESTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Logins waiting for an answer, at most.
+const MAX_QUESTIONS_PENDING: usize = 4_096;
 
 struct LiveGrant {
     node: Name,
@@ -63,10 +88,6 @@ struct LiveGrant {
     used: Instant,
 }
 
-/// Whether login plugins (AA hooks) are enabled right now: they ask questions a session node
-/// cannot relay yet, so logins through nodes fail closed while any is.
-pub type LoginPluginsEnabled = Arc<dyn Fn() -> bool + Send + Sync>;
-
 /// What the control node needs to decide sessions for its nodes.
 pub struct SessionAuthority {
     store: Arc<Store>,
@@ -75,8 +96,10 @@ pub struct SessionAuthority {
     policy: Arc<PolicyEngine>,
     vault: Arc<Vault>,
     workflow: Option<Arc<Workflow>>,
-    login_plugins: LoginPluginsEnabled,
+    /// The control node's plugins: its login (AA) plugins run for logins at nodes too.
+    plugins: Option<PluginHost>,
     tickets: Mutex<HashMap<String, Ticket>>,
+    logins: Mutex<HashMap<String, PendingNodeLogin>>,
     grants: Mutex<HashMap<String, LiveGrant>>,
     holds: Mutex<HashMap<String, HeldSession>>,
 }
@@ -156,6 +179,87 @@ fn addresses_of(address: &str, port: u16) -> Vec<IpAddr> {
     }
 }
 
+/// Where a login at a node stands.
+pub enum LoginStep {
+    /// Authenticated: the ticket for the session decision.
+    Done(Authenticated),
+    /// A login plugin asks the user something.
+    Question(wire::LoginQuestion),
+}
+
+/// What the control node's login plugins see of a login at a node.
+struct NodeLogin<'a> {
+    authority: &'a SessionAuthority,
+    node: &'a Node,
+    session: &'a str,
+    client: &'a str,
+    protocol: Protocol,
+}
+
+impl LoginContext for NodeLogin<'_> {
+    fn connection(&self, user: &User, login: &LoginSpec) -> ConnectionInfo {
+        let (asset, account) = match &login.target {
+            Ok(t) => (t.asset.to_string(), t.account.to_string()),
+            Err(_) => (String::new(), String::new()),
+        };
+        // The target's address only when the asset exists.
+        let (address, port) = self
+            .authority
+            .store
+            .get(&ASSETS, &asset)
+            .ok()
+            .flatten()
+            .map(|a| match self.protocol {
+                Protocol::Rdp => {
+                    let port = a.rdp.as_ref().map(|r| r.port).unwrap_or(3389);
+                    (a.address, port)
+                }
+                Protocol::Ssh => (a.address, a.port),
+            })
+            .unwrap_or_default();
+        let client: SocketAddr = self
+            .client
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        ConnectionInfo {
+            session_id: self.session.to_string(),
+            protocol: self.protocol,
+            client_address: client.ip().to_string(),
+            client_port: client.port(),
+            gateway_user: user.name.to_string(),
+            groups: user.groups.iter().map(|g| g.to_string()).collect(),
+            target_asset: asset,
+            target_address: address,
+            target_port: port,
+            target_account: account,
+            options: login.options.clone(),
+        }
+    }
+
+    fn find_user(&self, name: &str) -> Option<User> {
+        self.authority.store.get(&USERS, name).ok().flatten()
+    }
+
+    fn refused(&self, user: &User, detail: String) {
+        self.authority.auditor.record_best_effort(
+            Entry::new(AuditKind::LoginFailed, detail)
+                .session(self.session)
+                .user(user.name.to_string())
+                .client(self.client)
+                .field("node", self.node.id.to_string()),
+        );
+    }
+}
+
+/// A login every plugin accepted (or one without plugins).
+struct LoginDone {
+    user: User,
+    method: String,
+    accepted_by: Vec<String>,
+    audit_notes: Vec<(String, String, String)>,
+    ticket_verified: bool,
+}
+
 /// What [`SessionAuthority::authorize`] answers.
 pub enum Decided {
     Granted(Box<Granted>),
@@ -202,7 +306,7 @@ impl SessionAuthority {
         policy: Arc<PolicyEngine>,
         vault: Arc<Vault>,
         workflow: Option<Arc<Workflow>>,
-        login_plugins: LoginPluginsEnabled,
+        plugins: Option<PluginHost>,
     ) -> Self {
         Self {
             store,
@@ -211,8 +315,9 @@ impl SessionAuthority {
             policy,
             vault,
             workflow,
-            login_plugins,
+            plugins,
             tickets: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
         }
@@ -231,22 +336,15 @@ impl SessionAuthority {
         self.grants.lock().map(|g| g.len()).unwrap_or(0)
     }
 
-    fn login_plugins_refusal(&self) -> Result<(), Refusal> {
-        if (self.login_plugins)() {
-            return Err(refused(
-                RefusalKind::NotServed,
-                "this cluster's login plugins run on the control node only: log in through the \
-                 control node",
-            ));
-        }
-        Ok(())
+    /// The login (AA) plugins, when any is enabled now.
+    fn aa_plugins(&self) -> Option<&PluginHost> {
+        self.plugins.as_ref().filter(|p| !p.aa_plugins().is_empty())
     }
 
     /// The NT hash of the user an RDP client names at a node, for its NLA exchange. The node
     /// then presents the password the client delegated to [`Self::authenticate`], so the hash
     /// alone logs no one in; it is sent over the cluster's mutual TLS and never stored there.
     pub fn rdp_secret(&self, node: &Node, call: RdpSecret) -> Result<RdpSecretAnswer, Refusal> {
-        self.login_plugins_refusal()?;
         let failed = |why: &str| refused(RefusalKind::LoginFailed, why.to_string());
         let name = Name::new(call.user.clone()).map_err(|_| failed("unknown gateway user"))?;
         let user: Option<User> = self
@@ -283,12 +381,13 @@ impl SessionAuthority {
         })
     }
 
+    /// Checks a login's first factor; then the login plugins (if any) have their say, which
+    /// may be a question ([`LoginStep::Question`]) the node relays to the user.
     pub async fn authenticate(
         &self,
         node: &Node,
         call: Authenticate,
-    ) -> Result<Authenticated, Refusal> {
-        self.login_plugins_refusal()?;
+    ) -> Result<LoginStep, Refusal> {
         let failed = || refused(RefusalKind::LoginFailed, "wrong user name or credential");
         let name = Name::new(call.user.clone()).map_err(|_| failed())?;
         let (user, method) = match call.proof {
@@ -308,8 +407,167 @@ impl SessionAuthority {
                 (verified.map_err(|e| login_failed(&e))?, "publickey")
             }
         };
+        let protocol = if call.protocol == "rdp" {
+            Protocol::Rdp
+        } else {
+            Protocol::Ssh
+        };
+        let Some(plugins) = self.aa_plugins().cloned() else {
+            let done = LoginDone {
+                user,
+                method: method.to_string(),
+                accepted_by: vec![],
+                audit_notes: vec![],
+                ticket_verified: false,
+            };
+            return self
+                .issue_ticket(node, &call.session, name, done)
+                .map(LoginStep::Done);
+        };
+        let login = LoginSpec::parse(&call.login)
+            .map_err(|e| refused(RefusalKind::BadCall, format!("malformed login: {e}")))?;
+        if login.user != name {
+            return Err(refused(
+                RefusalKind::BadCall,
+                "the login names another user than the one authenticating",
+            ));
+        }
+        let pending = PendingNodeLogin {
+            node: node.id.clone(),
+            session: call.session,
+            client: call.client,
+            protocol,
+            login_user: name,
+            pending: PendingLogin::new(user, login, method),
+            cookies: SessionCookies::default(),
+            expires: Instant::now() + QUESTION_LIFETIME,
+        };
+        self.run_login_plugins(node, &plugins, pending).await
+    }
+
+    /// The user's answer to a plugin's question; the plugins go on.
+    pub async fn answer_question(
+        &self,
+        node: &Node,
+        call: AnswerQuestion,
+    ) -> Result<LoginStep, Refusal> {
+        let waiting = {
+            let mut logins = self.logins.lock().map_err(|e| self.internal(e))?;
+            logins.remove(&sha256_hex(call.login.expose().as_bytes()))
+        };
+        let mut waiting = match waiting {
+            Some(w) if w.node == node.id && w.expires > Instant::now() => w,
+            _ => {
+                return Err(refused(
+                    RefusalKind::LoginFailed,
+                    "the login's question is unknown or expired on the control node",
+                ));
+            }
+        };
+        let Some(plugins) = self.aa_plugins().cloned() else {
+            return Err(refused(
+                RefusalKind::LoginFailed,
+                "the login plugin that asked is no longer enabled",
+            ));
+        };
+        waiting.pending.answer(call.answer.expose().to_string());
+        self.run_login_plugins(node, &plugins, waiting).await
+    }
+
+    async fn run_login_plugins(
+        &self,
+        node: &Node,
+        plugins: &PluginHost,
+        mut waiting: PendingNodeLogin,
+    ) -> Result<LoginStep, Refusal> {
+        let context = NodeLogin {
+            authority: self,
+            node,
+            session: &waiting.session,
+            client: &waiting.client,
+            protocol: waiting.protocol,
+        };
+        let next = login::run(
+            &context,
+            plugins,
+            &mut waiting.pending,
+            &mut waiting.cookies,
+        )
+        .await;
+        match next {
+            Next::Accept => {
+                let ticket_verified = waiting.cookies.tickets().next().is_some();
+                let session = waiting.session.clone();
+                let Completed {
+                    user,
+                    method,
+                    accepted_by,
+                    audit_notes,
+                    ..
+                } = waiting.pending.into_parts();
+                let done = LoginDone {
+                    user,
+                    method,
+                    accepted_by,
+                    audit_notes,
+                    ticket_verified,
+                };
+                self.issue_ticket(node, &session, waiting.login_user, done)
+                    .map(LoginStep::Done)
+            }
+            Next::Ask(question) => {
+                let token = random_token();
+                let mut logins = self.logins.lock().map_err(|e| self.internal(e))?;
+                let now = Instant::now();
+                logins.retain(|_, l| l.expires > now);
+                if logins.len() >= MAX_QUESTIONS_PENDING {
+                    return Err(refused(
+                        RefusalKind::Internal,
+                        "too many logins wait for answers on the control node; try again",
+                    ));
+                }
+                waiting.expires = now + QUESTION_LIFETIME;
+                logins.insert(sha256_hex(token.as_bytes()), waiting);
+                Ok(LoginStep::Question(wire::LoginQuestion {
+                    login: SecretString::new(token),
+                    key: question.key,
+                    prompt: question.prompt,
+                    echo: question.echo,
+                }))
+            }
+            // (Audited through `NodeLogin::refused`.)
+            Next::Deny => Err(refused(
+                RefusalKind::PluginRefused,
+                waiting
+                    .pending
+                    .refusal()
+                    .unwrap_or("a login plugin refused the login")
+                    .to_string(),
+            )),
+        }
+    }
+
+    /// A completed login: a single-use ticket for the session decision.
+    fn issue_ticket(
+        &self,
+        node: &Node,
+        session: &str,
+        login_user: Name,
+        done: LoginDone,
+    ) -> Result<Authenticated, Refusal> {
+        let LoginDone {
+            user,
+            method,
+            accepted_by,
+            audit_notes,
+            ticket_verified,
+        } = done;
+        let (_, plugin_notes) = PendingLogin::audit_summary(&method, &accepted_by, audit_notes);
+        let mut authenticated_with = vec![method.clone()];
+        authenticated_with.extend(accepted_by.iter().cloned());
         let ticket = random_token();
         let groups = user.groups.iter().map(|g| g.to_string()).collect();
+        let user_name = user.name.to_string();
         let mut tickets = self.tickets.lock().map_err(|e| self.internal(e))?;
         let now = Instant::now();
         tickets.retain(|_, t| t.expires > now);
@@ -323,15 +581,21 @@ impl SessionAuthority {
             sha256_hex(ticket.as_bytes()),
             Ticket {
                 user,
+                login_user,
                 node: node.id.clone(),
-                session: call.session,
-                method: method.to_string(),
+                session: session.to_string(),
+                method,
+                authenticated_with,
+                ticket_verified,
                 expires: now + TICKET_LIFETIME,
             },
         );
         Ok(Authenticated {
-            user: call.user,
+            user: user_name,
             groups,
+            plugins: accepted_by,
+            plugin_notes,
+            ticket_verified,
             ticket: SecretString::new(ticket),
         })
     }
@@ -387,7 +651,7 @@ impl SessionAuthority {
         };
         let login = LoginSpec::parse(&call.login)
             .map_err(|e| refused(RefusalKind::BadCall, format!("malformed login: {e}")))?;
-        if login.user != ticket.user.name {
+        if login.user != ticket.login_user {
             return Err(refused(
                 RefusalKind::BadCall,
                 "the login names another user than the one authenticated",
@@ -414,8 +678,8 @@ impl SessionAuthority {
             protocol: call.protocol.clone(),
             client,
             pairs: login.options.clone(),
-            authenticated_with: vec![ticket.method.clone()],
-            ticket_verified: false,
+            authenticated_with: ticket.authenticated_with.clone(),
+            ticket_verified: ticket.ticket_verified,
             time: self.policy.clock().now(),
             node: Some(NodeFacts {
                 id: node.id.to_string(),

@@ -257,10 +257,13 @@ impl Control {
             ));
         };
         match call {
-            NodeCall::Authenticate(call) => sessions
-                .authenticate(&node, call)
+            NodeCall::Authenticate(call) => {
+                sessions.authenticate(&node, call).await.map(login_answer)
+            }
+            NodeCall::AnswerQuestion(call) => sessions
+                .answer_question(&node, call)
                 .await
-                .map(ControlAnswer::Authenticated),
+                .map(login_answer),
             NodeCall::Authorize(call) => {
                 sessions
                     .authorize(peer, &node, call)
@@ -622,6 +625,15 @@ impl Control {
             let answer = self.handle(&peer, call).await;
             wire::write_frame(&mut tls, answer).await?;
         }
+    }
+}
+
+fn login_answer(step: crate::authority::LoginStep) -> ControlAnswer {
+    match step {
+        crate::authority::LoginStep::Done(authenticated) => {
+            ControlAnswer::Authenticated(authenticated)
+        }
+        crate::authority::LoginStep::Question(question) => ControlAnswer::Question(question),
     }
 }
 

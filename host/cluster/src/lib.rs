@@ -21,7 +21,7 @@ pub use authority::SessionAuthority;
 pub use control::{Control, NodeAdminError, Peer};
 pub use node::{ControlClient, JoinOptions, NodeIdentity};
 pub use pki::{ClusterCa, NodeKey, Thumbprint};
-pub use remote::{Authorized, RemotePermit};
+pub use remote::{Authorized, LoginAnswer, LoginAttempt, RemotePermit};
 pub use wire::{Refusal, RefusalKind};
 
 impl From<Refusal> for ClusterError {

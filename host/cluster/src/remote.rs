@@ -4,9 +4,9 @@
 use crate::ClusterError;
 use crate::node::ControlClient;
 use crate::wire::{
-    Authenticate, Authenticated, Authorize, AwaitDecision, ChannelCall, ChannelVerdict,
-    ControlAnswer, Granted, Held, LoginProof, NodeCall, PinCertificate, PinHostKey, RdpSecret,
-    SessionEnded, WireChannel,
+    AnswerQuestion, Authenticate, Authenticated, Authorize, AwaitDecision, ChannelCall,
+    ChannelVerdict, ControlAnswer, Granted, Held, LoginProof, LoginQuestion, NodeCall,
+    PinCertificate, PinHostKey, RdpSecret, SessionEnded, WireChannel,
 };
 use gatehouse_core::{Asset, Name, SecretString};
 use gatehouse_policy::ChannelRequest;
@@ -62,6 +62,35 @@ impl RemotePermit {
     }
 }
 
+/// A login at a node, as the control node's login plugins see it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginAttempt<'a> {
+    pub session: &'a str,
+    pub client: &'a str,
+    /// The gateway user name.
+    pub user: &'a str,
+    /// The whole in-band login as typed.
+    pub login: &'a str,
+    /// "ssh" or "rdp".
+    pub protocol: &'a str,
+}
+
+/// What [`ControlClient::authenticate`] and [`ControlClient::answer_question`] answer.
+pub enum LoginAnswer {
+    Authenticated(Authenticated),
+    /// Ask the user (or answer from the login's options) and call
+    /// [`ControlClient::answer_question`].
+    Question(LoginQuestion),
+}
+
+fn login_answer(answer: ControlAnswer) -> Result<LoginAnswer, ClusterError> {
+    match answer {
+        ControlAnswer::Authenticated(a) => Ok(LoginAnswer::Authenticated(a)),
+        ControlAnswer::Question(q) => Ok(LoginAnswer::Question(q)),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// What [`ControlClient::authorize`] answers.
 pub enum Authorized {
     Permit(Box<RemotePermit>),
@@ -93,24 +122,35 @@ fn unexpected(answer: &ControlAnswer) -> ClusterError {
 }
 
 impl ControlClient {
-    /// Checks a user's gateway password or key on the control node.
+    /// Checks a user's gateway password or key on the control node, where the login plugins
+    /// then have their say: authenticated, or a plugin's question for the user.
     pub async fn authenticate(
         &self,
-        session: &str,
-        client: &str,
-        user: &str,
+        login: LoginAttempt<'_>,
         proof: LoginProof,
-    ) -> Result<Authenticated, ClusterError> {
+    ) -> Result<LoginAnswer, ClusterError> {
         let call = NodeCall::Authenticate(Authenticate {
-            session: session.to_string(),
-            client: client.to_string(),
-            user: user.to_string(),
+            session: login.session.to_string(),
+            client: login.client.to_string(),
+            user: login.user.to_string(),
             proof,
+            login: login.login.to_string(),
+            protocol: login.protocol.to_string(),
         });
-        match self.call(call).await? {
-            ControlAnswer::Authenticated(user) => Ok(user),
-            other => Err(unexpected(&other)),
-        }
+        login_answer(self.call(call).await?)
+    }
+
+    /// The user's answer to a login plugin's question.
+    pub async fn answer_question(
+        &self,
+        question: &LoginQuestion,
+        answer: SecretString,
+    ) -> Result<LoginAnswer, ClusterError> {
+        let call = NodeCall::AnswerQuestion(AnswerQuestion {
+            login: SecretString::new(question.login.expose().to_string()),
+            answer,
+        });
+        login_answer(self.call(call).await?)
     }
 
     /// Asks for a session decision: a permit (with the grant and the credential), or a hold

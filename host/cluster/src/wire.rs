@@ -24,6 +24,8 @@ pub enum NodeCall {
     Heartbeat(Heartbeat),
     /// A user logging in at the node: their gateway password or public key.
     Authenticate(Authenticate),
+    /// The user's answer to a login plugin's question.
+    AnswerQuestion(AnswerQuestion),
     /// May the logged-in user open this session? On a permit: the grant and the credential.
     Authorize(Authorize),
     /// A channel or channel request inside a granted session.
@@ -101,6 +103,32 @@ pub struct Authenticate {
     /// The gateway user name (the part of the login before the target).
     pub user: String,
     pub proof: LoginProof,
+    /// The whole in-band login (`[key=value@]...USER@ACCOUNT@ASSET`), for login plugins.
+    #[serde(default)]
+    pub login: String,
+    /// "ssh" or "rdp", for login plugins.
+    #[serde(default)]
+    pub protocol: String,
+}
+
+/// A login plugin asks the user something: the node asks (SSH keyboard-interactive) or answers
+/// from the login's `key=value@` options (RDP), then calls [`AnswerQuestion`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginQuestion {
+    /// Names the login in progress in [`AnswerQuestion`].
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub login: SecretString,
+    pub key: String,
+    pub prompt: String,
+    pub echo: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AnswerQuestion {
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub login: SecretString,
+    #[serde(serialize_with = "expose", deserialize_with = "conceal")]
+    pub answer: SecretString,
 }
 
 /// What the user proved themselves with.
@@ -123,6 +151,15 @@ pub enum LoginProof {
 pub struct Authenticated {
     pub user: String,
     pub groups: Vec<String>,
+    /// The login plugins that accepted, in order (empty without plugins).
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// What the plugins noted for the audit trail, as JSON objects.
+    #[serde(default)]
+    pub plugin_notes: Vec<serde_json::Value>,
+    /// A plugin verified a ticket for the login.
+    #[serde(default)]
+    pub ticket_verified: bool,
     #[serde(serialize_with = "expose", deserialize_with = "conceal")]
     pub ticket: SecretString,
 }
@@ -300,6 +337,8 @@ pub enum ControlAnswer {
         terminate: Vec<Termination>,
     },
     Authenticated(Authenticated),
+    /// A login plugin's question for the user.
+    Question(LoginQuestion),
     RdpSecret(RdpSecretAnswer),
     Granted(Box<Granted>),
     /// The session waits for an access request's approval.
@@ -361,12 +400,13 @@ pub enum RefusalKind {
     OutsideNetworks,
     /// The access string's token is unknown, used or expired.
     AccessToken,
-    /// The control node does not serve this to session nodes (a credential-store plugin, AA
-    /// plugins).
+    /// The control node does not serve this to session nodes (a credential-store plugin).
     NotServed,
     /// The access request a held session waited for was denied, or not decided in time; the
     /// message says which, as the user should read it.
     RequestNotGranted,
+    /// A login plugin refused the login; the message is the line the user may read.
+    PluginRefused,
     /// A grant or ticket the control node does not know (it restarted, or the grant ended).
     UnknownGrant,
     Version,

@@ -812,16 +812,55 @@ impl Session {
             span.record("target", tracing::field::display(target));
         }
         let password = SecretString::new(client.delegated_password().expose().to_string());
-        let authenticated = control
-            .authenticate(
-                &self.id,
-                &self.client.to_string(),
-                spec.user.as_str(),
-                LoginProof::Password { password },
-            )
+        let client_text = self.client.to_string();
+        let attempt = gatehouse_cluster::LoginAttempt {
+            session: &self.id,
+            client: &client_text,
+            user: spec.user.as_str(),
+            login: &login,
+            protocol: "rdp",
+        };
+        let mut answer = control
+            .authenticate(attempt, LoginProof::Password { password })
             .await;
-        let ticket = match authenticated {
-            Ok(authenticated) => authenticated.ticket,
+        // The control node's login plugins may ask: RDP cannot prompt before the session, so
+        // the answer comes from the login's `key=value@` options, as on a single gateway.
+        let mut asked = 0;
+        let authenticated = loop {
+            match answer {
+                Ok(gatehouse_cluster::LoginAnswer::Authenticated(authenticated)) => {
+                    break Ok(authenticated);
+                }
+                Ok(gatehouse_cluster::LoginAnswer::Question(question)) => {
+                    asked += 1;
+                    let Some(value) = spec.option(&question.key).filter(|_| asked <= 8) else {
+                        let rest = match &spec.target {
+                            Ok(t) => format!("{}@{t}", spec.user),
+                            Err(_) => spec.user.to_string(),
+                        };
+                        self.audit(
+                            AuditKind::LoginFailed,
+                            format!(
+                                "a plugin asks `{}` ({}), which an RDP login cannot prompt for: give it in the user name as `{}=<answer>@{}`",
+                                question.key,
+                                question.prompt.trim(),
+                                question.key,
+                                rest
+                            ),
+                            &[("protocol", "rdp".into())],
+                        );
+                        client.refuse(gatehouse_rdp::Refusal::Denied).await;
+                        return;
+                    };
+                    answer = control
+                        .answer_question(&question, SecretString::new(value.to_string()))
+                        .await;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let authenticated = match authenticated {
+            Ok(authenticated) => authenticated,
             Err(e) => {
                 let (detail, refusal) = match &e {
                     ClusterError::Refused(r) if r.kind == RefusalKind::LoginFailed => (
@@ -849,13 +888,28 @@ impl Session {
                 return;
             }
         };
+        let ticket = authenticated.ticket;
+        let how = if authenticated.plugins.is_empty() {
+            "password".to_string()
+        } else {
+            format!("password and {}", authenticated.plugins.join(", "))
+        };
         self.audit(
             AuditKind::LoginOk,
             format!(
-                "`{}` logged in over RDP with password (checked by the control node)",
+                "`{}` logged in over RDP with {how} (checked by the control node)",
                 spec.user
             ),
-            &[("protocol", "rdp".into()), ("method", "password".into())],
+            &[
+                ("protocol", "rdp".into()),
+                ("method", "password".into()),
+                ("plugins", serde_json::json!(authenticated.plugins)),
+                (
+                    "plugin_notes",
+                    serde_json::json!(authenticated.plugin_notes),
+                ),
+                ("ticket_verified", authenticated.ticket_verified.into()),
+            ],
         );
         if let Err(e) = &spec.target {
             self.audit(

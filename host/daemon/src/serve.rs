@@ -166,11 +166,7 @@ pub fn run(
             engine.clone(),
             vault.clone(),
             Some(workflow.clone()),
-            Arc::new(move || {
-                aa_plugins
-                    .as_ref()
-                    .is_some_and(|p| !p.aa_plugins().is_empty())
-            }),
+            aa_plugins,
         ));
         let live = gatehouse_ssh::LiveSessions::default();
         let services = Arc::new(Services {

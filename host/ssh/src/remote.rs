@@ -3,8 +3,10 @@
 use crate::messages::Refusal;
 use crate::permit::Permit;
 use crate::session::SessionShared;
-use gatehouse_cluster::wire::{Authorize, Held, LoginProof};
-use gatehouse_cluster::{Authorized, ClusterError, ControlClient, RefusalKind, RemotePermit};
+use gatehouse_cluster::wire::{Authorize, Held, LoginProof, LoginQuestion};
+use gatehouse_cluster::{
+    Authorized, ClusterError, ControlClient, LoginAnswer, LoginAttempt, RefusalKind, RemotePermit,
+};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{AuditKind, LoginSpec, Name, SecretString, TargetSpec, User};
 use std::sync::Arc;
@@ -34,38 +36,104 @@ pub(crate) fn render_login(login: &LoginSpec) -> String {
     out
 }
 
+/// A login the control node checked.
+pub(crate) enum RemoteLogin {
+    /// Complete: the user (name and groups only), the control node's login plugins that
+    /// accepted and their notes.
+    Done {
+        user: User,
+        plugins: Vec<String>,
+        notes: Vec<serde_json::Value>,
+        ticket_verified: bool,
+    },
+    /// A login plugin on the control node asks the user something.
+    Question(LoginQuestion),
+}
+
 impl SessionShared {
-    /// Checks the user's password or key on the control node. The user the gateway then knows
-    /// has only a name and groups (no hash or key ever reaches a node).
+    /// Checks the user's password or key on the control node, whose login plugins then have
+    /// their say. The user the gateway then knows has only a name and groups (no hash or key
+    /// ever reaches a node).
     pub(crate) async fn authenticate_remote(
         &self,
         control: &ControlClient,
-        name: &Name,
+        login: &LoginSpec,
         proof: LoginProof,
-    ) -> Result<User, LoginRefused> {
-        let answer = control
-            .authenticate(&self.id, &self.client.to_string(), name.as_str(), proof)
+    ) -> Result<RemoteLogin, LoginRefused> {
+        let client = self.client.to_string();
+        let rendered = render_login(login);
+        let attempt = LoginAttempt {
+            session: &self.id,
+            client: &client,
+            user: login.user.as_str(),
+            login: &rendered,
+            protocol: "ssh",
+        };
+        let answer = control.authenticate(attempt, proof).await;
+        self.remote_login(answer)
+    }
+
+    /// The user's answer to a control node plugin's question.
+    pub(crate) async fn answer_remote(
+        &self,
+        control: &ControlClient,
+        question: &LoginQuestion,
+        answer: String,
+    ) -> Result<RemoteLogin, LoginRefused> {
+        let answered = control
+            .answer_question(question, SecretString::new(answer))
             .await;
+        self.remote_login(answered)
+    }
+
+    fn remote_login(
+        &self,
+        answer: Result<LoginAnswer, ClusterError>,
+    ) -> Result<RemoteLogin, LoginRefused> {
         match answer {
-            Ok(authenticated) => {
+            Ok(LoginAnswer::Authenticated(authenticated)) => {
+                let Ok(name) = Name::new(authenticated.user.clone()) else {
+                    return Err(LoginRefused::Unavailable {
+                        audit: format!(
+                            "the control node named an invalid user `{}`",
+                            authenticated.user
+                        ),
+                        user_line: Refusal::Internal {
+                            session: self.id.clone(),
+                        }
+                        .user_message(),
+                    });
+                };
                 self.set_control_ticket(authenticated.ticket);
-                Ok(User {
-                    name: name.clone(),
-                    password_hash: None,
-                    public_keys: vec![],
-                    groups: authenticated
-                        .groups
-                        .iter()
-                        .filter_map(|g| Name::new(g.clone()).ok())
-                        .collect(),
-                    email: None,
-                    rdp_secret: None,
-                    created: Timestamp(0),
+                Ok(RemoteLogin::Done {
+                    user: User {
+                        name,
+                        password_hash: None,
+                        public_keys: vec![],
+                        groups: authenticated
+                            .groups
+                            .iter()
+                            .filter_map(|g| Name::new(g.clone()).ok())
+                            .collect(),
+                        email: None,
+                        rdp_secret: None,
+                        created: Timestamp(0),
+                    },
+                    plugins: authenticated.plugins,
+                    notes: authenticated.plugin_notes,
+                    ticket_verified: authenticated.ticket_verified,
                 })
             }
+            Ok(LoginAnswer::Question(question)) => Ok(RemoteLogin::Question(question)),
             Err(ClusterError::Refused(refusal)) if refusal.kind == RefusalKind::LoginFailed => Err(
                 LoginRefused::Rejected(format!("control node: {}", refusal.message)),
             ),
+            Err(ClusterError::Refused(refusal)) if refusal.kind == RefusalKind::PluginRefused => {
+                Err(LoginRefused::Unavailable {
+                    audit: format!("control node: {}", refusal.message),
+                    user_line: format!("gatehouse: {}", refusal.message),
+                })
+            }
             Err(ClusterError::Refused(refusal)) => Err(LoginRefused::Unavailable {
                 audit: format!("control node refused the login: {}", refusal.message),
                 user_line: format!("gatehouse: {}", refusal.message),

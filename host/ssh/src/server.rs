@@ -2,7 +2,7 @@
 //! replies that must be given synchronously.
 
 use crate::messages::Refusal;
-use crate::remote::LoginRefused;
+use crate::remote::{LoginRefused, RemoteLogin};
 use crate::session::SessionShared;
 use crate::{Authority, GatewayConfig, Services, aa, forward, relay};
 use gatehouse_cluster::wire::LoginProof;
@@ -146,6 +146,7 @@ async fn handle_connection(
         shared: shared.clone(),
         key_rejection_audited: false,
         pending: None,
+        remote_question: None,
         cookies: SessionCookies::default(),
         auth_banner: None,
         auth_banner_sent: false,
@@ -197,11 +198,28 @@ async fn handle_connection(
     .await
 }
 
+/// A control node plugin's question, waiting for the user's keyboard-interactive answer.
+struct RemoteQuestion {
+    question: gatehouse_cluster::wire::LoginQuestion,
+    login: LoginSpec,
+    method: String,
+}
+
+/// A first factor that checked out.
+enum FirstFactor {
+    /// Here: this process's plugins (if any) go next.
+    Local(gatehouse_core::User),
+    /// On the control node, with its plugins.
+    Remote(RemoteLogin),
+}
+
 struct ClientHandler {
     shared: Arc<SessionShared>,
     key_rejection_audited: bool,
     /// A login whose plugins are still deciding (they may be asking a question).
     pending: Option<PendingLogin>,
+    /// On a session node: the control node's plugin question being asked.
+    remote_question: Option<RemoteQuestion>,
     /// Plugin state for this session, kept between hook calls.
     cookies: SessionCookies,
     /// Why the login cannot work, for the client with the next authentication failure.
@@ -258,23 +276,26 @@ impl ClientHandler {
         );
     }
 
-    /// The gateway password of `name`: checked here, or by the control node on a session node.
+    /// The gateway password of the login's user: checked here, or by the control node (with
+    /// its login plugins) on a session node.
     async fn check_password(
         &self,
-        name: &gatehouse_core::Name,
+        login: &LoginSpec,
         password: &str,
-    ) -> Result<gatehouse_core::User, LoginRefused> {
+    ) -> Result<FirstFactor, LoginRefused> {
         match &self.shared.services.authority {
             Authority::Local(local) => {
                 let authenticator = local.authenticator.clone();
-                let name = name.clone();
+                let name = login.user.clone();
                 let password = Zeroizing::new(password.to_string());
                 let verified = tokio::task::spawn_blocking(move || {
                     authenticator.verify_password(&name, &password)
                 })
                 .await;
                 match verified {
-                    Ok(checked) => checked.map_err(|e| LoginRefused::Rejected(e.to_string())),
+                    Ok(checked) => checked
+                        .map(FirstFactor::Local)
+                        .map_err(|e| LoginRefused::Rejected(e.to_string())),
                     Err(e) => Err(LoginRefused::Unavailable {
                         audit: format!("password check failed: {e}"),
                         user_line: format!(
@@ -288,7 +309,60 @@ impl ClientHandler {
                 let proof = LoginProof::Password {
                     password: gatehouse_core::SecretString::new(password.to_string()),
                 };
-                self.shared.authenticate_remote(control, name, proof).await
+                self.shared
+                    .authenticate_remote(control, login, proof)
+                    .await
+                    .map(FirstFactor::Remote)
+            }
+        }
+    }
+
+    /// What follows a first factor: plugins here, a login the control node completed, or its
+    /// plugin's question (asked through keyboard-interactive).
+    async fn after_first_factor(
+        &mut self,
+        checked: FirstFactor,
+        login: LoginSpec,
+        method: &str,
+    ) -> Auth {
+        match checked {
+            FirstFactor::Local(user) => self.first_factor_ok(user, login, method).await,
+            FirstFactor::Remote(remote) => {
+                self.remote_step(remote, login, method, |_| keyboard_interactive_next())
+            }
+        }
+    }
+
+    /// A step of a login the control node runs: done, or a question to ask.
+    fn remote_step(
+        &mut self,
+        remote: RemoteLogin,
+        login: LoginSpec,
+        method: &str,
+        asking: impl FnOnce(&gatehouse_plugin_host::Question) -> Auth,
+    ) -> Auth {
+        match remote {
+            RemoteLogin::Done {
+                user,
+                plugins,
+                notes,
+                ticket_verified,
+            } => {
+                self.record_login(user, login, method, plugins, notes, ticket_verified);
+                Auth::Accept
+            }
+            RemoteLogin::Question(question) => {
+                let asked = gatehouse_plugin_host::Question {
+                    key: question.key.clone(),
+                    prompt: question.prompt.clone(),
+                    echo: question.echo,
+                };
+                self.remote_question = Some(RemoteQuestion {
+                    question,
+                    login,
+                    method: method.to_string(),
+                });
+                asking(&asked)
             }
         }
     }
@@ -338,8 +412,22 @@ impl ClientHandler {
         plugins: Vec<String>,
         notes: Vec<(String, String, String)>,
     ) {
-        let name = user.name.to_string();
         let ticket_verified = self.cookies.tickets().next().is_some();
+        let (_, notes) = PendingLogin::audit_summary(method, &plugins, notes);
+        self.record_login(user, login, method, plugins, notes, ticket_verified);
+    }
+
+    /// A complete login: the session knows who, and the audit trail says how.
+    fn record_login(
+        &mut self,
+        user: gatehouse_core::User,
+        login: LoginSpec,
+        method: &str,
+        plugins: Vec<String>,
+        notes: Vec<serde_json::Value>,
+        ticket_verified: bool,
+    ) {
+        let name = user.name.to_string();
         let mut authenticated_with = vec![method.to_string()];
         authenticated_with.extend(plugins.iter().cloned());
         self.shared.logged_in(
@@ -349,7 +437,7 @@ impl ClientHandler {
             ticket_verified,
             std::mem::take(&mut self.cookies),
         );
-        let (how, notes) = PendingLogin::audit_summary(method, &plugins, notes);
+        let (how, _) = PendingLogin::audit_summary(method, &plugins, vec![]);
         self.shared.audit(
             AuditKind::LoginOk,
             format!("`{name}` logged in with {how}"),
@@ -377,6 +465,47 @@ impl ClientHandler {
         // The first question is asked once the client switches to keyboard-interactive.
         self.continue_plugins(&plugins, pending, |_| keyboard_interactive_next())
             .await
+    }
+
+    /// The user's keyboard-interactive answer to a control node plugin's question.
+    async fn answer_remote(
+        &mut self,
+        username: &str,
+        remote: RemoteQuestion,
+        response: Option<russh::server::Response<'_>>,
+    ) -> Auth {
+        let Authority::Remote(control) = &self.shared.services.authority else {
+            return Self::reject();
+        };
+        let control = control.clone();
+        let Some(mut answers) = response else {
+            let asked = gatehouse_plugin_host::Question {
+                key: remote.question.key.clone(),
+                prompt: remote.question.prompt.clone(),
+                echo: remote.question.echo,
+            };
+            self.remote_question = Some(remote);
+            return ask(&asked);
+        };
+        let value = answers
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match self
+            .shared
+            .answer_remote(&control, &remote.question, value)
+            .await
+        {
+            Ok(step) => self.remote_step(step, remote.login, &remote.method, ask),
+            Err(LoginRefused::Rejected(detail)) => {
+                self.login_failed(username, detail);
+                Self::reject()
+            }
+            Err(LoginRefused::Unavailable { audit, user_line }) => {
+                self.unavailable(username, audit, user_line);
+                Self::reject()
+            }
+        }
     }
 
     /// Decides a forwarding-type channel or request; audits the decision either way.
@@ -478,8 +607,8 @@ impl russh::server::Handler for ClientHandler {
             }
             return Ok(Self::reject());
         }
-        match self.check_password(&login.user, password).await {
-            Ok(found) => Ok(self.first_factor_ok(found, login, "password").await),
+        match self.check_password(&login, password).await {
+            Ok(checked) => Ok(self.after_first_factor(checked, login, "password").await),
             Err(LoginRefused::Rejected(detail)) => {
                 self.login_failed(user, detail);
                 self.throttle.failed(source);
@@ -547,22 +676,19 @@ impl russh::server::Handler for ClientHandler {
             Authority::Local(local) => local
                 .authenticator
                 .verify_public_key(&login.user, key.public_key)
+                .map(FirstFactor::Local)
                 .map_err(|e| LoginRefused::Rejected(e.to_string())),
             Authority::Remote(control) => match key.public_key.to_openssh() {
-                Ok(line) => {
-                    self.shared
-                        .authenticate_remote(
-                            control,
-                            &login.user,
-                            LoginProof::PublicKey { key: line },
-                        )
-                        .await
-                }
+                Ok(line) => self
+                    .shared
+                    .authenticate_remote(control, &login, LoginProof::PublicKey { key: line })
+                    .await
+                    .map(FirstFactor::Remote),
                 Err(e) => Err(LoginRefused::Rejected(format!("unusable key: {e}"))),
             },
         };
         match checked {
-            Ok(found) => Ok(self.first_factor_ok(found, login, "publickey").await),
+            Ok(checked) => Ok(self.after_first_factor(checked, login, "publickey").await),
             Err(LoginRefused::Rejected(detail)) => {
                 self.login_failed(user, detail);
                 Ok(Self::reject())
@@ -576,12 +702,15 @@ impl russh::server::Handler for ClientHandler {
 
     async fn auth_keyboard_interactive<'a>(
         &'a mut self,
-        _user: &str,
+        user: &str,
         _submethods: &str,
         response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         // Keyboard-interactive is only the second step: the plugins' questions after the
-        // gateway password or key.
+        // gateway password or key (on a session node, the control node's plugins).
+        if let Some(remote) = self.remote_question.take() {
+            return Ok(self.answer_remote(user, remote, response).await);
+        }
         let Some(mut pending) = self.pending.take() else {
             return Ok(Self::reject());
         };
