@@ -1735,3 +1735,104 @@ fn login_plugins_on_the_control_node_ask_through_a_session_node() {
         }
     }
 }
+
+/// An account whose credential comes from a credential-store plugin, used through a session
+/// node: the plugin runs on the control node (its HTTP grant and token stay there), and its
+/// credential reaches the node with the permit, for that login only.
+#[test]
+fn credential_store_plugins_on_the_control_node_serve_sessions_on_nodes() {
+    use support::ssh_client::{Client, assert_client_ok};
+    use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER};
+    use support::{OutputExt, TargetSshd, TestAccount};
+
+    let scratch = tempfile::tempdir().unwrap();
+    let account = TestAccount::new("cl_cred");
+    let (kv_port, seen) = support::kv_server(ASSET, &account.name, &account.password);
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut control = Gatehouse::init();
+    control.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
+    control.add_asset(ASSET, target.port(), &target.host_key());
+    let spec = format!("{}@{ASSET}", account.name);
+    control.cli_ok(&[
+        "account",
+        "add",
+        &spec,
+        "--credential-plugin",
+        "http-credstore",
+    ]);
+    control.grant_user(GATEWAY_USER, &spec);
+    control.cli_stdin_ok(&["plugin-secret", "set", "vault-token"], "s.test-token");
+    control.install_plugin(
+        scratch.path(),
+        "http-credstore",
+        &format!("http = [\"127.0.0.1:{kv_port}\"]\nsecrets = [\"vault-token\"]\n"),
+        Some(&format!("address = \"http://127.0.0.1:{kv_port}\"\n")),
+    );
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    let url = format!("https://127.0.0.1:{cluster_port}");
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+
+    let client = Client::password(
+        node.ssh_port,
+        format!("{GATEWAY_USER}@{spec}"),
+        GATEWAY_PASSWORD,
+    );
+    let ok = client.ssh("id -un");
+    assert_client_ok(
+        &format!(
+            "credential from the plugin through the node\n--- node log ---\n{}\n--- control log ---\n{}",
+            node.log_text(),
+            control.log_text()
+        ),
+        &ok,
+    );
+    assert_eq!(ok.stdout_text().trim(), account.name);
+    let paths = seen.lock().unwrap().clone();
+    assert!(
+        paths.contains(&format!(
+            "/v1/secret/data/gatehouse/{ASSET}/{}",
+            account.name
+        )),
+        "{paths:?}"
+    );
+
+    // Neither the store's token nor the credential rests on the node.
+    node.stop();
+    let mut files = vec![node.dir.path().to_path_buf()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for secret in ["s.test-token", account.password.as_str()] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "`{secret}` is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -251,6 +251,20 @@ impl LoginContext for NodeLogin<'_> {
     }
 }
 
+/// What a credential-store plugin is asked about.
+fn credential_request(
+    authorization: &TargetAuthorization,
+    session_id: &str,
+) -> gatehouse_plugin_host::CredentialRequest {
+    gatehouse_plugin_host::CredentialRequest {
+        session_id: session_id.to_string(),
+        gateway_user: authorization.user().name.to_string(),
+        target_account: authorization.account().name.to_string(),
+        target_asset: authorization.asset().name.to_string(),
+        target_address: authorization.asset().address.clone(),
+    }
+}
+
 /// A login every plugin accepted (or one without plugins).
 struct LoginDone {
     user: User,
@@ -271,6 +285,8 @@ pub enum Decided {
 struct Asked {
     session: String,
     client: String,
+    /// "ssh" or "rdp".
+    protocol: String,
     user: String,
     target: TargetSpec,
 }
@@ -796,16 +812,18 @@ impl SessionAuthority {
         let asked = Asked {
             session: call.session.clone(),
             client: call.client.clone(),
+            protocol: call.protocol.clone(),
             user: user_name,
             target,
         };
         self.grant(peer, node, &asked, authorization, request, &networks)
+            .await
             .map(|granted| Decided::Granted(Box::new(granted)))
     }
 
     /// A permitted session: the node must manage the target's network and the credential must
     /// come from the vault; then the grant, held in memory, with the credential.
-    fn grant(
+    async fn grant(
         &self,
         peer: &Peer,
         node: &Node,
@@ -844,26 +862,29 @@ impl SessionAuthority {
             );
             return Err(refused(RefusalKind::OutsideNetworks, detail));
         }
-        if let Some(plugin) = &authorization.account().credential_plugin {
-            let detail = format!(
-                "the credential of `{target_text}` comes from plugin `{plugin}`, which runs on the \
-                 control node only: connect through the control node"
-            );
-            self.audit_denied(
-                node,
-                &asked.session,
-                &asked.client,
-                &user_name,
-                &target_text,
-                detail.clone(),
-                policies,
-            );
-            return Err(refused(RefusalKind::NotServed, detail));
-        }
-        let credential = self
-            .vault
-            .credential(authorization.account())
-            .map_err(|e| self.internal(e))?;
+        let report_login = authorization.account().credential_plugin.is_some();
+        let credential = match &authorization.account().credential_plugin {
+            // The plugin runs here; its credential goes to the node with the permit.
+            Some(plugin) => match self.plugin_credential(plugin, &authorization, asked).await {
+                Ok(credential) => credential,
+                Err(detail) => {
+                    self.audit_denied(
+                        node,
+                        &asked.session,
+                        &asked.client,
+                        &user_name,
+                        &target_text,
+                        detail.clone(),
+                        policies,
+                    );
+                    return Err(refused(RefusalKind::CredentialStore, detail));
+                }
+            },
+            None => self
+                .vault
+                .credential(authorization.account())
+                .map_err(|e| self.internal(e))?,
+        };
         let grant = uuid::Uuid::now_v7().to_string();
         {
             let mut grants = self.grants.lock().map_err(|e| self.internal(e))?;
@@ -918,7 +939,83 @@ impl SessionAuthority {
                 password: credential.password,
                 private_key: credential.private_key,
             },
+            report_login,
         })
+    }
+
+    /// The credential from the account's credential-store plugin: for SSH a private key and a
+    /// password if it has them, for RDP a password.
+    async fn plugin_credential(
+        &self,
+        plugin: &str,
+        authorization: &TargetAuthorization,
+        asked: &Asked,
+    ) -> Result<gatehouse_vault::TargetCredential, String> {
+        use gatehouse_plugin_host::{Credential, CredentialKind};
+        let Some(plugins) = &self.plugins else {
+            return Err(format!("credential-store plugin `{plugin}` is not enabled"));
+        };
+        let request = credential_request(authorization, &asked.session);
+        let failed = |e: gatehouse_plugin_host::PluginFailure| {
+            format!("credential-store plugin `{plugin}`: {e}")
+        };
+        let private_key = if asked.protocol == "rdp" {
+            None
+        } else {
+            match plugins
+                .credential(plugin, CredentialKind::PrivateKey, &request)
+                .await
+                .map_err(failed)?
+            {
+                Some(Credential::PrivateKey(key)) => Some(key),
+                _ => None,
+            }
+        };
+        let password = match plugins
+            .credential(plugin, CredentialKind::Password, &request)
+            .await
+            .map_err(failed)?
+        {
+            Some(Credential::Password(password)) => Some(password),
+            _ => None,
+        };
+        if private_key.is_none() && password.is_none() {
+            return Err(format!(
+                "credential-store plugin `{plugin}` has no credential for `{}`",
+                asked.target
+            ));
+        }
+        Ok(gatehouse_vault::TargetCredential {
+            password,
+            private_key,
+        })
+    }
+
+    /// A node logged in to a target with a credential-store plugin's credential: the plugin is
+    /// told whether the target accepted it.
+    pub async fn target_login(&self, node: &Node, call: wire::TargetLogin) -> Result<(), Refusal> {
+        let told = self.with_grant(node, &call.grant, |authorization| {
+            authorization
+                .account()
+                .credential_plugin
+                .clone()
+                .map(|plugin| (plugin, credential_request(authorization, "")))
+        })?;
+        let (Some((plugin, mut request)), Some(plugins)) = (told, &self.plugins) else {
+            return Ok(());
+        };
+        if let Ok(grants) = self.grants.lock()
+            && let Some(live) = grants.get(&call.grant)
+        {
+            request.session_id = live.session.clone();
+        }
+        let event = gatehouse_plugin_host::CredentialEvent::AuthenticationCompleted {
+            succeeded: call.succeeded,
+        };
+        if let Err(e) = plugins.credential_event(&plugin, &request, event).await {
+            tracing::warn!(error = %e, plugin = %plugin, "credential-store plugin not told about a node's target login");
+        }
+        Ok(())
     }
 
     /// Ends the sessions on nodes whose access request stops being granted (revoked, expired,
@@ -1073,6 +1170,7 @@ impl SessionAuthority {
                 asked: Asked {
                     session: call.session.clone(),
                     client: call.client.clone(),
+                    protocol: call.protocol.clone(),
                     user: user.name.to_string(),
                     target,
                 },
@@ -1222,6 +1320,7 @@ impl SessionAuthority {
             Some(decided),
             &networks,
         )
+        .await
         .map(Some)
     }
 

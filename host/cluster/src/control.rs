@@ -296,6 +296,10 @@ impl Control {
             NodeCall::PinCertificate(call) => sessions
                 .pin_certificate(&node, call)
                 .map(ControlAnswer::HostKey),
+            NodeCall::TargetLogin(call) => sessions
+                .target_login(&node, call)
+                .await
+                .map(|()| ControlAnswer::Done),
             NodeCall::SessionEnded(call) => sessions
                 .session_ended(&node, &call.grant)
                 .map(|()| ControlAnswer::Done),

@@ -6,7 +6,7 @@ use crate::node::ControlClient;
 use crate::wire::{
     AnswerQuestion, Authenticate, Authenticated, Authorize, AwaitDecision, ChannelCall,
     ChannelVerdict, ControlAnswer, Granted, Held, LoginProof, LoginQuestion, NodeCall,
-    PinCertificate, PinHostKey, RdpSecret, SessionEnded, WireChannel,
+    PinCertificate, PinHostKey, RdpSecret, SessionEnded, TargetLogin, WireChannel,
 };
 use gatehouse_core::{Asset, Name, SecretString};
 use gatehouse_policy::ChannelRequest;
@@ -22,6 +22,9 @@ pub struct RemotePermit {
     account: Name,
     policies: Vec<String>,
     request: Option<String>,
+    /// The credential came from a credential-store plugin on the control node, which wants to
+    /// know how the target login went ([`ControlClient::target_login`]).
+    report_login: bool,
     /// Taken once, for the target login; zeroized when dropped.
     credential: Mutex<Option<TargetCredential>>,
 }
@@ -55,6 +58,10 @@ impl RemotePermit {
     /// The access request the session runs under.
     pub fn request(&self) -> Option<&str> {
         self.request.as_deref()
+    }
+    /// Whether the control node wants [`ControlClient::target_login`] after the target login.
+    pub fn report_login(&self) -> bool {
+        self.report_login
     }
     /// The target credential, once (later calls get `None`).
     pub fn take_credential(&self) -> Option<TargetCredential> {
@@ -108,6 +115,7 @@ fn permit_of(granted: Granted) -> Result<RemotePermit, ClusterError> {
         grant: granted.grant,
         asset: granted.asset,
         policies: granted.policies,
+        report_login: granted.report_login,
         credential: Mutex::new(Some(TargetCredential {
             password: granted.credential.password,
             private_key: granted.credential.private_key,
@@ -261,6 +269,21 @@ impl ControlClient {
         match self.call(call).await? {
             ControlAnswer::HostKey(answer) => Ok(answer.pinned),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells the control node how the target login went, when the permit asks for it (the
+    /// credential came from a credential-store plugin); best effort.
+    pub async fn target_login(&self, permit: &RemotePermit, succeeded: bool) {
+        if !permit.report_login {
+            return;
+        }
+        let call = NodeCall::TargetLogin(TargetLogin {
+            grant: permit.grant.clone(),
+            succeeded,
+        });
+        if let Err(e) = self.call(call).await {
+            tracing::warn!(error = %e, "the control node was not told how the target login went");
         }
     }
 

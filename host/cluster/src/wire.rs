@@ -38,6 +38,9 @@ pub enum NodeCall {
     PinCertificate(PinCertificate),
     /// A granted session ended; the control node forgets the grant.
     SessionEnded(SessionEnded),
+    /// How the target login with a credential-store plugin's credential went (the plugin is
+    /// told).
+    TargetLogin(TargetLogin),
     /// Waits (a slice at most) for the access request of a held session to be decided.
     AwaitDecision(AwaitDecision),
     /// The node's audit events and session records since the last delivery.
@@ -193,6 +196,10 @@ pub struct Granted {
     /// The access request the session runs under, if any.
     pub request: Option<String>,
     pub credential: WireCredential,
+    /// The credential came from a credential-store plugin: tell the control node how the
+    /// target login went ([`TargetLogin`]).
+    #[serde(default)]
+    pub report_login: bool,
 }
 
 /// A target credential on the wire (redacted in `Debug`).
@@ -293,6 +300,12 @@ pub struct Held {
 pub struct AwaitDecision {
     #[serde(serialize_with = "expose", deserialize_with = "conceal")]
     pub hold: SecretString,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetLogin {
+    pub grant: String,
+    pub succeeded: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -407,6 +420,8 @@ pub enum RefusalKind {
     RequestNotGranted,
     /// A login plugin refused the login; the message is the line the user may read.
     PluginRefused,
+    /// The account's credential-store plugin could not give a credential.
+    CredentialStore,
     /// A grant or ticket the control node does not know (it restarted, or the grant ended).
     UnknownGrant,
     Version,

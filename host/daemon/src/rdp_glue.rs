@@ -951,6 +951,7 @@ impl Session {
                         | RefusalKind::AccessToken
                         | RefusalKind::OutsideNetworks
                         | RefusalKind::NotServed
+                        | RefusalKind::CredentialStore
                         | RefusalKind::RequestNotGranted
                 ) {
                     self.audit(
@@ -1222,15 +1223,20 @@ impl Session {
         };
         let dialed = gatehouse_rdp::dial(grant.permit(), &client, &login, options).await;
         let target_refused = matches!(dialed, Err(gatehouse_rdp::DialError::CredentialRejected(_)));
-        if let Grant::Local {
-            local,
-            authorization,
-            ..
-        } = &grant
-            && (dialed.is_ok() || target_refused)
-        {
-            self.credential_event(local, authorization, dialed.is_ok())
-                .await;
+        if dialed.is_ok() || target_refused {
+            match &grant {
+                Grant::Local {
+                    local,
+                    authorization,
+                    ..
+                } => {
+                    self.credential_event(local, authorization, dialed.is_ok())
+                        .await;
+                }
+                Grant::Remote { control, permit } => {
+                    control.target_login(permit, dialed.is_ok()).await;
+                }
+            }
         }
         let target = match dialed {
             Ok(target) => target,

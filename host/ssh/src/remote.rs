@@ -188,6 +188,7 @@ impl SessionShared {
                 RefusalKind::AccessToken => Refusal::AccessToken,
                 RefusalKind::OutsideNetworks
                 | RefusalKind::NotServed
+                | RefusalKind::CredentialStore
                 | RefusalKind::RequestNotGranted => Refusal::Cluster(refusal.message),
                 _ => {
                     self.audit(

@@ -283,7 +283,11 @@ pub(crate) async fn dial(
         }
         (Permit::Remote(remote), _) => {
             let credential = remote.take_credential().ok_or(DialError::NoCredential)?;
-            authenticate(&mut handle, remote.account().as_str(), &credential).await?;
+            let result = authenticate(&mut handle, remote.account().as_str(), &credential).await;
+            if let crate::Authority::Remote(control) = &services.authority {
+                control.target_login(remote, result.is_ok()).await;
+            }
+            result?;
         }
         (Permit::Local(_), None) => return Err(DialError::NoCredential),
     }
