@@ -1267,6 +1267,13 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
         serde_json::json!({"mode": "pinned", "pin": pin}),
         "{asset}"
     );
+    // The lending of the NT hash is in the control node's trail.
+    let lent = control.audit_of("nt_hash_lent");
+    assert!(
+        lent.iter()
+            .any(|e| e["user"] == USER && e["fields"]["node"] == "sess-a"),
+        "{lent:#?}"
+    );
     // The node's record, audit and recording reach the control node.
     let delivered = poll(Duration::from_secs(30), || {
         control

@@ -382,12 +382,20 @@ impl SessionAuthority {
         if opened.expose().len() != 16 {
             return Err(self.internal("a stored RDP secret is not an NT hash"));
         }
-        tracing::info!(
-            node = %node.id,
-            user = %user.name,
-            session = %call.session,
-            client = %call.client,
-            "an RDP login's NT hash lent to a session node"
+        // Audited: a node that asks for hashes without logins to check shows in the trail.
+        self.auditor.record_best_effort(
+            Entry::new(
+                AuditKind::NtHashLent,
+                format!(
+                    "the NT hash of `{}` lent to session node `{}` for an RDP login",
+                    user.name, node.id
+                ),
+            )
+            .session(call.session.clone())
+            .user(user.name.to_string())
+            .client(call.client.clone())
+            .field("node", node.id.to_string())
+            .field("protocol", "rdp"),
         );
         use base64::Engine;
         Ok(RdpSecretAnswer {

@@ -319,6 +319,8 @@ pub enum AuditKind {
     AdminDecision,
     /// The control node permitted a session on a session node (policy ids, the node).
     SessionAuthorized,
+    /// A session node was lent a user's NT hash for one RDP login's NLA exchange.
+    NtHashLent,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.
