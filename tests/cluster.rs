@@ -832,6 +832,9 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
         control.log_text()
     );
     let url = format!("https://127.0.0.1:{cluster_port}");
+    // The join line `node token` prints names this control node's cluster port, ready to paste.
+    let said = control.cli_ok(&["node", "token", "--expires", "1m"]);
+    assert!(said.contains(&format!("join {url} --token ghj_")), "{said}");
     let mut node = SessionNode::new();
     let (token, thumbprint) = token(&control);
     assert_success(

@@ -194,6 +194,9 @@ pub struct AdminContext {
     pub in_server: bool,
     /// The running server's SSH sessions (to end one); `None` outside the server.
     pub live: Option<gatehouse_ssh::LiveSessions>,
+    /// Where the running server's cluster port listens (for the join line `node token`
+    /// prints); `None` outside the server or without a cluster port.
+    pub cluster_port: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {

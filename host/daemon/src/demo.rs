@@ -118,6 +118,7 @@ fn setup(
         policy_settings,
         in_server: false,
         live: None,
+        cluster_port: None,
     };
     let actor = "demo".to_string();
     let requests = vec![

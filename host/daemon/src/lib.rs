@@ -66,6 +66,7 @@ pub fn run_admin(
                 policy_settings,
                 in_server: false,
                 live: None,
+                cluster_port: None,
             };
             admin::execute(&ctx, &request)
         }

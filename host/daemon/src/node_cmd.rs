@@ -187,9 +187,18 @@ pub fn node(ctx: &AdminContext, command: &NodeCommand, inputs: &Inputs) -> Resul
                     "thumbprint": thumbprint.as_str(),
                 }));
             }
+            // The running control node's cluster port when it has one (a wildcard address
+            // becomes this host's name); else a placeholder to fill in.
+            let url = match ctx.cluster_port {
+                Some(address) if address.ip().is_unspecified() => {
+                    format!("https://{}:{}", hostname(), address.port())
+                }
+                Some(address) => format!("https://{address}"),
+                None => format!("https://CONTROL:{}", gatehouse_cluster::DEFAULT_PORT),
+            };
             Ok(format!(
                 "join token (single use, valid until {}):\n  {}\ncluster thumbprint:\n  {thumbprint}\n\
-                 on the new node:\n  gatehouse --data-dir DIR join https://CONTROL:8649 --token {} \
+                 on the new node:\n  gatehouse --data-dir DIR join {url} --token {} \
                  --thumbprint {thumbprint} --node-id NAME\n",
                 time_text(issued.record.expires),
                 issued.token.expose(),

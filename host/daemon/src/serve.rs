@@ -212,6 +212,7 @@ pub fn run(
             policy_settings: policy_settings.clone(),
             in_server: true,
             live: Some(live),
+            cluster_port: cluster_address(&listen.cluster),
         });
         let socket_path = dir.admin_socket();
         let cluster = start_cluster_port(
@@ -282,6 +283,19 @@ type ClusterFuture = std::pin::Pin<
 
 /// Binds the cluster port when this process serves one; the future serves it (or never
 /// resolves).
+/// Where this process's cluster port listens, if it has one: `--cluster-listen`, else the
+/// control role's default.
+fn cluster_address(cluster: &ClusterListen) -> Option<SocketAddr> {
+    match (cluster.role, cluster.listen) {
+        (_, Some(address)) => Some(address),
+        (Role::Control, None) => Some(SocketAddr::from((
+            [0, 0, 0, 0],
+            gatehouse_cluster::DEFAULT_PORT,
+        ))),
+        _ => None,
+    }
+}
+
 async fn start_cluster_port(
     cluster: &ClusterListen,
     store: &Arc<Store>,
@@ -289,10 +303,8 @@ async fn start_cluster_port(
     sessions: Arc<gatehouse_cluster::SessionAuthority>,
     recordings: std::path::PathBuf,
 ) -> Result<ClusterFuture> {
-    let listen = match (cluster.role, cluster.listen) {
-        (_, Some(address)) => address,
-        (Role::Control, None) => SocketAddr::from(([0, 0, 0, 0], gatehouse_cluster::DEFAULT_PORT)),
-        _ => return Ok(Box::pin(std::future::pending())),
+    let Some(listen) = cluster_address(cluster) else {
+        return Ok(Box::pin(std::future::pending()));
     };
     let vault = (admin.vault)()?;
     let ca = crate::node_cmd::load_or_create_ca(store, &vault)?;
