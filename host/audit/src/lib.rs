@@ -30,6 +30,7 @@ impl Entry {
                 client: None,
                 detail: detail.into(),
                 fields: Default::default(),
+                chain: None,
             },
         }
     }

@@ -337,4 +337,9 @@ pub struct AuditEvent {
     pub detail: String,
     /// Structured extras: policy ids, byte counts, reasons.
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The hash chain (set by the store when it appends the event): hex SHA-256 over the
+    /// previous event's `chain` and this event's JSON without it, so an edited, removed or
+    /// reordered event breaks the chain (`gatehouse audit verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }

@@ -291,6 +291,7 @@ pub(crate) fn audit_change(
         client: Some("cli".into()),
         detail,
         fields: Default::default(),
+        chain: None,
     })
     .map(|_| ())
 }
@@ -364,6 +365,9 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
                     ]
                 },
             )
+        }
+        AdminCommand::Audit(AuditCommand::Verify { head, json: j }) => {
+            verify_audit(ctx, head.as_deref(), j.json)
         }
         AdminCommand::SessionRecord(SessionRecordCommand::List(_)) => {
             json(&ctx.store.list(&SESSIONS)?)
@@ -1132,4 +1136,70 @@ fn valid_email(address: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// `gatehouse audit verify`: the chain walked from the first event; an error (non-zero exit)
+/// naming each problem when it is not intact.
+fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result<String> {
+    let expect = match head {
+        None => None,
+        Some(text) => {
+            let (seq, chain) = text
+                .split_once(':')
+                .ok_or_else(|| anyhow!("--head `{text}`: expected SEQ:CHAIN"))?;
+            let seq: u64 = seq
+                .parse()
+                .map_err(|_| anyhow!("--head `{text}`: `{seq}` is not a sequence number"))?;
+            if chain.len() != 64 || !chain.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("--head `{text}`: the chain part is 64 hex digits");
+            }
+            Some((seq, chain.to_string()))
+        }
+    };
+    let verified = ctx
+        .store
+        .verify_audit(expect.as_ref().map(|(seq, chain)| (*seq, chain.as_str())))?;
+    if as_json {
+        let text = json(&verified)?;
+        if verified.intact() {
+            return Ok(text);
+        }
+        bail!("{}", text.trim_end());
+    }
+    let mut out = String::new();
+    if verified.unlinked_before_chain > 0 {
+        out.push_str(&format!(
+            "{} events from before the hash chain are not checked\n",
+            verified.unlinked_before_chain
+        ));
+    }
+    if !verified.intact() {
+        for problem in &verified.problems {
+            out.push_str(&format!("  {problem}\n"));
+        }
+        bail!(
+            "the audit trail is not intact ({} events, {} problem{}):\n{}",
+            verified.events,
+            verified.problems.len(),
+            if verified.problems.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            out.trim_end()
+        );
+    }
+    out.push_str(&format!(
+        "audit trail: {} events, hash chain intact\n",
+        verified.events
+    ));
+    if let Some((seq, chain)) = &verified.head {
+        out.push_str(&format!(
+            "head: {seq}:{chain}\n(record it: `gatehouse audit verify --head {seq}:{chain}` later proves the trail still holds it)\n"
+        ));
+    }
+    if let Some((seq, _)) = &expect {
+        out.push_str(&format!("the recorded head {seq} is in the trail\n"));
+    }
+    Ok(out)
 }

@@ -406,6 +406,16 @@ pub enum AuditCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Check the audit trail's hash chain and name every event changed, removed or moved;
+    /// prints the head to record and check later.
+    Verify {
+        /// A head printed by an earlier verify (`SEQ:CHAIN`): it must still be in the trail
+        /// (catches a trail cut short, or replaced by an older copy).
+        #[arg(long, value_name = "SEQ:CHAIN")]
+        head: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]

@@ -186,6 +186,7 @@ fn event(kind: AuditKind, actor: &str, target: &str, detail: String) -> AuditEve
         client: Some("lifecycle".into()),
         detail,
         fields: Default::default(),
+        chain: None,
     }
 }
 

@@ -17,6 +17,8 @@ use std::path::Path;
 pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub mod chain;
+
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// A typed table of JSON records keyed by string.
@@ -271,6 +273,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Checks the audit trail's hash chain from the first event to the last: every event in
+    /// sequence, stored under its own number, and linked to the one before it. `expect_head`
+    /// (a `SEQ:CHAIN` recorded earlier) must still be in the trail, which catches a trail cut
+    /// short or replaced by an older copy.
+    pub fn verify_audit(&self, expect_head: Option<(u64, &str)>) -> Result<chain::Verification> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(AUDIT)?;
+        let mut check = chain::Verifier::new(expect_head);
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            match serde_json::from_slice::<AuditEvent>(v.value()) {
+                Ok(event) => check.event(key, event),
+                Err(e) => check.unreadable(key, e.to_string()),
+            }
+        }
+        Ok(check.finish())
+    }
+
     /// The last `limit` audit events (all when `None`), oldest first.
     pub fn list_audit(&self, limit: Option<usize>) -> Result<Vec<AuditEvent>> {
         let txn = self.db.begin_read()?;
@@ -377,11 +398,28 @@ impl Txn<'_> {
         Ok(existed)
     }
 
-    /// Appends an audit event in this transaction.
+    /// Appends an audit event in this transaction, linking it into the hash chain.
     pub fn append_audit(&mut self, mut event: AuditEvent) -> Result<AuditEvent> {
         let mut t = self.txn.open_table(AUDIT)?;
-        let next = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        let (next, previous) = match t.last()? {
+            Some((k, v)) => {
+                let seq = k.value();
+                let last: AuditEvent = decode("audit", &seq.to_string(), v.value())?;
+                (seq + 1, last.chain)
+            }
+            None => (1, None),
+        };
         event.seq = next;
+        event.chain = None;
+        let link =
+            chain::link(previous.as_deref().unwrap_or(chain::GENESIS), &event).map_err(|e| {
+                StoreError::Corrupt {
+                    table: "audit",
+                    key: next.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+        event.chain = Some(link);
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt {
             table: "audit",
             key: next.to_string(),
@@ -481,6 +519,7 @@ mod tests {
                     client: None,
                     detail: format!("event {i}"),
                     fields: Default::default(),
+                    chain: None,
                 })
                 .unwrap();
             assert_eq!(e.seq, i + 1);
