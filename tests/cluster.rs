@@ -989,6 +989,32 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
             "the recording of {id} did not arrive whole"
         );
     }
+    // Once delivered whole, the control node seals the nodes' recordings like its own.
+    let sealed = poll(Duration::from_secs(30), || {
+        let sealed = control.audit_of("recording_sealed");
+        delivered
+            .iter()
+            .filter(|s| {
+                node.dir
+                    .path()
+                    .join("recordings")
+                    .join(s["id"].as_str().unwrap_or_default())
+                    .is_dir()
+            })
+            .all(|s| {
+                sealed
+                    .iter()
+                    .any(|e| e["session"] == s["id"] && e["fields"]["node"] == "sess-a")
+            })
+            .then_some(sealed)
+    });
+    assert!(
+        sealed.is_some(),
+        "the nodes' recordings were not sealed: {:#?}",
+        control.audit_of("recording_sealed")
+    );
+    let verified = control.cli_ok(&["audit", "verify"]);
+    assert!(verified.contains("hash chain intact"), "{verified}");
     let shipped_logins = |audit: &[Value]| -> Vec<u64> {
         audit
             .iter()

@@ -363,6 +363,14 @@ fn a_held_session_is_relayed_and_recorded_without_either_password() {
         Some(down),
         "{ended}"
     );
+    // Sealed once finished (after the graphics check), and intact.
+    let sealed = wait_for(&gh, "recording_sealed");
+    assert_eq!(json_str(&sealed, "session"), id);
+    let verified = gh.cli_ok(&["audit", "verify"]);
+    assert!(
+        verified.contains("1 sealed recordings intact"),
+        "{verified}"
+    );
 }
 
 /// `ffmpeg` decodes `args` (input options and file) to one RGB24 frame of `width` x `height`.

@@ -276,3 +276,92 @@ fn binary_exec_output_is_recorded_as_its_size() {
         "{text}"
     );
 }
+
+/// A finished session's recording is sealed: a manifest of its files with their SHA-256, signed
+/// with the gateway's recording key (checked here with stock `ssh-keygen -Y verify`) and linked
+/// into the audit trail. `audit verify` then names a changed file, a removed signature and a
+/// removed recording.
+#[test]
+fn finished_recordings_are_sealed_and_tampering_is_named() {
+    let w = World::start("s_seal");
+    for n in 0..2 {
+        let out = w.client().ssh(&format!("echo sealed-{n}"));
+        assert_client_ok("session to seal", &out);
+    }
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 2);
+    let ids: Vec<String> = sessions.iter().map(|s| json_id(&s["id"])).collect();
+    let sealed = support::poll(Duration::from_secs(30), || {
+        let events = w.gh.audit_of("recording_sealed");
+        ids.iter()
+            .all(|id| events.iter().any(|e| e["session"] == id.as_str()))
+            .then_some(events)
+    })
+    .unwrap_or_else(|| panic!("not sealed: {:#?}\n{}", w.gh.audit(), w.gh.log_tail(40)));
+    assert!(sealed[0]["fields"]["manifest_sha256"].is_string());
+    let said = w.gh.cli_ok(&["audit", "verify"]);
+    assert!(said.contains("hash chain intact"), "{said}");
+    assert!(said.contains(" sealed recordings intact"), "{said}");
+    let key = said
+        .lines()
+        .find_map(|l| l.strip_prefix("recording manifests are signed by: "))
+        .unwrap_or_else(|| panic!("no key in:\n{said}"))
+        .to_string();
+
+    // Stock OpenSSH checks the signature.
+    let dir = w.gh.data_dir().join("recordings").join(&ids[0]);
+    let signers = w.scratch.path().join("allowed_signers");
+    std::fs::write(&signers, format!("gatehouse {key}\n")).unwrap();
+    let checked = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(&signers)
+        .args(["-I", "gatehouse", "-n", "gatehouse-recording", "-s"])
+        .arg(dir.join("manifest.json.sig"))
+        .stdin(std::fs::File::open(dir.join("manifest.json")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "ssh-keygen -Y verify: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A changed file, a removed signature, a removed recording: each named.
+    let cast = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        .expect("a cast file");
+    let mut bytes = std::fs::read(&cast).unwrap();
+    bytes.extend_from_slice(b"[9.9, \"o\", \"forged\"]\n");
+    std::fs::write(&cast, &bytes).unwrap();
+    let second = w.gh.data_dir().join("recordings").join(&ids[1]);
+    std::fs::remove_file(second.join("manifest.json.sig")).unwrap();
+    let out = w.gh.cli(&["audit", "verify"]);
+    assert!(!out.status.success(), "{}", out.describe());
+    let said = out.stderr_text();
+    let cast_name = cast.file_name().unwrap().to_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "recording of session {}: `{cast_name}` was changed",
+            ids[0]
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "recording of session {}: its signature was removed",
+            ids[1]
+        )),
+        "{said}"
+    );
+    std::fs::remove_dir_all(&second).unwrap();
+    let said = w.gh.cli(&["audit", "verify"]).stderr_text();
+    assert!(
+        said.contains(&format!(
+            "recording of session {}: the recording was removed",
+            ids[1]
+        )),
+        "{said}"
+    );
+}

@@ -242,7 +242,18 @@ impl Control {
                 .map_err(|e| self.internal(e))?
                 .map(ControlAnswer::RecordingHeld);
             }
-            (NodeCall::Ship(_) | NodeCall::RecordingPart(_), None) => {
+            (NodeCall::RecordingDelivered(done), Some(_)) => {
+                return crate::shipping::take_recording_delivered(
+                    &self.store,
+                    &node,
+                    &done.session,
+                )
+                .map(|()| ControlAnswer::Done);
+            }
+            (
+                NodeCall::Ship(_) | NodeCall::RecordingPart(_) | NodeCall::RecordingDelivered(_),
+                None,
+            ) => {
                 return Err(Refusal::new(
                     RefusalKind::NotServed,
                     "this control node does not take recordings from nodes",
@@ -306,7 +317,8 @@ impl Control {
             NodeCall::Join(_)
             | NodeCall::Heartbeat(_)
             | NodeCall::Ship(_)
-            | NodeCall::RecordingPart(_) => {
+            | NodeCall::RecordingPart(_)
+            | NodeCall::RecordingDelivered(_) => {
                 Err(Refusal::new(RefusalKind::BadCall, "not a session call"))
             }
         }

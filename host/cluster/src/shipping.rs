@@ -99,6 +99,34 @@ pub fn take_ship(store: &Store, node: &Node, ship: Ship) -> Result<Shipped, Refu
         .map_err(internal)
 }
 
+/// The settings key that says a node's session recording arrived whole (it may be sealed).
+pub fn delivered_key(session: &str) -> String {
+    format!("recording_delivered:{session}")
+}
+
+/// A node says every file of one of its sessions' recordings has been delivered.
+pub fn take_recording_delivered(store: &Store, node: &Node, session: &str) -> Result<(), Refusal> {
+    let owner = store
+        .get(&SESSIONS, session)
+        .map_err(internal)?
+        .and_then(|r| r.node);
+    if owner.as_deref() != Some(node.id.as_str()) {
+        return Err(Refusal::new(
+            RefusalKind::BadCall,
+            format!("session `{session}` is not one of this node's"),
+        ));
+    }
+    store
+        .write(|txn| {
+            txn.put(
+                &SETTINGS,
+                &delivered_key(session),
+                &serde_json::Value::Bool(true),
+            )
+        })
+        .map_err(internal)
+}
+
 /// Writes a piece of a recording of one of the node's sessions; answers how much is held.
 pub fn take_recording_part(
     store: &Store,
@@ -269,6 +297,17 @@ pub async fn ship_once(
             continue;
         }
         ship_recording(client, recordings, &record.id).await?;
+        let delivered = NodeCall::RecordingDelivered(crate::wire::RecordingDelivered {
+            session: record.id.clone(),
+        });
+        match client.call(delivered).await? {
+            ControlAnswer::Done => {}
+            other => {
+                return Err(ClusterError::Protocol(format!(
+                    "unexpected answer: {other:?}"
+                )));
+            }
+        }
         let mut done = state.clone();
         done["recording"] = true.into();
         store.write(|txn| txn.put(&SETTINGS, &key, &done))?;

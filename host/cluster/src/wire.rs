@@ -47,6 +47,8 @@ pub enum NodeCall {
     Ship(Ship),
     /// A piece of a finished session's recording file.
     RecordingPart(RecordingPart),
+    /// Every file of a finished session's recording has been delivered whole.
+    RecordingDelivered(RecordingDelivered),
 }
 
 /// Audit events (with the node's own sequence numbers) and session records, at least once: the
@@ -72,6 +74,11 @@ pub struct RecordingPart {
     pub offset: u64,
     #[serde(with = "base64_bytes")]
     pub data: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordingDelivered {
+    pub session: String,
 }
 
 /// How much of the file the control node has.

@@ -321,6 +321,8 @@ pub enum AuditKind {
     SessionAuthorized,
     /// A session node was lent a user's NT hash for one RDP login's NLA exchange.
     NtHashLent,
+    /// A finished recording's manifest was signed and linked into the trail (`manifest_sha256`).
+    RecordingSealed,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

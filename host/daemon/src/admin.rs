@@ -197,6 +197,8 @@ pub struct AdminContext {
     /// Where the running server's cluster port listens (for the join line `node token`
     /// prints); `None` outside the server or without a cluster port.
     pub cluster_port: Option<std::net::SocketAddr>,
+    /// The data directory's recordings (for `audit verify` to check sealed recordings).
+    pub recordings: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {
@@ -1173,29 +1175,62 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
             verified.unlinked_before_chain
         ));
     }
-    if !verified.intact() {
+    // Sealed recordings: each one the trail sealed must still match its signed manifest.
+    let mut recording_problems = Vec::new();
+    let mut recordings_checked = 0u64;
+    if let Some(recordings) = &ctx.recordings {
+        let key = crate::seal::signer_public(&ctx.store)?;
+        let mut after = 0;
+        loop {
+            let batch = ctx.store.audit_after(after, 1000)?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for event in batch
+                .iter()
+                .filter(|e| e.kind == gatehouse_core::AuditKind::RecordingSealed)
+            {
+                let (Some(session), Some(hash)) = (
+                    event.session.as_deref(),
+                    event.fields.get("manifest_sha256").and_then(|v| v.as_str()),
+                ) else {
+                    continue;
+                };
+                recordings_checked += 1;
+                for problem in crate::seal::check_sealed(recordings, session, hash, key.as_ref()) {
+                    recording_problems.push(format!("recording of session {session}: {problem}"));
+                }
+            }
+        }
+    }
+    if !verified.intact() || !recording_problems.is_empty() {
         for problem in &verified.problems {
             out.push_str(&format!("  {problem}\n"));
         }
+        for problem in &recording_problems {
+            out.push_str(&format!("  {problem}\n"));
+        }
+        let count = verified.problems.len() + recording_problems.len();
         bail!(
-            "the audit trail is not intact ({} events, {} problem{}):\n{}",
+            "the audit trail is not intact ({} events, {recordings_checked} sealed recordings, {count} problem{}):\n{}",
             verified.events,
-            verified.problems.len(),
-            if verified.problems.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
+            if count == 1 { "" } else { "s" },
             out.trim_end()
         );
     }
     out.push_str(&format!(
-        "audit trail: {} events, hash chain intact\n",
+        "audit trail: {} events, hash chain intact\n{recordings_checked} sealed recordings intact\n",
         verified.events
     ));
     if let Some((seq, chain)) = &verified.head {
         out.push_str(&format!(
             "head: {seq}:{chain}\n(record it: `gatehouse audit verify --head {seq}:{chain}` later proves the trail still holds it)\n"
+        ));
+    }
+    if let Some(key) = crate::seal::signer_public(&ctx.store)? {
+        out.push_str(&format!(
+            "recording manifests are signed by: {}\n(`ssh-keygen -Y verify -n {} ...` checks a manifest.json.sig)\n",
+            key.to_openssh().unwrap_or_default(),
+            crate::seal::NAMESPACE
         ));
     }
     if let Some((seq, _)) = &expect {

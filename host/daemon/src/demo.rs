@@ -119,6 +119,7 @@ fn setup(
         in_server: false,
         live: None,
         cluster_port: None,
+        recordings: None,
     };
     let actor = "demo".to_string();
     let requests = vec![

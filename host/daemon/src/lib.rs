@@ -21,6 +21,7 @@ pub mod plugin_glue;
 pub mod policy_cmd;
 pub mod rdp_glue;
 pub mod request_cmd;
+pub mod seal;
 pub mod serve;
 pub mod session_cmd;
 pub mod socket;
@@ -67,6 +68,7 @@ pub fn run_admin(
                 in_server: false,
                 live: None,
                 cluster_port: None,
+                recordings: Some(dir.recordings()),
             };
             admin::execute(&ctx, &request)
         }

@@ -74,6 +74,7 @@ pub fn run(
     let settings = dir.load_settings()?;
     let ssh_listen = listen.ssh;
     let vault = Arc::new(Vault::new(dir.load_master_key(overrides)?));
+    let vault_for_seal = vault.clone();
     let host_keys = dir.load_host_keys()?;
     let store = Arc::new(Store::open(&dir.store())?);
     let policy_settings = dir.policy_settings()?;
@@ -213,6 +214,7 @@ pub fn run(
             in_server: true,
             live: Some(live),
             cluster_port: cluster_address(&listen.cluster),
+            recordings: Some(dir.recordings()),
         });
         let socket_path = dir.admin_socket();
         let cluster = start_cluster_port(
@@ -239,6 +241,8 @@ pub fn run(
                 result = crate::socket::serve(&socket_path, admin.clone(), plugins_for_socket) => result,
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
+                // Finished recordings: signed manifests linked into the audit trail.
+                () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings()) => Ok(()),
                 result = cluster => result.context("cluster port"),
             }
         };
