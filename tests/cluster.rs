@@ -186,6 +186,36 @@ fn token(control: &Gatehouse) -> (String, String) {
     )
 }
 
+/// Serves `control` as a control node with its cluster port on a free loopback port; returns
+/// the port's URL once it is open.
+fn serve_control(control: &mut Gatehouse) -> String {
+    let cluster_port = free_port();
+    let listen = format!("127.0.0.1:{cluster_port}");
+    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
+    control.serve();
+    assert!(
+        poll(Duration::from_secs(20), || port_open(cluster_port)
+            .then_some(()))
+        .is_some(),
+        "cluster port not open:\n{}",
+        control.log_text()
+    );
+    format!("https://127.0.0.1:{cluster_port}")
+}
+
+/// Session node `sess-a` joined to the control node at `url`, managing 127.0.0.1/32, serving.
+fn loopback_node(control: &Gatehouse, url: &str) -> SessionNode {
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(control);
+    assert_success(
+        "join sess-a",
+        &node.join_as(url, &token, &thumbprint, "sess-a", &[]),
+    );
+    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+    node
+}
+
 fn nodes(control: &Gatehouse, all: bool) -> Vec<Value> {
     let mut args = vec!["node", "list", "--json"];
     if all {
@@ -820,29 +850,11 @@ when { context has node && context.node == Node::"sess-a" && context.channel has
 "#,
     )
     .unwrap();
-    let cluster_port = free_port();
-    let listen = format!("127.0.0.1:{cluster_port}");
-    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
-    control.serve();
-    assert!(
-        poll(Duration::from_secs(20), || port_open(cluster_port)
-            .then_some(()))
-        .is_some(),
-        "cluster port not open:\n{}",
-        control.log_text()
-    );
-    let url = format!("https://127.0.0.1:{cluster_port}");
+    let url = serve_control(&mut control);
     // The join line `node token` prints names this control node's cluster port, ready to paste.
     let said = control.cli_ok(&["node", "token", "--expires", "1m"]);
     assert!(said.contains(&format!("join {url} --token ghj_")), "{said}");
-    let mut node = SessionNode::new();
-    let (token, thumbprint) = token(&control);
-    assert_success(
-        "join sess-a",
-        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
-    );
-    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
-    node.serve();
+    let mut node = loopback_node(&control, &url);
     // The node reports its SSH port.
     let reported = poll(Duration::from_secs(20), || {
         let list = nodes(&control, false);
@@ -1232,26 +1244,8 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
         control.add_account_with_password(&spec, VAULT_PASSWORD);
         control.grant_user(USER, &spec);
     }
-    let cluster_port = free_port();
-    let listen = format!("127.0.0.1:{cluster_port}");
-    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
-    control.serve();
-    assert!(
-        poll(Duration::from_secs(20), || port_open(cluster_port)
-            .then_some(()))
-        .is_some(),
-        "cluster port not open:\n{}",
-        control.log_text()
-    );
-    let url = format!("https://127.0.0.1:{cluster_port}");
-    let mut node = SessionNode::new();
-    let (token, thumbprint) = token(&control);
-    assert_success(
-        "join sess-a",
-        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
-    );
-    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
-    node.serve();
+    let url = serve_control(&mut control);
+    let mut node = loopback_node(&control, &url);
     // The node reports its RDP port.
     let reported = poll(Duration::from_secs(20), || {
         nodes(&control, false)
@@ -1488,26 +1482,8 @@ fn a_request_filed_through_a_node_holds_the_session_and_its_end_ends_it() {
     )
     .unwrap();
     control.edit_settings(|s| s["requests"] = serde_json::json!({}));
-    let cluster_port = free_port();
-    let listen = format!("127.0.0.1:{cluster_port}");
-    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
-    control.serve();
-    assert!(
-        poll(Duration::from_secs(20), || port_open(cluster_port)
-            .then_some(()))
-        .is_some(),
-        "cluster port not open:\n{}",
-        control.log_text()
-    );
-    let url = format!("https://127.0.0.1:{cluster_port}");
-    let mut node = SessionNode::new();
-    let (token, thumbprint) = token(&control);
-    assert_success(
-        "join sess-a",
-        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
-    );
-    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
-    node.serve();
+    let url = serve_control(&mut control);
+    let node = loopback_node(&control, &url);
 
     let dir = tempfile::tempdir().unwrap();
     let users = support::ApiUsers {
@@ -1660,26 +1636,8 @@ fn login_plugins_on_the_control_node_ask_through_a_session_node() {
         "@id(\"sessions-need-totp\")\nforbid (principal, action in Action::\"session\", resource)\nunless { context.authenticated_with.contains(\"totp-mfa\") };\n",
     )
     .unwrap();
-    let cluster_port = free_port();
-    let listen = format!("127.0.0.1:{cluster_port}");
-    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
-    control.serve();
-    assert!(
-        poll(Duration::from_secs(20), || port_open(cluster_port)
-            .then_some(()))
-        .is_some(),
-        "cluster port not open:\n{}",
-        control.log_text()
-    );
-    let url = format!("https://127.0.0.1:{cluster_port}");
-    let mut node = SessionNode::new();
-    let (token, thumbprint) = token(&control);
-    assert_success(
-        "join sess-a",
-        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
-    );
-    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
-    node.serve();
+    let url = serve_control(&mut control);
+    let mut node = loopback_node(&control, &url);
 
     let login = format!("{GATEWAY_USER}@{spec}");
     let code = totp_now();
@@ -1804,26 +1762,8 @@ fn credential_store_plugins_on_the_control_node_serve_sessions_on_nodes() {
         &format!("http = [\"127.0.0.1:{kv_port}\"]\nsecrets = [\"vault-token\"]\n"),
         Some(&format!("address = \"http://127.0.0.1:{kv_port}\"\n")),
     );
-    let cluster_port = free_port();
-    let listen = format!("127.0.0.1:{cluster_port}");
-    control.serve_options(&["--role", "control", "--cluster-listen", &listen], &[]);
-    control.serve();
-    assert!(
-        poll(Duration::from_secs(20), || port_open(cluster_port)
-            .then_some(()))
-        .is_some(),
-        "cluster port not open:\n{}",
-        control.log_text()
-    );
-    let url = format!("https://127.0.0.1:{cluster_port}");
-    let mut node = SessionNode::new();
-    let (token, thumbprint) = token(&control);
-    assert_success(
-        "join sess-a",
-        &node.join_as(&url, &token, &thumbprint, "sess-a", &[]),
-    );
-    control.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
-    node.serve();
+    let url = serve_control(&mut control);
+    let mut node = loopback_node(&control, &url);
 
     let client = Client::password(
         node.ssh_port,
