@@ -40,7 +40,8 @@ $SUDO apt-get install -y -q --no-install-recommends \
     x11-xserver-utils ffmpeg xterm iproute2 rsync \
     build-essential pkg-config cmake clang \
     ca-certificates git \
-    curl openssl chromium
+    curl openssl chromium \
+    rsyslog
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

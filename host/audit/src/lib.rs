@@ -9,6 +9,7 @@ use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
 
 mod interrupted;
+pub mod stream;
 pub use interrupted::{INTERRUPTED, close_interrupted_sessions};
 
 /// An event being built. Finish it with [`Auditor::record`].

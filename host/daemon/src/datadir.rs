@@ -33,6 +33,9 @@ pub struct Settings {
     /// The RDP listener (docs/rdp.md).
     #[serde(default)]
     pub rdp: RdpSettings,
+    /// Where the audit trail is streamed (RFC 5424 syslog over TCP); none when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_streams: Vec<gatehouse_audit::stream::StreamSettings>,
 }
 
 /// Where `serve` accepts RDP clients.
@@ -321,6 +324,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         requests: Default::default(),
         mail: None,
         rdp: Default::default(),
+        audit_streams: Vec::new(),
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -112,6 +112,15 @@ pub fn run(
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
+        // The audit trail to SIEMs: each stream sends from where its receiver stopped.
+        for stream in &settings.audit_streams {
+            tracing::info!(stream = %stream.name, receiver = %stream.syslog, "streaming the audit trail");
+            tokio::spawn(gatehouse_audit::stream::stream_loop(
+                store.clone(),
+                stream.clone(),
+                crate::node_cmd::hostname(),
+            ));
+        }
         let mut request_settings = settings.requests.clone();
         // Access strings and `.rdp` files name the address users reach; a wildcard listen
         // names this host.
