@@ -167,3 +167,39 @@ fn the_audit_trail_reaches_rsyslog_and_waits_while_it_is_down() {
         gh.log_tail(30)
     );
 }
+
+/// A stream setting that cannot work stops `serve` at start with the reason.
+#[test]
+fn a_bad_stream_setting_is_refused_at_start() {
+    use support::OutputExt;
+    let gh = Gatehouse::init();
+    for (streams, says) in [
+        (
+            serde_json::json!([{"name": "a", "syslog": "127.0.0.1:514"}, {"name": "a", "syslog": "127.0.0.1:515"}]),
+            "each stream needs a name of its own (`a`)",
+        ),
+        (
+            serde_json::json!([{"name": "a", "syslog": "siem.example"}]),
+            "syslog `siem.example` is not HOST:PORT",
+        ),
+        (
+            serde_json::json!([{"name": "a", "syslog": "127.0.0.1:514", "facility": 30}]),
+            "facility 30 is not a syslog facility",
+        ),
+    ] {
+        gh.edit_settings(|s| s["audit_streams"] = streams.clone());
+        let mut cmd = gh.command();
+        cmd.args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--rdp-listen",
+            "127.0.0.1:0",
+        ]);
+        let out = support::run(cmd, None, Duration::from_secs(30));
+        assert!(!out.status.success(), "{}", out.describe());
+        assert!(out.stderr_text().contains(says), "{}", out.describe());
+    }
+}

@@ -113,6 +113,29 @@ pub fn run(
         let bound = listener.local_addr()?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         // The audit trail to SIEMs: each stream sends from where its receiver stopped.
+        let mut names = std::collections::HashSet::new();
+        for stream in &settings.audit_streams {
+            if stream.name.is_empty() || !names.insert(stream.name.as_str()) {
+                anyhow::bail!(
+                    "settings.json audit_streams: each stream needs a name of its own (`{}`)",
+                    stream.name
+                );
+            }
+            if stream.facility > 23 {
+                anyhow::bail!(
+                    "settings.json audit_streams `{}`: facility {} is not a syslog facility (0-23)",
+                    stream.name,
+                    stream.facility
+                );
+            }
+            if stream.syslog.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                anyhow::bail!(
+                    "settings.json audit_streams `{}`: syslog `{}` is not HOST:PORT",
+                    stream.name,
+                    stream.syslog
+                );
+            }
+        }
         for stream in &settings.audit_streams {
             tracing::info!(stream = %stream.name, receiver = %stream.syslog, "streaming the audit trail");
             tokio::spawn(gatehouse_audit::stream::stream_loop(
