@@ -365,3 +365,66 @@ fn finished_recordings_are_sealed_and_tampering_is_named() {
         "{said}"
     );
 }
+
+/// `gatehouse report` for a period: sessions per user and target with time and bytes, failed
+/// logins, as JSON and CSV.
+#[test]
+fn report_counts_sessions_and_failed_logins_for_a_period() {
+    let w = World::start("s_report");
+    for n in 0..2 {
+        let out = w.client().ssh(&format!("echo report-{n}"));
+        assert_client_ok("session to report", &out);
+    }
+    let wrong = w.client_as(&w.login(), "not-the-password").ssh("true");
+    assert!(!wrong.status.success());
+    w.gh.ended_sessions_of(GATEWAY_USER, 2);
+
+    let report = w.gh.cli_json(&["report", "--since", "1h", "--json"]);
+    let target = w.target_spec();
+    let row = report["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == GATEWAY_USER && r["target"] == target.as_str())
+        .unwrap_or_else(|| panic!("{report:#}"))
+        .clone();
+    assert_eq!(row["sessions"], 2, "{row}");
+    assert_eq!(row["protocol"], "ssh", "{row}");
+    assert!(row["bytes_down"].as_u64().unwrap() > 0, "{row}");
+    let failed: u64 = report["logins_failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["user"] == GATEWAY_USER)
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert!(failed >= 1, "{report:#}");
+
+    let csv = w.gh.cli_ok(&["report", "--since", "1h", "--csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("section,user,target,protocol,count,seconds,bytes_up,bytes_down")
+    );
+    assert!(
+        lines.any(|l| l.starts_with(&format!("sessions,{GATEWAY_USER},{target},ssh,2,"))),
+        "{csv}"
+    );
+    // A period before anything happened is empty; a bad date is a clear error.
+    let empty = w.gh.cli_json(&[
+        "report",
+        "--since",
+        "2020-01-01",
+        "--until",
+        "2020-02-01",
+        "--json",
+    ]);
+    assert_eq!(empty["sessions"], serde_json::json!([]), "{empty}");
+    let out = w.gh.cli(&["report", "--since", "yesterday-ish"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("expected a date"),
+        "{}",
+        out.describe()
+    );
+}

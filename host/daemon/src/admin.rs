@@ -368,6 +368,21 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
                 },
             )
         }
+        AdminCommand::Report {
+            since,
+            until,
+            csv,
+            json: j,
+        } => {
+            let report = crate::report::build(ctx, since, until.as_deref())?;
+            if *csv {
+                return Ok(crate::report::to_csv(&report));
+            }
+            if j.json {
+                return json(&report);
+            }
+            Ok(report_text(&report))
+        }
         AdminCommand::Audit(AuditCommand::Verify { head, json: j }) => {
             verify_audit(ctx, head.as_deref(), j.json)
         }
@@ -1237,4 +1252,60 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
         out.push_str(&format!("the recorded head {seq} is in the trail\n"));
     }
     Ok(out)
+}
+
+fn report_text(report: &crate::report::Report) -> String {
+    let mut out = format!("from {} until {}\n\nsessions\n", report.from, report.until);
+    out.push_str(&table(
+        &[
+            "USER", "TARGET", "PROTOCOL", "SESSIONS", "SECONDS", "UP", "DOWN",
+        ],
+        &report
+            .sessions
+            .iter()
+            .map(|s| {
+                vec![
+                    s.user.clone(),
+                    s.target.clone(),
+                    s.protocol.clone(),
+                    s.sessions.to_string(),
+                    s.seconds.to_string(),
+                    s.bytes_up.to_string(),
+                    s.bytes_down.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    for (title, rows) in [
+        ("failed logins", &report.logins_failed),
+        ("denied access", &report.access_denied),
+        ("approvals", &report.approvals),
+        ("denied requests", &report.denials),
+        ("credential releases", &report.releases),
+    ] {
+        out.push_str(&format!("\n{title}\n"));
+        out.push_str(&table(
+            &["USER", "TARGET", "COUNT"],
+            &rows
+                .iter()
+                .map(|r| vec![r.user.clone(), r.target.clone(), r.count.to_string()])
+                .collect::<Vec<_>>(),
+        ));
+    }
+    out.push_str("\nrotations\n");
+    out.push_str(&table(
+        &["TARGET", "CHANGED", "FAILED"],
+        &report
+            .rotations
+            .iter()
+            .map(|r| {
+                vec![
+                    r.target.clone(),
+                    r.changed.to_string(),
+                    r.failed.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    out
 }

@@ -158,6 +158,21 @@ pub enum AdminCommand {
     /// Cluster: networks managed by session nodes.
     #[command(subcommand)]
     Network(crate::node_cmd::NetworkCommand),
+    /// What happened in a period: sessions per user and target, failed logins, denied access,
+    /// approvals, releases and rotations, as a table, JSON or CSV.
+    Report {
+        /// From when: a date (2026-12-01), a time (2026-12-01T08:00:00Z) or an age (7d).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Until when (now when absent), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// CSV (one table, a `section` column) instead of text.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
