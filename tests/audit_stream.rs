@@ -203,3 +203,88 @@ fn a_bad_stream_setting_is_refused_at_start() {
         assert!(out.stderr_text().contains(says), "{}", out.describe());
     }
 }
+
+/// The Prometheus endpoint: every line parses as the text format, each metric has its HELP and
+/// TYPE, audit events are counted by kind as they happen, and an audit stream's lag shows.
+#[test]
+fn metrics_count_audit_events_and_show_a_stream_s_lag() {
+    let syslog_port = free_port();
+    let metrics_port = free_port();
+    let mut gh = Gatehouse::init();
+    gh.edit_settings(|s| {
+        s["metrics"] = serde_json::json!({"listen": format!("127.0.0.1:{metrics_port}")});
+        // A stream whose receiver is not there: its lag grows.
+        s["audit_streams"] = serde_json::json!([{
+            "name": "siem",
+            "syslog": format!("127.0.0.1:{syslog_port}"),
+        }]);
+    });
+    gh.serve();
+    let scrape = || -> String {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl /metrics failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for group in ["ops", "dbas", "sec"] {
+        gh.cli_ok(&["group", "add", group]);
+    }
+    let text = poll(Duration::from_secs(20), || {
+        let text = scrape();
+        text.contains("gatehouse_audit_events_total{kind=\"admin_change\"} 3")
+            .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no admin_change count:\n{}", scrape()));
+    // The text format, strictly: HELP and TYPE before each metric's samples, then
+    // `name{label="value",...} number`.
+    let mut declared: BTreeSet<String> = BTreeSet::new();
+    let mut samples = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            declared.insert(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            assert!(declared.contains(name), "TYPE before HELP: {line}");
+            assert!(matches!(parts.next(), Some("counter" | "gauge")), "{line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(declared.contains(name), "a sample without HELP: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with("\"}")),
+                "{line}"
+            );
+        }
+        samples += 1;
+    }
+    assert!(samples >= 4, "{text}");
+    assert!(text.contains("gatehouse_sessions_running 0\n"), "{text}");
+    let lag: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gatehouse_audit_stream_lag_events{stream=\"siem\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(lag >= 3, "{text}");
+    // Anything else is a 404.
+    let other = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{metrics_port}/admin"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+}

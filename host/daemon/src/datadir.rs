@@ -36,6 +36,9 @@ pub struct Settings {
     /// Where the audit trail is streamed (RFC 5424 syslog over TCP); none when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_streams: Vec<gatehouse_audit::stream::StreamSettings>,
+    /// The Prometheus endpoint; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::MetricsSettings>,
 }
 
 /// Where `serve` accepts RDP clients.
@@ -325,6 +328,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         mail: None,
         rdp: Default::default(),
         audit_streams: Vec::new(),
+        metrics: None,
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

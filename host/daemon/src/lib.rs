@@ -14,6 +14,7 @@ pub mod cli;
 pub mod datadir;
 pub mod demo;
 pub mod lifecycle_cmd;
+pub mod metrics;
 pub mod node_cmd;
 pub mod notify_glue;
 pub mod plugin_cmd;

@@ -202,6 +202,20 @@ pub fn run(
             aa_plugins,
         ));
         let live = gatehouse_ssh::LiveSessions::default();
+        // The Prometheus endpoint, when settings.json asks for one.
+        if let Some(metrics) = &settings.metrics {
+            let listener = tokio::net::TcpListener::bind(metrics.listen)
+                .await
+                .with_context(|| format!("listening on {} for metrics", metrics.listen))?;
+            let state = Arc::new(crate::metrics::Metrics::new(
+                store.clone(),
+                live.clone(),
+                settings.audit_streams.iter().map(|s| s.name.clone()).collect(),
+            ));
+            tracing::info!(address = %metrics.listen, "metrics at /metrics");
+            tokio::spawn(state.clone().tail());
+            tokio::spawn(crate::metrics::serve(listener, state));
+        }
         let services = Arc::new(Services {
             store: store.clone(),
             live: live.clone(),
