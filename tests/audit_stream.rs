@@ -20,17 +20,37 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &Path, port: u16) -> Rsyslog {
+        Self::start_with(dir, port, None)
+    }
+
+    /// With `tls` (CA, certificate, key files): TLS only (RFC 5425, rsyslog's gtls driver).
+    fn start_with(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> Rsyslog {
         let rsyslogd = Path::new("/usr/sbin/rsyslogd");
         assert!(
             rsyslogd.exists(),
             "rsyslogd is missing: install Debian's rsyslog package (scripts/install-test-deps.sh)"
         );
         let conf = dir.join("rsyslog.conf");
+        let (global, module) = match tls {
+            None => (String::new(), "module(load=\"imtcp\")".to_string()),
+            Some((ca, cert, key)) => (
+                format!(
+                    " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{}\" \
+                     DefaultNetstreamDriverCertFile=\"{}\" DefaultNetstreamDriverKeyFile=\"{}\"",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                ),
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" \
+                 StreamDriver.Authmode=\"anon\")"
+                    .to_string(),
+            ),
+        };
         std::fs::write(
             &conf,
             format!(
-                "global(workDirectory=\"{dir}\")\n\
-                 module(load=\"imtcp\")\n\
+                "global(workDirectory=\"{dir}\"{global})\n\
+                 {module}\n\
                  input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
                  *.* action(type=\"omfile\" file=\"{dir}/out.log\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
                 dir = dir.display()
@@ -287,4 +307,138 @@ fn metrics_count_audit_events_and_show_a_stream_s_lag() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+}
+
+/// `openssl` makes a CA and a server certificate for 127.0.0.1 in `dir`: (ca, cert, key).
+fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    let (cert, key, csr) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+    );
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test syslog ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &format!("{name}.ext"),
+    ]);
+    (dir.join(ca), dir.join(cert), dir.join(key))
+}
+
+/// Over TLS (RFC 5425) to rsyslog's gtls listener: delivered when its certificate chains to the
+/// configured CA; with another CA nothing is sent and the log says why.
+#[test]
+fn the_audit_trail_reaches_rsyslog_over_tls_and_only_with_its_certificate() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(scratch.path(), "syslog");
+    let (other_ca, _, _) = certificates(scratch.path(), "other");
+    let port = free_port();
+    let rsyslog = Rsyslog::start_with(scratch.path(), port, Some((&ca, &cert, &key)));
+    let mut gh = Gatehouse::init();
+    gh.edit_settings(|s| {
+        s["audit_streams"] = serde_json::json!([
+            {"name": "siem", "syslog": format!("127.0.0.1:{port}"), "from_start": true,
+             "tls": true, "ca_file": ca},
+            {"name": "impostor-check", "syslog": format!("127.0.0.1:{port}"), "from_start": true,
+             "tls": true, "ca_file": other_ca, "kinds": ["admin_change"], "facility": 4},
+        ]);
+    });
+    gh.cli_ok(&["group", "add", "ops"]);
+    gh.serve();
+    gh.cli_ok(&["group", "add", "dbas"]);
+    let want: BTreeSet<u64> = gh
+        .audit()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    let arrived = poll(Duration::from_secs(30), || {
+        rsyslog.seqs().is_superset(&want).then_some(())
+    });
+    assert!(
+        arrived.is_some(),
+        "not over TLS: {:?} of {want:?}\n{}",
+        rsyslog.seqs(),
+        gh.log_tail(30)
+    );
+    // The stream trusting another CA sent nothing (its facility, 4, would show as <3x>).
+    assert!(
+        rsyslog.lines().iter().all(|l| !l.starts_with("<3")),
+        "{:#?}",
+        rsyslog.lines()
+    );
+    assert!(
+        poll(Duration::from_secs(20), || gh
+            .log_text()
+            .contains("stream=impostor-check")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        gh.log_tail(30)
+    );
+    let log = gh.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stream=impostor-check") && l.contains("cannot be reached"))
+        .unwrap_or_else(|| panic!("{}", gh.log_tail(30)));
+    assert!(line.to_lowercase().contains("certificate"), "{line}");
 }

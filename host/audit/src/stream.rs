@@ -1,5 +1,5 @@
 //! Streaming the audit trail to a SIEM: RFC 5424 syslog messages over TCP with octet-counting
-//! framing (RFC 6587). The trail itself is the buffer: each stream keeps, in the store, the
+//! framing (RFC 6587), or over TLS (RFC 5425, rustls). The trail itself is the buffer: each stream keeps, in the store, the
 //! sequence number of the last event its receiver took, and sends from there; a receiver that
 //! is down loses nothing (its events wait in the trail, on disk) and stalls nothing (sessions
 //! write to the trail as always). Delivery is at least once: a batch counts as taken once the
@@ -42,6 +42,83 @@ pub struct StreamSettings {
     /// Start with events appended from now on (default), or from the first event of the trail.
     #[serde(default)]
     pub from_start: bool,
+    /// TLS (RFC 5425) to the receiver, its certificate checked against `ca_file` (PEM), or the
+    /// public web roots when absent, for `server_name` (the host of `syslog` when absent).
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// The TLS client a stream connects with, when it uses TLS.
+pub fn tls_connector(
+    settings: &StreamSettings,
+) -> Result<
+    Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    String,
+> {
+    use rustls::pki_types::pem::PemObject;
+    if !settings.tls {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("ca_file `{}`: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("ca_file `{}` holds no certificate", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file `{}`: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = match &settings.server_name {
+        Some(name) => name.clone(),
+        None => settings
+            .syslog
+            .rsplit_once(':')
+            .map(|(host, _)| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+            .unwrap_or_default(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("server name `{host}`: {e}"))?;
+    Ok(Some((
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+    )))
+}
+
+/// A connection to a receiver, plain or TLS.
+enum Connection {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Connection {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        match self {
+            Connection::Plain(tcp) => tcp,
+            Connection::Tls(tls) => tls.get_ref().0,
+        }
+    }
 }
 
 fn default_facility() -> u8 {
@@ -168,11 +245,18 @@ pub async fn stream_loop(store: Arc<Store>, settings: StreamSettings, hostname: 
     let mut unconfirmed: std::collections::VecDeque<(u64, tokio::time::Instant)> =
         std::collections::VecDeque::new();
     let mut backoff = Duration::from_millis(500);
-    let mut connection: Option<tokio::net::TcpStream> = None;
+    let connector = match tls_connector(&settings) {
+        Ok(connector) => connector,
+        Err(e) => {
+            tracing::error!(stream = %settings.name, error = %e, "the audit stream cannot start");
+            return;
+        }
+    };
+    let mut connection: Option<Connection> = None;
     let mut reachable = true;
     loop {
         if let Some(stream) = &connection {
-            if alive(stream) {
+            if alive(stream.tcp()) {
                 let mut newly = None;
                 while let Some((seq, written)) = unconfirmed.front()
                     && written.elapsed() >= CONFIRM_AFTER
@@ -220,7 +304,13 @@ pub async fn stream_loop(store: Arc<Store>, settings: StreamSettings, hostname: 
         let delivered = if frames.is_empty() {
             Ok(())
         } else {
-            send(&mut connection, &settings.syslog, &frames).await
+            send(
+                &mut connection,
+                &settings.syslog,
+                connector.as_ref(),
+                &frames,
+            )
+            .await
         };
         match delivered {
             Ok(()) => {
@@ -247,40 +337,66 @@ pub async fn stream_loop(store: Arc<Store>, settings: StreamSettings, hostname: 
     }
 }
 
-/// Whether the receiver has not closed the connection (a syslog receiver never writes).
+/// Whether the receiver has not closed the connection (a syslog receiver sends nothing; what
+/// it may send, a TLS alert, is left for the TLS layer: this only peeks).
 fn alive(stream: &tokio::net::TcpStream) -> bool {
-    let mut probe = [0u8; 64];
-    match stream.try_read(&mut probe) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-        Err(_) => false,
+    let mut probe = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut probe);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_peek(&mut cx, &mut buf) {
+        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(Ok(0)) => false,
+        std::task::Poll::Ready(Ok(_)) => true,
+        std::task::Poll::Ready(Err(_)) => false,
     }
 }
 
+type Connector = (
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+);
+
 async fn send(
-    connection: &mut Option<tokio::net::TcpStream>,
+    connection: &mut Option<Connection>,
     address: &str,
+    tls: Option<&Connector>,
     frames: &[u8],
 ) -> std::io::Result<()> {
+    let timed_out =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"));
     if connection.is_none() {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        let _ = stream.set_nodelay(true);
-        *connection = Some(stream);
+            .map_err(|_| timed_out("connect"))??;
+        let _ = tcp.set_nodelay(true);
+        *connection = Some(match tls {
+            None => Connection::Plain(tcp),
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| timed_out("TLS handshake"))??;
+                Connection::Tls(Box::new(stream))
+            }
+        });
     }
-    let Some(stream) = connection.as_mut() else {
+    let Some(connection) = connection.as_mut() else {
         return Err(std::io::Error::other("no connection"));
     };
     tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(frames).await?;
-        stream.flush().await
+        match connection {
+            Connection::Plain(tcp) => {
+                tcp.write_all(frames).await?;
+                tcp.flush().await
+            }
+            Connection::Tls(tls) => {
+                tls.write_all(frames).await?;
+                tls.flush().await
+            }
+        }
     })
     .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+    .map_err(|_| timed_out("write"))?
 }
 
 #[cfg(test)]

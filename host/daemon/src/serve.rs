@@ -128,6 +128,9 @@ pub fn run(
                     stream.facility
                 );
             }
+            if let Err(e) = gatehouse_audit::stream::tls_connector(stream) {
+                anyhow::bail!("settings.json audit_streams `{}`: {e}", stream.name);
+            }
             if stream.syslog.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                 anyhow::bail!(
                     "settings.json audit_streams `{}`: syslog `{}` is not HOST:PORT",
