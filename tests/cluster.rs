@@ -216,6 +216,48 @@ fn loopback_node(control: &Gatehouse, url: &str) -> SessionNode {
     node
 }
 
+/// Stops `node` and checks that none of `secrets`, as UTF-8 or UTF-16LE, is in any file of its
+/// data directory. Returns how many files it read.
+fn assert_no_secret_rests_on(node: &mut SessionNode, secrets: &[&str]) -> usize {
+    node.stop();
+    let needles: Vec<(String, Vec<u8>)> = secrets
+        .iter()
+        .flat_map(|secret| {
+            let utf16: Vec<u8> = secret
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes())
+                .collect();
+            [
+                (secret.to_string(), secret.as_bytes().to_vec()),
+                (secret.to_string(), utf16),
+            ]
+        })
+        .collect();
+    let mut files = vec![node.dir.path().to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += 1;
+        for (secret, needle) in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "`{secret}` rests on the node in {}",
+                path.display()
+            );
+        }
+    }
+    scanned
+}
+
 fn nodes(control: &Gatehouse, all: bool) -> Vec<Value> {
     let mut args = vec!["node", "list", "--json"];
     if all {
@@ -1403,39 +1445,7 @@ fn rdp_through_a_session_node_with_the_nt_hash_lent_by_the_control_node() {
     assert_eq!(ended["fields"]["node"], "sess-a", "{ended}");
 
     // Neither password nor the NT hash's source rests on the node.
-    node.stop();
-    let needles: Vec<Vec<u8>> = [PASSWORD, VAULT_PASSWORD]
-        .iter()
-        .flat_map(|secret| {
-            let utf16: Vec<u8> = secret
-                .encode_utf16()
-                .flat_map(|u| u.to_le_bytes())
-                .collect();
-            [secret.as_bytes().to_vec(), utf16]
-        })
-        .collect();
-    let mut files = vec![node.dir.path().to_path_buf()];
-    let mut scanned = 0;
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(
-                std::fs::read_dir(&path)
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        scanned += 1;
-        for needle in &needles {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
-                "a secret rests on the node in {}",
-                path.display()
-            );
-        }
-    }
+    let scanned = assert_no_secret_rests_on(&mut node, &[PASSWORD, VAULT_PASSWORD]);
     assert!(scanned > 3, "{scanned} files scanned");
 }
 
@@ -1709,25 +1719,7 @@ fn login_plugins_on_the_control_node_ask_through_a_session_node() {
     assert!(failed.is_some(), "{:#?}", control.audit_of("login_failed"));
 
     // The plugin's secret is the control node's alone.
-    node.stop();
-    let mut files = vec![node.dir.path().to_path_buf()];
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(
-                std::fs::read_dir(&path)
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes.windows(SEED.len()).any(|w| w == SEED.as_bytes()),
-                "the TOTP seed is in {}",
-                path.display()
-            );
-        }
-    }
+    assert_no_secret_rests_on(&mut node, &[SEED]);
 }
 
 /// An account whose credential comes from a credential-store plugin, used through a session
@@ -1790,25 +1782,5 @@ fn credential_store_plugins_on_the_control_node_serve_sessions_on_nodes() {
     );
 
     // Neither the store's token nor the credential rests on the node.
-    node.stop();
-    let mut files = vec![node.dir.path().to_path_buf()];
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(
-                std::fs::read_dir(&path)
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            for secret in ["s.test-token", account.password.as_str()] {
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "`{secret}` is in {}",
-                    path.display()
-                );
-            }
-        }
-    }
+    assert_no_secret_rests_on(&mut node, &["s.test-token", account.password.as_str()]);
 }

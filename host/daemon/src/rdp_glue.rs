@@ -751,12 +751,7 @@ impl Session {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
-        if !self.shutdown.is_serving() {
-            self.audit(
-                AuditKind::AccessDenied,
-                "the gateway is shutting down: no new sessions",
-                &[("protocol", "rdp".into())],
-            );
+        if self.shutting_down() {
             client.refuse(gatehouse_rdp::Refusal::ShuttingDown).await;
             return;
         }
@@ -792,25 +787,10 @@ impl Session {
             }
         };
         let login = client.login().user.clone();
-        let spec = match LoginSpec::parse(&login) {
-            Ok(spec) => spec,
-            Err(e) => {
-                self.audit(
-                    AuditKind::LoginFailed,
-                    format!("malformed login `{login}`: {e}"),
-                    &[("protocol", "rdp".into())],
-                );
-                client.refuse(gatehouse_rdp::Refusal::Denied).await;
-                return;
-            }
+        let Some(spec) = self.parse_login(&login) else {
+            client.refuse(gatehouse_rdp::Refusal::Denied).await;
+            return;
         };
-        self.user = spec.user.to_string();
-        let span = tracing::Span::current();
-        span.record("user", spec.user.as_str());
-        if let Ok(target) = &spec.target {
-            self.target = target.to_string();
-            span.record("target", tracing::field::display(target));
-        }
         let password = SecretString::new(client.delegated_password().expose().to_string());
         let client_text = self.client.to_string();
         let attempt = gatehouse_cluster::LoginAttempt {
@@ -973,12 +953,7 @@ impl Session {
                 return;
             }
         };
-        if !self.shutdown.is_serving() {
-            self.audit(
-                AuditKind::AccessDenied,
-                "the gateway is shutting down: no new sessions",
-                &[("protocol", "rdp".into())],
-            );
+        if self.shutting_down() {
             client.refuse(gatehouse_rdp::Refusal::ShuttingDown).await;
             let _ = control.session_ended(permit.grant()).await;
             return;
@@ -1015,13 +990,10 @@ impl Session {
 
     /// Checks the delegated password against the user's argon2id hash (so the NT hash alone
     /// logs no one in); a failure is audited (success is, once the AA plugins accepted).
-    async fn login(
-        &mut self,
-        local: &LocalRdp,
-        client: &AcceptedClient,
-    ) -> Option<(User, LoginSpec)> {
-        let login = client.login().user.clone();
-        let spec = match LoginSpec::parse(&login) {
+    /// The login the client authenticated with, parsed; the session's span and audit fields
+    /// learn the user and target. A malformed login is audited.
+    fn parse_login(&mut self, login: &str) -> Option<LoginSpec> {
+        let spec = match LoginSpec::parse(login) {
             Ok(spec) => spec,
             Err(e) => {
                 self.audit(
@@ -1039,6 +1011,29 @@ impl Session {
             self.target = target.to_string();
             span.record("target", tracing::field::display(target));
         }
+        Some(spec)
+    }
+
+    /// The gateway drains: no new sessions (audited).
+    fn shutting_down(&self) -> bool {
+        if self.shutdown.is_serving() {
+            return false;
+        }
+        self.audit(
+            AuditKind::AccessDenied,
+            "the gateway is shutting down: no new sessions",
+            &[("protocol", "rdp".into())],
+        );
+        true
+    }
+
+    async fn login(
+        &mut self,
+        local: &LocalRdp,
+        client: &AcceptedClient,
+    ) -> Option<(User, LoginSpec)> {
+        let login = client.login().user.clone();
+        let spec = self.parse_login(&login)?;
         let authenticator = local.authenticator.clone();
         let name = spec.user.clone();
         let password = SecretString::new(client.delegated_password().expose().to_string());
