@@ -62,7 +62,12 @@ try {
     if (m.type() === "error" || m.type() === "warning") problems.push(`console ${m.type()}: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
-  page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  page.on("requestfailed", (r) => {
+    // The video element reads its blob in ranges and cancels a read it no longer needs when it
+    // seeks or its page goes away: that abort is the media stack's own, not a failure.
+    if (r.url().startsWith("blob:") && r.failure()?.errorText === "net::ERR_ABORTED") return;
+    problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
   page.on("response", (r) => {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
   });

@@ -363,10 +363,19 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
         text(&output)
     );
     let outcome = gateway.next_outcome();
+    // Each failure below shows both peers' logs: this test runs beside many others in CI.
+    let logs = || {
+        format!(
+            "client:\n{}\nshadow:\n{}",
+            text(&output),
+            shadow.process.log_text()
+        )
+    };
     assert_eq!(
         outcome.dialed,
         Some(Ok(format!("Matched({pin})"))),
-        "{outcome:?}"
+        "{outcome:?}\n{}",
+        logs()
     );
     let summary = match &outcome.relayed {
         Some(Relayed {
@@ -374,17 +383,22 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
             error: None,
             stopped: false,
         }) => summary.clone(),
-        other => panic!(
-            "relay failed: {other:?}\nclient:\n{}\nshadow:\n{}",
-            text(&output),
-            shadow.process.log_text()
-        ),
+        other => panic!("relay failed: {other:?}\n{}", logs()),
     };
-    assert!(summary.client_info_rewritten, "{summary:?}");
-    assert!(!summary.undecodable, "{summary:?}");
+    assert!(summary.client_info_rewritten, "{summary:?}\n{}", logs());
+    assert!(!summary.undecodable, "{summary:?}\n{}", logs());
     // Steering is on by default: the client's Confirm Active was rewritten and decoded fine.
-    assert!(summary.confirm_actives_steered >= 1, "{summary:?}");
-    assert_eq!(summary.confirm_actives_unsteered, 0, "{summary:?}");
+    assert!(
+        summary.confirm_actives_steered >= 1,
+        "{summary:?}\n{}",
+        logs()
+    );
+    assert_eq!(
+        summary.confirm_actives_unsteered,
+        0,
+        "{summary:?}\n{}",
+        logs()
+    );
 
     let pdus = gateway.config.recorder.pdus.lock().unwrap();
     // The first recorded PDU is the client's MCS Connect Initial: nothing from CredSSP.
@@ -404,20 +418,27 @@ fn a_real_session_flows_frames_and_keeps_the_gateway_password_from_target_and_re
     let graphics_bytes: usize = graphics.iter().map(|(_, _, _, b)| b.len()).sum();
     assert!(
         graphics.len() >= 3 && graphics_bytes >= 8_000,
-        "only {} PDUs of graphics ({graphics_bytes} bytes) from the target; summary {summary:?}",
-        graphics.len()
+        "only {} PDUs of graphics ({graphics_bytes} bytes) from the target; summary {summary:?}\n{}",
+        graphics.len(),
+        logs()
     );
     let first_at = pdus.first().map(|(_, _, at, _)| *at).unwrap();
     let last_at = pdus.last().map(|(_, _, at, _)| *at).unwrap();
     assert!(
         last_at > first_at + Duration::from_millis(500),
-        "timing: {first_at:?} .. {last_at:?}"
+        "timing: {first_at:?} .. {last_at:?}\n{}",
+        logs()
     );
     let from_target = pdus
         .iter()
         .filter(|(d, _, _, _)| *d == Direction::TargetToClient)
         .count();
-    assert_eq!(summary.pdus_from_target, from_target as u64);
+    assert_eq!(
+        summary.pdus_from_target,
+        from_target as u64,
+        "{summary:?}\n{}",
+        logs()
+    );
 
     // The gateway user's password is in no recorded byte (the Client Info carried it), and
     // the Client Info the target got names the target account.
