@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod nodes;
 mod routes;
+mod search;
 mod sessions;
 
 pub use auth::TokenKeys;

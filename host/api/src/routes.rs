@@ -125,6 +125,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/requests/{id}/credential", post(release))
         .route("/requests/{id}/access-string", post(access_string))
         .route("/sessions", get(crate::sessions::list_sessions))
+        .route("/search", get(crate::search::search_sessions))
         .route("/sessions/{id}", get(crate::sessions::get_session))
         .route("/sessions/{id}/video", get(crate::sessions::session_video))
         .route(

@@ -48,6 +48,8 @@ pub const TERMINAL_IDLE_LIMIT: Duration = Duration::from_secs(2);
 pub struct Recordings {
     pub dir: PathBuf,
     pub renderer: Option<Arc<dyn VideoRenderer>>,
+    /// The session search index (`GET /api/v1/search`); `None`: search is off.
+    pub search: Option<Arc<gatehouse_search::SearchIndex>>,
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -199,6 +199,10 @@ pub struct AdminContext {
     pub cluster_port: Option<std::net::SocketAddr>,
     /// The data directory's recordings (for `audit verify` to check sealed recordings).
     pub recordings: Option<std::path::PathBuf>,
+    /// The running server's search index (`session reindex` rebuilds it there).
+    pub search: Option<Arc<gatehouse_search::SearchIndex>>,
+    /// Where the search index is, for commands run without the server.
+    pub search_dir: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {
@@ -386,6 +390,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::Audit(AuditCommand::Verify { head, json: j }) => {
             verify_audit(ctx, head.as_deref(), j.json)
         }
+        AdminCommand::SessionRecord(SessionRecordCommand::Reindex) => crate::search::reindex(ctx),
         AdminCommand::SessionRecord(SessionRecordCommand::List(_)) => {
             json(&ctx.store.list(&SESSIONS)?)
         }

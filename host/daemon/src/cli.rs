@@ -438,6 +438,7 @@ pub enum SessionRecordCommand {
     List(JsonFlag),
     Show { id: String },
     Terminate { id: String, reason: String },
+    Reindex,
 }
 
 #[derive(Debug, Subcommand)]
@@ -470,7 +471,24 @@ pub enum SessionCommand {
         /// Cap pauses at this many seconds.
         #[arg(long)]
         max_idle: Option<f64>,
+        /// Start at this many seconds into the channel's recording (what was shown before is
+        /// written at once): a search hit's `+SECONDS`.
+        #[arg(long, default_value_t = 0.0)]
+        from: f64,
     },
+    /// Search what sessions showed and had typed (docs/search.md has the query syntax):
+    /// `user:alice "rm -rf" after:7d`. Each hit is a moment: `session play ID --channel C
+    /// --from SECONDS` plays it.
+    Search {
+        query: String,
+        /// At most this many hits, best first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Build the search index anew from every recording (after a restore, or to check it).
+    Reindex,
     /// SSH: write a channel as an asciicast v2 file that `asciinema play` plays. RDP: render
     /// the session to a video (`.webm`, `.mp4`) or one frame (`.png`) with ffmpeg.
     Export {

@@ -108,6 +108,10 @@ impl DataDir {
     pub fn recordings(&self) -> PathBuf {
         self.root.join("recordings")
     }
+    /// The session search index (derived from the recordings; `session reindex` rebuilds it).
+    pub fn search_index(&self) -> PathBuf {
+        self.root.join("search")
+    }
     pub fn policies(&self) -> PathBuf {
         self.root.join("policies")
     }

@@ -120,6 +120,8 @@ fn setup(
         live: None,
         cluster_port: None,
         recordings: None,
+        search: None,
+        search_dir: None,
     };
     let actor = "demo".to_string();
     let requests = vec![

@@ -24,6 +24,7 @@ pub mod rdp_glue;
 pub mod report;
 pub mod request_cmd;
 pub mod seal;
+pub mod search;
 pub mod serve;
 pub mod session_cmd;
 pub mod socket;
@@ -71,6 +72,8 @@ pub fn run_admin(
                 live: None,
                 cluster_port: None,
                 recordings: Some(dir.recordings()),
+                search: None,
+                search_dir: Some(dir.search_index()),
             };
             admin::execute(&ctx, &request)
         }

@@ -9,34 +9,10 @@ use gatehouse_core::{AuditKind, SessionRecord};
 use gatehouse_store::SESSIONS;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
 
 /// A moment given as RFC 3339 (`2026-12-01T00:00:00Z`, `2026-12-01`) or as a time ago (`7d`).
 fn moment(text: &str, what: &str) -> Result<Timestamp> {
-    if let Ok(ago) = humantime::parse_duration(text) {
-        let at = SystemTime::now()
-            .checked_sub(ago)
-            .ok_or_else(|| anyhow!("{what} `{text}` is too long ago"))?;
-        return Ok(timestamp(at));
-    }
-    let full = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
-    } else {
-        text.to_string()
-    };
-    humantime::parse_rfc3339_weak(&full)
-        .map(timestamp)
-        .map_err(|_| {
-            anyhow!("{what} `{text}`: expected a date (2026-12-01), a time (2026-12-01T08:00:00Z) or an age (7d)")
-        })
-}
-
-fn timestamp(at: SystemTime) -> Timestamp {
-    let millis = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis();
-    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+    Timestamp::parse_moment(text).map_err(|e| anyhow!("{what} {e}"))
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -79,7 +79,12 @@ pub fn load_or_create_signer(store: &Store, vault: &Vault) -> Result<PrivateKey>
 }
 
 /// Seals finished recordings as they become complete, until the process stops.
-pub async fn seal_loop(store: Arc<Store>, vault: Arc<Vault>, recordings: PathBuf) {
+pub async fn seal_loop(
+    store: Arc<Store>,
+    vault: Arc<Vault>,
+    recordings: PathBuf,
+    search: Option<Arc<gatehouse_search::SearchIndex>>,
+) {
     let signer = match load_or_create_signer(&store, &vault) {
         Ok(key) => key,
         Err(e) => {
@@ -91,15 +96,23 @@ pub async fn seal_loop(store: Arc<Store>, vault: Arc<Vault>, recordings: PathBuf
     let mut sealed = HashSet::new();
     loop {
         tokio::time::sleep(SCAN_EVERY).await;
-        let (store, auditor, signer, recordings, mut done) = (
+        let (store, auditor, signer, recordings, search, mut done) = (
             store.clone(),
             auditor.clone(),
             signer.clone(),
             recordings.clone(),
+            search.clone(),
             std::mem::take(&mut sealed),
         );
         let scanned = tokio::task::spawn_blocking(move || {
-            let result = seal_due(&store, &auditor, &signer, &recordings, &mut done);
+            let result = seal_due(
+                &store,
+                &auditor,
+                &signer,
+                &recordings,
+                search.as_deref(),
+                &mut done,
+            );
             (result, done)
         })
         .await;
@@ -131,6 +144,7 @@ fn seal_due(
     auditor: &Auditor,
     signer: &PrivateKey,
     recordings: &Path,
+    search: Option<&gatehouse_search::SearchIndex>,
     sealed: &mut HashSet<String>,
 ) -> Result<()> {
     let entries = match std::fs::read_dir(recordings) {
@@ -175,6 +189,10 @@ fn seal_due(
             continue;
         }
         seal_one(auditor, signer, &dir, &record)?;
+        // Complete now: searchable from here on.
+        if let Some(index) = search {
+            crate::search::index_sealed(index, recordings, &record);
+        }
         sealed.insert(id);
         count += 1;
         if count >= PER_SCAN {

@@ -231,14 +231,20 @@ pub fn run(
                 workflow: Some(workflow.clone()),
             }),
         });
+        // Session search: a new index fills from the recordings in the background.
+        let search =
+            crate::search::open_for_server(&dir.search_index(), &store, &dir.recordings());
         let (api, draining) = start_api(
             dir,
             &settings.api,
             listen.api,
-            &vault,
-            &workflow,
-            &store,
-            authenticator,
+            ApiParts {
+                vault: vault.clone(),
+                workflow: workflow.clone(),
+                store: store.clone(),
+                authenticator,
+                search: search.clone(),
+            },
         )
         .await?;
         let shutdown = gatehouse_ssh::Shutdown::new();
@@ -264,6 +270,8 @@ pub fn run(
             live: Some(live),
             cluster_port: cluster_address(&listen.cluster),
             recordings: Some(dir.recordings()),
+            search: search.clone(),
+            search_dir: Some(dir.search_index()),
         });
         let socket_path = dir.admin_socket();
         let cluster = start_cluster_port(
@@ -291,7 +299,7 @@ pub fn run(
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
                 // Finished recordings: signed manifests linked into the audit trail.
-                () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings()) => Ok(()),
+                () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings(), search) => Ok(()),
                 result = cluster => result.context("cluster port"),
             }
         };
@@ -603,17 +611,30 @@ fn start_rdp(
 
 type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
 
+/// What the HTTPS API serves from.
+struct ApiParts {
+    vault: Arc<Vault>,
+    workflow: Arc<gatehouse_workflow::Workflow>,
+    store: Arc<Store>,
+    authenticator: Arc<Authenticator>,
+    search: Option<Arc<gatehouse_search::SearchIndex>>,
+}
+
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off), and
 /// the flag, once set, makes its health answer `draining`.
 async fn start_api(
     dir: &DataDir,
     settings: &gatehouse_api::ApiSettings,
     listen: Option<SocketAddr>,
-    vault: &Arc<Vault>,
-    workflow: &Arc<gatehouse_workflow::Workflow>,
-    store: &Arc<Store>,
-    authenticator: Arc<Authenticator>,
+    parts: ApiParts,
 ) -> Result<(ApiFuture, Arc<std::sync::atomic::AtomicBool>)> {
+    let ApiParts {
+        vault,
+        workflow,
+        store,
+        authenticator,
+        search,
+    } = parts;
     if !settings.enabled && listen.is_none() {
         tracing::info!("HTTPS API disabled (settings.json api.enabled)");
         return Ok((Box::pin(std::future::pending()), Arc::default()));
@@ -635,6 +656,7 @@ async fn start_api(
         gatehouse_api::Recordings {
             dir: dir.recordings(),
             renderer: crate::rdp_glue::video_renderer(dir),
+            search,
         },
     );
     // Set when the shutdown starts: health then says `draining`.

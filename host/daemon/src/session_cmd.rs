@@ -233,11 +233,33 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             }
             Ok(())
         }
+        SessionCommand::Search { query, limit, json } => {
+            dir.require_initialised()?;
+            // A reader beside the running gateway's writer: the index needs no server.
+            let index = gatehouse_search::SearchIndex::open(&dir.search_index())?;
+            let hits = index.search(&query, None, limit.clamp(1, 1000))?;
+            if json.json {
+                print!("{}", crate::admin::json(&hits)?);
+            } else {
+                print!("{}", crate::search::hits_text(&hits));
+            }
+            Ok(())
+        }
+        SessionCommand::Reindex => {
+            let text = crate::run_admin(
+                dir,
+                overrides,
+                AdminCommand::SessionRecord(SessionRecordCommand::Reindex),
+            )?;
+            print!("{text}");
+            Ok(())
+        }
         SessionCommand::Play {
             id,
             channel,
             speed,
             max_idle,
+            from,
         } => {
             if !(speed.is_finite() && speed > 0.0) {
                 bail!("speed must be a positive number, not `{speed}`");
@@ -253,7 +275,13 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(Duration::from_secs_f64);
             let mut out = std::io::stdout().lock();
-            gatehouse_recording::play(&recorded.channel_path(channel), speed, idle, &mut out)?;
+            gatehouse_recording::play(
+                &recorded.channel_path(channel),
+                speed,
+                idle,
+                from,
+                &mut out,
+            )?;
             Ok(())
         }
         SessionCommand::Export {

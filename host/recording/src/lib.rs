@@ -81,7 +81,7 @@ pub use ansi::{AnsiStripper, strip as strip_escapes};
 pub use cast::{CastEnv, CastEvent, CastHeader, EventKind};
 pub use error::{RecordingError, Result};
 pub use playback::{IdleCuts, idle_cuts, output_contains, playback};
-pub use player::{CastRecording, export, play, read_cast, text};
+pub use player::{CastReader, CastRecording, export, play, read_cast, text};
 pub use recorder::{ChannelRecorder, ChannelTotals, FLUSH_INTERVAL, WRITE_BUFFER_BYTES};
 pub use session::{
     EVENTS_FILE, EventRecord, FileProtocol, RecordedSession, RecordingEvent, SessionRecording,

@@ -38,13 +38,16 @@ pub fn read_cast(path: &Path) -> Result<CastRecording> {
 ///
 /// Pauses longer than `max_idle` (or the header's `idle_time_limit` when `max_idle` is `None`) are
 /// shortened to it before the speed is applied. Input, resize and marker events are not written.
+/// Output before `from` seconds of the recording is written at once (the screen as it was then),
+/// the timing starts there: a search hit's moment is played from its `cast_time`.
 pub fn play(
     path: &Path,
     speed: f64,
     max_idle: Option<Duration>,
+    from: f64,
     out: &mut impl Write,
 ) -> Result<()> {
-    play_with(path, speed, max_idle, out, std::thread::sleep)
+    play_with(path, speed, max_idle, from, out, std::thread::sleep)
 }
 
 /// [`play`] with the sleeping function supplied, so the timing can be checked without waiting.
@@ -52,6 +55,7 @@ pub(crate) fn play_with(
     path: &Path,
     speed: f64,
     max_idle: Option<Duration>,
+    from: f64,
     out: &mut impl Write,
     mut sleep: impl FnMut(Duration),
 ) -> Result<()> {
@@ -66,7 +70,7 @@ pub(crate) fn play_with(
             .filter(|limit| limit.is_finite() && *limit > 0.0)
             .and_then(|limit| Duration::try_from_secs_f64(limit).ok())
     });
-    let mut previous = 0.0_f64;
+    let mut previous = if from.is_finite() { from.max(0.0) } else { 0.0 };
     while let Some(event) = reader.next_event()? {
         if event.kind != EventKind::Output {
             continue;
@@ -124,8 +128,8 @@ pub fn export(session_dir: &Path, channel: u32, dest: &Path) -> Result<()> {
     writer.flush().map_err(io_error("write", dest))
 }
 
-/// Streams the events of a cast file after checking its header.
-pub(crate) struct CastReader {
+/// Streams the events of a cast file after checking its header: memory holds one line.
+pub struct CastReader {
     path: PathBuf,
     lines: BufReader<File>,
     line_number: usize,
@@ -133,11 +137,12 @@ pub(crate) struct CastReader {
     /// The time of the last event returned: times never go backwards.
     last_time: f64,
     /// The parsed header.
-    pub(crate) header: CastHeader,
+    pub header: CastHeader,
 }
 
 impl CastReader {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    /// Opens the cast file at `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(io_error("open", path))?;
         let mut reader = Self {
             path: path.to_owned(),
@@ -159,7 +164,7 @@ impl CastReader {
     }
 
     /// The next event, `None` at the end of the file.
-    pub(crate) fn next_event(&mut self) -> Result<Option<CastEvent>> {
+    pub fn next_event(&mut self) -> Result<Option<CastEvent>> {
         loop {
             let Some(terminated) = self.next_line()? else {
                 return Ok(None);
@@ -283,7 +288,7 @@ mod tests {
         for error in [
             read_cast(&path).unwrap_err(),
             text(&path).unwrap_err(),
-            play(&path, 1.0, None, &mut Vec::new()).unwrap_err(),
+            play(&path, 1.0, None, 0.0, &mut Vec::new()).unwrap_err(),
         ] {
             match error {
                 RecordingError::Malformed { line, reason, .. } => {
@@ -348,7 +353,7 @@ mod tests {
         for (speed, max_idle, expected) in cases {
             let mut out = Vec::new();
             let mut pauses = Vec::new();
-            play_with(&path, speed, max_idle, &mut out, |pause| {
+            play_with(&path, speed, max_idle, 0.0, &mut out, |pause| {
                 pauses.push(pause.as_millis() as u64)
             })
             .unwrap();
@@ -358,12 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn playback_from_a_moment_writes_what_came_before_at_once() {
+        let content = format!(
+            "{HEADER}\n[0.5, \"o\", \"a\"]\n[1.5, \"o\", \"b\"]\n[11.5, \"o\", \"c\"]\n[12.0, \"o\", \"d\"]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = cast_file(&dir, &content);
+        let mut out = Vec::new();
+        let mut pauses = Vec::new();
+        play_with(&path, 1.0, None, 11.0, &mut out, |pause| {
+            pauses.push(pause.as_millis() as u64)
+        })
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "abcd");
+        assert_eq!(pauses, [500, 500]);
+    }
+
+    #[test]
     fn playback_uses_the_header_idle_limit_when_none_is_given() {
         let content = "{\"version\":2,\"width\":80,\"height\":24,\"idle_time_limit\":1.5}\n[20.0, \"o\", \"a\"]\n";
         let dir = tempfile::tempdir().unwrap();
         let path = cast_file(&dir, content);
         let mut pauses = Vec::new();
-        play_with(&path, 1.0, None, &mut Vec::new(), |pause| {
+        play_with(&path, 1.0, None, 0.0, &mut Vec::new(), |pause| {
             pauses.push(pause)
         })
         .unwrap();
@@ -375,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = cast_file(&dir, &format!("{HEADER}\n"));
         for speed in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            let error = play(&path, speed, None, &mut Vec::new()).unwrap_err();
+            let error = play(&path, speed, None, 0.0, &mut Vec::new()).unwrap_err();
             assert!(
                 matches!(error, RecordingError::InvalidSpeed(_)),
                 "{speed}: {error}"
