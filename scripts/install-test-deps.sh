@@ -7,6 +7,8 @@
 #   sudo            the service account of the credential-lifecycle tests (sudo chpasswd)
 #   util-linux      script(1), flock(1); coreutils for sha256sum/timeout
 #   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
+#   rsyslog, rsyslog-gnutls  the real syslog receiver of the audit stream tests (tests/audit_stream.rs)
+#   snmptrapd       the real SNMP notification receiver of the SNMP audit stream tests (tests/audit_stream.rs)
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
@@ -41,7 +43,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl chromium \
-    rsyslog rsyslog-gnutls
+    rsyslog rsyslog-gnutls snmptrapd
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

@@ -9,6 +9,7 @@ use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
 
 mod interrupted;
+mod snmp;
 pub mod stream;
 pub use interrupted::{INTERRUPTED, close_interrupted_sessions};
 

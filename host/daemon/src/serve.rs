@@ -131,16 +131,20 @@ pub fn run(
             if let Err(e) = gatehouse_audit::stream::tls_connector(stream) {
                 anyhow::bail!("settings.json audit_streams `{}`: {e}", stream.name);
             }
-            if stream.syslog.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if let gatehouse_audit::stream::Receiver::Syslog(address) = &stream.receiver
+                && address
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+            {
                 anyhow::bail!(
-                    "settings.json audit_streams `{}`: syslog `{}` is not HOST:PORT",
+                    "settings.json audit_streams `{}`: syslog `{address}` is not HOST:PORT",
                     stream.name,
-                    stream.syslog
                 );
             }
         }
         for stream in &settings.audit_streams {
-            tracing::info!(stream = %stream.name, receiver = %stream.syslog, "streaming the audit trail");
+            tracing::info!(stream = %stream.name, receiver = %stream.receiver, "streaming the audit trail");
             tokio::spawn(gatehouse_audit::stream::stream_loop(
                 store.clone(),
                 stream.clone(),
