@@ -11,6 +11,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("redb", "gatehouse-store"),
     ("chacha20poly1305", "gatehouse-vault"),
     ("wasmtime", "gatehouse-plugin-host"),
+    ("tantivy", "gatehouse-search"),
 ];
 
 #[test]

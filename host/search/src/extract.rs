@@ -72,7 +72,11 @@ pub fn fragments(
     recorded: &RecordedSession,
     emit: &mut dyn FnMut(Fragment),
 ) -> gatehouse_recording::Result<()> {
-    let events = recorded.events()?;
+    // A damaged event log costs its events, not the terminal's text.
+    let events = recorded.events().unwrap_or_else(|error| {
+        tracing::warn!(session = recorded.id(), %error, "indexing without the session's events");
+        Vec::new()
+    });
     // Where each channel's cast clock starts on the session clock.
     let mut starts: HashMap<u32, f64> = HashMap::new();
     for record in &events {
