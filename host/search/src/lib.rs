@@ -295,19 +295,18 @@ impl SearchIndex {
             // No recording (a refused session, or one never recorded): nothing to find.
             Err(_) => return Ok(Indexed::default()),
         };
-        let mut fragments = Vec::new();
-        extract::fragments(&recorded, &mut |fragment| fragments.push(fragment)).map_err(
-            |error| SearchError::Recording {
-                session: meta.id.clone(),
-                error,
-            },
-        )?;
         let mut indexed = Indexed {
             sessions: 1,
             ..Indexed::default()
         };
         let target = format!("{}@{}", meta.account, meta.asset);
-        for fragment in fragments {
+        // Fragments go to the writer as they are read: memory holds one, whatever the size of
+        // the recording.
+        let mut failed = None;
+        let mut add = |fragment: extract::Fragment| {
+            if failed.is_some() {
+                return;
+            }
             indexed.fragments += 1;
             indexed.bytes += fragment.text.len() as u64;
             let mut doc = TantivyDocument::default();
@@ -338,7 +337,16 @@ impl SearchIndex {
                 _ => f.text,
             };
             doc.add_text(field, &fragment.text);
-            writer.add_document(doc)?;
+            if let Err(e) = writer.add_document(doc) {
+                failed = Some(e);
+            }
+        };
+        extract::fragments(&recorded, &mut add).map_err(|error| SearchError::Recording {
+            session: meta.id.clone(),
+            error,
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         Ok(indexed)
     }
