@@ -341,6 +341,18 @@ fn the_player_searches_and_plays_a_shell_session_and_seeks_an_rdp_video_past_an_
         "{expected}"
     );
 
+    // The shell session is searchable once its recording is sealed (a few seconds after it
+    // ended): the page's moments need it.
+    let indexed = (0..60).any(|_| {
+        let hits = w.gh.cli_ok(&["session", "search", AFTER_IDLE, "--json"]);
+        let found = hits.contains(&ssh_id);
+        if !found {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        found
+    });
+    assert!(indexed, "the shell session was not indexed within 30 s");
+
     // The browser: the page renders the video itself.
     let started = Instant::now();
     let mut node = Command::new("node");

@@ -94,7 +94,9 @@ try {
   const rows = () => page.$$eval("tr.session", (r) => r.map((row) => row.dataset.id));
   const search = async (text) => {
     await page.fill("#contains", text);
-    const answered = page.waitForResponse((r) => r.url().includes("/api/v1/sessions?contains="));
+    // The list comes after the moments: every session, narrowed to those with moments, or by
+    // the text as typed when no moment matched.
+    const answered = page.waitForResponse((r) => /\/api\/v1\/sessions(\?|$)/.test(r.url()));
     await page.click("#search button");
     await answered;
     await page.waitForTimeout(100);
@@ -107,6 +109,15 @@ try {
   check(JSON.stringify(await search(afterIdle)) === JSON.stringify([sshId]), `searching ${afterIdle} (printed, not typed) finds it`);
   check((await search(secret)).length === 0, "searching the unechoed secret finds nothing");
   check((await page.textContent("#list-status")).includes("No recording"), "the page says nothing matched");
+  check((await page.textContent("#moments-status")).includes("No moment matches"), "nor any moment");
+  const bad = async (q) => { await search(q); return page.textContent("#moments-status"); };
+  check((await bad("colour:blue")).includes("the query cannot be read"), "a query that cannot be read says so");
+  // That 400 was asked for: the browser logs it, and nothing else may.
+  const asked = (p) => p.includes("/api/v1/search?limit=50&q=colour%3Ablue") ||
+    p.includes("the server responded with a status of 400");
+  const unasked = problems.filter((p) => !asked(p));
+  check(problems.length - unasked.length === 2, "the asked-for 400 is all the browser logged of it: " + problems.join("; "));
+  problems.splice(0, problems.length, ...unasked);
 
   // The shell session in the terminal player: nothing shown before playing.
   await search(marker);
@@ -142,6 +153,20 @@ try {
   await until("the terminal back before the idle stretch", async () => !(await shown()).includes(afterIdle), 10000);
   const back = await page.evaluate(() => terminal.getCurrentTime());
   check(back < duration / 2, `clicking the shell's start seeks the terminal back (at ${back} of ${duration} s)`);
+
+  // A moment found by the search opens its session there: the output after the idle stretch,
+  // highlighted in its snippet, played from its moment.
+  await search(afterIdle);
+  const momentItem = `ol#moments li[data-session="${sshId}"][data-kind="output"]`;
+  const moment = await page.$eval(momentItem, (i) => ({
+    at: Number(i.dataset.playbackTime), mark: (i.querySelector("mark") || {}).textContent }));
+  check(moment.mark === afterIdle, `the moment's snippet marks ${afterIdle} (${moment.mark})`);
+  check(moment.at > 1 && moment.at < duration, `the moment is past the marker, in the played cast (${moment.at} of ${duration} s)`);
+  await page.click(momentItem);
+  await until("the terminal at the moment", async () => (await shown()).includes(afterIdle), 20000);
+  const playedFrom = await page.evaluate(() => Number(document.querySelector("#terminal").dataset.startAt));
+  check(Math.abs(playedFrom - moment.at) < 0.001, `clicking the moment plays from it (from ${playedFrom})`);
+  if (screenshots) await page.screenshot({ path: screenshots + "/moment.png", fullPage: true });
 
   // The RDP session: its video, and the typing after the idle stretch seeks to the frame of
   // the typing in the video (idle cuts subtracted), not to its time in the recording.

@@ -144,10 +144,12 @@ function startTerminal(at, play) {
   });
 }
 
-async function openSession(row, session) {
+// Opens `session` (its row selected when listed); `moment`, from a search hit, says where to
+// start: the terminal channel and the playback time.
+async function openSession(row, session, moment) {
   const mine = ++opened;
   document.querySelectorAll("tr.session").forEach((r) => r.classList.remove("selected"));
-  row.classList.add("selected");
+  if (row) row.classList.add("selected");
   text($("title"), session.user + " \u2192 " + session.target + " (" + session.protocol + ")");
   text($("status"), "loading\u2026");
   closePlayers();
@@ -170,13 +172,17 @@ async function openSession(row, session) {
       const rendered = await (await api(path)).json();
       if (mine !== opened) return;
       showEvents(rendered.events);
+      if (moment && moment.playback_time != null) seek(moment.playback_time);
     } else {
-      const cast = await (await api(path + "/cast")).text();
+      const channel = moment && moment.channel != null ? "?channel=" + moment.channel : "";
+      const cast = await (await api(path + "/cast" + channel)).text();
       if (mine !== opened) return;
       castText = cast;
       $("terminal").hidden = false;
       text($("idle-note"), "pauses over 2 s are shortened to 2 s");
-      startTerminal(0, false);
+      const at = moment && moment.playback_time != null ? moment.playback_time : 0;
+      startTerminal(at, !!moment);
+      $("terminal").dataset.startAt = String(at);
     }
     $("controls").hidden = false;
     text($("status"), "");
@@ -195,15 +201,76 @@ function changeSpeed() {
   }
 }
 
+// The snippet of a hit, its matched ranges (byte offsets of UTF-8) marked.
+function snippetNode(hit) {
+  const node = document.createElement("span");
+  node.className = "snippet";
+  const bytes = new TextEncoder().encode(hit.snippet);
+  const decode = (from, to) => new TextDecoder().decode(bytes.slice(from, to));
+  let at = 0;
+  for (const [start, end] of hit.highlights) {
+    if (start < at || end > bytes.length) continue;
+    node.append(decode(at, start));
+    const mark = document.createElement("mark");
+    text(mark, decode(start, end));
+    node.append(mark);
+    at = end;
+  }
+  node.append(decode(at, bytes.length));
+  return node;
+}
+
+// Shows the moments matching `q`; returns the ids of their sessions.
+async function loadMoments(q) {
+  const list = $("moments");
+  const sessions = new Set();
+  list.replaceChildren();
+  text($("moments-status"), "");
+  $("moments-box").hidden = !q;
+  if (!q) return sessions;
+  try {
+    const found = await (await api("/search?limit=50&q=" + encodeURIComponent(q))).json();
+    for (const hit of found.hits) {
+      sessions.add(hit.session);
+      const item = document.createElement("li");
+      item.dataset.session = hit.session;
+      item.dataset.kind = hit.kind;
+      if (hit.playback_time != null) item.dataset.playbackTime = String(hit.playback_time);
+      const when = document.createElement("span");
+      when.className = "muted";
+      text(when, clock(hit.at) + "  " + hit.user + " \u2192 " + hit.target + "  " + hit.kind + "  +" + hit.time.toFixed(1) + "s");
+      item.append(when, snippetNode(hit));
+      item.addEventListener("click", () => {
+        document.querySelectorAll("ol#moments li").forEach((i) => i.classList.remove("selected"));
+        item.classList.add("selected");
+        const row = document.querySelector('tr.session[data-id="' + CSS.escape(hit.session) + '"]');
+        const session = { id: hit.session, user: hit.user, target: hit.target, protocol: hit.protocol,
+          playback: hit.protocol === "rdp" ? "video" : "transcript" };
+        openSession(row, session, hit);
+      });
+      list.appendChild(item);
+    }
+    text($("moments-status"), found.hits.length ? "" : "No moment matches (a session is searchable a few seconds after it ends).");
+  } catch (e) {
+    if (e.message !== "unauthorized") text($("moments-status"), e.message);
+  }
+  return sessions;
+}
+
+// Without a query: every session you may watch. With one: the sessions with moments that
+// match (the search index), or, while none match, those whose text contains the query as typed
+// (a session is indexed a few seconds after it ends).
 async function loadSessions(event) {
   if (event) event.preventDefault();
   const contains = $("contains").value.trim();
-  const query = contains ? "?contains=" + encodeURIComponent(contains) : "";
+  const matched = await loadMoments(contains);
+  const query = contains && matched.size === 0 ? "?contains=" + encodeURIComponent(contains) : "";
   const body = $("sessions");
   body.replaceChildren();
   try {
     const list = await (await api("/sessions" + query)).json();
-    for (const s of list.sessions) {
+    const shown = matched.size ? list.sessions.filter((s) => matched.has(s.id)) : list.sessions;
+    for (const s of shown) {
       const row = document.createElement("tr");
       row.className = "session";
       row.dataset.id = s.id;
@@ -215,7 +282,7 @@ async function loadSessions(event) {
       row.addEventListener("click", () => openSession(row, s));
       body.appendChild(row);
     }
-    text($("list-status"), list.sessions.length ? "" : "No recording you may watch" + (contains ? " matches." : "."));
+    text($("list-status"), shown.length ? "" : "No recording you may watch" + (contains ? " matches." : "."));
   } catch (e) {
     if (e.message !== "unauthorized") text($("list-status"), e.message);
   }
