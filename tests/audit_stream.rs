@@ -257,7 +257,16 @@ fn a_bad_stream_setting_is_refused_at_start() {
 fn metrics_count_audit_events_and_show_a_stream_s_lag() {
     let syslog_port = free_port();
     let metrics_port = free_port();
+    let scratch = tempfile::tempdir().unwrap();
     let mut gh = Gatehouse::init();
+    // A plugin on every login, to be counted: it answers, or traps when the login asks it to.
+    gh.install_plugin(
+        scratch.path(),
+        "hostile",
+        "[limits]\ntimeout-ms = 3000\n",
+        Some("mode = \"from-login\"\n"),
+    );
+    gh.add_user_with_password("carol", "Carol-gw-pw-5Tq8");
     gh.edit_settings(|s| {
         s["metrics"] = serde_json::json!({"listen": format!("127.0.0.1:{metrics_port}")});
         // A stream whose receiver is not there: its lag grows.
@@ -278,12 +287,54 @@ fn metrics_count_audit_events_and_show_a_stream_s_lag() {
     for group in ["ops", "dbas", "sec"] {
         gh.cli_ok(&["group", "add", group]);
     }
+    for mode in ["deny", "deny", "trap"] {
+        let login = format!("hostile={mode}@carol@root@nowhere");
+        let out = support::ssh_client::Client::password(gh.ssh_port(), &login, "Carol-gw-pw-5Tq8")
+            .option("NumberOfPasswordPrompts=1")
+            .ssh("true");
+        assert!(!out.status.success());
+    }
     let text = poll(Duration::from_secs(20), || {
         let text = scrape();
         text.contains("gatehouse_audit_events_total{kind=\"admin_change\"} 3")
             .then_some(text)
     })
     .unwrap_or_else(|| panic!("no admin_change count:\n{}", scrape()));
+    // Plugin calls by outcome (a verdict of deny is an answer; a trap is a failure), their
+    // latency as a histogram whose buckets only grow, none running now.
+    let calls = "gatehouse_plugin_calls_total{plugin=\"hostile\",hook=\"aa.authenticate\"";
+    assert!(
+        text.contains(&format!("{calls},outcome=\"ok\"}} 2\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{calls},outcome=\"failed\"}} 1\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{calls},outcome=\"timeout\"}} 0\n")),
+        "{text}"
+    );
+    let histogram =
+        "gatehouse_plugin_call_seconds_bucket{plugin=\"hostile\",hook=\"aa.authenticate\",le=";
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(histogram))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 12, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&3), "{text}");
+    assert!(
+        text.contains(
+            "gatehouse_plugin_call_seconds_count{plugin=\"hostile\",hook=\"aa.authenticate\"} 3\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("gatehouse_plugin_calls_in_flight 0\n"),
+        "{text}"
+    );
     // The text format, strictly: HELP and TYPE before each metric's samples, then
     // `name{label="value",...} number`.
     let mut declared: BTreeSet<String> = BTreeSet::new();
@@ -297,7 +348,10 @@ fn metrics_count_audit_events_and_show_a_stream_s_lag() {
             let mut parts = rest.split(' ');
             let name = parts.next().unwrap();
             assert!(declared.contains(name), "TYPE before HELP: {line}");
-            assert!(matches!(parts.next(), Some("counter" | "gauge")), "{line}");
+            assert!(
+                matches!(parts.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
             continue;
         }
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
@@ -309,7 +363,12 @@ fn metrics_count_audit_events_and_show_a_stream_s_lag() {
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{line}"
         );
-        assert!(declared.contains(name), "a sample without HELP: {line}");
+        // A histogram's samples are its name with _bucket, _sum or _count.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|f| declared.contains(*f)))
+            .unwrap_or(name);
+        assert!(declared.contains(family), "a sample without HELP: {line}");
         if let Some(labels) = series.strip_prefix(name) {
             assert!(
                 labels.is_empty() || (labels.starts_with('{') && labels.ends_with("\"}")),

@@ -1,8 +1,9 @@
 //! A Prometheus endpoint (`GET /metrics`, text format 0.0.4) on a listener of its own, off
 //! unless settings.json `metrics.listen` names one: audit events by kind since the start (logins
 //! ok and failed, decisions, plugin refusals, ...), sessions running, the audit trail's head and
-//! how far each audit stream's receiver lags behind it. Aggregates only: no user or target
-//! names, so it can be scraped without credentials from where the listener is reachable.
+//! how far each audit stream's receiver lags behind it, plugin hook calls (by outcome, their
+//! latency, those running now). Aggregates only: no user or target names, so it can be scraped
+//! without credentials from where the listener is reachable.
 
 use gatehouse_store::{SETTINGS, Store};
 use http_body_util::Full;
@@ -26,15 +27,22 @@ pub struct Metrics {
     live: gatehouse_ssh::LiveSessions,
     streams: Vec<String>,
     counts: Mutex<BTreeMap<String, u64>>,
+    plugins: Option<gatehouse_plugin_host::PluginHost>,
 }
 
 impl Metrics {
-    pub fn new(store: Arc<Store>, live: gatehouse_ssh::LiveSessions, streams: Vec<String>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        live: gatehouse_ssh::LiveSessions,
+        streams: Vec<String>,
+        plugins: Option<gatehouse_plugin_host::PluginHost>,
+    ) -> Self {
         Self {
             store,
             live,
             streams,
             counts: Mutex::new(BTreeMap::new()),
+            plugins,
         }
     }
 
@@ -123,8 +131,70 @@ impl Metrics {
                 head.saturating_sub(position)
             ));
         }
+        if let Some(plugins) = &self.plugins {
+            render_plugin_calls(&mut out, &plugins.call_stats());
+        }
         out
     }
+}
+
+/// A label value as the text format wants it.
+fn label(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\\' | '\n'))
+        .collect()
+}
+
+/// Plugin hook calls: by outcome, their latency as a histogram, and those running now.
+fn render_plugin_calls(out: &mut String, stats: &gatehouse_plugin_host::stats::CallStats) {
+    use gatehouse_plugin_host::stats::LATENCY_BUCKETS;
+    out.push_str(
+        "# HELP gatehouse_plugin_calls_total Plugin hook calls since this process started, by outcome.\n\
+         # TYPE gatehouse_plugin_calls_total counter\n",
+    );
+    for hook in &stats.hooks {
+        let (plugin, name) = (label(&hook.plugin), label(&hook.hook));
+        for (outcome, count) in [
+            ("ok", hook.ok),
+            ("failed", hook.failed),
+            ("timeout", hook.timed_out),
+        ] {
+            out.push_str(&format!(
+                "gatehouse_plugin_calls_total{{plugin=\"{plugin}\",hook=\"{name}\",outcome=\"{outcome}\"}} {count}\n"
+            ));
+        }
+    }
+    out.push_str(
+        "# HELP gatehouse_plugin_call_seconds How long plugin hook calls took.\n\
+         # TYPE gatehouse_plugin_call_seconds histogram\n",
+    );
+    for hook in &stats.hooks {
+        let labels = format!(
+            "plugin=\"{}\",hook=\"{}\"",
+            label(&hook.plugin),
+            label(&hook.hook)
+        );
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(hook.buckets) {
+            out.push_str(&format!(
+                "gatehouse_plugin_call_seconds_bucket{{{labels},le=\"{bound}\"}} {count}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "gatehouse_plugin_call_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+             gatehouse_plugin_call_seconds_sum{{{labels}}} {}\n\
+             gatehouse_plugin_call_seconds_count{{{labels}}} {}\n",
+            hook.calls(),
+            hook.seconds_sum,
+            hook.calls()
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP gatehouse_plugin_calls_in_flight Plugin hook calls running now.\n\
+         # TYPE gatehouse_plugin_calls_in_flight gauge\n\
+         gatehouse_plugin_calls_in_flight {}\n",
+        stats.in_flight
+    ));
 }
 
 /// Serves `/metrics` on `listener` until the task is dropped.

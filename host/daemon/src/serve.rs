@@ -218,6 +218,7 @@ pub fn run(
                 store.clone(),
                 live.clone(),
                 settings.audit_streams.iter().map(|s| s.name.clone()).collect(),
+                plugins.clone(),
             ));
             tracing::info!(address = %metrics.listen, "metrics at /metrics");
             tokio::spawn(state.clone().tail());

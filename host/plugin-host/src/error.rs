@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The hook a failure happened in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Authenticate,
     Authorize,

@@ -82,6 +82,8 @@ struct Shared {
     /// Each installed plugin's cache, kept across reloads (and while a plugin is disabled), so
     /// that a reload does not forget which one-time codes were used.
     caches: Mutex<BTreeMap<String, Arc<PluginCache>>>,
+    /// Hook calls counted for the metrics endpoint.
+    stats: crate::stats::Counter,
     /// Reloads one at a time.
     reloading: Mutex<()>,
     _ticker: EpochTicker,
@@ -128,6 +130,11 @@ pub struct LoadedPluginInfo {
 }
 
 impl PluginHost {
+    /// The hook calls counted since the host started (for `/metrics`).
+    pub fn call_stats(&self) -> crate::stats::CallStats {
+        self.shared.stats.snapshot()
+    }
+
     /// Loads every enabled plugin of `registry`. A plugin that cannot be loaded does not stop
     /// the others; calls to it fail closed (see [`PluginHost::plugins`]). With no plugin
     /// enabled the host is empty (every AA round accepts at once) until a reload.
@@ -179,6 +186,7 @@ impl PluginHost {
                 aa_order: Arc::from(Vec::new()),
             })),
             caches: Mutex::new(BTreeMap::new()),
+            stats: crate::stats::Counter::default(),
             reloading: Mutex::new(()),
             _ticker: ticker,
         });
@@ -612,8 +620,29 @@ impl PluginHost {
         Ok((returned, output.denied))
     }
 
-    /// Runs one hook in a fresh instance under the plugin's limits.
+    /// Runs one hook in a fresh instance under the plugin's limits, counted for the metrics.
     async fn call(
+        &self,
+        set: &PluginSet,
+        name: &str,
+        call: Call,
+        cookie: String,
+        session_values: BTreeMap<String, String>,
+    ) -> Result<(Returned, CallOutput), PluginFailure> {
+        let hook = call.hook();
+        let _running = self.shared.stats.started();
+        let started = std::time::Instant::now();
+        let result = self
+            .call_counted(set, name, call, cookie, session_values)
+            .await;
+        let failure = result.as_ref().err().map(|failure| &failure.kind);
+        self.shared
+            .stats
+            .ended(name, hook, started.elapsed(), failure);
+        result
+    }
+
+    async fn call_counted(
         &self,
         set: &PluginSet,
         name: &str,

@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod registry;
 pub mod secrets;
 mod state;
+pub mod stats;
 pub mod types;
 
 pub use error::{FailureKind, Hook, HostError, PluginFailure, RegistryError};
