@@ -480,6 +480,8 @@ pub enum SessionCommand {
     /// `user:alice "rm -rf" after:7d`. Each hit is a moment: `session play ID --channel C
     /// --from SECONDS` plays it.
     Search {
+        /// The query (a leading `-word` excludes it; no `--` needed).
+        #[arg(allow_hyphen_values = true)]
         query: String,
         /// At most this many hits, best first.
         #[arg(long, default_value_t = 20)]

@@ -82,6 +82,11 @@ pub fn reindex(ctx: &AdminContext) -> Result<String> {
         .context("this command needs the data directory's recordings")?;
     let opened;
     let index = match &ctx.search {
+        Some(index) if !index.dir().is_dir() => anyhow::bail!(
+            "the search index at {} was removed while the gateway runs: restart the gateway, \
+             which builds it anew",
+            index.dir().display()
+        ),
         Some(index) => index.as_ref(),
         None => {
             let dir = ctx

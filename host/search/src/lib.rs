@@ -514,12 +514,18 @@ impl SearchIndex {
                 continue;
             };
             let value = value.trim_matches('"');
-            let moment = Timestamp::parse_moment(value).map_err(|e| {
-                SearchError::Query(format!(
-                    "{}: {e}",
-                    &token[..token.len() - value.len()].trim_end_matches('"')
-                ))
-            })?;
+            let name = if lower.starts_with("after:") {
+                "after:"
+            } else {
+                "before:"
+            };
+            if value.is_empty() {
+                return Err(SearchError::Query(format!(
+                    "{name} needs a date (2026-12-01), a time (2026-12-01T08:00:00Z) or an age (7d)"
+                )));
+            }
+            let moment = Timestamp::parse_moment(value)
+                .map_err(|e| SearchError::Query(format!("{name} {e}")))?;
             *bound = Bound::Included(Term::from_field_date(f.at, date(moment.0)));
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
