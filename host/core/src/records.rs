@@ -323,6 +323,9 @@ pub enum AuditKind {
     NtHashLent,
     /// A finished recording's manifest was signed and linked into the trail (`manifest_sha256`).
     RecordingSealed,
+    /// A sealed recording's manifest was timestamped by an RFC 3161 time stamping authority
+    /// (`gen_time`, `tsa`, `manifest_sha256`; the token is `manifest.json.tsr`).
+    RecordingTimestamped,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

@@ -1197,9 +1197,17 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
     }
     // Sealed recordings: each one the trail sealed must still match its signed manifest.
     let mut recording_problems = Vec::new();
+    let mut recording_warnings = Vec::new();
     let mut recordings_checked = 0u64;
+    let mut timestamped = 0u64;
+    let mut stamps = None;
     if let Some(recordings) = &ctx.recordings {
         let key = crate::seal::signer_public(&ctx.store)?;
+        // RFC 3161 tokens (manifest.json.tsr): checked where present, expected when a TSA is set.
+        let checker = crate::timestamp::Checker::for_recordings(recordings)?;
+        if let Some(why) = &checker.ca_problem {
+            recording_problems.push(format!("{why} (timestamps are checked without it)"));
+        }
         let mut after = 0;
         loop {
             let batch = ctx.store.audit_after(after, 1000)?;
@@ -1219,8 +1227,21 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
                 for problem in crate::seal::check_sealed(recordings, session, hash, key.as_ref()) {
                     recording_problems.push(format!("recording of session {session}: {problem}"));
                 }
+                match checker.check(recordings, session, event.time.to_system_time()) {
+                    crate::timestamp::Stamp::Verified(_) => timestamped += 1,
+                    crate::timestamp::Stamp::Problem(problem) => recording_problems
+                        .push(format!("recording of session {session}: {problem}")),
+                    crate::timestamp::Stamp::Missing { overdue: true } => {
+                        recording_warnings.push(format!(
+                            "warning: recording of session {session}: sealed at {} and not timestamped yet (is the TSA reachable? serve's log says why)",
+                            time_text(event.time)
+                        ))
+                    }
+                    crate::timestamp::Stamp::Missing { overdue: false } => {}
+                }
             }
         }
+        stamps = Some(checker);
     }
     if !verified.intact() || !recording_problems.is_empty() {
         for problem in &verified.problems {
@@ -1228,6 +1249,9 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
         }
         for problem in &recording_problems {
             out.push_str(&format!("  {problem}\n"));
+        }
+        for warning in &recording_warnings {
+            out.push_str(&format!("  {warning}\n"));
         }
         let count = verified.problems.len() + recording_problems.len();
         bail!(
@@ -1241,6 +1265,21 @@ fn verify_audit(ctx: &AdminContext, head: Option<&str>, as_json: bool) -> Result
         "audit trail: {} events, hash chain intact\n{recordings_checked} sealed recordings intact\n",
         verified.events
     ));
+    if let Some(checker) = stamps
+        .as_ref()
+        .filter(|c| timestamped > 0 || c.url.is_some())
+    {
+        let against = match &checker.ca_file {
+            Some(ca) => format!("its TSA certificate chained to `{}`", ca.display()),
+            None => "its TSA certificate not checked against a CA (no timestamp_ca_file)".into(),
+        };
+        out.push_str(&format!(
+            "{timestamped} sealed recordings timestamped (RFC 3161: each token matches its manifest, its signature verifies, {against})\n(`openssl ts -verify -data manifest.json -in manifest.json.tsr -token_in -CAfile TSA.pem` checks a manifest.json.tsr)\n"
+        ));
+    }
+    for warning in &recording_warnings {
+        out.push_str(&format!("{warning}\n"));
+    }
     if let Some((seq, chain)) = &verified.head {
         out.push_str(&format!(
             "head: {seq}:{chain}\n(record it: `gatehouse audit verify --head {seq}:{chain}` later proves the trail still holds it)\n"

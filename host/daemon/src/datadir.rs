@@ -39,6 +39,9 @@ pub struct Settings {
     /// The Prometheus endpoint; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::MetricsSettings>,
+    /// Sealed recordings: RFC 3161 timestamps from a time stamping authority; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recordings: Option<crate::timestamp::RecordingSettings>,
 }
 
 /// Where `serve` accepts RDP clients.
@@ -333,6 +336,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         rdp: Default::default(),
         audit_streams: Vec::new(),
         metrics: None,
+        recordings: None,
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -28,6 +28,7 @@ pub mod search;
 pub mod serve;
 pub mod session_cmd;
 pub mod socket;
+pub mod timestamp;
 
 use admin::{AdminContext, AdminRequest, gather_inputs};
 use anyhow::Result;

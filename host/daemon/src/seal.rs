@@ -4,7 +4,8 @@
 //! verify` checks it with stock tools), and a `recording_sealed` audit event carrying the
 //! manifest's hash, which links the recording into the audit trail's hash chain. `gatehouse
 //! audit verify` then names a recording whose files, manifest or signature changed, or which
-//! is gone.
+//! is gone. With a time stamping authority configured, `timestamp.rs` adds an RFC 3161 token
+//! of each manifest (`manifest.json.tsr`).
 
 use anyhow::{Context, Result, anyhow};
 use gatehouse_audit::{Auditor, Entry};
@@ -93,6 +94,21 @@ pub async fn seal_loop(
         }
     };
     let auditor = Auditor::new(store.clone());
+    // RFC 3161 timestamps of sealed manifests, when a TSA is configured: beside sealing, never
+    // in its way (a TSA that is down delays only the timestamps).
+    let stamping = crate::timestamp::stamp_loop(store.clone(), auditor.clone(), recordings.clone());
+    let sealing = seal_scans(store, auditor, signer, recordings, search);
+    tokio::join!(sealing, stamping);
+}
+
+/// Every few seconds, seals what is due.
+async fn seal_scans(
+    store: Arc<Store>,
+    auditor: Auditor,
+    signer: PrivateKey,
+    recordings: PathBuf,
+    search: Option<Arc<gatehouse_search::SearchIndex>>,
+) {
     let mut sealed = HashSet::new();
     loop {
         tokio::time::sleep(SCAN_EVERY).await;
@@ -275,7 +291,17 @@ pub fn check_sealed(
     }
     match serde_json::from_slice::<Manifest>(&bytes) {
         Ok(sealed) => match sealed.check(&dir) {
-            Ok(found) => problems.extend(found.iter().map(ToString::to_string)),
+            Ok(found) => problems.extend(
+                found
+                    .iter()
+                    // The manifest's RFC 3161 token comes after it (timestamp.rs checks it).
+                    .filter(|p| {
+                        **p != manifest::FileProblem::Added {
+                            name: crate::timestamp::TIMESTAMP.into(),
+                        }
+                    })
+                    .map(ToString::to_string),
+            ),
             Err(e) => problems.push(format!("cannot read its files: {e}")),
         },
         Err(e) => problems.push(format!("its manifest is unreadable: {e}")),
