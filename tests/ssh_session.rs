@@ -428,3 +428,95 @@ fn report_counts_sessions_and_failed_logins_for_a_period() {
         out.describe()
     );
 }
+
+#[test]
+fn a_running_session_is_watched_live_until_it_ends() {
+    use std::io::Read;
+    let w = World::start("s_watch");
+    let mut session = w.client().pty();
+    session.expect("$ ", Duration::from_secs(60));
+    session.send_line("echo before-watching-$((2*3))");
+    session.expect("before-watching-6", Duration::from_secs(30));
+    let running = support::poll(Duration::from_secs(20), || {
+        w.gh.sessions()
+            .into_iter()
+            .find(|s| s["ended"].is_null())
+            .map(|s| json_str(&s, "id"))
+    })
+    .expect("the session is listed while it runs");
+
+    // The watcher: what the terminal showed so far, then what comes, while the session runs.
+    let mut watcher =
+        w.gh.command()
+            .args(["session", "watch", &running])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdout = watcher.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let shown = || String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+    let has = |text: &str| {
+        support::poll(Duration::from_secs(10), || {
+            shown().contains(text).then_some(())
+        })
+    };
+    assert!(has("before-watching-6").is_some(), "{}", shown());
+    session.send_line("echo while-watching-$((3*3))");
+    session.expect("while-watching-9", Duration::from_secs(30));
+    let typed_at = std::time::Instant::now();
+    assert!(has("while-watching-9").is_some(), "{}", shown());
+    // Live: within the recorder's one-second flush, not at the session's end.
+    assert!(
+        typed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        typed_at.elapsed()
+    );
+    assert!(
+        watcher.try_wait().unwrap().is_none(),
+        "the watcher stopped early"
+    );
+
+    // The session ends: so does the watcher, on its own, saying so.
+    session.send_line("exit");
+    assert!(session.wait(Duration::from_secs(60)).status.success());
+    let ended = support::poll(Duration::from_secs(15), || watcher.try_wait().unwrap());
+    let status = ended.expect("the watcher did not end with the session");
+    assert!(status.success(), "{status}");
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    watcher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("session {running} ended")),
+        "{stderr}"
+    );
+    assert!(
+        shown().contains("logout") || shown().contains("exit"),
+        "{}",
+        shown()
+    );
+
+    // An unknown session, or one that is over, is refused or replayed at once.
+    let unknown = w.gh.cli(&["session", "watch", "no-such-session"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("does not exist"));
+    let replay = w.gh.cli_ok(&["session", "watch", &running]);
+    assert!(replay.contains("while-watching-9"), "{replay}");
+}

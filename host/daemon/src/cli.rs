@@ -459,6 +459,14 @@ pub enum SessionCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Follow a running SSH session's terminal here as it happens, until it ends (what it
+    /// showed so far first). Typed input is not shown, only what the terminal showed.
+    Watch {
+        id: String,
+        /// Which channel (default: the first terminal).
+        #[arg(long)]
+        channel: Option<u32>,
+    },
     /// Replay a terminal channel in this terminal with its real timing.
     Play {
         id: String,

@@ -29,6 +29,7 @@ pub mod serve;
 pub mod session_cmd;
 pub mod socket;
 pub mod timestamp;
+pub mod watch;
 
 use admin::{AdminContext, AdminRequest, gather_inputs};
 use anyhow::Result;

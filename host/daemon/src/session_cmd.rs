@@ -233,6 +233,20 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             }
             Ok(())
         }
+        SessionCommand::Watch { id, channel } => {
+            let mut record = || -> Result<Option<SessionRecord>> {
+                let text = crate::run_admin(
+                    dir,
+                    overrides.clone(),
+                    AdminCommand::SessionRecord(SessionRecordCommand::Show { id: id.clone() }),
+                )?;
+                Ok(serde_json::from_str(&text)?)
+            };
+            let mut out = std::io::stdout().lock();
+            crate::watch::watch(&dir.recordings(), &id, channel, &mut record, &mut out)?;
+            eprintln!("\r\n[gatehouse: session {id} ended]");
+            Ok(())
+        }
         SessionCommand::Search { query, limit, json } => {
             dir.require_initialised()?;
             // A reader beside the running gateway's writer: the index needs no server.
