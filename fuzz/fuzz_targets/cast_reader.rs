@@ -94,8 +94,15 @@ fuzz_target!(|data: &[u8]| {
         "control characters left in {plain:?}"
     );
 
+    // Played from the start, and from a moment in the middle: the same output either way (what
+    // came before the moment is written at once).
     let mut played = Vec::new();
-    play(path, 1e12, Some(Duration::from_micros(1)), &mut played).expect("play what reads");
+    play(path, 1e12, Some(Duration::from_micros(1)), 0.0, &mut played).expect("play what reads");
+    let middle = events.get(events.len() / 2).map_or(0.0, |e| e.time);
+    let mut from_middle = Vec::new();
+    play(path, 1e12, Some(Duration::from_micros(1)), middle, &mut from_middle)
+        .expect("play from a moment what reads");
+    assert_eq!(played, from_middle, "playing from {middle} wrote other output");
     let output: String = events
         .iter()
         .filter(|event| event.kind == EventKind::Output)
