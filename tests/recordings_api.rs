@@ -108,3 +108,154 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
         assert!(!body.is_empty(), "{asset}");
     }
 }
+
+/// Who may end a running session over the API is a Cedar decision (`terminate_session`, the
+/// shipped example `supervisors-end-sessions.cedar`): a supervisor ends alice's shell and
+/// alice reads who and why; an auditor, who may watch, may not end it and gets the same 404 as
+/// for no session; every decision is audited with its policies; bad bodies are 400s.
+#[test]
+fn a_supervisor_ends_a_running_session_over_the_api_and_the_user_reads_why() {
+    const SUPERVISOR: &str = "sam";
+    const SUPERVISOR_PASSWORD: &str = "Super-pw-4Rt9";
+    let w = World::builder("end_api")
+        .setup(|ctx| {
+            add_auditor(ctx.gh);
+            ctx.gh.cli_ok(&["group", "add", "supervisors"]);
+            ctx.gh.cli_stdin_ok(
+                &[
+                    "user",
+                    "add",
+                    SUPERVISOR,
+                    "--password-stdin",
+                    "--group",
+                    "supervisors",
+                ],
+                &format!("{SUPERVISOR_PASSWORD}\n"),
+            );
+            std::fs::write(
+                ctx.gh.data_dir().join("policies/end-sessions.cedar"),
+                include_str!("../policies/examples/supervisors-end-sessions.cedar"),
+            )
+            .unwrap();
+        })
+        .start();
+    let mut shell = w.client().pty();
+    shell.expect("$ ", std::time::Duration::from_secs(60));
+    shell.send_line("echo still-here");
+    shell.expect("still-here", std::time::Duration::from_secs(30));
+    let id = support::poll(std::time::Duration::from_secs(20), || {
+        w.gh.sessions()
+            .into_iter()
+            .find(|s| s["ended"].is_null())
+            .map(|s| json_str(&s, "id"))
+    })
+    .expect("the running session is listed");
+    let path = format!("/api/v1/sessions/{id}/terminate");
+    let post = |bearer: &str, body: &str| {
+        let (status, _, answer) = curl(&w.gh, "POST", &path, &[bearer], Some(body));
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&answer).unwrap_or_default(),
+        )
+    };
+    let reason = r#"{"reason": "change freeze: INC-4471"}"#;
+
+    // The auditor may watch, not end: the same 404 as a session that does not exist.
+    let ada = auditor_bearer(&w.gh);
+    let (refused, body) = post(&ada, reason);
+    assert_eq!(refused, 404, "{body}");
+    let (status, _, unknown) = curl(
+        &w.gh,
+        "POST",
+        "/api/v1/sessions/no-such-session/terminate",
+        &[&ada],
+        Some(reason),
+    );
+    assert_eq!(status, 404);
+    let unknown: serde_json::Value = serde_json::from_slice(&unknown).unwrap();
+    assert_eq!(
+        body["error"]["message"].as_str().unwrap().replace(&id, "X"),
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("no-such-session", "X")
+    );
+
+    // Bad bodies change nothing.
+    let sam = api_bearer(&w.gh, SUPERVISOR, SUPERVISOR_PASSWORD);
+    for bad in [
+        r#"{"reason": ""}"#,
+        r#"{"reason": "two\nlines"}"#,
+        r#"{}"#,
+        r#"{"reason": "x", "force": true}"#,
+        "not json",
+    ] {
+        // The API's way: 400 for what cannot be read or is not allowed, 422 for a body of the
+        // wrong shape.
+        let (status, body) = post(&sam, bad);
+        assert!(matches!(status, 400 | 422), "{bad}: {status} {body}");
+        assert!(body["error"]["message"].is_string(), "{bad}: {body}");
+    }
+    let long = serde_json::json!({ "reason": "x".repeat(201) }).to_string();
+    assert_eq!(post(&sam, &long).0, 400);
+    assert!(
+        w.gh.sessions()
+            .iter()
+            .any(|s| s["id"] == id.as_str() && s["ended"].is_null())
+    );
+
+    // The supervisor ends it: alice's client reads who and why, and is disconnected.
+    let (status, ended) = post(&sam, reason);
+    assert_eq!(
+        status,
+        200,
+        "{ended}\n{:#?}",
+        w.gh.audit_of("admin_decision")
+    );
+    assert_eq!(ended["ended"], true);
+    let outcome = shell.wait(std::time::Duration::from_secs(30));
+    let told = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert!(
+        told.contains("an administrator (sam) ended this session: change freeze: INC-4471"),
+        "{}",
+        outcome.describe()
+    );
+    let ended_event = support::poll(std::time::Duration::from_secs(10), || {
+        w.gh.audit_of("session_ended")
+            .into_iter()
+            .find(|e| e["fields"]["terminated_by"] == SUPERVISOR)
+    })
+    .expect("the end is audited with who ended it");
+    assert_eq!(ended_event["fields"]["reason"], "change freeze: INC-4471");
+    // Both decisions are in the trail with their policies.
+    let decisions: Vec<serde_json::Value> =
+        w.gh.audit_of("admin_decision")
+            .into_iter()
+            .filter(|e| e["fields"]["action"] == "terminate_session")
+            .collect();
+    let of = |user: &str| {
+        decisions
+            .iter()
+            .find(|e| e["user"] == user && e["fields"]["session"] == id.as_str())
+            .unwrap_or_else(|| panic!("no decision for {user}: {decisions:#?}"))
+            .clone()
+    };
+    assert_eq!(of("ada")["fields"]["allowed"], false);
+    assert_eq!(
+        of("ada")["fields"]["policies"],
+        serde_json::json!(["default-deny"])
+    );
+    assert_eq!(of(SUPERVISOR)["fields"]["allowed"], true);
+    assert_eq!(
+        of(SUPERVISOR)["fields"]["policies"],
+        serde_json::json!(["supervisors-end-any-session"])
+    );
+
+    // Once over: a 409 that says so.
+    let again = support::poll(std::time::Duration::from_secs(10), || {
+        let (status, body) = post(&sam, reason);
+        (status == 409).then_some(body)
+    })
+    .expect("ending an ended session is a 409");
+    assert_eq!(again["error"]["code"], "session_ended");
+}

@@ -24,7 +24,8 @@ use utoipa::{Modify, OpenApi};
         cancel, revoke, check_in, release, access_string, a2a_credential, a2a_request,
         crate::sessions::list_sessions, crate::sessions::get_session,
         crate::sessions::session_video, crate::sessions::session_transcript,
-        crate::sessions::session_cast, crate::search::search_sessions, crate::nodes::list_nodes, crate::nodes::edit_node,
+        crate::sessions::session_cast, crate::search::search_sessions, crate::control::terminate_session,
+        crate::nodes::list_nodes, crate::nodes::edit_node,
         crate::nodes::delete_node, crate::nodes::list_networks, crate::nodes::add_network,
         crate::nodes::delete_network
     ),
@@ -34,7 +35,8 @@ use utoipa::{Modify, OpenApi};
         CredentialView, AccessStringView, A2aCredentialView, crate::sessions::SessionView,
         crate::sessions::SessionList, crate::sessions::SessionDetail, crate::nodes::NodeView,
         crate::nodes::NodeChange, crate::nodes::NodeDeleted, crate::nodes::NetworkView,
-        crate::search::SearchHit, crate::search::SearchResults
+        crate::search::SearchHit, crate::search::SearchResults, crate::control::TerminateBody,
+        crate::control::TerminateView
     )),
     modifiers(&Security),
     tags(

@@ -70,7 +70,9 @@ impl From<WorkflowError> for ApiError {
         let message = e.to_string();
         let (status, code) = match &e {
             WorkflowError::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            WorkflowError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            WorkflowError::NotFound(_) | WorkflowError::SessionNotFound(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             WorkflowError::TargetRefused(_) | WorkflowError::Forbidden(_) => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }

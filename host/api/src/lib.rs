@@ -7,6 +7,7 @@
 //! SHA-256); [`serve`] accepts connections with a connection limit and a handshake timeout.
 
 mod auth;
+mod control;
 mod docs;
 mod error;
 mod nodes;
@@ -15,6 +16,7 @@ mod search;
 mod sessions;
 
 pub use auth::TokenKeys;
+pub use control::{SessionControl, Terminated};
 pub use docs::openapi;
 pub use error::{ApiError, ErrorBody};
 pub use sessions::{Recordings, VideoRenderer};
@@ -95,6 +97,8 @@ struct Inner {
     renders: tokio::sync::Semaphore,
     /// Set when the gateway starts its graceful shutdown.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Ends running sessions (`POST /api/v1/sessions/{id}/terminate`); `None`: not offered.
+    control: Option<Arc<dyn SessionControl>>,
 }
 
 impl ApiState {
@@ -118,8 +122,18 @@ impl ApiState {
                 recordings,
                 renders: tokio::sync::Semaphore::new(1),
                 draining: Arc::default(),
+                control: None,
             }),
         }
+    }
+
+    /// The same state, able to end running sessions with `control`. Called right after
+    /// [`ApiState::new`], before the state is shared.
+    pub fn with_session_control(mut self, control: Arc<dyn SessionControl>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.control = Some(control);
+        }
+        self
     }
 
     /// The flag the gateway sets when its graceful shutdown starts (health then says

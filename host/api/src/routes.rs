@@ -127,6 +127,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions", get(crate::sessions::list_sessions))
         .route("/search", get(crate::search::search_sessions))
         .route("/sessions/{id}", get(crate::sessions::get_session))
+        .route(
+            "/sessions/{id}/terminate",
+            post(crate::control::terminate_session),
+        )
         .route("/sessions/{id}/video", get(crate::sessions::session_video))
         .route(
             "/sessions/{id}/transcript",

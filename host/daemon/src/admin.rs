@@ -407,37 +407,76 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
 /// Ends a running session: here when it runs in this gateway, or at its session node's next
 /// call to this control node.
 fn terminate_session(ctx: &AdminContext, id: &str, reason: &str) -> Result<String> {
-    const BY: &str = "local";
     let Some(live) = &ctx.live else {
         bail!("no gateway is running on this data directory: there is no session to end");
     };
-    if live.terminate(id, BY, reason) {
-        return Ok(format!("ended session {id}\n"));
+    match end_session(&ctx.store, live, id, "local", reason)? {
+        gatehouse_api::Terminated::Here => Ok(format!("ended session {id}\n")),
+        gatehouse_api::Terminated::AtNode(node) => Ok(format!(
+            "session {id} runs on node `{node}`: it ends at the node's next call (within 10 s)\n"
+        )),
+        gatehouse_api::Terminated::NotRunning => {
+            let record: Option<SessionRecord> = ctx.store.get(&SESSIONS, id)?;
+            match record {
+                None => bail!("no session `{id}`"),
+                Some(r) if r.ended.is_some() => bail!("session `{id}` has ended already"),
+                Some(_) => bail!(
+                    "session `{id}` is not running in this gateway (it was cut off and is closed at the next start)"
+                ),
+            }
+        }
     }
-    let record: Option<SessionRecord> = ctx.store.get(&SESSIONS, id)?;
+}
+
+/// Ends session `id` for `by` (an administrator's name, or `local`): in this gateway's `live`
+/// sessions, or by asking its session node; `NotRunning` when neither runs it.
+pub(crate) fn end_session(
+    store: &Arc<Store>,
+    live: &gatehouse_ssh::LiveSessions,
+    id: &str,
+    by: &str,
+    reason: &str,
+) -> Result<gatehouse_api::Terminated> {
+    if live.terminate(id, by, reason) {
+        return Ok(gatehouse_api::Terminated::Here);
+    }
+    let record: Option<SessionRecord> = store.get(&SESSIONS, id)?;
     match record {
-        None => bail!("no session `{id}`"),
-        Some(r) if r.ended.is_some() => bail!("session `{id}` has ended already"),
         Some(SessionRecord {
-            node: Some(node), ..
+            node: Some(node),
+            ended: None,
+            ..
         }) => {
             gatehouse_cluster::control::request_termination(
-                &ctx.store,
-                &gatehouse_audit::Auditor::new(ctx.store.clone()),
+                store,
+                &gatehouse_audit::Auditor::new(store.clone()),
                 &node,
                 gatehouse_cluster::wire::Termination {
                     session: id.to_string(),
-                    by: BY.to_string(),
+                    by: by.to_string(),
                     reason: reason.to_string(),
                 },
             )?;
-            Ok(format!(
-                "session {id} runs on node `{node}`: it ends at the node's next call (within 10 s)\n"
-            ))
+            Ok(gatehouse_api::Terminated::AtNode(node))
         }
-        Some(_) => bail!(
-            "session `{id}` is not running in this gateway (it was cut off and is closed at the next start)"
-        ),
+        _ => Ok(gatehouse_api::Terminated::NotRunning),
+    }
+}
+
+/// The API's way to end sessions: [`end_session`] over this gateway's running sessions.
+pub struct ApiSessionControl {
+    pub store: Arc<Store>,
+    pub live: gatehouse_ssh::LiveSessions,
+}
+
+impl gatehouse_api::SessionControl for ApiSessionControl {
+    fn terminate(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> std::result::Result<gatehouse_api::Terminated, String> {
+        end_session(&self.store, &self.live, id, by, reason).map_err(|e| format!("{e:#}"))
     }
 }
 

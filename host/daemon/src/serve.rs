@@ -249,6 +249,7 @@ pub fn run(
                 store: store.clone(),
                 authenticator,
                 search: search.clone(),
+                live: live.clone(),
             },
         )
         .await?;
@@ -623,6 +624,8 @@ struct ApiParts {
     store: Arc<Store>,
     authenticator: Arc<Authenticator>,
     search: Option<Arc<gatehouse_search::SearchIndex>>,
+    /// The sessions running here, for `POST /api/v1/sessions/{id}/terminate`.
+    live: gatehouse_ssh::LiveSessions,
 }
 
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off), and
@@ -639,6 +642,7 @@ async fn start_api(
         store,
         authenticator,
         search,
+        live,
     } = parts;
     if !settings.enabled && listen.is_none() {
         tracing::info!("HTTPS API disabled (settings.json api.enabled)");
@@ -663,7 +667,11 @@ async fn start_api(
             renderer: crate::rdp_glue::video_renderer(dir),
             search,
         },
-    );
+    )
+    .with_session_control(Arc::new(crate::admin::ApiSessionControl {
+        store: store.clone(),
+        live,
+    }));
     // Set when the shutdown starts: health then says `draining`.
     let draining = state.draining_flag();
     let listener = match tokio::net::TcpListener::bind(address).await {

@@ -611,6 +611,7 @@ impl PolicyEngine {
                 | "release_key"
                 | "request_access"
                 | "view_recording"
+                | "terminate_session"
         ) {
             return Err(Denied::Policy(PolicyError::Config(format!(
                 "`{action}` is not decided with an access context"

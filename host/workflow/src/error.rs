@@ -11,6 +11,9 @@ pub enum WorkflowError {
     /// No such request, or one the caller may not see: the same answer (HTTP 404).
     #[error("request `{0}` not found")]
     NotFound(String),
+    /// An unknown session, or one the caller may not see: the same to the caller.
+    #[error("session `{0}` not found")]
+    SessionNotFound(String),
     /// The target is unknown or the caller may not ask for it: the same answer (HTTP 403).
     #[error("target `{0}` is unknown or you may not request access to it")]
     TargetRefused(String),

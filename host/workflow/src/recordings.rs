@@ -36,7 +36,7 @@ impl Workflow {
         id: &str,
         what: &str,
     ) -> Result<SessionRecord, WorkflowError> {
-        let not_found = || WorkflowError::NotFound(format!("session `{id}`"));
+        let not_found = || WorkflowError::SessionNotFound(id.to_string());
         let record: Option<SessionRecord> = self.store.get(&SESSIONS, id)?;
         let entry = |kind: AuditKind, detail: String| {
             Entry::new(kind, detail)
@@ -81,6 +81,70 @@ impl Workflow {
             }
             Err(e) => {
                 self.audit(entry(AuditKind::RecordingRefused, e.to_string()).target(target));
+                Err(not_found())
+            }
+        }
+    }
+
+    /// The session `id` if `actor` may end it (`terminate_session`), audited as an
+    /// `admin_decision` with the deciding policies either way. An unknown session and a refused
+    /// one are the same `NotFound`.
+    pub fn authorize_terminate(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<SessionRecord, WorkflowError> {
+        let not_found = || WorkflowError::SessionNotFound(id.to_string());
+        let entry = |allowed: bool, detail: String| {
+            Entry::new(AuditKind::AdminDecision, detail)
+                .user(actor.user.name.to_string())
+                .client(actor.client.to_string())
+                .field("action", "terminate_session")
+                .field("allowed", allowed)
+                .field("session", id.to_string())
+        };
+        let record: Option<SessionRecord> = self.store.get(&SESSIONS, id)?;
+        let Some(record) = record else {
+            self.audit(entry(false, format!("no session `{id}` to end")));
+            return Err(not_found());
+        };
+        let target = format!("{}@{}", record.account, record.asset);
+        let decision = target
+            .parse::<TargetSpec>()
+            .map_err(|_| Denied::NoSuchAccount(target.clone()))
+            .and_then(|spec| {
+                let facts = self.facts(actor, false);
+                self.policy
+                    .decide_access(&actor.user, &spec, "terminate_session", &facts, None)
+            });
+        match decision {
+            Ok(decision) if decision.allowed => {
+                self.audit(
+                    entry(
+                        true,
+                        format!("`{}` may end session `{id}`", actor.user.name),
+                    )
+                    .target(target)
+                    .field("policies", serde_json::json!(decision.reasons())),
+                );
+                Ok(record)
+            }
+            Ok(decision) => {
+                self.audit(
+                    entry(
+                        false,
+                        format!(
+                            "policy does not let `{}` end session `{id}`",
+                            actor.user.name
+                        ),
+                    )
+                    .target(target)
+                    .field("policies", serde_json::json!(decision.reasons())),
+                );
+                Err(not_found())
+            }
+            Err(e) => {
+                self.audit(entry(false, e.to_string()).target(target));
                 Err(not_found())
             }
         }
