@@ -111,28 +111,42 @@ impl SessionNode {
             .open(self.log_path())
             .unwrap();
         let before = self.log_text().matches("session node started").count();
-        self.ssh_port = free_port();
-        self.rdp_port = free_port();
-        let listen = format!("127.0.0.1:{}", self.ssh_port);
-        let rdp_listen = format!("127.0.0.1:{}", self.rdp_port);
-        let mut cmd = self.command();
-        cmd.args([
-            "serve",
-            "--role",
-            "session",
-            "--ssh-listen",
-            &listen,
-            "--rdp-listen",
-            &rdp_listen,
-        ])
-        .env("RUST_LOG", TEST_LOG_FILTER)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-        self.server = Some(cmd.spawn().unwrap());
-        let started = poll(Duration::from_secs(20), || {
-            (self.log_text().matches("session node started").count() > before).then_some(())
-        });
+        let mut started = None;
+        // A free port may be taken by another test before the node binds it: then again.
+        for _ in 0..5 {
+            let taken_before = self.log_text().matches("Address already in use").count();
+            self.ssh_port = free_port();
+            self.rdp_port = free_port();
+            let listen = format!("127.0.0.1:{}", self.ssh_port);
+            let rdp_listen = format!("127.0.0.1:{}", self.rdp_port);
+            let mut cmd = self.command();
+            cmd.args([
+                "serve",
+                "--role",
+                "session",
+                "--ssh-listen",
+                &listen,
+                "--rdp-listen",
+                &rdp_listen,
+            ])
+            .env("RUST_LOG", TEST_LOG_FILTER)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap());
+            let mut child = cmd.spawn().unwrap();
+            started = poll(Duration::from_secs(20), || {
+                if self.log_text().matches("session node started").count() > before {
+                    return Some(true);
+                }
+                child.try_wait().ok().flatten().map(|_| false)
+            });
+            self.server = Some(child);
+            let taken = self.log_text().matches("Address already in use").count() > taken_before;
+            if started == Some(true) || !taken {
+                break;
+            }
+        }
+        let started = started.filter(|up| *up);
         assert!(
             started.is_some(),
             "session node did not start:\n{}",

@@ -100,34 +100,44 @@ fn a_relative_data_dir_serves_with_a_plugin_enabled() {
     run(&["plugin", "grant", "totp-mfa", grants.to_str().unwrap()]);
     run(&["plugin", "enable", "totp-mfa"]);
 
-    let port = support::free_port();
-    let log = std::fs::File::create(cwd.path().join("serve.log")).unwrap();
-    let mut serve = std::process::Command::new(support::GATEHOUSE_BIN)
-        .current_dir(cwd.path())
-        .args(["--data-dir", "rel-data", "serve", "--ssh-listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "--api-listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-        ])
-        .args([
-            "--rdp-listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-        ])
-        .env_remove("GATEHOUSE_DATA_DIR")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let up = support::poll(std::time::Duration::from_secs(60), || {
-        if support::port_open(port) {
-            return Some(true);
-        }
-        serve.try_wait().ok().flatten().map(|_| false)
-    });
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let text = std::fs::read_to_string(cwd.path().join("serve.log")).unwrap();
+    // Free ports are free when picked: another test may take one before serve binds it, and
+    // then serve is started again on others.
+    let (up, text) = (0..5)
+        .map(|_| {
+            let port = support::free_port();
+            let log = std::fs::File::create(cwd.path().join("serve.log")).unwrap();
+            let mut serve = std::process::Command::new(support::GATEHOUSE_BIN)
+                .current_dir(cwd.path())
+                .args(["--data-dir", "rel-data", "serve", "--ssh-listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args([
+                    "--api-listen",
+                    &format!("127.0.0.1:{}", support::free_port()),
+                ])
+                .args([
+                    "--rdp-listen",
+                    &format!("127.0.0.1:{}", support::free_port()),
+                ])
+                .env_remove("GATEHOUSE_DATA_DIR")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let up = support::poll(std::time::Duration::from_secs(60), || {
+                if support::port_open(port) {
+                    return Some(true);
+                }
+                serve.try_wait().ok().flatten().map(|_| false)
+            });
+            let _ = serve.kill();
+            let _ = serve.wait();
+            (
+                up,
+                std::fs::read_to_string(cwd.path().join("serve.log")).unwrap(),
+            )
+        })
+        .find(|(_, text)| !text.contains("Address already in use"))
+        .expect("serve found no free ports in 5 tries");
     assert_eq!(up, Some(true), "serve did not start:\n{text}");
     assert!(text.contains("plugin loaded"), "{text}");
     assert!(cwd.path().join("rel-data/plugins/.compiled").is_dir());
