@@ -36,8 +36,8 @@
 //! Audit events hold no secrets, and nothing else is added.
 
 use crate::stream::{
-    BACKOFF_MAX, BATCH, CONNECT_TIMEOUT, POLL, SnmpReceiver, StreamSettings, kind_name,
-    save_position, severity, wanted,
+    BACKOFF_MAX, CONNECT_TIMEOUT, SnmpReceiver, StreamSettings, kind_name, save_position, severity,
+    wanted,
 };
 use gatehouse_core::AuditEvent;
 use gatehouse_store::Store;
@@ -402,16 +402,8 @@ pub(crate) async fn stream_loop(
     let mut backoff = Duration::from_millis(500);
     let mut reachable = true;
     loop {
-        let events = match store.audit_after(position, BATCH) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(stream = %settings.name, error = %e, "reading the audit trail");
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-        };
-        let Some(last) = events.last().map(|e| e.seq) else {
-            tokio::time::sleep(POLL).await;
+        let Some((events, last)) = crate::stream::next_batch(store, settings, position).await
+        else {
             continue;
         };
         let chosen: Vec<&AuditEvent> = events.iter().filter(|e| wanted(settings, e)).collect();

@@ -465,6 +465,29 @@ pub fn format_event(event: &AuditEvent, facility: u8, hostname: &str) -> String 
 }
 
 /// Sends the trail to one receiver until the task is dropped.
+/// The next events of the trail after `after`, with the last one's sequence number; `None`,
+/// after a pause, when there are none yet or the trail cannot be read (logged).
+pub(crate) async fn next_batch(
+    store: &Store,
+    settings: &StreamSettings,
+    after: u64,
+) -> Option<(Vec<AuditEvent>, u64)> {
+    match store.audit_after(after, BATCH) {
+        Ok(events) => match events.last().map(|e| e.seq) {
+            Some(last) => Some((events, last)),
+            None => {
+                tokio::time::sleep(POLL).await;
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!(stream = %settings.name, error = %e, "reading the audit trail");
+            tokio::time::sleep(POLL).await;
+            None
+        }
+    }
+}
+
 pub async fn stream_loop(store: Arc<Store>, settings: StreamSettings, hostname: String) {
     let key = position_key(&settings.name);
     // A new stream starts at the trail's end unless told to send it all.
@@ -547,16 +570,7 @@ async fn syslog_loop(
                 unconfirmed.clear();
             }
         }
-        let events = match store.audit_after(sent_through, BATCH) {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(stream = %settings.name, error = %e, "reading the audit trail");
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-        };
-        let Some(last) = events.last().map(|e| e.seq) else {
-            tokio::time::sleep(POLL).await;
+        let Some((events, last)) = next_batch(store, settings, sent_through).await else {
             continue;
         };
         let mut frames = Vec::new();

@@ -37,23 +37,50 @@ fn write_session(root: &std::path::Path, session: &Value) -> SessionMeta {
     }
 }
 
+/// The corpus written and indexed in a scratch directory.
+struct Indexed {
+    corpus: Value,
+    scratch: tempfile::TempDir,
+    metas: Vec<SessionMeta>,
+    index: SearchIndex,
+}
+
+impl Indexed {
+    fn new() -> Self {
+        let corpus: Value =
+            serde_json::from_str(include_str!("corpus.json")).expect("corpus.json is JSON");
+        let scratch = tempfile::tempdir().unwrap();
+        let recordings = scratch.path().join("recordings");
+        let metas: Vec<SessionMeta> = corpus["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| write_session(&recordings, s))
+            .collect();
+        let (index, created) =
+            SearchIndex::open_or_create(&scratch.path().join("index")).unwrap();
+        assert!(created);
+        let indexed = index.rebuild(&recordings, &metas, &mut |_| {}).unwrap();
+        assert_eq!(indexed.sessions, 3, "{indexed:?}");
+        assert_eq!(indexed.unreadable, 0, "{indexed:?}");
+        Indexed {
+            corpus,
+            scratch,
+            metas,
+            index,
+        }
+    }
+
+    fn recordings(&self) -> std::path::PathBuf {
+        self.scratch.path().join("recordings")
+    }
+}
+
 #[test]
 fn every_query_of_the_corpus_finds_exactly_its_moments() {
-    let corpus: Value =
-        serde_json::from_str(include_str!("corpus.json")).expect("corpus.json is JSON");
-    let scratch = tempfile::tempdir().unwrap();
-    let recordings = scratch.path().join("recordings");
-    let metas: Vec<SessionMeta> = corpus["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| write_session(&recordings, s))
-        .collect();
-    let (index, created) = SearchIndex::open_or_create(&scratch.path().join("index")).unwrap();
-    assert!(created);
-    let indexed = index.rebuild(&recordings, &metas, &mut |_| {}).unwrap();
-    assert_eq!(indexed.sessions, 3, "{indexed:?}");
-    assert_eq!(indexed.unreadable, 0, "{indexed:?}");
+    let indexed = Indexed::new();
+    let (corpus, metas, index) = (&indexed.corpus, &indexed.metas, &indexed.index);
+    let recordings = indexed.recordings();
 
     let mut failures = Vec::new();
     for query in corpus["queries"].as_array().unwrap() {
@@ -95,17 +122,8 @@ fn every_query_of_the_corpus_finds_exactly_its_moments() {
 
 #[test]
 fn hits_carry_the_moment_and_only_allowed_sessions_are_searched() {
-    let corpus: Value = serde_json::from_str(include_str!("corpus.json")).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let recordings = scratch.path().join("recordings");
-    let metas: Vec<SessionMeta> = corpus["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| write_session(&recordings, s))
-        .collect();
-    let (index, _) = SearchIndex::open_or_create(&scratch.path().join("index")).unwrap();
-    index.rebuild(&recordings, &metas, &mut |_| {}).unwrap();
+    let indexed = Indexed::new();
+    let (scratch, index) = (&indexed.scratch, &indexed.index);
 
     let hits = index.search("kind:input vacuum", None, 10).unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");

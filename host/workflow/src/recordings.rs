@@ -20,12 +20,61 @@ impl Workflow {
         actor: &Actor,
         record: &SessionRecord,
     ) -> Result<gatehouse_policy::Decision, Denied> {
+        self.session_decision(actor, record, "view_recording")
+    }
+
+    /// Cedar's decision on `action` for `actor` over `record`'s account.
+    fn session_decision(
+        &self,
+        actor: &Actor,
+        record: &SessionRecord,
+        action: &str,
+    ) -> Result<gatehouse_policy::Decision, Denied> {
         let target: TargetSpec = format!("{}@{}", record.account, record.asset)
             .parse()
             .map_err(|_| Denied::NoSuchAccount(format!("{}@{}", record.account, record.asset)))?;
         let facts = self.facts(actor, false);
         self.policy
-            .decide_access(&actor.user, &target, "view_recording", &facts, None)
+            .decide_access(&actor.user, &target, action, &facts, None)
+    }
+
+    /// Session `id` when Cedar lets `actor` do `action` on it, audited by `entry(allowed,
+    /// detail)` with the deciding policies; `allowed` and `refused` are the details. An unknown
+    /// session and a refused one are the same `SessionNotFound`.
+    fn decide_on_session(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: &str,
+        (allowed, refused): (String, String),
+        entry: impl Fn(bool, String) -> Entry,
+    ) -> Result<SessionRecord, WorkflowError> {
+        let not_found = || WorkflowError::SessionNotFound(id.to_string());
+        let record: Option<SessionRecord> = self.store.get(&SESSIONS, id)?;
+        let Some(record) = record else {
+            self.audit(entry(false, format!("no session `{id}`")));
+            return Err(not_found());
+        };
+        let target = format!("{}@{}", record.account, record.asset);
+        match self.session_decision(actor, &record, action) {
+            Ok(decision) => {
+                let detail = if decision.allowed { allowed } else { refused };
+                self.audit(
+                    entry(decision.allowed, detail)
+                        .target(target)
+                        .field("policies", serde_json::json!(decision.reasons())),
+                );
+                if decision.allowed {
+                    Ok(record)
+                } else {
+                    Err(not_found())
+                }
+            }
+            Err(e) => {
+                self.audit(entry(false, e.to_string()).target(target));
+                Err(not_found())
+            }
+        }
     }
 
     /// The session `id` if `actor` may watch it; audited (`recording_viewed` with the policy
@@ -36,117 +85,55 @@ impl Workflow {
         id: &str,
         what: &str,
     ) -> Result<SessionRecord, WorkflowError> {
-        let not_found = || WorkflowError::SessionNotFound(id.to_string());
-        let record: Option<SessionRecord> = self.store.get(&SESSIONS, id)?;
-        let entry = |kind: AuditKind, detail: String| {
-            Entry::new(kind, detail)
-                .user(actor.user.name.to_string())
-                .client(actor.client.to_string())
-                .field("session", id.to_string())
-                .field("what", what.to_string())
-        };
-        let Some(record) = record else {
-            self.audit(entry(
-                AuditKind::RecordingRefused,
-                format!("no session `{id}`"),
-            ));
-            return Err(not_found());
-        };
-        let target = format!("{}@{}", record.account, record.asset);
-        match self.view_decision(actor, &record) {
-            Ok(decision) if decision.allowed => {
-                self.audit(
-                    entry(
-                        AuditKind::RecordingViewed,
-                        format!("`{}` watched session `{id}` ({what})", actor.user.name),
-                    )
-                    .target(target)
-                    .field("policies", serde_json::json!(decision.reasons())),
-                );
-                Ok(record)
-            }
-            Ok(decision) => {
-                self.audit(
-                    entry(
-                        AuditKind::RecordingRefused,
-                        format!(
-                            "policy does not let `{}` watch session `{id}`",
-                            actor.user.name
-                        ),
-                    )
-                    .target(target)
-                    .field("policies", serde_json::json!(decision.reasons())),
-                );
-                Err(not_found())
-            }
-            Err(e) => {
-                self.audit(entry(AuditKind::RecordingRefused, e.to_string()).target(target));
-                Err(not_found())
-            }
-        }
+        let user = &actor.user.name;
+        self.decide_on_session(
+            actor,
+            id,
+            "view_recording",
+            (
+                format!("`{user}` watched session `{id}` ({what})"),
+                format!("policy does not let `{user}` watch session `{id}`"),
+            ),
+            |allowed, detail| {
+                let kind = if allowed {
+                    AuditKind::RecordingViewed
+                } else {
+                    AuditKind::RecordingRefused
+                };
+                Entry::new(kind, detail)
+                    .user(user.to_string())
+                    .client(actor.client.to_string())
+                    .field("session", id.to_string())
+                    .field("what", what.to_string())
+            },
+        )
     }
 
     /// The session `id` if `actor` may end it (`terminate_session`), audited as an
     /// `admin_decision` with the deciding policies either way. An unknown session and a refused
-    /// one are the same `NotFound`.
+    /// one are the same `SessionNotFound`.
     pub fn authorize_terminate(
         &self,
         actor: &Actor,
         id: &str,
     ) -> Result<SessionRecord, WorkflowError> {
-        let not_found = || WorkflowError::SessionNotFound(id.to_string());
-        let entry = |allowed: bool, detail: String| {
-            Entry::new(AuditKind::AdminDecision, detail)
-                .user(actor.user.name.to_string())
-                .client(actor.client.to_string())
-                .field("action", "terminate_session")
-                .field("allowed", allowed)
-                .field("session", id.to_string())
-        };
-        let record: Option<SessionRecord> = self.store.get(&SESSIONS, id)?;
-        let Some(record) = record else {
-            self.audit(entry(false, format!("no session `{id}` to end")));
-            return Err(not_found());
-        };
-        let target = format!("{}@{}", record.account, record.asset);
-        let decision = target
-            .parse::<TargetSpec>()
-            .map_err(|_| Denied::NoSuchAccount(target.clone()))
-            .and_then(|spec| {
-                let facts = self.facts(actor, false);
-                self.policy
-                    .decide_access(&actor.user, &spec, "terminate_session", &facts, None)
-            });
-        match decision {
-            Ok(decision) if decision.allowed => {
-                self.audit(
-                    entry(
-                        true,
-                        format!("`{}` may end session `{id}`", actor.user.name),
-                    )
-                    .target(target)
-                    .field("policies", serde_json::json!(decision.reasons())),
-                );
-                Ok(record)
-            }
-            Ok(decision) => {
-                self.audit(
-                    entry(
-                        false,
-                        format!(
-                            "policy does not let `{}` end session `{id}`",
-                            actor.user.name
-                        ),
-                    )
-                    .target(target)
-                    .field("policies", serde_json::json!(decision.reasons())),
-                );
-                Err(not_found())
-            }
-            Err(e) => {
-                self.audit(entry(false, e.to_string()).target(target));
-                Err(not_found())
-            }
-        }
+        let user = &actor.user.name;
+        self.decide_on_session(
+            actor,
+            id,
+            "terminate_session",
+            (
+                format!("`{user}` may end session `{id}`"),
+                format!("policy does not let `{user}` end session `{id}`"),
+            ),
+            |allowed, detail| {
+                Entry::new(AuditKind::AdminDecision, detail)
+                    .user(user.to_string())
+                    .client(actor.client.to_string())
+                    .field("action", "terminate_session")
+                    .field("allowed", allowed)
+                    .field("session", id.to_string())
+            },
+        )
     }
 }
