@@ -57,8 +57,7 @@ impl Indexed {
             .iter()
             .map(|s| write_session(&recordings, s))
             .collect();
-        let (index, created) =
-            SearchIndex::open_or_create(&scratch.path().join("index")).unwrap();
+        let (index, created) = SearchIndex::open_or_create(&scratch.path().join("index")).unwrap();
         assert!(created);
         let indexed = index.rebuild(&recordings, &metas, &mut |_| {}).unwrap();
         assert_eq!(indexed.sessions, 3, "{indexed:?}");
