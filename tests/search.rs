@@ -218,6 +218,20 @@ fn sessions_are_searched_by_what_they_showed_and_typed_with_fields_and_never_the
     let (status, hidden) = get_json(&w.gh, &alice, &format!("/api/v1/search?q={PRINTED}"));
     assert_eq!(status, 200, "{hidden}");
     assert_eq!(hidden["hits"].as_array().unwrap().len(), 0, "{hidden}");
+    // Who searched the recordings for what is on the record, with what they found.
+    let searches = w.gh.audit_of("recordings_searched");
+    let by = |user: &str, query: &str| {
+        searches
+            .iter()
+            .find(|e| e["user"] == user && e["fields"]["query"] == query)
+            .unwrap_or_else(|| panic!("no search by {user} for {query}: {searches:#?}"))
+    };
+    assert_eq!(by("ada", PRINTED)["fields"]["hits"], 1);
+    assert_eq!(
+        by("ada", PRINTED)["fields"]["sessions"],
+        serde_json::json!([shell_id])
+    );
+    assert_eq!(by("alice", PRINTED)["fields"]["hits"], 0);
 
     // Rebuilt from the recordings (in the running gateway): the same answers.
     let summary = w.gh.cli_ok(&["session", "reindex"]);

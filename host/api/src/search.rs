@@ -101,6 +101,11 @@ pub async fn search_sessions(
     };
     let limit = query.limit.unwrap_or(20).clamp(1, 200);
     let inner = state.clone();
+    let (searcher, client) = (
+        person.actor.user.name.to_string(),
+        person.actor.client.to_string(),
+    );
+    let text = query.q.clone();
     let hits = tokio::task::spawn_blocking(move || -> Result<Vec<SearchHit>, ApiError> {
         let workflow = &inner.inner.workflow;
         // Only sessions the caller may watch are searched: others are not hinted at.
@@ -138,6 +143,24 @@ pub async fn search_sessions(
     })
     .await
     .map_err(internal)??;
+    // Who looked for what in the recordings is itself on the record.
+    let sessions: std::collections::BTreeSet<&str> =
+        hits.iter().map(|h| h.session.as_str()).collect();
+    state.inner.auditor.record_best_effort(
+        gatehouse_audit::Entry::new(
+            gatehouse_core::AuditKind::RecordingsSearched,
+            format!(
+                "`{searcher}` searched the recordings: {} hits in {} sessions",
+                hits.len(),
+                sessions.len()
+            ),
+        )
+        .user(searcher)
+        .client(client)
+        .field("query", text)
+        .field("hits", hits.len())
+        .field("sessions", serde_json::json!(sessions)),
+    );
     Ok(crate::routes::no_store(
         Json(SearchResults { hits }).into_response(),
     ))

@@ -326,6 +326,8 @@ pub enum AuditKind {
     /// A sealed recording's manifest was timestamped by an RFC 3161 time stamping authority
     /// (`gen_time`, `tsa`, `manifest_sha256`; the token is `manifest.json.tsr`).
     RecordingTimestamped,
+    /// Someone searched the recordings over the API (`query`, `hits`, `sessions`).
+    RecordingsSearched,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.
