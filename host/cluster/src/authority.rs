@@ -198,42 +198,29 @@ struct NodeLogin<'a> {
 
 impl LoginContext for NodeLogin<'_> {
     fn connection(&self, user: &User, login: &LoginSpec) -> ConnectionInfo {
-        let (asset, account) = match &login.target {
-            Ok(t) => (t.asset.to_string(), t.account.to_string()),
-            Err(_) => (String::new(), String::new()),
-        };
         // The target's address only when the asset exists.
-        let (address, port) = self
-            .authority
-            .store
-            .get(&ASSETS, &asset)
-            .ok()
-            .flatten()
-            .map(|a| match self.protocol {
-                Protocol::Rdp => {
-                    let port = a.rdp.as_ref().map(|r| r.port).unwrap_or(3389);
-                    (a.address, port)
-                }
-                Protocol::Ssh => (a.address, a.port),
-            })
-            .unwrap_or_default();
+        let address = match &login.target {
+            Ok(t) => self
+                .authority
+                .store
+                .get(&ASSETS, t.asset.as_str())
+                .ok()
+                .flatten()
+                .map(|a| match self.protocol {
+                    Protocol::Rdp => {
+                        let port = a.rdp.as_ref().map(|r| r.port).unwrap_or(3389);
+                        (a.address, port)
+                    }
+                    Protocol::Ssh => (a.address, a.port),
+                })
+                .unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
         let client: SocketAddr = self
             .client
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        ConnectionInfo {
-            session_id: self.session.to_string(),
-            protocol: self.protocol,
-            client_address: client.ip().to_string(),
-            client_port: client.port(),
-            gateway_user: user.name.to_string(),
-            groups: user.groups.iter().map(|g| g.to_string()).collect(),
-            target_asset: asset,
-            target_address: address,
-            target_port: port,
-            target_account: account,
-            options: login.options.clone(),
-        }
+        ConnectionInfo::of_login(self.session, self.protocol, client, user, login, address)
     }
 
     fn find_user(&self, name: &str) -> Option<User> {
@@ -256,13 +243,12 @@ fn credential_request(
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> gatehouse_plugin_host::CredentialRequest {
-    gatehouse_plugin_host::CredentialRequest {
-        session_id: session_id.to_string(),
-        gateway_user: authorization.user().name.to_string(),
-        target_account: authorization.account().name.to_string(),
-        target_asset: authorization.asset().name.to_string(),
-        target_address: authorization.asset().address.clone(),
-    }
+    gatehouse_plugin_host::CredentialRequest::new(
+        session_id,
+        authorization.user(),
+        authorization.account(),
+        authorization.asset(),
+    )
 }
 
 /// A login every plugin accepted (or one without plugins).

@@ -1104,13 +1104,12 @@ impl Session {
         &self,
         authorization: &TargetAuthorization,
     ) -> gatehouse_plugin_host::CredentialRequest {
-        gatehouse_plugin_host::CredentialRequest {
-            session_id: self.id.clone(),
-            gateway_user: authorization.user().name.to_string(),
-            target_account: authorization.account().name.to_string(),
-            target_asset: authorization.asset().name.to_string(),
-            target_address: authorization.asset().address.clone(),
-        }
+        gatehouse_plugin_host::CredentialRequest::new(
+            &self.id,
+            authorization.user(),
+            authorization.account(),
+            authorization.asset(),
+        )
     }
 
     /// Tells the account's credential-store plugin (if any) whether the target accepted it.

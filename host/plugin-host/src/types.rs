@@ -33,6 +33,38 @@ pub struct ConnectionInfo {
     pub options: Vec<(String, String)>,
 }
 
+impl ConnectionInfo {
+    /// What plugins are told of `login` by `user` from `client` in session `session_id`: the
+    /// target the login names (empty when it names none), at `address` (the asset's address and
+    /// port; empty when the asset is unknown, never an error).
+    pub fn of_login(
+        session_id: &str,
+        protocol: Protocol,
+        client: std::net::SocketAddr,
+        user: &gatehouse_core::User,
+        login: &gatehouse_core::LoginSpec,
+        address: (String, u16),
+    ) -> Self {
+        let (target_asset, target_account) = match &login.target {
+            Ok(t) => (t.asset.to_string(), t.account.to_string()),
+            Err(_) => (String::new(), String::new()),
+        };
+        ConnectionInfo {
+            session_id: session_id.to_string(),
+            protocol,
+            client_address: client.ip().to_string(),
+            client_port: client.port(),
+            gateway_user: user.name.to_string(),
+            groups: user.groups.iter().map(|g| g.to_string()).collect(),
+            target_asset,
+            target_address: address.0,
+            target_port: address.1,
+            target_account,
+            options: login.options.clone(),
+        }
+    }
+}
+
 /// One answer the user gave to a plugin's question. `Debug` hides the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -166,6 +198,25 @@ pub struct CredentialRequest {
     pub target_account: String,
     pub target_asset: String,
     pub target_address: String,
+}
+
+impl CredentialRequest {
+    /// What a credential-store plugin is asked about session `session_id` of `user` to
+    /// `account` on `asset` (with its `address`).
+    pub fn new(
+        session_id: &str,
+        user: &gatehouse_core::User,
+        account: &gatehouse_core::Account,
+        asset: &gatehouse_core::Asset,
+    ) -> Self {
+        CredentialRequest {
+            session_id: session_id.to_string(),
+            gateway_user: user.name.to_string(),
+            target_account: account.name.to_string(),
+            target_asset: asset.name.to_string(),
+            target_address: asset.address.clone(),
+        }
+    }
 }
 
 /// Which credential to fetch.

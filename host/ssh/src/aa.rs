@@ -18,23 +18,14 @@ pub(crate) fn connection_info(
     login: &LoginSpec,
     target: (String, u16),
 ) -> ConnectionInfo {
-    let (asset, account) = match &login.target {
-        Ok(t) => (t.asset.to_string(), t.account.to_string()),
-        Err(_) => (String::new(), String::new()),
-    };
-    ConnectionInfo {
-        session_id: shared.id.clone(),
-        protocol: Protocol::Ssh,
-        client_address: shared.client.ip().to_string(),
-        client_port: shared.client.port(),
-        gateway_user: user.name.to_string(),
-        groups: user.groups.iter().map(|g| g.to_string()).collect(),
-        target_asset: asset,
-        target_address: target.0,
-        target_port: target.1,
-        target_account: account,
-        options: login.options.clone(),
-    }
+    ConnectionInfo::of_login(
+        &shared.id,
+        Protocol::Ssh,
+        shared.client,
+        user,
+        login,
+        target,
+    )
 }
 
 impl LoginContext for SessionShared {

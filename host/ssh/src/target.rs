@@ -393,13 +393,12 @@ fn credential_request(
     authorization: &TargetAuthorization,
     session_id: &str,
 ) -> gatehouse_plugin_host::CredentialRequest {
-    gatehouse_plugin_host::CredentialRequest {
-        session_id: session_id.to_string(),
-        gateway_user: authorization.user().name.to_string(),
-        target_account: authorization.account().name.to_string(),
-        target_asset: authorization.asset().name.to_string(),
-        target_address: authorization.asset().address.clone(),
-    }
+    gatehouse_plugin_host::CredentialRequest::new(
+        session_id,
+        authorization.user(),
+        authorization.account(),
+        authorization.asset(),
+    )
 }
 
 /// The credential from the account's credential-store plugin: a private key if it has one, and

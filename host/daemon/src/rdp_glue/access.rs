@@ -41,35 +41,22 @@ pub(super) struct LoggedIn {
 
 impl LoginContext for Session {
     fn connection(&self, user: &User, login: &LoginSpec) -> ConnectionInfo {
-        let (asset, account) = match &login.target {
-            Ok(t) => (t.asset.to_string(), t.account.to_string()),
-            Err(_) => (String::new(), String::new()),
-        };
         // The address only when the asset exists: an unknown asset is an empty address.
-        let (address, port) = self
-            .services
-            .store
-            .get(&ASSETS, &asset)
-            .ok()
-            .flatten()
-            .map(|a| {
-                let port = a.rdp.as_ref().map(|r| r.port).unwrap_or(3389);
-                (a.address, port)
-            })
-            .unwrap_or_default();
-        ConnectionInfo {
-            session_id: self.id.clone(),
-            protocol: Protocol::Rdp,
-            client_address: self.client.ip().to_string(),
-            client_port: self.client.port(),
-            gateway_user: user.name.to_string(),
-            groups: user.groups.iter().map(|g| g.to_string()).collect(),
-            target_asset: asset,
-            target_address: address,
-            target_port: port,
-            target_account: account,
-            options: login.options.clone(),
-        }
+        let address = match &login.target {
+            Ok(t) => self
+                .services
+                .store
+                .get(&ASSETS, t.asset.as_str())
+                .ok()
+                .flatten()
+                .map(|a| {
+                    let port = a.rdp.as_ref().map(|r| r.port).unwrap_or(3389);
+                    (a.address, port)
+                })
+                .unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        ConnectionInfo::of_login(&self.id, Protocol::Rdp, self.client, user, login, address)
     }
 
     fn find_user(&self, name: &str) -> Option<User> {
