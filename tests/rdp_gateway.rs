@@ -438,6 +438,11 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     let (dir, shadow, mut gh, _) = gateway(true);
     support::rdp_peers::paint_checkerboard(&shadow.display, dir.path(), 32, "#ff00ff", "#00c000");
     add_auditor(&gh);
+    // Recordings encrypted at rest once sealed: everything below reads through the key (the
+    // player's test reads plain ones).
+    gh.edit_settings(|settings| {
+        settings["recordings"] = serde_json::json!({ "encrypt": true });
+    });
     gh.serve();
 
     // The client on a display of its own; what it types goes through the gateway.
@@ -495,7 +500,20 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     let frame = decoded_frame(&["-sseof", "-1", "-i", webm.to_str().unwrap()], 1024, 768);
     assert_checkerboard(&frame, 1024, 40, "the WebM export");
 
-    // The player's video: an auditor gets the WebM over the API, rendered once and cached.
+    // Sealed: the PDUs are ciphertext now.
+    support::poll(Duration::from_secs(30), || {
+        gh.audit_of("recording_sealed")
+            .iter()
+            .any(|e| e["session"] == id.as_str())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not sealed: {}", gh.log_tail(40)));
+    let recording = gh.data_dir().join("recordings").join(&id);
+    let pdus = std::fs::read(recording.join("rdp.pdus")).unwrap();
+    assert!(pdus.starts_with(b"GHRENC1\n"), "rdp.pdus is not encrypted");
+
+    // The player's video: an auditor gets the WebM over the API, rendered once and cached,
+    // encrypted like its recording.
     let ada = auditor_bearer(&gh);
     let (status, headers, video) = get_video(&gh, &ada, &id);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&video));
@@ -512,7 +530,19 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
         .join("recordings")
         .join(&id)
         .join("video.webm");
-    assert_eq!(std::fs::read(&cached).unwrap(), video);
+    let on_disk = std::fs::read(&cached).unwrap();
+    assert!(
+        on_disk.starts_with(b"GHRENC1\n"),
+        "video.webm is not encrypted"
+    );
+    assert!(on_disk.len() > video.len(), "ciphertext and tags");
+    let (status, _, again) = get_video(&gh, &ada, &id);
+    assert_eq!(
+        (status, again.len()),
+        (200, video.len()),
+        "the cached video"
+    );
+    assert!(again == video, "the cached video differs from the first");
     // The gateway user who opened the session may not watch it.
     let alice = support::api_bearer(&gh, GATEWAY_USER, GATEWAY_PASSWORD);
     let (status, _, _) = get_video(&gh, &alice, &id);

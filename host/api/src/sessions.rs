@@ -345,9 +345,25 @@ pub async fn session_video(
             format!("the recording cannot be rendered: {e}"),
         )
     })?;
-    let file = tokio::fs::File::open(&path).await.map_err(internal)?;
-    let length = file.metadata().await.map_err(internal)?.len();
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    // Decrypted as it is sent when the recording is encrypted at rest: a blocking reader feeds
+    // a small pipe, so a slow browser holds the reader back rather than filling memory.
+    let (length, source) = tokio::task::spawn_blocking(move || {
+        let length = gatehouse_recording::crypt::plain_len(&path)?;
+        gatehouse_recording::crypt::open(&path).map(|source| (length, source))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let (pipe, sink) = tokio::io::duplex(64 * 1024);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut source = source;
+        let mut sink = tokio_util::io::SyncIoBridge::new(sink);
+        // A reader that went away ends the copy; nothing else to do.
+        let _ = std::io::copy(&mut source, &mut sink).and_then(|_| sink.flush());
+        let _ = sink.shutdown();
+    });
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(pipe));
     let mut response = recording_response(body, "video/webm");
     response
         .headers_mut()

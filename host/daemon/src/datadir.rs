@@ -39,7 +39,8 @@ pub struct Settings {
     /// The Prometheus endpoint; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::MetricsSettings>,
-    /// Sealed recordings: RFC 3161 timestamps from a time stamping authority; none when absent.
+    /// Sealed recordings: RFC 3161 timestamps from a time stamping authority, encryption at
+    /// rest; neither when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recordings: Option<crate::timestamp::RecordingSettings>,
 }

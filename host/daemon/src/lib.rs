@@ -21,6 +21,7 @@ pub mod plugin_cmd;
 pub mod plugin_glue;
 pub mod policy_cmd;
 pub mod rdp_glue;
+pub mod recording_key;
 pub mod report;
 pub mod request_cmd;
 pub mod seal;

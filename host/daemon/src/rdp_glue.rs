@@ -129,8 +129,7 @@ impl Renderer {
         if !(fresh(&video) && fresh(&clock)) {
             return Ok(None);
         }
-        let text =
-            std::fs::read(&clock).map_err(|e| format!("reading `{}`: {e}", clock.display()))?;
+        let text = gatehouse_recording::crypt::read_all(&clock).map_err(|e| e.to_string())?;
         match serde_json::from_slice(&text) {
             Ok(parsed) => Ok(Some((video, parsed))),
             // Rendered again on the next request.
@@ -162,6 +161,9 @@ impl gatehouse_api::VideoRenderer for Renderer {
         std::fs::write(&clock_partial, json).map_err(|e| e.to_string())?;
         std::fs::rename(&clock_partial, &clock_path).map_err(|e| e.to_string())?;
         std::fs::rename(&partial, &video).map_err(|e| e.to_string())?;
+        // The video of an encrypted recording is encrypted like it (the API decrypts it as it
+        // sends it).
+        gatehouse_recording::crypt::encrypt_like(&pdus, &video).map_err(|e| e.to_string())?;
         Ok(video)
     }
 

@@ -85,6 +85,7 @@ pub async fn seal_loop(
     vault: Arc<Vault>,
     recordings: PathBuf,
     search: Option<Arc<gatehouse_search::SearchIndex>>,
+    encrypt: Option<gatehouse_recording::crypt::RecordingKey>,
 ) {
     let signer = match load_or_create_signer(&store, &vault) {
         Ok(key) => key,
@@ -97,7 +98,7 @@ pub async fn seal_loop(
     // RFC 3161 timestamps of sealed manifests, when a TSA is configured: beside sealing, never
     // in its way (a TSA that is down delays only the timestamps).
     let stamping = crate::timestamp::stamp_loop(store.clone(), auditor.clone(), recordings.clone());
-    let sealing = seal_scans(store, auditor, signer, recordings, search);
+    let sealing = seal_scans(store, auditor, signer, recordings, search, encrypt);
     tokio::join!(sealing, stamping);
 }
 
@@ -108,16 +109,18 @@ async fn seal_scans(
     signer: PrivateKey,
     recordings: PathBuf,
     search: Option<Arc<gatehouse_search::SearchIndex>>,
+    encrypt: Option<gatehouse_recording::crypt::RecordingKey>,
 ) {
     let mut sealed = HashSet::new();
     loop {
         tokio::time::sleep(SCAN_EVERY).await;
-        let (store, auditor, signer, recordings, search, mut done) = (
+        let (store, auditor, signer, recordings, search, encrypt, mut done) = (
             store.clone(),
             auditor.clone(),
             signer.clone(),
             recordings.clone(),
             search.clone(),
+            encrypt.clone(),
             std::mem::take(&mut sealed),
         );
         let scanned = tokio::task::spawn_blocking(move || {
@@ -127,6 +130,7 @@ async fn seal_scans(
                 &signer,
                 &recordings,
                 search.as_deref(),
+                encrypt.as_ref(),
                 &mut done,
             );
             (result, done)
@@ -161,6 +165,7 @@ fn seal_due(
     signer: &PrivateKey,
     recordings: &Path,
     search: Option<&gatehouse_search::SearchIndex>,
+    encrypt: Option<&gatehouse_recording::crypt::RecordingKey>,
     sealed: &mut HashSet<String>,
 ) -> Result<()> {
     let entries = match std::fs::read_dir(recordings) {
@@ -204,7 +209,19 @@ fn seal_due(
         if !quiet {
             continue;
         }
-        seal_one(auditor, signer, &dir, &record)?;
+        // Encrypted before the manifest: it hashes the files as they stay on disk.
+        let encrypted = match encrypt {
+            Some(key) => gatehouse_recording::crypt::encrypt_recording(&dir, key)
+                .with_context(|| format!("encrypting the recording of session {id}"))?,
+            None => 0,
+        };
+        seal_one(
+            auditor,
+            signer,
+            &dir,
+            &record,
+            encrypt.map(|k| (k.id(), encrypted)),
+        )?;
         // Complete now: searchable from here on.
         if let Some(index) = search {
             crate::search::index_sealed(index, recordings, &record);
@@ -224,6 +241,7 @@ fn seal_one(
     signer: &PrivateKey,
     dir: &Path,
     record: &SessionRecord,
+    encrypted: Option<(String, usize)>,
 ) -> Result<()> {
     let manifest = Manifest::build(dir, &record.id)?;
     let mut bytes = serde_json::to_vec_pretty(&manifest)?;
@@ -251,6 +269,11 @@ fn seal_one(
     .user(record.user.clone())
     .field("manifest_sha256", manifest::sha256_hex(&bytes))
     .field("files", manifest.files.len());
+    if let Some((key, files)) = encrypted {
+        entry = entry
+            .field("encrypted_with", key)
+            .field("encrypted_files", files);
+    }
     if let Some(node) = &record.node {
         entry = entry.field("node", node.clone());
     }

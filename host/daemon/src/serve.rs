@@ -75,6 +75,18 @@ pub fn run(
     let ssh_listen = listen.ssh;
     let vault = Arc::new(Vault::new(dir.load_master_key(overrides)?));
     let vault_for_seal = vault.clone();
+    // Encrypted recordings are readable here (API, search, player); with `recordings.encrypt`
+    // on, the key that encrypts new ones is made now, so a broken key stops the start rather
+    // than leaving recordings in the clear.
+    crate::recording_key::install(dir, &vault)?;
+    let recording_key = if settings.recordings.as_ref().is_some_and(|r| r.encrypt) {
+        let key = crate::recording_key::load_or_create(dir, &vault)?;
+        tracing::info!(key = %key.id(), "recordings are encrypted at rest when sealed");
+        gatehouse_recording::crypt::install(key.clone());
+        Some(key)
+    } else {
+        None
+    };
     let host_keys = dir.load_host_keys()?;
     let store = Arc::new(Store::open(&dir.store())?);
     let policy_settings = dir.policy_settings()?;
@@ -305,7 +317,7 @@ pub fn run(
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
                 // Finished recordings: signed manifests linked into the audit trail.
-                () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings(), search) => Ok(()),
+                () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings(), search, recording_key) => Ok(()),
                 result = cluster => result.context("cluster port"),
             }
         };

@@ -118,6 +118,22 @@ fn first_recorded_channel(recorded: &RecordedSession, channel: Option<u32>) -> R
 }
 
 pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand) -> Result<()> {
+    // Commands that read recordings here can read encrypted ones (a reindex run by the server
+    // uses the server's key; one run here needs it too, but may go to the server instead).
+    match &command {
+        SessionCommand::Show { .. }
+        | SessionCommand::Watch { .. }
+        | SessionCommand::Play { .. }
+        | SessionCommand::Export { .. } => {
+            crate::recording_key::install_for_reading(dir, overrides.clone())?;
+        }
+        SessionCommand::Reindex => {
+            if let Err(e) = crate::recording_key::install_for_reading(dir, overrides.clone()) {
+                tracing::debug!(error = %format!("{e:#}"), "recording key not loaded here");
+            }
+        }
+        _ => {}
+    }
     match command {
         SessionCommand::List(j) => {
             let list = sessions(dir, overrides)?;
@@ -171,9 +187,15 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
         }
         SessionCommand::Show { id, json } => {
             let record = session(dir, overrides, &id)?;
-            let events: Vec<EventRecord> = RecordedSession::open(&dir.recordings(), &id)
-                .and_then(|r| r.events())
-                .unwrap_or_default();
+            let events: Vec<EventRecord> =
+                match RecordedSession::open(&dir.recordings(), &id).and_then(|r| r.events()) {
+                    Ok(events) => events,
+                    Err(gatehouse_recording::RecordingError::SessionNotFound(_)) => Vec::new(),
+                    Err(e) => {
+                        eprintln!("gatehouse: the session's events cannot be read: {e}");
+                        Vec::new()
+                    }
+                };
             if json.json {
                 let value = serde_json::json!({ "session": record, "events": events });
                 println!("{}", serde_json::to_string_pretty(&value)?);

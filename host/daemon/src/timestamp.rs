@@ -75,6 +75,10 @@ pub struct RecordingSettings {
         deserialize_with = "absolute_path"
     )]
     pub timestamp_ca_file: Option<PathBuf>,
+    /// Encrypt recordings at rest when they are sealed, with the recording key
+    /// (`recording_key.rs`). Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
 }
 
 fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {

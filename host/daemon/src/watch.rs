@@ -6,7 +6,7 @@
 use anyhow::{Result, bail};
 use gatehouse_core::SessionRecord;
 use gatehouse_recording::{RecordedSession, channel_file_name};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,8 @@ pub fn watch(
         std::thread::sleep(POLL);
     };
     let path = recordings.join(id).join(channel_file_name(channel));
-    let mut file = std::fs::File::open(&path)?;
+    let mut file = open_at(&path, 0)?;
+    let mut position: u64 = 0;
     let mut pending: Vec<u8> = Vec::new();
     let mut header_seen = false;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -71,6 +72,7 @@ pub fn watch(
     let mut last_record = Instant::now();
     loop {
         let read = file.read(&mut chunk)?;
+        position += read as u64;
         if read > 0 {
             pending.extend_from_slice(&chunk[..read]);
             // Whole lines only: the recorder may be half-way through one.
@@ -95,15 +97,27 @@ pub fn watch(
             // Once the record says it ended, one more read takes what was flushed last.
             ended = record()?.is_none_or(|r| r.ended.is_some());
             if ended {
-                // The file may have been replaced whole since it was opened; read on from here.
-                let position = file.stream_position()?;
-                file = std::fs::File::open(&path)?;
-                file.seek(SeekFrom::Start(position))?;
+                // The file may have been replaced whole since it was opened (a finished
+                // recording is encrypted when sealed); read on from here.
+                file = open_at(&path, position)?;
                 continue;
             }
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The recording file at `path` (decrypted when it is encrypted), read from plaintext byte `at`.
+fn open_at(path: &Path, at: u64) -> Result<Box<dyn Read + Send>> {
+    let mut file = gatehouse_recording::crypt::open(path)?;
+    let skipped = std::io::copy(&mut (&mut file).take(at), &mut std::io::sink())?;
+    if skipped < at {
+        bail!(
+            "`{}` is shorter than when it was being read",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// The data of an output event line (`[time, "o", data]`), `None` for any other line.

@@ -94,9 +94,16 @@ pub struct PduReader<R> {
     offset: u64,
 }
 
-/// Opens a recording file for reading.
-pub fn open(path: &Path) -> Result<PduReader<io::BufReader<std::fs::File>>, PduError> {
-    let file = std::fs::File::open(path)?;
+/// A reader of a recording file as it is on disk (decrypted when it is encrypted).
+pub type FileSource = io::BufReader<Box<dyn Read + Send>>;
+
+/// Opens a recording file for reading (through `gatehouse_recording::crypt`, so an encrypted
+/// recording is decrypted as it is read).
+pub fn open(path: &Path) -> Result<PduReader<FileSource>, PduError> {
+    let file = gatehouse_recording::crypt::open(path).map_err(|e| match e {
+        gatehouse_recording::RecordingError::Io { source, .. } => PduError::Io(source),
+        other => PduError::Io(io::Error::other(other.to_string())),
+    })?;
     PduReader::new(io::BufReader::with_capacity(64 * 1024, file))
 }
 

@@ -50,6 +50,27 @@ pub enum RecordingError {
         reason: String,
     },
 
+    /// The file is encrypted with a recording key this process does not hold.
+    #[error(
+        "`{}` is encrypted with recording key {key}, which this process does not have (run it with the gateway's data directory and master key)",
+        path.display()
+    )]
+    KeyMissing {
+        /// The file that was opened.
+        path: PathBuf,
+        /// The id of the key it needs.
+        key: String,
+    },
+
+    /// An encrypted file cannot be decrypted or encrypted.
+    #[error("`{}` does not decrypt: {reason}", path.display())]
+    Undecryptable {
+        /// The file concerned.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Playback speed must be a finite number greater than zero.
     #[error("playback speed must be a number greater than zero, got `{0}`")]
     InvalidSpeed(f64),

@@ -73,6 +73,7 @@ mod session;
 mod transfer;
 mod utf8;
 
+pub mod crypt;
 pub mod manifest;
 pub mod scp;
 pub mod sftp;

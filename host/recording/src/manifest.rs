@@ -50,7 +50,7 @@ impl std::fmt::Display for FileProblem {
 }
 
 /// Whether a file of a recording directory belongs in its manifest.
-fn sealed_name(name: &str) -> bool {
+pub(crate) fn sealed_name(name: &str) -> bool {
     name != MANIFEST && name != SIGNATURE && !DERIVED.contains(&name) && !name.contains(".part")
 }
 
@@ -98,9 +98,13 @@ fn sealed_files(dir: &Path) -> std::io::Result<Vec<String>> {
 }
 
 /// Whether the recording in `dir` is finished: its event log ends with the session's close
-/// (written last, after every channel and any check that follows the session).
+/// (written last, after every channel and any check that follows the session). An encrypted
+/// log is finished: only finished recordings are encrypted.
 pub fn is_finished(dir: &Path) -> bool {
     use std::io::{Seek, SeekFrom};
+    if crate::crypt::is_encrypted(&dir.join(crate::session::EVENTS_FILE)).unwrap_or(false) {
+        return true;
+    }
     let Ok(mut file) = std::fs::File::open(dir.join(crate::session::EVENTS_FILE)) else {
         return false;
     };

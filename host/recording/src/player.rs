@@ -131,7 +131,7 @@ pub fn export(session_dir: &Path, channel: u32, dest: &Path) -> Result<()> {
 /// Streams the events of a cast file after checking its header: memory holds one line.
 pub struct CastReader {
     path: PathBuf,
-    lines: BufReader<File>,
+    lines: BufReader<Box<dyn std::io::Read + Send>>,
     line_number: usize,
     buffer: String,
     /// The time of the last event returned: times never go backwards.
@@ -141,9 +141,10 @@ pub struct CastReader {
 }
 
 impl CastReader {
-    /// Opens the cast file at `path` and reads its header.
+    /// Opens the cast file at `path` (decrypted when it is encrypted: [`crate::crypt`]) and
+    /// reads its header.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(io_error("open", path))?;
+        let file = crate::crypt::open(path)?;
         let mut reader = Self {
             path: path.to_owned(),
             lines: BufReader::new(file),

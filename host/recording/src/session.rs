@@ -392,8 +392,7 @@ impl RecordedSession {
     /// error naming its line number.
     pub fn events(&self) -> Result<Vec<EventRecord>> {
         let path = self.dir.join(EVENTS_FILE);
-        let file = File::open(&path).map_err(io_error("open", &path))?;
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::new(crate::crypt::open(&path)?);
         let mut records = Vec::new();
         let mut line = String::new();
         let mut line_number = 0;

@@ -5,6 +5,8 @@
 //! the private-key slot) fails to open. Plaintexts only live in zeroizing [`SecretBytes`] /
 //! [`SecretString`] holders.
 
+pub mod stream;
+
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use gatehouse_core::{Account, SealedSecret, SecretBytes, SecretString};
