@@ -374,6 +374,30 @@ impl PtySession {
             .unwrap_or_else(|e| panic!("typing into {}: {e}\n{}", self.desc, self.transcript()));
     }
 
+    /// Types `bytes` as they are (control keys).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("session stdin already closed");
+        stdin
+            .write_all(bytes)
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| panic!("typing into {}: {e}\n{}", self.desc, self.transcript()));
+    }
+
+    /// Waits until stderr contains `needle`; panics with the transcript after `timeout`.
+    pub fn expect_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting for {needle:?} on stderr\n{}",
+                    self.transcript()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until stdout contains `needle`; panics with the transcript after `timeout`.
     pub fn expect(&mut self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

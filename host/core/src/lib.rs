@@ -13,7 +13,7 @@ pub mod secret;
 pub mod time;
 
 pub use lifecycle::*;
-pub use login::{LoginError, LoginSpec, TargetSpec};
+pub use login::{JoinSpec, LoginError, LoginSpec, TargetSpec};
 pub use names::{Name, NameError};
 pub use nodes::{JoinToken, ManagedNetwork, Node, NodeStatus};
 pub use records::*;

@@ -118,6 +118,50 @@ impl LoginSpec {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// A login that joins a running session instead of opening one: `watch=<session>@user`
+    /// (read-only) or `join=<session>@user` (with the keyboard, where policy allows). No target
+    /// is named.
+    pub fn join(&self) -> Option<JoinSpec> {
+        let (session, keyboard) = match (self.option("join"), self.option("watch")) {
+            (Some(id), _) => (id, true),
+            (None, Some(id)) => (id, false),
+            (None, None) => return None,
+        };
+        Some(JoinSpec {
+            session: session.to_string(),
+            keyboard,
+        })
+    }
+}
+
+/// Joining a running session (see [`LoginSpec::join`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinSpec {
+    /// The session's id.
+    pub session: String,
+    /// With the keyboard (`join=`), or only watching (`watch=`).
+    pub keyboard: bool,
+}
+
+impl JoinSpec {
+    /// The Cedar action that decides it.
+    pub fn action(&self) -> &'static str {
+        if self.keyboard {
+            "join_session"
+        } else {
+            "watch_session"
+        }
+    }
+
+    /// How it is described to people.
+    pub fn mode(&self) -> &'static str {
+        if self.keyboard {
+            "keyboard"
+        } else {
+            "read-only"
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +240,23 @@ mod tests {
     fn refuses_huge_usernames() {
         let long = "a".repeat(LoginSpec::MAX_LEN + 1);
         assert_eq!(LoginSpec::parse(&long), Err(LoginError::TooLong));
+    }
+
+    #[test]
+    fn joining_a_session_names_it_and_no_target() {
+        let watch = LoginSpec::parse("watch=0190-abc@sam").unwrap();
+        assert_eq!(
+            watch.join(),
+            Some(JoinSpec {
+                session: "0190-abc".into(),
+                keyboard: false
+            })
+        );
+        assert_eq!(watch.join().unwrap().action(), "watch_session");
+        let join = LoginSpec::parse("join=0190-abc@sam").unwrap();
+        assert!(join.join().unwrap().keyboard);
+        assert_eq!(join.join().unwrap().action(), "join_session");
+        assert_eq!(LoginSpec::parse("sam@root@db1").unwrap().join(), None);
     }
 
     #[test]

@@ -328,6 +328,10 @@ pub enum AuditKind {
     RecordingTimestamped,
     /// Someone searched the recordings over the API (`query`, `hits`, `sessions`).
     RecordingsSearched,
+    /// Someone joined a running session live (`joined_by`, `mode`: `read-only` or `keyboard`,
+    /// `policies`), or left it.
+    SessionJoined,
+    SessionLeft,
 }
 
 /// An audit event as stored. `seq` is assigned by the store and strictly increasing.

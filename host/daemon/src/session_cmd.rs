@@ -98,6 +98,9 @@ fn event_text(event: &RecordingEvent) -> String {
             Some(reason) => format!("graphics {verdict}: {reason}"),
             None => format!("graphics {verdict}"),
         },
+        RecordingEvent::Joined { user, mode } => format!("{user} joined ({mode})"),
+        RecordingEvent::Left { user } => format!("{user} left"),
+        RecordingEvent::JoinedInput { user, text } => format!("{user} typed {text:?}"),
         other => serde_json::to_string(other).unwrap_or_default(),
     }
 }

@@ -612,6 +612,8 @@ impl PolicyEngine {
                 | "request_access"
                 | "view_recording"
                 | "terminate_session"
+                | "watch_session"
+                | "join_session"
         ) {
             return Err(Denied::Policy(PolicyError::Config(format!(
                 "`{action}` is not decided with an access context"

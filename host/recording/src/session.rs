@@ -123,6 +123,13 @@ pub enum RecordingEvent {
         #[serde(default)]
         truncated: bool,
     },
+    /// Someone joined the session live: `mode` is `read-only` or `keyboard`.
+    Joined { user: String, mode: String },
+    /// Someone who joined left.
+    Left { user: String },
+    /// What a person who joined with the keyboard typed (it is in the cast's input stream too,
+    /// at the same moment); runs of typing are one event.
+    JoinedInput { user: String, text: String },
     /// Whether the recorded graphics of an RDP session decode (checked after the session).
     Graphics {
         /// `decodable`, `partially` or `not_decodable`.

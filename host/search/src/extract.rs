@@ -119,6 +119,8 @@ fn event_text(event: &RecordingEvent) -> Option<(FragmentKind, String)> {
             },
         )),
         RecordingEvent::Keys { text, .. } => Some((FragmentKind::Keys, text.clone())),
+        // What a second person typed into a joined terminal is in the cast's input stream,
+        // indexed like the owner's typing: only where the terminal echoed it.
         RecordingEvent::Clipboard {
             text: Some(text), ..
         } => Some((FragmentKind::Clipboard, text.clone())),

@@ -9,6 +9,7 @@ mod aa;
 mod access;
 mod drain;
 mod forward;
+mod join;
 mod live;
 mod messages;
 mod permit;

@@ -41,6 +41,14 @@ impl LiveSessions {
         self.closed.notify_one();
     }
 
+    /// The running SSH session `id`.
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<SessionShared>> {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).and_then(Weak::upgrade))
+    }
+
     /// Registers a running session of another protocol (RDP); it stays listed, and `end` is
     /// what [`Self::terminate`] calls, until the guard is dropped (once the session's books are
     /// closed).

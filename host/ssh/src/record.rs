@@ -57,6 +57,16 @@ pub(crate) struct ChannelRecording {
     exit_signal: Option<String>,
     failed: bool,
     files: FileEventBudget,
+    /// A run of typing by someone who joined the session, not yet logged.
+    joined: Option<JoinedRun>,
+}
+
+/// A run of one joiner's typing: logged as one event, at its start, when it ends (a line
+/// ended, another person typed, a quiet second, the channel closed).
+struct JoinedRun {
+    user: String,
+    text: String,
+    at: std::time::Duration,
 }
 
 /// Bytes of file events a channel may log beyond [`FILE_EVENTS_PER_TRAFFIC_BYTE`] times its
@@ -173,6 +183,7 @@ impl ChannelRecording {
             exit_signal: None,
             failed: false,
             files: FileEventBudget::default(),
+            joined: None,
         })
     }
 
@@ -205,6 +216,39 @@ impl ChannelRecording {
         }
         self.drain_events();
         self.write_cast(data, Way::Input);
+    }
+
+    /// Bytes a person who joined the session typed: in the cast's input stream like the user's,
+    /// and attributed to them in the event log.
+    pub fn joined_input(&mut self, user: &str, data: &[u8]) {
+        self.input(data);
+        let text = String::from_utf8_lossy(data);
+        match &mut self.joined {
+            Some(run) if run.user == user => run.text.push_str(&text),
+            _ => {
+                self.end_joined_run();
+                self.joined = Some(JoinedRun {
+                    user: user.to_string(),
+                    text: text.into_owned(),
+                    at: self.session.elapsed(),
+                });
+            }
+        }
+        if data.iter().any(|&b| b == b'\r' || b == b'\n') {
+            self.end_joined_run();
+        }
+    }
+
+    fn end_joined_run(&mut self) {
+        if let Some(run) = self.joined.take() {
+            let event = RecordingEvent::JoinedInput {
+                user: run.user,
+                text: run.text,
+            };
+            if let Err(e) = self.session.log_at(run.at, Some(self.number), event) {
+                self.note_failure(e);
+            }
+        }
     }
 
     /// Bytes from the target to the user: `stderr` false for the channel's data stream, true for
@@ -287,6 +331,7 @@ impl ChannelRecording {
 
     /// Writes buffered terminal data to disk (called when the channel goes quiet).
     pub fn flush(&mut self) {
+        self.end_joined_run();
         if let Some(cast) = self.cast.as_mut()
             && let Err(e) = cast.flush()
         {
@@ -359,6 +404,7 @@ impl ChannelRecording {
 
     /// Flushes everything and returns the channel's summary for the session record.
     pub fn finish(mut self) -> ChannelSummary {
+        self.end_joined_run();
         let (protocol, events) = match &mut self.inspector {
             Inspector::Sftp(i) => (FileProtocol::Sftp, i.finish()),
             Inspector::Scp(i) => (FileProtocol::Scp, i.finish()),

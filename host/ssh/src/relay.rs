@@ -142,6 +142,12 @@ pub(crate) async fn run_session_channel(
         }
     };
 
+    // A login that joins someone's running session gets that session's terminal instead.
+    if let Some(join) = shared.join_spec() {
+        crate::join::run_joiner(shared, client_rx, client_tx, &start, server, join).await;
+        return;
+    }
+
     // Phase 2: the target and the channel decision.
     let target = match target_with_notices(&shared, &client_tx).await {
         Ok(t) => t,
@@ -257,16 +263,47 @@ pub(crate) async fn run_session_channel(
         tracing::debug!(error = %e, "target channel closed before the start request");
     }
 
+    // A terminal can be joined (watched, or typed into where policy allows) while it runs.
+    let (tap, mut typed_rx, mut notices_rx) = if matches!(start, Start::Shell) {
+        let (tap, typed, notices) = crate::join::TerminalTap::new(number);
+        shared.add_terminal(tap.clone());
+        (Some(tap), Some(typed), Some(notices))
+    } else {
+        (None, None, None)
+    };
+
     let client_id = client_tx.id();
     let up = async {
-        while let Some(msg) = client_rx.wait().await {
-            let closing = matches!(msg, ChannelMsg::Close);
-            if forward_to_target(&shared, &target_tx, msg, &recording)
-                .await
-                .is_err()
-                || closing
-            {
-                break;
+        loop {
+            let joined = async {
+                match typed_rx.as_mut() {
+                    Some(typed) => typed.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = client_rx.wait() => {
+                    let Some(msg) = msg else { break };
+                    let closing = matches!(msg, ChannelMsg::Close);
+                    if forward_to_target(&shared, &target_tx, msg, &recording)
+                        .await
+                        .is_err()
+                        || closing
+                    {
+                        break;
+                    }
+                }
+                Some(typed) = joined => {
+                    if let Ok(mut r) = recording.lock() {
+                        r.joined_input(&typed.user, &typed.data);
+                    }
+                    shared
+                        .bytes_up
+                        .fetch_add(typed.data.len() as u64, Ordering::Relaxed);
+                    if target_tx.data_bytes(typed.data).await.is_err() {
+                        break;
+                    }
+                }
             }
         }
     };
@@ -318,11 +355,26 @@ pub(crate) async fn run_session_channel(
                     continue;
                 }
                 () = closing => break,
+                // Who joined or left the session, for its user.
+                Some(line) = async {
+                    match notices_rx.as_mut() {
+                        Some(notices) => notices.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = client_tx
+                        .extended_data_bytes(1, format!("\r\n{line}\r\n").into_bytes())
+                        .await;
+                    continue;
+                }
             };
             let result = match msg {
                 ChannelMsg::Data { data } => {
                     if let Ok(mut r) = recording.lock() {
                         r.output(&data, false);
+                    }
+                    if let Some(tap) = &tap {
+                        tap.output(&data);
                     }
                     shared
                         .bytes_down
@@ -332,6 +384,9 @@ pub(crate) async fn run_session_channel(
                 ChannelMsg::ExtendedData { data, ext } => {
                     if let Ok(mut r) = recording.lock() {
                         r.output(&data, true);
+                    }
+                    if let Some(tap) = &tap {
+                        tap.output(&data);
                     }
                     shared
                         .bytes_down
@@ -404,6 +459,10 @@ pub(crate) async fn run_session_channel(
                 let _ = target_tx.close().await;
             }
         }
+    }
+    if let Some(tap) = &tap {
+        tap.end();
+        shared.remove_terminal(number);
     }
     finish(&shared, recording).await;
 }

@@ -738,6 +738,10 @@ impl russh::server::Handler for ClientHandler {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.shared.set_handle(session.handle());
+        // A login that joins a running session opens no target.
+        if self.shared.join_spec().is_some() {
+            return Ok(());
+        }
         // Start authorizing and dialing now, while the client opens its channel.
         let shared = self.shared.clone();
         let span = shared.span.clone();

@@ -61,6 +61,8 @@ pub(crate) struct SessionShared {
     /// Serialises queueing the session record's writes (progress updates and the final one), so
     /// no progress update is queued after the final record.
     record_lock: tokio::sync::Mutex<()>,
+    /// The session's running terminals, as people joining it reach them.
+    terminals: Mutex<Vec<Arc<crate::join::TerminalTap>>>,
 }
 
 impl SessionShared {
@@ -98,7 +100,40 @@ impl SessionShared {
             remote_forwards: Default::default(),
             shutdown,
             record_lock: tokio::sync::Mutex::new(()),
+            terminals: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A terminal channel started: people joining the session reach it.
+    pub(crate) fn add_terminal(&self, tap: Arc<crate::join::TerminalTap>) {
+        if let Ok(mut terminals) = self.terminals.lock() {
+            terminals.push(tap);
+        }
+    }
+
+    /// Terminal channel `number` ended.
+    pub(crate) fn remove_terminal(&self, number: u32) {
+        if let Ok(mut terminals) = self.terminals.lock() {
+            terminals.retain(|t| t.number != number);
+        }
+    }
+
+    /// The session's first running terminal.
+    pub(crate) fn first_terminal(&self) -> Option<Arc<crate::join::TerminalTap>> {
+        self.terminals
+            .lock()
+            .ok()
+            .and_then(|terminals| terminals.first().cloned())
+    }
+
+    /// The running session this login joins, if it joins one.
+    pub(crate) fn join_spec(&self) -> Option<gatehouse_core::JoinSpec> {
+        self.login.get().and_then(|(_, login)| login.join())
+    }
+
+    /// The gateway user who logged in.
+    pub(crate) fn logged_in_user(&self) -> Option<User> {
+        self.login.get().map(|(user, _)| user.clone())
     }
 
     pub(crate) fn set_control_ticket(&self, ticket: SecretString) {

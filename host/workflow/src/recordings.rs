@@ -109,6 +109,37 @@ impl Workflow {
         )
     }
 
+    /// The session `id` if `actor` may join it live (`watch_session` read-only, `join_session`
+    /// with the keyboard), audited as an `admin_decision` with the deciding policies either way.
+    /// An unknown session and a refused one are the same `SessionNotFound`.
+    pub fn authorize_join(
+        &self,
+        actor: &Actor,
+        id: &str,
+        join: &gatehouse_core::JoinSpec,
+    ) -> Result<SessionRecord, WorkflowError> {
+        let user = &actor.user.name;
+        let action = join.action();
+        let mode = join.mode();
+        self.decide_on_session(
+            actor,
+            id,
+            action,
+            (
+                format!("`{user}` may join session `{id}` ({mode})"),
+                format!("policy does not let `{user}` join session `{id}` ({mode})"),
+            ),
+            |allowed, detail| {
+                Entry::new(AuditKind::AdminDecision, detail)
+                    .user(user.to_string())
+                    .client(actor.client.to_string())
+                    .field("action", action)
+                    .field("allowed", allowed)
+                    .field("session", id.to_string())
+            },
+        )
+    }
+
     /// The session `id` if `actor` may end it (`terminate_session`), audited as an
     /// `admin_decision` with the deciding policies either way. An unknown session and a refused
     /// one are the same `SessionNotFound`.
