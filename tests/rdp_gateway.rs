@@ -639,3 +639,47 @@ fn sigterm_lets_a_running_rdp_session_run_out_its_grace_then_closes_it() {
         "the shutdown is why the session ended: {events:#?}"
     );
 }
+
+/// A policy's `@idle_timeout` ends an RDP session in which the user neither types nor uses the
+/// mouse: xfreerdp is disconnected by itself, and the end is audited with the policy.
+#[test]
+fn an_idle_rdp_session_ends_at_the_policy_s_idle_timeout() {
+    let (dir, _shadow, mut gh, _) = gateway(true);
+    std::fs::write(
+        gh.data_dir().join("policies/idle.cedar"),
+        format!(
+            "@id(\"rdp-idle-12s\")\n@idle_timeout(\"12s\")\npermit (principal == User::\"{GATEWAY_USER}\", action == Action::\"rdp_session\", resource);\n"
+        ),
+    )
+    .unwrap();
+    gh.serve();
+    let client = Client::new(dir.path());
+    let command = client.command(
+        gh.rdp_port(),
+        &login_name(),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600", "-clipboard"],
+    );
+    let started = std::time::Instant::now();
+    let (output, killed) = client.run(command, Duration::from_secs(60));
+    let lasted = started.elapsed();
+    assert!(
+        !killed,
+        "the idle session was not ended:\n{}\n{}",
+        text(&output),
+        gh.log_tail(40)
+    );
+    assert!(lasted >= Duration::from_secs(12), "ended after {lasted:?}");
+    let ended = support::poll(Duration::from_secs(20), || {
+        gh.audit_of("session_ended")
+            .into_iter()
+            .find(|e| e["fields"]["reason"] == "idle")
+    })
+    .unwrap_or_else(|| panic!("no idle end: {:#?}", gh.audit_of("session_ended")));
+    assert_eq!(ended["fields"]["protocol"], "rdp");
+    assert_eq!(ended["fields"]["policy"], "rdp-idle-12s");
+    assert!(
+        json_str(&ended, "detail").contains("no input for 12s"),
+        "{ended:#}"
+    );
+}

@@ -412,3 +412,59 @@ fn sighup_reloads_the_policies() {
     let ok = w.client().ssh("echo after-hup");
     assert_client_ok("after SIGHUP", &ok);
 }
+
+/// A policy's `@idle_timeout` ends a session without input from the user: a warning first on
+/// the terminal, typing puts the clock back, and then the session ends with a line naming the
+/// policy; output alone is not input.
+#[test]
+fn an_idle_timeout_from_the_permitting_policy_ends_a_quiet_session() {
+    let w = World::builder("p_idle")
+        .setup(|ctx| {
+            std::fs::write(
+                ctx.gh.data_dir().join("policies/idle.cedar"),
+                format!(
+                    "@id(\"alice-idle-12s\")\n@idle_timeout(\"12s\")\npermit (principal == User::\"{GATEWAY_USER}\", action == Action::\"ssh_session\", resource);\n"
+                ),
+            )
+            .unwrap();
+        })
+        .start();
+    let started = std::time::Instant::now();
+    let mut shell = w.client().pty();
+    shell.expect("$ ", Duration::from_secs(60));
+    // The warning comes a quarter of the limit before it; typing then keeps the session.
+    shell.expect_stderr("unless you type something", Duration::from_secs(30));
+    shell.send_line("echo still-here-$((4*5))");
+    shell.expect("still-here-20", Duration::from_secs(10));
+    let typed = std::time::Instant::now();
+    // Output without input (a clock printing) does not keep it.
+    shell.send_line("while true; do date +%s; sleep 1; done");
+    let outcome = shell.wait(Duration::from_secs(60));
+    let lasted = typed.elapsed();
+    assert!(
+        outcome.stderr.contains(
+            "no input for 12s: the session ends (idle timeout of policy `alice-idle-12s`)"
+        ),
+        "{}",
+        outcome.describe()
+    );
+    assert!(
+        lasted >= Duration::from_secs(11) && lasted < Duration::from_secs(25),
+        "ended {lasted:?} after the last input ({:?} after the start)",
+        started.elapsed()
+    );
+    let ended = poll(Duration::from_secs(20), || {
+        w.gh.audit_of("session_ended")
+            .into_iter()
+            .find(|e| e["fields"]["reason"] == "idle")
+    })
+    .expect("the idle end is audited");
+    assert_eq!(ended["fields"]["policy"], "alice-idle-12s");
+    assert_eq!(ended["fields"]["idle_timeout_secs"], 12);
+    // The decision that opened it named the policy with the limit.
+    let opened = last_event(&w.gh.audit(), "target_connect_ok", "");
+    assert!(
+        policies(&opened).contains(&"alice-idle-12s".to_string()),
+        "{opened:#}"
+    );
+}

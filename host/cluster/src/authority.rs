@@ -880,6 +880,9 @@ impl SessionAuthority {
                 .map_err(|e| self.internal(e))?,
         };
         let grant = uuid::Uuid::now_v7().to_string();
+        let idle_timeout = authorization
+            .idle_timeout()
+            .map(|(limit, policy)| (limit.as_secs(), policy.to_string()));
         {
             let mut grants = self.grants.lock().map_err(|e| self.internal(e))?;
             if grants.len() >= MAX_GRANTS {
@@ -934,6 +937,7 @@ impl SessionAuthority {
                 private_key: credential.private_key,
             },
             report_login,
+            idle_timeout,
         })
     }
 

@@ -25,6 +25,7 @@ pub struct RemotePermit {
     /// The credential came from a credential-store plugin on the control node, which wants to
     /// know how the target login went ([`ControlClient::target_login`]).
     report_login: bool,
+    idle_timeout: Option<(std::time::Duration, String)>,
     /// Taken once, for the target login; zeroized when dropped.
     credential: Mutex<Option<TargetCredential>>,
 }
@@ -54,6 +55,10 @@ impl RemotePermit {
     /// The ids of the policies that permitted the session.
     pub fn reasons(&self) -> &[String] {
         &self.policies
+    }
+    /// How long the session may go without input from the user, and the policy that says so.
+    pub fn idle_timeout(&self) -> Option<(std::time::Duration, &str)> {
+        self.idle_timeout.as_ref().map(|(d, p)| (*d, p.as_str()))
     }
     /// The access request the session runs under.
     pub fn request(&self) -> Option<&str> {
@@ -116,6 +121,9 @@ fn permit_of(granted: Granted) -> Result<RemotePermit, ClusterError> {
         asset: granted.asset,
         policies: granted.policies,
         report_login: granted.report_login,
+        idle_timeout: granted
+            .idle_timeout
+            .map(|(secs, policy)| (std::time::Duration::from_secs(secs), policy)),
         credential: Mutex::new(Some(TargetCredential {
             password: granted.credential.password,
             private_key: granted.credential.private_key,

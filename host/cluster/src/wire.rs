@@ -207,6 +207,9 @@ pub struct Granted {
     /// target login went ([`TargetLogin`]).
     #[serde(default)]
     pub report_login: bool,
+    /// Seconds the session may go without input from the user, and the policy that says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<(u64, String)>,
 }
 
 /// A target credential on the wire (redacted in `Debug`).

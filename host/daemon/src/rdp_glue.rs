@@ -545,6 +545,15 @@ impl<'a> PduFile<'a> {
         })
     }
 
+    /// When the user last typed or used the mouse (the relay's clock), if they did.
+    fn last_input(&self) -> Option<Duration> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .tracker
+            .last_input()
+    }
+
     /// Logs the last typing run, flushes the PDUs and syncs the file.
     fn finish(self) -> std::io::Result<()> {
         let PduState {
@@ -655,6 +664,15 @@ impl Grant<'_> {
             Grant::Local { authorization, .. } => authorization.reasons().to_vec(),
             Grant::Remote { permit, .. } => permit.reasons().to_vec(),
         }
+    }
+
+    /// How long the session may go without input, and the policy that says so.
+    fn idle_timeout(&self) -> Option<(Duration, String)> {
+        match self {
+            Grant::Local { authorization, .. } => authorization.idle_timeout(),
+            Grant::Remote { permit, .. } => permit.idle_timeout(),
+        }
+        .map(|(limit, policy)| (limit, policy.to_string()))
     }
 
     fn request_id(&self) -> Option<String> {
@@ -1310,8 +1328,27 @@ impl Session {
             }),
         );
         let terminated: Mutex<Option<(String, String)>> = Mutex::new(None);
+        // A policy's `@idle_timeout`: no key or mouse input from the user for that long ends
+        // the session.
+        let idle_timeout = grant.idle_timeout();
+        let idled = std::sync::atomic::AtomicBool::new(false);
+        let idle = async {
+            let Some((limit, _)) = &idle_timeout else {
+                return std::future::pending().await;
+            };
+            let since_start = recording.elapsed();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let last = pdus.last_input().unwrap_or(since_start).max(since_start);
+                if recording.elapsed().saturating_sub(last) >= *limit {
+                    idled.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
         let stop = async {
             tokio::select! {
+                () = idle => {}
                 state = ended => {
                     if let Ok(mut slot) = ended_by_request.lock() {
                         *slot = Some(state);
@@ -1345,6 +1382,19 @@ impl Session {
                     ("protocol", "rdp".into()),
                     ("terminated_by", by.into()),
                     ("reason", reason.into()),
+                ],
+            );
+        }
+        if let (true, Some((limit, policy))) = (idled.into_inner(), &idle_timeout) {
+            let text = humantime::format_duration(*limit).to_string();
+            self.audit(
+                AuditKind::SessionEnded,
+                format!("session ended: no input for {text} (policy `{policy}`)"),
+                &[
+                    ("protocol", "rdp".into()),
+                    ("reason", "idle".into()),
+                    ("idle_timeout_secs", limit.as_secs().into()),
+                    ("policy", policy.clone().into()),
                 ],
             );
         }

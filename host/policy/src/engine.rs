@@ -72,9 +72,15 @@ pub struct TargetAuthorization {
     principal: EntityUid,
     resource: EntityUid,
     entities: Arc<Entities>,
+    idle_timeout: Option<(std::time::Duration, String)>,
 }
 
 impl TargetAuthorization {
+    /// How long the session may go without input from the user, and the policy that says so
+    /// (the shortest `@idle_timeout` of the policies that permitted it).
+    pub fn idle_timeout(&self) -> Option<(std::time::Duration, &str)> {
+        self.idle_timeout.as_ref().map(|(d, p)| (*d, p.as_str()))
+    }
     pub fn user(&self) -> &User {
         &self.user
     }
@@ -339,13 +345,15 @@ impl PolicyEngine {
             _ => "ssh_session",
         })?;
         let context = context::context(context::access_value(&facts, &built.refs), &action)?;
-        let decision = self.bundle().decide(Query {
+        let bundle = self.bundle();
+        let decision = bundle.decide(Query {
             principal: &built.principal,
             action: &action,
             resource: &built.resource,
             context,
             entities: &built.entities,
         })?;
+        let idle_timeout = bundle.idle_timeout(&decision.policies);
         if !decision.allowed {
             return Err(Denied::NotPermitted {
                 user: user.name.to_string(),
@@ -363,6 +371,7 @@ impl PolicyEngine {
             principal: built.principal,
             resource: built.resource,
             entities: Arc::new(built.entities),
+            idle_timeout,
         })
     }
 

@@ -304,6 +304,33 @@ pub fn compile(sources: &[Source], links: &[Link]) -> Result<PolicyBundle, LoadE
         }
     }
 
+    // Annotations the gateway reads must mean something.
+    let annotated = set
+        .policies()
+        .filter(|p| p.is_static())
+        .filter_map(|p| {
+            p.annotation(IDLE_TIMEOUT)
+                .map(|v| (p.id().to_string(), v.to_string()))
+        })
+        .chain(set.templates().filter_map(|t| {
+            t.annotation(IDLE_TIMEOUT)
+                .map(|v| (t.id().to_string(), v.to_string()))
+        }));
+    for (id, value) in annotated {
+        if let Err(reason) = parse_idle_timeout(&value) {
+            let (file, line) = origins
+                .get(&id)
+                .map(|o| (o.file.clone(), o.line))
+                .unwrap_or_else(|| ("<policies>".into(), 0));
+            problems.push(Problem {
+                file,
+                line,
+                column: 1,
+                message: format!("policy `{id}`: @{IDLE_TIMEOUT}(\"{value}\"): {reason}"),
+            });
+        }
+    }
+
     // Validate what parsed, even when another file did not: every problem in one report.
     {
         let validator = Validator::new(schema.clone());
@@ -329,6 +356,40 @@ pub fn compile(sources: &[Source], links: &[Link]) -> Result<PolicyBundle, LoadE
         policies,
         links: linked,
     })
+}
+
+/// The annotation of a permit policy that ends the sessions it permits after this long without
+/// input from the user: `@idle_timeout("15m")`.
+pub const IDLE_TIMEOUT: &str = "idle_timeout";
+
+/// The value of an `@idle_timeout` annotation: a duration (`90s`, `15m`, `1h 30m`) of 10 s to
+/// 30 days.
+pub fn parse_idle_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("expected a duration such as \"15m\" or \"1h 30m\" ({e})"))?;
+    let (least, most) = (
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30 * 24 * 3600),
+    );
+    if duration < least || duration > most {
+        return Err("an idle timeout is 10 s to 30 days".into());
+    }
+    Ok(duration)
+}
+
+impl PolicyBundle {
+    /// The shortest `@idle_timeout` among `policies` (the ones that permitted a session), with
+    /// the policy that set it; `None` when none of them has one.
+    pub fn idle_timeout(&self, policies: &[String]) -> Option<(std::time::Duration, String)> {
+        policies
+            .iter()
+            .filter_map(|id| {
+                let policy = self.set.policy(&PolicyId::new(id))?;
+                let value = policy.annotation(IDLE_TIMEOUT)?;
+                parse_idle_timeout(value).ok().map(|d| (d, id.clone()))
+            })
+            .min_by_key(|(d, _)| *d)
+    }
 }
 
 /// `policy3` -> 3; anything else sorts first.
@@ -471,6 +532,41 @@ mod tests {
             err.to_string(),
             "<links>: `grant:1` links the template `grant`, which no policy file defines"
         );
+    }
+
+    #[test]
+    fn idle_timeouts_are_read_checked_and_the_shortest_applies() {
+        let text = "@id(\"long\")\n@idle_timeout(\"1h 30m\")\npermit (principal, action == Action::\"ssh_session\", resource);\n\n@id(\"short\")\n@idle_timeout(\"15m\")\npermit (principal, action == Action::\"ssh_session\", resource);\n\n@id(\"none\")\npermit (principal, action == Action::\"ssh_session\", resource);\n";
+        let bundle = compile(&[source("idle.cedar", text)], &[]).unwrap();
+        let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            bundle.idle_timeout(&ids(&["long", "short", "none"])),
+            Some((std::time::Duration::from_secs(900), "short".to_string()))
+        );
+        assert_eq!(
+            bundle.idle_timeout(&ids(&["long"])),
+            Some((std::time::Duration::from_secs(5400), "long".to_string()))
+        );
+        assert_eq!(bundle.idle_timeout(&ids(&["none"])), None);
+        for (value, expected) in [
+            ("soon", "expected a duration such as \"15m\""),
+            ("2s", "an idle timeout is 10 s to 30 days"),
+            ("400d", "an idle timeout is 10 s to 30 days"),
+        ] {
+            let bad = source(
+                "bad.cedar",
+                &format!(
+                    "\n@id(\"b\")\n@idle_timeout(\"{value}\")\npermit (principal, action, resource);"
+                ),
+            );
+            let got = problems(&[bad]);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with("bad.cedar:2:1: policy `b`: @idle_timeout(")
+                    && got[0].contains(expected),
+                "{value}: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct InputTracker {
     clipboard: Clipboard,
     /// Client PDUs the tracker could not parse as input (counted, for diagnostics).
     malformed: u64,
+    /// When the user last pressed a key or moved or clicked the mouse (recording clock).
+    last_input: Option<Duration>,
 }
 
 fn side(direction: Direction) -> usize {
@@ -210,6 +212,12 @@ impl InputTracker {
     /// Client PDUs that looked like input but could not be parsed.
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// When the user last pressed a key or moved or clicked the mouse (the PDUs' clock);
+    /// `None` before any input.
+    pub fn last_input(&self) -> Option<Duration> {
+        self.last_input
     }
 
     /// Looks at one PDU (in recording order) and appends any finished events to `out`.
@@ -310,6 +318,7 @@ impl InputTracker {
         released: bool,
         out: &mut Vec<Event>,
     ) {
+        self.last_input = Some(at);
         let key = key(code, extended);
         let k = &mut self.keyboard;
         match key {
@@ -369,6 +378,7 @@ impl InputTracker {
     }
 
     fn unicode(&mut self, at: Duration, unit: u16, released: bool, out: &mut Vec<Event>) {
+        self.last_input = Some(at);
         if released {
             return;
         }
@@ -395,7 +405,8 @@ impl InputTracker {
         self.keyboard.num = flags & 0x2 != 0;
     }
 
-    fn mouse(&mut self, pointer_flags: u16, out: &mut Vec<Event>) {
+    fn mouse(&mut self, at: Duration, pointer_flags: u16, out: &mut Vec<Event>) {
+        self.last_input = Some(at);
         // PTRFLAGS_DOWN with a button: a click may move the focus, so the run ends.
         if pointer_flags & 0x8000 != 0 {
             self.close_run(out);
@@ -440,7 +451,7 @@ impl InputTracker {
                 1 | 2 => {
                     let pointer_flags = u16_at(bytes, offset)?;
                     offset += 6;
-                    self.mouse(pointer_flags, out);
+                    self.mouse(pdu.at, pointer_flags, out);
                 }
                 3 => self.sync(u32::from(flags)),
                 4 => {
@@ -551,7 +562,7 @@ impl InputTracker {
                 }
                 0x0005 => self.unicode(at, b, a & 0x8000 != 0, out),
                 0x0000 => self.sync(u32_at(data, offset.checked_add(8)?)?),
-                0x8001 | 0x8002 => self.mouse(a, out),
+                0x8001 | 0x8002 => self.mouse(at, a, out),
                 _ => {}
             }
             offset = offset.checked_add(12)?;

@@ -28,6 +28,14 @@ impl Permit {
         }
     }
 
+    /// How long the session may go without input from the user, and the policy that says so.
+    pub fn idle_timeout(&self) -> Option<(std::time::Duration, &str)> {
+        match self {
+            Permit::Local(a) => a.idle_timeout(),
+            Permit::Remote(p) => p.idle_timeout(),
+        }
+    }
+
     /// The ids of the policies that permitted the session.
     pub fn reasons(&self) -> &[String] {
         match self {

@@ -360,6 +360,9 @@ impl SessionShared {
         }
         self.stored.store(true, Ordering::Relaxed);
         self.record_progress();
+        if let Some((limit, policy)) = authorization.idle_timeout() {
+            self.watch_idle(limit, policy.to_string());
+        }
         if let Some(request) = request {
             self.watch_request(request);
         }
@@ -400,6 +403,65 @@ impl SessionShared {
                     .is_ok()
                 {
                     written = now;
+                }
+            }
+        });
+    }
+
+    /// Ends the session once the user has sent nothing for `limit` (the `@idle_timeout` of
+    /// `policy`, which permitted it), warning on its terminals a little before. Input is any
+    /// byte from the user (or a joiner) towards the target, on any channel.
+    fn watch_idle(self: &Arc<Self>, limit: std::time::Duration, policy: String) {
+        use std::time::Duration;
+        let weak = Arc::downgrade(self);
+        let mut ended = self.ended.subscribe();
+        let warn_before = (limit / 4).min(Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut seen = u64::MAX;
+            let mut since = tokio::time::Instant::now();
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    _ = ended.wait_for(|e| *e) => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                let up = shared.bytes_up.load(Ordering::Relaxed);
+                if up != seen {
+                    seen = up;
+                    since = tokio::time::Instant::now();
+                    warned = false;
+                    continue;
+                }
+                let idle = since.elapsed();
+                if idle >= limit {
+                    let text = humantime::format_duration(limit).to_string();
+                    shared.audit(
+                        AuditKind::SessionEnded,
+                        format!("session ended: no input for {text} (policy `{policy}`)"),
+                        &[
+                            ("reason", "idle".into()),
+                            ("idle_timeout_secs", limit.as_secs().into()),
+                            ("policy", policy.clone().into()),
+                        ],
+                    );
+                    shared
+                        .disconnect(&format!(
+                            "gatehouse: no input for {text}: the session ends (idle timeout of policy `{policy}`)"
+                        ))
+                        .await;
+                    return;
+                }
+                if !warned && idle + warn_before >= limit {
+                    warned = true;
+                    let left = limit.saturating_sub(idle).as_secs().max(1);
+                    if let Ok(terminals) = shared.terminals.lock() {
+                        for tap in terminals.iter() {
+                            tap.notice(format!(
+                                "gatehouse: no input for a while: this session ends in {left} s unless you type something"
+                            ));
+                        }
+                    }
                 }
             }
         });
