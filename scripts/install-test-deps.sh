@@ -9,6 +9,8 @@
 #   python3-aiosmtpd  the real SMTP server the mail tests send to (host/notify/tests/notify)
 #   rsyslog, rsyslog-gnutls  the real syslog receiver of the audit stream tests (tests/audit_stream.rs)
 #   snmptrapd       the real SNMP notification receiver of the SNMP audit stream tests (tests/audit_stream.rs)
+#   slapd, ldap-utils  the real OpenLDAP directory of the directory login tests (tests/directory.rs,
+#                   tests/support/slapd.rs): slapd, slapadd, ldapmodify
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
@@ -43,7 +45,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl chromium \
-    rsyslog rsyslog-gnutls snmptrapd
+    rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

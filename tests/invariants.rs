@@ -12,6 +12,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("chacha20poly1305", "gatehouse-vault"),
     ("wasmtime", "gatehouse-plugin-host"),
     ("tantivy", "gatehouse-search"),
+    ("ldap3", "gatehouse-directory"),
 ];
 
 #[test]

@@ -1,6 +1,8 @@
-//! Gateway authentication: local users with argon2id passwords and OpenSSH public keys.
-//!
-//! Later issues add LDAP and authentication plugins behind the same [`Authenticator`].
+//! Gateway authentication: local users with argon2id passwords and OpenSSH public keys, and
+//! users of an LDAP directory or Active Directory (`directory.rs`: a bind checks the password,
+//! the user and groups are mirrored into the store).
+
+pub mod directory;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -25,6 +27,13 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// The directory could not be asked (down, or refusing the gateway's own bind): nothing is
+    /// known about the user.
+    #[error("directory unavailable: {0}")]
+    DirectoryUnavailable(String),
+    /// The directory refused the user for another reason (disabled, locked, ambiguous).
+    #[error("directory: {0}")]
+    DirectoryRefused(String),
 }
 
 /// The argon2id parameters used for new hashes (OWASP's second recommended set: 19 MiB, t=2).
@@ -56,11 +65,12 @@ pub fn parse_public_key(line: &str) -> Result<PublicKey, String> {
     PublicKey::from_openssh(line.trim()).map_err(|e| format!("not an OpenSSH public key: {e}"))
 }
 
-/// Checks gateway users' credentials against the store.
+/// Checks gateway users' credentials against the store (and the directory, when one is set).
 pub struct Authenticator {
     store: Arc<Store>,
     /// Verified against for unknown users so that timing does not reveal which users exist.
     dummy_hash: String,
+    directory: Option<directory::DirectoryLogins>,
 }
 
 impl Authenticator {
@@ -68,7 +78,69 @@ impl Authenticator {
         Ok(Self {
             store,
             dummy_hash: hash_password("gatehouse timing equaliser")?,
+            directory: None,
         })
+    }
+
+    /// Lets users the directory knows log in with their directory password.
+    pub fn with_directory(mut self, logins: directory::DirectoryLogins) -> Self {
+        self.directory = Some(logins);
+        self
+    }
+
+    /// The directory, when one is set.
+    pub fn directory(&self) -> Option<&Arc<gatehouse_directory::Directory>> {
+        self.directory.as_ref().map(|d| &d.directory)
+    }
+
+    /// A directory user's password: a bind as their entry, then (unless the mirror's groups
+    /// are fresh) their groups, mirrored into the store.
+    fn verify_directory_password(
+        &self,
+        logins: &directory::DirectoryLogins,
+        name: &Name,
+        password: &str,
+        local: Option<&User>,
+    ) -> Result<User, AuthError> {
+        use gatehouse_directory::DirectoryError;
+        let book = directory::book(&self.store)?;
+        let fresh = local.is_some()
+            && book.users.get(name.as_str()).is_some_and(|link| {
+                !link.missing
+                    && gatehouse_core::time::Timestamp::now().0
+                        < link.groups_checked.0.saturating_add(
+                            u64::try_from(logins.directory.cache_ttl().as_millis())
+                                .unwrap_or(u64::MAX),
+                        )
+            });
+        let checked = logins.runtime.block_on(logins.directory.authenticate(
+            name.as_str(),
+            password,
+            !fresh,
+        ));
+        match checked {
+            Ok(user) => {
+                let secret = logins
+                    .rdp_secret
+                    .as_ref()
+                    .and_then(|seal| seal(name.as_str(), password));
+                match directory::mirror_user(&self.store, &user, !fresh, secret)? {
+                    Some((record, _)) => Ok(record),
+                    None => Err(AuthError::DirectoryRefused(format!(
+                        "`{name}` is a local user; the directory's user of that name is not used"
+                    ))),
+                }
+            }
+            Err(DirectoryError::NoSuchUser(_)) => {
+                let _ = directory::mark_missing(&self.store, name.as_str())?;
+                Err(AuthError::UnknownUser(name.to_string()))
+            }
+            Err(DirectoryError::WrongPassword(_)) => {
+                Err(AuthError::WrongPassword(name.to_string()))
+            }
+            Err(e) if e.is_unavailable() => Err(AuthError::DirectoryUnavailable(e.to_string())),
+            Err(e) => Err(AuthError::DirectoryRefused(e.to_string())),
+        }
     }
 
     fn user(&self, name: &Name) -> Result<Option<User>, AuthError> {
@@ -77,6 +149,16 @@ impl Authenticator {
 
     /// Verifies a password. Slow on purpose (argon2id); call from a blocking context.
     pub fn verify_password(&self, name: &Name, password: &str) -> Result<User, AuthError> {
+        if let Some(logins) = &self.directory {
+            let local = self.user(name)?;
+            // Local users (in the store, not mirrored from the directory) log in as always.
+            let mirrored = directory::book(&self.store)?
+                .users
+                .contains_key(name.as_str());
+            if local.is_none() || mirrored {
+                return self.verify_directory_password(logins, name, password, local.as_ref());
+            }
+        }
         let Some(user) = self.user(name)? else {
             let _ = verify_hash(&self.dummy_hash, password);
             return Err(AuthError::UnknownUser(name.to_string()));

@@ -203,6 +203,8 @@ pub struct AdminContext {
     pub search: Option<Arc<gatehouse_search::SearchIndex>>,
     /// Where the search index is, for commands run without the server.
     pub search_dir: Option<std::path::PathBuf>,
+    /// settings.json `directory`, for `directory sync|show`.
+    pub directory: Option<gatehouse_directory::DirectorySettings>,
 }
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<Name> {
@@ -347,6 +349,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
         AdminCommand::PolicyAdmin(c) => crate::policy_cmd::admin(ctx, c, inputs),
         AdminCommand::A2a(c) => crate::a2a_cmd::admin(ctx, c, inputs),
         AdminCommand::Service(c) => crate::a2a_cmd::service(ctx, c, inputs),
+        AdminCommand::Directory(c) => crate::directory_cmd::run(ctx, c),
         AdminCommand::Node(c) => crate::node_cmd::node(ctx, c, inputs),
         AdminCommand::Network(c) => crate::node_cmd::network(ctx, c, inputs),
         AdminCommand::Lifecycle(c) => crate::lifecycle_cmd::execute(ctx, c, inputs),

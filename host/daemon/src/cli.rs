@@ -152,6 +152,9 @@ pub enum AdminCommand {
     /// Credential lifecycle: profiles, partitions, discovery (docs/credentials.md).
     #[command(flatten)]
     Lifecycle(crate::lifecycle_cmd::LifecycleCommand),
+    /// Users from LDAP or Active Directory (docs/directory.md): sync, show.
+    #[command(subcommand)]
+    Directory(crate::directory_cmd::DirectoryCommand),
     /// Cluster: session nodes joined to this control node (docs/cluster.md).
     #[command(subcommand)]
     Node(crate::node_cmd::NodeCommand),

@@ -43,6 +43,9 @@ pub struct Settings {
     /// rest; neither when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recordings: Option<crate::timestamp::RecordingSettings>,
+    /// Gateway users from LDAP or Active Directory (docs/directory.md); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<gatehouse_directory::DirectorySettings>,
 }
 
 /// Where `serve` accepts RDP clients.
@@ -338,6 +341,7 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
         audit_streams: Vec::new(),
         metrics: None,
         recordings: None,
+        directory: None,
     };
     std::fs::write(dir.settings(), serde_json::to_vec_pretty(&settings)?)?;
     Ok(InitReport {

@@ -122,6 +122,7 @@ fn setup(
         recordings: None,
         search: None,
         search_dir: None,
+        directory: None,
     };
     let actor = "demo".to_string();
     let requests = vec![

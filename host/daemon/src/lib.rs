@@ -13,6 +13,7 @@ pub mod api_client;
 pub mod cli;
 pub mod datadir;
 pub mod demo;
+pub mod directory_cmd;
 pub mod lifecycle_cmd;
 pub mod metrics;
 pub mod node_cmd;
@@ -77,6 +78,7 @@ pub fn run_admin(
                 recordings: Some(dir.recordings()),
                 search: None,
                 search_dir: Some(dir.search_index()),
+                directory: dir.load_settings()?.directory,
             };
             admin::execute(&ctx, &request)
         }

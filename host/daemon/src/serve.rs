@@ -182,7 +182,34 @@ pub fn run(
         {
             request_settings.rdp_endpoint = Some(reachable(address));
         }
-        let authenticator = Arc::new(Authenticator::new(store.clone())?);
+        let mut authenticator = Authenticator::new(store.clone())?;
+        // Directory users (LDAP, Active Directory): a bind checks the password; the NT hash of
+        // a password that bound is kept, sealed, so the user can use RDP too.
+        if let Some(directory_settings) = &settings.directory {
+            let directory = Arc::new(
+                gatehouse_directory::Directory::new(directory_settings)
+                    .context("settings.json `directory`")?,
+            );
+            let vault_for_rdp = vault.clone();
+            authenticator =
+                authenticator.with_directory(gatehouse_auth::directory::DirectoryLogins {
+                    directory: directory.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    rdp_secret: Some(Box::new(move |user: &str, password: &str| {
+                        let hash = gatehouse_rdp::NtHash::from_password(password);
+                        vault_for_rdp
+                            .seal_user_secret(
+                                user,
+                                gatehouse_vault::UserSecretKind::RdpNtHash,
+                                hash.expose(),
+                            )
+                            .ok()
+                    })),
+                });
+            tracing::info!(url = directory.url(), "directory users log in");
+            tokio::spawn(crate::directory_cmd::sync_loop(store.clone(), directory));
+        }
+        let authenticator = Arc::new(authenticator);
         let notifier = gatehouse_notify::Notifier::from_settings(
             settings.mail.as_ref(),
             Arc::new(crate::notify_glue::AuditDeliveries {
@@ -290,6 +317,7 @@ pub fn run(
             recordings: Some(dir.recordings()),
             search: search.clone(),
             search_dir: Some(dir.search_index()),
+            directory: dir.load_settings()?.directory,
         });
         let socket_path = dir.admin_socket();
         let cluster = start_cluster_port(

@@ -293,6 +293,12 @@ impl ClientHandler {
                 })
                 .await;
                 match verified {
+                    Ok(Err(gatehouse_auth::AuthError::DirectoryUnavailable(reason))) => {
+                        Err(LoginRefused::Unavailable {
+                            audit: format!("directory unavailable: {reason}"),
+                            user_line: "gatehouse: the user directory cannot be reached, so directory users cannot log in now; try again later".into(),
+                        })
+                    }
                     Ok(checked) => checked
                         .map(FirstFactor::Local)
                         .map_err(|e| LoginRefused::Rejected(e.to_string())),
