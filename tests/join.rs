@@ -8,10 +8,11 @@
 mod support;
 
 use std::time::Duration;
+use support::recordings::{SUPERVISOR_PASSWORD, add_supervisor};
 use support::world::World;
 use support::{json_str, poll};
 
-const SAM_PASSWORD: &str = "Sam-supervises-4Kq";
+const SAM_PASSWORD: &str = SUPERVISOR_PASSWORD;
 const BOB_PASSWORD: &str = "Bob-is-nobody-7Pz";
 const LEAVE: &[u8] = &[0x1d];
 
@@ -19,25 +20,8 @@ const LEAVE: &[u8] = &[0x1d];
 fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_out() {
     let w = World::builder("join")
         .setup(|ctx| {
-            let gh = ctx.gh;
-            gh.cli_ok(&["group", "add", "supervisors"]);
-            gh.cli_stdin_ok(
-                &[
-                    "user",
-                    "add",
-                    "sam",
-                    "--password-stdin",
-                    "--group",
-                    "supervisors",
-                ],
-                &format!("{SAM_PASSWORD}\n"),
-            );
-            gh.add_user_with_password("bob", BOB_PASSWORD);
-            std::fs::write(
-                gh.data_dir().join("policies/supervisors.cedar"),
-                include_str!("../policies/examples/supervisors-end-sessions.cedar"),
-            )
-            .unwrap();
+            add_supervisor(ctx.gh);
+            ctx.gh.add_user_with_password("bob", BOB_PASSWORD);
         })
         .start();
     let long = Duration::from_secs(30);
@@ -93,6 +77,41 @@ fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_ou
     alice.expect("typed-by-sam-25", long);
     sam.expect("typed-by-sam-25", long);
 
+    // Over the API (the portal's live view): the same terminal as an asciicast stream, for
+    // whoever policy lets watch; alice is told; bob gets a 404 as for no session at all.
+    let sam_api = support::api_bearer(&w.gh, "sam", SAM_PASSWORD);
+    let (mut stream, body) =
+        support::curl_stream(&w.gh, &format!("/api/v1/sessions/{id}/live"), &sam_api, 20);
+    alice.expect_stderr("sam is watching this session (read-only, api)", long);
+    alice.send_line("echo over-the-api-$((8*8))");
+    let text = poll(long, || {
+        let text = std::fs::read_to_string(body.path()).unwrap_or_default();
+        text.contains("over-the-api-64").then_some(text)
+    })
+    .expect("the live stream shows what alice's terminal shows");
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2, "{text}");
+    assert!(
+        text.lines().skip(1).all(|l| l.is_empty()
+            || serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v[1] == "o")),
+        "{text}"
+    );
+    let _ = stream.kill();
+    let _ = stream.wait();
+    alice.send_line("echo after-the-api");
+    alice.expect_stderr("gatehouse: sam stopped watching this session", long);
+    let bob_api = support::api_bearer(&w.gh, "bob", BOB_PASSWORD);
+    for session in [id.as_str(), "0190abcd-0000-7000-8000-000000000000"] {
+        let (status, _, answer) = support::curl(
+            &w.gh,
+            "GET",
+            &format!("/api/v1/sessions/{session}/live"),
+            &[&bob_api],
+            None,
+        );
+        assert_eq!(status, 404, "{}", String::from_utf8_lossy(&answer));
+    }
+
     // bob: the same refusal for alice's session and for one that does not exist.
     let refused = |session: &str| {
         let out = w
@@ -142,10 +161,10 @@ fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_ou
             .filter(|e| e["fields"]["action"] == action && e["fields"]["allowed"] == allowed)
             .count()
     };
-    // (the command refused above was refused before any decision)
-    assert_eq!(decided("watch_session", true), 1, "{decisions:#?}");
+    // (the command refused above was refused before any decision; one watch was over the API)
+    assert_eq!(decided("watch_session", true), 2, "{decisions:#?}");
     assert_eq!(decided("join_session", true), 1, "{decisions:#?}");
-    assert_eq!(decided("watch_session", false), 2, "{decisions:#?}");
+    assert_eq!(decided("watch_session", false), 4, "{decisions:#?}");
     let policies = |action: &str| {
         decisions
             .iter()
@@ -162,7 +181,7 @@ fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_ou
         serde_json::json!(["supervisors-type-outside-prod"])
     );
     let joined = w.gh.audit_of("session_joined");
-    assert_eq!(joined.len(), 2, "{joined:#?}");
+    assert_eq!(joined.len(), 3, "{joined:#?}");
     assert!(
         joined
             .iter()
@@ -172,8 +191,8 @@ fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_ou
         .iter()
         .map(|e| e["fields"]["mode"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, ["read-only", "keyboard"]);
-    assert_eq!(w.gh.audit_of("session_left").len(), 2);
+    assert_eq!(modes, ["read-only", "keyboard", "read-only"]);
+    assert_eq!(w.gh.audit_of("session_left").len(), 3);
 
     // The recording: who joined and left, and sam's typing attributed to him; nothing of the
     // read-only attempt.
@@ -186,8 +205,8 @@ fn a_supervisor_watches_then_types_into_a_running_session_and_others_are_kept_ou
             .cloned()
             .collect::<Vec<_>>()
     };
-    assert_eq!(of("joined").len(), 2, "{events:#?}");
-    assert_eq!(of("left").len(), 2, "{events:#?}");
+    assert_eq!(of("joined").len(), 3, "{events:#?}");
+    assert_eq!(of("left").len(), 3, "{events:#?}");
     let typed = of("joined_input");
     assert_eq!(typed.len(), 1, "{typed:#?}");
     assert_eq!(typed[0]["user"], "sam");

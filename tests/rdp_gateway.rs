@@ -10,7 +10,9 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::rdp_peers::{Client, ShadowTarget, text};
-use support::recordings::{add_auditor, auditor_bearer, get};
+use support::recordings::{
+    SUPERVISOR, SUPERVISOR_PASSWORD, add_auditor, add_supervisor, auditor_bearer, get,
+};
 use support::{Gatehouse, json_str};
 
 const GATEWAY_USER: &str = "alice";
@@ -438,6 +440,7 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     let (dir, shadow, mut gh, _) = gateway(true);
     support::rdp_peers::paint_checkerboard(&shadow.display, dir.path(), 32, "#ff00ff", "#00c000");
     add_auditor(&gh);
+    add_supervisor(&gh);
     // Recordings encrypted at rest once sealed: everything below reads through the key (the
     // player's test reads plain ones).
     gh.edit_settings(|settings| {
@@ -458,6 +461,31 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     wait_for(&gh, "target_connect_ok");
     std::thread::sleep(Duration::from_secs(3));
     support::rdp_peers::type_into_client(&display, "secret-project-42");
+    // Live, as the portal shows it: the screen as it is now, PNG frames for a supervisor.
+    let running_id = support::poll(Duration::from_secs(10), || {
+        gh.sessions()
+            .into_iter()
+            .find(|s| s["ended"].is_null())
+            .map(|s| json_str(&s, "id"))
+    })
+    .expect("the running RDP session is listed");
+    let sam = support::api_bearer(&gh, SUPERVISOR, SUPERVISOR_PASSWORD);
+    let (mut stream, body) =
+        support::curl_stream(&gh, &format!("/api/v1/sessions/{running_id}/live"), &sam, 4);
+    let _ = stream.wait();
+    let multipart = std::fs::read(body.path()).unwrap();
+    let head = b"Content-Type: image/png\r\nContent-Length: ";
+    let at = multipart
+        .windows(head.len())
+        .position(|w| w == head)
+        .unwrap_or_else(|| panic!("no frame in the live stream: {} bytes", multipart.len()));
+    let rest = &multipart[at + head.len()..];
+    let end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let length: usize = std::str::from_utf8(&rest[..end]).unwrap().parse().unwrap();
+    let live_png = dir.path().join("live.png");
+    std::fs::write(&live_png, &rest[end + 4..end + 4 + length]).unwrap();
+    let frame = decoded_frame(&["-i", live_png.to_str().unwrap()], 1024, 768);
+    assert_checkerboard(&frame, 1024, 0, "the live view");
     let (output, killed) = running.join().unwrap();
     assert!(killed, "the session ended early:\n{}", text(&output));
     let id = json_str(&gh.ended_sessions_of(GATEWAY_USER, 1)[0], "id");

@@ -1302,6 +1302,35 @@ pub fn curl(
     )
 }
 
+/// A streaming `GET path` with `bearer` (`curl -N`) in the background for at most `seconds`;
+/// the body lands in the returned file as it arrives.
+pub fn curl_stream(
+    gh: &Gatehouse,
+    path: &str,
+    bearer: &str,
+    seconds: u64,
+) -> (std::process::Child, tempfile::NamedTempFile) {
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            &seconds.to_string(),
+            "-H",
+            bearer,
+        ])
+        .arg("--cacert")
+        .arg(gh.data_dir().join("tls/cert.pem"))
+        .arg("-o")
+        .arg(body.path())
+        .arg(format!("{}{path}", gh.api_url()))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    (child, body)
+}
+
 /// Logs `user` in to the API with `password`; the bearer header for later calls.
 pub fn api_bearer(gh: &Gatehouse, user: &str, password: &str) -> String {
     let body = serde_json::json!({"user": user, "password": password}).to_string();

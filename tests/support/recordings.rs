@@ -47,3 +47,30 @@ pub fn get_json(gh: &Gatehouse, bearer: &str, path: &str) -> (u16, Value) {
     let (status, _, body) = get(gh, bearer, path);
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
+
+/// The supervisor's gateway name, in group `supervisors`.
+pub const SUPERVISOR: &str = "sam";
+/// The supervisor's gateway password.
+pub const SUPERVISOR_PASSWORD: &str = "Sam-supervises-4Kq";
+
+/// Adds group `supervisors`, [`SUPERVISOR`] in it, and the example policy that lets
+/// supervisors end, watch and (outside prod) join sessions. Before `serve`.
+pub fn add_supervisor(gh: &Gatehouse) {
+    gh.cli_ok(&["group", "add", "supervisors"]);
+    gh.cli_stdin_ok(
+        &[
+            "user",
+            "add",
+            SUPERVISOR,
+            "--password-stdin",
+            "--group",
+            "supervisors",
+        ],
+        &format!("{SUPERVISOR_PASSWORD}\n"),
+    );
+    std::fs::write(
+        gh.data_dir().join("policies/supervisors.cedar"),
+        include_str!("../../policies/examples/supervisors-end-sessions.cedar"),
+    )
+    .unwrap();
+}

@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         crate::sessions::list_sessions, crate::sessions::get_session,
         crate::sessions::session_video, crate::sessions::session_transcript,
         crate::sessions::session_cast, crate::search::search_sessions, crate::control::terminate_session,
+        crate::live::session_live,
         crate::nodes::list_nodes, crate::nodes::edit_node,
         crate::nodes::delete_node, crate::nodes::list_networks, crate::nodes::add_network,
         crate::nodes::delete_network

@@ -10,6 +10,7 @@ mod auth;
 mod control;
 mod docs;
 mod error;
+mod live;
 mod nodes;
 mod routes;
 mod search;
@@ -19,6 +20,7 @@ pub use auth::TokenKeys;
 pub use control::{SessionControl, Terminated};
 pub use docs::openapi;
 pub use error::{ApiError, ErrorBody};
+pub use live::{LiveChunk, LiveFeed, LiveView};
 pub use sessions::{Recordings, VideoRenderer};
 
 use axum::Router;
@@ -99,6 +101,8 @@ struct Inner {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// Ends running sessions (`POST /api/v1/sessions/{id}/terminate`); `None`: not offered.
     control: Option<Arc<dyn SessionControl>>,
+    /// Shows running sessions (`GET /api/v1/sessions/{id}/live`); `None`: not offered.
+    live: Option<Arc<dyn LiveView>>,
 }
 
 impl ApiState {
@@ -123,6 +127,7 @@ impl ApiState {
                 renders: tokio::sync::Semaphore::new(1),
                 draining: Arc::default(),
                 control: None,
+                live: None,
             }),
         }
     }
@@ -132,6 +137,15 @@ impl ApiState {
     pub fn with_session_control(mut self, control: Arc<dyn SessionControl>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.control = Some(control);
+        }
+        self
+    }
+
+    /// The same state, able to show running sessions with `live`. Called right after
+    /// [`ApiState::new`], before the state is shared.
+    pub fn with_live_view(mut self, live: Arc<dyn LiveView>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.live = Some(live);
         }
         self
     }

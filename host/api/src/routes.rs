@@ -132,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
             post(crate::control::terminate_session),
         )
         .route("/sessions/{id}/video", get(crate::sessions::session_video))
+        .route("/sessions/{id}/live", get(crate::live::session_live))
         .route(
             "/sessions/{id}/transcript",
             get(crate::sessions::session_transcript),

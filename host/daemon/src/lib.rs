@@ -15,6 +15,7 @@ pub mod datadir;
 pub mod demo;
 pub mod directory_cmd;
 pub mod lifecycle_cmd;
+pub mod live_view;
 pub mod metrics;
 pub mod node_cmd;
 pub mod notify_glue;

@@ -50,6 +50,8 @@ pub struct RdpServices {
     /// The sessions running in this process (shared with the SSH gateway), to end one from
     /// outside.
     pub live: gatehouse_ssh::LiveSessions,
+    /// The screens of running sessions, for the API's live view.
+    pub screens: crate::live_view::LiveScreens,
     pub auditor: Auditor,
     pub recordings: PathBuf,
     /// Steer capability negotiation so recordings decode (no GFX, no drawing orders, no
@@ -455,6 +457,8 @@ struct PduState {
     writer: gatehouse_rdp_replay::PduWriter<std::io::BufWriter<std::fs::File>>,
     tracker: gatehouse_rdp_replay::InputTracker,
     events: Vec<gatehouse_rdp_replay::Event>,
+    /// Written out at least this often, for live watchers following the file.
+    flushed: std::time::Instant,
 }
 
 fn side(direction: gatehouse_rdp_replay::Direction) -> String {
@@ -541,6 +545,7 @@ impl<'a> PduFile<'a> {
                 writer,
                 tracker: gatehouse_rdp_replay::InputTracker::new(),
                 events: Vec::new(),
+                flushed: std::time::Instant::now(),
             }),
         })
     }
@@ -560,6 +565,7 @@ impl<'a> PduFile<'a> {
             writer,
             mut tracker,
             mut events,
+            ..
         } = self
             .state
             .into_inner()
@@ -599,6 +605,13 @@ impl Recorder for PduFile<'_> {
         state.tracker.observe(&pdu, &mut state.events);
         if !state.events.is_empty() {
             log_events(self.recording, &mut state.events);
+        }
+        if state.flushed.elapsed() >= Duration::from_millis(500) {
+            state.flushed = std::time::Instant::now();
+            state
+                .writer
+                .flush()
+                .map_err(|e| RecordError(format!("writing `{}`: {e}", self.path.display())))?;
         }
         Ok(())
     }
@@ -1321,6 +1334,10 @@ impl Session {
         // terminate`, or the control node for a session node, ends it through `end`.
         let (end, mut ended_from_outside) =
             tokio::sync::watch::channel::<Option<(String, String)>>(None);
+        let _screen =
+            self.services
+                .screens
+                .add(&self.id, pdus.path.clone(), &self.user, &self.target);
         let _listed = self.services.live.register(
             &self.id,
             Box::new(move |by: &str, reason: &str| {

@@ -278,6 +278,8 @@ pub fn run(
         // Session search: a new index fills from the recordings in the background.
         let search =
             crate::search::open_for_server(&dir.search_index(), &store, &dir.recordings());
+        // The screens of running RDP sessions, for the API's live view.
+        let screens = crate::live_view::LiveScreens::default();
         let (api, draining) = start_api(
             dir,
             &settings.api,
@@ -289,6 +291,7 @@ pub fn run(
                 authenticator,
                 search: search.clone(),
                 live: live.clone(),
+                screens: screens.clone(),
             },
         )
         .await?;
@@ -298,6 +301,7 @@ pub fn run(
             rdp_listener,
             settings.rdp.decodable_recordings,
             &services,
+            screens,
             shutdown.clone(),
         )?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
@@ -547,6 +551,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
                         store: store.clone(),
                         authority: crate::rdp_glue::RdpAuthority::Remote(client.clone()),
                         live: live.clone(),
+                        screens: Default::default(),
                         auditor,
                         recordings: dir.recordings(),
                         steer_for_recording: true,
@@ -622,6 +627,7 @@ fn start_rdp(
     listener: Option<tokio::net::TcpListener>,
     steer_for_recording: bool,
     services: &Services,
+    screens: crate::live_view::LiveScreens,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
     let Some(listener) = listener else {
@@ -644,6 +650,7 @@ fn start_rdp(
             workflow: local.workflow.clone(),
         }),
         live: services.live.clone(),
+        screens,
         auditor: services.auditor.clone(),
         recordings: dir.recordings(),
         steer_for_recording,
@@ -664,8 +671,10 @@ struct ApiParts {
     store: Arc<Store>,
     authenticator: Arc<Authenticator>,
     search: Option<Arc<gatehouse_search::SearchIndex>>,
-    /// The sessions running here, for `POST /api/v1/sessions/{id}/terminate`.
+    /// The sessions running here, for `POST /api/v1/sessions/{id}/terminate` and the live view.
     live: gatehouse_ssh::LiveSessions,
+    /// The screens of running RDP sessions, for the live view.
+    screens: crate::live_view::LiveScreens,
 }
 
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off), and
@@ -683,6 +692,7 @@ async fn start_api(
         authenticator,
         search,
         live,
+        screens,
     } = parts;
     if !settings.enabled && listen.is_none() {
         tracing::info!("HTTPS API disabled (settings.json api.enabled)");
@@ -710,7 +720,12 @@ async fn start_api(
     )
     .with_session_control(Arc::new(crate::admin::ApiSessionControl {
         store: store.clone(),
+        live: live.clone(),
+    }))
+    .with_live_view(Arc::new(crate::live_view::ApiLiveView {
         live,
+        screens,
+        auditor: Auditor::new(store.clone()),
     }));
     // Set when the shutdown starts: health then says `draining`.
     let draining = state.draining_flag();

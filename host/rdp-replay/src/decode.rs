@@ -38,6 +38,27 @@ pub struct Frame<'a> {
     pub at: Duration,
 }
 
+impl Frame<'_> {
+    /// The frame as a PNG (RGB: what was never drawn is black).
+    pub fn png(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let mut encoder =
+            png::Encoder::new(&mut out, u32::from(self.width), u32::from(self.height));
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let rgb: Vec<u8> = self
+            .rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&rgb).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
 /// Whether a recording's graphics could be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]

@@ -243,6 +243,12 @@ impl<W: Write> PduWriter<W> {
         Ok(())
     }
 
+    /// Writes what is buffered to the sink (readers following the file see it).
+    pub fn flush(&mut self) -> Result<(), PduError> {
+        self.sink.flush()?;
+        Ok(())
+    }
+
     /// Flushes and returns the sink.
     pub fn finish(mut self) -> Result<W, PduError> {
         self.sink.flush()?;

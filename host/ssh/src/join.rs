@@ -41,6 +41,8 @@ pub(crate) struct Typed {
 /// feeds it the output and takes what joiners type and the lines for its user.
 pub(crate) struct TerminalTap {
     pub number: u32,
+    /// The terminal's size when it started (columns, rows).
+    pub size: (u32, u32),
     output: broadcast::Sender<Bytes>,
     recent: Mutex<VecDeque<u8>>,
     typed: mpsc::Sender<Typed>,
@@ -50,11 +52,15 @@ pub(crate) struct TerminalTap {
 
 impl TerminalTap {
     /// A tap for channel `number`; the receivers are the relay's.
-    pub fn new(number: u32) -> (Arc<Self>, mpsc::Receiver<Typed>, mpsc::Receiver<String>) {
+    pub fn new(
+        number: u32,
+        size: (u32, u32),
+    ) -> (Arc<Self>, mpsc::Receiver<Typed>, mpsc::Receiver<String>) {
         let (typed, typed_rx) = mpsc::channel(INPUT_QUEUE);
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let tap = Arc::new(Self {
             number,
+            size,
             output: broadcast::channel(OUTPUT_QUEUE).0,
             recent: Mutex::new(VecDeque::with_capacity(BACKLOG)),
             typed,
@@ -300,4 +306,123 @@ pub(crate) async fn run_joiner(
         say(&client_tx, "\r\ngatehouse: you left the session").await;
     }
     close(&client_tx, 0).await;
+}
+
+/// What a watcher outside SSH (the API) gets next.
+pub enum WatchEvent {
+    /// Terminal output.
+    Output(Bytes),
+    /// The watcher fell behind: this many pieces of output were skipped.
+    Skipped(u64),
+    /// The terminal (or the session) ended.
+    Ended,
+}
+
+/// A read-only watcher of a running terminal from outside SSH: the session's user is told, the
+/// join and the leave are audited and in the recording (the leave when this is dropped).
+pub struct TerminalWatch {
+    /// The terminal's recent output (up to 16 KiB), to show first.
+    pub recent: Vec<u8>,
+    /// The terminal's size when it started (columns, rows).
+    pub size: (u32, u32),
+    output: broadcast::Receiver<Bytes>,
+    ended: watch::Receiver<bool>,
+    owner: Arc<SessionShared>,
+    tap: Arc<TerminalTap>,
+    who: String,
+    via: String,
+}
+
+impl TerminalWatch {
+    /// The next output, a skip, or the end.
+    pub async fn next(&mut self) -> WatchEvent {
+        if *self.ended.borrow() {
+            return WatchEvent::Ended;
+        }
+        tokio::select! {
+            out = self.output.recv() => match out {
+                Ok(data) => WatchEvent::Output(data),
+                Err(broadcast::error::RecvError::Lagged(n)) => WatchEvent::Skipped(n),
+                Err(broadcast::error::RecvError::Closed) => WatchEvent::Ended,
+            },
+            changed = self.ended.changed() => {
+                let over = changed.is_err() || *self.ended.borrow_and_update();
+                if over { WatchEvent::Ended } else { WatchEvent::Skipped(0) }
+            }
+        }
+    }
+}
+
+impl Drop for TerminalWatch {
+    fn drop(&mut self) {
+        let who = self.who.clone();
+        self.owner.audit(
+            AuditKind::SessionLeft,
+            format!("{who} stopped watching the session ({})", self.via),
+            &[
+                ("joined_by", who.clone().into()),
+                ("mode", "read-only".into()),
+                ("via", self.via.clone().into()),
+            ],
+        );
+        log_now(
+            &self.owner,
+            self.tap.number,
+            RecordingEvent::Left { user: who.clone() },
+        );
+        if !*self.ended.borrow() {
+            self.tap
+                .notice(format!("gatehouse: {who} stopped watching this session"));
+        }
+    }
+}
+
+/// Logs `event` in the owner's recording, if it has one open.
+fn log_now(owner: &SessionShared, channel: u32, event: RecordingEvent) {
+    if let Some(recording) = owner.opened_recording()
+        && let Err(e) = recording.log(Some(channel), event)
+    {
+        tracing::warn!(error = %e, "cannot log a watcher in the recording");
+    }
+}
+
+impl crate::LiveSessions {
+    /// Starts a read-only watch of running SSH session `id`'s first terminal by `who` (already
+    /// authorized by Cedar), coming `via` ("api"); `None` when no such terminal runs here.
+    pub fn watch_terminal(&self, id: &str, who: &str, via: &str) -> Option<TerminalWatch> {
+        let owner = self.session(id)?;
+        let tap = owner.first_terminal()?;
+        let (recent, output) = tap.attach();
+        let ended = tap.ended.subscribe();
+        owner.audit(
+            AuditKind::SessionJoined,
+            format!("{who} is watching the session (read-only, {via})"),
+            &[
+                ("joined_by", who.into()),
+                ("mode", "read-only".into()),
+                ("via", via.into()),
+            ],
+        );
+        log_now(
+            &owner,
+            tap.number,
+            RecordingEvent::Joined {
+                user: who.to_string(),
+                mode: "read-only".into(),
+            },
+        );
+        tap.notice(format!(
+            "gatehouse: {who} is watching this session (read-only, {via})"
+        ));
+        Some(TerminalWatch {
+            recent,
+            size: tap.size,
+            output,
+            ended,
+            owner,
+            tap,
+            who: who.to_string(),
+            via: via.to_string(),
+        })
+    }
 }

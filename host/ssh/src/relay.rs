@@ -265,7 +265,8 @@ pub(crate) async fn run_session_channel(
 
     // A terminal can be joined (watched, or typed into where policy allows) while it runs.
     let (tap, mut typed_rx, mut notices_rx) = if matches!(start, Start::Shell) {
-        let (tap, typed, notices) = crate::join::TerminalTap::new(number);
+        let size = pty.as_ref().map_or((80, 24), |p| (p.cols, p.rows));
+        let (tap, typed, notices) = crate::join::TerminalTap::new(number, size);
         shared.add_terminal(tap.clone());
         (Some(tap), Some(typed), Some(notices))
     } else {

@@ -126,6 +126,11 @@ impl SessionShared {
             .and_then(|terminals| terminals.first().cloned())
     }
 
+    /// The session's recording, when it was opened.
+    pub(crate) fn opened_recording(&self) -> Option<Arc<SessionRecording>> {
+        self.recording.get().and_then(|r| r.as_ref().ok()).cloned()
+    }
+
     /// The running session this login joins, if it joins one.
     pub(crate) fn join_spec(&self) -> Option<gatehouse_core::JoinSpec> {
         self.login.get().and_then(|(_, login)| login.join())

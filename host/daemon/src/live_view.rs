@@ -1,0 +1,241 @@
+//! Running sessions for the API's live view (`GET /api/v1/sessions/{id}/live`): SSH terminals
+//! through `gatehouse_ssh::LiveSessions::watch_terminal`, RDP screens decoded from the session's
+//! `rdp.pdus` as the relay writes it (one decoder per watcher, on threads of its own, from the
+//! start of the recording: the screen state needs every update).
+
+use gatehouse_api::{LiveChunk, LiveFeed, LiveView};
+use gatehouse_audit::{Auditor, Entry};
+use gatehouse_core::AuditKind;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often a watcher gets the screen when it changed.
+const FRAME_EVERY: Duration = Duration::from_millis(500);
+/// How often an unchanged screen is sent again.
+const RESEND_EVERY: Duration = Duration::from_secs(10);
+
+struct Screen {
+    path: PathBuf,
+    ended: Arc<AtomicBool>,
+    user: String,
+    target: String,
+}
+
+/// The RDP sessions of this process whose screens can be watched.
+#[derive(Clone, Default)]
+pub struct LiveScreens {
+    screens: Arc<Mutex<HashMap<String, Arc<Screen>>>>,
+}
+
+/// Keeps a session's screen watchable; dropping it (the session ended) lets watchers finish.
+pub struct ScreenGuard {
+    screens: LiveScreens,
+    id: String,
+    ended: Arc<AtomicBool>,
+}
+
+impl Drop for ScreenGuard {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Relaxed);
+        if let Ok(mut screens) = self.screens.screens.lock() {
+            screens.remove(&self.id);
+        }
+    }
+}
+
+impl LiveScreens {
+    /// Session `id` of `user` on `target` records its PDUs to `path`.
+    pub fn add(&self, id: &str, path: PathBuf, user: &str, target: &str) -> ScreenGuard {
+        let ended = Arc::new(AtomicBool::new(false));
+        if let Ok(mut screens) = self.screens.lock() {
+            screens.insert(
+                id.to_string(),
+                Arc::new(Screen {
+                    path,
+                    ended: ended.clone(),
+                    user: user.to_string(),
+                    target: target.to_string(),
+                }),
+            );
+        }
+        ScreenGuard {
+            screens: self.clone(),
+            id: id.to_string(),
+            ended,
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Screen>> {
+        self.screens.lock().ok().and_then(|s| s.get(id).cloned())
+    }
+}
+
+/// A recording file read as it grows: at its end, waits for more until the session ended or
+/// the watcher left.
+struct Following {
+    file: std::fs::File,
+    ended: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Read for Following {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.file.read(buf)?;
+            if n > 0 || self.stop.load(Ordering::Relaxed) {
+                return Ok(n);
+            }
+            if self.ended.load(Ordering::Relaxed) {
+                // One last look: the relay flushes as it closes.
+                return self.file.read(buf);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Decodes `screen`'s PDUs as they are written and sends the screen as PNG when it changed,
+/// at most every [`FRAME_EVERY`], until the session ends or the receiver goes.
+fn watch_screen(screen: Arc<Screen>, frames: mpsc::Sender<Vec<u8>>) {
+    let replayer = Arc::new(Mutex::new(gatehouse_rdp_replay::Replayer::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let decoded = Arc::new(AtomicBool::new(false));
+    let decoder = {
+        let (replayer, stop, decoded, screen) = (
+            replayer.clone(),
+            stop.clone(),
+            decoded.clone(),
+            screen.clone(),
+        );
+        std::thread::spawn(move || {
+            let opened = std::fs::File::open(&screen.path).map(|file| Following {
+                file,
+                ended: screen.ended.clone(),
+                stop: stop.clone(),
+            });
+            let reader = opened
+                .map_err(gatehouse_rdp_replay::pdus::PduError::from)
+                .and_then(|f| {
+                    gatehouse_rdp_replay::pdus::PduReader::new(std::io::BufReader::new(f))
+                });
+            if let Ok(mut reader) = reader {
+                while let Ok(Some(pdu)) = reader.next_pdu() {
+                    if let Ok(mut replayer) = replayer.lock() {
+                        replayer.feed(&pdu);
+                    }
+                }
+            }
+            decoded.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut sent_at = None;
+    let mut sent = Instant::now();
+    loop {
+        let done = decoded.load(Ordering::Relaxed);
+        // A changed screen, or the same one again after a while: a watcher that went away is
+        // noticed, and one that missed a frame gets it.
+        let again = sent.elapsed() >= RESEND_EVERY;
+        let png = replayer.lock().ok().and_then(|replayer| {
+            let frame = replayer.frame()?;
+            (again || sent_at != Some(frame.at)).then(|| (frame.at, frame.png()))
+        });
+        if let Some((at, Ok(png))) = png {
+            if frames.blocking_send(png).is_err() {
+                break;
+            }
+            sent_at = Some(at);
+            sent = Instant::now();
+        }
+        if done {
+            break;
+        }
+        std::thread::sleep(FRAME_EVERY);
+        if frames.is_closed() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = decoder.join();
+}
+
+/// The API's view of this process's running sessions.
+pub struct ApiLiveView {
+    pub live: gatehouse_ssh::LiveSessions,
+    pub screens: LiveScreens,
+    pub auditor: Auditor,
+}
+
+impl LiveView for ApiLiveView {
+    fn watch(&self, id: &str, protocol: &str, who: &str) -> Option<LiveFeed> {
+        match protocol {
+            "ssh" => {
+                let mut watch = self.live.watch_terminal(id, who, "api")?;
+                let recent = std::mem::take(&mut watch.recent);
+                let (width, height) = watch.size;
+                let (tx, chunks) = mpsc::channel(64);
+                tokio::runtime::Handle::current().spawn(async move {
+                    use gatehouse_ssh::WatchEvent;
+                    loop {
+                        let event = tokio::select! {
+                            event = watch.next() => event,
+                            () = tx.closed() => break,
+                        };
+                        let chunk = match event {
+                            WatchEvent::Output(bytes) => LiveChunk::Output(bytes.to_vec()),
+                            WatchEvent::Skipped(0) => continue,
+                            WatchEvent::Skipped(n) => LiveChunk::Skipped(n),
+                            WatchEvent::Ended => break,
+                        };
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Some(LiveFeed::Terminal {
+                    width,
+                    height,
+                    recent,
+                    chunks,
+                })
+            }
+            "rdp" => {
+                let screen = self.screens.get(id)?;
+                let (tx, frames) = mpsc::channel(2);
+                let auditor = self.auditor.clone();
+                let (id, who) = (id.to_string(), who.to_string());
+                let entry = |kind, detail: String| {
+                    Entry::new(kind, detail)
+                        .session(id.clone())
+                        .user(screen.user.clone())
+                        .target(screen.target.clone())
+                        .field("joined_by", who.clone())
+                        .field("mode", "read-only")
+                        .field("via", "api")
+                        .field("protocol", "rdp")
+                };
+                auditor.record_best_effort(entry(
+                    AuditKind::SessionJoined,
+                    format!("{who} is watching the session (read-only, api)"),
+                ));
+                let left = entry(
+                    AuditKind::SessionLeft,
+                    format!("{who} stopped watching the session (api)"),
+                );
+                let started = Instant::now();
+                std::thread::spawn(move || {
+                    watch_screen(screen, tx);
+                    auditor.record_best_effort(
+                        left.field("watched_secs", started.elapsed().as_secs()),
+                    );
+                });
+                Some(LiveFeed::Screen { frames })
+            }
+            _ => None,
+        }
+    }
+}
