@@ -711,3 +711,64 @@ fn an_idle_rdp_session_ends_at_the_policy_s_idle_timeout() {
         "{ended:#}"
     );
 }
+
+/// A directory user over RDP: NLA needs their NT hash before any password reaches the gateway,
+/// so they log in once by password (here over the API); from then on xfreerdp logs in with their
+/// directory password, and every RDP login binds to the directory with the delegated password.
+#[test]
+fn a_directory_user_logs_in_over_rdp_after_a_first_password_login() {
+    use support::slapd::{DANA, SERVICE_DN, SUFFIX, Slapd};
+    let slapd = Slapd::start();
+    let (dir, _shadow, mut gh, _) = gateway(false);
+    let ca = slapd.ca();
+    let password_file = slapd.service_password_file();
+    gh.edit_settings(|settings| {
+        settings["directory"] = serde_json::json!({
+            "url": format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+            "ca_file": ca,
+            "bind_dn": SERVICE_DN,
+            "bind_password_file": password_file,
+            "user_base": format!("ou=people,{SUFFIX}"),
+            "group_base": format!("ou=groups,{SUFFIX}"),
+        });
+    });
+    std::fs::write(
+        gh.data_dir().join("policies/directory.cedar"),
+        format!(
+            "@id(\"ops-rdp\")\npermit (principal in Group::\"ops\", action == Action::\"rdp_session\", resource == Account::\"{TARGET_ACCOUNT}@{ASSET}\");\n"
+        ),
+    )
+    .unwrap();
+    gh.serve();
+    let client = Client::new(dir.path());
+    let (name, password) = DANA;
+    let login = format!("{name}@{TARGET_ACCOUNT}@{ASSET}");
+    let xfreerdp = |password: &str| {
+        let command = client.command(gh.rdp_port(), &login, password, &["/sec:nla", "+auth-only"]);
+        let (output, killed) = client.run(command, Duration::from_secs(60));
+        assert!(!killed, "xfreerdp hung:\n{}", text(&output));
+        output
+    };
+    // Before any password login the gateway has no NT hash for her: NLA cannot succeed.
+    let output = xfreerdp(password);
+    assert!(!output.status.success(), "{}", text(&output));
+    // One login by password (the API's, as the portal would), and RDP works.
+    support::api_bearer(&gh, name, password);
+    let output = xfreerdp(password);
+    assert!(
+        output.status.success(),
+        "xfreerdp as a directory user:\n{}\n{}",
+        text(&output),
+        gh.log_tail(40)
+    );
+    let connected = wait_for(&gh, "target_connect_ok");
+    assert_eq!(json_str(&connected, "user"), name);
+    assert_eq!(policies(&connected), ["ops-rdp"]);
+    // A wrong password is refused by NLA.
+    let output = xfreerdp("not-her-directory-password");
+    assert!(
+        text(&output).contains("ERRCONNECT_LOGON_FAILURE"),
+        "{}",
+        text(&output)
+    );
+}
