@@ -164,6 +164,12 @@ fn directory_users_log_in_by_their_ldap_password_and_groups_decide_with_nesting(
     let out = as_user(ERIN).ssh("true");
     assert!(stderr(&out).contains("not permitted"), "{}", out.describe());
     assert!(!slapd.log().contains(DANA.1), "a password in slapd's log");
+    // The gateway logs at TRACE in the tests (ldap3's own log records included): no directory
+    // password in it, in any form.
+    for secret in [DANA.1, ERIN.1, support::slapd::SERVICE_PASSWORD] {
+        let forms = support::secret_forms_in(w.gh.log_text().as_bytes(), secret);
+        assert!(forms.is_empty(), "`{secret}` in the gateway's log as {forms:?}");
+    }
 
     // StartTLS on the plain port works the same; a CA the directory's certificate does not
     // chain to is refused (run here, without the server: the settings are read now).
