@@ -132,6 +132,38 @@ fn directory_users_log_in_by_their_ldap_password_and_groups_decide_with_nesting(
         "{changes:#?}"
     );
 
+    // A key an administrator registered for dana works while the directory has her; once
+    // she is deleted there and a sync notices, the key is refused too.
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _public) = support::generate_keypair(keys.path(), "dana_key");
+    let public_file = format!("{}.pub", private.display());
+    w.gh.cli_ok(&["user", "add-key", DANA.0, &public_file]);
+    let by_key =
+        support::ssh_client::Client::key(w.gh.ssh_port(), format!("{}@{target}", DANA.0), &private);
+    let out = by_key.ssh("true");
+    assert!(stderr(&out).contains("not permitted"), "{}", out.describe());
+    slapd.modify(&format!(
+        "dn: uid=dana,ou=people,{SUFFIX}\nchangetype: delete\n"
+    ));
+    let synced = w.gh.cli_ok(&["directory", "sync"]);
+    assert!(
+        synced.contains("dana is no longer in the directory"),
+        "{synced}"
+    );
+    let out = by_key.ssh("true");
+    assert!(!out.status.success());
+    assert!(
+        !stderr(&out).contains("not permitted"),
+        "refused at login, not by policy: {}",
+        out.describe()
+    );
+    assert!(
+        w.gh.audit_of("login_failed").iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no longer in the directory"))),
+        "the refusal says why"
+    );
+
     // The directory goes down: its users read why; local users are not held up.
     slapd.stop();
     let out = as_user(DANA).ssh("true");
@@ -168,7 +200,10 @@ fn directory_users_log_in_by_their_ldap_password_and_groups_decide_with_nesting(
     // password in it, in any form.
     for secret in [DANA.1, ERIN.1, support::slapd::SERVICE_PASSWORD] {
         let forms = support::secret_forms_in(w.gh.log_text().as_bytes(), secret);
-        assert!(forms.is_empty(), "`{secret}` in the gateway's log as {forms:?}");
+        assert!(
+            forms.is_empty(),
+            "`{secret}` in the gateway's log as {forms:?}"
+        );
     }
 
     // StartTLS on the plain port works the same; a CA the directory's certificate does not

@@ -175,11 +175,21 @@ impl Authenticator {
     }
 
     /// Whether `key` is one of the user's registered keys (ownership is proven by the SSH layer).
+    /// A directory user the directory no longer has cannot use their keys either.
     pub fn verify_public_key(&self, name: &Name, key: &PublicKey) -> Result<User, AuthError> {
         let fingerprint = key.fingerprint(Default::default()).to_string();
         let Some(user) = self.user(name)? else {
             return Err(AuthError::UnknownUser(name.to_string()));
         };
+        if directory::book(&self.store)?
+            .users
+            .get(name.as_str())
+            .is_some_and(|link| link.missing)
+        {
+            return Err(AuthError::DirectoryRefused(format!(
+                "`{name}` is no longer in the directory"
+            )));
+        }
         let known = user
             .public_keys
             .iter()

@@ -192,6 +192,8 @@ pub fn encrypt_in_place(path: &Path, key: &RecordingKey) -> Result<bool> {
     let mut partial_name = path.as_os_str().to_owned();
     partial_name.push(".enc.part");
     let partial = std::path::PathBuf::from(partial_name);
+    // A partial file a crash left behind is written again.
+    let _ = std::fs::remove_file(&partial);
     let result = encrypt_file(path, &partial, key);
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
