@@ -86,6 +86,27 @@ impl TokenKeys {
         })
     }
 
+    /// The CSRF token of portal session `id`: only the holder of the session's answer knows it.
+    pub fn csrf(&self, id: &str) -> Result<String, ApiError> {
+        let mut mac = self.mac()?;
+        mac.update(b"gatehouse-portal-csrf:");
+        mac.update(id.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `given` is portal session `id`'s CSRF token (compared in constant time).
+    fn csrf_matches(&self, id: &str, given: &str) -> bool {
+        let Ok(given) = URL_SAFE_NO_PAD.decode(given.trim()) else {
+            return false;
+        };
+        let Ok(mut mac) = self.mac() else {
+            return false;
+        };
+        mac.update(b"gatehouse-portal-csrf:");
+        mac.update(id.as_bytes());
+        mac.verify_slice(&given).is_ok()
+    }
+
     /// The claims of a valid, unexpired token.
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let invalid = || ApiError::unauthorized("the token is invalid or expired; log in again");
@@ -122,13 +143,28 @@ impl FromRequestParts<ApiState> for Person {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let peer = peer_of(parts)?;
-        let header = authorization(parts).ok_or_else(|| {
-            ApiError::unauthorized("missing `Authorization: Bearer <token>`; log in first")
-        })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
-        let claims = state.inner.tokens.verify(token.trim())?;
+        // The portal's cookie, when no bearer token is given.
+        let portal = authorization(parts).is_none().then(|| {
+            parts
+                .headers
+                .get(axum::http::header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|c| crate::portal::cookie(c, crate::portal::COOKIE))
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        });
+        let (claims, via) = match portal.flatten() {
+            Some(token) => (portal_claims(parts, state, &token)?, "portal"),
+            None => {
+                let header = authorization(parts).ok_or_else(|| {
+                    ApiError::unauthorized("missing `Authorization: Bearer <token>`; log in first")
+                })?;
+                let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+                    ApiError::unauthorized("expected `Authorization: Bearer <token>`")
+                })?;
+                (state.inner.tokens.verify(token.trim())?, "api")
+            }
+        };
         let user: User = state
             .inner
             .store
@@ -143,11 +179,49 @@ impl FromRequestParts<ApiState> for Person {
                 user,
                 client: peer.addr,
                 via: "api".into(),
-                session_id: format!("api-{}", claims.i),
+                session_id: format!("{via}-{}", claims.i),
                 authenticated_with: vec!["password".into()],
             },
         })
     }
+}
+
+/// The claims of a portal session's cookie: a valid token of a session this gateway holds, not
+/// idle too long, and for a request that changes something, the session's CSRF token.
+fn portal_claims(parts: &Parts, state: &ApiState, token: &str) -> Result<Claims, ApiError> {
+    let claims = state.inner.tokens.verify(token)?;
+    match state.inner.portal.touch(&claims.i) {
+        Ok(()) => {}
+        Err(crate::portal::Refused::Idle) => {
+            return Err(ApiError::unauthorized(
+                "the session was idle too long; sign in again",
+            ));
+        }
+        Err(crate::portal::Refused::Unknown) => {
+            return Err(ApiError::unauthorized(
+                "the session has ended; sign in again",
+            ));
+        }
+    }
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        let given = parts
+            .headers
+            .get(crate::portal::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !state.inner.tokens.csrf_matches(&claims.i, given) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a request that changes something needs the session's `X-CSRF-Token`",
+            ));
+        }
+    }
+    Ok(claims)
 }
 
 /// An A2A caller: the API key from `Authorization: A2A <key>` and the TLS peer.

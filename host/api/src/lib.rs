@@ -12,6 +12,7 @@ mod docs;
 mod error;
 mod live;
 mod nodes;
+mod portal;
 mod routes;
 mod search;
 mod sessions;
@@ -55,6 +56,8 @@ pub struct ApiSettings {
     pub token_seconds: u64,
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
+    /// A portal (browser) session ends after this long without a request.
+    pub portal_idle_seconds: u64,
 }
 
 impl Default for ApiSettings {
@@ -64,6 +67,7 @@ impl Default for ApiSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             token_seconds: 900,
             max_connections: 1024,
+            portal_idle_seconds: 900,
         }
     }
 }
@@ -103,6 +107,8 @@ struct Inner {
     control: Option<Arc<dyn SessionControl>>,
     /// Shows running sessions (`GET /api/v1/sessions/{id}/live`); `None`: not offered.
     live: Option<Arc<dyn LiveView>>,
+    /// The portal's cookie sessions.
+    portal: portal::PortalSessions,
 }
 
 impl ApiState {
@@ -128,6 +134,7 @@ impl ApiState {
                 draining: Arc::default(),
                 control: None,
                 live: None,
+                portal: portal::PortalSessions::new(std::time::Duration::from_secs(900)),
             }),
         }
     }
@@ -137,6 +144,15 @@ impl ApiState {
     pub fn with_session_control(mut self, control: Arc<dyn SessionControl>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.control = Some(control);
+        }
+        self
+    }
+
+    /// The same state, ending portal sessions after `idle` without a request. Called right
+    /// after [`ApiState::new`], before the state is shared.
+    pub fn with_portal_idle(mut self, idle: std::time::Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.portal = portal::PortalSessions::new(idle);
         }
         self
     }

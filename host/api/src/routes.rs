@@ -133,6 +133,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/sessions/{id}/video", get(crate::sessions::session_video))
         .route("/sessions/{id}/live", get(crate::live::session_live))
+        .route("/portal/login", post(crate::portal::portal_login))
+        .route("/portal/logout", post(crate::portal::portal_logout))
         .route(
             "/sessions/{id}/transcript",
             get(crate::sessions::session_transcript),
@@ -508,15 +510,42 @@ pub async fn login(
     axum::Extension(peer): axum::Extension<crate::Peer>,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
+    let (user, issued) = check_login(&state, &peer, body, "api").await?;
+    let expires_in = issued.expires.0.saturating_sub(Timestamp::now().0) / 1000;
+    Ok(no_store(
+        Json(LoginResponse {
+            token: issued.token,
+            token_type: "Bearer".into(),
+            expires_at: time(issued.expires),
+            expires_in,
+            user: user.name.to_string(),
+        })
+        .into_response(),
+    ))
+}
+
+/// A person's password login (`via`: `api` or `portal`), rate-limited and audited either way:
+/// the user and a token.
+pub(crate) async fn check_login(
+    state: &ApiState,
+    peer: &crate::Peer,
+    body: LoginBody,
+    via: &str,
+) -> Result<(gatehouse_core::User, crate::auth::Issued), ApiError> {
     let inner = &state.inner;
     let password = zeroize::Zeroizing::new(body.password);
     let ip = peer.addr.ip();
+    let what = if via == "portal" {
+        "portal login"
+    } else {
+        "API login"
+    };
     let audit_failure = |why: &str| {
         inner.auditor.record_best_effort(
-            Entry::new(AuditKind::LoginFailed, format!("API login failed: {why}"))
+            Entry::new(AuditKind::LoginFailed, format!("{what} failed: {why}"))
                 .user(body.user.clone())
                 .client(peer.addr.to_string())
-                .field("protocol", "api"),
+                .field("protocol", via),
         );
     };
     if let Err(limited) = inner.limiter.check(ip, &body.user) {
@@ -550,23 +579,13 @@ pub async fn login(
                 .tokens
                 .issue(&user.name, body.ttl_seconds.map(Duration::from_secs))?;
             inner.auditor.record_best_effort(
-                Entry::new(AuditKind::LoginOk, "API login")
+                Entry::new(AuditKind::LoginOk, what)
                     .user(user.name.to_string())
                     .client(peer.addr.to_string())
-                    .session(format!("api-{}", issued.id))
-                    .field("protocol", "api"),
+                    .session(format!("{via}-{}", issued.id))
+                    .field("protocol", via),
             );
-            let expires_in = issued.expires.0.saturating_sub(Timestamp::now().0) / 1000;
-            Ok(no_store(
-                Json(LoginResponse {
-                    token: issued.token,
-                    token_type: "Bearer".into(),
-                    expires_at: time(issued.expires),
-                    expires_in,
-                    user: user.name.to_string(),
-                })
-                .into_response(),
-            ))
+            Ok((user, issued))
         }
         Err(e) => {
             inner.limiter.failed(ip, &body.user);

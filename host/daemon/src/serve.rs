@@ -718,6 +718,9 @@ async fn start_api(
             search,
         },
     )
+    .with_portal_idle(std::time::Duration::from_secs(
+        settings.portal_idle_seconds.max(1),
+    ))
     .with_session_control(Arc::new(crate::admin::ApiSessionControl {
         store: store.clone(),
         live: live.clone(),

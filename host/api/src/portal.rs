@@ -1,0 +1,155 @@
+//! Browser sign-in for the portal: the same password check as `POST /api/v1/login`, but the
+//! token travels in a cookie the page's script cannot read (`__Host-gatehouse`: HttpOnly,
+//! Secure, SameSite=Strict, Path=/), every state-changing request must carry the session's
+//! CSRF token in `X-CSRF-Token`, a session that sees no request for the idle timeout ends, and
+//! logging out ends it at once. Cookie sessions are held by the running gateway (a restart
+//! signs everyone out); bearer tokens work as before.
+
+use crate::ApiState;
+use crate::auth::Person;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::{JsonBody, LoginBody};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use utoipa::ToSchema;
+
+/// The cookie that carries a portal session.
+pub const COOKIE: &str = "__Host-gatehouse";
+/// The header that carries its CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The portal sessions of this process: token id -> last request.
+pub struct PortalSessions {
+    last: Mutex<HashMap<String, Instant>>,
+    idle: Duration,
+}
+
+/// Why a cookie session was not accepted.
+pub enum Refused {
+    Unknown,
+    Idle,
+}
+
+impl PortalSessions {
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            last: Mutex::new(HashMap::new()),
+            idle,
+        }
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    fn start(&self, id: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            let idle = self.idle;
+            last.retain(|_, seen| seen.elapsed() < idle);
+            last.insert(id.to_string(), Instant::now());
+        }
+    }
+
+    /// Session `id` is used now: `Err` when it is unknown (logged out, or the gateway
+    /// restarted) or was idle too long (it is then ended).
+    pub fn touch(&self, id: &str) -> Result<(), Refused> {
+        let Ok(mut last) = self.last.lock() else {
+            return Err(Refused::Unknown);
+        };
+        match last.get_mut(id) {
+            None => Err(Refused::Unknown),
+            Some(seen) if seen.elapsed() >= self.idle => {
+                last.remove(id);
+                Err(Refused::Idle)
+            }
+            Some(seen) => {
+                *seen = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    fn end(&self, id: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            last.remove(id);
+        }
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortalLoginView {
+    pub user: String,
+    /// Send as `X-CSRF-Token` with every request that changes something.
+    pub csrf_token: String,
+    /// When the session ends at the latest.
+    pub expires_at: String,
+    /// The session ends after this many seconds without a request.
+    pub idle_seconds: u64,
+}
+
+fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("__Host-gatehouse=; Path=/; Max-Age=0"))
+}
+
+/// Sign in to the portal: the session token goes in an HttpOnly cookie, the CSRF token in the
+/// answer. Failed attempts are rate-limited like `POST /api/v1/login`.
+#[utoipa::path(post, path = "/api/v1/portal/login", tag = "people", request_body = LoginBody,
+    responses((status = 200, body = PortalLoginView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn portal_login(
+    State(state): State<ApiState>,
+    axum::Extension(peer): axum::Extension<crate::Peer>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    let (user, issued) = crate::routes::check_login(&state, &peer, body, "portal").await?;
+    let inner = &state.inner;
+    inner.portal.start(&issued.id);
+    let csrf_token = inner.tokens.csrf(&issued.id)?;
+    let max_age = issued
+        .expires
+        .0
+        .saturating_sub(gatehouse_core::time::Timestamp::now().0)
+        / 1000;
+    let view = PortalLoginView {
+        user: user.name.to_string(),
+        csrf_token,
+        expires_at: crate::routes::time(issued.expires),
+        idle_seconds: inner.portal.idle().as_secs(),
+    };
+    let mut response = crate::routes::no_store(Json(view).into_response());
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&issued.token, max_age));
+    Ok(response)
+}
+
+/// Sign out of the portal: the session ends now and the cookie is cleared.
+#[utoipa::path(post, path = "/api/v1/portal/logout", tag = "people",
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn portal_logout(State(state): State<ApiState>, person: Person) -> Response {
+    if let Some(id) = person.actor.session_id.strip_prefix("portal-") {
+        state.inner.portal.end(id);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response
+}

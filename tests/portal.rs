@@ -1,0 +1,188 @@
+//! End to end: the portal's sign-in, over the real HTTPS API with curl. The session token lives
+//! in a cookie scripts cannot read (HttpOnly, Secure, SameSite=Strict, `__Host-` prefix); a
+//! request that changes something needs the session's CSRF token; logging out and idling end
+//! the session; bearer tokens are unaffected.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+use support::world::{GATEWAY_PASSWORD, GATEWAY_USER, World};
+use support::{Gatehouse, OutputExt};
+
+/// A request with headers `extra` and an optional JSON body: (status, headers, body).
+fn call(
+    gh: &Gatehouse,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("h");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-X",
+        method,
+        "--max-time",
+        "30",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(gh.data_dir().join("tls/cert.pem"))
+    .arg("-D")
+    .arg(&head);
+    for h in extra {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(format!("{}{path}", gh.api_url()));
+    let out = cmd.output().expect("curl");
+    assert!(out.status.success(), "curl: {}", out.describe());
+    let text = out.stdout_text();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        std::fs::read_to_string(&head).unwrap_or_default(),
+        body.to_string(),
+    )
+}
+
+/// Signs in: (the `Cookie:` header to send, the CSRF token, the Set-Cookie line).
+fn sign_in(gh: &Gatehouse) -> (String, String, String) {
+    let body = json!({"user": GATEWAY_USER, "password": GATEWAY_PASSWORD}).to_string();
+    let (status, headers, answer) = call(gh, "POST", "/api/v1/portal/login", &[], Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let set_cookie = headers
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {headers}"))
+        .trim()
+        .to_string();
+    let value = set_cookie
+        .split_once(':')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let csrf = answer["csrf_token"].as_str().unwrap().to_string();
+    (format!("Cookie: {value}"), csrf, set_cookie)
+}
+
+#[test]
+fn portal_sessions_use_a_locked_down_cookie_csrf_tokens_logout_and_an_idle_timeout() {
+    let w = World::builder("portal")
+        .setup(|ctx| {
+            ctx.gh.edit_settings(|settings| {
+                settings["api"]["portal_idle_seconds"] = json!(4);
+            });
+        })
+        .start();
+    let gh = &w.gh;
+    let (cookie, csrf, set_cookie) = sign_in(gh);
+    for flag in [
+        "__Host-gatehouse=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(set_cookie.contains(flag), "{flag} missing: {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+
+    // The cookie is who you are; the answer never carried the token itself.
+    let (status, _, me) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&me).unwrap()["name"],
+        GATEWAY_USER
+    );
+
+    // Changing something without the CSRF token, or with a wrong one: refused, nothing done.
+    let new_request =
+        json!({"target": w.target_spec(), "access": "session", "reason": "portal test"})
+            .to_string();
+    for token in [None, Some("X-CSRF-Token: not-the-token")] {
+        let headers: Vec<&str> = [Some(cookie.as_str()), token]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (status, _, answer) =
+            call(gh, "POST", "/api/v1/requests", &headers, Some(&new_request));
+        assert_eq!(status, 403, "{answer}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"],
+            "csrf"
+        );
+    }
+    let csrf_header = format!("X-CSRF-Token: {csrf}");
+    let (status, _, answer) = call(
+        gh,
+        "POST",
+        "/api/v1/requests",
+        &[&cookie, &csrf_header],
+        Some(&new_request),
+    );
+    // With it the request reaches the workflow (which answers for itself: alice may not
+    // request this access).
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{answer}"
+    );
+
+    // Logging out needs the token too, ends the session and clears the cookie.
+    let (status, _, _) = call(gh, "POST", "/api/v1/portal/logout", &[&cookie], None);
+    assert_eq!(status, 403);
+    let (status, headers, _) = call(
+        gh,
+        "POST",
+        "/api/v1/portal/logout",
+        &[&cookie, &csrf_header],
+        None,
+    );
+    assert_eq!(status, 204);
+    assert!(headers.contains("Max-Age=0"), "{headers}");
+    let (status, _, answer) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("the session has ended"), "{answer}");
+
+    // Idle longer than the setting: signed out.
+    let (cookie, _, _) = sign_in(gh);
+    let (status, _, _) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, _, answer) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("idle too long"), "{answer}");
+
+    // A wrong password: no cookie, and the failure is audited as a portal login.
+    let body = json!({"user": GATEWAY_USER, "password": "wrong-password-1"}).to_string();
+    let (status, headers, _) = call(gh, "POST", "/api/v1/portal/login", &[], Some(&body));
+    assert_eq!(status, 401);
+    assert!(!headers.to_lowercase().contains("set-cookie"), "{headers}");
+    assert!(
+        gh.audit_of("login_failed")
+            .iter()
+            .any(|e| e["fields"]["protocol"] == "portal"),
+        "the failed portal login is audited"
+    );
+    // Bearer tokens are unaffected, and a bearer request needs no CSRF token.
+    let bearer = support::api_bearer(gh, GATEWAY_USER, GATEWAY_PASSWORD);
+    let (status, _, _) = call(gh, "GET", "/api/v1/me", &[&bearer], None);
+    assert_eq!(status, 200);
+}
