@@ -185,4 +185,33 @@ fn portal_sessions_use_a_locked_down_cookie_csrf_tokens_logout_and_an_idle_timeo
     let bearer = support::api_bearer(gh, GATEWAY_USER, GATEWAY_PASSWORD);
     let (status, _, _) = call(gh, "GET", "/api/v1/me", &[&bearer], None);
     assert_eq!(status, 200);
+
+    // My access, as Cedar decides it: alice's grant opens sessions now; nothing lets her see
+    // the password or ask; bob has nothing, so sees nothing.
+    let (cookie, _, _) = sign_in(gh);
+    let (status, _, answer) = call(gh, "GET", "/api/v1/access", &[&cookie], None);
+    assert_eq!(status, 200, "{answer}");
+    let access: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        access,
+        json!([{
+            "target": w.target_spec(), "account": w.account.name, "asset": "db1",
+            "protocols": ["ssh"], "ssh": "now", "rdp": null, "password": null, "private_key": null,
+        }])
+    );
+    let (_, _, none) = call(
+        gh,
+        "GET",
+        "/api/v1/access?q=no-such-target",
+        &[&cookie],
+        None,
+    );
+    assert_eq!(serde_json::from_str::<Value>(&none).unwrap(), json!([]));
+    gh.cli_stdin_ok(
+        &["user", "add", "bob", "--password-stdin"],
+        "Bob-has-nothing-3x\n",
+    );
+    let bob = support::api_bearer(gh, "bob", "Bob-has-nothing-3x");
+    let (_, _, nothing) = call(gh, "GET", "/api/v1/access", &[&bob], None);
+    assert_eq!(serde_json::from_str::<Value>(&nothing).unwrap(), json!([]));
 }

@@ -26,13 +26,14 @@ use utoipa::{Modify, OpenApi};
         crate::sessions::session_video, crate::sessions::session_transcript,
         crate::sessions::session_cast, crate::search::search_sessions, crate::control::terminate_session,
         crate::live::session_live, crate::portal::portal_login, crate::portal::portal_logout,
+        crate::portal::my_access,
         crate::nodes::list_nodes, crate::nodes::edit_node,
         crate::nodes::delete_node, crate::nodes::list_networks, crate::nodes::add_network,
         crate::nodes::delete_network
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Health, LoginBody, LoginResponse, MeView, ServicesView,
-        crate::portal::PortalLoginView,
+        crate::portal::PortalLoginView, crate::portal::AccessView,
         NewRequestBody, BrokerRequestBody, CommentBody, ReviewView, RequestView, RequestList,
         CredentialView, AccessStringView, A2aCredentialView, crate::sessions::SessionView,
         crate::sessions::SessionList, crate::sessions::SessionDetail, crate::nodes::NodeView,

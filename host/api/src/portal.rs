@@ -153,3 +153,60 @@ pub async fn portal_logout(State(state): State<ApiState>, person: Person) -> Res
         .insert(header::SET_COOKIE, session_cookie("", 0));
     response
 }
+
+/// How a person can use an account one way: `now`, or `request` (after an approved request).
+#[derive(Serialize, ToSchema)]
+pub struct AccessView {
+    /// `account@asset`.
+    pub target: String,
+    pub account: String,
+    pub asset: String,
+    pub protocols: Vec<String>,
+    #[schema(value_type = Option<String>)]
+    pub ssh: Option<gatehouse_workflow::Way>,
+    #[schema(value_type = Option<String>)]
+    pub rdp: Option<gatehouse_workflow::Way>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<gatehouse_workflow::Way>,
+    #[schema(value_type = Option<String>)]
+    pub private_key: Option<gatehouse_workflow::Way>,
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct AccessQuery {
+    /// Only targets (`account@asset`) containing this text.
+    pub q: Option<String>,
+}
+
+/// My access: every account you can use and how (a session now or after approval, a password
+/// or key release), as Cedar decides it for you now.
+#[utoipa::path(get, path = "/api/v1/access", tag = "people", params(AccessQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = [AccessView]), (status = 401, body = ErrorBody)))]
+pub async fn my_access(
+    State(state): State<ApiState>,
+    person: Person,
+    axum::extract::Query(query): axum::extract::Query<AccessQuery>,
+) -> Result<Json<Vec<AccessView>>, ApiError> {
+    let workflow = state.inner.workflow.clone();
+    let filter = query.q.filter(|q| !q.trim().is_empty());
+    let entries =
+        tokio::task::spawn_blocking(move || workflow.my_access(&person.actor, filter.as_deref()))
+            .await
+            .map_err(|_| ApiError::internal())??;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AccessView {
+                target: e.target,
+                account: e.account,
+                asset: e.asset,
+                protocols: e.protocols,
+                ssh: e.ssh,
+                rdp: e.rdp,
+                password: e.password,
+                private_key: e.private_key,
+            })
+            .collect(),
+    ))
+}

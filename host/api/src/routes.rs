@@ -134,6 +134,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}/video", get(crate::sessions::session_video))
         .route("/sessions/{id}/live", get(crate::live::session_live))
         .route("/portal/login", post(crate::portal::portal_login))
+        .route("/access", get(crate::portal::my_access))
         .route("/portal/logout", post(crate::portal::portal_logout))
         .route(
             "/sessions/{id}/transcript",

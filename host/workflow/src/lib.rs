@@ -9,6 +9,7 @@
 //! gateway call it.
 
 mod a2a;
+mod access;
 mod admin;
 mod error;
 mod notify;
@@ -17,6 +18,7 @@ mod requests;
 mod tokens;
 
 pub use a2a::{A2aCredential, A2aPeer, A2aRegistration, SourceList, cert_thumbprint};
+pub use access::{AccessEntry, Way};
 pub use error::WorkflowError;
 /// What [`Workflow::authorize_admin`] decides.
 pub use gatehouse_policy::AdminAction;
