@@ -45,6 +45,65 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
     let (_, none) = get_json(&w.gh, &ada, "/api/v1/sessions?contains=not-typed-anywhere");
     assert_eq!(none["sessions"].as_array().unwrap().len(), 0, "{none}");
 
+    // The portal's filters, sorting and pagination: a second session, then each filter keeps
+    // what it should.
+    let out = w.client().ssh("sleep 1; echo second-session");
+    assert!(out.status.success(), "{}", out.describe());
+    let second =
+        w.gh.ended_sessions_of("alice", 2)
+            .iter()
+            .map(|s| json_str(s, "id"))
+            .find(|s| *s != id)
+            .unwrap();
+    let ids = |query: &str| -> (Vec<String>, u64) {
+        let (status, list) = get_json(&w.gh, &ada, &format!("/api/v1/sessions?{query}"));
+        assert_eq!(status, 200, "{query}: {list}");
+        let ids = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| json_str(s, "id"))
+            .collect();
+        (ids, list["total"].as_u64().unwrap())
+    };
+    let newest_first = ids("").0;
+    assert_eq!(newest_first.len(), 2);
+    assert_eq!(
+        ids("order=asc").0,
+        newest_first.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(ids("sort=duration").0[0], second, "the longer one first");
+    assert_eq!(ids("limit=1&offset=1"), (vec![newest_first[1].clone()], 2));
+    let target = w.target_spec();
+    assert_eq!(
+        ids(&format!("target={target}&protocol=ssh&state=ended&node=-")).1,
+        2
+    );
+    assert_eq!(ids("protocol=rdp").1, 0);
+    assert_eq!(ids("state=running").1, 0);
+    assert_eq!(ids("after=1h").1, 2);
+    assert_eq!(ids("before=2001-01-01").1, 0);
+    let (_, list) = get_json(&w.gh, &ada, "/api/v1/sessions?limit=1");
+    let first = &list["sessions"][0];
+    assert!(first["duration_secs"].as_u64().is_some(), "{first}");
+    assert!(first["node"].is_null(), "{first}");
+    for (query, expected) in [
+        ("after=someday", "`after`"),
+        ("state=paused", "`state` is `running` or `ended`"),
+        ("sort=colour", "`sort` is"),
+        ("order=up", "`order` is"),
+    ] {
+        let (status, answer) = get_json(&w.gh, &ada, &format!("/api/v1/sessions?{query}"));
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{query}: {answer}"
+        );
+    }
+
     // The terminal transcript; an SSH session has no video.
     let (status, _, text) = get(&w.gh, &ada, &format!("/api/v1/sessions/{id}/transcript"));
     assert_eq!(status, 200);

@@ -19,6 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::SessionRecord;
+use gatehouse_core::time::Timestamp;
 use gatehouse_recording::{EventRecord, RecordedSession, RecordingEvent};
 use gatehouse_store::SESSIONS;
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,26 @@ pub struct SessionQuery {
     /// output (what an SSH shell showed, typed text echoed included, escape sequences removed)
     /// contain this text (case-insensitive).
     pub contains: Option<String>,
-    /// At most this many, newest first (default 100).
+    /// Only sessions whose target (`account@asset`) contains this text.
+    pub target: Option<String>,
+    /// Only `ssh` or `rdp` sessions.
+    pub protocol: Option<String>,
+    /// Only sessions run by this session node (`-`: by this gateway itself).
+    pub node: Option<String>,
+    /// `running` or `ended`.
+    pub state: Option<String>,
+    /// Only sessions started at or after this moment: a date (2026-12-01), a time
+    /// (2026-12-01T08:00:00Z) or an age (7d, 2h).
+    pub after: Option<String>,
+    /// Only sessions started before this moment, in the same forms.
+    pub before: Option<String>,
+    /// `started` (default), `duration`, `bytes` or `user`.
+    pub sort: Option<String>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<String>,
+    /// Skip this many (pagination; `total` says how many match).
+    pub offset: Option<usize>,
+    /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
 }
 
@@ -77,6 +97,10 @@ pub struct SessionView {
     pub ended_at: Option<String>,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Seconds it ran (so far, for a running session).
+    pub duration_secs: u64,
+    /// The session node that ran it; `null`: this gateway.
+    pub node: Option<String>,
     pub error: Option<String>,
     /// `video` (RDP: `GET .../video`) or `transcript` (SSH: a terminal recording, played from
     /// `GET .../cast`, as text from `GET .../transcript`).
@@ -86,6 +110,8 @@ pub struct SessionView {
 #[derive(Serialize, ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
+    /// How many sessions match (before `offset` and `limit`).
+    pub total: usize,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -128,6 +154,8 @@ fn view(record: &SessionRecord) -> SessionView {
         ended_at: record.ended.map(crate::routes::time),
         bytes_up: record.bytes_up,
         bytes_down: record.bytes_down,
+        duration_secs: duration_ms(record) / 1000,
+        node: record.node.clone(),
         error: record.error.clone(),
         playback: if record.protocol == "rdp" {
             "video"
@@ -136,6 +164,23 @@ fn view(record: &SessionRecord) -> SessionView {
         }
         .into(),
     }
+}
+
+/// How long `record` ran (so far), in milliseconds.
+fn duration_ms(record: &SessionRecord) -> u64 {
+    record
+        .ended
+        .unwrap_or_else(Timestamp::now)
+        .0
+        .saturating_sub(record.started.0)
+}
+
+/// A moment of a query (`after`, `before`), or a clear 400.
+fn moment(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_moment(t).map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")))
+    })
+    .transpose()
 }
 
 fn events_contain(events: &[EventRecord], needle: &str) -> bool {
@@ -174,25 +219,77 @@ pub async fn list_sessions(
     let workflow = state.inner.workflow.clone();
     let store = state.inner.store.clone();
     let limit = query.limit.unwrap_or(100).min(1000);
-    let needle = query.contains.map(|c| c.to_lowercase());
+    let offset = query.offset.unwrap_or(0);
+    let needle = query.contains.as_ref().map(|c| c.to_lowercase());
+    let after = moment("after", query.after.as_deref())?;
+    let before = moment("before", query.before.as_deref())?;
+    let running = match query.state.as_deref() {
+        None => None,
+        Some("running") => Some(true),
+        Some("ended") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`state` is `running` or `ended`, not `{other}`"
+            )));
+        }
+    };
+    let sort = query.sort.clone().unwrap_or_else(|| "started".into());
+    if !["started", "duration", "bytes", "user"].contains(&sort.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "`sort` is `started`, `duration`, `bytes` or `user`, not `{sort}`"
+        )));
+    }
+    let ascending = match query.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`order` is `asc` or `desc`, not `{other}`"
+            )));
+        }
+    };
     let dir = state.inner.recordings.dir.clone();
-    let sessions = tokio::task::spawn_blocking(move || -> Result<Vec<SessionView>, ApiError> {
+    let list = tokio::task::spawn_blocking(move || -> Result<SessionList, ApiError> {
         let mut records: Vec<SessionRecord> = store.list(&SESSIONS).map_err(internal)?;
-        records.sort_by_key(|r| std::cmp::Reverse(r.started));
-        Ok(records
-            .into_iter()
-            .filter(|r| query.user.as_ref().is_none_or(|u| &r.user == u))
-            .filter(|r| workflow.may_view_recording(&person.actor, r))
-            .filter(|r| needle.as_ref().is_none_or(|n| session_contains(&dir, r, n)))
-            .take(limit)
-            .map(|r| view(&r))
-            .collect())
+        let node_matches = |r: &SessionRecord| match query.node.as_deref() {
+            None => true,
+            Some("-") => r.node.is_none(),
+            Some(node) => r.node.as_deref() == Some(node),
+        };
+        records.retain(|r| {
+            query.user.as_ref().is_none_or(|u| &r.user == u)
+                && query
+                    .target
+                    .as_ref()
+                    .is_none_or(|t| format!("{}@{}", r.account, r.asset).contains(t.as_str()))
+                && query.protocol.as_ref().is_none_or(|p| &r.protocol == p)
+                && node_matches(r)
+                && running.is_none_or(|running| r.ended.is_none() == running)
+                && after.is_none_or(|a| r.started >= a)
+                && before.is_none_or(|b| r.started < b)
+        });
+        records.retain(|r| workflow.may_view_recording(&person.actor, r));
+        if let Some(needle) = &needle {
+            records.retain(|r| session_contains(&dir, r, needle));
+        }
+        match sort.as_str() {
+            "duration" => records.sort_by_key(duration_ms),
+            "bytes" => records.sort_by_key(|r| r.bytes_up.saturating_add(r.bytes_down)),
+            "user" => records.sort_by(|a, b| a.user.cmp(&b.user)),
+            _ => records.sort_by_key(|r| r.started),
+        }
+        if !ascending {
+            records.reverse();
+        }
+        let total = records.len();
+        Ok(SessionList {
+            sessions: records.iter().skip(offset).take(limit).map(view).collect(),
+            total,
+        })
     })
     .await
     .map_err(internal)??;
-    Ok(crate::routes::no_store(
-        Json(SessionList { sessions }).into_response(),
-    ))
+    Ok(crate::routes::no_store(Json(list).into_response()))
 }
 
 /// One session: its record and its events (commands, files, keystrokes, clipboard).
