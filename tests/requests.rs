@@ -352,8 +352,35 @@ fn password_release_needs_two_approvals_never_self_and_ends_at_check_in() {
     // Nothing to release yet.
     v.assert_refused("alice", &["checkout", &id], &["pending_approval", "409"]);
 
+    // The approvers' inboxes (the portal's badge): carol and dave see it with the policy that
+    // lets them approve and the progress; alice (the requester) and mallory do not.
+    let inbox = |user: &str| {
+        let bearer = format!("Authorization: Bearer {}", v.token(user));
+        let (status, inbox) = v.curl("GET", "/api/v1/inbox", &[&bearer], None);
+        assert_eq!(status, 200, "{inbox}");
+        inbox
+    };
+    let carols = inbox("carol");
+    assert_eq!(carols["count"], 1, "{carols:#}");
+    assert_eq!(carols["items"][0]["request"]["id"], id.as_str());
+    assert_eq!(carols["items"][0]["approvals_given"], 0);
+    assert_eq!(carols["items"][0]["approvals_needed"], 2);
+    assert!(
+        !carols["items"][0]["policies"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{carols:#}"
+    );
+    assert_eq!(inbox("dave")["count"], 1);
+    assert_eq!(inbox("alice")["count"], 0);
+    assert_eq!(inbox("mallory")["count"], 0);
+
     let one = v.request_ok("carol", &["approve", &id, "--comment", "ok"]);
     assert_eq!(one["state"], "pending_approval");
+    // Approved by carol: gone from her inbox, still in dave's, one of two given.
+    assert_eq!(inbox("carol")["count"], 0);
+    assert_eq!(inbox("dave")["items"][0]["approvals_given"], 1);
     assert_eq!(one["approvals"].as_array().unwrap().len(), 1);
     v.assert_refused("carol", &["approve", &id], &["already approved", "409"]);
     let two = v.request_ok("dave", &["approve", &id]);

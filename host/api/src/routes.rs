@@ -135,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}/live", get(crate::live::session_live))
         .route("/portal/login", post(crate::portal::portal_login))
         .route("/access", get(crate::portal::my_access))
+        .route("/inbox", get(inbox))
         .route("/portal/logout", post(crate::portal::portal_logout))
         .route(
             "/sessions/{id}/transcript",
@@ -645,6 +646,48 @@ pub async fn list_requests(
         .map_err(|_| ApiError::internal())??;
     Ok(Json(RequestList {
         requests: list.iter().map(RequestView::from).collect(),
+    }))
+}
+
+/// A request waiting for you, with the policies that let you approve it.
+#[derive(Serialize, ToSchema)]
+pub struct InboxItem {
+    pub request: RequestView,
+    /// The policies that let you approve it.
+    pub policies: Vec<String>,
+    /// Approvals given so far, and how many it needs (`null`: as policy decides).
+    pub approvals_given: usize,
+    pub approvals_needed: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Inbox {
+    /// How many wait for you (the portal's badge).
+    pub count: usize,
+    pub items: Vec<InboxItem>,
+}
+
+/// Your approver inbox: requests waiting for approval that you may approve and have not yet
+/// (never your own), oldest first.
+#[utoipa::path(get, path = "/api/v1/inbox", tag = "requests", security(("bearer" = [])),
+    responses((status = 200, body = Inbox), (status = 401, body = ErrorBody)))]
+pub async fn inbox(State(state): State<ApiState>, person: Person) -> Result<Json<Inbox>, ApiError> {
+    let workflow = state.inner.workflow.clone();
+    let waiting = tokio::task::spawn_blocking(move || workflow.inbox(&person.actor))
+        .await
+        .map_err(|_| ApiError::internal())??;
+    let items: Vec<InboxItem> = waiting
+        .iter()
+        .map(|(r, policies)| InboxItem {
+            request: RequestView::from(r),
+            policies: policies.clone(),
+            approvals_given: r.approvals.len(),
+            approvals_needed: r.approvals_needed,
+        })
+        .collect();
+    Ok(Json(Inbox {
+        count: items.len(),
+        items,
     }))
 }
 

@@ -413,6 +413,26 @@ impl Workflow {
             || self.review_decision(user, request, "reject").allowed
     }
 
+    /// The approver's inbox: requests waiting for approval that `actor` may approve and has
+    /// not approved yet (never their own), oldest first, each with the policies that let them.
+    pub fn inbox(&self, actor: &Actor) -> Result<Vec<(AccessRequest, Vec<String>)>, WorkflowError> {
+        self.expire_due();
+        let mut waiting: Vec<(AccessRequest, Vec<String>)> = self
+            .store
+            .list(&REQUESTS)?
+            .into_iter()
+            .filter(|r| r.state == RequestState::PendingApproval)
+            .filter(|r| r.requester != actor.user.name)
+            .filter(|r| !r.approvals.iter().any(|a| a.by == actor.user.name))
+            .filter_map(|r| {
+                let decision = self.review_decision(&actor.user, &r, "approve");
+                decision.allowed.then(|| (r, decision.policies))
+            })
+            .collect();
+        waiting.sort_by(|a, b| a.0.created.cmp(&b.0.created).then(a.0.id.cmp(&b.0.id)));
+        Ok(waiting)
+    }
+
     /// One request, if the user may see it (its requester or a reviewer); 404 otherwise.
     pub fn get(&self, actor: &Actor, id: &str) -> Result<AccessRequest, WorkflowError> {
         let request = self.current(id)?;
