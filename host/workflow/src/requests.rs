@@ -426,7 +426,7 @@ impl Workflow {
             .filter(|r| !r.approvals.iter().any(|a| a.by == actor.user.name))
             .filter_map(|r| {
                 let decision = self.review_decision(&actor.user, &r, "approve");
-                decision.allowed.then(|| (r, decision.policies))
+                decision.allowed.then_some((r, decision.policies))
             })
             .collect();
         waiting.sort_by(|a, b| a.0.created.cmp(&b.0.created).then(a.0.id.cmp(&b.0.id)));
