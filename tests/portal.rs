@@ -215,3 +215,125 @@ fn portal_sessions_use_a_locked_down_cookie_csrf_tokens_logout_and_an_idle_timeo
     let (_, _, nothing) = call(gh, "GET", "/api/v1/access", &[&bob], None);
     assert_eq!(serde_json::from_str::<Value>(&nothing).unwrap(), json!([]));
 }
+
+/// The admin pages' API: the policies in force and a decision explained, the services turned
+/// off and on again, for a gateway admin (the shipped example policy); refused to others.
+#[test]
+fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
+    let w = World::builder("portal_admin")
+        .setup(|ctx| {
+            let gh = ctx.gh;
+            gh.cli_ok(&["group", "add", "gateway-admins"]);
+            gh.cli_stdin_ok(
+                &[
+                    "user",
+                    "add",
+                    "gia",
+                    "--password-stdin",
+                    "--group",
+                    "gateway-admins",
+                ],
+                "Gia-admin-pw-6Tr\n",
+            );
+            std::fs::write(
+                gh.data_dir().join("policies/gateway-admins.cedar"),
+                include_str!("../policies/examples/gateway-admins.cedar"),
+            )
+            .unwrap();
+        })
+        .start();
+    let gh = &w.gh;
+    let gia = support::api_bearer(gh, "gia", "Gia-admin-pw-6Tr");
+    let alice = support::api_bearer(gh, GATEWAY_USER, GATEWAY_PASSWORD);
+
+    let (status, _, answer) = call(gh, "GET", "/api/v1/policies", &[&gia], None);
+    assert_eq!(status, 200, "{answer}");
+    let policies: Value = serde_json::from_str(&answer).unwrap();
+    let admin = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "gateway-admins-administer")
+        .unwrap_or_else(|| panic!("{policies:#}"));
+    assert!(
+        admin["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("gateway-admins.cedar"),
+        "{admin}"
+    );
+    assert!(
+        admin["text"].as_str().unwrap().contains("manage_services"),
+        "{admin}"
+    );
+
+    let query = format!(
+        "/api/v1/policies/explain?user={GATEWAY_USER}&target={}",
+        w.target_spec()
+    );
+    let (status, _, answer) = call(gh, "GET", &query, &[&gia], None);
+    assert_eq!(status, 200, "{answer}");
+    let explained: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(explained["allowed"], true, "{explained:#}");
+    assert!(
+        explained["policies"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("grant:"),
+        "{explained:#}"
+    );
+    let (status, _, answer) = call(
+        gh,
+        "GET",
+        &format!(
+            "/api/v1/policies/explain?user=gia&target={}",
+            w.target_spec()
+        ),
+        &[&gia],
+        None,
+    );
+    assert_eq!(status, 200);
+    let denied: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["policies"][0]["id"], "default-deny", "{denied:#}");
+
+    let off = json!({"enabled": false}).to_string();
+    let (status, _, answer) = call(gh, "PUT", "/api/v1/services/a2a", &[&gia], Some(&off));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["services"]["a2a"],
+        false
+    );
+    assert!(
+        gh.audit_of("admin_change")
+            .iter()
+            .any(|e| e["fields"]["service"] == "a2a" && e["fields"]["enabled"] == false),
+        "the change is audited"
+    );
+    let on = json!({"enabled": true}).to_string();
+    let (status, _, _) = call(gh, "PUT", "/api/v1/services/a2a", &[&gia], Some(&on));
+    assert_eq!(status, 200);
+    let (status, _, answer) = call(gh, "PUT", "/api/v1/services/teleport", &[&gia], Some(&on));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("the services are"), "{answer}");
+
+    // alice administers nothing: refused, and the refusals are audited.
+    for (method, path, body) in [
+        ("GET", "/api/v1/policies".to_string(), None),
+        ("GET", query.clone(), None),
+        (
+            "PUT",
+            "/api/v1/services/a2a".to_string(),
+            Some(off.as_str()),
+        ),
+    ] {
+        let (status, _, answer) = call(gh, method, &path, &[&alice], body);
+        assert_eq!(status, 403, "{path}: {answer}");
+    }
+    let refused = gh
+        .audit_of("admin_decision")
+        .into_iter()
+        .filter(|e| e["user"] == GATEWAY_USER && e["fields"]["allowed"] == false)
+        .count();
+    assert_eq!(refused, 3);
+}

@@ -6,6 +6,7 @@
 //! pair (client certificates are requested, not required: the A2A endpoints pin them by
 //! SHA-256); [`serve`] accepts connections with a connection limit and a handshake timeout.
 
+mod admin_pages;
 mod auth;
 mod control;
 mod docs;

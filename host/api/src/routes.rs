@@ -115,6 +115,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/services", get(services))
+        .route(
+            "/services/{name}",
+            axum::routing::put(crate::admin_pages::set_service),
+        )
+        .route("/policies", get(crate::admin_pages::list_policies))
+        .route("/policies/explain", get(crate::admin_pages::explain))
         .route("/requests", get(list_requests).post(create_request))
         .route("/requests/{id}", get(get_request))
         .route("/requests/{id}/approve", post(approve))

@@ -476,13 +476,20 @@ pub enum AdminAction {
     ViewCluster,
     /// Change them (edit, delete, networks).
     ManageCluster,
+    /// See the policies and explain decisions with them.
+    ViewPolicies,
+    /// Turn the vault's services on and off.
+    ManageServices,
 }
 
 impl AdminAction {
-    fn name(self) -> &'static str {
+    /// The Cedar action's name.
+    pub fn name(self) -> &'static str {
         match self {
             AdminAction::ViewCluster => "view_cluster",
             AdminAction::ManageCluster => "manage_cluster",
+            AdminAction::ViewPolicies => "view_policies",
+            AdminAction::ManageServices => "manage_services",
         }
     }
 }

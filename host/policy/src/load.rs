@@ -111,6 +111,17 @@ impl PolicyBundle {
     pub fn origin(&self, id: &str) -> Option<&Origin> {
         self.origins.get(id)
     }
+    /// Every policy and template id defined in the files, with where, in file order.
+    pub fn defined(&self) -> Vec<(String, Origin)> {
+        let mut all: Vec<(String, Origin)> = self
+            .origins
+            .iter()
+            .map(|(id, origin)| (id.clone(), origin.clone()))
+            .collect();
+        all.sort_by(|a, b| (&a.1.file, a.1.line).cmp(&(&b.1.file, b.1.line)));
+        all
+    }
+
     /// The policy's text, for explanations.
     pub fn policy_text(&self, id: &str) -> Option<String> {
         self.set

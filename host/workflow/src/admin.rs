@@ -12,10 +12,7 @@ impl Workflow {
     /// Ok when policy lets `actor` do `action`; a refusal is [`WorkflowError::Forbidden`]. Both
     /// are audited (`admin_decision`, with `allowed` and the policy ids).
     pub fn authorize_admin(&self, actor: &Actor, action: AdminAction) -> Result<(), WorkflowError> {
-        let name = match action {
-            AdminAction::ViewCluster => "view_cluster",
-            AdminAction::ManageCluster => "manage_cluster",
-        };
+        let name = action.name();
         let entry = |allowed: bool, detail: String| {
             Entry::new(AuditKind::AdminDecision, detail)
                 .user(actor.user.name.to_string())
@@ -53,5 +50,126 @@ impl Workflow {
                 )))
             }
         }
+    }
+}
+
+/// One policy of the set in force.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    /// Where it is defined (`None` for links: grants and approved requests, kept in the store).
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub text: Option<String>,
+}
+
+/// A decision explained: what Cedar decided and with which policies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub user: String,
+    pub target: String,
+    pub action: String,
+    pub allowed: bool,
+    /// The deciding policies (`default-deny` when none permitted).
+    pub policies: Vec<PolicyInfo>,
+    /// Policies that failed to evaluate.
+    pub errors: Vec<String>,
+}
+
+impl Workflow {
+    fn policy_info(&self, bundle: &gatehouse_policy::PolicyBundle, id: &str) -> PolicyInfo {
+        let origin = bundle.origin(id);
+        PolicyInfo {
+            id: id.to_string(),
+            file: origin.map(|o| o.file.clone()),
+            line: origin.map(|o| o.line),
+            text: bundle.policy_text(id),
+        }
+    }
+
+    /// The policies in force (with `view_policies`).
+    pub fn policies(&self, actor: &Actor) -> Result<Vec<PolicyInfo>, WorkflowError> {
+        self.authorize_admin(actor, AdminAction::ViewPolicies)?;
+        let bundle = self.policy.bundle();
+        Ok(bundle
+            .defined()
+            .into_iter()
+            .map(|(id, _)| self.policy_info(&bundle, &id))
+            .collect())
+    }
+
+    /// What Cedar decides for `user` doing `action` on `target` now, and why (with
+    /// `view_policies`): session, channel-less release and request actions.
+    pub fn explain(
+        &self,
+        actor: &Actor,
+        user: &str,
+        target: &str,
+        action: &str,
+    ) -> Result<Explanation, WorkflowError> {
+        self.authorize_admin(actor, AdminAction::ViewPolicies)?;
+        let bad = |m: String| WorkflowError::BadInput(m);
+        let spec: gatehouse_core::TargetSpec = target
+            .parse()
+            .map_err(|_| bad(format!("`{target}` is not ACCOUNT@ASSET")))?;
+        let principal: gatehouse_core::User = self
+            .store
+            .get(&gatehouse_store::USERS, user)?
+            .ok_or_else(|| bad(format!("no user `{user}`")))?;
+        let mut facts = self.facts(actor, false);
+        facts.protocol = match action {
+            "rdp_session" => "rdp",
+            "ssh_session" => "ssh",
+            _ => "api",
+        }
+        .into();
+        let decision = self
+            .policy
+            .decide_as(&principal, &spec, action, &facts, None)
+            .map_err(|e| bad(e.to_string()))?;
+        let bundle = self.policy.bundle();
+        Ok(Explanation {
+            user: user.to_string(),
+            target: target.to_string(),
+            action: action.to_string(),
+            allowed: decision.allowed,
+            policies: decision
+                .reasons()
+                .iter()
+                .map(|id| self.policy_info(&bundle, id))
+                .collect(),
+            errors: decision.errors,
+        })
+    }
+
+    /// Turns service `name` on or off (with `manage_services`), audited.
+    pub fn set_service(&self, actor: &Actor, name: &str, on: bool) -> Result<(), WorkflowError> {
+        if !gatehouse_core::SERVICE_NAMES.contains(&name) {
+            return Err(WorkflowError::BadInput(format!(
+                "unknown service `{name}`; the services are {}",
+                gatehouse_core::SERVICE_NAMES.join(", ")
+            )));
+        }
+        self.authorize_admin(actor, AdminAction::ManageServices)?;
+        let state = if on { "on" } else { "off" };
+        self.store.write(|txn| -> Result<(), WorkflowError> {
+            let mut toggles = txn.services()?;
+            if let Some(slot) = toggles.get_mut(name) {
+                *slot = on;
+            }
+            txn.put_services(&toggles)?;
+            self.auditor.record_in(
+                txn,
+                Entry::new(
+                    AuditKind::AdminChange,
+                    format!("turned the {name} service {state} (api)"),
+                )
+                .user(actor.user.name.to_string())
+                .client(actor.client.to_string())
+                .field("service", name)
+                .field("enabled", on),
+            )?;
+            Ok(())
+        })
     }
 }

@@ -19,6 +19,7 @@ mod tokens;
 
 pub use a2a::{A2aCredential, A2aPeer, A2aRegistration, SourceList, cert_thumbprint};
 pub use access::{AccessEntry, Way};
+pub use admin::{Explanation, PolicyInfo};
 pub use error::WorkflowError;
 /// What [`Workflow::authorize_admin`] decides.
 pub use gatehouse_policy::AdminAction;
