@@ -7,7 +7,9 @@
 
 mod support;
 
-use support::recordings::{add_auditor, auditor_bearer, get, get_json};
+use support::recordings::{
+    SUPERVISOR, SUPERVISOR_PASSWORD, add_auditor, add_supervisor, auditor_bearer, get, get_json,
+};
 use support::world::World;
 use support::{OutputExt, api_bearer, curl, json_str};
 
@@ -174,28 +176,10 @@ fn an_auditor_lists_searches_and_reads_a_recorded_ssh_session_and_others_see_not
 /// for no session; every decision is audited with its policies; bad bodies are 400s.
 #[test]
 fn a_supervisor_ends_a_running_session_over_the_api_and_the_user_reads_why() {
-    const SUPERVISOR: &str = "sam";
-    const SUPERVISOR_PASSWORD: &str = "Super-pw-4Rt9";
     let w = World::builder("end_api")
         .setup(|ctx| {
             add_auditor(ctx.gh);
-            ctx.gh.cli_ok(&["group", "add", "supervisors"]);
-            ctx.gh.cli_stdin_ok(
-                &[
-                    "user",
-                    "add",
-                    SUPERVISOR,
-                    "--password-stdin",
-                    "--group",
-                    "supervisors",
-                ],
-                &format!("{SUPERVISOR_PASSWORD}\n"),
-            );
-            std::fs::write(
-                ctx.gh.data_dir().join("policies/end-sessions.cedar"),
-                include_str!("../policies/examples/supervisors-end-sessions.cedar"),
-            )
-            .unwrap();
+            add_supervisor(ctx.gh);
         })
         .start();
     let mut shell = w.client().pty();

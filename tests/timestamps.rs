@@ -22,25 +22,10 @@ const TSA_SERVER: &str = concat!(
     "/../../tests/support/tsa_server.py"
 );
 
-/// Runs `program` with `args` (split at spaces) in `dir`, and fails loudly (a missing tool
-/// names itself).
+/// Runs `program` with `args` (split at spaces) in `dir` (see [`support::tool`]).
 fn tool(program: &str, args: &str, dir: &Path) -> String {
     let args: Vec<&str> = args.split_whitespace().collect();
-    let out = Command::new(program)
-        .args(&args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{program}` ({e}): these tests need openssl and python3 on PATH")
-        });
-    assert!(
-        out.status.success(),
-        "{program} {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::tool(program, &args, dir, &[])
 }
 
 /// A TSA's keys and `openssl ts` configuration: a CA (EC P-256) and the TSA's certificate (RSA

@@ -1302,6 +1302,27 @@ pub fn curl(
     )
 }
 
+/// Runs a system tool (`openssl`, `slapadd`, ...) in `dir` with `env` added, and fails loudly:
+/// a missing tool names itself and where it comes from. Its stdout.
+pub fn tool(program: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{program}` ({e}): install the test dependencies (scripts/install-test-deps.sh)")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {}: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A streaming `GET path` with `bearer` (`curl -N`) in the background for at most `seconds`;
 /// the body lands in the returned file as it arrives.
 pub fn curl_stream(

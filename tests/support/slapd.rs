@@ -3,11 +3,11 @@
 //! account and nested groups, listening on LDAPS and on plain LDAP (for StartTLS), stopped when
 //! dropped. A missing slapd or openssl fails loudly.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, poll, port_open};
+use super::{free_port, poll, port_open, tool as run};
 
 pub const SUFFIX: &str = "dc=example,dc=org";
 pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
@@ -18,25 +18,6 @@ pub const SERVICE_PASSWORD: &str = "Gatehouse-bind-pw-8";
 /// A person of the seed: (uid, password).
 pub const DANA: (&str, &str) = ("dana", "Dana-ldap-pw-2Qx");
 pub const ERIN: (&str, &str) = ("erin", "Erin-ldap-pw-7Kw");
-
-fn run(program: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{program}` ({e}): the directory tests need slapd, ldap-utils and openssl (scripts/install-test-deps.sh)")
-        });
-    assert!(
-        out.status.success(),
-        "{program} {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn seed() -> String {
     let (dana, dana_pw) = DANA;
