@@ -25,7 +25,7 @@ pub trait Directory {
     fn account(&self, asset: &str, account: &str) -> Result<Option<Account>, StoreError>;
 }
 
-impl Directory for ReadTxn {
+impl Directory for ReadTxn<'_> {
     fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         self.get(&USERS, name)
     }

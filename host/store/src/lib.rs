@@ -1,29 +1,34 @@
-//! The embedded store: one redb file in the data directory, with a versioned schema.
+//! The store: users, vault ciphertexts, assets, requests, audit and everything else the control
+//! node keeps, with a versioned schema.
 //!
 //! Records are JSON values under string keys, one table per record type. All multi-record changes
-//! go through [`Store::write`], which runs a closure in one ACID transaction. Only this crate knows
-//! redb; a PostgreSQL backend for scale-out would implement the same surface.
+//! go through [`Store::write`], which runs a closure in one ACID transaction. Two engines sit under
+//! the one [`Backend`] trait: an embedded redb file (the default) and PostgreSQL (several control
+//! nodes on one database). Only this crate knows redb and the PostgreSQL driver.
 
 use gatehouse_core::{
     A2aKey, AccessRequest, AccessToken, Account, AccountLifecycle, Application, Asset, AssetGroup,
     AssetLifecycle, AuditEvent, CredentialChange, DiscoveredAccount, Grant, Group, JoinToken,
     ManagedNetwork, Node, Partition, PluginSecret, Profile, ServiceToggles, SessionRecord, User,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
+
+pub mod backend;
+pub mod chain;
+pub mod location;
+pub mod postgres;
+mod postgres_tls;
+pub mod redb_backend;
+
+pub use backend::{Backend, RawRead, RawWrite};
+pub use location::StoreLocation;
 
 /// The schema version this build writes. Older stores are migrated on open; newer ones are refused.
 pub const SCHEMA_VERSION: u64 = 4;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub mod chain;
-
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-
 /// A typed table of JSON records keyed by string.
 pub struct Table<T> {
-    def: TableDefinition<'static, &'static str, &'static [u8]>,
     name: &'static str,
     _record: std::marker::PhantomData<fn() -> T>,
 }
@@ -31,10 +36,14 @@ pub struct Table<T> {
 impl<T> Table<T> {
     const fn new(name: &'static str) -> Self {
         Self {
-            def: TableDefinition::new(name),
             name,
             _record: std::marker::PhantomData,
         }
+    }
+
+    /// The table's name in the store.
+    pub const fn name(&self) -> &'static str {
+        self.name
     }
 }
 
@@ -80,6 +89,32 @@ pub const JOIN_TOKENS: Table<JoinToken> = Table::new("join_tokens");
 /// Networks managed by session nodes, keyed by the network in CIDR form.
 pub const NETWORKS: Table<ManagedNetwork> = Table::new("networks");
 
+/// Every record table, in the order `store migrate` copies them.
+pub const ALL_TABLES: [&str; 22] = [
+    USERS.name,
+    GROUPS.name,
+    ASSETS.name,
+    ASSET_GROUPS.name,
+    ACCOUNTS.name,
+    GRANTS.name,
+    SESSIONS.name,
+    PLUGIN_SECRETS.name,
+    SETTINGS.name,
+    REQUESTS.name,
+    ACCESS_TOKENS.name,
+    APPLICATIONS.name,
+    A2A_KEYS.name,
+    PROFILES.name,
+    PARTITIONS.name,
+    ASSET_LIFECYCLE.name,
+    ACCOUNT_LIFECYCLE.name,
+    CREDENTIAL_CHANGES.name,
+    DISCOVERED.name,
+    NODES.name,
+    JOIN_TOKENS.name,
+    NETWORKS.name,
+];
+
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].
 pub const SERVICES_KEY: &str = "services";
 
@@ -105,113 +140,62 @@ pub enum StoreError {
     },
     #[error("store error: {0}")]
     Database(String),
+    /// The database cannot be reached (PostgreSQL down, network cut); retrying later can work.
+    #[error("the store's database cannot be reached: {0}")]
+    Unavailable(String),
+    /// A store location that cannot be used (malformed URL, unknown scheme).
+    #[error("store location: {0}")]
+    Location(String),
+    /// A write transaction's closure returned an error; nothing was written.
+    #[error("the transaction was rolled back")]
+    RolledBack,
 }
-
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Database(e.to_string())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The store. Cheap to share behind an `Arc`; redb serialises writers and lets readers run freely.
+/// The store. Cheap to share behind an `Arc`; writers are serialised and readers see snapshots.
 pub struct Store {
-    db: Database,
+    backend: Box<dyn Backend>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        write!(f, "Store({})", self.backend.engine())
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store file and brings its schema up to date.
+    /// Opens (creating if needed) the embedded store file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::InUse(path.display().to_string())
-            }
-            other => StoreError::Database(other.to_string()),
-        })?;
-        let store = Store { db };
-        store.migrate()?;
-        Ok(store)
+        Ok(Self::with_backend(Box::new(
+            redb_backend::RedbBackend::open(path)?,
+        )))
     }
 
-    fn migrate(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0);
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            if found < SCHEMA_VERSION {
-                // Version 0 is an empty file; version 1 is the first schema. Version 2 adds the
-                // asset_groups and plugin_secrets tables (created below) and optional fields that older records
-                // lack (`Group::parents`, `Asset::groups`, read as empty). Later versions add
-                // their migration steps here, one `if found < N` block each. Version 3 adds the
-                // settings, requests, access_tokens, applications and a2a_keys tables and
-                // optional fields (`User::email`,
-                // `Account::change_after_checkin`, `Account::change_due`), and the credential
-                // lifecycle's tables (profiles, partitions, asset_lifecycle,
-                // account_lifecycle, credential_changes, discovered_accounts). Version 4 adds
-                // the cluster's tables (nodes, join_tokens, networks).
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-            }
-            // Make sure every table exists so readers never see "table does not exist".
-            for name in [
-                USERS.name,
-                GROUPS.name,
-                ASSETS.name,
-                ASSET_GROUPS.name,
-                ACCOUNTS.name,
-                GRANTS.name,
-                SESSIONS.name,
-                PLUGIN_SECRETS.name,
-                SETTINGS.name,
-                REQUESTS.name,
-                ACCESS_TOKENS.name,
-                APPLICATIONS.name,
-                A2A_KEYS.name,
-                PROFILES.name,
-                PARTITIONS.name,
-                ASSET_LIFECYCLE.name,
-                ACCOUNT_LIFECYCLE.name,
-                CREDENTIAL_CHANGES.name,
-                DISCOVERED.name,
-                NODES.name,
-                JOIN_TOKENS.name,
-                NETWORKS.name,
-            ] {
-                txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
-            }
-            txn.open_table(AUDIT)?;
+    /// Opens the store at `location`: the redb file or the PostgreSQL database, migrating its
+    /// schema (and refusing one newer than this build).
+    pub fn open_location(location: &StoreLocation) -> Result<Self> {
+        match location {
+            StoreLocation::Redb(path) => Self::open(path),
+            StoreLocation::Postgres(url) => Ok(Self::with_backend(Box::new(
+                postgres::PostgresBackend::connect(url)?,
+            ))),
         }
-        txn.commit()?;
-        Ok(())
+    }
+
+    /// A store on any engine.
+    pub fn with_backend(backend: Box<dyn Backend>) -> Self {
+        Store { backend }
+    }
+
+    /// `redb` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        self.backend.engine()
     }
 
     /// The schema version of the open store.
     pub fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+        self.backend.schema_version()
     }
 
     /// Reads one record.
@@ -225,12 +209,23 @@ impl Store {
     }
 
     /// Runs `f` on one consistent snapshot of the store (a read transaction).
-    pub fn read<R, E>(&self, f: impl FnOnce(&ReadTxn) -> Result<R, E>) -> Result<R, E>
+    pub fn read<R, E>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<R, E>) -> Result<R, E>
     where
         E: From<StoreError>,
     {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
-        f(&ReadTxn { txn })
+        let mut f = Some(f);
+        let mut out: Option<Result<R, E>> = None;
+        let ran = self.backend.read(&mut |raw| {
+            if let Some(f) = f.take() {
+                out = Some(f(&ReadTxn { raw }));
+            }
+            Ok(())
+        });
+        match (ran, out) {
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Database("the read did not run".into()).into()),
+        }
     }
 
     /// Runs `f` in one write transaction; its changes commit together or not at all. An error
@@ -239,13 +234,28 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let result = {
-            let mut handle = Txn { txn: &txn };
-            f(&mut handle)?
-        };
-        txn.commit().map_err(StoreError::from)?;
-        Ok(result)
+        let mut f = Some(f);
+        let mut out: Option<Result<R, E>> = None;
+        let ran = self.backend.write(&mut |raw| {
+            let Some(f) = f.take() else {
+                return Err(StoreError::Database("the transaction ran twice".into()));
+            };
+            let result = f(&mut Txn { raw });
+            let failed = result.is_err();
+            out = Some(result);
+            if failed {
+                Err(StoreError::RolledBack)
+            } else {
+                Ok(())
+            }
+        });
+        match (ran, out) {
+            // The closure's own error, not the rollback marker.
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Database("the write did not run".into()).into()),
+        }
     }
 
     /// Which services are on (all, until an administrator turns one off).
@@ -260,17 +270,10 @@ impl Store {
 
     /// Up to `limit` audit events with a sequence number above `after`, oldest first.
     pub fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for entry in t.range(after.saturating_add(1)..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = entry?;
-            out.push(decode("audit", &k.value().to_string(), v.value())?);
-        }
-        Ok(out)
+        let raw = self.read(|r| r.raw.audit_after(after, limit))?;
+        raw.iter()
+            .map(|(seq, bytes)| decode("audit", &seq.to_string(), bytes))
+            .collect()
     }
 
     /// Checks the audit trail's hash chain from the first event to the last: every event in
@@ -278,15 +281,22 @@ impl Store {
     /// (a `SEQ:CHAIN` recorded earlier) must still be in the trail, which catches a trail cut
     /// short or replaced by an older copy.
     pub fn verify_audit(&self, expect_head: Option<(u64, &str)>) -> Result<chain::Verification> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(AUDIT)?;
+        const PAGE: usize = 4096;
         let mut check = chain::Verifier::new(expect_head);
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            let key = k.value();
-            match serde_json::from_slice::<AuditEvent>(v.value()) {
-                Ok(event) => check.event(key, event),
-                Err(e) => check.unreadable(key, e.to_string()),
+        let mut after = 0;
+        loop {
+            let page = self.read(|r| r.raw.audit_after(after, PAGE))?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            let full = page.len() == PAGE;
+            for (key, bytes) in page {
+                match serde_json::from_slice::<AuditEvent>(&bytes) {
+                    Ok(event) => check.event(key, event),
+                    Err(e) => check.unreadable(key, e.to_string()),
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(check.finish())
@@ -294,33 +304,70 @@ impl Store {
 
     /// The last `limit` audit events (all when `None`), oldest first.
     pub fn list_audit(&self, limit: Option<usize>) -> Result<Vec<AuditEvent>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for entry in t.iter()?.rev() {
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
+        let raw = self.read(|r| r.raw.audit_tail(limit))?;
+        raw.iter()
+            .map(|(seq, bytes)| decode("audit", &seq.to_string(), bytes))
+            .collect()
+    }
+
+    /// Copies every record and the whole audit trail of `self` into `to`, which must be empty,
+    /// in one write transaction on `to`. Returns how many records and audit events were copied.
+    pub fn copy_into(&self, to: &Store) -> Result<(usize, usize)> {
+        let mut tables = Vec::new();
+        self.read(|r| -> Result<()> {
+            for name in ALL_TABLES {
+                tables.push((name, r.raw.entries(name)?));
             }
-            let (k, v) = entry?;
-            out.push(decode("audit", &k.value().to_string(), v.value())?);
-        }
-        out.reverse();
-        Ok(out)
+            Ok(())
+        })?;
+        let audit = self.read(|r| r.raw.audit_tail(None))?;
+        to.write(|t| -> Result<(usize, usize)> {
+            let mut records = 0;
+            for (name, _) in &tables {
+                if !t.raw.entries(name)?.is_empty() {
+                    return Err(StoreError::Location(format!(
+                        "the destination is not empty (table `{name}` has records)"
+                    )));
+                }
+            }
+            if !t.raw.audit_tail(Some(1))?.is_empty() {
+                return Err(StoreError::Location(
+                    "the destination is not empty (it has audit events)".into(),
+                ));
+            }
+            for (name, entries) in &tables {
+                for (key, value) in entries {
+                    t.raw.put(name, key, value)?;
+                    records += 1;
+                }
+            }
+            for (seq, value) in &audit {
+                t.raw.audit_insert(*seq, value)?;
+            }
+            Ok((records, audit.len()))
+        })
     }
 }
 
 /// A read transaction handed to [`Store::read`]: every read sees the same snapshot.
-pub struct ReadTxn {
-    txn: redb::ReadTransaction,
+pub struct ReadTxn<'a> {
+    raw: &'a dyn RawRead,
 }
 
-impl ReadTxn {
+impl ReadTxn<'_> {
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        read_one(&self.txn.open_table(table.def)?, table.name, key)
+        match self.raw.get(table.name, key)? {
+            Some(bytes) => decode(table.name, key, &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        read_all(&self.txn.open_table(table.def)?, table.name)
+        self.raw
+            .entries(table.name)?
+            .iter()
+            .map(|(k, v)| decode(table.name, k, v))
+            .collect()
     }
 
     pub fn services(&self) -> Result<ServiceToggles> {
@@ -341,30 +388,31 @@ fn services_from(value: Option<serde_json::Value>) -> Result<ServiceToggles> {
 
 /// A write transaction handed to [`Store::write`].
 pub struct Txn<'a> {
-    txn: &'a redb::WriteTransaction,
+    raw: &'a mut dyn RawWrite,
 }
 
 impl Txn<'_> {
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        read_one(&self.txn.open_table(table.def)?, table.name, key)
+        match self.raw.get(table.name, key)? {
+            Some(bytes) => decode(table.name, key, &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        read_all(&self.txn.open_table(table.def)?, table.name)
+        Ok(self.entries(table)?.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Every record with its key, in key order.
     pub fn entries<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<(String, T)>> {
-        let t = self.txn.open_table(table.def)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push((
-                k.value().to_string(),
-                decode(table.name, k.value(), v.value())?,
-            ));
-        }
-        Ok(out)
+        self.raw
+            .entries(table.name)?
+            .into_iter()
+            .map(|(k, v)| {
+                let value = decode(table.name, &k, &v)?;
+                Ok((k, value))
+            })
+            .collect()
     }
 
     pub fn put<T: Serialize>(&mut self, table: &Table<T>, key: &str, value: &T) -> Result<()> {
@@ -373,9 +421,7 @@ impl Txn<'_> {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
-        let mut t = self.txn.open_table(table.def)?;
-        t.insert(key, bytes.as_slice())?;
-        Ok(())
+        self.raw.put(table.name, key, &bytes)
     }
 
     pub fn services(&self) -> Result<ServiceToggles> {
@@ -393,18 +439,15 @@ impl Txn<'_> {
 
     /// Removes a record; returns whether it existed.
     pub fn delete<T>(&mut self, table: &Table<T>, key: &str) -> Result<bool> {
-        let mut t = self.txn.open_table(table.def)?;
-        let existed = t.remove(key)?.is_some();
-        Ok(existed)
+        self.raw.delete(table.name, key)
     }
 
-    /// Appends an audit event in this transaction, linking it into the hash chain.
+    /// Appends an audit event in this transaction, linking it into the hash chain. The number is
+    /// one above the last, gap-free: write transactions are serialised on every engine.
     pub fn append_audit(&mut self, mut event: AuditEvent) -> Result<AuditEvent> {
-        let mut t = self.txn.open_table(AUDIT)?;
-        let (next, previous) = match t.last()? {
-            Some((k, v)) => {
-                let seq = k.value();
-                let last: AuditEvent = decode("audit", &seq.to_string(), v.value())?;
+        let (next, previous) = match self.raw.audit_tail(Some(1))?.pop() {
+            Some((seq, bytes)) => {
+                let last: AuditEvent = decode("audit", &seq.to_string(), &bytes)?;
                 (seq + 1, last.chain)
             }
             None => (1, None),
@@ -425,32 +468,9 @@ impl Txn<'_> {
             key: next.to_string(),
             reason: e.to_string(),
         })?;
-        t.insert(next, bytes.as_slice())?;
+        self.raw.audit_insert(next, &bytes)?;
         Ok(event)
     }
-}
-
-fn read_one<T: DeserializeOwned>(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
-    name: &'static str,
-    key: &str,
-) -> Result<Option<T>> {
-    match t.get(key)? {
-        Some(v) => decode(name, key, v.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn read_all<T: DeserializeOwned>(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
-    name: &'static str,
-) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    for entry in t.iter()? {
-        let (k, v) = entry?;
-        out.push(decode(name, k.value(), v.value())?);
-    }
-    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T> {
