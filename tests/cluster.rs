@@ -1798,3 +1798,82 @@ fn credential_store_plugins_on_the_control_node_serve_sessions_on_nodes() {
     // Neither the store's token nor the credential rests on the node.
     assert_no_secret_rests_on(&mut node, &["s.test-token", account.password.as_str()]);
 }
+
+/// Two control nodes on one real PostgreSQL; a session node joined to the first knows the
+/// second. The first is killed (SIGKILL): ssh through the session node goes on, decided by the
+/// second.
+#[test]
+fn a_session_node_fails_over_when_its_control_node_dies() {
+    use support::ssh_client::Client;
+    use support::world::{ASSET, GATEWAY_PASSWORD, GATEWAY_USER};
+    use support::{OutputExt, TargetSshd, TestAccount};
+
+    let pg = support::postgres::Postgres::start();
+    let url = pg.url("gatehouse");
+    let account = TestAccount::new("cl_ha");
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut a = Gatehouse::init_with(&["--store", &url]);
+    let key = a.data_dir().join("master.key");
+    let mut b =
+        Gatehouse::init_with(&["--store", &url, "--master-key-file", key.to_str().unwrap()]);
+    a.add_user_with_password(GATEWAY_USER, GATEWAY_PASSWORD);
+    a.add_asset(ASSET, target.port(), &target.host_key());
+    let spec = format!("{}@{ASSET}", account.name);
+    a.add_account_with_password(&spec, &account.password);
+    a.grant_user(GATEWAY_USER, &spec);
+    let url_a = serve_control(&mut a);
+    let url_b = serve_control(&mut b);
+
+    let mut node = SessionNode::new();
+    let (token, thumbprint) = token(&a);
+    assert_success(
+        "join sess-a with a second control node",
+        &node.join_as(
+            &url_a,
+            &token,
+            &thumbprint,
+            "sess-a",
+            &["--also-control", &url_b],
+        ),
+    );
+    a.cli_ok(&["network", "add", "127.0.0.1/32", "--node", "sess-a"]);
+    node.serve();
+
+    let login = format!("{GATEWAY_USER}@{}@{ASSET}", account.name);
+    let client = Client::password(node.ssh_port, &login, GATEWAY_PASSWORD);
+    let out = client.ssh("echo via-a");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        out.describe(),
+        node.log_text()
+    );
+    assert_eq!(out.stdout_text(), "via-a\n");
+
+    a.stop_server();
+    let out = client.ssh("echo via-b");
+    assert!(
+        out.status.success(),
+        "after A died: {}\n--- node ---\n{}\n--- B ---\n{}",
+        out.describe(),
+        node.log_text(),
+        b.log_tail(40)
+    );
+    assert_eq!(out.stdout_text(), "via-b\n");
+    assert!(
+        node.log_text().contains("failed over to this control node"),
+        "{}",
+        node.log_text()
+    );
+    // The node's audit events reach the shared store through B (the node spools and ships them).
+    let logins = poll(Duration::from_secs(60), || {
+        let logins = b.audit_of("login_ok");
+        (logins.len() >= 2).then_some(logins)
+    });
+    assert!(
+        logins.is_some(),
+        "the second login's events never arrived:\n{}",
+        node.log_text()
+    );
+    drop(pg);
+}

@@ -717,6 +717,12 @@ pub struct Gatehouse {
 impl Gatehouse {
     /// A fresh temp data dir, initialised with `gatehouse --data-dir DIR init`.
     pub fn init() -> Self {
+        Self::init_with(&[])
+    }
+
+    /// A fresh temp data dir, initialised with `gatehouse --data-dir DIR init ARGS`
+    /// (`--store postgres://…`, `--master-key-file …`).
+    pub fn init_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gatehouse-data-")
             .tempdir()
@@ -730,7 +736,7 @@ impl Gatehouse {
             serve_args: Vec::new(),
             serve_env: Vec::new(),
         };
-        gh.cli_ok(&["init"]);
+        gh.cli_ok(&[&["init"], args].concat());
         gh
     }
 

@@ -169,10 +169,7 @@ impl FromRequestParts<ApiState> for Person {
             .inner
             .store
             .get(&USERS, &claims.u)
-            .map_err(|e| {
-                tracing::error!(error = %e, "reading the token's user");
-                ApiError::internal()
-            })?
+            .map_err(ApiError::store)?
             .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
         Ok(Person {
             actor: Actor {

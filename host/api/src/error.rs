@@ -56,6 +56,28 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A store failure: the database being away is 503 with `Retry-After` (nothing changed,
+    /// try again), anything else an internal error. The detail goes to the log only.
+    pub fn store(e: gatehouse_store::StoreError) -> Self {
+        match e {
+            gatehouse_store::StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "the store cannot be reached");
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the gateway's store cannot be reached right now; nothing was changed, try \
+                     again in a few seconds",
+                );
+                error.retry_after = Some(5);
+                error
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::internal()
+            }
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,7 +104,12 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::ServiceDisabled(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_disabled")
             }
-            WorkflowError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            WorkflowError::Unavailable(_) => {
+                let mut error =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+                error.retry_after = Some(5);
+                return error;
+            }
             WorkflowError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             WorkflowError::Plugin(_) => (StatusCode::BAD_GATEWAY, "plugin_failed"),
             WorkflowError::Internal(detail) => {

@@ -7,7 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use gatehouse_daemon::cli::{self, AdminCommand, Cli, Command, PolicyAdminCommand, PolicyCommand};
 use gatehouse_daemon::datadir::{self, DataDir};
@@ -87,7 +87,13 @@ fn key_override(cli: &Cli) -> Option<KeySource> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let dir = DataDir::new(cli.data_dir.clone());
+    let store = cli
+        .store
+        .as_deref()
+        .map(gatehouse_store::StoreLocation::parse)
+        .transpose()
+        .context("--store")?;
+    let dir = DataDir::new(cli.data_dir.clone()).with_store(store);
     let overrides = key_override(&cli);
     match cli.command {
         Command::Init => {
@@ -115,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Demo(args) => demo::run(&dir, overrides, args),
         Command::Join(args) => node_cmd::join(dir.root(), args),
+        Command::Store(command) => gatehouse_daemon::store_cmd::run(&dir, command),
         Command::Login(args) => request_cmd::login(&dir, args),
         Command::Request(command) => request_cmd::run(&dir, command),
         Command::Admin(AdminCommand::A2a(command)) if a2a_cmd::is_api(&command) => {

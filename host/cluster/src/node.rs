@@ -85,6 +85,9 @@ impl std::fmt::Display for ControlAddress {
 struct IdentityFile {
     node_id: String,
     control: ControlAddress,
+    /// More control nodes on the same store, tried in turn when one cannot be reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    also: Vec<ControlAddress>,
     /// The pinned thumbprint of the cluster CA's public key.
     thumbprint: String,
     certificate: String,
@@ -95,6 +98,8 @@ struct IdentityFile {
 pub struct NodeIdentity {
     pub node_id: String,
     pub control: ControlAddress,
+    /// More control nodes sharing the control node's store: the node fails over to them.
+    pub also: Vec<ControlAddress>,
     pub pin: Thumbprint,
     pub certificate_der: Vec<u8>,
     pub ca_der: Vec<u8>,
@@ -106,6 +111,7 @@ impl std::fmt::Debug for NodeIdentity {
         f.debug_struct("NodeIdentity")
             .field("node_id", &self.node_id)
             .field("control", &self.control)
+            .field("also", &self.also)
             .field("pin", &self.pin)
             .finish_non_exhaustive()
     }
@@ -139,6 +145,7 @@ impl NodeIdentity {
         Ok(Some(Self {
             node_id: file.node_id,
             control: file.control,
+            also: file.also,
             pin: Thumbprint::parse(&file.thumbprint)?,
             certificate_der: first(&file.certificate, "certificate")?,
             ca_der: first(&file.ca, "CA certificate")?,
@@ -173,6 +180,7 @@ impl NodeIdentity {
         let file = IdentityFile {
             node_id: self.node_id.clone(),
             control: self.control.clone(),
+            also: self.also.clone(),
             thumbprint: self.pin.to_string(),
             certificate: certificate_pem(&self.certificate_der),
             ca: certificate_pem(&self.ca_der),
@@ -194,11 +202,12 @@ impl NodeIdentity {
     /// A client of the control node that presents this identity.
     pub fn client(&self) -> Result<ControlClient, ClusterError> {
         let key = self.key.to_der();
-        ControlClient::new(
+        Ok(ControlClient::new(
             self.control.clone(),
             &self.pin,
             Some((&self.certificate_der, key.expose())),
-        )
+        )?
+        .with_fallbacks(self.also.clone()))
     }
 }
 
@@ -206,7 +215,10 @@ impl NodeIdentity {
 /// keeps the handshake cheap).
 #[derive(Clone)]
 pub struct ControlClient {
-    address: ControlAddress,
+    /// The control nodes, the first the one joined; all share one store.
+    addresses: Vec<ControlAddress>,
+    /// The one that answered last, tried first.
+    current: Arc<std::sync::atomic::AtomicUsize>,
     config: Arc<rustls::ClientConfig>,
     report: VerifyReport,
 }
@@ -214,7 +226,7 @@ pub struct ControlClient {
 impl std::fmt::Debug for ControlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlClient")
-            .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
 }
@@ -227,33 +239,78 @@ impl ControlClient {
     ) -> Result<Self, ClusterError> {
         let (config, report) = tls::client_config(pin, identity)?;
         Ok(Self {
-            address,
+            addresses: vec![address],
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             config,
             report,
         })
     }
 
-    pub fn address(&self) -> &ControlAddress {
-        &self.address
-    }
-
-    /// Makes one call and returns the answer; a refusal is [`ClusterError::Refused`].
-    pub async fn call(&self, call: NodeCall) -> Result<ControlAnswer, ClusterError> {
-        let answer = tokio::time::timeout(CALL_TIMEOUT, self.call_inner(call))
-            .await
-            .map_err(|_| ClusterError::Unreachable {
-                address: self.address.to_string(),
-                reason: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
-            })??;
-        match answer {
-            ControlAnswer::Refused(refusal) => Err(ClusterError::Refused(refusal)),
-            other => Ok(other),
+    /// Adds control nodes to fail over to (they share the first one's store and cluster CA).
+    pub fn with_fallbacks(mut self, also: Vec<ControlAddress>) -> Self {
+        for address in also {
+            if !self.addresses.contains(&address) {
+                self.addresses.push(address);
+            }
         }
+        self
     }
 
-    async fn call_inner(&self, call: NodeCall) -> Result<ControlAnswer, ClusterError> {
-        let address = self.address.to_string();
-        let tcp = TcpStream::connect((self.address.host.as_str(), self.address.port))
+    /// The control node tried first: the one that answered last.
+    pub fn address(&self) -> &ControlAddress {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.addresses[i % self.addresses.len()]
+    }
+
+    /// Makes one call and returns the answer; a refusal is [`ClusterError::Refused`]. A control
+    /// node that cannot be reached (or dies before it answers) is followed by the next one, in
+    /// turn; the first that answers is tried first from then on.
+    pub async fn call(&self, call: NodeCall) -> Result<ControlAnswer, ClusterError> {
+        let count = self.addresses.len();
+        let first = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut last_error = None;
+        for step in 0..count {
+            let index = (first + step) % count;
+            let address = &self.addresses[index];
+            let answer = tokio::time::timeout(CALL_TIMEOUT, self.call_inner(address, &call))
+                .await
+                .map_err(|_| ClusterError::Unreachable {
+                    address: address.to_string(),
+                    reason: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                })
+                .and_then(|r| r);
+            match answer {
+                Ok(answer) => {
+                    if index != first {
+                        tracing::warn!(control = %address, "failed over to this control node");
+                        self.current
+                            .store(index, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return match answer {
+                        ControlAnswer::Refused(refusal) => Err(ClusterError::Refused(refusal)),
+                        other => Ok(other),
+                    };
+                }
+                Err(e @ ClusterError::Unreachable { .. }) if count > 1 => {
+                    tracing::warn!(control = %address, error = %e, "control node unreachable");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClusterError::Unreachable {
+            address: self.address().to_string(),
+            reason: "no control node".into(),
+        }))
+    }
+
+    async fn call_inner(
+        &self,
+        target: &ControlAddress,
+        call: &NodeCall,
+    ) -> Result<ControlAnswer, ClusterError> {
+        let address = target.to_string();
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| ClusterError::Unreachable {
                 address: address.clone(),
@@ -262,7 +319,7 @@ impl ControlClient {
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         let mut tls = connector
-            .connect(self.address.server_name()?, tcp)
+            .connect(target.server_name()?, tcp)
             .await
             .map_err(|e| match self.report.take() {
                 Some(reason) => ClusterError::NotTrusted {
@@ -277,7 +334,7 @@ impl ControlClient {
                     ),
                 },
             })?;
-        wire::write_frame(&mut tls, &call).await?;
+        wire::write_frame(&mut tls, call).await?;
         let answer = wire::read_frame(&mut tls).await.map_err(|e| match e {
             ClusterError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 ClusterError::Unreachable {
@@ -295,6 +352,8 @@ impl ControlClient {
 #[derive(Debug)]
 pub struct JoinOptions {
     pub control: ControlAddress,
+    /// More control nodes on the same store, to fail over to.
+    pub also: Vec<ControlAddress>,
     pub token: Option<SecretString>,
     pub pin: Thumbprint,
     pub node_id: String,
@@ -326,11 +385,13 @@ pub async fn join(dir: &Path, options: JoinOptions) -> Result<JoinOutcome, Clust
                 options.control.clone(),
                 &options.pin,
                 Some((&identity.certificate_der, identity.key.to_der().expose())),
-            )?,
+            )?
+            .with_fallbacks(options.also.clone()),
         ),
         None => (
             NodeKey::generate()?,
-            ControlClient::new(options.control.clone(), &options.pin, None)?,
+            ControlClient::new(options.control.clone(), &options.pin, None)?
+                .with_fallbacks(options.also.clone()),
         ),
     };
     if rejoin.is_none() && options.token.is_none() {
@@ -363,6 +424,7 @@ pub async fn join(dir: &Path, options: JoinOptions) -> Result<JoinOutcome, Clust
     let identity = NodeIdentity {
         node_id: joined.node_id,
         control: options.control,
+        also: options.also,
         pin: options.pin,
         certificate_der: joined.certificate_der,
         ca_der: joined.ca_der,

@@ -65,6 +65,7 @@ impl World {
     fn options(&self, host: &str, token: Option<SecretString>, node_id: &str) -> JoinOptions {
         JoinOptions {
             control: ControlAddress::parse(&format!("https://{host}:{}", self.port)).unwrap(),
+            also: vec![],
             token,
             pin: self.pin.clone(),
             node_id: node_id.to_string(),
@@ -364,4 +365,63 @@ async fn a_peer_without_a_certificate_cannot_heartbeat() {
         matches!(&err, ClusterError::Refused(r) if r.kind == RefusalKind::NotAMember),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_node_fails_over_to_the_next_control_node_and_stays_there() {
+    let world = World::start(&["127.0.0.1", "localhost"]).await;
+    let token = world.token(Duration::from_secs(900));
+    // The first control address has nobody listening (a control node that died); the second is
+    // the live one. The join itself goes through the second.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let live = world.options("127.0.0.1", Some(token), "sess-f").control;
+    let mut options = world.options("127.0.0.1", None, "sess-f");
+    options.token = Some(world.token(Duration::from_secs(900)));
+    options.control = ControlAddress::parse(&format!("https://127.0.0.1:{dead}")).unwrap();
+    options.also = vec![live.clone()];
+    let outcome = world.join("f", options).await.unwrap();
+    assert_eq!(outcome.identity.also, vec![live.clone()]);
+    // The saved identity keeps both and heartbeats through the live one.
+    let identity = NodeIdentity::load(&world.node_dir("f")).unwrap().unwrap();
+    assert_eq!(identity.also, vec![live.clone()]);
+    let client = identity.client().unwrap();
+    let beat = Heartbeat {
+        ssh_port: Some(2222),
+        rdp_port: None,
+        version: "test".into(),
+        hostname: "sess-f.example".into(),
+    };
+    client
+        .call(NodeCall::Heartbeat(beat.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.address(),
+        &live,
+        "the one that answered is tried first"
+    );
+    client.call(NodeCall::Heartbeat(beat)).await.unwrap();
+    // With no control node at all, the error names the last one tried.
+    let nowhere = gatehouse_cluster::node::ControlClient::new(
+        ControlAddress::parse(&format!("https://127.0.0.1:{dead}")).unwrap(),
+        &world.pin,
+        None,
+    )
+    .unwrap()
+    .with_fallbacks(vec![
+        ControlAddress::parse(&format!("https://localhost:{dead}")).unwrap(),
+    ]);
+    let err = nowhere
+        .call(NodeCall::Heartbeat(Heartbeat {
+            ssh_port: None,
+            rdp_port: None,
+            version: "test".into(),
+            hostname: "x".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Unreachable { .. }), "{err}");
 }

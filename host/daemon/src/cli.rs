@@ -27,6 +27,11 @@ pub struct Cli {
     /// Read the master key (64 hex characters) from this environment variable.
     #[arg(long, env = "GATEHOUSE_MASTER_KEY_ENV", global = true)]
     pub master_key_env: Option<String>,
+    /// Where the store is: `postgres://USER:PASSWORD@HOST/DB` (several control nodes on one
+    /// database) or `redb:PATH` (default: settings.json `store`, else the redb file of the data
+    /// directory). `init --store` records it in settings.json.
+    #[arg(long, env = "GATEHOUSE_STORE", global = true, hide_env_values = true)]
+    pub store: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +62,9 @@ pub enum Command {
     Request(crate::request_cmd::RequestCommand),
     /// Make this data directory a session node of a cluster (docs/cluster.md).
     Join(crate::node_cmd::JoinArgs),
+    /// The store: status, and migration between redb and PostgreSQL (docs/cluster.md).
+    #[command(subcommand)]
+    Store(crate::store_cmd::StoreCommand),
 }
 
 #[derive(Debug, Args)]

@@ -13,12 +13,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct DataDir {
     pub root: PathBuf,
+    /// `--store` / `GATEHOUSE_STORE`: where the store is, over what settings.json says.
+    pub store_override: Option<gatehouse_store::StoreLocation>,
 }
 
 /// What `init` decided, kept in `settings.json` so that `serve` finds the same master key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub master_key: MasterKeySetting,
+    /// Where the store is when not the redb file of the data directory: a `postgres://` URL
+    /// shared by several control nodes (docs/cluster.md). Its password stays in this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<gatehouse_store::StoreLocation>,
     #[serde(default)]
     pub policy: PolicySettings,
     /// The HTTPS API.
@@ -95,7 +101,37 @@ pub enum MasterKeySetting {
 
 impl DataDir {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            store_override: None,
+        }
+    }
+
+    /// The same directory with the store at `location` (`--store`).
+    pub fn with_store(mut self, location: Option<gatehouse_store::StoreLocation>) -> Self {
+        self.store_override = location;
+        self
+    }
+
+    /// Where the store is: `--store`, else settings.json `store`, else the redb file here.
+    pub fn store_location(&self) -> Result<gatehouse_store::StoreLocation> {
+        if let Some(location) = &self.store_override {
+            return Ok(location.clone());
+        }
+        if self.is_initialised()
+            && let Some(location) = self.load_settings()?.store
+        {
+            return Ok(location);
+        }
+        Ok(gatehouse_store::StoreLocation::Redb(self.store()))
+    }
+
+    /// Opens the store where [`Self::store_location`] says.
+    pub fn open_store(&self) -> Result<gatehouse_store::Store, gatehouse_store::StoreError> {
+        let location = self
+            .store_location()
+            .map_err(|e| gatehouse_store::StoreError::Location(format!("{e:#}")))?;
+        gatehouse_store::Store::open_location(&location)
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -330,9 +366,16 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
     write_tls(dir)?;
 
     dir.ensure_policies(&dir.policies())?;
-    gatehouse_store::Store::open(&dir.store())?;
+    let location = dir.store_location()?;
+    let store = gatehouse_store::Store::open_location(&location)?;
+    let key_source = match &setting {
+        MasterKeySetting::File(path) => KeySource::File(path.clone()),
+        MasterKeySetting::Env(var) => KeySource::Env(var.clone()),
+    };
+    crate::store_cmd::bind_master_key(&store, MasterKey::load(&key_source)?.id())?;
     let settings = Settings {
         master_key: setting,
+        store: dir.store_override.clone().filter(|l| l.is_postgres()),
         policy: PolicySettings::default(),
         api: Default::default(),
         requests: Default::default(),

@@ -7,7 +7,6 @@ use crate::admin::{AdminContext, AdminRequest, Inputs, execute};
 use crate::cli::*;
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result, bail};
-use gatehouse_store::Store;
 use gatehouse_vault::{KeySource, Vault};
 use russh::keys::ssh_key::LineEnding;
 use std::path::{Path, PathBuf};
@@ -107,7 +106,7 @@ fn setup(
     port: u16,
     account: &str,
 ) -> Result<()> {
-    let store = Arc::new(Store::open(&dir.store())?);
+    let store = Arc::new(dir.open_store()?);
     let key = dir.load_master_key(overrides)?;
     let vault = Arc::new(Vault::new(key));
     let policy_settings = dir.policy_settings()?;

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod datadir;
 pub mod demo;
 pub mod directory_cmd;
+pub mod leader;
 pub mod lifecycle_cmd;
 pub mod live_view;
 pub mod metrics;
@@ -31,6 +32,7 @@ pub mod search;
 pub mod serve;
 pub mod session_cmd;
 pub mod socket;
+pub mod store_cmd;
 pub mod timestamp;
 pub mod watch;
 
@@ -39,7 +41,7 @@ use anyhow::Result;
 use cli::AdminCommand;
 use datadir::DataDir;
 use gatehouse_policy::PolicyEngine;
-use gatehouse_store::{Store, StoreError};
+use gatehouse_store::StoreError;
 use gatehouse_vault::{KeySource, Vault};
 use std::sync::Arc;
 
@@ -52,7 +54,19 @@ pub fn run_admin(
     dir.require_initialised()?;
     let inputs = gather_inputs(&command)?;
     let request = AdminRequest { command, inputs };
-    match Store::open(&dir.store()) {
+    // On PostgreSQL the store is never "in use": a server running here still gets the command
+    // (it knows its live sessions and reloads its policies); without one it runs here.
+    if dir.store_location()?.is_postgres()
+        && dir.admin_socket().exists()
+        && let Ok(response) = socket::send(&dir.admin_socket(), &request)
+    {
+        return if response.ok {
+            Ok(response.output)
+        } else {
+            anyhow::bail!("{}", response.output)
+        };
+    }
+    match dir.open_store() {
         Ok(store) => {
             let dir_for_key = dir.clone();
             let store = Arc::new(store);

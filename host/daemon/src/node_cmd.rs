@@ -83,6 +83,10 @@ pub struct JoinArgs {
     /// The control node's cluster port: `https://HOST[:PORT]` (port 8649 by default). HOST must
     /// be a name the control node's certificate carries.
     pub control: String,
+    /// Another control node on the same store (PostgreSQL), which this node fails over to when
+    /// the first cannot be reached; repeat for more. Rejoining with a new list replaces it.
+    #[arg(long = "also-control", value_name = "URL")]
+    pub also_control: Vec<String>,
     /// The join token `gatehouse node token` printed (single use, short-lived).
     #[arg(long, conflicts_with = "token_stdin")]
     pub token: Option<String>,
@@ -350,8 +354,14 @@ pub fn join(data_dir: &Path, args: JoinArgs) -> Result<()> {
         (None, true) => Some(SecretString::new(crate::admin::read_first_line_stdin()?)),
         (None, false) => None,
     };
+    let also = args
+        .also_control
+        .iter()
+        .map(|a| ControlAddress::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let options = JoinOptions {
         control,
+        also,
         token,
         pin,
         node_id: args.node_id,

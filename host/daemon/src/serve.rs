@@ -88,7 +88,13 @@ pub fn run(
         None
     };
     let host_keys = dir.load_host_keys()?;
-    let store = Arc::new(Store::open(&dir.store())?);
+    let location = dir.store_location()?;
+    let store = Arc::new(
+        Store::open_location(&location)
+            .with_context(|| format!("opening the store at `{location}`"))?,
+    );
+    crate::store_cmd::bind_master_key(&store, vault.key_id())?;
+    tracing::info!(store = %location, engine = store.engine(), "store open");
     let policy_settings = dir.policy_settings()?;
     if dir.ensure_policies(&policy_settings.policy_dir)? {
         tracing::warn!(dir = %policy_settings.policy_dir.display(), "no policy directory: created one with the base policy");
@@ -157,10 +163,18 @@ pub fn run(
         }
         for stream in &settings.audit_streams {
             tracing::info!(stream = %stream.name, receiver = %stream.receiver, "streaming the audit trail");
-            tokio::spawn(gatehouse_audit::stream::stream_loop(
+            // One control node sends (from the position kept in the store); the others wait.
+            let (store_for_stream, stream) = (store.clone(), stream.clone());
+            tokio::spawn(crate::leader::while_leading(
                 store.clone(),
-                stream.clone(),
-                crate::node_cmd::hostname(),
+                "audit-streams",
+                move || {
+                    gatehouse_audit::stream::stream_loop(
+                        store_for_stream.clone(),
+                        stream.clone(),
+                        crate::node_cmd::hostname(),
+                    )
+                },
             ));
         }
         let mut request_settings = settings.requests.clone();
@@ -207,7 +221,12 @@ pub fn run(
                     })),
                 });
             tracing::info!(url = directory.url(), "directory users log in");
-            tokio::spawn(crate::directory_cmd::sync_loop(store.clone(), directory));
+            let store_for_sync = store.clone();
+            tokio::spawn(crate::leader::while_leading(
+                store.clone(),
+                "directory-sync",
+                move || crate::directory_cmd::sync_loop(store_for_sync.clone(), directory.clone()),
+            ));
         }
         let authenticator = Arc::new(authenticator);
         let notifier = gatehouse_notify::Notifier::from_settings(
@@ -307,8 +326,17 @@ pub fn run(
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
-        let lifecycle = gatehouse_lifecycle::Lifecycle::new(store.clone(), vault.clone());
-        let scheduler = gatehouse_lifecycle::scheduler::run(lifecycle, Default::default());
+        // One control node runs it when several share the store.
+        let (store_for_lifecycle, vault_for_lifecycle) = (store.clone(), vault.clone());
+        let scheduler = crate::leader::while_leading(store.clone(), "credential-lifecycle", move || {
+            let lifecycle = gatehouse_lifecycle::Lifecycle::new(
+                store_for_lifecycle.clone(),
+                vault_for_lifecycle.clone(),
+            );
+            gatehouse_lifecycle::scheduler::run(lifecycle, Default::default())
+        });
+        // Request changes made by the other control nodes reach this node's waiters.
+        let follow = crate::leader::follow_requests(store.clone(), workflow.clone());
         let engine_for_admin = engine.clone();
         let admin = Arc::new(AdminContext {
             store: store.clone(),
@@ -348,6 +376,7 @@ pub fn run(
                 result = crate::socket::serve(&socket_path, admin.clone(), plugins_for_socket) => result,
                 _ = watch_policies(admin) => Ok(()),
                 _ = scheduler => Ok(()),
+                _ = follow => Ok(()),
                 // Finished recordings: signed manifests linked into the audit trail.
                 () = crate::seal::seal_loop(store.clone(), vault_for_seal, dir.recordings(), search, recording_key) => Ok(()),
                 result = cluster => result.context("cluster port"),
@@ -496,6 +525,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     if crate::datadir::ensure_tls(dir)? {
         tracing::info!(path = %dir.tls_dir().display(), "made this node's TLS certificate for RDP clients");
     }
+    // A session node's own store (its spool of audit events) is always the local redb file.
     let store = Arc::new(Store::open(&dir.store())?);
     for session in gatehouse_audit::close_interrupted_sessions(
         &Auditor::new(store.clone()),

@@ -38,11 +38,19 @@ pub enum PolicyError {
     Load(#[from] LoadError),
     #[error("store error: {0}")]
     Store(String),
+    /// The store's database cannot be reached right now (nothing was decided).
+    #[error("the store cannot be reached: {0}")]
+    StoreUnavailable(String),
 }
 
 impl From<gatehouse_store::StoreError> for PolicyError {
     fn from(e: gatehouse_store::StoreError) -> Self {
-        PolicyError::Store(e.to_string())
+        match e {
+            gatehouse_store::StoreError::Unavailable(detail) => {
+                PolicyError::StoreUnavailable(detail)
+            }
+            other => PolicyError::Store(other.to_string()),
+        }
     }
 }
 

@@ -39,4 +39,12 @@ pub trait Backend: Send + Sync {
     fn read(&self, f: &mut dyn FnMut(&dyn RawRead) -> Result<()>) -> Result<()>;
     /// Runs `f` in one write transaction; commits when it returns `Ok`, rolls back otherwise.
     fn write(&self, f: &mut dyn FnMut(&mut dyn RawWrite) -> Result<()>) -> Result<()>;
+    /// Whether this process holds (now, or from an earlier call) the lead for `name`: the one
+    /// process among those sharing the store that runs a singleton job (the credential
+    /// scheduler, directory sync, audit streams). Held until the process or its connection
+    /// ends; asking again re-checks. An embedded store has one process: always true.
+    fn try_lead(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Ok(true)
+    }
 }

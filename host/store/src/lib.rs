@@ -263,6 +263,11 @@ impl Store {
         self.read(|r| r.services())
     }
 
+    /// Whether this process leads the singleton job `name` (see [`Backend::try_lead`]).
+    pub fn try_lead(&self, name: &str) -> Result<bool> {
+        self.backend.try_lead(name)
+    }
+
     /// Appends an audit event, assigning its sequence number, and returns it.
     pub fn append_audit(&self, event: AuditEvent) -> Result<AuditEvent> {
         self.write(|txn| txn.append_audit(event))
@@ -372,6 +377,11 @@ impl ReadTxn<'_> {
 
     pub fn services(&self) -> Result<ServiceToggles> {
         services_from(self.get(&SETTINGS, SERVICES_KEY)?)
+    }
+
+    /// How many records a table holds (by name, one of [`ALL_TABLES`]).
+    pub fn count(&self, table: &'static str) -> Result<usize> {
+        Ok(self.raw.entries(table)?.len())
     }
 }
 

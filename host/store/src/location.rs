@@ -122,6 +122,26 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// Written as the operator wrote it (settings.json keeps the URL with its password; the file is
+/// private to the gateway's user).
+impl serde::Serialize for StoreLocation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoreLocation::Redb(path) => {
+                serializer.serialize_str(&format!("redb:{}", path.display()))
+            }
+            StoreLocation::Postgres(url) => serializer.serialize_str(url.expose()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoreLocation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        StoreLocation::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,8 @@ pub(crate) enum Tls {
 /// The PostgreSQL store engine.
 pub struct PostgresBackend {
     pool: Pool,
+    /// The connections holding a lead (a session advisory lock each), by job name.
+    leads: std::sync::Mutex<std::collections::HashMap<String, deadpool_postgres::ClientWrapper>>,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
 }
@@ -224,6 +226,7 @@ impl PostgresBackend {
         let handle = runtime.handle().clone();
         let backend = PostgresBackend {
             pool,
+            leads: Default::default(),
             runtime: Some(runtime),
             handle,
         };
@@ -313,9 +316,41 @@ impl PostgresBackend {
     }
 }
 
+/// The advisory lock key of a lead: the first 8 bytes of SHA-256 of its name.
+fn lead_key(name: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("gatehouse-lead:{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 impl Backend for PostgresBackend {
     fn engine(&self) -> &'static str {
         "postgres"
+    }
+
+    fn try_lead(&self, name: &str) -> Result<bool> {
+        let mut leads = self
+            .leads
+            .lock()
+            .map_err(|_| StoreError::Database("the lead table is poisoned".into()))?;
+        if let Some(held) = leads.get(name) {
+            // The lock lives as long as this connection: check it still does.
+            if block_on(held.simple_query("SELECT 1")).is_ok() {
+                return Ok(true);
+            }
+            leads.remove(name);
+        }
+        let client = self.client()?;
+        let row = block_on(client.query_one("SELECT pg_try_advisory_lock($1)", &[&lead_key(name)]))
+            .map_err(pg_err)?;
+        let won: bool = row.get(0);
+        if won {
+            // Out of the pool for good: back in it, the lock would go to whoever took it next.
+            leads.insert(name.to_string(), deadpool_postgres::Object::take(client));
+        }
+        Ok(won)
     }
 
     fn schema_version(&self) -> Result<u64> {

@@ -60,7 +60,18 @@ impl WorkflowError {
 
 impl From<gatehouse_store::StoreError> for WorkflowError {
     fn from(e: gatehouse_store::StoreError) -> Self {
-        WorkflowError::Internal(e.to_string())
+        match e {
+            // The database is away (PostgreSQL restarting, network cut): nothing was changed,
+            // and the caller may try again; the detail goes to the log.
+            gatehouse_store::StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "the store cannot be reached");
+                WorkflowError::Unavailable(
+                    "the gateway's store cannot be reached right now; nothing was changed, try                      again in a few seconds"
+                        .into(),
+                )
+            }
+            other => WorkflowError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -72,6 +83,9 @@ impl From<gatehouse_vault::VaultError> for WorkflowError {
 
 impl From<gatehouse_policy::PolicyError> for WorkflowError {
     fn from(e: gatehouse_policy::PolicyError) -> Self {
+        if let gatehouse_policy::PolicyError::StoreUnavailable(detail) = e {
+            return gatehouse_store::StoreError::Unavailable(detail).into();
+        }
         WorkflowError::Internal(format!("policy: {e}"))
     }
 }

@@ -148,6 +148,23 @@ impl Workflow {
         &self.policy
     }
 
+    /// Another control node on the shared store changed requests `ids`: brings this node's
+    /// policy links up to date (an approval there permits the session here), then tells this
+    /// node's waiters each request's current state.
+    pub fn changed_elsewhere(&self, ids: &[String]) {
+        if let Some(Err(e)) = self.policy.reload_if_changed() {
+            tracing::error!(error = %e, "policy reload after another node's request change failed");
+        }
+        for id in ids {
+            if let Ok(Some(request)) = self.store.get(&gatehouse_store::REQUESTS, id) {
+                let _ = self.changes.send(RequestChange {
+                    id: request.id,
+                    state: request.state,
+                });
+            }
+        }
+    }
+
     /// Request state changes, for waiters (the SSH hold) and running sessions (revocation).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RequestChange> {
         self.changes.subscribe()
