@@ -547,3 +547,99 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
         );
     }
 }
+
+#[test]
+fn store_migrate_moves_an_installation_from_redb_to_postgres() {
+    let pg = Postgres::start();
+    let url = pg.url("moved");
+    let account = TestAccount::new("mv");
+    let target = TargetSshd::start(std::slice::from_ref(&account));
+    let mut gh = Gatehouse::init();
+    gh.cli_stdin_ok(
+        &["user", "add", "alice", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    gh.add_asset("db1", target.port(), &target.host_key());
+    let spec = format!("{}@db1", account.name);
+    gh.add_account_with_password(&spec, &account.password);
+    gh.grant_user("alice", &spec);
+    gh.serve();
+    let login = format!("alice@{spec}");
+    let out = Client::password(gh.ssh_port(), &login, PASSWORD).ssh("echo on-redb");
+    assert!(out.status.success(), "{}", out.describe());
+    let before = gh.cli_ok(&["store", "status"]);
+    assert!(before.contains("engine    redb"), "{before}");
+
+    // Not while the server holds the store.
+    let running = gh.cli(&["store", "migrate", "--to", &url]);
+    assert!(!running.status.success());
+    let said = running.stderr_text();
+    assert!(said.contains("stop it first"), "{said}");
+    assert!(!said.contains(support::postgres::PASSWORD), "{said}");
+    gh.stop_server();
+    let events_before = gh.audit().len();
+
+    let moved = gh.cli_ok(&["store", "migrate", "--to", &url]);
+    assert!(
+        moved.contains(&format!("{events_before} audit events")),
+        "{moved}"
+    );
+    assert!(moved.contains("the audit trail verifies"), "{moved}");
+    assert!(moved.contains("settings.json now points at"), "{moved}");
+    assert!(
+        !moved.contains(support::postgres::PASSWORD),
+        "the password was printed: {moved}"
+    );
+    // Again into the same database: refused, nothing touched.
+    let again = gh.cli(&[
+        "store",
+        "migrate",
+        "--from",
+        &format!("redb:{}", gh.data_dir().join("gatehouse.redb").display()),
+        "--to",
+        &url,
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        again.stderr_text().contains("not empty"),
+        "{}",
+        again.stderr_text()
+    );
+
+    let status = gh.cli_ok(&["store", "status"]);
+    assert!(status.contains("engine    postgres"), "{status}");
+    assert!(status.contains("postgres://gatehouse:***@"), "{status}");
+    gh.serve();
+    let out = Client::password(gh.ssh_port(), &login, PASSWORD).ssh("echo on-postgres");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        out.describe(),
+        gh.log_tail(30)
+    );
+    assert_eq!(out.stdout_text(), "on-postgres\n");
+    let verify = gh.cli_ok(&["audit", "verify"]);
+    assert!(!verify.to_lowercase().contains("problem"), "{verify}");
+    let after = gh.audit();
+    assert!(after.len() > events_before, "new events go to PostgreSQL");
+    let numbers: Vec<u64> = after.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=after.len() as u64).collect::<Vec<_>>());
+    gh.stop_server();
+
+    // Bad locations: one line each, no password.
+    for (location, needle) in [
+        ("mysql://root:Pw-9x@db/g", "unknown store engine"),
+        ("postgres://u:Pw-9x@127.0.0.1:1/g", "cannot be reached"),
+        (
+            "postgres://u:Pw-9x@127.0.0.1/g?sslmode=sometimes",
+            "sslmode=sometimes",
+        ),
+    ] {
+        let out = gh.cli(&["--store", location, "store", "status"]);
+        assert!(!out.status.success(), "{location}");
+        let text = out.stderr_text();
+        assert_eq!(text.trim().lines().count(), 1, "{location}: {text}");
+        assert!(text.contains(needle), "{location}: {text}");
+        assert!(!text.contains("Pw-9x"), "{location}: {text}");
+    }
+}

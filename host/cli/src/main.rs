@@ -121,6 +121,14 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Demo(args) => demo::run(&dir, overrides, args),
         Command::Join(args) => node_cmd::join(dir.root(), args),
+        Command::Store(gatehouse_daemon::store_cmd::StoreCommand::Status) => {
+            let location = dir.store_location()?.to_string();
+            print!(
+                "{}",
+                run_admin(&dir, overrides, AdminCommand::StoreStatus { location })?
+            );
+            Ok(())
+        }
         Command::Store(command) => gatehouse_daemon::store_cmd::run(&dir, command),
         Command::Login(args) => request_cmd::login(&dir, args),
         Command::Request(command) => request_cmd::run(&dir, command),

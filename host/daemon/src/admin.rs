@@ -339,6 +339,7 @@ pub(crate) fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
 pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<String> {
     let inputs = &request.inputs;
     match &request.command {
+        AdminCommand::StoreStatus { location } => crate::store_cmd::status(&ctx.store, location),
         AdminCommand::User(c) => user(ctx, c, inputs),
         AdminCommand::Group(c) => group(ctx, c, inputs),
         AdminCommand::Asset(c) => asset(ctx, c, inputs),

@@ -121,6 +121,10 @@ pub struct DemoArgs {
 /// through its admin socket when the server holds the store.
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum AdminCommand {
+    /// `gatehouse store status`, run where the store is open (`location` as the CLI names it,
+    /// password hidden).
+    #[command(skip)]
+    StoreStatus { location: String },
     /// Gateway users.
     #[command(subcommand)]
     User(UserCommand),

@@ -289,6 +289,15 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `path` atomically with a private (0600) file holding `contents`.
+pub fn replace_private_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private_file(&tmp, contents)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing `{}`", path.display()))?;
+    Ok(())
+}
+
 fn create_private_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating `{}`", path.display()))?;
     #[cfg(unix)]

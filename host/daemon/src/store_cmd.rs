@@ -59,13 +59,8 @@ pub fn bind_master_key(store: &Store, key_id: &str) -> Result<()> {
 
 pub fn run(dir: &DataDir, command: StoreCommand) -> Result<()> {
     match command {
-        StoreCommand::Status => {
-            let location = dir.store_location()?;
-            let store = Store::open_location(&location)
-                .with_context(|| format!("opening the store at `{location}`"))?;
-            print!("{}", status(&store, &location)?);
-            Ok(())
-        }
+        // Answered by the process that has the store open (see `AdminCommand::StoreStatus`).
+        StoreCommand::Status => bail!("`store status` runs as an admin command"),
         StoreCommand::Migrate { from, to } => {
             let current = dir.store_location().ok();
             let from = match from {
@@ -111,7 +106,7 @@ pub fn run(dir: &DataDir, command: StoreCommand) -> Result<()> {
                     other => Some(other.clone()),
                 };
                 let text = serde_json::to_string_pretty(&settings)?;
-                crate::datadir::write_private_file(&path, format!("{text}\n").as_bytes())?;
+                crate::datadir::replace_private_file(&path, format!("{text}\n").as_bytes())?;
                 println!("settings.json now points at `{to}`; the old store is left as it was");
             }
             Ok(())
@@ -119,7 +114,8 @@ pub fn run(dir: &DataDir, command: StoreCommand) -> Result<()> {
     }
 }
 
-fn status(store: &Store, location: &StoreLocation) -> Result<String> {
+/// What `gatehouse store status` prints.
+pub fn status(store: &Store, location: &str) -> Result<String> {
     let mut out = format!(
         "store     {location}\nengine    {}\nschema    {}\n",
         store.engine(),

@@ -167,7 +167,14 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Database(format!("{} ({code})", db.message()));
     }
-    StoreError::Unavailable(e.to_string())
+    // "error connecting to server" alone does not say why: add the causes.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    StoreError::Unavailable(text)
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -230,7 +237,10 @@ impl PostgresBackend {
             runtime: Some(runtime),
             handle,
         };
-        backend.migrate()?;
+        backend.migrate().map_err(|e| match e {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{url}: {why}")),
+            other => other,
+        })?;
         Ok(backend)
     }
 
