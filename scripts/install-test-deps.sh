@@ -11,6 +11,9 @@
 #   snmptrapd       the real SNMP notification receiver of the SNMP audit stream tests (tests/audit_stream.rs)
 #   slapd, ldap-utils  the real OpenLDAP directory of the directory login tests (tests/directory.rs,
 #                   tests/support/slapd.rs): slapd, slapadd, ldapmodify
+#   postgresql      the real PostgreSQL server of the store tests (tests/store_conformance.rs,
+#                   tests/control_ha.rs, tests/support/postgres.rs: initdb and pg_ctl in a temp
+#                   dir, run as the package's unprivileged `postgres` user) and the a2a bench
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
@@ -45,7 +48,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl chromium \
-    rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils
+    rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils postgresql
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

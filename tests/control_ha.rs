@@ -281,6 +281,30 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
     assert!(out.status.success(), "held login: {}", out.describe());
     assert_eq!(out.stdout_text(), "released-by-the-other-node\n");
 
+    // A restarting control node closes only its own sessions left open by a crash, never the
+    // ones another node is running: req0 (granted by the approval above) holds a session on A
+    // while B restarts.
+    let ssh = Client::password(pair.a.ssh_port(), &format!("req0@{target}"), PASSWORD);
+    let long = std::thread::spawn(move || ssh.ssh("sleep 5; echo still-here"));
+    std::thread::sleep(Duration::from_secs(1));
+    pair.b.stop_server();
+    pair.b.serve();
+    let out = long.join().unwrap();
+    assert!(out.status.success(), "{}", out.describe());
+    assert_eq!(out.stdout_text(), "still-here\n");
+    let sessions: Vec<gatehouse_core::SessionRecord> =
+        pair.store().list(&gatehouse_store::SESSIONS).unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    for s in &sessions {
+        assert!(s.ended.is_some() && s.error.is_none(), "{s:?}");
+        assert!(s.gateway.is_some(), "{s:?}");
+    }
+    assert_ne!(
+        sessions[0].gateway, sessions[1].gateway,
+        "one session on each node"
+    );
+    let nodes = [Pair::endpoint(&pair.a), Pair::endpoint(&pair.b)];
+
     // The load: 50 clients, each creating on one node and approving on the other.
     let requester_tokens: Vec<String> = (0..REQUESTERS)
         .map(|i| login(&nodes[i % 2], &format!("req{i}")))

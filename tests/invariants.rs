@@ -9,6 +9,8 @@ use std::process::Command;
 const OWNERS: &[(&str, &str)] = &[
     ("cedar-policy", "gatehouse-policy"),
     ("redb", "gatehouse-store"),
+    ("tokio-postgres", "gatehouse-store"),
+    ("deadpool-postgres", "gatehouse-store"),
     ("chacha20poly1305", "gatehouse-vault"),
     ("wasmtime", "gatehouse-plugin-host"),
     ("tantivy", "gatehouse-search"),
@@ -58,4 +60,5 @@ fn each_engine_has_one_owner() {
     }
     assert_eq!(users["cedar-policy"], ["gatehouse-policy"]);
     assert_eq!(users["redb"], ["gatehouse-store"]);
+    assert_eq!(users["tokio-postgres"], ["gatehouse-store"]);
 }

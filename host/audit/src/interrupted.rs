@@ -31,7 +31,11 @@ pub fn close_interrupted_sessions(
         .store
         .list(&SESSIONS)?
         .into_iter()
-        .filter(|s| s.ended.is_none())
+        // With several control nodes on one store, the others' running sessions are theirs.
+        .filter(|s| {
+            s.ended.is_none()
+                && (s.gateway.is_none() || s.gateway == gatehouse_core::gateway::gateway_id())
+        })
         .collect();
     let mut closed = Vec::with_capacity(open.len());
     for mut session in open {

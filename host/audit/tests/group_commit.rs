@@ -23,6 +23,7 @@ fn record(bytes_up: u64, ended: Option<Timestamp>) -> StoreOp {
         channels: vec![],
         error: None,
         node: None,
+        gateway: None,
     };
     Box::new(move |txn| txn.put(&SESSIONS, "s1", &record))
 }

@@ -3,6 +3,7 @@
 //! This crate does no I/O. It defines what the store keeps and what the protocols pass around, so
 //! that the other crates agree on one vocabulary.
 
+pub mod gateway;
 pub mod lifecycle;
 pub mod login;
 pub mod names;

@@ -261,6 +261,10 @@ pub struct SessionRecord {
     /// The session node that ran it (`None`: this gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The gateway process (`host/data-dir id`) that runs the session: with several control
+    /// nodes on one store, a node starting after a crash closes only its own sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// What happened, for the audit trail.

@@ -113,6 +113,22 @@ impl DataDir {
         self
     }
 
+    /// This gateway's name in records several control nodes share: `HOST/ID`, the id made at
+    /// the first start and kept in `gateway.id` (a copied data directory on another host still
+    /// differs by its host name).
+    pub fn gateway_id(&self) -> Result<String> {
+        let path = self.root.join("gateway.id");
+        let id = match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            _ => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+                replace_private_file(&path, format!("{id}\n").as_bytes())?;
+                id
+            }
+        };
+        Ok(format!("{}/{id}", crate::node_cmd::hostname()))
+    }
+
     /// Where the store is: `--store`, else settings.json `store`, else the redb file here.
     pub fn store_location(&self) -> Result<gatehouse_store::StoreLocation> {
         if let Some(location) = &self.store_override {

@@ -52,6 +52,7 @@ pub fn run_admin(
     command: AdminCommand,
 ) -> Result<String> {
     dir.require_initialised()?;
+    gatehouse_core::gateway::set_gateway_id(dir.gateway_id()?);
     let inputs = gather_inputs(&command)?;
     let request = AdminRequest { command, inputs };
     // On PostgreSQL the store is never "in use": a server running here still gets the command

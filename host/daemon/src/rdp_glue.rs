@@ -1555,6 +1555,7 @@ impl Session {
             channels: vec![],
             error,
             node: None,
+            gateway: gatehouse_core::gateway::gateway_id(),
         };
         let id = self.id.clone();
         Box::new(move |txn| txn.put(&SESSIONS, &id, &record))

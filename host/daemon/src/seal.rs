@@ -277,6 +277,10 @@ fn seal_one(
     if let Some(node) = &record.node {
         entry = entry.field("node", node.clone());
     }
+    // Several control nodes on one store each keep their own recordings: say whose disk.
+    if let Some(gateway) = gatehouse_core::gateway::gateway_id() {
+        entry = entry.field("gateway", gateway);
+    }
     auditor.record(entry)?;
     Ok(())
 }

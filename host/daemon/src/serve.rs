@@ -94,6 +94,7 @@ pub fn run(
             .with_context(|| format!("opening the store at `{location}`"))?,
     );
     crate::store_cmd::bind_master_key(&store, vault.key_id())?;
+    gatehouse_core::gateway::set_gateway_id(dir.gateway_id()?);
     tracing::info!(store = %location, engine = store.engine(), "store open");
     let policy_settings = dir.policy_settings()?;
     if dir.ensure_policies(&policy_settings.policy_dir)? {
@@ -123,7 +124,18 @@ pub fn run(
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     // `gatehouse plugin enable|disable|...` reloads it through the admin socket.
     let plugins_for_socket = plugins.clone();
-    let runtime = tokio::runtime::Runtime::new()?;
+    // Store calls are synchronous. On redb they take microseconds; on PostgreSQL each waits a
+    // network round trip, holding its worker thread: more workers keep the other requests
+    // moving meanwhile.
+    let runtime = if store.engine() == "postgres" {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads((cores * 4).max(8))
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Runtime::new()?
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_listen)
             .await

@@ -166,6 +166,7 @@ mod tests {
             channels: Vec::new(),
             error: None,
             node: None,
+            gateway: None,
         };
         let writer = {
             let cast = cast.clone();

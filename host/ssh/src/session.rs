@@ -498,6 +498,7 @@ impl SessionShared {
             channels: self.channels.lock().map(|c| c.clone()).unwrap_or_default(),
             error: None,
             node: None,
+            gateway: gatehouse_core::gateway::gateway_id(),
         };
         let id = self.id.clone();
         Box::new(move |txn| txn.put(&SESSIONS, &id, &record))

@@ -35,6 +35,24 @@ pub trait Backend: Send + Sync {
     fn engine(&self) -> &'static str;
     /// The record schema version the store was last written with.
     fn schema_version(&self) -> Result<u64>;
+    /// One record, read on its own (an engine may skip the transaction).
+    fn get(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut out = None;
+        self.read(&mut |r| {
+            out = r.get(table, key)?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// Every record of a table, read on its own.
+    fn entries(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.read(&mut |r| {
+            out = r.entries(table)?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
     /// Runs `f` on one snapshot.
     fn read(&self, f: &mut dyn FnMut(&dyn RawRead) -> Result<()>) -> Result<()>;
     /// Runs `f` in one write transaction; commits when it returns `Ok`, rolls back otherwise.

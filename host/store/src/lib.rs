@@ -200,12 +200,19 @@ impl Store {
 
     /// Reads one record.
     pub fn get<T: DeserializeOwned>(&self, table: &Table<T>, key: &str) -> Result<Option<T>> {
-        self.read(|r| r.get(table, key))
+        match self.backend.get(table.name, key)? {
+            Some(bytes) => decode(table.name, key, &bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Reads every record of a table, in key order.
     pub fn list<T: DeserializeOwned>(&self, table: &Table<T>) -> Result<Vec<T>> {
-        self.read(|r| r.list(table))
+        self.backend
+            .entries(table.name)?
+            .iter()
+            .map(|(k, v)| decode(table.name, k, v))
+            .collect()
     }
 
     /// Runs `f` on one consistent snapshot of the store (a read transaction).
@@ -260,7 +267,7 @@ impl Store {
 
     /// Which services are on (all, until an administrator turns one off).
     pub fn services(&self) -> Result<ServiceToggles> {
-        self.read(|r| r.services())
+        services_from(self.get(&SETTINGS, SERVICES_KEY)?)
     }
 
     /// Whether this process leads the singleton job `name` (see [`Backend::try_lead`]).

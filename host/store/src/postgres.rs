@@ -18,10 +18,7 @@ use crate::{ALL_TABLES, Result, SCHEMA_VERSION, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_executor::block_on;
 use std::time::Duration;
-use tokio_postgres::IsolationLevel;
 
-/// The key of the advisory lock every write transaction takes.
-const WRITE_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
 /// The key of the advisory lock held while the schema is migrated.
 const MIGRATE_LOCK: i64 = 0x6761_7465_6d69_6772; // "gatemigr"
 
@@ -373,45 +370,114 @@ impl Backend for PostgresBackend {
         Ok(row.map(|r| r.get::<_, i64>(0)).unwrap_or(0) as u64)
     }
 
+    fn get(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>> {
+        // One statement is atomic on its own: no transaction, one round trip.
+        let client = self.client()?;
+        let view = View::new(&client, None);
+        view.get(table, key)
+    }
+
+    fn entries(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>> {
+        let client = self.client()?;
+        let view = View::new(&client, None);
+        view.entries(table)
+    }
+
     fn read(&self, f: &mut dyn FnMut(&dyn RawRead) -> Result<()>) -> Result<()> {
-        let mut client = self.client()?;
-        let tx = block_on(
-            client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start(),
-        )
-        .map_err(pg_err)?;
-        let view = View { tx: &tx };
-        f(&view)?;
-        // A read-only transaction: ending it by rollback is the same, and is not waited for.
-        drop(tx);
-        Ok(())
+        let client = self.client()?;
+        let view = View::new(
+            &client,
+            Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        );
+        let result = f(&view);
+        // Read only: ending by rollback is the same as a commit, and need not be waited for.
+        view.end_without_waiting();
+        result
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn RawWrite) -> Result<()>) -> Result<()> {
-        let mut client = self.client()?;
-        let tx = block_on(client.transaction()).map_err(pg_err)?;
-        block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])).map_err(pg_err)?;
-        let mut view = View { tx: &tx };
-        f(&mut view)?;
-        block_on(tx.commit()).map_err(pg_err)
+        let client = self.client()?;
+        // The advisory lock in the same round trip as BEGIN: every writer on every node waits
+        // here for the one before it to commit.
+        let mut view = View::new(&client, Some(WRITE_BEGIN));
+        match f(&mut view) {
+            Ok(()) if view.begun() => block_on(client.batch_execute("COMMIT")).map_err(pg_err),
+            Ok(()) => Ok(()),
+            Err(e) => {
+                view.end_without_waiting();
+                Err(e)
+            }
+        }
     }
 }
 
-struct View<'a, 'c> {
-    tx: &'a deadpool_postgres::Transaction<'c>,
+/// `BEGIN` and the advisory lock every write transaction takes, as one simple query (the key is
+/// a constant: "gatehous" as a big-endian i64).
+const WRITE_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7449363237540164979)";
+
+/// The statements of one transaction (or of one autocommit statement) on a pooled connection.
+/// `BEGIN` is not sent on its own: it goes with the first statement, in the same round trip.
+struct View<'a> {
+    client: &'a deadpool_postgres::ClientWrapper,
+    begin: std::cell::Cell<Option<&'static str>>,
+    begun: std::cell::Cell<bool>,
 }
 
-impl View<'_, '_> {
+/// Polls a future once with a waker that does nothing: enough for the driver to queue its
+/// request on the connection (requests go out in the order they are queued).
+fn send<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
+impl<'a> View<'a> {
+    fn new(client: &'a deadpool_postgres::ClientWrapper, begin: Option<&'static str>) -> Self {
+        View {
+            client,
+            begin: std::cell::Cell::new(begin),
+            begun: std::cell::Cell::new(false),
+        }
+    }
+
+    fn begun(&self) -> bool {
+        self.begun.get()
+    }
+
+    /// Ends the transaction, if one began, with a ROLLBACK queued but not waited for.
+    fn end_without_waiting(&self) {
+        if self.begun.get() {
+            let rollback = std::pin::pin!(self.client.batch_execute("ROLLBACK"));
+            let _ = send(rollback);
+        }
+    }
+
+    /// Runs `run` (one statement), preceded in the same round trip by BEGIN when it is the
+    /// transaction's first.
+    fn with_begin<T>(
+        &self,
+        run: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let Some(begin) = self.begin.take() else {
+            return block_on(run).map_err(pg_err);
+        };
+        let mut starting = std::pin::pin!(self.client.batch_execute(begin));
+        let sent = send(starting.as_mut());
+        self.begun.set(true);
+        let result = block_on(run);
+        let begun = match sent {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => block_on(starting),
+        };
+        begun.map_err(pg_err)?;
+        result.map_err(pg_err)
+    }
+
     fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let statement = block_on(self.tx.prepare_cached(sql)).map_err(pg_err)?;
-        block_on(self.tx.query(&statement, params)).map_err(pg_err)
+        let statement = block_on(self.client.prepare_cached(sql)).map_err(pg_err)?;
+        self.with_begin(self.client.query(&statement, params))
     }
 
     fn execute(
@@ -419,8 +485,8 @@ impl View<'_, '_> {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64> {
-        let statement = block_on(self.tx.prepare_cached(sql)).map_err(pg_err)?;
-        block_on(self.tx.execute(&statement, params)).map_err(pg_err)
+        let statement = block_on(self.client.prepare_cached(sql)).map_err(pg_err)?;
+        self.with_begin(self.client.execute(&statement, params))
     }
 
     fn audit_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<(u64, Vec<u8>)>> {
@@ -430,7 +496,7 @@ impl View<'_, '_> {
     }
 }
 
-impl RawRead for View<'_, '_> {
+impl RawRead for View<'_> {
     fn get(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>> {
         let sql = format!(
             "SELECT value::text FROM {} WHERE key = $1",
@@ -475,7 +541,7 @@ impl RawRead for View<'_, '_> {
     }
 }
 
-impl RawWrite for View<'_, '_> {
+impl RawWrite for View<'_> {
     fn put(&mut self, table: &'static str, key: &str, value: &[u8]) -> Result<()> {
         let text = std::str::from_utf8(value)
             .map_err(|e| StoreError::Database(format!("a record that is not UTF-8: {e}")))?;
@@ -526,6 +592,12 @@ mod tests {
                 "no migration creates `{table}`"
             );
         }
+    }
+
+    #[test]
+    fn the_write_lock_in_begin_is_the_write_lock() {
+        let key = i64::from_be_bytes(*b"gatehous");
+        assert!(WRITE_BEGIN.ends_with(&format!("({key})")));
     }
 
     #[test]
