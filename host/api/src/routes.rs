@@ -595,6 +595,10 @@ pub(crate) async fn check_login(
             );
             Ok((user, issued))
         }
+        // The store is away: nothing could be checked; not a failed attempt.
+        Err(gatehouse_auth::AuthError::Store(e @ gatehouse_store::StoreError::Unavailable(_))) => {
+            Err(ApiError::store(e))
+        }
         Err(e) => {
             inner.limiter.failed(ip, &body.user);
             audit_failure(&e.to_string());

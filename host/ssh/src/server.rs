@@ -293,6 +293,9 @@ impl ClientHandler {
                 })
                 .await;
                 match verified {
+                    Ok(Err(gatehouse_auth::AuthError::Store(
+                        gatehouse_store::StoreError::Unavailable(reason),
+                    ))) => Err(store_away(&reason)),
                     Ok(Err(gatehouse_auth::AuthError::DirectoryUnavailable(reason))) => {
                         Err(LoginRefused::Unavailable {
                             audit: format!("directory unavailable: {reason}"),
@@ -683,7 +686,12 @@ impl russh::server::Handler for ClientHandler {
                 .authenticator
                 .verify_public_key(&login.user, key.public_key)
                 .map(FirstFactor::Local)
-                .map_err(|e| LoginRefused::Rejected(e.to_string())),
+                .map_err(|e| match e {
+                    gatehouse_auth::AuthError::Store(gatehouse_store::StoreError::Unavailable(
+                        reason,
+                    )) => store_away(&reason),
+                    other => LoginRefused::Rejected(other.to_string()),
+                }),
             Authority::Remote(control) => match key.public_key.to_openssh() {
                 Ok(line) => self
                     .shared
@@ -984,4 +992,15 @@ impl russh::server::Handler for ClientHandler {
 /// Used by the relay to tell a user why their channel could not proceed.
 pub(crate) fn refusal_line(refusal: &Refusal) -> String {
     format!("{}\r\n", refusal.user_message())
+}
+
+/// The store's database cannot be reached (several control nodes on PostgreSQL): nobody can be
+/// checked now, and the user is told so rather than "permission denied".
+fn store_away(reason: &str) -> LoginRefused {
+    LoginRefused::Unavailable {
+        audit: format!("store unavailable: {reason}"),
+        user_line:
+            "gatehouse: the gateway's store cannot be reached right now; try again in a few seconds"
+                .into(),
+    }
 }

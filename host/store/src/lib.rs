@@ -247,7 +247,10 @@ impl Store {
             let Some(f) = f.take() else {
                 return Err(StoreError::Database("the transaction ran twice".into()));
             };
-            let result = f(&mut Txn { raw });
+            let result = f(&mut Txn {
+                raw,
+                audit_tail: None,
+            });
             let failed = result.is_err();
             out = Some(result);
             if failed {
@@ -406,6 +409,9 @@ fn services_from(value: Option<serde_json::Value>) -> Result<ServiceToggles> {
 /// A write transaction handed to [`Store::write`].
 pub struct Txn<'a> {
     raw: &'a mut dyn RawWrite,
+    /// The last audit event's number and link once this transaction has read or appended it
+    /// (events appended in a batch need not read the tail again).
+    audit_tail: Option<(u64, Option<String>)>,
 }
 
 impl Txn<'_> {
@@ -462,12 +468,15 @@ impl Txn<'_> {
     /// Appends an audit event in this transaction, linking it into the hash chain. The number is
     /// one above the last, gap-free: write transactions are serialised on every engine.
     pub fn append_audit(&mut self, mut event: AuditEvent) -> Result<AuditEvent> {
-        let (next, previous) = match self.raw.audit_tail(Some(1))?.pop() {
-            Some((seq, bytes)) => {
-                let last: AuditEvent = decode("audit", &seq.to_string(), &bytes)?;
-                (seq + 1, last.chain)
-            }
-            None => (1, None),
+        let (next, previous) = match self.audit_tail.take() {
+            Some((seq, chain)) => (seq + 1, chain),
+            None => match self.raw.audit_tail(Some(1))?.pop() {
+                Some((seq, bytes)) => {
+                    let last: AuditEvent = decode("audit", &seq.to_string(), &bytes)?;
+                    (seq + 1, last.chain)
+                }
+                None => (1, None),
+            },
         };
         event.seq = next;
         event.chain = None;
@@ -486,6 +495,7 @@ impl Txn<'_> {
             reason: e.to_string(),
         })?;
         self.raw.audit_insert(next, &bytes)?;
+        self.audit_tail = Some((next, event.chain.clone()));
         Ok(event)
     }
 }
