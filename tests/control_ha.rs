@@ -526,7 +526,17 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
         std::thread::sleep(Duration::from_secs(2));
         down.store(true, Ordering::Relaxed);
         pair.pg.stop();
-        std::thread::sleep(Duration::from_secs(4));
+        // An ssh login meanwhile is told why, in one line, not "permission denied".
+        let login = format!("req1@{target}");
+        let out = Client::password(pair.b.ssh_port(), &login, PASSWORD).ssh("true");
+        assert!(!out.status.success());
+        assert!(
+            out.stderr_text()
+                .contains("gatehouse: the gateway's store cannot be reached right now"),
+            "{}",
+            out.describe()
+        );
+        std::thread::sleep(Duration::from_secs(2));
         pair.pg.start_server();
         back.store(true, Ordering::Relaxed);
         // Give the pools time to find the new server, then a few seconds of service.
