@@ -208,6 +208,10 @@ impl Pair {
     }
 }
 
+/// A call in the outage phase: (made while down, made after it came back, node, status,
+/// error message).
+type Answer = (bool, bool, usize, u16, String);
+
 #[derive(Default)]
 struct Acked {
     /// Request id → requester.
@@ -256,7 +260,7 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
     // A held ssh login on B (the gateway files the request and waits) is released by an
     // approval clicked on A.
     let target = format!("{}@db1", pair.account.name);
-    let ssh = Client::password(pair.b.ssh_port(), &format!("req0@{target}"), PASSWORD);
+    let ssh = Client::password(pair.b.ssh_port(), format!("req0@{target}"), PASSWORD);
     let held = std::thread::spawn(move || ssh.ssh("echo released-by-the-other-node"));
     let approver = login(&nodes[0], "apr0");
     let held_id = poll(Duration::from_secs(30), || {
@@ -284,7 +288,7 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
     // A restarting control node closes only its own sessions left open by a crash, never the
     // ones another node is running: req0 (granted by the approval above) holds a session on A
     // while B restarts.
-    let ssh = Client::password(pair.a.ssh_port(), &format!("req0@{target}"), PASSWORD);
+    let ssh = Client::password(pair.a.ssh_port(), format!("req0@{target}"), PASSWORD);
     let long = std::thread::spawn(move || ssh.ssh("sleep 5; echo still-here"));
     std::thread::sleep(Duration::from_secs(1));
     pair.b.stop_server();
@@ -492,7 +496,7 @@ fn two_control_nodes_lose_nothing_when_one_is_killed_under_load() {
     let nodes = [Pair::endpoint(&pair.a), Pair::endpoint(&pair.b)];
     let down = AtomicBool::new(false);
     let back = AtomicBool::new(false);
-    let statuses: Mutex<Vec<(bool, bool, usize, u16, String)>> = Mutex::default();
+    let statuses: Mutex<Vec<Answer>> = Mutex::default();
     let stop_load = AtomicBool::new(false);
     let acked_after: Mutex<Vec<String>> = Mutex::default();
     std::thread::scope(|scope| {

@@ -192,6 +192,7 @@ fn plant_rdp_session(data_dir: &Path, asset: &str, account: &str, recording: &Pd
         channels: Vec::new(),
         error: None,
         node: None,
+        gateway: None,
     };
     store
         .write(|txn| txn.put(&gatehouse_store::SESSIONS, RDP_ID, &record))
