@@ -131,6 +131,10 @@ impl Pair {
         );
         let said = out.stderr_text();
         assert!(said.contains("sealed with master key"), "{said}");
+        assert!(
+            !stranger.path().join("d").exists(),
+            "a failed init leaves its data directory behind"
+        );
         assert!(!said.contains(support::postgres::PASSWORD), "{said}");
 
         // Configured through A's CLI; B sees it through the shared store.

@@ -345,6 +345,21 @@ pub fn init(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport
             dir.root.display()
         );
     }
+    // A shared store is reached before anything is written here.
+    let location = dir.store_location()?;
+    if location.is_postgres() {
+        drop(gatehouse_store::Store::open_location(&location)?);
+    }
+    // A failed init leaves nothing behind, so that it can simply be run again.
+    let created = !dir.root.exists();
+    let result = init_inner(dir, key_override);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(&dir.root);
+    }
+    result
+}
+
+fn init_inner(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitReport> {
     create_private_dir(&dir.root)?;
     create_private_dir(&dir.recordings())?;
     create_private_dir(&dir.tls_dir())?;
