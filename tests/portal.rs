@@ -170,6 +170,24 @@ fn portal_sessions_use_a_locked_down_cookie_csrf_tokens_logout_and_an_idle_timeo
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("idle too long"), "{answer}");
 
+    // Requests keep a session alive past the idle time, and it outlives a restart of the
+    // gateway (sessions are kept in the store, shared by every control node on it).
+    let (cookie, _, _) = sign_in(gh);
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let (status, _, answer) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+        assert_eq!(status, 200, "an active session ended: {answer}");
+    }
+    let mut w = w;
+    w.gh.stop_server();
+    w.gh.serve();
+    let gh = &w.gh;
+    let (status, _, answer) = call(gh, "GET", "/api/v1/me", &[&cookie], None);
+    assert_eq!(
+        status, 200,
+        "a restart signed the portal session out: {answer}"
+    );
+
     // A wrong password: no cookie, and the failure is audited as a portal login.
     let body = json!({"user": GATEWAY_USER, "password": "wrong-password-1"}).to_string();
     let (status, headers, _) = call(gh, "POST", "/api/v1/portal/login", &[], Some(&body));

@@ -454,6 +454,27 @@ fn postgres_refuses_a_newer_schema_and_binds_ciphertexts_to_accounts() {
         "{err}"
     );
 
+    // A database of the previous version (DDL 1, record schema 4) is migrated on open.
+    drop(pg_store(&pg, "older"));
+    pg.psql(
+        "older",
+        "DROP TABLE gh_portal_sessions; DELETE FROM gh_schema_migrations WHERE version = 2; \
+         UPDATE gh_meta SET value = 4 WHERE key = 'schema_version'",
+    );
+    let older = pg_store(&pg, "older");
+    assert_eq!(older.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(
+        older
+            .list(&gatehouse_store::PORTAL_SESSIONS)
+            .unwrap()
+            .is_empty()
+    );
+    let versions = pg.psql(
+        "older",
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM gh_schema_migrations",
+    );
+    assert_eq!(versions.trim(), "1,2");
+
     // The vault's blobs are stored as they are; the database never sees the secret, and a row
     // moved to another account does not open.
     let store = pg_store(&pg, "vault");

@@ -199,6 +199,7 @@ fn portal_claims(parts: &Parts, state: &ApiState, token: &str) -> Result<Claims,
                 "the session has ended; sign in again",
             ));
         }
+        Err(crate::portal::Refused::Store(e)) => return Err(ApiError::store(e)),
     }
     let safe = matches!(
         parts.method,

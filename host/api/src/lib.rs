@@ -121,6 +121,7 @@ impl ApiState {
         tokens: TokenKeys,
         recordings: Recordings,
     ) -> Self {
+        let store_for_portal = store.clone();
         Self {
             inner: Arc::new(Inner {
                 workflow,
@@ -135,7 +136,10 @@ impl ApiState {
                 draining: Arc::default(),
                 control: None,
                 live: None,
-                portal: portal::PortalSessions::new(std::time::Duration::from_secs(900)),
+                portal: portal::PortalSessions::new(
+                    store_for_portal,
+                    std::time::Duration::from_secs(900),
+                ),
             }),
         }
     }
@@ -153,7 +157,7 @@ impl ApiState {
     /// after [`ApiState::new`], before the state is shared.
     pub fn with_portal_idle(mut self, idle: std::time::Duration) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.portal = portal::PortalSessions::new(idle);
+            inner.portal = portal::PortalSessions::new(inner.store.clone(), idle);
         }
         self
     }

@@ -2,8 +2,8 @@
 //! token travels in a cookie the page's script cannot read (`__Host-gatehouse`: HttpOnly,
 //! Secure, SameSite=Strict, Path=/), every state-changing request must carry the session's
 //! CSRF token in `X-CSRF-Token`, a session that sees no request for the idle timeout ends, and
-//! logging out ends it at once. Cookie sessions are held by the running gateway (a restart
-//! signs everyone out); bearer tokens work as before.
+//! logging out ends it at once. Cookie sessions are kept in the store: every control node on a
+//! shared store knows them, and a restart signs nobody out; bearer tokens work as before.
 
 use crate::ApiState;
 use crate::auth::Person;
@@ -13,10 +13,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use gatehouse_core::{PortalSession, time::Timestamp};
+use gatehouse_store::{PORTAL_SESSIONS, Store, StoreError};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use utoipa::ToSchema;
 
 /// The cookie that carries a portal session.
@@ -24,9 +25,10 @@ pub const COOKIE: &str = "__Host-gatehouse";
 /// The header that carries its CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The portal sessions of this process: token id -> last request.
+/// Portal sessions, kept in the store (token id -> user and last request): every control node
+/// on one store knows them, and a restart signs nobody out.
 pub struct PortalSessions {
-    last: Mutex<HashMap<String, Instant>>,
+    store: Arc<Store>,
     idle: Duration,
 }
 
@@ -34,51 +36,79 @@ pub struct PortalSessions {
 pub enum Refused {
     Unknown,
     Idle,
+    /// The store could not be asked.
+    Store(StoreError),
 }
 
+/// A session's last request is written at most this often, or every quarter of the idle
+/// timeout when that is shorter (the timeout is that exact).
+const TOUCH_EVERY_MS: u64 = 10_000;
+
 impl PortalSessions {
-    pub fn new(idle: Duration) -> Self {
-        Self {
-            last: Mutex::new(HashMap::new()),
-            idle,
-        }
+    pub fn new(store: Arc<Store>, idle: Duration) -> Self {
+        Self { store, idle }
     }
 
     pub fn idle(&self) -> Duration {
         self.idle
     }
 
-    fn start(&self, id: &str) {
-        if let Ok(mut last) = self.last.lock() {
-            let idle = self.idle;
-            last.retain(|_, seen| seen.elapsed() < idle);
-            last.insert(id.to_string(), Instant::now());
-        }
+    fn idle_ms(&self) -> u64 {
+        self.idle.as_millis() as u64
     }
 
-    /// Session `id` is used now: `Err` when it is unknown (logged out, or the gateway
-    /// restarted) or was idle too long (it is then ended).
+    fn start(&self, id: &str, user: &str) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let idle = self.idle_ms();
+        self.store.write(|t| {
+            // Sessions nobody ended: gone once idle.
+            for (key, session) in t.entries(&PORTAL_SESSIONS)? {
+                if now.0.saturating_sub(session.last_seen.0) >= idle {
+                    t.delete(&PORTAL_SESSIONS, &key)?;
+                }
+            }
+            t.put(
+                &PORTAL_SESSIONS,
+                id,
+                &PortalSession {
+                    user: user.to_string(),
+                    started: now,
+                    last_seen: now,
+                },
+            )
+        })
+    }
+
+    /// Session `id` is used now: `Err` when it is unknown (logged out) or was idle too long
+    /// (it is then ended).
     pub fn touch(&self, id: &str) -> Result<(), Refused> {
-        let Ok(mut last) = self.last.lock() else {
-            return Err(Refused::Unknown);
-        };
-        match last.get_mut(id) {
-            None => Err(Refused::Unknown),
-            Some(seen) if seen.elapsed() >= self.idle => {
-                last.remove(id);
-                Err(Refused::Idle)
-            }
-            Some(seen) => {
-                *seen = Instant::now();
-                Ok(())
-            }
+        let now = Timestamp::now();
+        let session = self
+            .store
+            .get(&PORTAL_SESSIONS, id)
+            .map_err(Refused::Store)?
+            .ok_or(Refused::Unknown)?;
+        let quiet = now.0.saturating_sub(session.last_seen.0);
+        if quiet >= self.idle_ms() {
+            let _ = self.store.write(|t| t.delete(&PORTAL_SESSIONS, id));
+            return Err(Refused::Idle);
         }
+        if quiet >= TOUCH_EVERY_MS.min(self.idle_ms() / 4) {
+            let seen = PortalSession {
+                last_seen: now,
+                ..session
+            };
+            self.store
+                .write(|t| t.put(&PORTAL_SESSIONS, id, &seen))
+                .map_err(Refused::Store)?;
+        }
+        Ok(())
     }
 
-    fn end(&self, id: &str) {
-        if let Ok(mut last) = self.last.lock() {
-            last.remove(id);
-        }
+    fn end(&self, id: &str) -> Result<(), StoreError> {
+        self.store
+            .write(|t| t.delete(&PORTAL_SESSIONS, id))
+            .map(|_| ())
     }
 }
 
@@ -120,7 +150,10 @@ pub async fn portal_login(
 ) -> Result<Response, ApiError> {
     let (user, issued) = crate::routes::check_login(&state, &peer, body, "portal").await?;
     let inner = &state.inner;
-    inner.portal.start(&issued.id);
+    inner
+        .portal
+        .start(&issued.id, user.name.as_str())
+        .map_err(ApiError::store)?;
     let csrf_token = inner.tokens.csrf(&issued.id)?;
     let max_age = issued
         .expires
@@ -144,8 +177,10 @@ pub async fn portal_login(
 #[utoipa::path(post, path = "/api/v1/portal/logout", tag = "people",
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn portal_logout(State(state): State<ApiState>, person: Person) -> Response {
-    if let Some(id) = person.actor.session_id.strip_prefix("portal-") {
-        state.inner.portal.end(id);
+    if let Some(id) = person.actor.session_id.strip_prefix("portal-")
+        && let Err(e) = state.inner.portal.end(id)
+    {
+        return ApiError::store(e).into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response

@@ -127,6 +127,16 @@ pub struct Account {
     pub secret_updated: Timestamp,
 }
 
+/// A signed-in portal session (the browser's cookie names it by its token id). Kept in the
+/// store, so every control node on one store knows it, and a restart signs nobody out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortalSession {
+    pub user: String,
+    pub started: Timestamp,
+    /// The last request seen (updated at most every few seconds).
+    pub last_seen: Timestamp,
+}
+
 /// A secret the operator keeps for plugins (a TOTP seed, an API token), sealed by the vault and
 /// bound to its name. A plugin reads it only when its grants name it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

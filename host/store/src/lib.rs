@@ -9,7 +9,8 @@
 use gatehouse_core::{
     A2aKey, AccessRequest, AccessToken, Account, AccountLifecycle, Application, Asset, AssetGroup,
     AssetLifecycle, AuditEvent, CredentialChange, DiscoveredAccount, Grant, Group, JoinToken,
-    ManagedNetwork, Node, Partition, PluginSecret, Profile, ServiceToggles, SessionRecord, User,
+    ManagedNetwork, Node, Partition, PluginSecret, PortalSession, Profile, ServiceToggles,
+    SessionRecord, User,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
@@ -25,7 +26,7 @@ pub use backend::{Backend, RawRead, RawWrite};
 pub use location::StoreLocation;
 
 /// The schema version this build writes. Older stores are migrated on open; newer ones are refused.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// A typed table of JSON records keyed by string.
 pub struct Table<T> {
@@ -88,9 +89,11 @@ pub const NODES: Table<Node> = Table::new("nodes");
 pub const JOIN_TOKENS: Table<JoinToken> = Table::new("join_tokens");
 /// Networks managed by session nodes, keyed by the network in CIDR form.
 pub const NETWORKS: Table<ManagedNetwork> = Table::new("networks");
+/// Signed-in portal sessions, keyed by the session token's id.
+pub const PORTAL_SESSIONS: Table<PortalSession> = Table::new("portal_sessions");
 
 /// Every record table, in the order `store migrate` copies them.
-pub const ALL_TABLES: [&str; 22] = [
+pub const ALL_TABLES: [&str; 23] = [
     USERS.name,
     GROUPS.name,
     ASSETS.name,
@@ -113,6 +116,7 @@ pub const ALL_TABLES: [&str; 22] = [
     NODES.name,
     JOIN_TOKENS.name,
     NETWORKS.name,
+    PORTAL_SESSIONS.name,
 ];
 
 /// The key of the [`ServiceToggles`] record in [`SETTINGS`].

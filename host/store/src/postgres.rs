@@ -61,7 +61,14 @@ fn migrations() -> Vec<(&'static str, String)> {
             "CREATE TABLE gh_{table} (key text COLLATE \"C\" PRIMARY KEY, value json NOT NULL);\n"
         ));
     }
-    vec![("record tables, audit trail and meta (record schema 4)", v1)]
+    vec![
+        ("record tables, audit trail and meta (record schema 4)", v1),
+        (
+            "portal sessions (record schema 5)",
+            "CREATE TABLE gh_portal_sessions (key text COLLATE \"C\" PRIMARY KEY, value json NOT NULL);\n"
+                .to_string(),
+        ),
+    ]
 }
 
 /// The newest DDL version this build knows.

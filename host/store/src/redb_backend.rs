@@ -65,7 +65,8 @@ impl RedbBackend {
                 // adds the settings, requests, access_tokens, applications and a2a_keys tables,
                 // optional fields (`User::email`, `Account::change_after_checkin`,
                 // `Account::change_due`) and the credential lifecycle's tables. Version 4 adds the
-                // cluster's tables (nodes, join_tokens, networks). Later versions add their
+                // cluster's tables (nodes, join_tokens, networks). Version 5 adds
+                // portal_sessions (created below). Later versions add their
                 // migration steps here, one `if found < N` block each.
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
