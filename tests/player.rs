@@ -20,9 +20,10 @@ use gatehouse_rdp_replay::{
 };
 use gatehouse_recording::{RecordingEvent, SessionRecording};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::browser::{browser_dir, require_browser_tools};
 use support::recordings::{AUDITOR, AUDITOR_PASSWORD, add_auditor, auditor_bearer, get, get_json};
 use support::world::World;
 use support::{OutputExt, curl, json_str, run};
@@ -34,56 +35,6 @@ const AFTER_IDLE: &str = "after-idle-42";
 const SECRET: &str = "Unechoed-pin-5Wv8";
 const IDLE: Duration = Duration::from_secs(12);
 const RDP_ID: &str = "rdp-idle-fixture-1";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
-}
-
-/// Node.js 20 or later and chromium, or a failure saying what to install.
-fn require_browser_tools() -> PathBuf {
-    let node = Command::new("node").arg("--version").output();
-    let version = match node {
-        Ok(out) if out.status.success() => out.stdout_text().trim().to_string(),
-        _ => panic!(
-            "`node` is not installed: this test needs Node.js 20 or later and npm \
-             (scripts/install-test-deps.sh)"
-        ),
-    };
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 20,
-        "Node.js {version} is too old: playwright-core needs 20 or later"
-    );
-    let chromium = PathBuf::from("/usr/bin/chromium");
-    assert!(
-        chromium.is_file(),
-        "`/usr/bin/chromium` is missing: install the Debian package `chromium` \
-         (scripts/install-test-deps.sh)"
-    );
-    let dir = browser_dir();
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        let started = Instant::now();
-        let mut cmd = Command::new("npm");
-        cmd.args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir);
-        let out = run(cmd, None, Duration::from_secs(300));
-        assert!(
-            out.status.success(),
-            "npm ci in tests/browser: {}",
-            out.describe()
-        );
-        eprintln!("npm ci took {:?}", started.elapsed());
-    }
-    chromium
-}
 
 fn found(w: &World, bearer: &str, text: &str) -> Vec<String> {
     let query: String = text

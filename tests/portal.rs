@@ -355,3 +355,108 @@ fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
         .count();
     assert_eq!(refused, 3);
 }
+
+const REQUEST_POLICY: &str = r#"
+@id("rita-may-request")
+permit (principal == User::"rita", action == Action::"request_access", resource in Asset::"db1");
+
+@id("carl-reviews")
+permit (principal == User::"carl", action in Action::"review", resource is AccessRequest);
+
+@id("one-approval")
+permit (principal, action == Action::"grant_request", resource is AccessRequest)
+when { resource.requester == principal && context.approvals >= 1 };
+"#;
+const PORTAL_PASSWORD: &str = "Portal-user-pw-6Vx";
+
+/// The portal in Debian's chromium (tests/browser/portal.mjs): rita signs in, finds db1 in "My
+/// access", asks for its password; carl approves in a second browser context; rita checks the
+/// password out (the vault's, shown then hidden), checks it in, asks for a session and gets an
+/// ssh line, which a real ssh then uses. Screenshots go to `GATEHOUSE_PORTAL_SCREENSHOTS` when
+/// set (docs/portal.md's come from there).
+#[test]
+fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
+    let chromium = support::browser::require_browser_tools();
+    let w = World::builder("portal_ui")
+        .setup(|ctx| {
+            for user in ["rita", "carl"] {
+                ctx.gh.cli_stdin_ok(
+                    &["user", "add", user, "--password-stdin"],
+                    &format!("{PORTAL_PASSWORD}\n"),
+                );
+            }
+            std::fs::write(
+                ctx.gh.data_dir().join("policies/portal.cedar"),
+                REQUEST_POLICY,
+            )
+            .unwrap();
+            ctx.gh.edit_settings(|s| s["requests"] = json!({}));
+        })
+        .start();
+    let shots = std::env::var("GATEHOUSE_PORTAL_SCREENSHOTS").ok();
+    let scratch = tempfile::tempdir().unwrap();
+    let shots_dir = shots
+        .clone()
+        .unwrap_or_else(|| scratch.path().display().to_string());
+    let mut node = std::process::Command::new("node");
+    node.arg("portal.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("REQUESTER", "rita")
+        .env("APPROVER", "carl")
+        .env("PASSWORD", PORTAL_PASSWORD)
+        .env("TARGET", w.target_spec())
+        .env("VAULT_SECRET", w.vault_password())
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOTS", &shots_dir);
+    let out = support::run(node, None, Duration::from_secs(300));
+    let printed = out.stdout_text();
+    eprintln!("{printed}");
+    assert!(
+        out.status.success(),
+        "the portal checks failed:\n{}",
+        out.describe()
+    );
+    for name in [
+        "portal-sign-in",
+        "portal-my-access",
+        "portal-approvals",
+        "portal-checkout",
+    ] {
+        let file = std::path::Path::new(&shots_dir).join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&file)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "no screenshot {}",
+            file.display()
+        );
+    }
+
+    // The launch line works with a stock ssh client.
+    let command = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("launch: "))
+        .expect("the page printed no launch line")
+        .to_string();
+    let destination = command.split_whitespace().nth(3).unwrap();
+    let (login, _) = destination.rsplit_once('@').unwrap();
+    let client = w.client_as(login, PORTAL_PASSWORD);
+    let ran = client.ssh("echo launched-from-the-portal");
+    assert!(ran.status.success(), "{}", ran.describe());
+    assert_eq!(ran.stdout_text(), "launched-from-the-portal\n");
+
+    // What the browser did is in the audit trail, as the portal's.
+    let approvals = w.gh.audit_of("request_approved");
+    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert!(
+        approvals.iter().all(|e| e["user"] == "carl"),
+        "{approvals:?}"
+    );
+    let released = w.gh.audit_of("credential_released");
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert!(
+        !w.gh.log_text().contains(w.vault_password()),
+        "the vault password is in the log"
+    );
+}

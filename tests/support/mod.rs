@@ -10,6 +10,7 @@
 //! `sshd` with password authentication against `/etc/shadow`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod postgres;
 pub mod rdp_peers;
 pub mod recordings;

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         crate::sessions::session_video, crate::sessions::session_transcript,
         crate::sessions::session_cast, crate::search::search_sessions, crate::control::terminate_session,
         crate::live::session_live, crate::portal::portal_login, crate::portal::portal_logout,
+        crate::portal::portal_session,
         crate::portal::my_access, crate::routes::inbox, crate::admin_pages::list_policies,
         crate::admin_pages::explain, crate::admin_pages::set_service,
         crate::nodes::list_nodes, crate::nodes::edit_node,
@@ -35,6 +36,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         ErrorBody, ErrorDetail, Health, LoginBody, LoginResponse, MeView, ServicesView,
         crate::portal::PortalLoginView, crate::portal::AccessView,
+        crate::portal::PortalSessionView,
         crate::routes::Inbox, crate::routes::InboxItem, crate::admin_pages::PolicyView,
         crate::admin_pages::ExplanationView, crate::admin_pages::ServiceBody,
         NewRequestBody, BrokerRequestBody, CommentBody, ReviewView, RequestView, RequestList,

@@ -173,6 +173,39 @@ pub async fn portal_login(
     Ok(response)
 }
 
+/// Who is signed in, if anyone: the page's first question. Always 200, so that a visitor who
+/// has not signed in yet meets no error (`signed_in: false`).
+#[derive(Serialize, ToSchema)]
+pub struct PortalSessionView {
+    pub signed_in: bool,
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/portal/session", tag = "people",
+    responses((status = 200, body = PortalSessionView)))]
+pub async fn portal_session(person: Result<Person, ApiError>) -> Response {
+    let view = match person {
+        Ok(person) => PortalSessionView {
+            signed_in: true,
+            user: Some(person.actor.user.name.to_string()),
+            groups: person
+                .actor
+                .user
+                .groups
+                .iter()
+                .map(|g| g.to_string())
+                .collect(),
+        },
+        Err(_) => PortalSessionView {
+            signed_in: false,
+            user: None,
+            groups: Vec::new(),
+        },
+    };
+    crate::routes::no_store(Json(view).into_response())
+}
+
 /// Sign out of the portal: the session ends now and the cookie is cleared.
 #[utoipa::path(post, path = "/api/v1/portal/logout", tag = "people",
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -244,4 +277,52 @@ pub async fn my_access(
             })
             .collect(),
     ))
+}
+
+const PORTAL_HTML: &str = include_str!("portal_ui/portal.html");
+const PORTAL_JS: &str = include_str!("portal_ui/portal.js");
+const PORTAL_CSS: &str = include_str!("portal_ui/portal.css");
+/// Only the portal's own script and style; it talks to this origin's API and nothing else.
+const PORTAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PORTAL_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The portal: sign in, my access, my requests, approvals.
+pub async fn portal_page() -> Response {
+    static_file(PORTAL_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn portal_script() -> Response {
+    static_file(PORTAL_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn portal_style() -> Response {
+    static_file(PORTAL_CSS, "text/css; charset=utf-8")
+}
+
+/// `/` leads to the portal.
+pub async fn root() -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/portal"));
+    response
 }

@@ -143,6 +143,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/access", get(crate::portal::my_access))
         .route("/inbox", get(inbox))
         .route("/portal/logout", post(crate::portal::portal_logout))
+        .route("/portal/session", get(crate::portal::portal_session))
         .route(
             "/sessions/{id}/transcript",
             get(crate::sessions::session_transcript),
@@ -165,6 +166,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/docs", get(crate::docs::docs_page))
+        .route("/", get(crate::portal::root))
+        .route("/portal", get(crate::portal::portal_page))
+        .route("/portal.js", get(crate::portal::portal_script))
+        .route("/portal.css", get(crate::portal::portal_style))
         .route("/player", get(crate::sessions::player_page))
         .route("/player.js", get(crate::sessions::player_script))
         .route("/player.css", get(crate::sessions::player_style))

@@ -1,0 +1,328 @@
+// The Gatehouse portal: a client of /api/v1 and nothing else. The session is an HttpOnly cookie
+// this script cannot read; the CSRF token the sign-in answers goes with every change and lives
+// in this tab's sessionStorage. Everything shown is set with textContent (no HTML from data).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { me: null, csrf: sessionStorage.getItem("gh-csrf") || "", revealTimer: null };
+
+function say(text) { $("status").textContent = text || ""; }
+
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  const response = await fetch("/api/v1" + path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (response.status === 401 && path !== "/portal/login") { signedOut(); }
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : response.statusText;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function el(tag, text, attrs) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function button(label, onClick, secondary) {
+  const b = el("button", label, { type: "button" });
+  if (secondary) b.className = "secondary";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function cell(row, label, content) {
+  const td = el("td", typeof content === "string" ? content : undefined, { "data-label": label });
+  if (content instanceof Node) td.append(content);
+  row.append(td);
+  return td;
+}
+
+// --- sign in and out ------------------------------------------------------------------------
+
+function signedOut() {
+  state.me = null;
+  state.csrf = "";
+  sessionStorage.removeItem("gh-csrf");
+  for (const id of ["nav", "who", "page-access", "page-requests", "page-inbox"]) $(id).hidden = true;
+  $("signin").hidden = false;
+  $("signin-user").focus();
+}
+
+async function signedIn() {
+  const session = await api("GET", "/portal/session");
+  if (!session.signed_in) { signedOut(); return; }
+  state.me = { name: session.user, groups: session.groups };
+  $("user").textContent = state.me.name;
+  $("signin").hidden = true;
+  $("nav").hidden = false;
+  $("who").hidden = false;
+  await route();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("signin-error").textContent = "";
+  try {
+    const answer = await api("POST", "/portal/login", {
+      user: $("signin-user").value, password: $("signin-password").value,
+    });
+    state.csrf = answer.csrf_token;
+    sessionStorage.setItem("gh-csrf", state.csrf);
+    $("signin-password").value = "";
+    await signedIn();
+  } catch (e) {
+    $("signin-error").textContent = e.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await api("POST", "/portal/logout"); } catch (e) { /* ended anyway */ }
+  signedOut();
+  say("Signed out.");
+});
+
+// --- pages ----------------------------------------------------------------------------------
+
+async function route() {
+  if (!state.me) return;
+  const page = (location.hash.replace(/^#\//, "") || "access").split("?")[0];
+  for (const name of ["access", "requests", "inbox"]) {
+    $("page-" + name).hidden = name !== page;
+    const link = document.querySelector(`nav a[data-page="${name}"]`);
+    if (name === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
+  say("");
+  try {
+    if (page === "access") await showAccess();
+    if (page === "requests") await showRequests();
+    if (page === "inbox") await showInbox();
+    await badge();
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+window.addEventListener("hashchange", route);
+
+async function badge() {
+  const inbox = await api("GET", "/inbox");
+  const b = $("badge");
+  b.hidden = inbox.count === 0;
+  b.textContent = String(inbox.count);
+  b.setAttribute("aria-label", `${inbox.count} waiting for you`);
+  return inbox;
+}
+
+const WAYS = { now: "now", request: "after approval" };
+
+async function showAccess() {
+  const q = $("access-search").value.trim();
+  const entries = await api("GET", "/access" + (q ? "?q=" + encodeURIComponent(q) : ""));
+  const rows = $("access-rows");
+  rows.replaceChildren();
+  for (const entry of entries) {
+    const tr = el("tr");
+    cell(tr, "Target", entry.target);
+    for (const [label, way] of [["SSH", entry.ssh], ["RDP", entry.rdp], ["Password", entry.password], ["Key", entry.private_key]]) {
+      cell(tr, label, way ? WAYS[way] || way : "—");
+    }
+    const actions = cell(tr, "Actions", "");
+    const ways = { session: entry.ssh || entry.rdp, password: entry.password, private_key: entry.private_key };
+    if (Object.values(ways).some((w) => w === "request")) {
+      actions.append(button("Request…", () => openRequest(entry.target, ways)));
+    }
+    rows.append(tr);
+  }
+  say(entries.length > 0 ? "" : q ? "No target matches." : "You have no access yet.");
+}
+
+let searchTimer = null;
+$("access-search").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => showAccess().catch((e) => say(e.message)), 250);
+});
+
+function openRequest(target, ways) {
+  $("request-target").textContent = target;
+  $("request-form").dataset.target = target;
+  const select = $("request-access");
+  for (const option of select.options) option.disabled = ways[option.value] !== "request";
+  const first = [...select.options].find((o) => !o.disabled);
+  if (first) select.value = first.value;
+  $("request-error").textContent = "";
+  $("request-form").hidden = false;
+  $("request-reason").focus();
+}
+
+$("request-close").addEventListener("click", () => { $("request-form").hidden = true; });
+
+$("request-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = {
+    target: $("request-form").dataset.target,
+    access: $("request-access").value,
+    reason: $("request-reason").value,
+    emergency: $("request-emergency").checked,
+  };
+  if ($("request-ticket").value.trim()) body.ticket = $("request-ticket").value.trim();
+  if ($("request-minutes").value) body.duration_minutes = Number($("request-minutes").value);
+  try {
+    const created = await api("POST", "/requests", body);
+    $("request-form").hidden = true;
+    $("request-reason").value = "";
+    location.hash = "#/requests";
+    say(`Request ${created.id} is ${created.state.replace(/_/g, " ")}.`);
+  } catch (e) {
+    $("request-error").textContent = e.message;
+  }
+});
+
+function until(iso) {
+  if (!iso) return "";
+  const seconds = Math.max(0, Math.round((Date.parse(iso) - Date.now()) / 1000));
+  const m = Math.floor(seconds / 60);
+  return m > 0 ? `${m} min ${seconds % 60} s` : `${seconds} s`;
+}
+
+async function showRequests() {
+  const list = await api("GET", "/requests");
+  const mine = list.requests.filter((r) => r.requester === state.me.name);
+  const rows = $("request-rows");
+  rows.replaceChildren();
+  for (const r of mine) {
+    const tr = el("tr", undefined, { "data-request": r.id });
+    cell(tr, "Request", r.id);
+    cell(tr, "Target", r.target);
+    cell(tr, "Access", r.access.replace(/_/g, " "));
+    cell(tr, "State", r.state.replace(/_/g, " "));
+    cell(tr, "Window ends", r.window_end ? new Date(r.window_end).toLocaleString() : "");
+    const actions = cell(tr, "Actions", "");
+    if (r.state === "pending_approval") {
+      actions.append(button("Withdraw", () => act(`/requests/${r.id}/cancel`, {}, "Withdrawn."), true));
+    }
+    if (r.access === "session" && (r.state === "available" || r.state === "checked_out")) {
+      actions.append(button("Connect", () => launch(r)));
+    }
+    if (r.access !== "session" && (r.state === "available" || r.state === "checked_out")) {
+      actions.append(button("Check out", () => checkOut(r)));
+    }
+    if (r.access !== "session" && r.state === "checked_out") {
+      actions.append(button("Check in", () => act(`/requests/${r.id}/checkin`, {}, "Checked in."), true));
+    }
+    rows.append(tr);
+  }
+  if (mine.length === 0) say("You have no requests.");
+  else if ($("status").textContent === "You have no requests.") say("");
+}
+
+async function act(path, body, done) {
+  try {
+    await api("POST", path, body);
+    hideReveal();
+    await route();
+    say(done);
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+function hideReveal() {
+  clearInterval(state.revealTimer);
+  $("reveal-secret").textContent = "";
+  $("reveal").hidden = true;
+}
+
+async function checkOut(r) {
+  try {
+    const released = await api("POST", `/requests/${r.id}/credential`, {});
+    const secret = released.password || released.private_key || "";
+    $("reveal-target").textContent = released.target;
+    let left = 30;
+    const show = () => {
+      $("reveal-secret").textContent = secret;
+      left = 30;
+    };
+    show();
+    $("reveal").hidden = false;
+    $("reveal-again").onclick = show;
+    clearInterval(state.revealTimer);
+    const tick = () => {
+      $("reveal-hide").textContent = String(left);
+      $("reveal-window").textContent = until(released.window_end);
+      if (left <= 0) $("reveal-secret").textContent = "•".repeat(12);
+      left = Math.max(0, left - 1);
+    };
+    tick();
+    state.revealTimer = setInterval(tick, 1000);
+    await showRequests();
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+async function launch(r) {
+  try {
+    const access = await api("POST", `/requests/${r.id}/access-string`, {});
+    $("launch-command").value = access.command;
+    const rdp = $("launch-rdp");
+    if (access.rdp_file) {
+      rdp.href = URL.createObjectURL(new Blob([access.rdp_file], { type: "application/x-rdp" }));
+      rdp.hidden = false;
+    } else {
+      rdp.hidden = true;
+    }
+    $("launch").hidden = false;
+    $("launch-command").select();
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+async function showInbox() {
+  const inbox = await api("GET", "/inbox");
+  const list = $("inbox-items");
+  list.replaceChildren();
+  $("inbox-empty").hidden = inbox.items.length > 0;
+  for (const item of inbox.items) {
+    const r = item.request;
+    const li = el("li", undefined, { "data-request": r.id });
+    li.append(el("h2", `${r.requester} asks for ${r.access.replace(/_/g, " ")} on ${r.target}`));
+    const facts = el("dl");
+    const fact = (term, value) => { if (value) { facts.append(el("dt", term), el("dd", value)); } };
+    fact("Reason", r.reason);
+    fact("Ticket", r.ticket + (r.ticket_verified ? " (verified)" : ""));
+    fact("Emergency", r.emergency ? "yes" : "");
+    fact("Policy", item.policies.join(", "));
+    fact("Approvals", `${item.approvals_given} of ${item.approvals_needed ?? "?"}`);
+    fact("Decide by", new Date(r.approval_deadline).toLocaleString());
+    li.append(facts);
+    const id = `comment-${r.id}`;
+    li.append(el("label", "Comment", { for: id }));
+    const comment = el("textarea", undefined, { id, rows: "2" });
+    li.append(comment);
+    const actions = el("div", undefined, { class: "actions" });
+    actions.append(
+      button("Approve", () => act(`/requests/${r.id}/approve`, { comment: comment.value }, `Approved ${r.id}.`)),
+      button("Deny", () => act(`/requests/${r.id}/deny`, { comment: comment.value }, `Denied ${r.id}.`), true),
+    );
+    li.append(actions);
+    list.append(li);
+  }
+}
+
+// --- start ----------------------------------------------------------------------------------
+
+setInterval(() => { if (state.me) badge().catch(() => {}); }, 30000);
+signedIn().catch(() => signedOut());
