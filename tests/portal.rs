@@ -360,6 +360,9 @@ const REQUEST_POLICY: &str = r#"
 @id("rita-may-request")
 permit (principal == User::"rita", action == Action::"request_access", resource in Asset::"db1");
 
+@id("ron-may-request")
+permit (principal == User::"ron", action == Action::"request_access", resource in Asset::"db1");
+
 @id("carl-reviews")
 permit (principal == User::"carl", action in Action::"review", resource is AccessRequest);
 
@@ -379,7 +382,7 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let chromium = support::browser::require_browser_tools();
     let w = World::builder("portal_ui")
         .setup(|ctx| {
-            for user in ["rita", "carl"] {
+            for user in ["rita", "carl", "ron"] {
                 ctx.gh.cli_stdin_ok(
                     &["user", "add", user, "--password-stdin"],
                     &format!("{PORTAL_PASSWORD}\n"),
@@ -446,15 +449,45 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     assert!(ran.status.success(), "{}", ran.describe());
     assert_eq!(ran.stdout_text(), "launched-from-the-portal\n");
 
+    // A held ssh login released by the approval clicked in the browser: ron connects, the
+    // gateway files his request and holds the connection; carl approves it in Approvals.
+    let ron = w.client_as(&format!("ron@{}", w.target_spec()), PORTAL_PASSWORD);
+    let held = std::thread::spawn(move || ron.ssh("echo released-in-the-browser"));
+    let filed = support::poll(Duration::from_secs(30), || {
+        w.gh.audit_of("request_created")
+            .into_iter()
+            .find(|e| e["user"] == "ron")
+    });
+    assert!(filed.is_some(), "ron's held login filed no request");
+    assert!(!held.is_finished(), "ron's login was not held");
+    let mut node = std::process::Command::new("node");
+    node.arg("portal-approve.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("APPROVER", "carl")
+        .env("REQUESTER", "ron")
+        .env("PASSWORD", PORTAL_PASSWORD)
+        .env("CHROMIUM", &chromium);
+    let out = support::run(node, None, Duration::from_secs(120));
+    eprintln!("{}", out.stdout_text());
+    assert!(
+        out.status.success(),
+        "the approval in the browser failed:\n{}",
+        out.describe()
+    );
+    let released = held.join().unwrap();
+    assert!(released.status.success(), "{}", released.describe());
+    assert_eq!(released.stdout_text(), "released-in-the-browser\n");
+
     // What the browser did is in the audit trail, as the portal's.
     let approvals = w.gh.audit_of("request_approved");
-    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert_eq!(approvals.len(), 3, "{approvals:?}");
     assert!(
         approvals.iter().all(|e| e["user"] == "carl"),
         "{approvals:?}"
     );
-    let released = w.gh.audit_of("credential_released");
-    assert_eq!(released.len(), 1, "{released:?}");
+    let releases = w.gh.audit_of("credential_released");
+    assert_eq!(releases.len(), 1, "{releases:?}");
     assert!(
         !w.gh.log_text().contains(w.vault_password()),
         "the vault password is in the log"
