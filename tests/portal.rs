@@ -382,15 +382,25 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let chromium = support::browser::require_browser_tools();
     let w = World::builder("portal_ui")
         .setup(|ctx| {
-            for user in ["rita", "carl", "ron"] {
-                ctx.gh.cli_stdin_ok(
-                    &["user", "add", user, "--password-stdin"],
-                    &format!("{PORTAL_PASSWORD}\n"),
-                );
+            // carl approves and audits (he may watch every recording).
+            ctx.gh.cli_ok(&["group", "add", "auditors"]);
+            for (user, groups) in [
+                ("rita", &[][..]),
+                ("carl", &["--group", "auditors"][..]),
+                ("ron", &[][..]),
+            ] {
+                let mut args = vec!["user", "add", user, "--password-stdin"];
+                args.extend_from_slice(groups);
+                ctx.gh.cli_stdin_ok(&args, &format!("{PORTAL_PASSWORD}\n"));
             }
             std::fs::write(
                 ctx.gh.data_dir().join("policies/portal.cedar"),
                 REQUEST_POLICY,
+            )
+            .unwrap();
+            std::fs::write(
+                ctx.gh.data_dir().join("policies/recordings.cedar"),
+                include_str!("../policies/examples/auditors-view-recordings.cedar"),
             )
             .unwrap();
             ctx.gh.edit_settings(|s| s["requests"] = json!({}));
@@ -478,6 +488,25 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let released = held.join().unwrap();
     assert!(released.status.success(), "{}", released.describe());
     assert_eq!(released.stdout_text(), "released-in-the-browser\n");
+
+    // The Sessions page, as carl the auditor: both ssh sessions, filters, the player's link.
+    let mut node = std::process::Command::new("node");
+    node.arg("portal-sessions.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("AUDITOR", "carl")
+        .env("REQUESTER", "rita")
+        .env("HELD_USER", "ron")
+        .env("PASSWORD", PORTAL_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOTS", &shots_dir);
+    let out = support::run(node, None, Duration::from_secs(120));
+    eprintln!("{}", out.stdout_text());
+    assert!(
+        out.status.success(),
+        "the sessions page failed:\n{}",
+        out.describe()
+    );
 
     // What the browser did is in the audit trail, as the portal's.
     let approvals = w.gh.audit_of("request_approved");

@@ -55,7 +55,7 @@ function signedOut() {
   state.me = null;
   state.csrf = "";
   sessionStorage.removeItem("gh-csrf");
-  for (const id of ["nav", "who", "page-access", "page-requests", "page-inbox"]) $(id).hidden = true;
+  for (const id of ["nav", "who", "page-access", "page-requests", "page-inbox", "page-sessions"]) $(id).hidden = true;
   $("signin").hidden = false;
   $("signin-user").focus();
 }
@@ -98,7 +98,7 @@ $("logout").addEventListener("click", async () => {
 async function route() {
   if (!state.me) return;
   const page = (location.hash.replace(/^#\//, "") || "access").split("?")[0];
-  for (const name of ["access", "requests", "inbox"]) {
+  for (const name of ["access", "requests", "inbox", "sessions"]) {
     $("page-" + name).hidden = name !== page;
     const link = document.querySelector(`nav a[data-page="${name}"]`);
     if (name === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
@@ -108,6 +108,7 @@ async function route() {
     if (page === "access") await showAccess();
     if (page === "requests") await showRequests();
     if (page === "inbox") await showInbox();
+    if (page === "sessions") await showSessions();
     await badge();
   } catch (e) {
     say(e.message);
@@ -321,6 +322,73 @@ async function showInbox() {
     list.append(li);
   }
 }
+
+// --- sessions -----------------------------------------------------------------------------
+
+const PAGE = 50;
+let sessionOffset = 0;
+
+function duration(seconds) {
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  return h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${s} s` : `${s} s`;
+}
+
+function bytes(n) {
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+}
+
+async function showSessions() {
+  const query = new URLSearchParams();
+  const put = (key, id) => { const v = $(id).value.trim(); if (v) query.set(key, v); };
+  put("user", "f-user"); put("target", "f-target"); put("protocol", "f-protocol");
+  put("state", "f-state"); put("node", "f-node"); put("after", "f-after");
+  put("before", "f-before"); put("contains", "f-text"); put("sort", "f-sort"); put("order", "f-order");
+  query.set("offset", String(sessionOffset));
+  query.set("limit", String(PAGE));
+  const list = await api("GET", "/sessions?" + query.toString());
+  const rows = $("session-rows");
+  rows.replaceChildren();
+  for (const s of list.sessions) {
+    const tr = el("tr", undefined, { "data-session": s.id });
+    cell(tr, "Started", new Date(s.started_at).toLocaleString());
+    cell(tr, "User", s.user);
+    cell(tr, "Target", s.target);
+    cell(tr, "Protocol", s.protocol);
+    cell(tr, "Client", s.client);
+    cell(tr, "Node", s.node || "this gateway");
+    cell(tr, "Duration", s.ended_at ? duration(s.duration_secs) : `running, ${duration(s.duration_secs)}`);
+    cell(tr, "Bytes", `${bytes(s.bytes_up)} up, ${bytes(s.bytes_down)} down`);
+    cell(tr, "Verdict", s.error ? s.error : s.ended_at ? "ended" : "running");
+    const actions = cell(tr, "Actions", "");
+    const play = el("a", s.ended_at ? "Play" : "Watch", { href: "/player?session=" + encodeURIComponent(s.id) });
+    actions.append(play);
+    if (!s.ended_at) {
+      actions.append(" ", button("Terminate", async () => {
+        const reason = prompt("Why is this session ended? (the user reads it)");
+        if (reason === null) return;
+        try {
+          await api("POST", `/sessions/${encodeURIComponent(s.id)}/terminate`, { reason });
+          say(`Session ${s.id} ended.`);
+          await showSessions();
+        } catch (e) { say(e.message); }
+      }, true));
+    }
+    rows.append(tr);
+  }
+  const first = list.total === 0 ? 0 : sessionOffset + 1;
+  $("page-info").textContent = `${first}–${sessionOffset + list.sessions.length} of ${list.total}`;
+  $("page-prev").disabled = sessionOffset === 0;
+  $("page-next").disabled = sessionOffset + list.sessions.length >= list.total;
+  if (list.total === 0) say("No session matches."); else if ($("status").textContent === "No session matches.") say("");
+}
+
+$("sessions-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionOffset = 0;
+  showSessions().catch((e) => say(e.message));
+});
+$("page-prev").addEventListener("click", () => { sessionOffset = Math.max(0, sessionOffset - PAGE); showSessions().catch((e) => say(e.message)); });
+$("page-next").addEventListener("click", () => { sessionOffset += PAGE; showSessions().catch((e) => say(e.message)); });
 
 // --- start ----------------------------------------------------------------------------------
 
