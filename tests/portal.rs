@@ -383,11 +383,14 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let w = World::builder("portal_ui")
         .setup(|ctx| {
             // carl approves and audits (he may watch every recording).
+            // ada administers (gateway-admins).
             ctx.gh.cli_ok(&["group", "add", "auditors"]);
+            ctx.gh.cli_ok(&["group", "add", "gateway-admins"]);
             for (user, groups) in [
                 ("rita", &[][..]),
                 ("carl", &["--group", "auditors"][..]),
                 ("ron", &[][..]),
+                ("ada", &["--group", "gateway-admins"][..]),
             ] {
                 let mut args = vec!["user", "add", user, "--password-stdin"];
                 args.extend_from_slice(groups);
@@ -398,6 +401,11 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
                 REQUEST_POLICY,
             )
             .unwrap();
+            let admins = format!(
+                "{}\n@id(\"admins-see-the-cluster\")\npermit (principal in Group::\"gateway-admins\", action == Action::\"view_cluster\", resource);\n",
+                include_str!("../policies/examples/gateway-admins.cedar")
+            );
+            std::fs::write(ctx.gh.data_dir().join("policies/admins.cedar"), admins).unwrap();
             std::fs::write(
                 ctx.gh.data_dir().join("policies/recordings.cedar"),
                 include_str!("../policies/examples/auditors-view-recordings.cedar"),
@@ -507,6 +515,32 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
         "the sessions page failed:\n{}",
         out.describe()
     );
+
+    // The Admin page, as ada of gateway-admins; rita sees no Admin link.
+    let mut node = std::process::Command::new("node");
+    node.arg("portal-admin.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("ADMIN", "ada")
+        .env("USER_NAME", "rita")
+        .env("TARGET", w.target_spec())
+        .env("PASSWORD", PORTAL_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOTS", &shots_dir);
+    let out = support::run(node, None, Duration::from_secs(120));
+    eprintln!("{}", out.stdout_text());
+    assert!(
+        out.status.success(),
+        "the admin page failed:\n{}",
+        out.describe()
+    );
+    let changed: Vec<Value> =
+        w.gh.audit_of("admin_change")
+            .into_iter()
+            .filter(|e| e["fields"]["service"] == "discovery")
+            .collect();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(changed.iter().all(|e| e["user"] == "ada"), "{changed:?}");
 
     // What the browser did is in the audit trail, as the portal's.
     let approvals = w.gh.audit_of("request_approved");

@@ -29,7 +29,7 @@ try {
     await answered;
     await page.waitForTimeout(100);
   };
-  await page.getByLabel("User", { exact: true }).fill(heldUser);
+  await page.locator("#f-user").fill(heldUser);
   await show();
   const mine = await rows();
   check(mine.length === 1 && mine[0].includes(heldUser), "narrowed to one user");
@@ -37,12 +37,12 @@ try {
   const href = await page.getAttribute("#session-rows a", "href");
   check(href.startsWith("/player?session="), "a link to the player: " + href);
 
-  await page.getByLabel("Text in the session").fill("released-in-the-browser");
+  await page.locator("#f-text").fill("released-in-the-browser");
   await show();
   check((await rows()).length === 1, "found by what the session showed");
 
-  await page.getByLabel("User", { exact: true }).fill("");
-  await page.getByLabel("Text in the session").fill("");
+  await page.locator("#f-user").fill("");
+  await page.locator("#f-text").fill("");
   await page.selectOption("#f-protocol", "rdp");
   await show();
   check((await rows()).length === 0 && (await page.textContent("#status")) === "No session matches.", "no rdp session: says so");

@@ -57,7 +57,7 @@ impl PortalSessions {
         self.idle.as_millis() as u64
     }
 
-    fn start(&self, id: &str, user: &str) -> Result<(), StoreError> {
+    fn start(&self, id: &str, user: &str, may: Vec<String>) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let idle = self.idle_ms();
         self.store.write(|t| {
@@ -74,6 +74,7 @@ impl PortalSessions {
                     user: user.to_string(),
                     started: now,
                     last_seen: now,
+                    may,
                 },
             )
         })
@@ -150,9 +151,18 @@ pub async fn portal_login(
 ) -> Result<Response, ApiError> {
     let (user, issued) = crate::routes::check_login(&state, &peer, body, "portal").await?;
     let inner = &state.inner;
+    let workflow = inner.workflow.clone();
+    let (checked, client) = (user.clone(), peer.addr);
+    let may = tokio::task::spawn_blocking(move || workflow.admin_capabilities(&checked, client))
+        .await
+        .map_err(|_| ApiError::internal())?;
     inner
         .portal
-        .start(&issued.id, user.name.as_str())
+        .start(
+            &issued.id,
+            user.name.as_str(),
+            may.into_iter().map(str::to_string).collect(),
+        )
         .map_err(ApiError::store)?;
     let csrf_token = inner.tokens.csrf(&issued.id)?;
     let max_age = issued
@@ -180,13 +190,26 @@ pub struct PortalSessionView {
     pub signed_in: bool,
     pub user: Option<String>,
     pub groups: Vec<String>,
+    /// Admin actions policy allowed at sign-in (`view_cluster`, `manage_cluster`,
+    /// `view_policies`, `manage_services`): which admin pages to show.
+    pub may: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/portal/session", tag = "people",
     responses((status = 200, body = PortalSessionView)))]
-pub async fn portal_session(person: Result<Person, ApiError>) -> Response {
+pub async fn portal_session(
+    State(state): State<ApiState>,
+    person: Result<Person, ApiError>,
+) -> Response {
     let view = match person {
         Ok(person) => PortalSessionView {
+            may: person
+                .actor
+                .session_id
+                .strip_prefix("portal-")
+                .and_then(|id| state.inner.store.get(&PORTAL_SESSIONS, id).ok().flatten())
+                .map(|s| s.may)
+                .unwrap_or_default(),
             signed_in: true,
             user: Some(person.actor.user.name.to_string()),
             groups: person
@@ -201,6 +224,7 @@ pub async fn portal_session(person: Result<Person, ApiError>) -> Response {
             signed_in: false,
             user: None,
             groups: Vec::new(),
+            may: Vec::new(),
         },
     };
     crate::routes::no_store(Json(view).into_response())

@@ -135,6 +135,10 @@ pub struct PortalSession {
     pub started: Timestamp,
     /// The last request seen (updated at most every few seconds).
     pub last_seen: Timestamp,
+    /// The admin actions policy allowed at sign-in (what the portal shows; each call is decided
+    /// again).
+    #[serde(default)]
+    pub may: Vec<String>,
 }
 
 /// A secret the operator keeps for plugins (a TOTP seed, an API token), sealed by the vault and

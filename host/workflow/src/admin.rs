@@ -53,6 +53,53 @@ impl Workflow {
     }
 }
 
+impl Workflow {
+    /// Which admin actions policy lets `user` take now (`view_cluster`, `manage_cluster`,
+    /// `view_policies`, `manage_services`): what the portal shows at sign-in. One audit event
+    /// with the actions and each decision's policies; every admin call is still decided (and
+    /// audited) on its own.
+    pub fn admin_capabilities(
+        &self,
+        user: &gatehouse_core::User,
+        client: std::net::SocketAddr,
+    ) -> Vec<&'static str> {
+        let mut may = Vec::new();
+        let mut policies = serde_json::Map::new();
+        for action in [
+            AdminAction::ViewCluster,
+            AdminAction::ManageCluster,
+            AdminAction::ViewPolicies,
+            AdminAction::ManageServices,
+        ] {
+            if let Ok(decision) = self.policy.authorize_admin(user, action, client) {
+                if decision.allowed {
+                    may.push(action.name());
+                }
+                policies.insert(action.name().into(), serde_json::json!(decision.reasons()));
+            }
+        }
+        self.audit(
+            Entry::new(
+                AuditKind::AdminDecision,
+                format!(
+                    "`{}` signed in to the portal; may: {}",
+                    user.name,
+                    if may.is_empty() {
+                        "no admin action".into()
+                    } else {
+                        may.join(", ")
+                    }
+                ),
+            )
+            .user(user.name.to_string())
+            .client(client.to_string())
+            .field("actions", serde_json::json!(may))
+            .field("policies", serde_json::Value::Object(policies)),
+        );
+        may
+    }
+}
+
 /// One policy of the set in force.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PolicyInfo {

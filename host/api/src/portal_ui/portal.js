@@ -55,7 +55,7 @@ function signedOut() {
   state.me = null;
   state.csrf = "";
   sessionStorage.removeItem("gh-csrf");
-  for (const id of ["nav", "who", "page-access", "page-requests", "page-inbox", "page-sessions"]) $(id).hidden = true;
+  for (const id of ["nav", "who", "page-access", "page-requests", "page-inbox", "page-sessions", "page-admin"]) $(id).hidden = true;
   $("signin").hidden = false;
   $("signin-user").focus();
 }
@@ -63,7 +63,8 @@ function signedOut() {
 async function signedIn() {
   const session = await api("GET", "/portal/session");
   if (!session.signed_in) { signedOut(); return; }
-  state.me = { name: session.user, groups: session.groups };
+  state.me = { name: session.user, groups: session.groups, may: session.may || [] };
+  $("admin-link").hidden = state.me.may.length === 0;
   $("user").textContent = state.me.name;
   $("signin").hidden = true;
   $("nav").hidden = false;
@@ -98,7 +99,7 @@ $("logout").addEventListener("click", async () => {
 async function route() {
   if (!state.me) return;
   const page = (location.hash.replace(/^#\//, "") || "access").split("?")[0];
-  for (const name of ["access", "requests", "inbox", "sessions"]) {
+  for (const name of ["access", "requests", "inbox", "sessions", "admin"]) {
     $("page-" + name).hidden = name !== page;
     const link = document.querySelector(`nav a[data-page="${name}"]`);
     if (name === page) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
@@ -109,6 +110,7 @@ async function route() {
     if (page === "requests") await showRequests();
     if (page === "inbox") await showInbox();
     if (page === "sessions") await showSessions();
+    if (page === "admin") await showAdmin();
     await badge();
   } catch (e) {
     say(e.message);
@@ -389,6 +391,100 @@ $("sessions-filter").addEventListener("submit", (event) => {
 });
 $("page-prev").addEventListener("click", () => { sessionOffset = Math.max(0, sessionOffset - PAGE); showSessions().catch((e) => say(e.message)); });
 $("page-next").addEventListener("click", () => { sessionOffset += PAGE; showSessions().catch((e) => say(e.message)); });
+
+// --- admin ----------------------------------------------------------------------------------
+
+const may = (action) => state.me && state.me.may.includes(action);
+
+async function showAdmin() {
+  $("admin-services").hidden = !may("manage_services");
+  $("admin-policies").hidden = !may("view_policies");
+  $("admin-nodes").hidden = !may("view_cluster");
+  $("network-form").hidden = !may("manage_cluster");
+  if (may("manage_services")) await showServices();
+  if (may("view_policies")) await showPolicies();
+  if (may("view_cluster")) await showNodes();
+}
+
+async function showServices() {
+  const answer = await api("GET", "/services");
+  const list = $("service-list");
+  list.replaceChildren();
+  for (const [name, on] of Object.entries(answer.services)) {
+    const li = el("li");
+    const label = el("label", undefined, { class: "inline" });
+    const box = el("input", undefined, { type: "checkbox", id: "service-" + name });
+    box.checked = on;
+    box.addEventListener("change", async () => {
+      try {
+        await api("PUT", "/services/" + encodeURIComponent(name), { enabled: box.checked });
+        say(`${name} is ${box.checked ? "on" : "off"}.`);
+      } catch (e) {
+        box.checked = !box.checked;
+        say(e.message);
+      }
+    });
+    label.append(box, " " + name.replace(/_/g, " "));
+    li.append(label);
+    list.append(li);
+  }
+}
+
+async function showPolicies() {
+  const policies = await api("GET", "/policies");
+  const rows = $("policy-rows");
+  rows.replaceChildren();
+  for (const p of policies) {
+    const tr = el("tr");
+    cell(tr, "Policy", p.id);
+    cell(tr, "Where", p.file ? `${p.file}:${p.line ?? ""}` : "link (a grant or an approved request)");
+    rows.append(tr);
+  }
+}
+
+$("explain-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const query = new URLSearchParams({ user: $("x-user").value.trim(), target: $("x-target").value.trim(), action: $("x-action").value });
+  try {
+    const x = await api("GET", "/policies/explain?" + query.toString());
+    const why = x.policies.map((p) => p.id).join(", ") || "no policy permits it (denied by default)";
+    $("explain-result").textContent = `${x.allowed ? "Allowed" : "Denied"}: ${x.user} ${x.action} on ${x.target} (${why})` + (x.errors.length ? `; errors: ${x.errors.join("; ")}` : "");
+  } catch (e) {
+    $("explain-result").textContent = e.message;
+  }
+});
+
+async function showNodes() {
+  const nodes = await api("GET", "/nodes");
+  const rows = $("node-rows");
+  rows.replaceChildren();
+  for (const n of nodes.nodes || nodes) {
+    const tr = el("tr");
+    cell(tr, "Node", n.id);
+    cell(tr, "Host", n.hostname);
+    cell(tr, "Address", n.address);
+    cell(tr, "Status", n.status);
+    cell(tr, "Last seen", n.last_seen ? new Date(n.last_seen).toLocaleString() : "never");
+    cell(tr, "Networks", (n.networks || []).join(", "));
+    rows.append(tr);
+  }
+  if (rows.children.length === 0) {
+    const tr = el("tr");
+    tr.append(el("td", "No session node has joined: this gateway runs every session itself.", { colspan: "6" }));
+    rows.append(tr);
+  }
+}
+
+$("network-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await api("POST", "/networks", { network: $("n-network").value.trim(), node: $("n-node").value.trim(), description: "" });
+    say("Network added.");
+    await showNodes();
+  } catch (e) {
+    say(e.message);
+  }
+});
 
 // --- start ----------------------------------------------------------------------------------
 
