@@ -36,6 +36,16 @@ try {
   check((await page.textContent("#page-info")) === "1–1 of 1", "the pager says 1–1 of 1");
   const href = await page.getAttribute("#session-rows a", "href");
   check(href.startsWith("/player?session="), "a link to the player: " + href);
+  // The player opens on the portal's session: no second sign-in.
+  await page.click("#session-rows a");
+  await page.waitForURL(/\/player\?session=/);
+  await page.waitForSelector("#app:not([hidden])");
+  check(await page.isHidden("#login"), "the player needs no second sign-in");
+  await until("the player's list", async () => (await page.$$("tr.session")).length >= 1);
+  await page.goBack();
+  await page.waitForSelector("#nav:not([hidden])");
+  await page.click("a[data-page=sessions]");
+  await page.locator("#f-user").fill(heldUser);
 
   await page.locator("#f-text").fill("released-in-the-browser");
   await show();

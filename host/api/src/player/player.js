@@ -311,5 +311,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("search").addEventListener("submit", loadSessions);
   $("logout").addEventListener("click", () => { closePlayers(); logout(""); });
   $("speed").addEventListener("change", changeSpeed);
-  if (token) start(); else logout("");
+  boot();
 });
+
+// A bearer token from this tab's own login, else the portal's session cookie (the portal's
+// Sessions page links here), else the login form.
+async function boot() {
+  if (token) return start();
+  try {
+    const session = await (await fetch("/api/v1/portal/session")).json();
+    if (session.signed_in) return start();
+  } catch (_) { /* not signed in */ }
+  logout("");
+}
