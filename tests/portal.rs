@@ -372,6 +372,31 @@ when { resource.requester == principal && context.approvals >= 1 };
 "#;
 const PORTAL_PASSWORD: &str = "Portal-user-pw-6Vx";
 
+/// Runs `tests/browser/SCRIPT` with node against `w`'s gateway, with the settings every portal
+/// script reads (GH_URL, PASSWORD, CHROMIUM, SCREENSHOTS) and `settings`; fails with `what` and
+/// the script's output when a check failed. What it printed.
+fn portal_script(
+    w: &World,
+    (chromium, shots): (&std::path::Path, &str),
+    script: &str,
+    settings: &[(&str, &str)],
+    what: &str,
+) -> String {
+    let mut node = std::process::Command::new("node");
+    node.arg(script)
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("PASSWORD", PORTAL_PASSWORD)
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", shots)
+        .envs(settings.iter().copied());
+    let out = support::run(node, None, Duration::from_secs(300));
+    let printed = out.stdout_text();
+    eprintln!("{printed}");
+    assert!(out.status.success(), "{what}:\n{}", out.describe());
+    printed
+}
+
 /// The portal in Debian's chromium (tests/browser/portal.mjs): rita signs in, finds db1 in "My
 /// access", asks for its password; carl approves in a second browser context; rita checks the
 /// password out (the vault's, shown then hidden), checks it in, asks for a session and gets an
@@ -419,24 +444,19 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let shots_dir = shots
         .clone()
         .unwrap_or_else(|| scratch.path().display().to_string());
-    let mut node = std::process::Command::new("node");
-    node.arg("portal.mjs")
-        .current_dir(support::browser::browser_dir())
-        .env("GH_URL", w.gh.api_url())
-        .env("REQUESTER", "rita")
-        .env("APPROVER", "carl")
-        .env("PASSWORD", PORTAL_PASSWORD)
-        .env("TARGET", w.target_spec())
-        .env("VAULT_SECRET", w.vault_password())
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOTS", &shots_dir);
-    let out = support::run(node, None, Duration::from_secs(300));
-    let printed = out.stdout_text();
-    eprintln!("{printed}");
-    assert!(
-        out.status.success(),
-        "the portal checks failed:\n{}",
-        out.describe()
+    let target = w.target_spec();
+    let browser = (chromium.as_path(), shots_dir.as_str());
+    let printed = portal_script(
+        &w,
+        browser,
+        "portal.mjs",
+        &[
+            ("REQUESTER", "rita"),
+            ("APPROVER", "carl"),
+            ("TARGET", &target),
+            ("VAULT_SECRET", w.vault_password()),
+        ],
+        "the portal checks failed",
     );
     for name in [
         "portal-sign-in",
@@ -478,61 +498,37 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     });
     assert!(filed.is_some(), "ron's held login filed no request");
     assert!(!held.is_finished(), "ron's login was not held");
-    let mut node = std::process::Command::new("node");
-    node.arg("portal-approve.mjs")
-        .current_dir(support::browser::browser_dir())
-        .env("GH_URL", w.gh.api_url())
-        .env("APPROVER", "carl")
-        .env("REQUESTER", "ron")
-        .env("PASSWORD", PORTAL_PASSWORD)
-        .env("CHROMIUM", &chromium);
-    let out = support::run(node, None, Duration::from_secs(120));
-    eprintln!("{}", out.stdout_text());
-    assert!(
-        out.status.success(),
-        "the approval in the browser failed:\n{}",
-        out.describe()
+    portal_script(
+        &w,
+        browser,
+        "portal-approve.mjs",
+        &[("APPROVER", "carl"), ("REQUESTER", "ron")],
+        "the approval in the browser failed",
     );
     let released = held.join().unwrap();
     assert!(released.status.success(), "{}", released.describe());
     assert_eq!(released.stdout_text(), "released-in-the-browser\n");
 
     // The Sessions page, as carl the auditor: both ssh sessions, filters, the player's link.
-    let mut node = std::process::Command::new("node");
-    node.arg("portal-sessions.mjs")
-        .current_dir(support::browser::browser_dir())
-        .env("GH_URL", w.gh.api_url())
-        .env("AUDITOR", "carl")
-        .env("REQUESTER", "rita")
-        .env("HELD_USER", "ron")
-        .env("PASSWORD", PORTAL_PASSWORD)
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOTS", &shots_dir);
-    let out = support::run(node, None, Duration::from_secs(120));
-    eprintln!("{}", out.stdout_text());
-    assert!(
-        out.status.success(),
-        "the sessions page failed:\n{}",
-        out.describe()
+    portal_script(
+        &w,
+        browser,
+        "portal-sessions.mjs",
+        &[
+            ("AUDITOR", "carl"),
+            ("REQUESTER", "rita"),
+            ("HELD_USER", "ron"),
+        ],
+        "the sessions page failed",
     );
 
     // The Admin page, as ada of gateway-admins; rita sees no Admin link.
-    let mut node = std::process::Command::new("node");
-    node.arg("portal-admin.mjs")
-        .current_dir(support::browser::browser_dir())
-        .env("GH_URL", w.gh.api_url())
-        .env("ADMIN", "ada")
-        .env("USER_NAME", "rita")
-        .env("TARGET", w.target_spec())
-        .env("PASSWORD", PORTAL_PASSWORD)
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOTS", &shots_dir);
-    let out = support::run(node, None, Duration::from_secs(120));
-    eprintln!("{}", out.stdout_text());
-    assert!(
-        out.status.success(),
-        "the admin page failed:\n{}",
-        out.describe()
+    portal_script(
+        &w,
+        browser,
+        "portal-admin.mjs",
+        &[("ADMIN", "ada"), ("USER_NAME", "rita"), ("TARGET", &target)],
+        "the admin page failed",
     );
     let changed: Vec<Value> =
         w.gh.audit_of("admin_change")

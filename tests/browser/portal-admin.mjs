@@ -2,18 +2,14 @@
 // services, policies, the cluster) turns a service off and on again, reads the policies,
 // explains two decisions; USER (no admin right) sees no Admin link. Same settings as
 // portal.mjs (GH_URL, PASSWORD, CHROMIUM, SCREENSHOTS); TARGET is `account@asset`.
-import { chromium } from "playwright-core";
-import { check, env, executablePath, problems, shot, signIn, until, watch } from "./portal-lib.mjs";
+import { check, env, shot, signIn, until, inBrowser } from "./portal-lib.mjs";
 
 const admin = env("ADMIN");
 const user = env("USER_NAME");
 const target = env("TARGET");
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
-let failed = false;
-try {
-  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  watch(page, admin);
+await inBrowser(async (newPage) => {
+  const page = await newPage(admin);
   await signIn(page, admin);
   check(!(await page.isHidden("#admin-link")), "an admin sees the Admin link");
   await page.click("#admin-link");
@@ -43,16 +39,7 @@ try {
   check(!(await page.isHidden("#admin-nodes")), "the cluster's nodes are shown to who may see them");
   await shot(page, "portal-admin");
 
-  const other = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  watch(other, user);
+  const other = await newPage(user);
   await signIn(other, user);
   check(await other.isHidden("#admin-link"), "a user without admin rights sees no Admin link");
-  check(problems.length === 0, "no console error, failed request or HTTP error:\n" + problems.join("\n"));
-} catch (e) {
-  failed = true;
-  console.error(e.message);
-  if (problems.length) console.error(problems.join("\n"));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -2,17 +2,13 @@
 // real `ssh` waits at the gateway for its request to be approved. APPROVER signs in, finds the
 // card of REQUESTER's request in Approvals, approves it with a comment. Same settings as
 // portal.mjs (GH_URL, PASSWORD, CHROMIUM).
-import { chromium } from "playwright-core";
-import { check, env, executablePath, problems, signIn, until, watch } from "./portal-lib.mjs";
+import { check, env, signIn, until, inBrowser } from "./portal-lib.mjs";
 
 const approver = env("APPROVER");
 const requester = env("REQUESTER");
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
-let failed = false;
-try {
-  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  watch(page, approver);
+await inBrowser(async (newPage) => {
+  const page = await newPage(approver);
   await signIn(page, approver);
   await page.click("a[data-page=inbox]");
   await until("the held login's card", async () => (await page.textContent("#inbox-items")).includes(`${requester} asks for session`));
@@ -21,12 +17,4 @@ try {
   await page.getByRole("button", { name: "Approve" }).first().click();
   await until("the inbox to empty", async () => !(await page.isHidden("#inbox-empty")));
   check(true, "approved in the browser");
-  check(problems.length === 0, "no console error, failed request or HTTP error:\n" + problems.join("\n"));
-} catch (e) {
-  failed = true;
-  console.error(e.message);
-  if (problems.length) console.error(problems.join("\n"));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -1,5 +1,7 @@
 // What the portal's browser scripts share: settings from the environment, checks, waits, the
-// watch for console errors and failed requests, screenshots, signing in.
+// watch for console errors and failed requests, screenshots, signing in, the browser itself.
+import { chromium } from "playwright-core";
+
 export const env = (name) => {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set`);
@@ -58,4 +60,29 @@ export async function signIn(page, user) {
   await page.getByLabel("Password", { exact: true }).fill(password);
   await page.keyboard.press("Enter");
   await page.waitForSelector("#nav:not([hidden])");
+}
+
+// Runs `steps(newPage)` in headless chromium, where `newPage(who, options)` opens a page in a
+// browser context of its own (the gateway's own CA accepted), watched for problems. Exits 1 on
+// the first failed check, or when any console error, failed request or HTTP error is left.
+export async function inBrowser(steps) {
+  const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+  const newPage = async (who, options = {}) => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, ...options });
+    const page = await context.newPage();
+    watch(page, who);
+    return page;
+  };
+  let failed = false;
+  try {
+    await steps(newPage);
+    check(problems.length === 0, "no console error, failed request or HTTP error:\n" + problems.join("\n"));
+  } catch (e) {
+    failed = true;
+    console.error(e.message);
+    if (problems.length) console.error(problems.join("\n"));
+  } finally {
+    await browser.close();
+  }
+  process.exit(failed ? 1 : 0);
 }

@@ -2,18 +2,14 @@
 // (REQUESTER's and HELD_USER's) went through the gateway. AUDITOR (who may watch recordings)
 // signs in, sees both, narrows by user, protocol and text, sorts, and finds the player's link.
 // Same settings as portal.mjs (GH_URL, PASSWORD, CHROMIUM, SCREENSHOTS).
-import { chromium } from "playwright-core";
-import { check, env, executablePath, problems, shot, signIn, until, watch } from "./portal-lib.mjs";
+import { check, env, shot, signIn, until, inBrowser } from "./portal-lib.mjs";
 
 const auditor = env("AUDITOR");
 const requester = env("REQUESTER");
 const heldUser = env("HELD_USER");
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
-let failed = false;
-try {
-  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  watch(page, auditor);
+await inBrowser(async (newPage) => {
+  const page = await newPage(auditor);
   await signIn(page, auditor);
   await page.click("a[data-page=sessions]");
   const rows = async () => page.$$eval("#session-rows tr", (r) => r.map((row) => row.textContent));
@@ -62,12 +58,4 @@ try {
   await page.selectOption("#f-order", "asc");
   await show();
   check((await rows()).length >= 2 && (await page.textContent("#status")) === "", "sorted by duration, both back");
-  check(problems.length === 0, "no console error, failed request or HTTP error:\n" + problems.join("\n"));
-} catch (e) {
-  failed = true;
-  console.error(e.message);
-  if (problems.length) console.error(problems.join("\n"));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

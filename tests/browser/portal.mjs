@@ -14,22 +14,16 @@
 // the password out (shown, then hidden), checks it in, and asks for a session whose launch line
 // names the gateway. Also at a phone's width. Exits 1 on the first failure or on any console
 // error, failed request or unexpected HTTP error.
-import { chromium } from "playwright-core";
 
-import {
-  base, check, env, executablePath, forgive, log, problems, shot, signIn, until, watch,
-} from "./portal-lib.mjs";
+import { base, check, env, forgive, log, shot, signIn, until, inBrowser } from "./portal-lib.mjs";
 
 const requester = env("REQUESTER");
 const approver = env("APPROVER");
 const target = env("TARGET");
 const vaultSecret = env("VAULT_SECRET");
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
-let failed = false;
-try {
-  const alice = await (await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } })).newPage();
-  watch(alice, requester);
+await inBrowser(async (newPage) => {
+  const alice = await newPage(requester, { viewport: { width: 1280, height: 900 } });
 
   // The page, its CSP, the icon.
   const response = await alice.goto(base + "/portal");
@@ -89,8 +83,7 @@ try {
   await shot(alice, "portal-my-requests");
 
   // The approver, in a second browser context.
-  const carol = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  watch(carol, approver);
+  const carol = await newPage(approver);
   await signIn(carol, approver);
   await until("the badge", async () => (await carol.textContent("#badge")) === "1" && !(await carol.isHidden("#badge")));
   check(true, "the approver's badge shows 1");
@@ -154,12 +147,4 @@ try {
   const after = await alice.evaluate(async () => (await fetch("/api/v1/portal/session")).json());
   check(after.signed_in === false, "after signing out the cookie no longer works");
 
-  check(problems.length === 0, "no console error, failed request or HTTP error:\n" + problems.join("\n"));
-} catch (e) {
-  failed = true;
-  console.error(e.message);
-  if (problems.length) console.error(problems.join("\n"));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -602,12 +602,21 @@ const FAVICON_SVG: &str = include_str!("player/favicon.svg");
 const PLAYER_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; media-src blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn static_page(body: impl IntoResponse, content_type: &'static str) -> Response {
+    static_file(body, content_type, PLAYER_CSP)
+}
+
+/// A file the gateway serves to browsers, under `csp`, not sniffed, sending no referrer.
+pub(crate) fn static_file(
+    body: impl IntoResponse,
+    content_type: &'static str,
+    csp: &'static str,
+) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PLAYER_CSP),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -134,6 +134,24 @@ struct Run {
     count: usize,
 }
 
+/// Every connection's latencies together: the rate since `started`, p50, p99 and the count.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<f64>>>>,
+    started: Instant,
+) -> Result<Run> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Run {
+        rate: all.len() as f64 / elapsed,
+        p50: percentile(&all, 50.0).unwrap_or(0.0),
+        p99: percentile(&all, 99.0).unwrap_or(0.0),
+        count: all.len(),
+    })
+}
+
 async fn measure(
     tls: &Arc<rustls::ClientConfig>,
     port: u16,
@@ -154,17 +172,7 @@ async fn measure(
             until,
         )));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(Run {
-        rate: all.len() as f64 / elapsed,
-        p50: percentile(&all, 50.0).unwrap_or(0.0),
-        p99: percentile(&all, 99.0).unwrap_or(0.0),
-        count: all.len(),
-    })
+    gather(tasks, started).await
 }
 
 const PASSWORD: &str = "Bench-user-pw-8Kd";
@@ -405,17 +413,7 @@ async fn measure_requests(
             until,
         )));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(Run {
-        rate: all.len() as f64 / elapsed,
-        p50: percentile(&all, 50.0).unwrap_or(0.0),
-        p99: percentile(&all, 99.0).unwrap_or(0.0),
-        count: all.len(),
-    })
+    gather(tasks, started).await
 }
 
 fn main() -> Result<()> {
