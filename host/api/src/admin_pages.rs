@@ -1,7 +1,8 @@
 //! The admin pages' API: the policies in force and a decision explained with them
 //! (`view_policies`), and the vault's services turned on and off (`manage_services`). Each call
 //! is a Cedar decision on this gateway, audited with the policy ids; nobody may by default
-//! (`policies/examples/gateway-admins.cedar`).
+//! (`policies/examples/gateway-admins.cedar`). The installed plugins are listed with
+//! `view_policies` and switched on and off with `manage_plugins`, through [`PluginAdmin`].
 
 use crate::ApiState;
 use crate::auth::Person;
@@ -10,6 +11,7 @@ use crate::routes::{JsonBody, QueryParams};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Serialize, ToSchema)]
@@ -134,4 +136,134 @@ pub async fn set_service(
             .map(|n| (n.to_string(), toggles.get(n).unwrap_or(false)))
             .collect(),
     }))
+}
+
+/// One installed plugin, as the admin page shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `aa`, `credential-store`, `ticketing`.
+    pub kinds: Vec<String>,
+    /// The `gatehouse:plugin` contract version it was built against.
+    pub wit: String,
+    /// Enabled in the registry (the operator's choice).
+    pub enabled: bool,
+    /// Running in this gateway now (enabled and loaded).
+    pub loaded: bool,
+    /// Why an enabled plugin could not be loaded (calls to it are refused).
+    pub load_error: Option<String>,
+    /// What the operator granted it: outbound HTTP destinations and secret names.
+    pub granted_http: Vec<String>,
+    pub granted_secrets: Vec<String>,
+}
+
+/// Why a plugin could not be listed or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginAdminError {
+    #[error("plugin `{0}` is not installed")]
+    NotInstalled(String),
+    /// The change is not possible as the plugin stands (its grants or configuration do not
+    /// satisfy its manifest); nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The registry could not be read or written, or the gateway could not reload.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The installed plugins of this gateway, listed and switched on or off. Implemented by the
+/// daemon over its plugin registry and running plugin host; the API decides who may.
+pub trait PluginAdmin: Send + Sync {
+    fn list(&self) -> Result<Vec<PluginView>, PluginAdminError>;
+    /// Enables or disables `name`, reloads the running plugins and audits the change as
+    /// `actor`'s (from `client`); the plugin as it is afterwards.
+    fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        actor: &str,
+        client: &str,
+    ) -> Result<PluginView, PluginAdminError>;
+}
+
+impl From<PluginAdminError> for ApiError {
+    fn from(e: PluginAdminError) -> Self {
+        match e {
+            PluginAdminError::NotInstalled(_) => ApiError::not_found(e.to_string()),
+            PluginAdminError::Refused(m) => ApiError::bad_request(m),
+            PluginAdminError::Failed(m) => {
+                tracing::error!(error = %m, "plugin administration failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+fn plugin_admin(state: &ApiState) -> Result<Arc<dyn PluginAdmin>, ApiError> {
+    state.inner.plugins.clone().ok_or_else(|| {
+        ApiError::not_found("this gateway has no plugin host; plugins are managed where they run")
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBody {
+    pub enabled: bool,
+}
+
+/// The installed plugins: enabled or not, loaded or why not, and what they were granted.
+/// Policy decides who sees them (`view_policies`: plugins decide logins beside the policies).
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "gateway", security(("bearer" = [])),
+    responses((status = 200, body = [PluginView]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_plugins(
+    State(state): State<ApiState>,
+    person: Person,
+) -> Result<Json<Vec<PluginView>>, ApiError> {
+    let plugins = plugin_admin(&state)?;
+    let workflow = state.inner.workflow.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        workflow.authorize_admin(&person.actor, gatehouse_workflow::AdminAction::ViewPolicies)?;
+        plugins.list().map_err(ApiError::from)
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    Ok(Json(listed))
+}
+
+/// Enable or disable an installed plugin (`manage_plugins`). The running gateway reloads its
+/// plugins at once: logins already past their plugins are not affected, the next uses the new
+/// set. Enabling checks the plugin's grants and configuration first (400 with the reason).
+#[utoipa::path(put, path = "/api/v1/plugins/{name}", tag = "gateway",
+    params(("name" = String, Path)), request_body = PluginBody, security(("bearer" = [])),
+    responses((status = 200, body = PluginView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_plugin(
+    State(state): State<ApiState>,
+    person: Person,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PluginBody>,
+) -> Result<Json<PluginView>, ApiError> {
+    let plugins = plugin_admin(&state)?;
+    let workflow = state.inner.workflow.clone();
+    let changed = tokio::task::spawn_blocking(move || {
+        workflow.authorize_admin(
+            &person.actor,
+            gatehouse_workflow::AdminAction::ManagePlugins,
+        )?;
+        plugins
+            .set_enabled(
+                &name,
+                body.enabled,
+                person.actor.user.name.as_str(),
+                &person.actor.client.to_string(),
+            )
+            .map_err(ApiError::from)
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    Ok(Json(changed))
 }

@@ -22,6 +22,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong, for people.
     pub message: String,
+    /// With `answer_needed` (401) at sign-in: what to answer before the sign-in completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<crate::sign_in::QuestionView>,
 }
 
 /// An API error.
@@ -32,6 +35,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait (429).
     pub retry_after: Option<u64>,
+    /// A sign-in's pending question (`answer_needed`).
+    pub question: Option<crate::sign_in::QuestionView>,
 }
 
 impl ApiError {
@@ -41,6 +46,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            question: None,
         }
     }
 
@@ -128,6 +134,7 @@ impl IntoResponse for ApiError {
                 status: self.status.as_u16(),
                 code: self.code.to_string(),
                 message: self.message,
+                question: self.question,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -17,13 +17,16 @@ mod portal;
 mod routes;
 mod search;
 mod sessions;
+mod sign_in;
 
+pub use admin_pages::{PluginAdmin, PluginAdminError, PluginView};
 pub use auth::TokenKeys;
 pub use control::{SessionControl, Terminated};
 pub use docs::openapi;
 pub use error::{ApiError, ErrorBody};
 pub use live::{LiveChunk, LiveFeed, LiveView};
 pub use sessions::{Recordings, VideoRenderer};
+pub use sign_in::{QuestionView, SignInPlugins, SignInVerdict};
 
 use axum::Router;
 use gatehouse_audit::Auditor;
@@ -110,6 +113,10 @@ struct Inner {
     live: Option<Arc<dyn LiveView>>,
     /// The portal's cookie sessions.
     portal: portal::PortalSessions,
+    /// Lists and switches this gateway's plugins (`/api/v1/plugins`); `None`: not offered.
+    plugins: Option<Arc<dyn PluginAdmin>>,
+    /// Second factors at sign-in (the AA plugins); `None`: the password alone.
+    sign_in: Option<Arc<dyn SignInPlugins>>,
 }
 
 impl ApiState {
@@ -136,6 +143,8 @@ impl ApiState {
                 draining: Arc::default(),
                 control: None,
                 live: None,
+                plugins: None,
+                sign_in: None,
                 portal: portal::PortalSessions::new(
                     store_for_portal,
                     std::time::Duration::from_secs(900),
@@ -167,6 +176,24 @@ impl ApiState {
     pub fn with_live_view(mut self, live: Arc<dyn LiveView>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.live = Some(live);
+        }
+        self
+    }
+
+    /// The same state, listing and switching plugins with `plugins`. Called right after
+    /// [`ApiState::new`], before the state is shared.
+    pub fn with_plugin_admin(mut self, plugins: Arc<dyn PluginAdmin>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.plugins = Some(plugins);
+        }
+        self
+    }
+
+    /// The same state, running `plugins` after the password at every sign-in. Called right
+    /// after [`ApiState::new`], before the state is shared.
+    pub fn with_sign_in_plugins(mut self, plugins: Arc<dyn SignInPlugins>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.sign_in = Some(plugins);
         }
         self
     }

@@ -118,6 +118,12 @@ pub async fn session_live(
             let title = format!("{}@{}@{} (live)", record.user, record.account, record.asset);
             tokio::spawn(async move {
                 let started = tokio::time::Instant::now();
+                // A client that sent no window size (0 x 0): the usual 80 x 24, which players
+                // can draw.
+                let (width, height) = match (width, height) {
+                    (0, _) | (_, 0) => (80, 24),
+                    size => size,
+                };
                 let header = serde_json::json!({
                     "version": 2, "width": width, "height": height,
                     "timestamp": gatehouse_core::time::Timestamp::now().0 / 1000,

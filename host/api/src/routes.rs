@@ -121,6 +121,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/policies", get(crate::admin_pages::list_policies))
         .route("/policies/explain", get(crate::admin_pages::explain))
+        .route("/plugins", get(crate::admin_pages::list_plugins))
+        .route(
+            "/plugins/{name}",
+            axum::routing::put(crate::admin_pages::set_plugin),
+        )
         .route("/requests", get(list_requests).post(create_request))
         .route("/requests/{id}", get(get_request))
         .route("/requests/{id}/approve", post(approve))
@@ -257,6 +262,10 @@ pub struct LoginBody {
     pub password: String,
     /// Ask for a shorter-lived token (seconds); never longer than the gateway's setting.
     pub ttl_seconds: Option<u64>,
+    /// Answers to the questions sign-in plugins asked (`401 answer_needed` names the key),
+    /// every answer so far: `{"otp": "123456"}`.
+    #[serde(default)]
+    pub answers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -587,16 +596,40 @@ pub(crate) async fn check_login(
     drop(permit);
     match verdict {
         Ok(user) => {
+            let (user, methods) = match &inner.sign_in {
+                None => (user, "password".to_string()),
+                Some(plugins) => {
+                    let answers = body.answers.into_iter().collect();
+                    match plugins.check(user, peer.addr, via, answers).await {
+                        crate::SignInVerdict::Accept { user, methods } => (user, methods),
+                        crate::SignInVerdict::Ask(question) => {
+                            let mut e = ApiError::unauthorized(format!(
+                                "the sign-in needs an answer: {}",
+                                question.prompt.trim()
+                            ));
+                            e.code = "answer_needed";
+                            e.question = Some(question);
+                            return Err(e);
+                        }
+                        crate::SignInVerdict::Refused(line) => {
+                            // A wrong one-time code counts like a wrong password.
+                            inner.limiter.failed(ip, &body.user);
+                            return Err(ApiError::unauthorized(line));
+                        }
+                    }
+                }
+            };
             inner.limiter.succeeded(&body.user);
             let issued = inner
                 .tokens
                 .issue(&user.name, body.ttl_seconds.map(Duration::from_secs))?;
             inner.auditor.record_best_effort(
-                Entry::new(AuditKind::LoginOk, what)
+                Entry::new(AuditKind::LoginOk, format!("{what} ({methods})"))
                     .user(user.name.to_string())
                     .client(peer.addr.to_string())
                     .session(format!("{via}-{}", issued.id))
-                    .field("protocol", via),
+                    .field("protocol", via)
+                    .field("methods", methods.as_str()),
             );
             Ok((user, issued))
         }

@@ -212,6 +212,8 @@ impl LoginContext for NodeLogin<'_> {
                         (a.address, port)
                     }
                     Protocol::Ssh => (a.address, a.port),
+                    // Session nodes relay SSH and RDP; a web sign-in names no target.
+                    Protocol::Web => (String::new(), 0),
                 })
                 .unwrap_or_default(),
             Err(_) => Default::default(),

@@ -59,11 +59,23 @@ pub enum LoginError {
     MalformedOption(String),
     #[error("username is longer than {} bytes", LoginSpec::MAX_LEN)]
     TooLong,
+    /// A sign-in to the gateway itself (portal, API) names no target.
+    #[error("a sign-in to the gateway names no target")]
+    NoTarget,
 }
 
 impl LoginSpec {
     pub const MAX_LEN: usize = 1024;
     pub const MAX_OPTIONS: usize = 16;
+
+    /// `user` signing in to the gateway itself (portal, API): no target, no options.
+    pub fn sign_in(user: Name) -> Self {
+        LoginSpec {
+            user,
+            target: Err(LoginError::NoTarget),
+            options: Vec::new(),
+        }
+    }
 
     /// Parses an SSH username. Fails only when no gateway user can be found; a malformed target
     /// is kept in [`LoginSpec::target`].

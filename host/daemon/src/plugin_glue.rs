@@ -163,18 +163,37 @@ pub struct LoadedPlugin {
     pub load_error: Option<String>,
 }
 
-/// The gateway's side: reload, audit, and say what is loaded now. `Err` when the registry could
-/// not be read (the previous plugins stay).
+/// The gateway's side: reload, audit (as `change.actor` from `client`), and say what is loaded
+/// now. `Err` when the registry could not be read (the previous plugins stay).
 pub fn apply_change(
     store: &Arc<Store>,
     host: &gatehouse_plugin_host::PluginHost,
     change: &PluginChange,
+    client: &str,
 ) -> Result<String> {
+    let loaded = reload(store, host, change, client)?;
+    let view: Vec<LoadedPlugin> = loaded
+        .into_iter()
+        .map(|p| LoadedPlugin {
+            name: p.name,
+            load_error: p.load_error,
+        })
+        .collect();
+    Ok(serde_json::to_string(&view)?)
+}
+
+/// Reloads the running plugins after `change`, logs and audits what is loaded now.
+fn reload(
+    store: &Arc<Store>,
+    host: &gatehouse_plugin_host::PluginHost,
+    change: &PluginChange,
+    client: &str,
+) -> Result<Vec<gatehouse_plugin_host::LoadedPluginInfo>> {
     let auditor = gatehouse_audit::Auditor::new(store.clone());
     let entry = |detail: String| {
         gatehouse_audit::Entry::new(gatehouse_core::AuditKind::AdminChange, detail)
             .user(change.actor.clone())
-            .client("cli")
+            .client(client.to_string())
     };
     let loaded = match host.reload() {
         Ok(loaded) => loaded,
@@ -211,12 +230,184 @@ pub fn apply_change(
         "{}; the running gateway reloaded its plugins: {now}",
         change.what
     )));
-    let view: Vec<LoadedPlugin> = loaded
-        .into_iter()
-        .map(|p| LoadedPlugin {
-            name: p.name,
-            load_error: p.load_error,
+    Ok(loaded)
+}
+
+/// The admin pages' view of this gateway's plugins (`/api/v1/plugins`): the registry on disk
+/// and what the running host loaded. The API has decided who may before calling.
+pub struct ApiPlugins {
+    pub store: Arc<Store>,
+    pub host: gatehouse_plugin_host::PluginHost,
+}
+
+impl ApiPlugins {
+    fn view(
+        &self,
+        plugin: &gatehouse_plugin_host::InstalledPlugin,
+        loaded: &[gatehouse_plugin_host::LoadedPluginInfo],
+    ) -> gatehouse_api::PluginView {
+        let running = loaded.iter().find(|p| p.name == plugin.name());
+        gatehouse_api::PluginView {
+            name: plugin.name().to_string(),
+            version: plugin.manifest.version.clone(),
+            description: plugin.manifest.description.clone(),
+            kinds: plugin
+                .manifest
+                .kinds
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+            wit: plugin.manifest.wit.clone(),
+            enabled: plugin.grants.enabled,
+            loaded: running.is_some_and(|p| p.load_error.is_none()),
+            load_error: running.and_then(|p| p.load_error.clone()),
+            granted_http: plugin.grants.http.clone(),
+            granted_secrets: plugin.grants.secrets.clone(),
+        }
+    }
+}
+
+fn registry_error(e: gatehouse_plugin_host::RegistryError) -> gatehouse_api::PluginAdminError {
+    use gatehouse_api::PluginAdminError as E;
+    use gatehouse_plugin_host::RegistryError as R;
+    match e {
+        R::NotInstalled(name) => E::NotInstalled(name),
+        R::Grants { .. } | R::Config { .. } | R::Manifest(_) => E::Refused(e.to_string()),
+        R::Io { .. } | R::Parse { .. } | R::AlreadyInstalled(_) => E::Failed(e.to_string()),
+    }
+}
+
+impl gatehouse_api::PluginAdmin for ApiPlugins {
+    fn list(&self) -> Result<Vec<gatehouse_api::PluginView>, gatehouse_api::PluginAdminError> {
+        let loaded = self.host.plugins();
+        let installed = self.host.registry().list().map_err(registry_error)?;
+        Ok(installed.iter().map(|p| self.view(p, &loaded)).collect())
+    }
+
+    fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        actor: &str,
+        client: &str,
+    ) -> Result<gatehouse_api::PluginView, gatehouse_api::PluginAdminError> {
+        let registry = self.host.registry();
+        if enabled {
+            registry.enable(name)
+        } else {
+            registry.disable(name)
+        }
+        .map_err(registry_error)?;
+        let change = PluginChange {
+            actor: actor.to_string(),
+            what: format!(
+                "{} `{name}` (api)",
+                if enabled { "enabled" } else { "disabled" }
+            ),
+        };
+        let loaded = reload(&self.store, &self.host, &change, client)
+            .map_err(|e| gatehouse_api::PluginAdminError::Failed(format!("{e:#}")))?;
+        let installed = registry.show(name).map_err(registry_error)?;
+        Ok(self.view(&installed, &loaded))
+    }
+}
+
+/// Second factors at portal and API sign-in: the enabled AA plugins' `authenticate` hooks
+/// (protocol `web`, no target), after the password was right.
+pub struct WebSignIn {
+    pub store: Arc<Store>,
+    pub host: gatehouse_plugin_host::PluginHost,
+}
+
+/// One web sign-in as the plugins' login conversation sees it.
+struct WebLogin<'a> {
+    store: &'a Arc<Store>,
+    client: std::net::SocketAddr,
+    via: &'a str,
+    session: String,
+}
+
+impl gatehouse_plugin_host::login::LoginContext for WebLogin<'_> {
+    fn connection(
+        &self,
+        user: &gatehouse_core::User,
+        login: &gatehouse_core::LoginSpec,
+    ) -> gatehouse_plugin_host::ConnectionInfo {
+        gatehouse_plugin_host::ConnectionInfo::of_login(
+            &self.session,
+            gatehouse_plugin_host::Protocol::Web,
+            self.client,
+            user,
+            login,
+            (String::new(), 0),
+        )
+    }
+
+    fn find_user(&self, name: &str) -> Option<gatehouse_core::User> {
+        self.store.get(&gatehouse_store::USERS, name).ok().flatten()
+    }
+
+    fn refused(&self, user: &gatehouse_core::User, detail: String) {
+        gatehouse_audit::Auditor::new(self.store.clone()).record_best_effort(
+            gatehouse_audit::Entry::new(
+                gatehouse_core::AuditKind::LoginFailed,
+                format!("{} sign-in refused: {detail}", self.via),
+            )
+            .user(user.name.to_string())
+            .client(self.client.to_string())
+            .session(self.session.clone())
+            .field("protocol", self.via),
+        );
+    }
+}
+
+impl gatehouse_api::SignInPlugins for WebSignIn {
+    fn check<'a>(
+        &'a self,
+        user: gatehouse_core::User,
+        client: std::net::SocketAddr,
+        via: &'a str,
+        answers: Vec<(String, String)>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = gatehouse_api::SignInVerdict> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            use gatehouse_plugin_host::login::{self, Next, PendingLogin};
+            if self.host.aa_plugins().is_empty() {
+                return gatehouse_api::SignInVerdict::Accept {
+                    user,
+                    methods: "password".into(),
+                };
+            }
+            let ctx = WebLogin {
+                store: &self.store,
+                client,
+                via,
+                session: format!("{via}-sign-in-{}", uuid::Uuid::new_v4()),
+            };
+            let mut pending = PendingLogin::sign_in(user, "password", answers);
+            let mut cookies = gatehouse_plugin_host::SessionCookies::default();
+            match login::run(&ctx, &self.host, &mut pending, &mut cookies).await {
+                Next::Accept => {
+                    let done = pending.into_parts();
+                    let (methods, _) =
+                        PendingLogin::audit_summary(&done.method, &done.accepted_by, vec![]);
+                    gatehouse_api::SignInVerdict::Accept {
+                        user: done.user,
+                        methods,
+                    }
+                }
+                Next::Ask(question) => {
+                    gatehouse_api::SignInVerdict::Ask(gatehouse_api::QuestionView {
+                        key: question.key,
+                        prompt: question.prompt,
+                        echo: question.echo,
+                    })
+                }
+                Next::Deny => gatehouse_api::SignInVerdict::Refused(
+                    pending.refusal().unwrap_or(login::REFUSED).to_string(),
+                ),
+            }
         })
-        .collect();
-    Ok(serde_json::to_string(&view)?)
+    }
 }

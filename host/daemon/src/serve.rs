@@ -124,6 +124,8 @@ pub fn run(
     let plugins = start_plugins(dir, store.clone(), vault.clone())?;
     // `gatehouse plugin enable|disable|...` reloads it through the admin socket.
     let plugins_for_socket = plugins.clone();
+    // The admin pages list and switch them (`/api/v1/plugins`).
+    let plugins_for_api = plugins.clone();
     // Store calls are synchronous. On redb they take microseconds; on PostgreSQL each waits a
     // network round trip, holding its worker thread: more workers keep the other requests
     // moving meanwhile.
@@ -323,6 +325,7 @@ pub fn run(
                 search: search.clone(),
                 live: live.clone(),
                 screens: screens.clone(),
+                plugins: plugins_for_api,
             },
         )
         .await?;
@@ -717,6 +720,8 @@ struct ApiParts {
     live: gatehouse_ssh::LiveSessions,
     /// The screens of running RDP sessions, for the live view.
     screens: crate::live_view::LiveScreens,
+    /// This gateway's plugins, for the admin pages.
+    plugins: Option<gatehouse_plugin_host::PluginHost>,
 }
 
 /// Binds the HTTPS API; the returned future serves it (or never resolves when it is off), and
@@ -735,6 +740,7 @@ async fn start_api(
         search,
         live,
         screens,
+        plugins,
     } = parts;
     if !settings.enabled && listen.is_none() {
         tracing::info!("HTTPS API disabled (settings.json api.enabled)");
@@ -772,6 +778,18 @@ async fn start_api(
         screens,
         auditor: Auditor::new(store.clone()),
     }));
+    let state = match plugins {
+        Some(host) => state
+            .with_sign_in_plugins(Arc::new(crate::plugin_glue::WebSignIn {
+                store: store.clone(),
+                host: host.clone(),
+            }))
+            .with_plugin_admin(Arc::new(crate::plugin_glue::ApiPlugins {
+                store: store.clone(),
+                host,
+            })),
+        None => state,
+    };
     // Set when the shutdown starts: health then says `draining`.
     let draining = state.draining_flag();
     let listener = match tokio::net::TcpListener::bind(address).await {

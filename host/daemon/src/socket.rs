@@ -103,7 +103,7 @@ async fn plugins_changed(
     let store = ctx.store.clone();
     let change = notice.plugins_changed;
     let result = tokio::task::spawn_blocking(move || {
-        crate::plugin_glue::apply_change(&store, &host, &change)
+        crate::plugin_glue::apply_change(&store, &host, &change, "cli")
     })
     .await;
     match result {

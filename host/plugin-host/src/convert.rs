@@ -28,6 +28,7 @@ pub(crate) fn connection(conn: &ConnectionInfo, answers: &[Answer]) -> wit::Conn
         protocol: match conn.protocol {
             Protocol::Ssh => wit::Protocol::Ssh,
             Protocol::Rdp => wit::Protocol::Rdp,
+            Protocol::Web => wit::Protocol::Web,
         },
         client_address: conn.client_address.clone(),
         client_port: conn.client_port,

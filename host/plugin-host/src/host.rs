@@ -264,6 +264,11 @@ impl PluginHost {
         Ok(self.plugins())
     }
 
+    /// The registry this host loads from.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
     /// The loaded set now (a call keeps the one it started with).
     fn set(&self) -> Arc<PluginSet> {
         self.shared

@@ -40,6 +40,8 @@ pub struct PendingLogin {
     /// Why the login was refused, in one line the user may be shown (set by [`run`] when it
     /// returns [`Next::Deny`]).
     refusal: Option<String>,
+    /// A sign-in to the gateway itself: complete after `authenticate` (no target to authorize).
+    sign_in_only: bool,
 }
 
 /// A login every plugin accepted.
@@ -81,7 +83,25 @@ impl PendingLogin {
             accepted_by: Vec::new(),
             audit_notes: Vec::new(),
             refusal: None,
+            sign_in_only: false,
         }
+    }
+
+    /// `user` signing in to the gateway itself (portal, API) after `method` succeeded: only the
+    /// `authenticate` hooks run, with the answers the client already gave (a web sign-in asks
+    /// its questions one request at a time, so each request brings every answer so far). More
+    /// than [`MAX_QUESTIONS`] answers refuse the sign-in when [`run`] starts.
+    pub fn sign_in(user: User, method: &str, answers: Vec<(String, String)>) -> Self {
+        let login = LoginSpec::sign_in(user.name.clone());
+        let mut pending = Self::new(user, login, method);
+        pending.sign_in_only = true;
+        pending.answers = answers
+            .into_iter()
+            .map(|(key, value)| {
+                Answer::new(key, value.chars().take(MAX_ANSWER).collect::<String>())
+            })
+            .collect();
+        pending
     }
 
     pub fn user(&self) -> &User {
@@ -218,6 +238,15 @@ pub async fn run(
     pending: &mut PendingLogin,
     cookies: &mut SessionCookies,
 ) -> Next {
+    if pending.answers.len() > MAX_QUESTIONS {
+        let given = pending.answers.len();
+        return refuse(
+            ctx,
+            pending,
+            format!("access denied: more than {MAX_QUESTIONS} answers"),
+            format!("the sign-in brought {given} answers; at most {MAX_QUESTIONS} per login"),
+        );
+    }
     loop {
         let conn = ctx.connection(&pending.user, &pending.login);
         let verdict = match pending.step {
@@ -230,6 +259,7 @@ pub async fn run(
                     return refuse(ctx, pending, REFUSED.into(), detail);
                 }
                 match pending.step {
+                    Step::Authenticate if pending.sign_in_only => return Next::Accept,
                     Step::Authenticate => pending.step = Step::Authorize,
                     Step::Authorize => return Next::Accept,
                 }

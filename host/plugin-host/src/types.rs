@@ -11,6 +11,8 @@ use std::fmt;
 pub enum Protocol {
     Ssh,
     Rdp,
+    /// A sign-in to the gateway itself (portal or API): no target, `authenticate` only.
+    Web,
 }
 
 /// What the gateway knows about a connection when it calls a hook.

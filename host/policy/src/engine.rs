@@ -480,6 +480,8 @@ pub enum AdminAction {
     ViewPolicies,
     /// Turn the vault's services on and off.
     ManageServices,
+    /// Enable and disable the installed plugins.
+    ManagePlugins,
 }
 
 impl AdminAction {
@@ -490,6 +492,7 @@ impl AdminAction {
             AdminAction::ManageCluster => "manage_cluster",
             AdminAction::ViewPolicies => "view_policies",
             AdminAction::ManageServices => "manage_services",
+            AdminAction::ManagePlugins => "manage_plugins",
         }
     }
 }

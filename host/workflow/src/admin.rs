@@ -55,9 +55,9 @@ impl Workflow {
 
 impl Workflow {
     /// Which admin actions policy lets `user` take now (`view_cluster`, `manage_cluster`,
-    /// `view_policies`, `manage_services`): what the portal shows at sign-in. One audit event
-    /// with the actions and each decision's policies; every admin call is still decided (and
-    /// audited) on its own.
+    /// `view_policies`, `manage_services`, `manage_plugins`): what the portal shows at sign-in.
+    /// One audit event with the actions and each decision's policies; every admin call is still
+    /// decided (and audited) on its own.
     pub fn admin_capabilities(
         &self,
         user: &gatehouse_core::User,
@@ -70,6 +70,7 @@ impl Workflow {
             AdminAction::ManageCluster,
             AdminAction::ViewPolicies,
             AdminAction::ManageServices,
+            AdminAction::ManagePlugins,
         ] {
             if let Ok(decision) = self.policy.authorize_admin(user, action, client) {
                 if decision.allowed {
