@@ -235,12 +235,26 @@ fn portal_sessions_use_a_locked_down_cookie_csrf_tokens_logout_and_an_idle_timeo
 }
 
 /// The admin pages' API: the policies in force and a decision explained, the services turned
-/// off and on again, for a gateway admin (the shipped example policy); refused to others.
+/// off and on again, the plugins listed, enabled and disabled, for a gateway admin (the shipped
+/// example policy); refused to others. With the TOTP plugin enabled, an API sign-in asks for the
+/// one-time code after the password.
 #[test]
 fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
     let w = World::builder("portal_admin")
         .setup(|ctx| {
             let gh = ctx.gh;
+            // Installed and granted, not enabled: the admin enables it over the API.
+            gh.install_plugin(
+                ctx.scratch,
+                "totp-mfa",
+                "secrets = [\"totp-seed/*\"]\n",
+                None,
+            );
+            gh.cli_ok(&["plugin", "disable", "totp-mfa"]);
+            gh.cli_stdin_ok(
+                &["plugin-secret", "set", &format!("totp-seed/{GATEWAY_USER}")],
+                support::totp::SEED,
+            );
             gh.cli_ok(&["group", "add", "gateway-admins"]);
             gh.cli_stdin_ok(
                 &[
@@ -344,6 +358,12 @@ fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
             "/api/v1/services/a2a".to_string(),
             Some(off.as_str()),
         ),
+        ("GET", "/api/v1/plugins".to_string(), None),
+        (
+            "PUT",
+            "/api/v1/plugins/totp-mfa".to_string(),
+            Some(on.as_str()),
+        ),
     ] {
         let (status, _, answer) = call(gh, method, &path, &[&alice], body);
         assert_eq!(status, 403, "{path}: {answer}");
@@ -353,7 +373,116 @@ fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
         .into_iter()
         .filter(|e| e["user"] == GATEWAY_USER && e["fields"]["allowed"] == false)
         .count();
-    assert_eq!(refused, 3);
+    assert_eq!(refused, 5);
+
+    // The plugins: installed, granted, not enabled; gia enables the TOTP plugin.
+    let (status, _, answer) = call(gh, "GET", "/api/v1/plugins", &[&gia], None);
+    assert_eq!(status, 200, "{answer}");
+    let listed: Value = serde_json::from_str(&answer).unwrap();
+    let totp = &listed.as_array().unwrap()[0];
+    assert_eq!(
+        (
+            &totp["name"],
+            &totp["enabled"],
+            &totp["loaded"],
+            &totp["kinds"],
+            &totp["granted_secrets"]
+        ),
+        (
+            &json!("totp-mfa"),
+            &json!(false),
+            &json!(false),
+            &json!(["aa"]),
+            &json!(["totp-seed/*"])
+        ),
+        "{listed:#}"
+    );
+    let (status, _, answer) = call(gh, "PUT", "/api/v1/plugins/totp-mfa", &[&gia], Some(&on));
+    assert_eq!(status, 200, "{answer}");
+    let enabled: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (&enabled["enabled"], &enabled["loaded"]),
+        (&json!(true), &json!(true))
+    );
+    let change = gh
+        .audit_of("admin_change")
+        .into_iter()
+        .find(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("enabled `totp-mfa` (api)")
+        })
+        .expect("the plugin change is audited");
+    assert_eq!(change["user"], "gia", "{change}");
+    assert!(
+        change["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{change}"
+    );
+    let (status, _, answer) = call(
+        gh,
+        "PUT",
+        "/api/v1/plugins/no-such-plugin",
+        &[&gia],
+        Some(&on),
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, _, answer) = call(
+        gh,
+        "PUT",
+        "/api/v1/plugins/totp-mfa",
+        &[&gia],
+        Some("{\"on\":1}"),
+    );
+    assert_eq!(status, 422, "{answer}");
+
+    // Now a sign-in asks for the one-time code after the password: nothing is issued until it
+    // is given; a wrong code is refused like a wrong password; the right one signs in.
+    let login = |answers: Value| {
+        let body = json!({"user": GATEWAY_USER, "password": GATEWAY_PASSWORD, "answers": answers});
+        let (status, _, answer) = call(gh, "POST", "/api/v1/login", &[], Some(&body.to_string()));
+        (status, serde_json::from_str::<Value>(&answer).unwrap())
+    };
+    let (status, asked) = login(json!({}));
+    assert_eq!(status, 401, "{asked}");
+    assert_eq!(asked["error"]["code"], "answer_needed", "{asked}");
+    assert_eq!(asked["error"]["question"]["key"], "otp", "{asked}");
+    assert_eq!(asked["error"]["question"]["echo"], false, "{asked}");
+    assert!(asked.get("token").is_none());
+    let code = support::totp::totp_now();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, refused) = login(json!({"otp": wrong}));
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    assert!(refused["error"].get("question").is_none(), "{refused}");
+    assert!(
+        gh.audit_of("login_failed").iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("plugin `totp-mfa` denied: wrong one-time code")),
+        "the wrong code is audited"
+    );
+    let (status, signed_in) = login(json!({"otp": code}));
+    assert_eq!(status, 200, "{signed_in}");
+    assert!(signed_in["token"].as_str().unwrap().starts_with("ght1."));
+    let ok = gh.audit_of("login_ok").pop().unwrap();
+    assert_eq!(ok["detail"], "API login (password and totp-mfa)", "{ok}");
+    // The same code again: refused (one use per code).
+    let (status, replay) = login(json!({"otp": code}));
+    assert_eq!(status, 401, "{replay}");
+
+    // Disabled again: the password alone signs in.
+    let (status, answer) = {
+        let (s, _, a) = call(gh, "PUT", "/api/v1/plugins/totp-mfa", &[&gia], Some(&off));
+        (s, serde_json::from_str::<Value>(&a).unwrap())
+    };
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["enabled"], &answer["loaded"]),
+        (&json!(false), &json!(false))
+    );
+    let (status, answer) = login(json!({}));
+    assert_eq!(status, 200, "{answer}");
 }
 
 const REQUEST_POLICY: &str = r#"
@@ -405,15 +534,19 @@ fn portal_script(
 #[test]
 fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
     let chromium = support::browser::require_browser_tools();
-    let w = World::builder("portal_ui")
+    let mut w = World::builder("portal_ui")
         .setup(|ctx| {
             // carl approves and audits (he may watch every recording).
             // ada administers (gateway-admins).
             ctx.gh.cli_ok(&["group", "add", "auditors"]);
             ctx.gh.cli_ok(&["group", "add", "gateway-admins"]);
+            ctx.gh.cli_ok(&["group", "add", "supervisors"]);
             for (user, groups) in [
                 ("rita", &[][..]),
-                ("carl", &["--group", "auditors"][..]),
+                (
+                    "carl",
+                    &["--group", "auditors", "--group", "supervisors"][..],
+                ),
                 ("ron", &[][..]),
                 ("ada", &["--group", "gateway-admins"][..]),
             ] {
@@ -427,7 +560,7 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
             )
             .unwrap();
             let admins = format!(
-                "{}\n@id(\"admins-see-the-cluster\")\npermit (principal in Group::\"gateway-admins\", action == Action::\"view_cluster\", resource);\n",
+                "{}\n@id(\"admins-run-the-cluster\")\npermit (principal in Group::\"gateway-admins\", action in [Action::\"view_cluster\", Action::\"manage_cluster\"], resource);\n",
                 include_str!("../policies/examples/gateway-admins.cedar")
             );
             std::fs::write(ctx.gh.data_dir().join("policies/admins.cedar"), admins).unwrap();
@@ -436,7 +569,22 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
                 include_str!("../policies/examples/auditors-view-recordings.cedar"),
             )
             .unwrap();
+            std::fs::write(
+                ctx.gh.data_dir().join("policies/supervisors.cedar"),
+                include_str!("../policies/examples/supervisors-end-sessions.cedar"),
+            )
+            .unwrap();
             ctx.gh.edit_settings(|s| s["requests"] = json!({}));
+            // The TOTP plugin, installed and granted, not enabled: ada enables it in the page.
+            ctx.gh.install_plugin(
+                ctx.scratch,
+                "totp-mfa",
+                "secrets = [\"totp-seed/*\"]\n",
+                None,
+            );
+            ctx.gh.cli_ok(&["plugin", "disable", "totp-mfa"]);
+            ctx.gh
+                .cli_stdin_ok(&["plugin-secret", "set", "totp-seed/rita"], support::totp::SEED);
         })
         .start();
     let shots = std::env::var("GATEHOUSE_PORTAL_SCREENSHOTS").ok();
@@ -522,13 +670,126 @@ fn the_portal_in_chromium_requests_approves_checks_out_and_launches() {
         "the sessions page failed",
     );
 
-    // The Admin page, as ada of gateway-admins; rita sees no Admin link.
+    // A running session watched live and ended from the portal: alice's shell, carl of
+    // supervisors. alice types the second line once she is told someone watches.
+    let long = Duration::from_secs(120);
+    let reason = "ended from the portal test";
+    let mut alice = w.client().pty();
+    alice.expect("$ ", long);
+    alice.send_line("echo live-before-$((6*7))");
+    alice.expect("live-before-42", long);
+    let typing = std::thread::spawn(move || {
+        alice.expect_stderr("carl is watching this session (read-only, api)", long);
+        alice.send_line("echo live-while-watched-$((7*7))");
+        alice.expect("live-while-watched-49", long);
+        alice.wait(long)
+    });
+    portal_script(
+        &w,
+        browser,
+        "portal-live.mjs",
+        &[
+            ("SUPERVISOR", "carl"),
+            ("USER_NAME", GATEWAY_USER),
+            ("EARLIER", "live-before-42"),
+            ("LATER", "live-while-watched-49"),
+            ("REASON", reason),
+        ],
+        "watching and ending a running session failed",
+    );
+    let ended = typing.join().unwrap();
+    assert!(
+        format!("{}{}", ended.stdout, ended.stderr).contains(&format!(
+            "an administrator (carl) ended this session: {reason}"
+        )),
+        "{}",
+        ended.describe()
+    );
+    let ended_event = support::poll(Duration::from_secs(10), || {
+        w.gh.audit_of("session_ended")
+            .into_iter()
+            .find(|e| e["fields"]["terminated_by"] == "carl")
+    })
+    .expect("the end is audited with who ended it");
+    assert_eq!(ended_event["fields"]["reason"], reason);
+
+    // A session node to administer: the gateway opens its cluster port, sess-p joins from a
+    // data directory of its own and is given a network.
+    w.gh.stop_server();
+    let cluster_port = support::free_port();
+    w.gh.serve_options(
+        &["--cluster-listen", &format!("127.0.0.1:{cluster_port}")],
+        &[],
+    );
+    w.gh.serve();
+    let token =
+        w.gh.cli_json(&["node", "token", "--expires", "10m", "--json"]);
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut join = Command::new(support::GATEHOUSE_BIN);
+    join.arg("--data-dir")
+        .arg(node_dir.path())
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .args([
+            "join",
+            &format!("https://127.0.0.1:{cluster_port}"),
+            "--token",
+            token["token"].as_str().unwrap(),
+            "--thumbprint",
+            token["thumbprint"].as_str().unwrap(),
+            "--node-id",
+            "sess-p",
+        ]);
+    let joined = support::run(join, None, Duration::from_secs(60));
+    assert!(joined.status.success(), "join: {}", joined.describe());
+    w.gh.cli_ok(&["network", "add", "127.0.0.2/32", "--node", "sess-p"]);
+
+    // The Admin page, as ada of gateway-admins; rita signs in with a one-time code while the
+    // TOTP plugin is on, and sees no Admin link.
     portal_script(
         &w,
         browser,
         "portal-admin.mjs",
-        &[("ADMIN", "ada"), ("USER_NAME", "rita"), ("TARGET", &target)],
+        &[
+            ("ADMIN", "ada"),
+            ("USER_NAME", "rita"),
+            ("TARGET", &target),
+            ("TOTP_SEED", support::totp::SEED),
+            ("NODE", "sess-p"),
+            ("NETWORK", "127.0.0.2/32"),
+        ],
         "the admin page failed",
+    );
+    let plugin_changes: Vec<Value> =
+        w.gh.audit_of("admin_change")
+            .into_iter()
+            .filter(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("`totp-mfa` (api)")
+            })
+            .collect();
+    assert_eq!(plugin_changes.len(), 2, "{plugin_changes:?}");
+    assert!(
+        plugin_changes.iter().all(|e| e["user"] == "ada"),
+        "{plugin_changes:?}"
+    );
+    assert!(
+        w.gh.audit_of("login_ok")
+            .iter()
+            .any(|e| e["user"] == "rita" && e["detail"] == "portal login (password and totp-mfa)"),
+        "rita's sign-in with the one-time code is audited"
+    );
+    let node_changes: Vec<String> =
+        w.gh.audit()
+            .into_iter()
+            .filter(|e| e["user"] == "ada")
+            .map(|e| e["detail"].as_str().unwrap_or("").to_string())
+            .filter(|d| d.contains("sess-p") || d.contains("127.0.0.2/32"))
+            .collect();
+    assert!(
+        node_changes.len() >= 3,
+        "edit, network, removal: {node_changes:?}"
     );
     let changed: Vec<Value> =
         w.gh.audit_of("admin_change")

@@ -49,6 +49,15 @@ export function forgive(status, path) {
   if (j >= 0) problems.splice(j, 1);
 }
 
+// Drops the failures of requests to URLs ending in `suffix` that were cancelled on purpose
+// (a stream the page stops reading when the user leaves it): `net::ERR_ABORTED` only.
+export function forgiveAborted(suffix) {
+  for (let i = problems.length - 1; i >= 0; i--) {
+    const p = problems[i];
+    if (p.includes(" request failed: ") && p.endsWith(`${suffix} net::ERR_ABORTED`)) problems.splice(i, 1);
+  }
+}
+
 export async function shot(page, name) {
   if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png`, fullPage: true });
 }

@@ -599,7 +599,7 @@ const FAVICON_SVG: &str = include_str!("player/favicon.svg");
 /// Only the gateway's own scripts, styles and data; videos come as blobs fetched with the
 /// token. `'wasm-unsafe-eval'` lets the terminal player compile the WebAssembly embedded in
 /// its script (no JavaScript `eval`, no inline script or style).
-const PLAYER_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; media-src blob:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const PLAYER_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; media-src blob:; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn static_page(body: impl IntoResponse, content_type: &'static str) -> Response {
     static_file(body, content_type, PLAYER_CSP)

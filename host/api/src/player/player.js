@@ -14,6 +14,8 @@ let videoUrl = null;
 let terminal = null;      // the asciinema player of the open SSH session
 let castText = null;      // its recording, to re-create the player at another speed
 let opened = 0;           // bumped per opened session: late answers for an older one are dropped
+let live = null;          // the AbortController of the running session being watched
+let frameUrl = null;      // the live screen's current frame (an object URL)
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -118,6 +120,11 @@ function showEvents(events) {
 }
 
 function closePlayers() {
+  if (live) { live.abort(); live = null; }
+  if (frameUrl) { URL.revokeObjectURL(frameUrl); frameUrl = null; }
+  $("screen").removeAttribute("src");
+  $("screen").hidden = true;
+  $("live-note").hidden = true;
   if (terminal) { terminal.dispose(); terminal = null; }
   castText = null;
   $("terminal").replaceChildren();
@@ -159,6 +166,10 @@ async function openSession(row, session, moment) {
     const detail = await (await api(path)).json();
     if (mine !== opened) return;
     showEvents(detail.events);
+    if (session.ended_at === null) {
+      await watchLive(session, path);
+      return;
+    }
     if (session.playback === "video") {
       text($("status"), "rendering the video (the first time can take a while)\u2026");
       const blob = await (await api(path + "/video")).blob();
@@ -188,6 +199,113 @@ async function openSession(row, session, moment) {
     text($("status"), "");
   } catch (e) {
     if (e.message !== "unauthorized" && mine === opened) text($("status"), e.message);
+  }
+}
+
+// A running session, as it happens (GET /api/v1/sessions/{id}/live): an SSH terminal is an
+// asciicast stream fed line by line to the terminal player, an RDP screen a stream of PNG frames
+// (multipart, each with its Content-Length) shown one after another. Both end with the session.
+async function watchLive(session, path) {
+  live = new AbortController();
+  const watching = live;
+  const response = await api(path + "/live", { signal: watching.signal });
+  const reader = response.body.getReader();
+  $("live-note").hidden = false;
+  text($("status"), "");
+  const ended = () => {
+    if (live !== watching) return;
+    text($("status"), "the session ended; its recording plays from the list");
+    $("live-note").hidden = true;
+  };
+  if (session.protocol === "rdp") {
+    $("screen").hidden = false;
+    readFrames(reader, watching).then(ended, () => {});
+    return;
+  }
+  $("terminal").hidden = false;
+  terminal = AsciinemaPlayer.create(liveDriver(reader, ended), $("terminal"), {
+    autoPlay: true, fit: "width", terminalFontSize: "small", controls: false,
+  });
+}
+
+// A driver for the terminal player that reads the live asciicast stream: `init` waits for the
+// header (the terminal's size), `play` feeds the output as it comes.
+function liveDriver(reader, ended) {
+  return ({ dispatch }) => {
+    let stopped = false;
+    const decoder = new TextDecoder();
+    let buffer = "";
+    // The next complete line of the stream (keep-alives skipped); null at its end.
+    const nextLine = async () => {
+      for (;;) {
+        const newline = buffer.indexOf("\n");
+        if (newline >= 0) {
+          const line = buffer.slice(0, newline).trim();
+          buffer = buffer.slice(newline + 1);
+          if (line) return line;
+          continue;
+        }
+        const { value, done } = await reader.read();
+        if (done || stopped) return null;
+        buffer += decoder.decode(value, { stream: true });
+      }
+    };
+    const run = async () => {
+      for (;;) {
+        const line = await nextLine();
+        if (line === null) break;
+        const item = JSON.parse(line);
+        if (Array.isArray(item) && item[1] === "o") dispatch("output", item[2]);
+      }
+      if (!stopped) { dispatch("ended", { message: "The session ended" }); ended(); }
+    };
+    return {
+      async init() {
+        const line = await nextLine();
+        const header = line ? JSON.parse(line) : { width: 80, height: 24 };
+        // A client that sent no window size (0 x 0) gets the usual 80 x 24.
+        dispatch("reset", { size: { cols: header.width || 80, rows: header.height || 24 } });
+      },
+      play() {
+        dispatch("play");
+        dispatch("playing");
+        run().catch(() => {});
+        return true;
+      },
+      stop() { stopped = true; reader.cancel().catch(() => {}); },
+    };
+  };
+}
+
+// Reads multipart PNG frames and shows each as it arrives.
+async function readFrames(reader, watching) {
+  let buffer = new Uint8Array(0);
+  const headEnd = (bytes) => {
+    for (let i = 0; i + 3 < bytes.length; i++) {
+      if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
+    }
+    return -1;
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done || live !== watching) return;
+    const joined = new Uint8Array(buffer.length + value.length);
+    joined.set(buffer);
+    joined.set(value, buffer.length);
+    buffer = joined;
+    for (;;) {
+      const end = headEnd(buffer);
+      if (end < 0) break;
+      const head = new TextDecoder().decode(buffer.slice(0, end));
+      const length = Number((/content-length:\s*(\d+)/i.exec(head) || [])[1]);
+      if (!Number.isFinite(length)) return;
+      if (buffer.length < end + 4 + length) break;
+      const png = buffer.slice(end + 4, end + 4 + length);
+      buffer = buffer.slice(end + 4 + length);
+      if (frameUrl) URL.revokeObjectURL(frameUrl);
+      frameUrl = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+      $("screen").src = frameUrl;
+    }
   }
 }
 

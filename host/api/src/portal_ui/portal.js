@@ -23,6 +23,7 @@ async function api(method, path, body) {
     const message = data && data.error ? data.error.message : response.statusText;
     const error = new Error(message);
     error.status = response.status;
+    error.question = data && data.error ? data.error.question : undefined;
     throw error;
   }
   return data;
@@ -72,21 +73,57 @@ async function signedIn() {
   await route();
 }
 
+// A sign-in plugin (the TOTP second factor) may ask a question after the password: the form
+// shows it and signs in again with the password and every answer so far.
+const signin = { answers: {}, key: null };
+
+function resetSignin() {
+  signin.answers = {};
+  signin.key = null;
+  $("signin-question").hidden = true;
+  $("signin-answer").value = "";
+  $("signin-answer").required = false;
+}
+
 $("signin-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("signin-error").textContent = "";
+  if (signin.key) signin.answers[signin.key] = $("signin-answer").value;
   try {
     const answer = await api("POST", "/portal/login", {
-      user: $("signin-user").value, password: $("signin-password").value,
+      user: $("signin-user").value, password: $("signin-password").value, answers: signin.answers,
     });
     state.csrf = answer.csrf_token;
     sessionStorage.setItem("gh-csrf", state.csrf);
     $("signin-password").value = "";
+    resetSignin();
     await signedIn();
   } catch (e) {
+    if (e.question) {
+      signin.key = e.question.key;
+      $("signin-prompt").textContent = e.question.prompt.trim().replace(/:$/, "");
+      $("signin-answer").type = e.question.echo ? "text" : "password";
+      $("signin-answer").value = "";
+      $("signin-answer").required = true;
+      $("signin-question").hidden = false;
+      $("signin-answer").focus();
+      return;
+    }
     $("signin-error").textContent = e.message;
+    if (signin.key && e.status === 401) {
+      // A refused answer (a wrong or used code): ask again, the password stays.
+      delete signin.answers[signin.key];
+      $("signin-answer").value = "";
+      $("signin-answer").focus();
+    } else {
+      resetSignin();
+      $("signin-password").focus();
+    }
   }
 });
+
+// A new user name or password starts the sign-in over.
+for (const id of ["signin-user", "signin-password"]) $(id).addEventListener("input", resetSignin);
 
 $("logout").addEventListener("click", async () => {
   try { await api("POST", "/portal/logout"); } catch (e) { /* ended anyway */ }
@@ -398,12 +435,50 @@ const may = (action) => state.me && state.me.may.includes(action);
 
 async function showAdmin() {
   $("admin-services").hidden = !may("manage_services");
+  $("admin-plugins").hidden = !may("view_policies");
   $("admin-policies").hidden = !may("view_policies");
   $("admin-nodes").hidden = !may("view_cluster");
   $("network-form").hidden = !may("manage_cluster");
   if (may("manage_services")) await showServices();
+  if (may("view_policies")) await showPlugins();
   if (may("view_policies")) await showPolicies();
   if (may("view_cluster")) await showNodes();
+}
+
+async function showPlugins() {
+  const plugins = await api("GET", "/plugins");
+  const rows = $("plugin-rows");
+  rows.replaceChildren();
+  for (const p of plugins) {
+    const tr = el("tr", undefined, { "data-plugin": p.name });
+    const name = cell(tr, "Plugin", "");
+    name.append(el("strong", p.name));
+    if (p.description) name.append(el("br"), el("span", p.description, { class: "muted" }));
+    cell(tr, "Version", `${p.version} (wit ${p.wit})`);
+    cell(tr, "Kinds", p.kinds.join(", "));
+    const granted = [...p.granted_http.map((h) => "http " + h), ...p.granted_secrets.map((x) => "secret " + x)];
+    cell(tr, "Granted", granted.join(", ") || "nothing");
+    const stateText = !p.enabled ? "disabled" : p.loaded ? "enabled, running" : `enabled, not loaded: ${p.load_error || "unknown"}`;
+    cell(tr, "State", stateText);
+    const actions = cell(tr, "Actions", "");
+    if (may("manage_plugins")) {
+      actions.append(button(p.enabled ? "Disable" : "Enable", async () => {
+        try {
+          const now = await api("PUT", "/plugins/" + encodeURIComponent(p.name), { enabled: !p.enabled });
+          await showPlugins();
+          say(`${now.name} is ${now.enabled ? (now.loaded ? "enabled and running" : "enabled but not loaded") : "disabled"}.`);
+        } catch (e) {
+          say(e.message);
+        }
+      }, p.enabled));
+    }
+    rows.append(tr);
+  }
+  if (plugins.length === 0) {
+    const tr = el("tr");
+    tr.append(el("td", "No plugin is installed (gatehouse plugin install).", { colspan: "6" }));
+    rows.append(tr);
+  }
 }
 
 async function showServices() {
@@ -458,22 +533,86 @@ async function showNodes() {
   const nodes = await api("GET", "/nodes");
   const rows = $("node-rows");
   rows.replaceChildren();
-  for (const n of nodes.nodes || nodes) {
-    const tr = el("tr");
+  const manage = may("manage_cluster");
+  for (const n of nodes) {
+    const tr = el("tr", undefined, { "data-node": n.id });
     cell(tr, "Node", n.id);
     cell(tr, "Host", n.hostname);
     cell(tr, "Address", n.address);
     cell(tr, "Status", n.status);
     cell(tr, "Last seen", n.last_seen ? new Date(n.last_seen).toLocaleString() : "never");
     cell(tr, "Networks", (n.networks || []).join(", "));
+    const actions = cell(tr, "Actions", "");
+    if (manage) {
+      actions.append(button("Edit", () => editNode(n), true), " ", button("Remove", async () => {
+        if (!confirm(`Remove session node ${n.id}? Its sessions end; it can join again.`)) return;
+        try {
+          const removed = await api("DELETE", "/nodes/" + encodeURIComponent(n.id));
+          say(`Node ${removed.id} removed (${removed.deleted}).`);
+          await showNodes();
+        } catch (e) { say(e.message); }
+      }, true));
+    }
     rows.append(tr);
   }
   if (rows.children.length === 0) {
     const tr = el("tr");
-    tr.append(el("td", "No session node has joined: this gateway runs every session itself.", { colspan: "6" }));
+    tr.append(el("td", "No session node has joined: this gateway runs every session itself.", { colspan: "7" }));
+    rows.append(tr);
+  }
+  await showNetworks();
+}
+
+async function showNetworks() {
+  const networks = await api("GET", "/networks");
+  const rows = $("network-rows");
+  rows.replaceChildren();
+  for (const n of networks) {
+    const tr = el("tr", undefined, { "data-network": n.network });
+    cell(tr, "Network", n.network);
+    cell(tr, "Node", n.node);
+    cell(tr, "Description", n.description);
+    const actions = cell(tr, "Actions", "");
+    if (may("manage_cluster")) {
+      actions.append(button("Stop managing", async () => {
+        try {
+          await api("DELETE", "/networks?network=" + encodeURIComponent(n.network));
+          say(`${n.network} is no longer managed.`);
+          await showNodes();
+        } catch (e) { say(e.message); }
+      }, true));
+    }
     rows.append(tr);
   }
 }
+
+function editNode(n) {
+  const form = $("node-form");
+  form.dataset.node = n.id;
+  $("node-form-id").textContent = n.id;
+  $("e-address").value = n.address;
+  $("e-description").value = n.description || "";
+  $("e-hostname").checked = !!n.use_hostname;
+  form.hidden = false;
+  $("e-address").focus();
+}
+
+$("node-form-close").addEventListener("click", () => { $("node-form").hidden = true; });
+
+$("node-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = $("node-form").dataset.node;
+  try {
+    await api("PATCH", "/nodes/" + encodeURIComponent(id), {
+      address: $("e-address").value.trim(), description: $("e-description").value, use_hostname: $("e-hostname").checked,
+    });
+    $("node-form").hidden = true;
+    say(`Node ${id} saved.`);
+    await showNodes();
+  } catch (e) {
+    say(e.message);
+  }
+});
 
 $("network-form").addEventListener("submit", async (event) => {
   event.preventDefault();
