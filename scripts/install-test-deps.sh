@@ -14,6 +14,10 @@
 #   postgresql      the real PostgreSQL server of the store tests (tests/store_conformance.rs,
 #                   tests/control_ha.rs, tests/support/postgres.rs: initdb and pg_ctl in a temp
 #                   dir, run as the package's unprivileged `postgres` user) and the a2a bench
+#   inetutils-telnetd, inetutils-telnet  the real Telnet target (in.telnetd, started per connection
+#                   with --exec-login) and the stock telnet client of the Telnet tests (host/telnet/tests)
+#   x11vnc, tigervnc-viewer  the real VNC target (x11vnc on Xvfb, VNC authentication) and the real
+#                   VeNCrypt viewer (xtigervncviewer, X509Plain) of the VNC tests (host/vnc/tests)
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
@@ -48,7 +52,8 @@ $SUDO apt-get install -y -q --no-install-recommends \
     build-essential pkg-config cmake clang \
     ca-certificates git \
     curl openssl chromium \
-    rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils postgresql
+    rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils postgresql \
+    inetutils-telnetd inetutils-telnet x11vnc tigervnc-viewer
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

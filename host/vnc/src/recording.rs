@@ -1,0 +1,290 @@
+//! The VNC recording format, its writer (a [`Recorder`]) and reader, and the [`Replayer`]
+//! that turns a recording back into frames.
+//!
+//! ```text
+//! file   = magic "GHVNCREC" (8 bytes), version u16 BE (1), flags u16 BE (0), record*
+//! record = kind u8, at u64 BE (microseconds since the relay started), length u32 BE,
+//!          payload (length bytes)
+//! kind   = 0 start: the target's ServerInit, pixel format as set by the gateway
+//!          1 from the target: one RFB server message, in that pixel format
+//!          2 from the client: one RFB client message, as forwarded to the target
+//! ```
+//!
+//! Payloads are the RFB messages' own bytes, so the reader re-uses the codec (and its
+//! limits): a record must hold exactly one whole message. A record longer than
+//! [`MAX_RECORD`] is refused before anything is read, and a record's bytes are read as they
+//! come (a corrupt length in a short file is [`RecordingError::Truncated`], not an
+//! allocation).
+
+use crate::codec::{ClientMessage, Parsed, ServerContext, ServerInit, ServerMessage, limits};
+use crate::error::{ProtocolError, RecordError, RecordingError};
+use crate::framebuffer::{Frame, Framebuffer};
+use crate::relay::{RecordedEvent, RecordedKind, Recorder};
+use std::io::{self, Read, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const MAGIC: [u8; 8] = *b"GHVNCREC";
+pub const VERSION: u16 = 1;
+/// The largest record: a framebuffer update at the largest desktop and area budget, at 32
+/// bits per pixel, with room for its rectangle headers.
+pub const MAX_RECORD: u32 =
+    ((limits::MAX_DESKTOP_PIXELS * limits::UPDATE_AREA_FACTOR + limits::UPDATE_AREA_SLACK) * 4
+        + 65_536 * 16
+        + 16) as u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Start,
+    FromTarget,
+    FromClient,
+}
+
+impl RecordKind {
+    fn byte(self) -> u8 {
+        match self {
+            RecordKind::Start => 0,
+            RecordKind::FromTarget => 1,
+            RecordKind::FromClient => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<RecordKind, RecordingError> {
+        match byte {
+            0 => Ok(RecordKind::Start),
+            1 => Ok(RecordKind::FromTarget),
+            2 => Ok(RecordKind::FromClient),
+            other => Err(RecordingError::UnknownKind(other)),
+        }
+    }
+}
+
+/// One record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub at: Duration,
+    pub payload: Vec<u8>,
+}
+
+/// Writes a recording; a [`Recorder`] for the relay. Give it a buffered writer.
+pub struct RecordingWriter<W: Write + Send> {
+    writer: Mutex<W>,
+}
+
+impl<W: Write + Send> RecordingWriter<W> {
+    /// Writes the header.
+    pub fn new(mut writer: W) -> io::Result<RecordingWriter<W>> {
+        writer.write_all(&MAGIC)?;
+        writer.write_all(&VERSION.to_be_bytes())?;
+        writer.write_all(&0u16.to_be_bytes())?;
+        Ok(RecordingWriter {
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Writes one record.
+    pub fn write_record(&self, kind: RecordKind, at: Duration, payload: &[u8]) -> io::Result<()> {
+        let length = u32::try_from(payload.len())
+            .ok()
+            .filter(|length| *length <= MAX_RECORD)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+        let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
+        let mut header = [0u8; 13];
+        header[0] = kind.byte();
+        header[1..9].copy_from_slice(&micros.to_be_bytes());
+        header[9..13].copy_from_slice(&length.to_be_bytes());
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.write_all(&header)?;
+        writer.write_all(payload)
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(self) -> io::Result<W> {
+        let mut writer = self.writer.into_inner().unwrap_or_else(|p| p.into_inner());
+        writer.flush()?;
+        Ok(writer)
+    }
+}
+
+impl<W: Write + Send> Recorder for RecordingWriter<W> {
+    fn record(&self, event: &RecordedEvent<'_>) -> Result<(), RecordError> {
+        let mut payload = Vec::new();
+        let kind = match event.kind {
+            RecordedKind::Start(init) => {
+                init.encode(&mut payload);
+                RecordKind::Start
+            }
+            RecordedKind::FromTarget(message) => {
+                message.encode(&mut payload);
+                RecordKind::FromTarget
+            }
+            RecordedKind::FromClient(message) => {
+                message.encode(&mut payload);
+                RecordKind::FromClient
+            }
+            // Already in the update that carried it.
+            RecordedKind::DesktopResized { .. } => return Ok(()),
+        };
+        self.write_record(kind, event.at, &payload)
+            .map_err(|e| RecordError(format!("writing the vnc recording: {e}")))
+    }
+}
+
+/// Reads records from a recording.
+pub struct RecordingReader<R: Read> {
+    reader: R,
+}
+
+impl<R: Read> RecordingReader<R> {
+    /// Checks the header.
+    pub fn new(mut reader: R) -> Result<RecordingReader<R>, RecordingError> {
+        let mut header = [0u8; 12];
+        read_exact(&mut reader, &mut header)?;
+        if header[..8] != MAGIC {
+            return Err(RecordingError::BadMagic);
+        }
+        let version = u16::from_be_bytes([header[8], header[9]]);
+        if version != VERSION {
+            return Err(RecordingError::UnsupportedVersion(version));
+        }
+        Ok(RecordingReader { reader })
+    }
+
+    /// The next record, or `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<Record>, RecordingError> {
+        let mut header = [0u8; 13];
+        let mut filled = 0;
+        while filled < header.len() {
+            match self.reader.read(&mut header[filled..]) {
+                Ok(0) if filled == 0 => return Ok(None),
+                Ok(0) => return Err(RecordingError::Truncated),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let kind = RecordKind::from_byte(header[0])?;
+        let mut micros = [0u8; 8];
+        micros.copy_from_slice(&header[1..9]);
+        let length = u32::from_be_bytes([header[9], header[10], header[11], header[12]]);
+        if length > MAX_RECORD {
+            return Err(RecordingError::RecordTooLarge {
+                length: u64::from(length),
+                limit: u64::from(MAX_RECORD),
+            });
+        }
+        let mut payload = Vec::new();
+        (&mut self.reader)
+            .take(u64::from(length))
+            .read_to_end(&mut payload)?;
+        if payload.len() != length as usize {
+            return Err(RecordingError::Truncated);
+        }
+        Ok(Some(Record {
+            kind,
+            at: Duration::from_micros(u64::from_be_bytes(micros)),
+            payload,
+        }))
+    }
+}
+
+fn read_exact<R: Read>(reader: &mut R, buf: &mut [u8]) -> Result<(), RecordingError> {
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => RecordingError::Truncated,
+        _ => RecordingError::Io(e),
+    })
+}
+
+/// A record, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    Start(ServerInit),
+    FromTarget(ServerMessage),
+    FromClient(ClientMessage),
+}
+
+/// Applies records to a [`Framebuffer`].
+#[derive(Debug, Default)]
+pub struct Replayer {
+    context: Option<ServerContext>,
+    framebuffer: Option<Framebuffer>,
+}
+
+fn exactly<T>(parsed: Parsed<T>, payload: &[u8]) -> Result<T, RecordingError> {
+    match parsed {
+        Parsed::Complete { message, length } if length == payload.len() => Ok(message),
+        Parsed::Complete { length, .. } => Err(ProtocolError::Unexpected(format!(
+            "record of {} bytes holds a message of {length}",
+            payload.len()
+        ))
+        .into()),
+        Parsed::Incomplete { .. } => Err(RecordingError::Truncated),
+    }
+}
+
+impl Replayer {
+    pub fn new() -> Replayer {
+        Replayer::default()
+    }
+
+    /// Parses `record` and draws what it changes; returns the parsed message (for key,
+    /// pointer and clipboard events).
+    pub fn feed(&mut self, record: &Record) -> Result<Replayed, RecordingError> {
+        match record.kind {
+            RecordKind::Start => {
+                let init = exactly(ServerInit::parse(&record.payload)?, &record.payload)?;
+                init.pixel_format.validate()?;
+                self.framebuffer = Some(Framebuffer::new(init.width, init.height)?);
+                self.context = Some(ServerContext {
+                    pixel_format: init.pixel_format,
+                    width: init.width,
+                    height: init.height,
+                });
+                Ok(Replayed::Start(init))
+            }
+            RecordKind::FromTarget => {
+                let (Some(context), Some(framebuffer)) =
+                    (self.context.as_mut(), self.framebuffer.as_mut())
+                else {
+                    return Err(RecordingError::MissingStart);
+                };
+                let message = exactly(
+                    ServerMessage::parse(&record.payload, context)?,
+                    &record.payload,
+                )?;
+                if let ServerMessage::FramebufferUpdate(update) = &message {
+                    framebuffer.apply(update, &context.pixel_format, record.at)?;
+                }
+                context.apply(&message);
+                Ok(Replayed::FromTarget(message))
+            }
+            RecordKind::FromClient => {
+                if self.context.is_none() {
+                    return Err(RecordingError::MissingStart);
+                }
+                let message = exactly(ClientMessage::parse(&record.payload)?, &record.payload)?;
+                Ok(Replayed::FromClient(message))
+            }
+        }
+    }
+
+    /// The screen so far (`None` before the start record).
+    pub fn framebuffer(&self) -> Option<&Framebuffer> {
+        self.framebuffer.as_ref()
+    }
+
+    pub fn frame(&self) -> Option<Frame<'_>> {
+        self.framebuffer.as_ref().map(Framebuffer::frame)
+    }
+}
+
+/// Replays a whole recording and returns the final screen.
+pub fn replay<R: Read>(reader: R) -> Result<Framebuffer, RecordingError> {
+    let mut reader = RecordingReader::new(reader)?;
+    let mut replayer = Replayer::new();
+    while let Some(record) = reader.next_record()? {
+        replayer.feed(&record)?;
+    }
+    replayer.framebuffer.ok_or(RecordingError::MissingStart)
+}
