@@ -16,6 +16,7 @@ pub mod rdp_peers;
 pub mod recordings;
 pub mod slapd;
 pub mod ssh_client;
+pub mod telnetd;
 pub mod totp;
 pub mod world;
 

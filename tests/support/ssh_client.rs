@@ -333,6 +333,12 @@ impl PtyOutcome {
 }
 
 impl PtySession {
+    /// Any interactive program (a `telnet` under `script`), driven like an ssh session.
+    pub fn spawn_command(cmd: Command) -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        Self::spawn(cmd, Arc::new(scratch))
+    }
+
     fn spawn(mut cmd: Command, askpass: Arc<TempDir>) -> Self {
         let desc = format!("{cmd:?}");
         cmd.stdin(Stdio::piped())

@@ -53,7 +53,7 @@ pub struct ExplainQuery {
     pub user: String,
     /// `account@asset`.
     pub target: String,
-    /// `ssh_session` (default), `rdp_session`, `release_password`, `release_key`,
+    /// `ssh_session` (default), `rdp_session`, `telnet_session`, `release_password`, `release_key`,
     /// `request_access`, or a channel action (`ssh_shell`, ...).
     pub action: Option<String>,
 }

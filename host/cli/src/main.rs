@@ -110,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
                 ssh: args.ssh_listen,
                 api: args.api_listen,
                 rdp: args.rdp_listen,
+                telnet: args.telnet_listen,
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
                 cluster: serve::ClusterListen {
                     role: args.role,

@@ -68,7 +68,27 @@ pub struct Asset {
     /// Where the asset accepts RDP, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdp: Option<RdpEndpoint>,
+    /// Where the asset accepts Telnet, if it does, and how its login prompts read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telnet: Option<TelnetEndpoint>,
     pub created: Timestamp,
+}
+
+/// An asset's Telnet service: its port, and the patterns (regular expressions, matched
+/// case-insensitively at the end of what the target wrote) the gateway answers with the vault's
+/// credential. `None`: the usual `login:` / `password:` prompts and failure messages; no
+/// `success`: the login succeeded when the target wrote something and then went quiet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TelnetEndpoint {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<String>,
 }
 
 /// An asset's RDP service: its port and how its TLS key is verified.

@@ -781,6 +781,22 @@ fn rdp_text(rdp: Option<&RdpEndpoint>) -> String {
     }
 }
 
+fn telnet_text(telnet: Option<&gatehouse_core::TelnetEndpoint>) -> String {
+    match telnet {
+        None => "no".into(),
+        Some(e) => {
+            let custom = [&e.login_prompt, &e.password_prompt, &e.failure, &e.success]
+                .iter()
+                .any(|p| p.is_some());
+            format!(
+                "port {}, {} prompts",
+                e.port,
+                if custom { "custom" } else { "default" }
+            )
+        }
+    }
+}
+
 fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<String> {
     match command {
         AssetCommand::Add {
@@ -791,6 +807,11 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             groups,
             rdp_port,
             rdp_cert_pin,
+            telnet_port,
+            telnet_login_prompt,
+            telnet_password_prompt,
+            telnet_failure,
+            telnet_success,
             ..
         } => {
             let asset_name = name("asset name", n)?;
@@ -840,6 +861,21 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                     },
                 }),
             };
+            let telnet = match telnet_port {
+                None => None,
+                Some(0) => bail!("invalid Telnet port 0"),
+                Some(telnet_port) => {
+                    let endpoint = gatehouse_core::TelnetEndpoint {
+                        port: *telnet_port,
+                        login_prompt: telnet_login_prompt.clone(),
+                        password_prompt: telnet_password_prompt.clone(),
+                        failure: telnet_failure.clone(),
+                        success: telnet_success.clone(),
+                    };
+                    crate::telnet_glue::login_script(&endpoint).map_err(|e| anyhow!(e))?;
+                    Some(endpoint)
+                }
+            };
             let record = Asset {
                 name: asset_name,
                 address: address.clone(),
@@ -847,6 +883,7 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 host_key,
                 groups,
                 rdp,
+                telnet,
                 created: Timestamp::now(),
             };
             ctx.store.write(|txn| -> Result<()> {
@@ -904,12 +941,13 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 .map(|acc| acc.name.to_string())
                 .collect();
             Ok(format!(
-                "asset     {}\naddress   {}:{}\nhost key  {}\nrdp       {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
+                "asset     {}\naddress   {}:{}\nhost key  {}\nrdp       {}\ntelnet    {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
                 a.name,
                 a.address,
                 a.port,
                 host_key_text(&a.host_key),
                 rdp_text(a.rdp.as_ref()),
+                telnet_text(a.telnet.as_ref()),
                 names_text(&a.groups, ", "),
                 accounts.join(", "),
                 time_text(a.created)

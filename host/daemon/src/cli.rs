@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// default, an address given here that cannot be bound stops `serve`.
     #[arg(long)]
     pub rdp_listen: Option<SocketAddr>,
+    /// Address for Telnet clients (default: settings.json `telnet`, off; Telnet is cleartext).
+    /// An address given here turns it on and must bind.
+    #[arg(long)]
+    pub telnet_listen: Option<SocketAddr>,
     /// Seconds a SIGTERM lets running sessions finish before they are closed (users are told
     /// when it starts; a second SIGTERM stops at once).
     #[arg(long, default_value_t = 30)]
@@ -304,6 +308,8 @@ pub enum AssetGroupCommand {
     Unnest { group: String, parent: String },
 }
 
+// Parsed once per command; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum AssetCommand {
     /// Add an asset. Its SSH host key is pinned (`--host-key`, `--host-key-file`) or trusted on
@@ -335,6 +341,31 @@ pub enum AssetCommand {
         #[arg(long, requires = "rdp_port")]
         #[serde(default)]
         rdp_cert_pin: Option<String>,
+        /// The asset accepts Telnet on this port (cleartext: the gateway logs in with the vault's
+        /// password by answering the target's prompts).
+        #[arg(long)]
+        #[serde(default)]
+        telnet_port: Option<u16>,
+        /// The target's login prompt: a regular expression, case-insensitive, searched in what
+        /// the target wrote since the last answer (anchor it with `$`; default: ends with
+        /// `login:`).
+        #[arg(long, requires = "telnet_port")]
+        #[serde(default)]
+        telnet_login_prompt: Option<String>,
+        /// The target's password prompt, likewise (default: ends with `password:`).
+        #[arg(long, requires = "telnet_port")]
+        #[serde(default)]
+        telnet_password_prompt: Option<String>,
+        /// What the target says when it refuses the login (default: `login incorrect`,
+        /// `access denied`, `authentication failed` and the like).
+        #[arg(long, requires = "telnet_port")]
+        #[serde(default)]
+        telnet_failure: Option<String>,
+        /// What the target shows once logged in (a shell prompt, like `\$ $`); without it the
+        /// login succeeded when the target wrote something and then went quiet for a second.
+        #[arg(long, requires = "telnet_port")]
+        #[serde(default)]
+        telnet_success: Option<String>,
     },
     /// List assets.
     List(JsonFlag),
@@ -540,9 +571,9 @@ pub enum SessionCommand {
 /// What a decision is asked about, for `explain` and `who-can`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct DecisionArgs {
-    /// The Cedar action: ssh_session, rdp_session, ssh_shell, ssh_exec, ssh_subsystem,
-    /// ssh_direct_tcpip, ssh_forwarded_tcpip, ssh_x11, ssh_agent, release_password, release_key,
-    /// request_access.
+    /// The Cedar action: ssh_session, rdp_session, telnet_session, ssh_shell, ssh_exec,
+    /// ssh_subsystem, ssh_direct_tcpip, ssh_forwarded_tcpip, ssh_x11, ssh_agent, release_password,
+    /// release_key, request_access.
     #[arg(long, default_value = "ssh_session")]
     pub action: String,
     /// Local time in the gateway's zone (`2026-11-24T10:00`) or an RFC 3339 instant; default now.

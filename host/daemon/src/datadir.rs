@@ -39,6 +39,9 @@ pub struct Settings {
     /// The RDP listener (docs/rdp.md).
     #[serde(default)]
     pub rdp: RdpSettings,
+    /// The Telnet listener (docs/telnet.md); off unless turned on.
+    #[serde(default)]
+    pub telnet: TelnetSettings,
     /// Where the audit trail is streamed (RFC 5424 syslog over TCP); none when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_streams: Vec<gatehouse_audit::stream::StreamSettings>,
@@ -74,6 +77,25 @@ impl Default for RdpSettings {
             enabled: true,
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], gatehouse_rdp::DEFAULT_PORT)),
             decodable_recordings: true,
+        }
+    }
+}
+
+/// Where `serve` accepts Telnet clients. Telnet is cleartext (the gateway password crosses the
+/// network as typed), so it is off unless an operator turns it on for devices that speak
+/// nothing else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelnetSettings {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for TelnetSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 2323)),
         }
     }
 }
@@ -421,6 +443,7 @@ fn init_inner(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitRepo
         requests: Default::default(),
         mail: None,
         rdp: Default::default(),
+        telnet: Default::default(),
         audit_streams: Vec::new(),
         metrics: None,
         recordings: None,

@@ -7,6 +7,7 @@
 //! dispatches; a control node and a session node are the same code with another role.
 
 pub mod a2a_cmd;
+mod access_gate;
 pub mod admin;
 pub mod admin_groups;
 pub mod api_client;
@@ -33,6 +34,7 @@ pub mod serve;
 pub mod session_cmd;
 pub mod socket;
 pub mod store_cmd;
+pub mod telnet_glue;
 pub mod timestamp;
 pub mod watch;
 

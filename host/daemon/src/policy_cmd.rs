@@ -68,10 +68,10 @@ fn facts(
         "ssh_agent" => Some(ChannelRequest::Agent),
         _ => None,
     };
-    let protocol = if args.action == "rdp_session" {
-        "rdp"
-    } else {
-        "ssh"
+    let protocol = match args.action.as_str() {
+        "rdp_session" => "rdp",
+        "telnet_session" => "telnet",
+        _ => "ssh",
     };
     Ok((
         SessionFacts {

@@ -86,6 +86,17 @@ pub struct LocalRdp {
     pub workflow: Option<Arc<gatehouse_workflow::Workflow>>,
 }
 
+impl LocalRdp {
+    pub(crate) fn deciders(&self) -> crate::access_gate::Deciders<'_> {
+        crate::access_gate::Deciders {
+            vault: &self.vault,
+            policy: &self.policy,
+            plugins: self.plugins.as_ref(),
+            workflow: self.workflow.as_ref(),
+        }
+    }
+}
+
 /// The gateway's TLS identity for RDP clients: `<data-dir>/tls/{cert.pem,key.pem}`.
 pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
     use rustls::pki_types::pem::PemObject;
@@ -648,7 +659,7 @@ enum Grant<'a> {
         local: &'a LocalRdp,
         authorization: Box<TargetAuthorization>,
         request: Option<gatehouse_core::AccessRequest>,
-        who: Box<access::LoggedIn>,
+        who: Box<crate::access_gate::LoggedIn>,
     },
     /// Decided by the control node (a session node).
     Remote {
@@ -776,11 +787,14 @@ impl Session {
                 return;
             }
         };
-        let Some(who) = self.run_plugins(local, user, spec).await else {
+        let Some(who) = crate::access_gate::run_plugins(&self, &local.deciders(), user, spec).await
+        else {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
-        let Some((authorization, request)) = self.permit(local, &who, &target).await else {
+        let Some((authorization, request)) =
+            crate::access_gate::permit(&self, &local.deciders(), &who, &target).await
+        else {
             client.refuse(gatehouse_rdp::Refusal::Denied).await;
             return;
         };
@@ -1099,72 +1113,6 @@ impl Session {
         Some((user, spec))
     }
 
-    /// The target account's password: from its credential-store plugin when it has one, else
-    /// from the vault.
-    async fn target_password(
-        &self,
-        local: &LocalRdp,
-        authorization: &TargetAuthorization,
-    ) -> Result<Option<SecretString>, String> {
-        use gatehouse_plugin_host::{Credential, CredentialKind};
-        let account = authorization.account();
-        let Some(plugin) = &account.credential_plugin else {
-            return local
-                .vault
-                .credential(account)
-                .map(|c| c.password)
-                .map_err(|e| format!("vault: {e}"));
-        };
-        let plugins = local
-            .plugins
-            .as_ref()
-            .ok_or_else(|| format!("credential-store plugin `{plugin}` is not enabled"))?;
-        match plugins
-            .credential(
-                plugin,
-                CredentialKind::Password,
-                &self.credential_request(authorization),
-            )
-            .await
-        {
-            Ok(Some(Credential::Password(password))) => Ok(Some(password)),
-            Ok(_) => Ok(None),
-            Err(e) => Err(format!("credential-store plugin `{plugin}`: {e}")),
-        }
-    }
-
-    fn credential_request(
-        &self,
-        authorization: &TargetAuthorization,
-    ) -> gatehouse_plugin_host::CredentialRequest {
-        gatehouse_plugin_host::CredentialRequest::new(
-            &self.id,
-            authorization.user(),
-            authorization.account(),
-            authorization.asset(),
-        )
-    }
-
-    /// Tells the account's credential-store plugin (if any) whether the target accepted it.
-    async fn credential_event(
-        &self,
-        local: &LocalRdp,
-        authorization: &TargetAuthorization,
-        succeeded: bool,
-    ) {
-        let (Some(plugin), Some(plugins)) = (
-            &authorization.account().credential_plugin,
-            local.plugins.as_ref(),
-        ) else {
-            return;
-        };
-        let event = gatehouse_plugin_host::CredentialEvent::AuthenticationCompleted { succeeded };
-        let request = self.credential_request(authorization);
-        if let Err(e) = plugins.credential_event(plugin, &request, event).await {
-            tracing::warn!(error = %e, "credential-store plugin not told about the login");
-        }
-    }
-
     /// Dials the target with the account's password, then relays and records the session
     /// until either side closes or the request it runs under ends.
     async fn connect(&self, client: AcceptedClient, mut grant: Grant<'_>) {
@@ -1200,7 +1148,7 @@ impl Session {
                 local,
                 authorization,
                 ..
-            } => self.target_password(local, authorization).await,
+            } => crate::access_gate::target_password(self, &local.deciders(), authorization).await,
             Grant::Remote { permit, .. } => Ok(permit
                 .take_credential()
                 .and_then(|mut credential| credential.password.take())),
@@ -1257,8 +1205,13 @@ impl Session {
                     authorization,
                     ..
                 } => {
-                    self.credential_event(local, authorization, dialed.is_ok())
-                        .await;
+                    crate::access_gate::credential_event(
+                        self,
+                        &local.deciders(),
+                        authorization,
+                        dialed.is_ok(),
+                    )
+                    .await;
                 }
                 Grant::Remote { control, permit } => {
                     control.target_login(permit, dialed.is_ok()).await;
@@ -1327,7 +1280,8 @@ impl Session {
             Grant::Local { local, .. } => local.workflow.clone(),
             Grant::Remote { .. } => None,
         };
-        let ended = access::request_ended(workflow, request_id.clone(), self.id.clone());
+        let ended =
+            crate::access_gate::request_ended(workflow, request_id.clone(), self.id.clone());
         let ended_by_request: Mutex<Option<gatehouse_core::RequestState>> = Mutex::new(None);
         let shut_down = std::sync::atomic::AtomicBool::new(false);
         // Listed as running until its books are closed (the guard goes last); `session
@@ -1471,8 +1425,14 @@ impl Session {
         );
         match &mut grant {
             Grant::Local { local, who, .. } => {
-                self.plugins_session_ended(local, who, &opened, &summary)
-                    .await;
+                let end = gatehouse_plugin_host::SessionEnd {
+                    started_at_ms: opened.started.0,
+                    ended_at_ms: Timestamp::now().0,
+                    bytes_from_client: summary.bytes_from_client,
+                    bytes_to_client: summary.bytes_from_target,
+                    reason: "closed".into(),
+                };
+                crate::access_gate::plugins_session_ended(self, &local.deciders(), who, &end).await;
             }
             Grant::Remote { control, permit } => {
                 if let Err(e) = control.session_ended(permit.grant()).await {
@@ -1501,35 +1461,6 @@ impl Session {
         }
         if let Err(e) = recording.finish() {
             tracing::error!(error = %e, "cannot close the recording");
-        }
-    }
-
-    /// Tells the plugins the session ended (ticket comments, check-in); failures are audited.
-    async fn plugins_session_ended(
-        &self,
-        local: &LocalRdp,
-        who: &mut access::LoggedIn,
-        opened: &Opened,
-        summary: &RelaySummary,
-    ) {
-        let Some(plugins) = &local.plugins else {
-            return;
-        };
-        let conn =
-            gatehouse_plugin_host::login::LoginContext::connection(self, &who.user, &who.login);
-        let end = gatehouse_plugin_host::SessionEnd {
-            started_at_ms: opened.started.0,
-            ended_at_ms: Timestamp::now().0,
-            bytes_from_client: summary.bytes_from_client,
-            bytes_to_client: summary.bytes_from_target,
-            reason: "closed".into(),
-        };
-        for failure in plugins.session_ended(&conn, &mut who.cookies, &end).await {
-            self.audit(
-                AuditKind::SessionEnded,
-                failure.to_string(),
-                &[("protocol", "rdp".into())],
-            );
         }
     }
 

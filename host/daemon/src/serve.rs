@@ -45,6 +45,8 @@ pub struct Listen {
     pub api: Option<SocketAddr>,
     /// Overrides settings.json `rdp.listen` (and must then bind).
     pub rdp: Option<SocketAddr>,
+    /// Turns Telnet on at this address (overrides settings.json `telnet`; must bind).
+    pub telnet: Option<SocketAddr>,
     /// How long a SIGTERM lets SSH sessions finish.
     pub shutdown_grace: std::time::Duration,
     pub cluster: ClusterListen,
@@ -144,6 +146,7 @@ pub fn run(
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
+        let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;
         // The audit trail to SIEMs: each stream sends from where its receiver stopped.
         let mut names = std::collections::HashSet::new();
         for stream in &settings.audit_streams {
@@ -338,6 +341,8 @@ pub fn run(
             screens,
             shutdown.clone(),
         )?;
+        let telnet =
+            crate::telnet_glue::start(dir, telnet_listener, services.clone(), shutdown.clone())?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -397,16 +402,17 @@ pub fn run(
                 result = cluster => result.context("cluster port"),
             }
         };
-        tokio::pin!(ssh, rdp, background);
+        tokio::pin!(ssh, rdp, telnet, background);
         tokio::select! {
             result = &mut ssh => result.context("SSH gateway")?,
             result = &mut rdp => result.context("RDP gateway")?,
+            result = &mut telnet => result.context("Telnet gateway")?,
             result = &mut background => result?,
             _ = shutdown_signal() => {
                 let grace = listen.shutdown_grace;
                 tracing::info!(
                     grace_seconds = grace.as_secs(),
-                    "shutting down: no new SSH or RDP connections; running sessions are told and closed when the grace period ends"
+                    "shutting down: no new SSH, RDP or Telnet connections; running sessions are told and closed when the grace period ends"
                 );
                 let _ = sd_notify::notify(false, &[
                     sd_notify::NotifyState::Stopping,
@@ -415,9 +421,10 @@ pub fn run(
                 shutdown.begin(grace);
                 draining.store(true, std::sync::atomic::Ordering::Relaxed);
                 let sessions = async {
-                    let (ssh, rdp) = tokio::join!(&mut ssh, &mut rdp);
+                    let (ssh, rdp, telnet) = tokio::join!(&mut ssh, &mut rdp, &mut telnet);
                     ssh.context("SSH gateway")?;
-                    rdp.context("RDP gateway")
+                    rdp.context("RDP gateway")?;
+                    telnet.context("Telnet gateway")
                 };
                 tokio::select! {
                     result = sessions => result?,
@@ -552,6 +559,9 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
     let rdp_explicit = listen.rdp;
+    if listen.telnet.is_some() {
+        anyhow::bail!("Telnet is served by processes that hold the vault (role all or control)");
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_listen)
             .await

@@ -97,6 +97,7 @@ fn directory() -> MemoryDirectory {
                 port: 22,
                 host_key: HostKeyPolicy::TrustOnFirstUse,
                 rdp: None,
+                telnet: None,
                 groups: vec![n(format!(
                     "ag{}",
                     TOP_ASSET_GROUPS + a % (ASSET_GROUPS_N - TOP_ASSET_GROUPS)

@@ -340,10 +340,7 @@ impl PolicyEngine {
         request: Option<&crate::entities::RequestFacts>,
     ) -> Result<TargetAuthorization, Denied> {
         let built = self.session_entities(user, target, &facts, request)?;
-        let action = action_uid(match facts.protocol.as_str() {
-            "rdp" => "rdp_session",
-            _ => "ssh_session",
-        })?;
+        let action = action_uid(session_action(&facts.protocol)?)?;
         let context = context::context(context::access_value(&facts, &built.refs), &action)?;
         let bundle = self.bundle();
         let decision = bundle.decide(Query {
@@ -389,8 +386,8 @@ impl PolicyEngine {
         let action_uid = action_uid(action)?;
         let value = match (action, channel) {
             (
-                "ssh_session" | "rdp_session" | "release_password" | "release_key"
-                | "request_access",
+                "ssh_session" | "rdp_session" | "telnet_session" | "release_password"
+                | "release_key" | "request_access",
                 _,
             ) => context::access_value(facts, &built.refs),
             (_, Some(channel)) if action.starts_with("ssh_") => {
@@ -468,6 +465,19 @@ impl PolicyEngine {
 
 /// How many approvals [`PolicyEngine::required_approvals`] tries before giving up.
 pub const MAX_APPROVALS: i64 = 16;
+
+/// The Cedar action that opens a session over `protocol`. An unknown protocol is a
+/// configuration error, never another protocol's action.
+pub fn session_action(protocol: &str) -> Result<&'static str, Denied> {
+    match protocol {
+        "ssh" => Ok("ssh_session"),
+        "rdp" => Ok("rdp_session"),
+        "telnet" => Ok("telnet_session"),
+        other => Err(Denied::Policy(PolicyError::Config(format!(
+            "no session action for protocol `{other}`"
+        )))),
+    }
+}
 
 /// What an administrator asks to do over the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,6 +636,7 @@ impl PolicyEngine {
             action,
             "ssh_session"
                 | "rdp_session"
+                | "telnet_session"
                 | "release_password"
                 | "release_key"
                 | "request_access"

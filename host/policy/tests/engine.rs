@@ -97,6 +97,7 @@ fn fixture() -> Fixture {
                     port: 22,
                     host_key: HostKeyPolicy::TrustOnFirstUse,
                     rdp: None,
+                    telnet: None,
                     groups: vec![name("prod")],
                     created: Timestamp(0),
                 },

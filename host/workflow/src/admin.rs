@@ -168,6 +168,7 @@ impl Workflow {
         facts.protocol = match action {
             "rdp_session" => "rdp",
             "ssh_session" => "ssh",
+            "telnet_session" => "telnet",
             _ => "api",
         }
         .into();

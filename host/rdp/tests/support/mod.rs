@@ -53,6 +53,7 @@ impl World {
                         port,
                         host_key: HostKeyPolicy::TrustOnFirstUse,
                         rdp: None,
+                        telnet: None,
                         groups: vec![],
                         created: Timestamp(0),
                     },
