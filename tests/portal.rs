@@ -375,6 +375,49 @@ fn gateway_admins_read_policies_explain_decisions_and_toggle_services() {
         .count();
     assert_eq!(refused, 5);
 
+    // A draft policy checked before it is deployed: valid; a typo with its position; an id
+    // another file already uses. alice may not.
+    let check = |who: &str, name: &str, text: &str| {
+        let body = json!({"name": name, "text": text}).to_string();
+        let (status, _, answer) =
+            call(gh, "POST", "/api/v1/policies/validate", &[who], Some(&body));
+        (status, serde_json::from_str::<Value>(&answer).unwrap())
+    };
+    let (status, valid) = check(
+        &gia,
+        "ops.cedar",
+        "@id(\"ops-view\")\npermit (principal in Group::\"gateway-admins\", action == Action::\"view_cluster\", resource);\n",
+    );
+    assert_eq!(status, 200, "{valid}");
+    assert_eq!(
+        (&valid["valid"], &valid["policies"]),
+        (&json!(true), &json!(1)),
+        "{valid}"
+    );
+    let (_, typo) = check(
+        &gia,
+        "ops.cedar",
+        "@id(\"ops-view\")\npermit (principal, action == Action::\"no_such_action\", resource);\n",
+    );
+    assert_eq!(typo["valid"], false, "{typo}");
+    assert_eq!(typo["problems"][0]["file"], "ops.cedar", "{typo}");
+    assert_eq!(typo["problems"][0]["line"], 2, "{typo}");
+    let (_, clash) = check(
+        &gia,
+        "other.cedar",
+        "@id(\"gateway-admins-administer\")\npermit (principal, action == Action::\"view_cluster\", resource);\n",
+    );
+    assert_eq!(clash["valid"], false, "{clash}");
+    assert!(
+        clash["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already defined at"),
+        "{clash}"
+    );
+    let (status, _) = check(&alice, "ops.cedar", "permit (principal, action, resource);");
+    assert_eq!(status, 403);
+
     // The plugins: installed, granted, not enabled; gia enables the TOTP plugin.
     let (status, _, answer) = call(gh, "GET", "/api/v1/plugins", &[&gia], None);
     assert_eq!(status, 200, "{answer}");

@@ -14,6 +14,7 @@
 //
 // Prints one line per check; exits 1 on the first failure, with what the page logged.
 import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
 
 const env = (name) => {
   const value = process.env[name];
@@ -128,6 +129,12 @@ try {
   const duration = await until("the player's duration", () => page.evaluate(() => terminal && terminal.getDuration()));
   log("terminal recording duration: " + duration.toFixed(2) + " s");
 
+  // The recording as a file: the asciicast itself, which `asciinema play` takes.
+  const [castFile] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
+  check(castFile.suggestedFilename() === sshId + ".cast", "the download is named " + castFile.suggestedFilename());
+  const castText = readFileSync(await castFile.path(), "utf8");
+  check(JSON.parse(castText.split("\n")[0]).version === 2 && castText.includes(marker), "the download is the session's asciicast");
+
   // Play at 4×: the marker appears, then the text printed after the idle stretch, the
   // stretch shortened to 2 s (0.5 s at 4×), not the 12 s it lasted.
   await page.selectOption("#speed", "4");
@@ -176,6 +183,9 @@ try {
   await page.click(`tr.session[data-id="${rdpId}"]`);
   await page.waitForSelector("#video:not([hidden])", { timeout: 180000 });
   await page.waitForFunction(() => document.querySelector("#video").readyState >= 1, null, { timeout: 60000 });
+  const [videoFile] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
+  const webm = readFileSync(await videoFile.path());
+  check(videoFile.suggestedFilename().endsWith(".webm") && webm.length > 1000 && webm.readUInt32BE(0) === 0x1a45dfa3, "the RDP download is the WebM video (" + webm.length + " bytes)");
   const keys = await until("the typing event with its video time", () => page.$$eval("ol#events li", (items) =>
     items.filter((i) => i.textContent.includes("keys")).map((i) => ({
       text: i.textContent,

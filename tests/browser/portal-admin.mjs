@@ -94,6 +94,17 @@ await inBrowser(async (newPage) => {
   await page.getByRole("button", { name: "Explain" }).click();
   await until("the second explanation", async () => (await page.textContent("#explain-result")).startsWith("Denied"));
   check(true, "ron's ssh session is denied (nothing permits it)");
+
+  // A draft policy checked before deploying it: a typo with its line, then valid.
+  await page.getByLabel("File name").fill("ops.cedar");
+  await page.getByLabel("Cedar text").fill('@id("ops-view")\npermit (principal, action == Action::"no_such_action", resource);\n');
+  await page.getByRole("button", { name: "Validate" }).click();
+  await until("the problem", async () => (await page.textContent("#validate-result")).includes("ops.cedar:2:"));
+  check(true, "the typo is reported with its file and line");
+  await page.getByLabel("Cedar text").fill('@id("ops-view")\npermit (principal in Group::"gateway-admins", action == Action::"view_cluster", resource);\n');
+  await page.getByRole("button", { name: "Validate" }).click();
+  await until("valid", async () => (await page.textContent("#validate-result")) === "Valid: 1 policy.");
+  check(true, "a valid draft says so");
   check(!(await page.isHidden("#admin-nodes")), "the cluster's nodes are shown to who may see them");
   await shot(page, "portal-admin");
 

@@ -110,6 +110,81 @@ pub async fn explain(
     }))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// The file name the problems are reported under (`draft.cedar` when empty); a policy id
+    /// defined in another file in force is a problem.
+    #[serde(default)]
+    pub name: String,
+    /// The Cedar text.
+    pub text: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProblemView {
+    pub file: String,
+    /// 1-based; 0 when the problem has no position.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ValidationView {
+    pub valid: bool,
+    /// Policies and templates in the text (when valid).
+    pub policies: usize,
+    pub problems: Vec<ProblemView>,
+}
+
+/// The most text a draft may have.
+const MAX_DRAFT: usize = 256 * 1024;
+
+/// Check a draft policy file against the schema and the policies in force (their ids), before
+/// it is put in the policy directory. Nothing is loaded.
+#[utoipa::path(post, path = "/api/v1/policies/validate", tag = "gateway",
+    request_body = ValidateBody, security(("bearer" = [])),
+    responses((status = 200, body = ValidationView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn validate_policy(
+    State(state): State<ApiState>,
+    person: Person,
+    JsonBody(body): JsonBody<ValidateBody>,
+) -> Result<Json<ValidationView>, ApiError> {
+    if body.text.len() > MAX_DRAFT {
+        return Err(ApiError::bad_request(format!(
+            "the draft is longer than {MAX_DRAFT} bytes"
+        )));
+    }
+    let workflow = state.inner.workflow.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        workflow.validate_policy(&person.actor, &body.name, &body.text)
+    })
+    .await
+    .map_err(|_| ApiError::internal())??;
+    Ok(Json(match checked {
+        Ok(policies) => ValidationView {
+            valid: true,
+            policies,
+            problems: Vec::new(),
+        },
+        Err(problems) => ValidationView {
+            valid: false,
+            policies: 0,
+            problems: problems
+                .into_iter()
+                .map(|p| ProblemView {
+                    file: p.file,
+                    line: p.line,
+                    column: p.column,
+                    message: p.message,
+                })
+                .collect(),
+        },
+    }))
+}
+
 /// Turn one of the vault's services on or off; new work of a service that is off is refused
 /// with a clear message, work already running finishes.
 #[utoipa::path(put, path = "/api/v1/services/{name}", tag = "gateway",

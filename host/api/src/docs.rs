@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         crate::portal::my_access, crate::routes::inbox, crate::admin_pages::list_policies,
         crate::admin_pages::explain, crate::admin_pages::set_service,
         crate::admin_pages::list_plugins, crate::admin_pages::set_plugin,
+        crate::admin_pages::validate_policy,
         crate::nodes::list_nodes, crate::nodes::edit_node,
         crate::nodes::delete_node, crate::nodes::list_networks, crate::nodes::add_network,
         crate::nodes::delete_network
@@ -41,6 +42,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::Inbox, crate::routes::InboxItem, crate::admin_pages::PolicyView,
         crate::admin_pages::ExplanationView, crate::admin_pages::ServiceBody,
         crate::admin_pages::PluginView, crate::admin_pages::PluginBody,
+        crate::admin_pages::ValidateBody, crate::admin_pages::ValidationView,
+        crate::admin_pages::ProblemView,
         NewRequestBody, BrokerRequestBody, CommentBody, ReviewView, RequestView, RequestList,
         CredentialView, AccessStringView, A2aCredentialView, crate::sessions::SessionView,
         crate::sessions::SessionList, crate::sessions::SessionDetail, crate::nodes::NodeView,

@@ -121,6 +121,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/policies", get(crate::admin_pages::list_policies))
         .route("/policies/explain", get(crate::admin_pages::explain))
+        .route(
+            "/policies/validate",
+            post(crate::admin_pages::validate_policy),
+        )
         .route("/plugins", get(crate::admin_pages::list_plugins))
         .route(
             "/plugins/{name}",

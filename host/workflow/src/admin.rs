@@ -146,6 +146,60 @@ impl Workflow {
             .collect())
     }
 
+    /// Checks a draft policy file `name` (with `view_policies`) against the schema, and its ids
+    /// against the policies in force in other files: the problems with their positions, or
+    /// the number of policies and templates it holds. Nothing is loaded.
+    pub fn validate_policy(
+        &self,
+        actor: &Actor,
+        name: &str,
+        text: &str,
+    ) -> Result<Result<usize, Vec<gatehouse_policy::Problem>>, WorkflowError> {
+        self.authorize_admin(actor, AdminAction::ViewPolicies)?;
+        let name = if name.trim().is_empty() {
+            "draft.cedar"
+        } else {
+            name.trim()
+        };
+        let source = gatehouse_policy::Source {
+            name: name.to_string(),
+            text: text.to_string(),
+        };
+        let draft = match gatehouse_policy::load::compile(&[source], &[]) {
+            Ok(draft) => draft,
+            Err(e) => return Ok(Err(e.problems)),
+        };
+        // An id another file already defines would make the next reload fail.
+        let in_force = self.policy.bundle();
+        let base = |file: &str| {
+            std::path::Path::new(file)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let clashes: Vec<gatehouse_policy::Problem> = draft
+            .defined()
+            .into_iter()
+            .filter_map(|(id, origin)| {
+                let existing = in_force.origin(&id)?;
+                (base(&existing.file) != base(name)).then(|| gatehouse_policy::Problem {
+                    file: name.to_string(),
+                    line: origin.line,
+                    column: 1,
+                    message: format!(
+                        "policy id `{id}` is already defined at {}:{}",
+                        existing.file, existing.line
+                    ),
+                })
+            })
+            .collect();
+        if clashes.is_empty() {
+            Ok(Ok(draft.policy_count() + draft.template_count()))
+        } else {
+            Ok(Err(clashes))
+        }
+    }
+
     /// What Cedar decides for `user` doing `action` on `target` now, and why (with
     /// `view_policies`): session, channel-less release and request actions.
     pub fn explain(

@@ -16,6 +16,7 @@ let castText = null;      // its recording, to re-create the player at another s
 let opened = 0;           // bumped per opened session: late answers for an older one are dropped
 let live = null;          // the AbortController of the running session being watched
 let frameUrl = null;      // the live screen's current frame (an object URL)
+let castUrl = null;       // the terminal recording as a file to download (an object URL)
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -134,6 +135,9 @@ function closePlayers() {
   video.removeAttribute("src");
   video.hidden = true;
   if (videoUrl) { URL.revokeObjectURL(videoUrl); videoUrl = null; }
+  if (castUrl) { URL.revokeObjectURL(castUrl); castUrl = null; }
+  $("download").hidden = true;
+  $("download").removeAttribute("href");
   $("controls").hidden = true;
 }
 
@@ -176,6 +180,7 @@ async function openSession(row, session, moment) {
       if (mine !== opened) return;
       videoUrl = URL.createObjectURL(blob);
       $("video").src = videoUrl;
+      offerDownload(videoUrl, session.id + ".webm");
       $("video").playbackRate = speed();
       $("video").hidden = false;
       text($("idle-note"), "long idle stretches are cut");
@@ -189,6 +194,8 @@ async function openSession(row, session, moment) {
       const cast = await (await api(path + "/cast" + channel)).text();
       if (mine !== opened) return;
       castText = cast;
+      castUrl = URL.createObjectURL(new Blob([cast], { type: "application/x-asciicast" }));
+      offerDownload(castUrl, session.id + (moment && moment.channel != null ? "-" + moment.channel : "") + ".cast");
       $("terminal").hidden = false;
       text($("idle-note"), "pauses over 2 s are shortened to 2 s");
       const at = moment && moment.playback_time != null ? moment.playback_time : 0;
@@ -307,6 +314,14 @@ async function readFrames(reader, watching) {
       $("screen").src = frameUrl;
     }
   }
+}
+
+// The recording as a file: asciicast for a terminal (plays in `asciinema play`), WebM for RDP.
+function offerDownload(url, name) {
+  const link = $("download");
+  link.href = url;
+  link.download = name;
+  link.hidden = false;
 }
 
 function changeSpeed() {

@@ -529,6 +529,24 @@ $("explain-form").addEventListener("submit", async (event) => {
   }
 });
 
+$("validate-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const list = $("validate-result");
+  list.replaceChildren();
+  try {
+    const checked = await api("POST", "/policies/validate", { name: $("v-name").value.trim(), text: $("v-text").value });
+    if (checked.valid) {
+      list.append(el("li", `Valid: ${checked.policies} ${checked.policies === 1 ? "policy" : "policies"}.`));
+    } else {
+      for (const p of checked.problems) {
+        list.append(el("li", p.line ? `${p.file}:${p.line}:${p.column}: ${p.message}` : `${p.file}: ${p.message}`, { class: "error" }));
+      }
+    }
+  } catch (e) {
+    list.append(el("li", e.message, { class: "error" }));
+  }
+});
+
 async function showNodes() {
   const nodes = await api("GET", "/nodes");
   const rows = $("node-rows");
@@ -548,8 +566,8 @@ async function showNodes() {
         if (!confirm(`Remove session node ${n.id}? Its sessions end; it can join again.`)) return;
         try {
           const removed = await api("DELETE", "/nodes/" + encodeURIComponent(n.id));
-          say(`Node ${removed.id} removed (${removed.deleted}).`);
           await showNodes();
+          say(`Node ${removed.id} removed (${removed.deleted}).`);
         } catch (e) { say(e.message); }
       }, true));
     }
@@ -577,8 +595,8 @@ async function showNetworks() {
       actions.append(button("Stop managing", async () => {
         try {
           await api("DELETE", "/networks?network=" + encodeURIComponent(n.network));
-          say(`${n.network} is no longer managed.`);
           await showNodes();
+          say(`${n.network} is no longer managed.`);
         } catch (e) { say(e.message); }
       }, true));
     }
@@ -607,8 +625,8 @@ $("node-form").addEventListener("submit", async (event) => {
       address: $("e-address").value.trim(), description: $("e-description").value, use_hostname: $("e-hostname").checked,
     });
     $("node-form").hidden = true;
-    say(`Node ${id} saved.`);
     await showNodes();
+    say(`Node ${id} saved.`);
   } catch (e) {
     say(e.message);
   }
@@ -618,8 +636,8 @@ $("network-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
     await api("POST", "/networks", { network: $("n-network").value.trim(), node: $("n-node").value.trim(), description: "" });
-    say("Network added.");
     await showNodes();
+    say("Network added.");
   } catch (e) {
     say(e.message);
   }
