@@ -13,7 +13,7 @@ use support::rdp_peers::{Client, ShadowTarget, text};
 use support::recordings::{
     SUPERVISOR, SUPERVISOR_PASSWORD, add_auditor, add_supervisor, auditor_bearer, get,
 };
-use support::{Gatehouse, json_str};
+use support::{Gatehouse, OutputExt, json_str};
 
 const GATEWAY_USER: &str = "alice";
 const GATEWAY_PASSWORD: &str = "Gateway-Pass-1";
@@ -441,6 +441,12 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     support::rdp_peers::paint_checkerboard(&shadow.display, dir.path(), 32, "#ff00ff", "#00c000");
     add_auditor(&gh);
     add_supervisor(&gh);
+    // The supervisor finds running sessions in the player too (it lists what one may view).
+    std::fs::write(
+        gh.data_dir().join("policies/supervisors-view.cedar"),
+        "@id(\"supervisors-view\")\npermit (principal in Group::\"supervisors\", action == Action::\"view_recording\", resource);\n",
+    )
+    .unwrap();
     // Recordings encrypted at rest once sealed: everything below reads through the key (the
     // player's test reads plain ones).
     gh.edit_settings(|settings| {
@@ -457,7 +463,8 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
         GATEWAY_PASSWORD,
         &["/sec:nla", "/size:1024x768", "/bpp:32", "-clipboard"],
     );
-    let running = std::thread::spawn(move || client.run(command, Duration::from_secs(14)));
+    // Long enough for the live checks below (curl, then the player in chromium).
+    let running = std::thread::spawn(move || client.run(command, Duration::from_secs(30)));
     wait_for(&gh, "target_connect_ok");
     std::thread::sleep(Duration::from_secs(3));
     support::rdp_peers::type_into_client(&display, "secret-project-42");
@@ -486,6 +493,23 @@ fn a_recorded_session_renders_to_video_with_the_target_screen_and_the_typing_is_
     std::fs::write(&live_png, &rest[end + 4..end + 4 + length]).unwrap();
     let frame = decoded_frame(&["-i", live_png.to_str().unwrap()], 1024, 768);
     assert_checkerboard(&frame, 1024, 0, "the live view");
+    // The same in the player, as a supervisor sees it in a browser.
+    let chromium = support::browser::require_browser_tools();
+    let mut node = std::process::Command::new("node");
+    node.arg("player-live.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", gh.api_url())
+        .env("USER_NAME", SUPERVISOR)
+        .env("PASSWORD", SUPERVISOR_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("SESSION", &running_id)
+        .env("COLORS", "#ff00ff,#00c000");
+    let watched = support::run(node, None, Duration::from_secs(120));
+    assert!(
+        watched.status.success(),
+        "the player's live view failed:\n{}",
+        watched.describe()
+    );
     let (output, killed) = running.join().unwrap();
     assert!(killed, "the session ended early:\n{}", text(&output));
     let id = json_str(&gh.ended_sessions_of(GATEWAY_USER, 1)[0], "id");
