@@ -18,6 +18,7 @@ pub mod slapd;
 pub mod ssh_client;
 pub mod telnetd;
 pub mod totp;
+pub mod vnc_peers;
 pub mod world;
 
 use std::fs::{self, OpenOptions};

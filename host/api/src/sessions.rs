@@ -102,8 +102,10 @@ pub struct SessionView {
     /// The session node that ran it; `null`: this gateway.
     pub node: Option<String>,
     pub error: Option<String>,
-    /// `video` (RDP: `GET .../video`) or `transcript` (SSH: a terminal recording, played from
-    /// `GET .../cast`, as text from `GET .../transcript`).
+    /// `video` (RDP: `GET .../video`), `transcript` (SSH and Telnet: a terminal recording,
+    /// played from `GET .../cast`, as text from `GET .../transcript`) or `events` (VNC: the
+    /// session's events, typed text among them; its screen recording is not rendered to video
+    /// yet).
     pub playback: String,
 }
 
@@ -157,10 +159,10 @@ fn view(record: &SessionRecord) -> SessionView {
         duration_secs: duration_ms(record) / 1000,
         node: record.node.clone(),
         error: record.error.clone(),
-        playback: if record.protocol == "rdp" {
-            "video"
-        } else {
-            "transcript"
+        playback: match record.protocol.as_str() {
+            "rdp" => "video",
+            "vnc" => "events",
+            _ => "transcript",
         }
         .into(),
     }

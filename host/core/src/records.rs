@@ -71,7 +71,17 @@ pub struct Asset {
     /// Where the asset accepts Telnet, if it does, and how its login prompts read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telnet: Option<TelnetEndpoint>,
+    /// Where the asset accepts VNC (RFB), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc: Option<VncEndpoint>,
     pub created: Timestamp,
+}
+
+/// An asset's VNC service: its port. The account's vault password answers VNC authentication
+/// (a server without authentication needs none).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VncEndpoint {
+    pub port: u16,
 }
 
 /// An asset's Telnet service: its port, and the patterns (regular expressions, matched

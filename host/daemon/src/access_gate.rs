@@ -495,3 +495,23 @@ pub(crate) async fn plugins_session_ended<G: Gate>(
         audit(gate, AuditKind::SessionEnded, failure.to_string(), &[]);
     }
 }
+
+/// Dials the target of a permitted session: only the proof names the address.
+pub(crate) async fn dial(
+    authorization: &TargetAuthorization,
+    port: u16,
+    limit: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    let address = authorization.asset().address.as_str();
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect((address, port))).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(format!("connecting to {address}:{port}: {e}")),
+        Err(_) => Err(format!(
+            "connecting to {address}:{port}: no answer within {} s",
+            limit.as_secs()
+        )),
+    }
+}

@@ -812,6 +812,7 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
             telnet_password_prompt,
             telnet_failure,
             telnet_success,
+            vnc_port,
             ..
         } => {
             let asset_name = name("asset name", n)?;
@@ -884,6 +885,11 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 groups,
                 rdp,
                 telnet,
+                vnc: match vnc_port {
+                    None => None,
+                    Some(0) => bail!("invalid VNC port 0"),
+                    Some(port) => Some(gatehouse_core::VncEndpoint { port: *port }),
+                },
                 created: Timestamp::now(),
             };
             ctx.store.write(|txn| -> Result<()> {
@@ -941,13 +947,16 @@ fn asset(ctx: &AdminContext, command: &AssetCommand, inputs: &Inputs) -> Result<
                 .map(|acc| acc.name.to_string())
                 .collect();
             Ok(format!(
-                "asset     {}\naddress   {}:{}\nhost key  {}\nrdp       {}\ntelnet    {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
+                "asset     {}\naddress   {}:{}\nhost key  {}\nrdp       {}\ntelnet    {}\nvnc       {}\ngroups    {}\naccounts  {}\ncreated   {}\n",
                 a.name,
                 a.address,
                 a.port,
                 host_key_text(&a.host_key),
                 rdp_text(a.rdp.as_ref()),
                 telnet_text(a.telnet.as_ref()),
+                a.vnc
+                    .as_ref()
+                    .map_or_else(|| "no".to_string(), |v| format!("port {}", v.port)),
                 names_text(&a.groups, ", "),
                 accounts.join(", "),
                 time_text(a.created)

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// default, an address given here that cannot be bound stops `serve`.
     #[arg(long)]
     pub rdp_listen: Option<SocketAddr>,
+    /// Address for VNC viewers (default: settings.json `vnc`, off). Viewers log in with
+    /// VeNCrypt (TLS with the gateway's certificate, then user name and password).
+    #[arg(long)]
+    pub vnc_listen: Option<SocketAddr>,
     /// Address for Telnet clients (default: settings.json `telnet`, off; Telnet is cleartext).
     /// An address given here turns it on and must bind.
     #[arg(long)]
@@ -366,6 +370,11 @@ pub enum AssetCommand {
         #[arg(long, requires = "telnet_port")]
         #[serde(default)]
         telnet_success: Option<String>,
+        /// The asset accepts VNC (RFB) on this port; the account's vault password answers its
+        /// VNC authentication.
+        #[arg(long)]
+        #[serde(default)]
+        vnc_port: Option<u16>,
     },
     /// List assets.
     List(JsonFlag),
@@ -571,9 +580,9 @@ pub enum SessionCommand {
 /// What a decision is asked about, for `explain` and `who-can`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct DecisionArgs {
-    /// The Cedar action: ssh_session, rdp_session, telnet_session, ssh_shell, ssh_exec,
-    /// ssh_subsystem, ssh_direct_tcpip, ssh_forwarded_tcpip, ssh_x11, ssh_agent, release_password,
-    /// release_key, request_access.
+    /// The Cedar action: ssh_session, rdp_session, telnet_session, vnc_session, ssh_shell,
+    /// ssh_exec, ssh_subsystem, ssh_direct_tcpip, ssh_forwarded_tcpip, ssh_x11, ssh_agent,
+    /// release_password, release_key, request_access.
     #[arg(long, default_value = "ssh_session")]
     pub action: String,
     /// Local time in the gateway's zone (`2026-11-24T10:00`) or an RFC 3339 instant; default now.

@@ -42,6 +42,9 @@ pub struct Settings {
     /// The Telnet listener (docs/telnet.md); off unless turned on.
     #[serde(default)]
     pub telnet: TelnetSettings,
+    /// The VNC listener (docs/vnc.md); off unless turned on.
+    #[serde(default)]
+    pub vnc: VncSettings,
     /// Where the audit trail is streamed (RFC 5424 syslog over TCP); none when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit_streams: Vec<gatehouse_audit::stream::StreamSettings>,
@@ -96,6 +99,23 @@ impl Default for TelnetSettings {
         Self {
             enabled: false,
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 2323)),
+        }
+    }
+}
+
+/// Where `serve` accepts VNC viewers (VeNCrypt: TLS with the gateway's certificate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VncSettings {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for VncSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 5900)),
         }
     }
 }
@@ -444,6 +464,7 @@ fn init_inner(dir: &DataDir, key_override: Option<KeySource>) -> Result<InitRepo
         mail: None,
         rdp: Default::default(),
         telnet: Default::default(),
+        vnc: Default::default(),
         audit_streams: Vec::new(),
         metrics: None,
         recordings: None,

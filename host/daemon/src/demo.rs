@@ -151,6 +151,7 @@ fn setup(
                 telnet_password_prompt: None,
                 telnet_failure: None,
                 telnet_success: None,
+                vnc_port: None,
             }),
             inputs: with(&actor, |i| i.host_key = Some(host_key.clone())),
         },
@@ -245,6 +246,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
             api: Some(args.api_listen),
             rdp: args.rdp_listen,
             telnet: None,
+            vnc: None,
             shutdown_grace: std::time::Duration::from_secs(5),
             cluster: crate::serve::ClusterListen {
                 listen: args.cluster_listen,

@@ -36,6 +36,7 @@ pub mod socket;
 pub mod store_cmd;
 pub mod telnet_glue;
 pub mod timestamp;
+pub mod vnc_glue;
 pub mod watch;
 
 use admin::{AdminContext, AdminRequest, gather_inputs};

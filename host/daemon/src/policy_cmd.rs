@@ -71,6 +71,7 @@ fn facts(
     let protocol = match args.action.as_str() {
         "rdp_session" => "rdp",
         "telnet_session" => "telnet",
+        "vnc_session" => "vnc",
         _ => "ssh",
     };
     Ok((

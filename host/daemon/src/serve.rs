@@ -47,6 +47,8 @@ pub struct Listen {
     pub rdp: Option<SocketAddr>,
     /// Turns Telnet on at this address (overrides settings.json `telnet`; must bind).
     pub telnet: Option<SocketAddr>,
+    /// Turns VNC on at this address (overrides settings.json `vnc`; must bind).
+    pub vnc: Option<SocketAddr>,
     /// How long a SIGTERM lets SSH sessions finish.
     pub shutdown_grace: std::time::Duration,
     pub cluster: ClusterListen,
@@ -147,6 +149,7 @@ pub fn run(
         let bound = listener.local_addr()?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;
+        let vnc_listener = crate::vnc_glue::bind(&settings.vnc, listen.vnc).await?;
         // The audit trail to SIEMs: each stream sends from where its receiver stopped.
         let mut names = std::collections::HashSet::new();
         for stream in &settings.audit_streams {
@@ -343,6 +346,7 @@ pub fn run(
         )?;
         let telnet =
             crate::telnet_glue::start(dir, telnet_listener, services.clone(), shutdown.clone())?;
+        let vnc = crate::vnc_glue::start(dir, vnc_listener, services.clone(), shutdown.clone())?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -402,17 +406,18 @@ pub fn run(
                 result = cluster => result.context("cluster port"),
             }
         };
-        tokio::pin!(ssh, rdp, telnet, background);
+        tokio::pin!(ssh, rdp, telnet, vnc, background);
         tokio::select! {
             result = &mut ssh => result.context("SSH gateway")?,
             result = &mut rdp => result.context("RDP gateway")?,
             result = &mut telnet => result.context("Telnet gateway")?,
+            result = &mut vnc => result.context("VNC gateway")?,
             result = &mut background => result?,
             _ = shutdown_signal() => {
                 let grace = listen.shutdown_grace;
                 tracing::info!(
                     grace_seconds = grace.as_secs(),
-                    "shutting down: no new SSH, RDP or Telnet connections; running sessions are told and closed when the grace period ends"
+                    "shutting down: no new SSH, RDP, Telnet or VNC connections; running sessions are told and closed when the grace period ends"
                 );
                 let _ = sd_notify::notify(false, &[
                     sd_notify::NotifyState::Stopping,
@@ -421,10 +426,12 @@ pub fn run(
                 shutdown.begin(grace);
                 draining.store(true, std::sync::atomic::Ordering::Relaxed);
                 let sessions = async {
-                    let (ssh, rdp, telnet) = tokio::join!(&mut ssh, &mut rdp, &mut telnet);
+                    let (ssh, rdp, telnet, vnc) =
+                        tokio::join!(&mut ssh, &mut rdp, &mut telnet, &mut vnc);
                     ssh.context("SSH gateway")?;
                     rdp.context("RDP gateway")?;
-                    telnet.context("Telnet gateway")
+                    telnet.context("Telnet gateway")?;
+                    vnc.context("VNC gateway")
                 };
                 tokio::select! {
                     result = sessions => result?,
@@ -559,8 +566,10 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
     let rdp_explicit = listen.rdp;
-    if listen.telnet.is_some() {
-        anyhow::bail!("Telnet is served by processes that hold the vault (role all or control)");
+    if listen.telnet.is_some() || listen.vnc.is_some() {
+        anyhow::bail!(
+            "Telnet and VNC are served by processes that hold the vault (role all or control)"
+        );
     }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_listen)

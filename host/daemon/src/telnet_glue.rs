@@ -285,26 +285,6 @@ impl gatehouse_telnet::Recorder for CastRecorder {
     }
 }
 
-/// Dials the target of a permitted session: only the proof names the address.
-async fn dial(
-    authorization: &TargetAuthorization,
-    port: u16,
-    limit: Duration,
-) -> Result<TcpStream, String> {
-    let address = authorization.asset().address.as_str();
-    match tokio::time::timeout(limit, TcpStream::connect((address, port))).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => Err(format!("connecting to {address}:{port}: {e}")),
-        Err(_) => Err(format!(
-            "connecting to {address}:{port}: no answer within {} s",
-            limit.as_secs()
-        )),
-    }
-}
-
 /// Writes one line to a client whose Telnet leg is gone (after the relay): IAC escaped.
 async fn last_word(socket: &mut TcpStream, line: &str) {
     let mut out = Vec::new();
@@ -534,14 +514,17 @@ impl Session {
                 return None;
             }
         };
-        let stream = match dial(authorization, endpoint.port, self.services.connect_timeout).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                failed(e);
-                let _ = client.say(&unavailable).await;
-                return None;
-            }
-        };
+        let stream =
+            match access_gate::dial(authorization, endpoint.port, self.services.connect_timeout)
+                .await
+            {
+                Ok(stream) => stream,
+                Err(e) => {
+                    failed(e);
+                    let _ = client.say(&unavailable).await;
+                    return None;
+                }
+            };
         let mut target = match TargetSide::connect(stream, &client.terminal()).await {
             Ok(target) => target,
             Err(e) => {

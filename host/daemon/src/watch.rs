@@ -29,9 +29,10 @@ pub fn watch(
     let Some(first) = record()? else {
         bail!("session `{id}` does not exist");
     };
-    if first.protocol == "rdp" {
+    if first.protocol == "rdp" || first.protocol == "vnc" {
         bail!(
-            "session `{id}` is an RDP session: watch it in the player (https://<gateway>:8443/player)"
+            "session `{id}` is a {} session: watch it in the player (https://<gateway>:8443/player)",
+            first.protocol.to_uppercase()
         );
     }
     if first.node.is_some() && first.ended.is_none() {

@@ -98,6 +98,7 @@ fn directory() -> MemoryDirectory {
                 host_key: HostKeyPolicy::TrustOnFirstUse,
                 rdp: None,
                 telnet: None,
+                vnc: None,
                 groups: vec![n(format!(
                     "ag{}",
                     TOP_ASSET_GROUPS + a % (ASSET_GROUPS_N - TOP_ASSET_GROUPS)

@@ -386,8 +386,8 @@ impl PolicyEngine {
         let action_uid = action_uid(action)?;
         let value = match (action, channel) {
             (
-                "ssh_session" | "rdp_session" | "telnet_session" | "release_password"
-                | "release_key" | "request_access",
+                "ssh_session" | "rdp_session" | "telnet_session" | "vnc_session"
+                | "release_password" | "release_key" | "request_access",
                 _,
             ) => context::access_value(facts, &built.refs),
             (_, Some(channel)) if action.starts_with("ssh_") => {
@@ -473,6 +473,7 @@ pub fn session_action(protocol: &str) -> Result<&'static str, Denied> {
         "ssh" => Ok("ssh_session"),
         "rdp" => Ok("rdp_session"),
         "telnet" => Ok("telnet_session"),
+        "vnc" => Ok("vnc_session"),
         other => Err(Denied::Policy(PolicyError::Config(format!(
             "no session action for protocol `{other}`"
         )))),
@@ -637,6 +638,7 @@ impl PolicyEngine {
             "ssh_session"
                 | "rdp_session"
                 | "telnet_session"
+                | "vnc_session"
                 | "release_password"
                 | "release_key"
                 | "request_access"

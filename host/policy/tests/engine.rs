@@ -98,6 +98,7 @@ fn fixture() -> Fixture {
                     host_key: HostKeyPolicy::TrustOnFirstUse,
                     rdp: None,
                     telnet: None,
+                    vnc: None,
                     groups: vec![name("prod")],
                     created: Timestamp(0),
                 },

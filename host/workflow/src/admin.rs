@@ -223,6 +223,7 @@ impl Workflow {
             "rdp_session" => "rdp",
             "ssh_session" => "ssh",
             "telnet_session" => "telnet",
+            "vnc_session" => "vnc",
             _ => "api",
         }
         .into();

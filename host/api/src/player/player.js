@@ -174,6 +174,11 @@ async function openSession(row, session, moment) {
       await watchLive(session, path);
       return;
     }
+    if (session.playback === "events") {
+      // A VNC session: its events (typed text among them); no video of it yet.
+      text($("status"), "this session's screen is recorded but not rendered to video yet; its events are below");
+      return;
+    }
     if (session.playback === "video") {
       text($("status"), "rendering the video (the first time can take a while)\u2026");
       const blob = await (await api(path + "/video")).blob();
@@ -378,7 +383,7 @@ async function loadMoments(q) {
         item.classList.add("selected");
         const row = document.querySelector('tr.session[data-id="' + CSS.escape(hit.session) + '"]');
         const session = { id: hit.session, user: hit.user, target: hit.target, protocol: hit.protocol,
-          playback: hit.protocol === "rdp" ? "video" : "transcript" };
+          playback: hit.protocol === "rdp" ? "video" : hit.protocol === "vnc" ? "events" : "transcript" };
         openSession(row, session, hit);
       });
       list.appendChild(item);

@@ -54,6 +54,7 @@ impl World {
                         host_key: HostKeyPolicy::TrustOnFirstUse,
                         rdp: None,
                         telnet: None,
+                        vnc: None,
                         groups: vec![],
                         created: Timestamp(0),
                     },
