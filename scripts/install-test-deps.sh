@@ -18,6 +18,8 @@
 #                   with --exec-login) and the stock telnet client of the Telnet tests (host/telnet/tests)
 #   x11vnc, tigervnc-viewer  the real VNC target (x11vnc on Xvfb, VNC authentication) and the real
 #                   VeNCrypt viewer (xtigervncviewer, X509Plain) of the VNC tests (host/vnc/tests)
+#   iptables        the router's REDIRECT rule of the transparent-mode test (tests/transparent.rs,
+#                   network namespaces made with iproute2's `ip netns`)
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document
 #   freerdp2-x11    xfreerdp, the real RDP client (host/rdp/tests: +auth-only and full sessions)
@@ -53,7 +55,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     ca-certificates git \
     curl openssl chromium \
     rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils postgresql \
-    inetutils-telnetd inetutils-telnet x11vnc tigervnc-viewer
+    inetutils-telnetd inetutils-telnet x11vnc tigervnc-viewer iptables
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then

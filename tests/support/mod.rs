@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod netns;
 pub mod postgres;
 pub mod rdp_peers;
 pub mod recordings;

@@ -126,6 +126,12 @@ impl Client {
         self
     }
 
+    /// Connect to `host` instead of 127.0.0.1.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.to_string();
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -108,6 +108,7 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             serve::Listen {
                 ssh: args.ssh_listen,
+                ssh_transparent: args.ssh_transparent_listen,
                 api: args.api_listen,
                 rdp: args.rdp_listen,
                 telnet: args.telnet_listen,

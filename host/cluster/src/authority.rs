@@ -701,6 +701,8 @@ impl SessionAuthority {
                     .map(|n| n.network.clone())
                     .collect(),
             }),
+            // Session nodes do not serve transparent mode.
+            destination: None,
         };
         let target_text = target.to_string();
         let not_permitted = |detail: String, policies: Vec<String>| {

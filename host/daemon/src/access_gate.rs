@@ -195,6 +195,7 @@ fn facts<G: Gate>(gate: &G, deciders: &Deciders<'_>, who: &LoggedIn) -> SessionF
         ticket_verified: who.ticket_verified,
         time: deciders.policy.clock().now(),
         node: None,
+        destination: None,
     }
 }
 

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// Address for SSH clients.
     #[arg(long, default_value = "0.0.0.0:2222")]
     pub ssh_listen: SocketAddr,
+    /// Also accept SSH connections a router redirected here (transparent mode, docs/transparent.md):
+    /// the target is the server the client connected to (its original destination), and users
+    /// log in as `USER@ACCOUNT`.
+    #[arg(long)]
+    pub ssh_transparent_listen: Option<SocketAddr>,
     /// Address of the HTTPS API (default: settings.json `api.listen`, 127.0.0.1:8443).
     #[arg(long)]
     pub api_listen: Option<SocketAddr>,

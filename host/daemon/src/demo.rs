@@ -243,6 +243,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         overrides,
         crate::serve::Listen {
             ssh: args.ssh_listen,
+            ssh_transparent: None,
             api: Some(args.api_listen),
             rdp: args.rdp_listen,
             telnet: None,

@@ -84,6 +84,7 @@ fn facts(
             ticket_verified: args.ticket_verified,
             time,
             node: None,
+            destination: None,
         },
         channel,
     ))

@@ -41,6 +41,8 @@ pub struct ClusterListen {
 #[derive(Debug, Clone)]
 pub struct Listen {
     pub ssh: SocketAddr,
+    /// Transparent mode's SSH listener (connections a router redirected here).
+    pub ssh_transparent: Option<SocketAddr>,
     /// Overrides settings.json `api.listen`.
     pub api: Option<SocketAddr>,
     /// Overrides settings.json `rdp.listen` (and must then bind).
@@ -147,6 +149,14 @@ pub fn run(
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        let transparent_listener = match listen.ssh_transparent {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening on {address} for transparent SSH"))?,
+            ),
+            None => None,
+        };
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;
         let vnc_listener = crate::vnc_glue::bind(&settings.vnc, listen.vnc).await?;
@@ -390,7 +400,7 @@ pub fn run(
         // systemd (Type=notify) learns that the gateway is up; without NOTIFY_SOCKET this does
         // nothing.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        let ssh = gatehouse_ssh::serve(listener, config, services, shutdown.clone());
+        let ssh = serve_ssh(listener, transparent_listener, config, services, &shutdown);
         // What serves operators and keeps the books: it goes on during the drain (sessions can
         // be listed and revoked, requests expire) and stops with the last session.
         let background = async {
@@ -444,6 +454,32 @@ pub fn run(
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     })
+}
+
+/// The SSH gateway: its listener, and transparent mode's when there is one (the same sessions,
+/// the target taken from the connection's original destination).
+async fn serve_ssh(
+    listener: tokio::net::TcpListener,
+    transparent: Option<tokio::net::TcpListener>,
+    config: Arc<GatewayConfig>,
+    services: Arc<Services>,
+    shutdown: &gatehouse_ssh::Shutdown,
+) -> std::io::Result<()> {
+    let Some(transparent) = transparent else {
+        return gatehouse_ssh::serve(listener, config, services, shutdown.clone()).await;
+    };
+    if let Ok(address) = transparent.local_addr() {
+        tracing::info!(%address, "transparent SSH listening (the target is the original destination)");
+    }
+    let transparent_config = Arc::new(GatewayConfig {
+        transparent: true,
+        ..(*config).clone()
+    });
+    let (normal, redirected) = tokio::join!(
+        gatehouse_ssh::serve(listener, config, services.clone(), shutdown.clone()),
+        gatehouse_ssh::serve(transparent, transparent_config, services, shutdown.clone()),
+    );
+    normal.and(redirected)
 }
 
 type ClusterFuture = std::pin::Pin<
@@ -566,9 +602,9 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
     let rdp_explicit = listen.rdp;
-    if listen.telnet.is_some() || listen.vnc.is_some() {
+    if listen.telnet.is_some() || listen.vnc.is_some() || listen.ssh_transparent.is_some() {
         anyhow::bail!(
-            "Telnet and VNC are served by processes that hold the vault (role all or control)"
+            "Telnet, VNC and transparent SSH are served by processes that hold the vault (role all or control)"
         );
     }
     runtime.block_on(async move {

@@ -189,6 +189,7 @@ fn facts(clock: &Clock) -> SessionFacts {
         ticket_verified: false,
         time: clock.parse("2026-11-24T10:00").unwrap(),
         node: None,
+        destination: None,
     }
 }
 

@@ -103,6 +103,8 @@ pub struct SessionFacts {
     pub time: LocalTime,
     /// The session node the session runs on (`None`: this process serves it).
     pub node: Option<NodeFacts>,
+    /// Transparent mode: where the client was connecting to (`context.destination`).
+    pub destination: Option<SocketAddr>,
 }
 
 /// A session node, as Cedar sees it (`Node`): its id and the networks it manages.
@@ -160,6 +162,9 @@ pub fn access_value(facts: &SessionFacts, refs: &ContextRefs) -> Value {
         }
         if let Some(node) = &refs.node {
             map.insert("node".into(), entity(node));
+        }
+        if let Some(destination) = &facts.destination {
+            map.insert("destination".into(), client_value(destination));
         }
     }
     v

@@ -173,6 +173,7 @@ fn facts(engine: &PolicyEngine) -> SessionFacts {
         ticket_verified: false,
         time: engine.clock().now(),
         node: None,
+        destination: None,
     }
 }
 

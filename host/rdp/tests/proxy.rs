@@ -238,6 +238,7 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
         ticket_verified: false,
         time: engine.clock().now(),
         node: None,
+        destination: None,
     };
     let authorization =
         match engine.authorize_session(&World::user_record(spec.user.as_str()), &target, facts) {

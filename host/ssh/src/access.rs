@@ -52,6 +52,7 @@ impl SessionShared {
             ticket_verified: self.ticket_verified.load(Ordering::Relaxed),
             time: local.policy.clock().now(),
             node: None,
+            destination: self.arrival.get().map(|a| a.destination),
         }
     }
 

@@ -20,6 +20,7 @@ mod server;
 mod session;
 pub mod target;
 mod throttle;
+mod transparent;
 
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;
@@ -109,6 +110,9 @@ pub struct GatewayConfig {
     pub channel_buffer_size: usize,
     /// SSH channel window.
     pub window_size: u32,
+    /// Transparent mode: connections arrive redirected to a server's address; the asset is
+    /// the one at the original destination (`alice@root` logs in there).
+    pub transparent: bool,
 }
 
 impl GatewayConfig {
@@ -122,6 +126,7 @@ impl GatewayConfig {
             exec_record_limit: 8 * 1024 * 1024,
             channel_buffer_size: 32,
             window_size: 2 * 1024 * 1024,
+            transparent: false,
         }
     }
 

@@ -141,6 +141,18 @@ async fn handle_connection(
         config,
         shutdown.clone(),
     ));
+    if shared.config.transparent {
+        match crate::transparent::original_destination(&socket) {
+            Some(destination) => {
+                let asset = crate::transparent::asset_at(&shared.services.store, destination);
+                tracing::debug!(%destination, asset = ?asset, "transparent connection");
+                let _ = shared
+                    .arrival
+                    .set(crate::transparent::Arrival { destination, asset });
+            }
+            None => tracing::warn!("a transparent connection without its original destination"),
+        }
+    }
     live.add(&shared);
     let handler = ClientHandler {
         shared: shared.clone(),
@@ -385,7 +397,29 @@ impl ClientHandler {
         }
     }
 
+    /// The in-band login: in transparent mode completed with the asset the connection was
+    /// going to (`None`, the user told why, when it cannot be).
+    fn in_band(&mut self, username: &str) -> Option<String> {
+        let Some(arrival) = self.shared.arrival.get().cloned() else {
+            return Some(username.to_string());
+        };
+        match crate::transparent::complete(username, &arrival) {
+            Ok(login) => Some(login),
+            Err(crate::transparent::NotHere(line)) => {
+                self.login_failed(
+                    username,
+                    format!("transparent connection to {}: {line}", arrival.destination),
+                );
+                if !self.auth_banner_sent && self.auth_banner.is_none() {
+                    self.auth_banner = Some(format!("{line}\r\n"));
+                }
+                None
+            }
+        }
+    }
+
     fn parse(&mut self, username: &str) -> Option<LoginSpec> {
+        let username = &self.in_band(username)?;
         match LoginSpec::parse(username) {
             Ok(spec) => Some(spec),
             Err(e) => {
@@ -645,7 +679,10 @@ impl russh::server::Handler for ClientHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        let login = match LoginSpec::parse(user) {
+        let Some(user) = self.in_band(user) else {
+            return Ok(Self::reject());
+        };
+        let login = match LoginSpec::parse(&user) {
             Ok(login) => login,
             Err(e) => {
                 self.explain_login_error(&e);
@@ -666,7 +703,7 @@ impl russh::server::Handler for ClientHandler {
                 // Clients offer every key they hold; audit the first refusal only.
                 if !self.key_rejection_audited {
                     self.key_rejection_audited = true;
-                    self.login_failed(user, e.to_string());
+                    self.login_failed(&user, e.to_string());
                 }
                 Ok(Self::reject())
             }

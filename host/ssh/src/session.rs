@@ -31,6 +31,8 @@ pub(crate) struct SessionShared {
     pub config: Arc<GatewayConfig>,
     pub started: Timestamp,
     login: OnceLock<(User, LoginSpec)>,
+    /// Transparent mode: where the connection was going.
+    pub(crate) arrival: OnceLock<crate::transparent::Arrival>,
     /// How the user authenticated: "password" or "publickey", then the plugins that accepted.
     authenticated_with: OnceLock<Vec<String>>,
     /// A ticketing plugin verified the login's ticket.
@@ -82,6 +84,7 @@ impl SessionShared {
             config,
             started: Timestamp::now(),
             login: OnceLock::new(),
+            arrival: OnceLock::new(),
             authenticated_with: OnceLock::new(),
             ticket_verified: AtomicBool::new(false),
             control_ticket: OnceLock::new(),
@@ -354,6 +357,12 @@ impl SessionShared {
             )
             .field("policies", reasons)
             .field("request", request_id);
+        let connected = match self.arrival.get() {
+            Some(arrival) => connected
+                .field("transparent", true)
+                .field("destination", arrival.destination.to_string()),
+            None => connected,
+        };
         let audited = self
             .services
             .auditor

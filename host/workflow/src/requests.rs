@@ -72,6 +72,7 @@ impl Workflow {
             ticket_verified,
             time: self.policy.clock().now(),
             node: None,
+            destination: None,
         }
     }
 

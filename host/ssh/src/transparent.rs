@@ -1,0 +1,132 @@
+//! Transparent mode: clients connect to a server's own address and a router sends the
+//! connection to the gateway (iptables `REDIRECT`, or `TPROXY` with a transparent listener).
+//! The gateway takes the original destination (`SO_ORIGINAL_DST` for a redirected connection,
+//! the socket's local address for TPROXY), maps it to the asset at that address and port, and
+//! completes the in-band login with it: the user logs in as `alice@root` (options before the
+//! name as usual). Naming an asset is allowed only when it is that one. Cedar sees the original
+//! destination (`context.destination`).
+
+use gatehouse_core::Name;
+use gatehouse_store::{ASSETS, Store};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use tokio::net::TcpStream;
+
+/// Where a transparent connection was going.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    /// The address and port the client connected to.
+    pub destination: SocketAddr,
+    /// The asset at that address and SSH port, if any.
+    pub asset: Option<Name>,
+}
+
+/// The connection's original destination: `SO_ORIGINAL_DST` when netfilter redirected it,
+/// else the local address (TPROXY keeps the original destination as the local address).
+pub(crate) fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    if let Ok(original) = getsockopt(socket, sockopt::OriginalDst) {
+        let ip = Ipv4Addr::from(u32::from_be(original.sin_addr.s_addr));
+        let port = u16::from_be(original.sin_port);
+        return Some(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+    }
+    socket.local_addr().ok()
+}
+
+/// The asset whose address is `destination`'s IP (an address written as an IP, or a name
+/// that is exactly that IP's text) and whose SSH port is its port.
+pub(crate) fn asset_at(store: &Store, destination: SocketAddr) -> Option<Name> {
+    let assets: Vec<gatehouse_core::Asset> = match store.list(&ASSETS) {
+        Ok(assets) => assets,
+        Err(e) => {
+            tracing::error!(error = %e, "reading assets for a transparent connection");
+            return None;
+        }
+    };
+    assets
+        .into_iter()
+        .find(|a| {
+            a.port == destination.port()
+                && a.address.parse::<IpAddr>().ok() == Some(destination.ip())
+        })
+        .map(|a| a.name)
+}
+
+/// Why a transparent login cannot be completed: the line the user reads.
+#[derive(Debug)]
+pub(crate) struct NotHere(pub String);
+
+/// The in-band login `username` completed with the asset the connection was going to:
+/// `alice@root` becomes `alice@root@<asset>`; a login that names that asset is kept; joins
+/// (`watch=`/`join=`) are kept (they name no target).
+pub(crate) fn complete(username: &str, arrival: &Arrival) -> Result<String, NotHere> {
+    let parts: Vec<&str> = username.split('@').collect();
+    let options = parts.iter().take_while(|p| p.contains('=')).count();
+    let rest = &parts[options..];
+    let joining = parts[..options]
+        .iter()
+        .any(|p| p.starts_with("watch=") || p.starts_with("join="));
+    if joining {
+        return Ok(username.to_string());
+    }
+    match (rest.len(), &arrival.asset) {
+        (2, Some(asset)) => Ok(format!("{username}@{asset}")),
+        (3, Some(asset)) if rest[2] == asset.as_str() => Ok(username.to_string()),
+        (3, _) => Err(NotHere(format!(
+            "gatehouse: in transparent mode the target is the server you connected to ({}): log in as USER@ACCOUNT",
+            arrival.destination
+        ))),
+        (2, None) => Err(NotHere(format!(
+            "gatehouse: target `{}@{}` is unknown or you are not permitted to use it",
+            rest[1], arrival.destination
+        ))),
+        _ => Err(NotHere(
+            "gatehouse: in transparent mode log in as USER@ACCOUNT".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn arrival(asset: Option<&str>) -> Arrival {
+        Arrival {
+            destination: "10.0.0.5:22"
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            asset: asset.and_then(|a| Name::new(a).ok()),
+        }
+    }
+
+    #[test]
+    fn the_asset_completes_the_login() {
+        let here = arrival(Some("db1"));
+        let cases = [
+            ("alice@root", Ok("alice@root@db1")),
+            ("otp=123@alice@root", Ok("otp=123@alice@root@db1")),
+            ("alice@root@db1", Ok("alice@root@db1")),
+            ("watch=0190@alice", Ok("watch=0190@alice")),
+            (
+                "alice@root@db2",
+                Err("transparent mode the target is the server"),
+            ),
+            ("alice", Err("log in as USER@ACCOUNT")),
+        ];
+        for (given, want) in cases {
+            match (complete(given, &here), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{given}"),
+                (Err(NotHere(line)), Err(want)) => assert!(line.contains(want), "{given}: {line}"),
+                (got, want) => panic!("{given}: {got:?}, wanted {want:?}"),
+            }
+        }
+        let nowhere = arrival(None);
+        let Err(NotHere(line)) = complete("alice@root", &nowhere) else {
+            panic!("an unmanaged destination completed a login");
+        };
+        assert!(
+            line.contains("is unknown or you are not permitted"),
+            "{line}"
+        );
+    }
+}
