@@ -17,6 +17,7 @@ pub mod demo;
 pub mod directory_cmd;
 pub mod leader;
 pub mod lifecycle_cmd;
+mod listener;
 pub mod live_view;
 pub mod metrics;
 pub mod node_cmd;

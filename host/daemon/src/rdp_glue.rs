@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::Instrument;
 
 /// The file in a session's recording directory that holds the relayed PDUs (the format is
 /// `gatehouse_rdp_replay::pdus`).
@@ -235,58 +234,20 @@ pub async fn serve(
     services: Arc<RdpServices>,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> std::io::Result<()> {
-    let sessions = tokio_util::task::TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.draining() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors and the like: wait a moment rather than spin.
-                tracing::error!(error = %e, "accepting an RDP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let span = tracing::info_span!(
-            "rdp_session",
-            id = %id,
-            user = tracing::field::Empty,
-            target = tracing::field::Empty,
-            client = %peer,
-        );
+    let draining = shutdown.clone();
+    crate::listener::accept_sessions(listener, draining, "rdp", move |socket, client, id| {
         let session = Session {
             id,
-            client: peer,
+            client,
             services: services.clone(),
             shutdown: shutdown.clone(),
             user: String::new(),
             target: String::new(),
         };
-        sessions.spawn(session.run(socket).instrument(span));
-    }
-    drop(listener);
-    sessions.close();
-    tracing::info!(sessions = sessions.len(), "RDP gateway draining");
-    // After the deadline the relays close at once; the rest is writing the books.
-    shutdown.closing().await;
-    if tokio::time::timeout(CLOSE_AFTER_DEADLINE, sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            sessions = sessions.len(),
-            "RDP sessions still open after the shutdown grace period"
-        );
-    }
-    Ok(())
+        session.run(socket)
+    })
+    .await
 }
-
-/// After the grace period, how long ended RDP sessions get to store their records.
-const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Gateway users' NT hashes from their vault-sealed RDP secret.
 struct StoreUsers<'a> {

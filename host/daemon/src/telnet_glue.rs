@@ -12,7 +12,7 @@
 
 use crate::access_gate::{self, Deciders, Gate};
 use crate::datadir::TelnetSettings;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_core::time::Timestamp;
 use gatehouse_core::{
@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 /// Everything a Telnet session needs from the rest of Gatehouse.
 pub struct TelnetServices {
@@ -83,22 +82,8 @@ pub async fn bind(
     settings: &TelnetSettings,
     explicit: Option<SocketAddr>,
 ) -> Result<Option<tokio::net::TcpListener>> {
-    let address = match explicit {
-        Some(address) => address,
-        None if settings.enabled => settings.listen,
-        None => {
-            tracing::info!("Telnet disabled (settings.json telnet.enabled)");
-            return Ok(None);
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address} for Telnet"))?;
-    Ok(Some(listener))
+    crate::listener::bind_optional("Telnet", settings.enabled, settings.listen, explicit).await
 }
-
-/// After the grace period, how long ended Telnet sessions get to store their records.
-const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Accepts Telnet clients until the gateway shuts down; one task and one span per connection.
 /// Returns when every session has ended.
@@ -111,52 +96,19 @@ pub async fn serve(
         tracing::error!("Telnet is served by processes that hold the vault (role all or control)");
         return Ok(());
     }
-    let sessions = tokio_util::task::TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.draining() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::error!(error = %e, "accepting a Telnet connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let span = tracing::info_span!(
-            "telnet_session",
-            id = %id,
-            user = tracing::field::Empty,
-            target = tracing::field::Empty,
-            client = %peer,
-        );
+    let draining = shutdown.clone();
+    crate::listener::accept_sessions(listener, draining, "telnet", move |socket, client, id| {
         let session = Session {
             id,
-            client: peer,
+            client,
             services: services.clone(),
             shutdown: shutdown.clone(),
             user: String::new(),
             target: String::new(),
         };
-        sessions.spawn(session.run(socket).instrument(span));
-    }
-    drop(listener);
-    sessions.close();
-    tracing::info!(sessions = sessions.len(), "Telnet gateway draining");
-    shutdown.closing().await;
-    if tokio::time::timeout(CLOSE_AFTER_DEADLINE, sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            sessions = sessions.len(),
-            "Telnet sessions still open after the shutdown grace period"
-        );
-    }
-    Ok(())
+        session.run(socket)
+    })
+    .await
 }
 
 /// What the user reads when the target or the account is unknown or not theirs to use: the

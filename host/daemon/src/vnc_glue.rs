@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 /// The file in a session's recording directory that holds the relayed RFB messages.
 pub const VNC_FILE: &str = "vnc.rec";
@@ -50,18 +49,7 @@ pub async fn bind(
     settings: &VncSettings,
     explicit: Option<SocketAddr>,
 ) -> Result<Option<tokio::net::TcpListener>> {
-    let address = match explicit {
-        Some(address) => address,
-        None if settings.enabled => settings.listen,
-        None => {
-            tracing::info!("VNC disabled (settings.json vnc.enabled)");
-            return Ok(None);
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address} for VNC"))?;
-    Ok(Some(listener))
+    crate::listener::bind_optional("VNC", settings.enabled, settings.listen, explicit).await
 }
 
 /// The gateway's certificate for VeNCrypt (`<data-dir>/tls/{cert.pem,key.pem}`).
@@ -112,61 +100,25 @@ pub fn start(
     Ok(Box::pin(serve(listener, vnc, shutdown)))
 }
 
-/// After the grace period, how long ended VNC sessions get to store their records.
-const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Accepts viewers until the gateway shuts down; one task and one span per connection.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<VncServices>,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> std::io::Result<()> {
-    let sessions = tokio_util::task::TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.draining() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::error!(error = %e, "accepting a VNC connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let span = tracing::info_span!(
-            "vnc_session",
-            id = %id,
-            user = tracing::field::Empty,
-            target = tracing::field::Empty,
-            client = %peer,
-        );
+    let draining = shutdown.clone();
+    crate::listener::accept_sessions(listener, draining, "vnc", move |socket, client, id| {
         let session = Session {
             id,
-            client: peer,
+            client,
             services: services.clone(),
             shutdown: shutdown.clone(),
             user: String::new(),
             target: String::new(),
         };
-        sessions.spawn(session.run(socket).instrument(span));
-    }
-    drop(listener);
-    sessions.close();
-    tracing::info!(sessions = sessions.len(), "VNC gateway draining");
-    shutdown.closing().await;
-    if tokio::time::timeout(CLOSE_AFTER_DEADLINE, sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            sessions = sessions.len(),
-            "VNC sessions still open after the shutdown grace period"
-        );
-    }
-    Ok(())
+        session.run(socket)
+    })
+    .await
 }
 
 /// One VNC connection.

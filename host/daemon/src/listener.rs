@@ -1,0 +1,94 @@
+//! What the daemon's own protocol listeners (RDP, Telnet, VNC) share: binding an optional
+//! listener, and the accept loop: one task and one tracing span (`session`, with the protocol,
+//! session id, user, target and client address) per connection, no new connection once the
+//! drain starts, and the running sessions given the grace period plus a little to store their
+//! records.
+
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+/// After the grace period, how long ended sessions get to store their records.
+const CLOSE_AFTER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Binds `label`'s listener: the explicit address given on the command line, else the
+/// settings' when `enabled`. Either must bind. `None` when the protocol is off.
+pub(crate) async fn bind_optional(
+    label: &str,
+    enabled: bool,
+    listen: SocketAddr,
+    explicit: Option<SocketAddr>,
+) -> Result<Option<TcpListener>> {
+    let address = match explicit {
+        Some(address) => address,
+        None if enabled => listen,
+        None => {
+            tracing::info!("{label} disabled (settings.json)");
+            return Ok(None);
+        }
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} for {label}"))?;
+    Ok(Some(listener))
+}
+
+/// Accepts connections until the gateway drains, running `session(socket, peer, id)` for each
+/// in its own task and span; returns when every session has ended (or the grace period and
+/// [`CLOSE_AFTER_DEADLINE`] have passed).
+pub(crate) async fn accept_sessions<F, Fut>(
+    listener: TcpListener,
+    shutdown: gatehouse_ssh::Shutdown,
+    protocol: &'static str,
+    session: F,
+) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let sessions = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.draining() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and the like: wait a moment rather than spin.
+                tracing::error!(protocol, error = %e, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!(
+            "session",
+            protocol,
+            id = %id,
+            user = tracing::field::Empty,
+            target = tracing::field::Empty,
+            client = %peer,
+        );
+        sessions.spawn(session(socket, peer, id).instrument(span));
+    }
+    drop(listener);
+    sessions.close();
+    tracing::info!(protocol, sessions = sessions.len(), "gateway draining");
+    // After the deadline the relays close at once; the rest is writing the books.
+    shutdown.closing().await;
+    if tokio::time::timeout(CLOSE_AFTER_DEADLINE, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            protocol,
+            sessions = sessions.len(),
+            "sessions still open after the shutdown grace period"
+        );
+    }
+    Ok(())
+}
