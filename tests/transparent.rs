@@ -198,3 +198,120 @@ fn a_redirected_ssh_connection_reaches_the_server_it_was_addressed_to() {
         "the refusal names the policy"
     );
 }
+
+/// inetutils-inetd in the server's namespace, running `telnetd` on port 23 with a login
+/// program that knows one account (tests/support/telnetd.rs); killed on drop.
+struct ServerTelnetd {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerTelnetd {
+    fn start(network: &Network, user: &str, password: &str) -> ServerTelnetd {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("login.sh");
+        std::fs::write(&program, support::telnetd::login_program(user, password)).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("inetd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "telnet stream tcp nowait root {} telnetd --no-hostinfo --exec-login={}\n",
+                support::telnetd::TELNETD,
+                program.display()
+            ),
+        )
+        .unwrap();
+        let child = network
+            .in_server("/usr/sbin/inetutils-inetd")
+            .arg("-d")
+            .arg(format!(
+                "--pidfile={}",
+                dir.path().join("inetd.pid").display()
+            ))
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("inetutils-inetd (Debian package inetutils-inetd, with inetutils-telnetd)");
+        let address = format!("{}:23", network.server_ip);
+        let up = poll(LONG, || {
+            std::net::TcpStream::connect(address.as_str())
+                .ok()
+                .map(|_| ())
+        });
+        assert!(up.is_some(), "telnetd did not listen on {address}");
+        ServerTelnetd { child, _dir: dir }
+    }
+}
+
+impl Drop for ServerTelnetd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_redirected_telnet_connection_reaches_the_device_it_was_addressed_to() {
+    let mut network = Network::start();
+    let mut w = World::start("transparent_tn");
+    let _telnetd = ServerTelnetd::start(&network, &w.account.name, w.vault_password());
+    let transparent_port = support::free_port();
+    w.gh.stop_server();
+    w.gh.serve_options(
+        &[
+            "--telnet-transparent-listen",
+            &format!("{}:{transparent_port}", network.router_client_ip),
+        ],
+        &[],
+    );
+    w.gh.serve();
+    network.redirect(23, transparent_port);
+    w.gh.cli_ok(&[
+        "asset",
+        "add",
+        "tsrv",
+        "--address",
+        &network.server_ip,
+        "--tofu",
+        "--telnet-port",
+        "23",
+        "--telnet-success",
+        r"target\$$",
+    ]);
+    let spec = format!("{}@tsrv", w.account.name);
+    w.gh.add_account_with_password(&spec, w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, &spec);
+
+    let mut cmd = network.in_client("script");
+    cmd.args([
+        "-qfec",
+        &format!("TERM=vt220 exec telnet {} 23", network.server_ip),
+        "/dev/null",
+    ]);
+    let mut session = support::ssh_client::PtySession::spawn_command(cmd);
+    session.expect("login: ", LONG);
+    session.send_raw(format!("{GATEWAY_USER}@{}\r", w.account.name).as_bytes());
+    session.expect("Password: ", LONG);
+    session.send_raw(format!("{GATEWAY_PASSWORD}\r").as_bytes());
+    session.expect("target$ ", LONG);
+    session.send_raw(b"echo via-transparent-telnet-$((6*7))\r");
+    session.expect("via-transparent-telnet-42", LONG);
+    session.send_raw(b"exit\r");
+    let _ = session.wait(LONG);
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert_eq!(json_str(&sessions[0], "asset"), "tsrv", "{}", sessions[0]);
+    assert_eq!(
+        json_str(&sessions[0], "protocol"),
+        "telnet",
+        "{}",
+        sessions[0]
+    );
+    assert!(
+        json_str(&sessions[0], "client").starts_with(&format!("{}:", network.client_ip)),
+        "{}",
+        sessions[0]
+    );
+}

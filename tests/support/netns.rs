@@ -44,7 +44,10 @@ impl Network {
                 .is_ok_and(|o| o.status.success()),
             "`ip` is missing (Debian package iproute2)"
         );
-        let n = std::process::id() % 200 + 20;
+        // Distinct per network and per process (tests may run side by side in one process).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
+        let n = (std::process::id() % 100) * 2 + k + 20;
         let network = Network {
             client_ns: format!("ghtc{n}"),
             server_ns: format!("ghts{n}"),

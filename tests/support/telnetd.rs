@@ -87,7 +87,7 @@ impl Drop for Telnetd {
 }
 
 /// Asks like login(1), knows one account, then runs a shell with a recognisable prompt.
-fn login_program(user: &str, password: &str) -> String {
+pub fn login_program(user: &str, password: &str) -> String {
     format!(
         r#"#!/bin/sh
 printf 'Welcome to the test target\n'

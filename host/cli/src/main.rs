@@ -112,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
                 api: args.api_listen,
                 rdp: args.rdp_listen,
                 telnet: args.telnet_listen,
+                telnet_transparent: args.telnet_transparent_listen,
                 vnc: args.vnc_listen,
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
                 cluster: serve::ClusterListen {

@@ -123,6 +123,37 @@ impl LoginSpec {
         })
     }
 
+    /// Transparent mode: `username` completed with `asset`, the asset at the address the client
+    /// connected to (`destination`, for messages): `alice@root` becomes `alice@root@<asset>`; a
+    /// login that names that asset is kept; joins (`watch=`/`join=`) are kept. `Err`: the line
+    /// the user reads (another asset named; no asset there reads like an unknown target).
+    pub fn complete_transparent(
+        username: &str,
+        asset: Option<&Name>,
+        destination: &str,
+    ) -> Result<String, String> {
+        let parts: Vec<&str> = username.split('@').collect();
+        let options = parts.iter().take_while(|p| p.contains('=')).count();
+        let (given, rest) = parts.split_at(options);
+        if given
+            .iter()
+            .any(|p| p.starts_with("watch=") || p.starts_with("join="))
+        {
+            return Ok(username.to_string());
+        }
+        match (rest, asset) {
+            ([_, _], Some(asset)) => Ok(format!("{username}@{asset}")),
+            ([_, _, named], Some(asset)) if *named == asset.as_str() => Ok(username.to_string()),
+            ([_, _, _], _) => Err(format!(
+                "gatehouse: in transparent mode the target is the server you connected to ({destination}): log in as USER@ACCOUNT"
+            )),
+            ([_, account], None) => Err(format!(
+                "gatehouse: target `{account}@{destination}` is unknown or you are not permitted to use it"
+            )),
+            _ => Err("gatehouse: in transparent mode log in as USER@ACCOUNT".into()),
+        }
+    }
+
     /// The value of an option given as `key=value@` in the username.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options

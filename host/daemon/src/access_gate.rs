@@ -58,6 +58,10 @@ pub(crate) trait Gate: Sync {
     ) -> impl Future<Output = Result<String, String>> + Send;
     /// The connection waits for an access request to be decided (up to `wait`).
     fn held(&self, request: &AccessRequest, wait: Duration) -> impl Future<Output = ()> + Send;
+    /// Transparent mode: the address the client connected to (`context.destination`).
+    fn destination(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// What decides: the policies, the plugins, the requests.
@@ -195,7 +199,7 @@ fn facts<G: Gate>(gate: &G, deciders: &Deciders<'_>, who: &LoggedIn) -> SessionF
         ticket_verified: who.ticket_verified,
         time: deciders.policy.clock().now(),
         node: None,
-        destination: None,
+        destination: gate.destination(),
     }
 }
 

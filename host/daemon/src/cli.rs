@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// VeNCrypt (TLS with the gateway's certificate, then user name and password).
     #[arg(long)]
     pub vnc_listen: Option<SocketAddr>,
+    /// Also accept Telnet connections a router redirected here (transparent mode,
+    /// docs/transparent.md): the target is the server the client connected to.
+    #[arg(long)]
+    pub telnet_transparent_listen: Option<SocketAddr>,
     /// Address for Telnet clients (default: settings.json `telnet`, off; Telnet is cleartext).
     /// An address given here turns it on and must bind.
     #[arg(long)]

@@ -247,6 +247,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
             api: Some(args.api_listen),
             rdp: args.rdp_listen,
             telnet: None,
+            telnet_transparent: None,
             vnc: None,
             shutdown_grace: std::time::Duration::from_secs(5),
             cluster: crate::serve::ClusterListen {

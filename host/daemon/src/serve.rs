@@ -49,6 +49,8 @@ pub struct Listen {
     pub rdp: Option<SocketAddr>,
     /// Turns Telnet on at this address (overrides settings.json `telnet`; must bind).
     pub telnet: Option<SocketAddr>,
+    /// Transparent mode's Telnet listener (connections a router redirected here).
+    pub telnet_transparent: Option<SocketAddr>,
     /// Turns VNC on at this address (overrides settings.json `vnc`; must bind).
     pub vnc: Option<SocketAddr>,
     /// How long a SIGTERM lets SSH sessions finish.
@@ -159,6 +161,14 @@ pub fn run(
         };
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;
+        let telnet_transparent = match listen.telnet_transparent {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening on {address} for transparent Telnet"))?,
+            ),
+            None => None,
+        };
         let vnc_listener = crate::vnc_glue::bind(&settings.vnc, listen.vnc).await?;
         // The audit trail to SIEMs: each stream sends from where its receiver stopped.
         let mut names = std::collections::HashSet::new();
@@ -354,8 +364,13 @@ pub fn run(
             screens,
             shutdown.clone(),
         )?;
-        let telnet =
-            crate::telnet_glue::start(dir, telnet_listener, services.clone(), shutdown.clone())?;
+        let telnet = crate::telnet_glue::start(
+            dir,
+            telnet_listener,
+            telnet_transparent,
+            services.clone(),
+            shutdown.clone(),
+        )?;
         let vnc = crate::vnc_glue::start(dir, vnc_listener, services.clone(), shutdown.clone())?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
@@ -602,7 +617,11 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
     let rdp_explicit = listen.rdp;
-    if listen.telnet.is_some() || listen.vnc.is_some() || listen.ssh_transparent.is_some() {
+    if listen.telnet.is_some()
+        || listen.telnet_transparent.is_some()
+        || listen.vnc.is_some()
+        || listen.ssh_transparent.is_some()
+    {
         anyhow::bail!(
             "Telnet, VNC and transparent SSH are served by processes that hold the vault (role all or control)"
         );

@@ -86,23 +86,41 @@ pub async fn bind(
 }
 
 /// Accepts Telnet clients until the gateway shuts down; one task and one span per connection.
-/// Returns when every session has ended.
+/// With `transparent`, the connections were redirected by a router: the target is the asset at
+/// their original destination (`alice@root` logs in there). Returns when every session has
+/// ended.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<TelnetServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    transparent: bool,
 ) -> std::io::Result<()> {
     if services.services.local().is_none() {
         tracing::error!("Telnet is served by processes that hold the vault (role all or control)");
         return Ok(());
     }
     let draining = shutdown.clone();
-    crate::listener::accept_sessions(listener, draining, "telnet", move |socket, client, id| {
+    let protocol = if transparent {
+        "telnet-transparent"
+    } else {
+        "telnet"
+    };
+    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
+        let arrival = transparent.then(|| {
+            let destination = gatehouse_ssh::transparent::original_destination(&socket)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            let asset =
+                gatehouse_ssh::transparent::asset_at(&services.services.store, destination, |a| {
+                    a.telnet.as_ref().map(|t| t.port)
+                });
+            gatehouse_ssh::transparent::Arrival { destination, asset }
+        });
         let session = Session {
             id,
             client,
             services: services.clone(),
             shutdown: shutdown.clone(),
+            arrival,
             user: String::new(),
             target: String::new(),
         };
@@ -123,6 +141,8 @@ struct Session {
     client: SocketAddr,
     services: Arc<TelnetServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    /// Transparent mode: where the client was connecting to, and the asset there.
+    arrival: Option<gatehouse_ssh::transparent::Arrival>,
     /// Known once the user named them.
     user: String,
     target: String,
@@ -193,6 +213,10 @@ impl Gate for Asking<'_, '_> {
                 .map(|secret| secret.expose().to_string())
         };
         answered.map_err(|e| format!("no answer to the plugin's question `{}`: {e}", question.key))
+    }
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.session.arrival.as_ref().map(|a| a.destination)
     }
 
     async fn held(&self, request: &AccessRequest, wait: Duration) {
@@ -291,6 +315,25 @@ impl Session {
             Err(e) => {
                 tracing::info!(error = %e, "no login given");
                 return;
+            }
+        };
+        let login = match &self.arrival {
+            None => login,
+            Some(arrival) => {
+                let destination = arrival.destination.to_string();
+                match LoginSpec::complete_transparent(&login, arrival.asset.as_ref(), &destination)
+                {
+                    Ok(login) => login,
+                    Err(line) => {
+                        self.audit(
+                            AuditKind::LoginFailed,
+                            format!("transparent connection to {destination}: {line}"),
+                            &[],
+                        );
+                        let _ = client.say(&line).await;
+                        return;
+                    }
+                }
             }
         };
         if !client.gateway_echoes() {
@@ -810,19 +853,21 @@ struct Ended {
     last_word: Option<String>,
 }
 
-/// Starts the Telnet listener's future (or one that waits for the drain when Telnet is off).
+/// Starts the Telnet listeners' future: the usual one and transparent mode's (either may be
+/// absent; with neither, a future that waits for the drain).
 pub fn start(
     dir: &crate::datadir::DataDir,
     listener: Option<tokio::net::TcpListener>,
+    transparent: Option<tokio::net::TcpListener>,
     services: Arc<gatehouse_ssh::Services>,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
-    let Some(listener) = listener else {
+    if listener.is_none() && transparent.is_none() {
         return Ok(Box::pin(async move {
             shutdown.draining().await;
             Ok(())
         }));
-    };
+    }
     if services.local().is_none() {
         bail!("Telnet is served by processes that hold the vault (role all or control)");
     }
@@ -832,9 +877,30 @@ pub fn start(
         client: ClientConfig::default(),
         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
     });
-    tracing::warn!(
-        address = %listener.local_addr()?,
-        "Telnet gateway listening; Telnet is cleartext: gateway passwords cross the network as typed"
-    );
-    Ok(Box::pin(serve(listener, telnet, shutdown)))
+    for (l, what) in [(&listener, "Telnet"), (&transparent, "transparent Telnet")] {
+        if let Some(l) = l {
+            tracing::warn!(
+                address = %l.local_addr()?,
+                "{what} gateway listening; Telnet is cleartext: gateway passwords cross the network as typed"
+            );
+        }
+    }
+    let plain = listener.map(|l| serve(l, telnet.clone(), shutdown.clone(), false));
+    let redirected = transparent.map(|l| serve(l, telnet, shutdown.clone(), true));
+    Ok(Box::pin(async move {
+        let plain = async move {
+            match plain {
+                Some(f) => f.await,
+                None => Ok(()),
+            }
+        };
+        let redirected = async move {
+            match redirected {
+                Some(f) => f.await,
+                None => Ok(()),
+            }
+        };
+        let (a, b) = tokio::join!(plain, redirected);
+        a.and(b)
+    }))
 }

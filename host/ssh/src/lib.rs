@@ -20,7 +20,7 @@ mod server;
 mod session;
 pub mod target;
 mod throttle;
-mod transparent;
+pub mod transparent;
 
 use gatehouse_audit::Auditor;
 use gatehouse_auth::Authenticator;

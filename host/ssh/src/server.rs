@@ -144,7 +144,10 @@ async fn handle_connection(
     if shared.config.transparent {
         match crate::transparent::original_destination(&socket) {
             Some(destination) => {
-                let asset = crate::transparent::asset_at(&shared.services.store, destination);
+                let asset =
+                    crate::transparent::asset_at(&shared.services.store, destination, |a| {
+                        Some(a.port)
+                    });
                 tracing::debug!(%destination, asset = ?asset, "transparent connection");
                 let _ = shared
                     .arrival

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 /// Where a transparent connection was going.
 #[derive(Debug, Clone)]
-pub(crate) struct Arrival {
+pub struct Arrival {
     /// The address and port the client connected to.
     pub destination: SocketAddr,
     /// The asset at that address and SSH port, if any.
@@ -22,7 +22,7 @@ pub(crate) struct Arrival {
 
 /// The connection's original destination: `SO_ORIGINAL_DST` when netfilter redirected it,
 /// else the local address (TPROXY keeps the original destination as the local address).
-pub(crate) fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
+pub fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
     use nix::sys::socket::{getsockopt, sockopt};
     if let Ok(original) = getsockopt(socket, sockopt::OriginalDst) {
         let ip = Ipv4Addr::from(u32::from_be(original.sin_addr.s_addr));
@@ -32,9 +32,13 @@ pub(crate) fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
     socket.local_addr().ok()
 }
 
-/// The asset whose address is `destination`'s IP (an address written as an IP, or a name
-/// that is exactly that IP's text) and whose SSH port is its port.
-pub(crate) fn asset_at(store: &Store, destination: SocketAddr) -> Option<Name> {
+/// The asset whose address is `destination`'s IP (an address written as an IP) and whose
+/// port for the protocol (`port_of`: its SSH port, its Telnet port, ...) is its port.
+pub fn asset_at(
+    store: &Store,
+    destination: SocketAddr,
+    port_of: impl Fn(&gatehouse_core::Asset) -> Option<u16>,
+) -> Option<Name> {
     let assets: Vec<gatehouse_core::Asset> = match store.list(&ASSETS) {
         Ok(assets) => assets,
         Err(e) => {
@@ -45,7 +49,7 @@ pub(crate) fn asset_at(store: &Store, destination: SocketAddr) -> Option<Name> {
     assets
         .into_iter()
         .find(|a| {
-            a.port == destination.port()
+            port_of(a) == Some(destination.port())
                 && a.address.parse::<IpAddr>().ok() == Some(destination.ip())
         })
         .map(|a| a.name)
@@ -55,34 +59,15 @@ pub(crate) fn asset_at(store: &Store, destination: SocketAddr) -> Option<Name> {
 #[derive(Debug)]
 pub(crate) struct NotHere(pub String);
 
-/// The in-band login `username` completed with the asset the connection was going to:
-/// `alice@root` becomes `alice@root@<asset>`; a login that names that asset is kept; joins
-/// (`watch=`/`join=`) are kept (they name no target).
+/// The in-band login `username` completed with the asset the connection was going to
+/// (`LoginSpec::complete_transparent`).
 pub(crate) fn complete(username: &str, arrival: &Arrival) -> Result<String, NotHere> {
-    let parts: Vec<&str> = username.split('@').collect();
-    let options = parts.iter().take_while(|p| p.contains('=')).count();
-    let rest = &parts[options..];
-    let joining = parts[..options]
-        .iter()
-        .any(|p| p.starts_with("watch=") || p.starts_with("join="));
-    if joining {
-        return Ok(username.to_string());
-    }
-    match (rest.len(), &arrival.asset) {
-        (2, Some(asset)) => Ok(format!("{username}@{asset}")),
-        (3, Some(asset)) if rest[2] == asset.as_str() => Ok(username.to_string()),
-        (3, _) => Err(NotHere(format!(
-            "gatehouse: in transparent mode the target is the server you connected to ({}): log in as USER@ACCOUNT",
-            arrival.destination
-        ))),
-        (2, None) => Err(NotHere(format!(
-            "gatehouse: target `{}@{}` is unknown or you are not permitted to use it",
-            rest[1], arrival.destination
-        ))),
-        _ => Err(NotHere(
-            "gatehouse: in transparent mode log in as USER@ACCOUNT".into(),
-        )),
-    }
+    gatehouse_core::LoginSpec::complete_transparent(
+        username,
+        arrival.asset.as_ref(),
+        &arrival.destination.to_string(),
+    )
+    .map_err(NotHere)
 }
 
 #[cfg(test)]
