@@ -15,7 +15,9 @@
 #                   tests/control_ha.rs, tests/support/postgres.rs: initdb and pg_ctl in a temp
 #                   dir, run as the package's unprivileged `postgres` user) and the a2a bench
 #   inetutils-telnetd, inetutils-telnet  the real Telnet target (in.telnetd, started per connection
-#                   with --exec-login) and the stock telnet client of the Telnet tests (host/telnet/tests)
+#                   with --exec-login) and the stock telnet client of the Telnet tests (host/telnet/tests,
+#                   tests/telnet.rs); inetutils-inetd starts telnetd in the transparent-mode test
+#                   (tests/transparent.rs)
 #   x11vnc, tigervnc-viewer  the real VNC target (x11vnc on Xvfb, VNC authentication) and the real
 #                   VeNCrypt viewer (xtigervncviewer, X509Plain) of the VNC tests (host/vnc/tests)
 #   iptables        the router's REDIRECT rule of the transparent-mode test (tests/transparent.rs,
@@ -55,7 +57,7 @@ $SUDO apt-get install -y -q --no-install-recommends \
     ca-certificates git \
     curl openssl chromium \
     rsyslog rsyslog-gnutls snmptrapd slapd ldap-utils postgresql \
-    inetutils-telnetd inetutils-telnet x11vnc tigervnc-viewer iptables
+    inetutils-telnetd inetutils-telnet inetutils-inetd x11vnc tigervnc-viewer iptables
 
 # A standard OpenAPI validator for the API's document (tests/requests.rs); Debian has no package.
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
