@@ -79,6 +79,10 @@ pub enum RelayError {
     Recording(#[from] RecordError),
     #[error("i/o with the {side}: {reason}")]
     Io { side: &'static str, reason: String },
+    /// The client hung up without closing (a killed client resets its connection): the user
+    /// ended the session, which is no error. Only inside the relay.
+    #[error("the client hung up")]
+    ClientHungUp,
 }
 
 /// How the relay treats the session beyond the credential rewrites it always does.
@@ -350,6 +354,16 @@ struct Pump<'a, R, W> {
     steer: bool,
 }
 
+/// A connection the peer reset or aborted (what a killed client leaves behind).
+fn hung_up(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
     fn side(&self) -> &'static str {
         match self.direction {
@@ -371,9 +385,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
             bytes,
         })?;
         let side = self.side();
-        let io = |e: std::io::Error| RelayError::Io {
-            side,
-            reason: e.to_string(),
+        let to_client = self.direction == Direction::TargetToClient;
+        let io = |e: std::io::Error| {
+            if to_client && hung_up(&e) {
+                RelayError::ClientHungUp
+            } else {
+                RelayError::Io {
+                    side,
+                    reason: e.to_string(),
+                }
+            }
         };
         self.writer.write_all(bytes).await.map_err(io)?;
         if flush {
@@ -388,6 +409,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
             let pdu = match self.reader.read_message(Expect::Rdp).await {
                 Ok(pdu) => pdu,
                 Err(FrameError::Closed | FrameError::Truncated) => break,
+                Err(FrameError::Io(e))
+                    if self.direction == Direction::ClientToTarget && hung_up(&e) =>
+                {
+                    tracing::debug!(error = %e, "the client hung up");
+                    break;
+                }
                 Err(FrameError::Io(e)) => {
                     let side = match self.direction {
                         Direction::ClientToTarget => "client",
@@ -428,7 +455,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
                 pdu
             };
             let flush = !self.reader.has_message(Expect::Rdp);
-            self.forward(&pdu, kind_of(&pdu), flush).await?;
+            match self.forward(&pdu, kind_of(&pdu), flush).await {
+                Err(RelayError::ClientHungUp) => break,
+                other => other?,
+            }
         }
         let _ = self.writer.shutdown().await;
         Ok(())
@@ -456,7 +486,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pump<'_, R, W> {
     async fn run_raw(mut self) -> Result<(), RelayError> {
         loop {
             match self.reader.read_raw().await {
-                Ok(chunk) => self.forward(&chunk, PduKind::Undecodable, true).await?,
+                Ok(chunk) => match self.forward(&chunk, PduKind::Undecodable, true).await {
+                    Err(RelayError::ClientHungUp) => break,
+                    other => other?,
+                },
                 Err(FrameError::Io(e)) => {
                     return Err(RelayError::Io {
                         side: "peer",
