@@ -520,3 +520,62 @@ pub(crate) async fn dial(
         )),
     }
 }
+
+/// An audit entry of session `id` of `user` on `target` from `client`.
+pub(crate) fn session_entry(
+    kind: AuditKind,
+    detail: impl Into<String>,
+    id: &str,
+    user: &str,
+    target: &str,
+    client: SocketAddr,
+) -> Entry {
+    Entry::new(kind, detail)
+        .session(id.to_string())
+        .user(user.to_string())
+        .target(target.to_string())
+        .client(client.to_string())
+}
+
+/// The names a login gives (`user`, and `account@asset` when it names a target), also put on
+/// the connection's tracing span.
+pub(crate) fn login_names(spec: &LoginSpec) -> (String, String) {
+    let span = tracing::Span::current();
+    span.record("user", spec.user.as_str());
+    let target = match &spec.target {
+        Ok(target) => {
+            span.record("target", tracing::field::display(target));
+            target.to_string()
+        }
+        Err(_) => String::new(),
+    };
+    (spec.user.to_string(), target)
+}
+
+/// Checks `password` for the login's gateway user off the async workers. A wrong password or
+/// an unknown user is audited as `login_failed` (the detail is the trail's; the caller tells
+/// the user no more than that access is denied). `None` when refused.
+pub(crate) async fn check_password<G: Gate>(
+    gate: &G,
+    authenticator: &Arc<gatehouse_auth::Authenticator>,
+    spec: &LoginSpec,
+    password: SecretString,
+) -> Option<User> {
+    let authenticator = authenticator.clone();
+    let name = spec.user.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        authenticator.verify_password(&name, password.expose())
+    })
+    .await;
+    match verified {
+        Ok(Ok(user)) => Some(user),
+        Ok(Err(e)) => {
+            audit(gate, AuditKind::LoginFailed, e.to_string(), &[]);
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "verifying the password");
+            None
+        }
+    }
+}

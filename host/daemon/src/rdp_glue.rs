@@ -96,8 +96,14 @@ impl LocalRdp {
     }
 }
 
-/// The gateway's TLS identity for RDP clients: `<data-dir>/tls/{cert.pem,key.pem}`.
-pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
+/// The gateway's certificate chain and key: `<data-dir>/tls/{cert.pem,key.pem}` (RDP and
+/// VNC clients see it).
+pub(crate) fn tls_identity(
+    dir: &DataDir,
+) -> Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let cert_path = dir.tls_dir().join("cert.pem");
@@ -107,6 +113,12 @@ pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
         .with_context(|| format!("reading `{}`", cert_path.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("reading `{}`", key_path.display()))?;
+    Ok((chain, key))
+}
+
+/// The gateway's TLS identity for RDP clients.
+pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
+    let (chain, key) = tls_identity(dir)?;
     GatewayTls::new(chain, key).context("the gateway's TLS certificate cannot serve RDP")
 }
 
@@ -688,11 +700,14 @@ struct Opened {
 
 impl Session {
     fn entry(&self, kind: AuditKind, detail: impl Into<String>) -> Entry {
-        Entry::new(kind, detail)
-            .session(self.id.clone())
-            .user(self.user.clone())
-            .target(self.target.clone())
-            .client(self.client.to_string())
+        crate::access_gate::session_entry(
+            kind,
+            detail,
+            &self.id,
+            &self.user,
+            &self.target,
+            self.client,
+        )
     }
 
     fn audit(
@@ -1012,13 +1027,7 @@ impl Session {
                 return None;
             }
         };
-        self.user = spec.user.to_string();
-        let span = tracing::Span::current();
-        span.record("user", spec.user.as_str());
-        if let Ok(target) = &spec.target {
-            self.target = target.to_string();
-            span.record("target", tracing::field::display(target));
-        }
+        (self.user, self.target) = crate::access_gate::login_names(&spec);
         Some(spec)
     }
 

@@ -271,11 +271,14 @@ async fn last_word(socket: &mut TcpStream, line: &str) {
 
 impl Session {
     fn entry(&self, kind: AuditKind, detail: impl Into<String>) -> Entry {
-        Entry::new(kind, detail)
-            .session(self.id.clone())
-            .user(self.user.clone())
-            .target(self.target.clone())
-            .client(self.client.to_string())
+        access_gate::session_entry(
+            kind,
+            detail,
+            &self.id,
+            &self.user,
+            &self.target,
+            self.client,
+        )
     }
 
     fn audit(
@@ -356,13 +359,7 @@ impl Session {
                 return;
             }
         };
-        self.user = spec.user.to_string();
-        let span = tracing::Span::current();
-        span.record("user", spec.user.as_str());
-        if let Ok(target) = &spec.target {
-            self.target = target.to_string();
-            span.record("target", tracing::field::display(target));
-        }
+        (self.user, self.target) = access_gate::login_names(&spec);
         if spec.join().is_some() {
             self.audit(
                 AuditKind::AccessDenied,
@@ -374,23 +371,16 @@ impl Session {
                 .await;
             return;
         }
-        let authenticator = local.authenticator.clone();
-        let name = spec.user.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            authenticator.verify_password(&name, password.expose())
-        })
+        let checked = access_gate::check_password(
+            &Asking::decided(&self),
+            &local.authenticator,
+            &spec,
+            password,
+        )
         .await;
-        let user = match verified {
-            Ok(Ok(user)) => user,
-            Ok(Err(e)) => {
-                self.audit(AuditKind::LoginFailed, e.to_string(), &[]);
-                let _ = client.say("gatehouse: access denied").await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "verifying the password");
-                return;
-            }
+        let Some(user) = checked else {
+            let _ = client.say("gatehouse: access denied").await;
+            return;
         };
         let target = match &spec.target {
             Ok(target) => target.clone(),

@@ -54,15 +54,7 @@ pub async fn bind(
 
 /// The gateway's certificate for VeNCrypt (`<data-dir>/tls/{cert.pem,key.pem}`).
 fn tls(dir: &DataDir) -> Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert_path = dir.tls_dir().join("cert.pem");
-    let key_path = dir.tls_dir().join("key.pem");
-    let chain = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading `{}`", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .with_context(|| format!("reading `{}`", key_path.display()))?;
+    let (chain, key) = crate::rdp_glue::tls_identity(dir)?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -155,11 +147,14 @@ impl Gate for Session {
     }
 
     fn entry(&self, kind: AuditKind, detail: String) -> Entry {
-        Entry::new(kind, detail)
-            .session(self.id.clone())
-            .user(self.user.clone())
-            .target(self.target.clone())
-            .client(self.client.to_string())
+        access_gate::session_entry(
+            kind,
+            detail,
+            &self.id,
+            &self.user,
+            &self.target,
+            self.client,
+        )
     }
 
     fn port(asset: &Asset) -> u16 {
@@ -308,31 +303,13 @@ impl Session {
                 return;
             }
         };
-        self.user = spec.user.to_string();
-        let span = tracing::Span::current();
-        span.record("user", spec.user.as_str());
-        if let Ok(target) = &spec.target {
-            self.target = target.to_string();
-            span.record("target", tracing::field::display(target));
-        }
-        let authenticator = local.authenticator.clone();
-        let name = spec.user.clone();
+        (self.user, self.target) = access_gate::login_names(&spec);
         let password = gatehouse_core::SecretString::new(password);
-        let verified = tokio::task::spawn_blocking(move || {
-            authenticator.verify_password(&name, password.expose())
-        })
-        .await;
-        let user = match verified {
-            Ok(Ok(user)) => user,
-            Ok(Err(e)) => {
-                self.audit(AuditKind::LoginFailed, e.to_string(), &[]);
-                let _ = pending.refuse("gatehouse: access denied").await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "verifying the password");
-                return;
-            }
+        let checked =
+            access_gate::check_password(&self, &local.authenticator, &spec, password).await;
+        let Some(user) = checked else {
+            let _ = pending.refuse("gatehouse: access denied").await;
+            return;
         };
         let target = match &spec.target {
             Ok(target) => target.clone(),
