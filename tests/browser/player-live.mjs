@@ -22,7 +22,8 @@ await inBrowser(async (newPage) => {
     return img && img.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.naturalHeight] : null;
   }), 30000);
   check(size[0] === 1024 && size[1] === 768, "frames of the target's size: " + size.join("x"));
-  const pixels = await page.evaluate(() => {
+  // The first frames can precede the target's first full paint: wait for the screen itself.
+  const sample = () => page.evaluate(() => {
     const img = document.querySelector("#screen");
     const canvas = document.createElement("canvas");
     canvas.width = img.naturalWidth;
@@ -33,6 +34,12 @@ await inBrowser(async (newPage) => {
     return [[16, 16], [48, 16], [16, 48], [48, 48]].map(([x, y]) => Array.from(data.slice((y * 64 + x) * 4, (y * 64 + x) * 4 + 3)));
   });
   const near = (a, b) => a.every((v, i) => Math.abs(v - b[i]) <= 8);
+  let pixels = await sample();
+  const deadline = Date.now() + 20000;
+  while (!pixels.every((p) => colors.some((c) => near(p, c))) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    pixels = await sample();
+  }
   check(pixels.every((p) => colors.some((c) => near(p, c))), "the frame shows the target's checkerboard: " + JSON.stringify(pixels));
   check(!near(pixels[0], pixels[1]), "neighbouring squares differ");
   await shot(page, "player-live-rdp");
