@@ -9,9 +9,14 @@
 //! records where the cuts are: it maps a moment of the recording (an event's time) to the
 //! moment of the video that shows it, so that whoever seeks in the video uses the same cuts
 //! the export made.
+//!
+//! The exporter reads a recording through a [`FrameSource`]: timed moments of activity and the
+//! screen they leave. [`export`] reads an RDP recording (`rdp.pdus`, [`PduSource`]);
+//! [`export_from`] takes any other source (the daemon's adapter reads VNC recordings), so
+//! every protocol's video has the same timing, idle cuts and [`VideoClock`].
 
 use crate::decode::{DecodeStats, Frame, Replayer, Verdict};
-use crate::pdus::{self, PduError};
+use crate::pdus::{self, FileSource, PduError, PduReader};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -52,7 +57,8 @@ pub struct ExportSummary {
     pub idle_cut: Duration,
     /// The verdict on the recording's graphics; `Partially` exports are written and flagged.
     pub verdict: Verdict,
-    pub stats: DecodeStats,
+    /// The RDP decoder's counts; `None` for a source that keeps none.
+    pub stats: Option<DecodeStats>,
     /// A video's clock (`None` for a PNG): recording time to video time, idle cuts included.
     pub clock: Option<VideoClock>,
 }
@@ -149,10 +155,105 @@ pub enum ExportError {
     NotDecodable { reason: String },
     #[error(transparent)]
     Recording(#[from] PduError),
+    /// A [`FrameSource`] other than [`PduSource`] could not read its recording (truncated,
+    /// corrupt, i/o).
+    #[error("the recording cannot be read: {0}")]
+    Unreadable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("ffmpeg failed ({status}): {stderr}")]
     Ffmpeg { status: String, stderr: String },
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A recording as the exporter reads it: moments of activity in recording order, each with its
+/// time, and the screen they leave. The exporter writes the frames due before a moment, then
+/// has the source apply it; a long gap between two moments is an idle stretch, cut to
+/// [`ExportOptions::max_idle`]. What counts as a moment is the source's call: everything
+/// relayed for RDP, what the target drew and what the user did for VNC.
+pub trait FrameSource {
+    /// Reads the next moment and returns its time (since the relay started), `None` at the end
+    /// of the recording. Its effect is not shown until [`FrameSource::apply`].
+    fn next_moment(&mut self) -> Result<Option<Duration>, ExportError>;
+
+    /// Applies the moment [`FrameSource::next_moment`] returned (nothing when there is none).
+    fn apply(&mut self);
+
+    /// The screen as the moments applied so far left it; `None` until there is one (the
+    /// video starts at the first moment after which there is).
+    fn frame(&self) -> Option<Frame<'_>>;
+
+    /// Whether the recording's graphics decode, so far.
+    fn verdict(&self) -> Verdict;
+
+    /// The RDP decoder's counts, for the summary; `None` for other sources.
+    fn stats(&self) -> Option<DecodeStats> {
+        None
+    }
+}
+
+/// An RDP recording (`rdp.pdus`) as a [`FrameSource`]: every PDU, either way, is a moment,
+/// decoded by the [`Replayer`]. Holds the PDU read ahead in a buffer of its own.
+pub struct PduSource<R = FileSource> {
+    reader: PduReader<R>,
+    replayer: Replayer,
+    /// The PDU read ahead, its bytes in `pending_bytes` (reused: one copy per PDU, no
+    /// allocation once it is large enough).
+    pending: Option<(pdus::Direction, pdus::Framing, Duration)>,
+    pending_bytes: Vec<u8>,
+}
+
+impl PduSource {
+    /// Opens an RDP recording file (decrypted as it is read when it is encrypted).
+    pub fn open(recording: &Path) -> Result<PduSource, ExportError> {
+        Ok(PduSource::new(pdus::open(recording)?))
+    }
+}
+
+impl<R: Read> PduSource<R> {
+    pub fn new(reader: PduReader<R>) -> PduSource<R> {
+        PduSource {
+            reader,
+            replayer: Replayer::new(),
+            pending: None,
+            pending_bytes: Vec::new(),
+        }
+    }
+}
+
+impl<R: Read> FrameSource for PduSource<R> {
+    fn next_moment(&mut self) -> Result<Option<Duration>, ExportError> {
+        self.pending = None;
+        let Some(pdu) = self.reader.next_pdu()? else {
+            return Ok(None);
+        };
+        self.pending_bytes.clear();
+        self.pending_bytes.extend_from_slice(pdu.bytes);
+        self.pending = Some((pdu.direction, pdu.framing, pdu.at));
+        Ok(Some(pdu.at))
+    }
+
+    fn apply(&mut self) {
+        if let Some((direction, framing, at)) = self.pending.take() {
+            self.replayer.feed(&pdus::Pdu {
+                direction,
+                framing,
+                at,
+                bytes: &self.pending_bytes,
+            });
+        }
+    }
+
+    fn frame(&self) -> Option<Frame<'_>> {
+        self.replayer.frame()
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.replayer.verdict()
+    }
+
+    fn stats(&self) -> Option<DecodeStats> {
+        Some(self.replayer.stats().clone())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,14 +287,25 @@ pub fn export(
     output: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSummary, ExportError> {
+    export_from(|| PduSource::open(recording), output, options)
+}
+
+/// [`export`] from the recording that `open` opens (called once the output's format, the
+/// frame rate and ffmpeg are found good).
+pub fn export_from<S: FrameSource>(
+    open: impl FnOnce() -> Result<S, ExportError>,
+    output: &Path,
+    options: &ExportOptions,
+) -> Result<ExportSummary, ExportError> {
     let format = format_of(output)?;
     if !(1..=60).contains(&options.fps) {
         return Err(ExportError::BadFrameRate(options.fps));
     }
     check_ffmpeg(&options.ffmpeg, format)?;
+    let mut source = open()?;
     let result = match format {
-        Format::Png => still(recording, output, options),
-        Format::WebM | Format::Mp4 => video(recording, output, options, format),
+        Format::Png => still(&mut source, output, options),
+        Format::WebM | Format::Mp4 => video(&mut source, output, options, format),
     };
     if result.is_err() {
         let _ = std::fs::remove_file(output);
@@ -409,8 +521,8 @@ fn fit(frame: &Frame<'_>, width: u16, height: u16, canvas: &mut Vec<u8>) {
     }
 }
 
-fn not_decodable(replayer: &Replayer) -> ExportError {
-    let reason = match replayer.verdict() {
+fn not_decodable(source: &impl FrameSource) -> ExportError {
+    let reason = match source.verdict() {
         Verdict::NotDecodable(reason) | Verdict::Partially(reason) => reason,
         Verdict::Decodable => "no frame".into(),
     };
@@ -418,16 +530,16 @@ fn not_decodable(replayer: &Replayer) -> ExportError {
 }
 
 fn summary(
-    replayer: &Replayer,
+    source: &impl FrameSource,
     frames: u64,
     idle_cut: Duration,
     clock: Option<VideoClock>,
 ) -> Result<ExportSummary, ExportError> {
-    let verdict = replayer.verdict();
+    let verdict = source.verdict();
     if let Verdict::NotDecodable(reason) = verdict {
         return Err(ExportError::NotDecodable { reason });
     }
-    let (width, height) = replayer
+    let (width, height) = source
         .frame()
         .map(|f| (f.width, f.height))
         .unwrap_or_default();
@@ -437,29 +549,27 @@ fn summary(
         height,
         idle_cut,
         verdict,
-        stats: replayer.stats().clone(),
+        stats: source.stats(),
         clock,
     })
 }
 
 fn still(
-    recording: &Path,
+    source: &mut impl FrameSource,
     output: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSummary, ExportError> {
-    let mut reader = pdus::open(recording)?;
-    let mut replayer = Replayer::new();
-    while let Some(pdu) = reader.next_pdu()? {
-        if options.at.is_some_and(|at| pdu.at > at) {
+    while let Some(at) = source.next_moment()? {
+        if options.at.is_some_and(|wanted| at > wanted) {
             break;
         }
-        replayer.feed(&pdu);
+        source.apply();
     }
-    if let Verdict::NotDecodable(reason) = replayer.verdict() {
+    if let Verdict::NotDecodable(reason) = source.verdict() {
         return Err(ExportError::NotDecodable { reason });
     }
-    let Some(frame) = replayer.frame() else {
-        return Err(not_decodable(&replayer));
+    let Some(frame) = source.frame() else {
+        return Err(not_decodable(source));
     };
     let mut encoder = Encoder::start(
         &options.ffmpeg,
@@ -471,31 +581,29 @@ fn still(
     )?;
     encoder.write(&frame)?;
     encoder.finish()?;
-    summary(&replayer, 1, Duration::ZERO, None)
+    summary(source, 1, Duration::ZERO, None)
 }
 
 fn video(
-    recording: &Path,
+    source: &mut impl FrameSource,
     output: &Path,
     options: &ExportOptions,
     format: Format,
 ) -> Result<ExportSummary, ExportError> {
-    let mut reader = pdus::open(recording)?;
-    let mut replayer = Replayer::new();
     let interval = Duration::from_secs(1) / options.fps;
     let mut encoder: Option<Encoder> = None;
     // The recording time of the next frame to write.
     let mut next = Duration::ZERO;
     let mut idle_cut = Duration::ZERO;
     let mut segments = Vec::new();
-    while let Some(pdu) = reader.next_pdu()? {
-        if let (Some(enc), Some(frame)) = (encoder.as_mut(), replayer.frame()) {
-            // Frames due before this PDU show the screen as it is now.
+    while let Some(at) = source.next_moment()? {
+        if let (Some(enc), Some(frame)) = (encoder.as_mut(), source.frame()) {
+            // Frames due before this moment show the screen as it is now.
             let mut written_in_gap = Duration::ZERO;
-            while next < pdu.at {
+            while next < at {
                 if options.max_idle.is_some_and(|max| written_in_gap >= max) {
-                    // Skip to the last frame slot before this PDU.
-                    let behind = pdu.at.saturating_sub(next);
+                    // Skip to the last frame slot before this moment.
+                    let behind = at.saturating_sub(next);
                     let slots = (behind.as_micros() / interval.as_micros().max(1)) as u32;
                     let skip = interval * slots.saturating_sub(1);
                     idle_cut += skip;
@@ -518,11 +626,12 @@ fn video(
                 written_in_gap += interval;
             }
         }
-        replayer.feed(&pdu);
+        source.apply();
         if encoder.is_none()
-            && let Some(frame) = replayer.frame()
+            && let Some(frame) = source.frame()
         {
-            // The video starts at the first activation.
+            // The video starts at the first moment that leaves a screen (for RDP, the first
+            // activation).
             encoder = Some(Encoder::start(
                 &options.ffmpeg,
                 output,
@@ -531,18 +640,18 @@ fn video(
                 frame.height,
                 options.fps,
             )?);
-            next = pdu.at;
+            next = at;
             segments.push(Segment { at: next, frame: 0 });
         }
     }
     let Some(mut encoder) = encoder else {
-        return Err(not_decodable(&replayer));
+        return Err(not_decodable(source));
     };
-    if let Verdict::NotDecodable(reason) = replayer.verdict() {
+    if let Verdict::NotDecodable(reason) = source.verdict() {
         return Err(ExportError::NotDecodable { reason });
     }
     // The final screen, shown for one more second.
-    if let Some(frame) = replayer.frame() {
+    if let Some(frame) = source.frame() {
         for _ in 0..options.fps {
             encoder.write(&frame)?;
         }
@@ -553,7 +662,7 @@ fn video(
         frames: encoder.frames,
         segments,
     };
-    summary(&replayer, encoder.frames, idle_cut, Some(clock))
+    summary(source, encoder.frames, idle_cut, Some(clock))
 }
 
 #[cfg(test)]
@@ -606,6 +715,137 @@ mod tests {
         assert_eq!(clock.video_time(ms(70_300)), ms(10_500));
         assert_eq!(clock.video_time(ms(0)), ms(100));
         assert_eq!(clock.idle_cut(), ms(70_000 - 1000 - 50 * 200));
+    }
+
+    /// A screen of one colour, repainted at given moments: the seam without any protocol.
+    struct Painted {
+        moments: Vec<(Duration, [u8; 4])>,
+        read: usize,
+        pending: Option<[u8; 4]>,
+        screen: Option<(Vec<u8>, Duration)>,
+    }
+
+    const SIDE: u16 = 8;
+
+    impl Painted {
+        fn new(moments: &[(u64, [u8; 4])]) -> Painted {
+            Painted {
+                moments: moments.iter().map(|&(at, c)| (ms(at), c)).collect(),
+                read: 0,
+                pending: None,
+                screen: None,
+            }
+        }
+    }
+
+    impl FrameSource for Painted {
+        fn next_moment(&mut self) -> Result<Option<Duration>, ExportError> {
+            let Some(&(at, colour)) = self.moments.get(self.read) else {
+                return Ok(None);
+            };
+            self.read += 1;
+            self.pending = Some(colour);
+            Ok(Some(at))
+        }
+
+        fn apply(&mut self) {
+            if let (Some(colour), Some(&(at, _))) =
+                (self.pending.take(), self.moments.get(self.read - 1))
+            {
+                let pixels = usize::from(SIDE) * usize::from(SIDE);
+                self.screen = Some((colour.repeat(pixels), at));
+            }
+        }
+
+        fn frame(&self) -> Option<Frame<'_>> {
+            self.screen.as_ref().map(|(rgba, at)| Frame {
+                rgba,
+                width: SIDE,
+                height: SIDE,
+                at: *at,
+            })
+        }
+
+        fn verdict(&self) -> Verdict {
+            Verdict::Decodable
+        }
+    }
+
+    const RED: [u8; 4] = [255, 0, 0, 255];
+    const BLUE: [u8; 4] = [0, 0, 255, 255];
+
+    fn first_pixel_of_png(path: &Path) -> [u8; 3] {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut pixels).unwrap();
+        [pixels[0], pixels[1], pixels[2]]
+    }
+
+    #[test]
+    fn any_frame_source_gets_the_timing_and_idle_cuts_of_the_export() {
+        let dir = tempfile::tempdir().unwrap();
+        // Red from 0 s, blue at 1 s, then nothing until a repaint at 60 s.
+        let moments = [(0, RED), (1000, BLUE), (60_000, BLUE)];
+        let summary = export_from(
+            || Ok(Painted::new(&moments)),
+            &dir.path().join("painted.webm"),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        // 5 frames to 1 s, 10 s of the idle stretch (50), the frame before 60 s after the
+        // cut, and the final second (5).
+        assert_eq!(summary.frames, 61, "{summary:?}");
+        assert_eq!(summary.idle_cut, ms(48_800), "{summary:?}");
+        assert_eq!((summary.width, summary.height), (SIDE, SIDE));
+        assert_eq!(summary.stats, None);
+        let clock = summary.clock.unwrap();
+        assert_eq!(
+            clock.segments,
+            vec![
+                Segment {
+                    at: ms(0),
+                    frame: 0
+                },
+                Segment {
+                    at: ms(59_800),
+                    frame: 55
+                }
+            ]
+        );
+        assert_eq!(clock.idle_cut(), summary.idle_cut);
+        assert_eq!(clock.frame_at(ms(60_000)), 56);
+
+        // A still at a moment shows the screen as it was then.
+        let still = dir.path().join("at.png");
+        let options = ExportOptions {
+            at: Some(ms(500)),
+            ..ExportOptions::default()
+        };
+        let summary = export_from(|| Ok(Painted::new(&moments)), &still, &options).unwrap();
+        assert_eq!(summary.frames, 1);
+        assert_eq!(first_pixel_of_png(&still), [255, 0, 0]);
+        let last = dir.path().join("last.png");
+        export_from(
+            || Ok(Painted::new(&moments)),
+            &last,
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(first_pixel_of_png(&last), [0, 0, 255]);
+    }
+
+    #[test]
+    fn a_source_without_a_screen_is_not_decodable_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("none.webm");
+        let error =
+            export_from(|| Ok(Painted::new(&[])), &output, &ExportOptions::default()).unwrap_err();
+        assert!(
+            matches!(error, ExportError::NotDecodable { .. }),
+            "{error:?}"
+        );
+        assert!(!output.exists());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`decode`] replays the target's graphics to frames with IronRDP's client `ActiveStage` and
 //! says whether the recording decodes, [`events`] turns input and clipboard PDUs into searchable
 //! events (cheap enough to run live on the gateway's data path), and [`export`] renders a
-//! recording to WebM, MP4 or a PNG through the `ffmpeg` program. See docs/rdp.md.
+//! recording to WebM, MP4 or a PNG through the `ffmpeg` program, from `rdp.pdus` or from any
+//! other [`FrameSource`] (the daemon feeds it VNC recordings). See docs/rdp.md.
 
 pub mod decode;
 pub mod events;
@@ -13,5 +14,8 @@ pub mod pdus;
 
 pub use decode::{DecodeStats, Frame, ReplayError, Replayer, Verdict};
 pub use events::{ClipboardFormat, Event, EventKind, InputTracker};
-pub use export::{ExportError, ExportOptions, ExportSummary, Segment, VideoClock, export};
+pub use export::{
+    ExportError, ExportOptions, ExportSummary, FrameSource, PduSource, Segment, VideoClock, export,
+    export_from,
+};
 pub use pdus::{Direction, Framing, MAGIC, Pdu, PduError, PduReader, PduWriter};
