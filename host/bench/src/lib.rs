@@ -5,10 +5,12 @@
 //! gateway and the SSH clients).
 
 pub mod demo;
+pub mod rfb;
 pub mod ssh;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -292,6 +294,82 @@ pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// Finds a marker in a stream read in pieces, even when a read splits it.
+#[derive(Debug, Clone)]
+pub struct MarkerScan {
+    marker: Vec<u8>,
+    /// The last `marker.len() - 1` bytes seen, at most.
+    tail: Vec<u8>,
+}
+
+impl MarkerScan {
+    pub fn new(marker: &[u8]) -> MarkerScan {
+        assert!(!marker.is_empty(), "an empty marker");
+        MarkerScan {
+            marker: marker.to_vec(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// Looks at the next piece of the stream: `Some(n)` if the marker ends at `chunk[n - 1]`
+    /// (the first occurrence since the scan started or was last found), else `None`.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<usize> {
+        let m = self.marker.len();
+        // Across the boundary: the tail (shorter than the marker) and the chunk's start.
+        if !self.tail.is_empty() {
+            let mut joined = self.tail.clone();
+            joined.extend_from_slice(&chunk[..chunk.len().min(m - 1)]);
+            if let Some(at) = find(&joined, &self.marker) {
+                let end = at + m - self.tail.len();
+                self.tail.clear();
+                return Some(end);
+            }
+        }
+        if let Some(at) = find(chunk, &self.marker) {
+            self.tail.clear();
+            return Some(at + m);
+        }
+        self.tail
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(m - 1)..]);
+        let excess = self.tail.len().saturating_sub(m - 1);
+        self.tail.drain(..excess);
+        None
+    }
+}
+
+/// The first position of `needle` in `haystack`: a scan for the needle's first byte, then a
+/// comparison, which is fast when that byte is rare in the haystack.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(i) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + i;
+        if haystack.get(at + 1..at + 1 + rest.len())? == rest {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// CPU seconds of every process in the tree below `root` (`root` included) by pid: each one's
+/// own time plus that of its children it has waited for, so that short-lived commands (a `cat`
+/// reaped by its shell) are counted in their parent once they are gone.
+pub fn tree_cpu(root: u32) -> HashMap<u32, f64> {
+    std::iter::once(root)
+        .chain(descendants(root))
+        .filter_map(|pid| proc_cpu(pid).map(|c| (pid, c.own + c.children)))
+        .collect()
+}
+
+/// The CPU seconds used between two [`tree_cpu`] readings by the processes alive at the later
+/// one (a process that appeared in between counts from zero).
+pub fn tree_cpu_since(now: &HashMap<u32, f64>, before: &HashMap<u32, f64>) -> f64 {
+    now.iter()
+        .map(|(pid, &cpu)| (cpu - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +435,48 @@ mod tests {
         assert_eq!(rdp_pdus_bytes(&file[..file.len() - 1]), None, "truncated");
         assert_eq!(rdp_pdus_bytes(b"GHRDP1\n\0"), Some((0, 0)));
         assert_eq!(rdp_pdus_bytes(b"something else"), None);
+    }
+
+    #[test]
+    fn markers_found_across_reads() {
+        let text = b"aaa@@END-42@@bbb";
+        for split in 0..=text.len() {
+            let mut scan = MarkerScan::new(b"@@END-42@@");
+            let first = scan.feed(&text[..split]);
+            let found = match first {
+                Some(n) => n,
+                None => split + scan.feed(&text[split..]).expect("found in the second read"),
+            };
+            assert_eq!(found, 13, "split at {split}");
+        }
+        // One byte at a time, with a false start.
+        let mut scan = MarkerScan::new(b"@@END");
+        let stream = b"x@@EN@@END";
+        let hits: Vec<usize> = stream
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| scan.feed(std::slice::from_ref(b)).map(|n| i + n))
+            .collect();
+        assert_eq!(hits, vec![10]);
+        assert_eq!(MarkerScan::new(b"ab").feed(b"xxxx"), None);
+    }
+
+    #[test]
+    fn find_first_occurrence() {
+        assert_eq!(find(b"hello world", b"o w"), Some(4));
+        assert_eq!(find(b"aab", b"ab"), Some(1));
+        assert_eq!(find(b"abc", b"abcd"), None);
+        assert_eq!(find(b"abc", b""), None);
+        assert_eq!(find(b"", b"a"), None);
+    }
+
+    #[test]
+    fn tree_cpu_differences() {
+        let before = HashMap::from([(1, 1.0), (2, 0.5), (3, 2.0)]);
+        // 2 ended (its time went to 1, its parent), 4 is new.
+        let now = HashMap::from([(1, 1.75), (3, 2.25), (4, 0.25)]);
+        assert!((tree_cpu_since(&now, &before) - 1.25).abs() < 1e-9);
+        let own = tree_cpu(std::process::id());
+        assert!(own.contains_key(&std::process::id()));
     }
 }
