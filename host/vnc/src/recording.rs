@@ -22,7 +22,7 @@ use crate::framebuffer::{Frame, Framebuffer};
 use crate::relay::{RecordedEvent, RecordedKind, Recorder};
 use std::io::{self, Read, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MAGIC: [u8; 8] = *b"GHVNCREC";
 pub const VERSION: u16 = 1;
@@ -67,10 +67,16 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-/// Writes a recording; a [`Recorder`] for the relay. Give it a buffered writer.
+/// Writes a recording; a [`Recorder`] for the relay. Give it a buffered writer: it is flushed
+/// after every message from the target, so that a reader following the file (the gateway's
+/// live view) sees each screen update as it comes (one write per update: the viewer's requests
+/// pace them), and after a viewer's message when the last flush is [`FLUSH_EVERY`] old.
 pub struct RecordingWriter<W: Write + Send> {
-    writer: Mutex<W>,
+    writer: Mutex<(W, Instant)>,
 }
+
+/// How often a [`RecordingWriter`] flushes while records come.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 impl<W: Write + Send> RecordingWriter<W> {
     /// Writes the header.
@@ -79,7 +85,7 @@ impl<W: Write + Send> RecordingWriter<W> {
         writer.write_all(&VERSION.to_be_bytes())?;
         writer.write_all(&0u16.to_be_bytes())?;
         Ok(RecordingWriter {
-            writer: Mutex::new(writer),
+            writer: Mutex::new((writer, Instant::now())),
         })
     }
 
@@ -94,14 +100,20 @@ impl<W: Write + Send> RecordingWriter<W> {
         header[0] = kind.byte();
         header[1..9].copy_from_slice(&micros.to_be_bytes());
         header[9..13].copy_from_slice(&length.to_be_bytes());
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (writer, flushed) = &mut *state;
         writer.write_all(&header)?;
-        writer.write_all(payload)
+        writer.write_all(payload)?;
+        if kind == RecordKind::FromTarget || flushed.elapsed() >= FLUSH_EVERY {
+            *flushed = Instant::now();
+            writer.flush()?;
+        }
+        Ok(())
     }
 
     /// Flushes and returns the writer.
     pub fn finish(self) -> io::Result<W> {
-        let mut writer = self.writer.into_inner().unwrap_or_else(|p| p.into_inner());
+        let (mut writer, _) = self.writer.into_inner().unwrap_or_else(|p| p.into_inner());
         writer.flush()?;
         Ok(writer)
     }
@@ -287,4 +299,43 @@ pub fn replay<R: Read>(reader: R) -> Result<Framebuffer, RecordingError> {
         replayer.feed(&record)?;
     }
     replayer.framebuffer.ok_or(RecordingError::MissingStart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_sees_the_targets_messages_at_once_and_the_viewers_within_the_flush_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vnc.rec");
+        let file = std::fs::File::create(&path).unwrap();
+        let writer = RecordingWriter::new(io::BufWriter::new(file)).unwrap();
+        let on_disk = || std::fs::read(&path).unwrap().len();
+        // A small update (a Bell) from the target: on disk without waiting.
+        writer
+            .write_record(RecordKind::FromTarget, Duration::ZERO, &[2])
+            .unwrap();
+        assert_eq!(on_disk(), 12 + 13 + 1);
+        // A viewer's update request right after: buffered.
+        let request = [3, 1, 0, 0, 0, 0, 0, 8, 0, 8];
+        writer
+            .write_record(RecordKind::FromClient, Duration::ZERO, &request)
+            .unwrap();
+        assert_eq!(on_disk(), 12 + 13 + 1);
+        // Another, after the flush period: written with the one before.
+        std::thread::sleep(FLUSH_EVERY);
+        writer
+            .write_record(RecordKind::FromClient, FLUSH_EVERY, &request)
+            .unwrap();
+        assert_eq!(on_disk(), 12 + 13 + 1 + 2 * (13 + request.len()));
+        let file = writer.finish().unwrap();
+        drop(file);
+        let mut reader = RecordingReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let mut records = 0;
+        while reader.next_record().unwrap().is_some() {
+            records += 1;
+        }
+        assert_eq!(records, 3);
+    }
 }
