@@ -37,6 +37,7 @@ pub mod socket;
 pub mod store_cmd;
 pub mod telnet_glue;
 pub mod timestamp;
+pub mod video;
 pub mod vnc_glue;
 pub mod watch;
 

@@ -1,8 +1,9 @@
 //! Running sessions for the API's live view (`GET /api/v1/sessions/{id}/live`): SSH terminals
-//! through `gatehouse_ssh::LiveSessions::watch_terminal`, RDP screens decoded from the session's
-//! `rdp.pdus` as the relay writes it (one decoder per watcher, on threads of its own, from the
-//! start of the recording: the screen state needs every update).
+//! through `gatehouse_ssh::LiveSessions::watch_terminal`, RDP and VNC screens decoded from the
+//! session's `rdp.pdus` or `vnc.rec` as the relay writes it (one decoder per watcher, on
+//! threads of its own, from the start of the recording: the screen state needs every update).
 
+use crate::video::ScreenRecording;
 use gatehouse_api::{LiveChunk, LiveFeed, LiveView};
 use gatehouse_audit::{Auditor, Entry};
 use gatehouse_core::AuditKind;
@@ -20,13 +21,13 @@ const FRAME_EVERY: Duration = Duration::from_millis(500);
 const RESEND_EVERY: Duration = Duration::from_secs(10);
 
 struct Screen {
-    path: PathBuf,
+    recording: ScreenRecording,
     ended: Arc<AtomicBool>,
     user: String,
     target: String,
 }
 
-/// The RDP sessions of this process whose screens can be watched.
+/// The RDP and VNC sessions of this process whose screens can be watched.
 #[derive(Clone, Default)]
 pub struct LiveScreens {
     screens: Arc<Mutex<HashMap<String, Arc<Screen>>>>,
@@ -49,14 +50,25 @@ impl Drop for ScreenGuard {
 }
 
 impl LiveScreens {
-    /// Session `id` of `user` on `target` records its PDUs to `path`.
+    /// RDP session `id` of `user` on `target` records its PDUs to `path`.
     pub fn add(&self, id: &str, path: PathBuf, user: &str, target: &str) -> ScreenGuard {
+        self.add_recording(id, ScreenRecording::Rdp(path), user, target)
+    }
+
+    /// Session `id` of `user` on `target` records its screen to `recording`.
+    pub fn add_recording(
+        &self,
+        id: &str,
+        recording: ScreenRecording,
+        user: &str,
+        target: &str,
+    ) -> ScreenGuard {
         let ended = Arc::new(AtomicBool::new(false));
         if let Ok(mut screens) = self.screens.lock() {
             screens.insert(
                 id.to_string(),
                 Arc::new(Screen {
-                    path,
+                    recording,
                     ended: ended.clone(),
                     user: user.to_string(),
                     target: target.to_string(),
@@ -99,10 +111,72 @@ impl Read for Following {
     }
 }
 
-/// Decodes `screen`'s PDUs as they are written and sends the screen as PNG when it changed,
+/// A screen decoder the watcher reads frames from.
+trait LiveScreen: Send + 'static {
+    fn frame(&self) -> Option<gatehouse_rdp_replay::Frame<'_>>;
+}
+
+impl LiveScreen for gatehouse_rdp_replay::Replayer {
+    fn frame(&self) -> Option<gatehouse_rdp_replay::Frame<'_>> {
+        gatehouse_rdp_replay::Replayer::frame(self)
+    }
+}
+
+impl LiveScreen for gatehouse_vnc::Replayer {
+    fn frame(&self) -> Option<gatehouse_rdp_replay::Frame<'_>> {
+        gatehouse_vnc::Replayer::frame(self).map(crate::video::vnc_frame)
+    }
+}
+
+/// Feeds `following`, an RDP recording, to `replayer` as it is written. Each PDU is read
+/// outside the lock: the reader waits there for the relay's next write.
+fn decode_rdp(following: Following, replayer: &Mutex<gatehouse_rdp_replay::Replayer>) {
+    let reader = gatehouse_rdp_replay::pdus::PduReader::new(std::io::BufReader::new(following));
+    if let Ok(mut reader) = reader {
+        while let Ok(Some(pdu)) = reader.next_pdu() {
+            if let Ok(mut replayer) = replayer.lock() {
+                replayer.feed(&pdu);
+            }
+        }
+    }
+}
+
+/// Feeds `following`, a VNC recording, to `replayer` as it is written; a record that does
+/// not draw is skipped, as the export does.
+fn decode_vnc(following: Following, replayer: &Mutex<gatehouse_vnc::Replayer>) {
+    let reader = gatehouse_vnc::RecordingReader::new(std::io::BufReader::new(following));
+    if let Ok(mut reader) = reader {
+        while let Ok(Some(record)) = reader.next_record() {
+            if let Ok(mut replayer) = replayer.lock() {
+                let _ = replayer.feed(&record);
+            }
+        }
+    }
+}
+
+/// Decodes `screen`'s recording as it is written and sends the screen as PNG when it changed,
 /// at most every [`FRAME_EVERY`], until the session ends or the receiver goes.
 fn watch_screen(screen: Arc<Screen>, frames: mpsc::Sender<Vec<u8>>) {
-    let replayer = Arc::new(Mutex::new(gatehouse_rdp_replay::Replayer::new()));
+    match screen.recording {
+        ScreenRecording::Rdp(_) => watch_with(
+            screen,
+            frames,
+            gatehouse_rdp_replay::Replayer::new(),
+            decode_rdp,
+        ),
+        ScreenRecording::Vnc(_) => {
+            watch_with(screen, frames, gatehouse_vnc::Replayer::new(), decode_vnc)
+        }
+    }
+}
+
+fn watch_with<D: LiveScreen>(
+    screen: Arc<Screen>,
+    frames: mpsc::Sender<Vec<u8>>,
+    replayer: D,
+    decode: fn(Following, &Mutex<D>),
+) {
+    let replayer = Arc::new(Mutex::new(replayer));
     let stop = Arc::new(AtomicBool::new(false));
     let decoded = Arc::new(AtomicBool::new(false));
     let decoder = {
@@ -113,22 +187,13 @@ fn watch_screen(screen: Arc<Screen>, frames: mpsc::Sender<Vec<u8>>) {
             screen.clone(),
         );
         std::thread::spawn(move || {
-            let opened = std::fs::File::open(&screen.path).map(|file| Following {
+            let opened = std::fs::File::open(screen.recording.path()).map(|file| Following {
                 file,
                 ended: screen.ended.clone(),
                 stop: stop.clone(),
             });
-            let reader = opened
-                .map_err(gatehouse_rdp_replay::pdus::PduError::from)
-                .and_then(|f| {
-                    gatehouse_rdp_replay::pdus::PduReader::new(std::io::BufReader::new(f))
-                });
-            if let Ok(mut reader) = reader {
-                while let Ok(Some(pdu)) = reader.next_pdu() {
-                    if let Ok(mut replayer) = replayer.lock() {
-                        replayer.feed(&pdu);
-                    }
-                }
+            if let Ok(following) = opened {
+                decode(following, &replayer);
             }
             decoded.store(true, Ordering::Relaxed);
         })
@@ -203,7 +268,7 @@ impl LiveView for ApiLiveView {
                     chunks,
                 })
             }
-            "rdp" => {
+            "rdp" | "vnc" => {
                 let screen = self.screens.get(id)?;
                 let (tx, frames) = mpsc::channel(2);
                 let auditor = self.auditor.clone();
@@ -216,7 +281,7 @@ impl LiveView for ApiLiveView {
                         .field("joined_by", who.clone())
                         .field("mode", "read-only")
                         .field("via", "api")
-                        .field("protocol", "rdp")
+                        .field("protocol", protocol.to_string())
                 };
                 auditor.record_best_effort(entry(
                     AuditKind::SessionJoined,

@@ -304,9 +304,11 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                 bail!("speed must be a positive number, not `{speed}`");
             }
             let recorded = RecordedSession::open(&dir.recordings(), &id)?;
-            if recorded.dir().join(crate::rdp_glue::PDU_FILE).is_file() {
+            if let Some(screen) = crate::video::ScreenRecording::in_dir(recorded.dir()) {
                 bail!(
-                    "session `{id}` is an RDP session: `gatehouse session export {id} -o {id}.webm` renders it to a video (or watch it at https://<gateway>:8443/player)"
+                    "session `{id}` is a{} {} session: `gatehouse session export {id} -o {id}.webm` renders it to a video (or watch it at https://<gateway>:8443/player)",
+                    if screen.protocol() == "RDP" { "n" } else { "" },
+                    screen.protocol()
                 );
             }
             let channel = first_recorded_channel(&recorded, channel)?;
@@ -332,8 +334,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
             max_idle,
         } => {
             let recorded = RecordedSession::open(&dir.recordings(), &id)?;
-            let pdus = recorded.dir().join(crate::rdp_glue::PDU_FILE);
-            if pdus.is_file() {
+            if let Some(screen) = crate::video::ScreenRecording::in_dir(recorded.dir()) {
                 let seconds = |s: f64, what: &str| -> Result<Duration> {
                     Duration::try_from_secs_f64(s)
                         .map_err(|_| anyhow!("{what} must be a number of seconds, not `{s}`"))
@@ -348,7 +349,7 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, command: SessionCommand)
                     },
                     ..Default::default()
                 };
-                let summary = gatehouse_rdp_replay::export(&pdus, &output, &options)?;
+                let summary = crate::video::export(&screen, &output, &options)?;
                 println!(
                     "wrote session `{id}` to `{}`: {} frame(s) of {}x{}{}",
                     output.display(),
