@@ -2,8 +2,8 @@
 //! watch it (`watch_session` on the session's account: one Cedar decision per watch, audited
 //! with the policy ids; an unknown session and a refused one are the same 404). An SSH terminal
 //! streams as asciicast v2 (the header, the recent screen, then `[time, "o", data]` lines as
-//! the user's terminal gets them: asciinema's player and `asciinema cat` read it); an RDP
-//! screen as `multipart/x-mixed-replace` PNG frames, which an `<img>` shows as a moving
+//! the user's terminal gets them: asciinema's player and `asciinema cat` read it); an RDP or
+//! VNC screen as `multipart/x-mixed-replace` PNG frames, which an `<img>` shows as a moving
 //! picture. Both end with the session. The session's user is told (SSH) and the watch is on
 //! the session's record.
 
@@ -36,7 +36,8 @@ pub enum LiveFeed {
     Screen { frames: mpsc::Receiver<Vec<u8>> },
 }
 
-/// Running sessions for the API; the binary provides it (the API knows nothing of SSH or RDP).
+/// Running sessions for the API; the binary provides it (the API knows nothing of SSH, RDP or
+/// VNC).
 pub trait LiveView: Send + Sync {
     /// Starts watching running session `id` (of `protocol`) for `who`, already permitted;
     /// `None` when it is not running here. Dropping the feed ends the watch.
@@ -51,7 +52,7 @@ const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/live", tag = "sessions",
     params(("id" = String, Path)), security(("bearer" = [])),
     responses(
-        (status = 200, description = "SSH: an asciicast v2 stream; RDP: multipart/x-mixed-replace PNG frames", content_type = "application/x-asciicast"),
+        (status = 200, description = "SSH: an asciicast v2 stream; RDP and VNC: multipart/x-mixed-replace PNG frames", content_type = "application/x-asciicast"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn session_live(

@@ -48,7 +48,7 @@ pub struct SearchHit {
     /// When it happened (RFC 3339).
     pub at: String,
     /// Where the player shows it, in seconds of what it plays: the channel's cast (shortened
-    /// pauses subtracted) or an RDP session's video (`null` until it is rendered).
+    /// pauses subtracted) or an RDP or VNC session's video (`null` until it is rendered).
     pub playback_time: Option<f64>,
     /// The matched text with context; `highlights` are byte ranges of it.
     pub snippet: String,
@@ -68,7 +68,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// Where the player shows `hit`.
 fn playback_time(state: &ApiState, hit: &Hit) -> Option<f64> {
     let recordings = &state.inner.recordings;
-    if hit.protocol == "rdp" {
+    if crate::sessions::is_video(&hit.protocol) {
         let renderer = recordings.renderer.as_ref()?;
         return match renderer.video_times(&hit.session, &[hit.time]) {
             Ok(Some(times)) => times.first().copied(),

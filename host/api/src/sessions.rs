@@ -1,11 +1,11 @@
 //! Session recordings over the API and the player page: list the sessions the caller may watch
 //! (`view_recording`), search them (events, and the text an SSH terminal showed), a session's
 //! record and events (commands, file transfers, keystrokes, clipboard) with where each is in
-//! the playback, an RDP session as a WebM video, an SSH session's terminal as an asciicast for
-//! the browser's terminal player or as plain text. Every look at one session is a Cedar
-//! decision and is audited; an unknown session and a refused one are the same 404.
+//! the playback, an RDP or VNC session as a WebM video, an SSH session's terminal as an
+//! asciicast for the browser's terminal player or as plain text. Every look at one session is
+//! a Cedar decision and is audited; an unknown session and a refused one are the same 404.
 //!
-//! Playback times come from the same cuts as the playback itself: an RDP video's idle cuts
+//! Playback times come from the same cuts as the playback itself: a video's idle cuts
 //! ([`VideoRenderer::video_times`]), a terminal recording's shortened pauses
 //! ([`gatehouse_recording::playback`]); a player seeking to an event's `playback_time` shows
 //! that event.
@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
-/// Renders an RDP session's recording to a video the browser plays. The binary provides it
-/// (the API knows nothing of RDP); rendering is slow, so it is cached by the renderer.
+/// Renders an RDP or VNC session's screen recording to a video the browser plays. The binary
+/// provides it (the API knows nothing of RDP or VNC); rendering is slow, so it is cached by the
+/// renderer.
 pub trait VideoRenderer: Send + Sync {
     /// Blocking: a WebM file of session `id`, rendered now or earlier.
     fn webm(&self, id: &str) -> Result<PathBuf, String>;
@@ -65,7 +66,7 @@ pub struct SessionQuery {
     pub contains: Option<String>,
     /// Only sessions whose target (`account@asset`) contains this text.
     pub target: Option<String>,
-    /// Only `ssh` or `rdp` sessions.
+    /// Only sessions of this protocol (`ssh`, `rdp`, `telnet`, `vnc`).
     pub protocol: Option<String>,
     /// Only sessions run by this session node (`-`: by this gateway itself).
     pub node: Option<String>,
@@ -102,10 +103,8 @@ pub struct SessionView {
     /// The session node that ran it; `null`: this gateway.
     pub node: Option<String>,
     pub error: Option<String>,
-    /// `video` (RDP: `GET .../video`), `transcript` (SSH and Telnet: a terminal recording,
-    /// played from `GET .../cast`, as text from `GET .../transcript`) or `events` (VNC: the
-    /// session's events, typed text among them; its screen recording is not rendered to video
-    /// yet).
+    /// `video` (RDP and VNC: the screen, `GET .../video`) or `transcript` (SSH and Telnet: a
+    /// terminal recording, played from `GET .../cast`, as text from `GET .../transcript`).
     pub playback: String,
 }
 
@@ -121,8 +120,8 @@ pub struct SessionDetail {
     pub session: SessionView,
     /// `events.jsonl` (`time`: seconds since the recording started, `channel`, `type` and what
     /// happened), each with `wall_time` (RFC 3339, when it happened) and `playback_time`:
-    /// seconds into what the player plays, where it shows the event: the video of an RDP
-    /// session (idle cuts subtracted; `null` until the video has been rendered, see
+    /// seconds into what the player plays, where it shows the event: the video of an RDP or
+    /// VNC session (idle cuts subtracted; `null` until the video has been rendered, see
     /// `GET .../video`), or the first terminal's cast of an SSH session (`GET .../cast`,
     /// shortened pauses subtracted; `null` for events of other channels).
     #[schema(value_type = Vec<Object>)]
@@ -159,13 +158,18 @@ fn view(record: &SessionRecord) -> SessionView {
         duration_secs: duration_ms(record) / 1000,
         node: record.node.clone(),
         error: record.error.clone(),
-        playback: match record.protocol.as_str() {
-            "rdp" => "video",
-            "vnc" => "events",
-            _ => "transcript",
+        playback: if is_video(&record.protocol) {
+            "video"
+        } else {
+            "transcript"
         }
         .into(),
     }
+}
+
+/// Whether sessions of `protocol` record a screen, played as a video (`GET .../video`).
+pub(crate) fn is_video(protocol: &str) -> bool {
+    matches!(protocol, "rdp" | "vnc")
 }
 
 /// How long `record` ran (so far), in milliseconds.
@@ -203,7 +207,7 @@ fn session_contains(dir: &FsPath, record: &SessionRecord, needle: &str) -> bool 
     if events_contain(&recorded.events().unwrap_or_default(), needle) {
         return true;
     }
-    record.protocol != "rdp"
+    !is_video(&record.protocol)
         && recorded.channels().unwrap_or_default().iter().any(|&c| {
             gatehouse_recording::output_contains(&recorded.channel_path(c), needle).unwrap_or(false)
         })
@@ -327,10 +331,10 @@ fn detail(
         .and_then(|r| r.events().ok())
         .unwrap_or_default();
     let terminals = match &recorded {
-        Some(r) if record.protocol != "rdp" => r.channels().unwrap_or_default(),
+        Some(r) if !is_video(&record.protocol) => r.channels().unwrap_or_default(),
         _ => Vec::new(),
     };
-    let playback = if record.protocol == "rdp" {
+    let playback = if is_video(&record.protocol) {
         video_times(renderer, &record.id, &events)
     } else {
         terminal_times(recorded.as_ref(), &events, terminals.first().copied())
@@ -413,7 +417,7 @@ fn terminal_times(
         .collect()
 }
 
-/// An RDP session as a WebM video (rendered on first request, then cached).
+/// An RDP or VNC session's screen as a WebM video (rendered on first request, then cached).
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/video", tag = "sessions",
     params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, content_type = "video/webm"), (status = 401, body = ErrorBody),
@@ -516,7 +520,8 @@ pub async fn session_cast(
     Ok(recording_response(cast, "application/x-asciicast"))
 }
 
-/// How an endpoint plays a session: an RDP session as a video, an SSH session's terminal.
+/// How an endpoint plays a session: an RDP or VNC session as a video, an SSH or Telnet
+/// session's terminal.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Playback {
     Video,
@@ -536,17 +541,20 @@ fn playable_recording(
         .inner
         .workflow
         .view_recording(&person.actor, id, what)?;
-    let is_rdp = record.protocol == "rdp";
+    let video = is_video(&record.protocol);
     match playback {
-        Playback::Video if !is_rdp => Err(ApiError::new(
+        Playback::Video if !video => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_video",
             format!("session `{id}` is a terminal session: GET /api/v1/sessions/{id}/transcript"),
         )),
-        Playback::Terminal if is_rdp => Err(ApiError::new(
+        Playback::Terminal if video => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_terminal",
-            format!("session `{id}` is an RDP session: GET /api/v1/sessions/{id}/video"),
+            format!(
+                "session `{id}` is a {} session: GET /api/v1/sessions/{id}/video",
+                record.protocol.to_uppercase()
+            ),
         )),
         _ => Ok(()),
     }

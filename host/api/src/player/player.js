@@ -4,8 +4,8 @@
 // with the token (videos played from a blob), so no token ever appears in a URL.
 //
 // Every event carries `playback_time`, computed by the gateway from the same cuts the playback
-// has (an RDP video's idle cuts, a terminal recording's shortened pauses): clicking an event
-// seeks there, so the player shows the event even after a long idle stretch.
+// has (an RDP or VNC video's idle cuts, a terminal recording's shortened pauses): clicking an
+// event seeks there, so the player shows the event even after a long idle stretch.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -174,11 +174,6 @@ async function openSession(row, session, moment) {
       await watchLive(session, path);
       return;
     }
-    if (session.playback === "events") {
-      // A VNC session: its events (typed text among them); no video of it yet.
-      text($("status"), "this session's screen is recorded but not rendered to video yet; its events are below");
-      return;
-    }
     if (session.playback === "video") {
       text($("status"), "rendering the video (the first time can take a while)\u2026");
       const blob = await (await api(path + "/video")).blob();
@@ -215,8 +210,9 @@ async function openSession(row, session, moment) {
 }
 
 // A running session, as it happens (GET /api/v1/sessions/{id}/live): an SSH terminal is an
-// asciicast stream fed line by line to the terminal player, an RDP screen a stream of PNG frames
-// (multipart, each with its Content-Length) shown one after another. Both end with the session.
+// asciicast stream fed line by line to the terminal player, an RDP or VNC screen a stream of PNG
+// frames (multipart, each with its Content-Length) shown one after another. Both end with the
+// session.
 async function watchLive(session, path) {
   live = new AbortController();
   const watching = live;
@@ -229,7 +225,7 @@ async function watchLive(session, path) {
     text($("status"), "the session ended; its recording plays from the list");
     $("live-note").hidden = true;
   };
-  if (session.protocol === "rdp") {
+  if (session.playback === "video") {
     $("screen").hidden = false;
     readFrames(reader, watching).then(ended, () => {});
     return;
@@ -321,7 +317,7 @@ async function readFrames(reader, watching) {
   }
 }
 
-// The recording as a file: asciicast for a terminal (plays in `asciinema play`), WebM for RDP.
+// The recording as a file: asciicast for a terminal (plays in `asciinema play`), WebM for RDP and VNC.
 function offerDownload(url, name) {
   const link = $("download");
   link.href = url;
@@ -383,7 +379,7 @@ async function loadMoments(q) {
         item.classList.add("selected");
         const row = document.querySelector('tr.session[data-id="' + CSS.escape(hit.session) + '"]');
         const session = { id: hit.session, user: hit.user, target: hit.target, protocol: hit.protocol,
-          playback: hit.protocol === "rdp" ? "video" : hit.protocol === "vnc" ? "events" : "transcript" };
+          playback: hit.protocol === "rdp" || hit.protocol === "vnc" ? "video" : "transcript" };
         openSession(row, session, hit);
       });
       list.appendChild(item);
