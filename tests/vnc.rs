@@ -3,24 +3,78 @@
 //! (`alice@console@vn1` and the gateway password); the gateway answers the target's VNC
 //! authentication with the vault's password, which the user never sees; what the user types
 //! reaches the target, is recorded and becomes a searchable `keys` event; the recording replays
-//! to the screen the target ended with.
+//! to the screen the target ended with. The screen is watched live over the API while the
+//! session runs, and the recording goes through the same export as RDP's: `gatehouse session
+//! export` to PNG and WebM, and the player's `GET /api/v1/sessions/{id}/video`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use serde_json::{Value, json};
+use std::path::Path;
 use std::time::Duration;
+use support::recordings::{
+    SUPERVISOR, SUPERVISOR_PASSWORD, add_auditor, add_supervisor, auditor_bearer, get, get_json,
+};
 use support::vnc_peers::{Display, X11vnc, viewer};
 use support::world::{GATEWAY_PASSWORD, GATEWAY_USER, World};
 use support::{free_port, json_str, poll, port_open};
 
 const LONG: Duration = Duration::from_secs(30);
 const GREEN: [u8; 3] = [0, 255, 0];
+const RED: [u8; 3] = [255, 0, 0];
+const WEBM_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
 
 fn is(framebuffer: &gatehouse_vnc::Framebuffer, x: u16, y: u16, rgb: [u8; 3]) -> bool {
     framebuffer
         .pixel(x, y)
         .is_some_and(|p| p[0] == rgb[0] && p[1] == rgb[1] && p[2] == rgb[2])
+}
+
+/// An 800x600 image file (PNG) decoded by ffmpeg: the pixel at (`x`, `y`).
+fn pixel_of_image(path: &Path, x: usize, y: usize) -> [u8; 3] {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffmpeg: {out:?}");
+    assert_eq!(out.stdout.len(), 800 * 600 * 3, "not an 800x600 image");
+    let at = (y * 800 + x) * 3;
+    [out.stdout[at], out.stdout[at + 1], out.stdout[at + 2]]
+}
+
+/// The PNG frames of a live view's multipart stream, in order.
+fn live_frames(multipart: &[u8]) -> Vec<&[u8]> {
+    let head = b"Content-Type: image/png\r\nContent-Length: ";
+    let mut frames = Vec::new();
+    let mut rest = multipart;
+    while let Some(at) = rest.windows(head.len()).position(|w| w == head) {
+        let after = &rest[at + head.len()..];
+        let Some(end) = after.windows(4).position(|w| w == b"\r\n\r\n") else {
+            break;
+        };
+        let length: usize = std::str::from_utf8(&after[..end]).unwrap().parse().unwrap();
+        let Some(frame) = after.get(end + 4..end + 4 + length) else {
+            break;
+        };
+        frames.push(frame);
+        rest = &after[end + 4 + length..];
+    }
+    frames
+}
+
+/// How many frames ffprobe counts in a video.
+fn ffprobe_frames(path: &Path) -> u64 {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -31,6 +85,8 @@ fn a_vnc_viewer_reaches_the_target_with_the_vault_password_and_is_recorded() {
             ctx.gh.edit_settings(|s| {
                 s["vnc"] = json!({"enabled": true, "listen": format!("127.0.0.1:{port}")});
             });
+            add_auditor(ctx.gh);
+            add_supervisor(ctx.gh);
         })
         .start();
     assert!(
@@ -142,6 +198,37 @@ fn a_vnc_viewer_reaches_the_target_with_the_vault_password_and_is_recorded() {
     .expect("the typing is an event of the session");
     assert!(typed.contains("xsetroot -solid green"), "{typed}");
     std::thread::sleep(Duration::from_secs(2));
+    // Live, as the player shows it: PNG frames of the target's screen, now green.
+    let sam = support::api_bearer(&w.gh, SUPERVISOR, SUPERVISOR_PASSWORD);
+    let (mut stream, body) =
+        support::curl_stream(&w.gh, &format!("/api/v1/sessions/{id}/live"), &sam, 4);
+    let _ = stream.wait();
+    let multipart = std::fs::read(body.path()).unwrap();
+    let frames = live_frames(&multipart);
+    let scratch = tempfile::tempdir().unwrap();
+    let live_png = scratch.path().join("live.png");
+    std::fs::write(
+        &live_png,
+        frames.last().unwrap_or_else(|| {
+            panic!(
+                "no frame in the live stream ({} bytes):\n{}",
+                multipart.len(),
+                w.gh.log_tail(40)
+            )
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        pixel_of_image(&live_png, 700, 500),
+        GREEN,
+        "the live view does not show the green screen"
+    );
+    assert!(
+        w.gh.audit_of("session_joined")
+            .iter()
+            .any(|e| e["fields"]["protocol"] == "vnc" && e["fields"]["via"] == "api"),
+        "the live watch is not audited"
+    );
     drop(session);
 
     let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
@@ -166,6 +253,66 @@ fn a_vnc_viewer_reaches_the_target_with_the_vault_password_and_is_recorded() {
         is(&replayed, 700, 500, GREEN),
         "the target did not turn green"
     );
+    // The same export as RDP's: a still at the end (green), one from when the typing began
+    // (still red), and a video.
+    let shown = w.gh.session_show(&id);
+    let typing_began = shown["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "keys"))
+        .and_then(|e| e["time"].as_f64())
+        .expect("the keys event's time");
+    let export = |name: &str, extra: &[&str]| {
+        let output = scratch.path().join(name);
+        let mut args = vec![
+            "session",
+            "export",
+            id.as_str(),
+            "-o",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let said = w.gh.cli_ok(&args);
+        assert!(said.contains("of 800x600"), "{said}");
+        (output, said)
+    };
+    let (end_png, _) = export("end.png", &[]);
+    assert_eq!(pixel_of_image(&end_png, 700, 500), GREEN);
+    let at = format!("{typing_began}");
+    let (start_png, _) = export("start.png", &["--at", &at]);
+    assert_eq!(pixel_of_image(&start_png, 700, 500), RED);
+    let (webm, said) = export("session.webm", &[]);
+    let video = std::fs::read(&webm).unwrap();
+    assert!(video.starts_with(&WEBM_MAGIC), "not a WebM (EBML) file");
+    let frames = ffprobe_frames(&webm);
+    assert!(frames >= 5, "{frames} frame(s) in the video; {said}");
+
+    // The player: a VNC session plays as a video, rendered by the gateway, with its events'
+    // places in it.
+    let ada = auditor_bearer(&w.gh);
+    let (status, detail) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}"));
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["session"]["playback"], "video", "{detail}");
+    let (status, headers, body) = get(&w.gh, &ada, &format!("/api/v1/sessions/{id}/video"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        headers.to_lowercase().contains("content-type: video/webm"),
+        "{headers}"
+    );
+    assert!(body.starts_with(&WEBM_MAGIC), "not a WebM (EBML) file");
+    let (_, detail) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}"));
+    let keys = detail["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "keys"))
+        .cloned()
+        .unwrap_or_default();
+    let playback_time = keys["playback_time"].as_f64();
+    assert!(
+        playback_time.is_some_and(|t| t > 0.0),
+        "the typing has no place in the rendered video: {keys}"
+    );
+    let (status, answer) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}/transcript"));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_terminal");
     // Found by what was typed, once sealed and indexed.
     let hits = poll(LONG, || {
         let out = w.gh.cli_ok(&["session", "search", "xsetroot", "--json"]);
