@@ -17,8 +17,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("ldap3", "gatehouse-directory"),
 ];
 
-#[test]
-fn each_engine_has_one_owner() {
+/// The workspace's packages, from `cargo metadata`.
+fn workspace_metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args([
@@ -36,7 +36,12 @@ fn each_engine_has_one_owner() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn each_engine_has_one_owner() {
+    let meta = workspace_metadata();
     let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for package in meta["packages"].as_array().unwrap() {
         let name = package["name"].as_str().unwrap().to_string();
@@ -61,4 +66,32 @@ fn each_engine_has_one_owner() {
     assert_eq!(users["cedar-policy"], ["gatehouse-policy"]);
     assert_eq!(users["redb"], ["gatehouse-store"]);
     assert_eq!(users["tokio-postgres"], ["gatehouse-store"]);
+}
+
+/// The exporter reads a `FrameSource` and the daemon adapts VNC recordings to it, so neither
+/// protocol crate pulls in the other (nor IronRDP into `gatehouse-vnc`).
+#[test]
+fn the_rdp_replay_and_vnc_crates_do_not_depend_on_each_other() {
+    let meta = workspace_metadata();
+    let dependencies = |package: &str| -> Vec<String> {
+        meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == package)
+            .unwrap_or_else(|| panic!("no package `{package}`"))["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let replay = dependencies("gatehouse-rdp-replay");
+    assert!(!replay.iter().any(|d| d == "gatehouse-vnc"), "{replay:?}");
+    let vnc = dependencies("gatehouse-vnc");
+    assert!(
+        !vnc.iter()
+            .any(|d| d == "gatehouse-rdp-replay" || d.starts_with("ironrdp")),
+        "{vnc:?}"
+    );
 }
