@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod rfb;
+pub mod serve;
 pub mod ssh;
 
 use anyhow::{Context, Result, bail};
