@@ -213,7 +213,7 @@ impl LoginContext for NodeLogin<'_> {
                     }
                     Protocol::Ssh => (a.address, a.port),
                     // Session nodes relay SSH and RDP; a web sign-in names no target.
-                    Protocol::Web => (String::new(), 0),
+                    Protocol::Web | Protocol::Telnet | Protocol::Vnc => (String::new(), 0),
                 })
                 .unwrap_or_default(),
             Err(_) => Default::default(),

@@ -29,6 +29,8 @@ pub(crate) fn connection(conn: &ConnectionInfo, answers: &[Answer]) -> wit::Conn
             Protocol::Ssh => wit::Protocol::Ssh,
             Protocol::Rdp => wit::Protocol::Rdp,
             Protocol::Web => wit::Protocol::Web,
+            Protocol::Telnet => wit::Protocol::Telnet,
+            Protocol::Vnc => wit::Protocol::Vnc,
         },
         client_address: conn.client_address.clone(),
         client_port: conn.client_port,

@@ -13,6 +13,8 @@ pub enum Protocol {
     Rdp,
     /// A sign-in to the gateway itself (portal or API): no target, `authenticate` only.
     Web,
+    Telnet,
+    Vnc,
 }
 
 /// What the gateway knows about a connection when it calls a hook.
