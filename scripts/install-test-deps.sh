@@ -20,7 +20,7 @@
 #                   (tests/transparent.rs)
 #   x11vnc, tigervnc-viewer  the real VNC target (x11vnc on Xvfb, VNC authentication) and the real
 #                   VeNCrypt viewer (xtigervncviewer, X509Plain) of the VNC tests (host/vnc/tests)
-#   iptables        the router's REDIRECT rule of the transparent-mode test (tests/transparent.rs,
+#   iptables        the router's REDIRECT, TPROXY and ip6tables rules of the transparent-mode tests (tests/transparent.rs,
 #                   network namespaces made with iproute2's `ip netns`)
 #   rsync           the real rsync the full-duplex tests copy trees with (tests/ssh_full_duplex.rs)
 #   openapi-spec-validator (pip, for the python3 on PATH)  validates the API's OpenAPI document

@@ -15,6 +15,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("wasmtime", "gatehouse-plugin-host"),
     ("tantivy", "gatehouse-search"),
     ("ldap3", "gatehouse-directory"),
+    ("socket2", "gatehouse-net"),
 ];
 
 /// The workspace's packages, from `cargo metadata`.

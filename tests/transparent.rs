@@ -39,10 +39,11 @@ impl ServerSshd {
         std::fs::write(
             &config,
             format!(
-                "ListenAddress {}\nPort 22\nHostKey {}\nPidFile {}\nPasswordAuthentication yes\n\
+                "ListenAddress {}\nListenAddress {}\nPort 22\nHostKey {}\nPidFile {}\nPasswordAuthentication yes\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\nStrictModes no\n\
                  PrintMotd no\nPrintLastLog no\nLogLevel DEBUG\n",
                 network.server_ip,
+                network.server_ip6,
                 key.display(),
                 dir.path().join("sshd.pid").display()
             ),
@@ -314,4 +315,434 @@ fn a_redirected_telnet_connection_reaches_the_device_it_was_addressed_to() {
         "{}",
         sessions[0]
     );
+}
+
+/// Over IPv6: the original destination comes from `IP6T_SO_ORIGINAL_DST` (ip6tables
+/// `REDIRECT`) and names the asset at the server's IPv6 address.
+#[test]
+fn a_redirected_ipv6_connection_reaches_the_server_at_its_ipv6_address() {
+    let mut network = Network::start();
+    let mut w = World::start("transparent_v6");
+    let _sshd = ServerSshd::start(&network);
+    let transparent_port = support::free_port();
+    w.gh.stop_server();
+    w.gh.serve_options(
+        &[
+            "--ssh-transparent-listen",
+            &format!("[{}]:{transparent_port}", network.router_client_ip6),
+        ],
+        &[],
+    );
+    w.gh.serve();
+    network.redirect6(22, transparent_port);
+    w.gh.cli_ok(&[
+        "asset",
+        "add",
+        "srv6",
+        "--address",
+        &network.server_ip6,
+        "--tofu",
+    ]);
+    let spec = format!("{}@srv6", w.account.name);
+    w.gh.add_account_with_password(&spec, w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, &spec);
+
+    let login = format!("{GATEWAY_USER}@{}", w.account.name);
+    let (client, _bin) = client_in(&network, &login, GATEWAY_PASSWORD);
+    let client = client.host(&network.server_ip6);
+    let out = client.ssh("echo \"v6-$((6*7)) ${SSH_CONNECTION}\"");
+    assert!(
+        out.status.success(),
+        "{}\n--- audit ---\n{:#?}\n--- serve.log ---\n{}",
+        out.describe(),
+        w.gh.audit().iter().rev().take(6).collect::<Vec<_>>(),
+        w.gh.log_tail(40)
+    );
+    let text = out.stdout_text();
+    assert!(text.contains("v6-42"), "{text}");
+    assert!(
+        text.contains(&format!("{} 22", network.server_ip6)),
+        "the command ran elsewhere than the server's IPv6 address: {text}"
+    );
+    let connected = w.gh.audit_of("target_connect_ok").pop().unwrap();
+    assert_eq!(
+        connected["fields"]["destination"],
+        format!("[{}]:22", network.server_ip6),
+        "{connected}"
+    );
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert!(
+        json_str(&sessions[0], "client").starts_with(&format!("[{}]:", network.client_ip6)),
+        "{}",
+        sessions[0]
+    );
+}
+
+/// Intercepted with TPROXY (no NAT) and dialed from the client's own address
+/// (`--transparent-source client`, IP_TRANSPARENT): the server sees the user's address, as if
+/// there were no gateway, and its replies come back to the gateway through the router's policy
+/// routing.
+#[test]
+fn with_tproxy_and_the_clients_source_the_server_sees_the_users_own_address() {
+    let mut network = Network::start();
+    let mut w = World::start("transparent_src");
+    let _sshd = ServerSshd::start(&network);
+    let transparent_port = support::free_port();
+    w.gh.stop_server();
+    w.gh.serve_options(
+        &[
+            "--ssh-transparent-listen",
+            &format!("{}:{transparent_port}", network.router_client_ip),
+            "--transparent-source",
+            "client",
+        ],
+        &[],
+    );
+    w.gh.serve();
+    network.tproxy(22, transparent_port);
+    network.return_to_gateway();
+    w.gh.cli_ok(&[
+        "asset",
+        "add",
+        "srv",
+        "--address",
+        &network.server_ip,
+        "--tofu",
+    ]);
+    let spec = format!("{}@srv", w.account.name);
+    w.gh.add_account_with_password(&spec, w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, &spec);
+
+    let login = format!("{GATEWAY_USER}@{}", w.account.name);
+    let (client, _bin) = client_in(&network, &login, GATEWAY_PASSWORD);
+    let out = client.ssh("echo \"seen-from=${SSH_CONNECTION%% *}\"");
+    assert!(
+        out.status.success(),
+        "{}\n--- audit ---\n{:#?}\n--- serve.log ---\n{}",
+        out.describe(),
+        w.gh.audit().iter().rev().take(6).collect::<Vec<_>>(),
+        w.gh.log_tail(40)
+    );
+    let text = out.stdout_text();
+    assert!(
+        text.contains(&format!("seen-from={}\n", network.client_ip)),
+        "the server saw another address than the user's: {text}"
+    );
+    let connected = w.gh.audit_of("target_connect_ok").pop().unwrap();
+    assert_eq!(
+        connected["fields"]["destination"],
+        format!("{}:22", network.server_ip),
+        "{connected}"
+    );
+    assert_eq!(
+        connected["fields"]["dialed_from"], network.client_ip,
+        "{connected}"
+    );
+}
+
+/// freerdp-shadow-cli on a virtual display, serving RDP on the server's address, port 3389, in
+/// the server's namespace (NLA with one local account); killed on drop.
+struct ServerShadow {
+    _process: support::rdp_peers::Process,
+    display: support::rdp_peers::Display,
+}
+
+impl ServerShadow {
+    fn start(network: &Network, dir: &std::path::Path, account: &str, password: &str) -> Self {
+        use support::rdp_peers::{Display, require, spawn_logged};
+        let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
+        let hash = require("winpr-hash", "winpr-utils");
+        let sam = dir.join("target.sam");
+        let out = std::process::Command::new(hash)
+            .args(["-u", account, "-p", password, "-f", "sam"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "winpr-hash: {out:?}");
+        std::fs::write(&sam, &out.stdout).unwrap();
+        let home = dir.join("target-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let display = Display::start(dir);
+        let mut command = network.in_server(shadow.to_str().unwrap());
+        command
+            .env("HOME", &home)
+            .env("DISPLAY", display.env())
+            .arg("/port:3389")
+            .arg(format!("/bind-address:{}", network.server_ip))
+            .arg("/sec:nla")
+            .arg(format!("/sam-file:{}", sam.display()));
+        let process = spawn_logged(command, "freerdp-shadow-cli", dir.join("shadow.log"));
+        let address = format!("{}:3389", network.server_ip);
+        let up = poll(LONG, || {
+            std::net::TcpStream::connect(address.as_str())
+                .ok()
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "freerdp-shadow-cli did not listen on {address}:\n{}",
+            process.log_text()
+        );
+        ServerShadow {
+            _process: process,
+            display,
+        }
+    }
+}
+
+#[test]
+fn a_redirected_rdp_connection_reaches_the_server_it_was_addressed_to() {
+    const ACCOUNT: &str = "rdpuser";
+    let mut network = Network::start();
+    let mut w = World::start("transparent_rdp");
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = ServerShadow::start(&network, dir.path(), ACCOUNT, w.vault_password());
+    let transparent_port = support::free_port();
+    w.gh.stop_server();
+    w.gh.serve_options(
+        &[
+            "--rdp-transparent-listen",
+            &format!("{}:{transparent_port}", network.router_client_ip),
+        ],
+        &[],
+    );
+    w.gh.serve();
+    network.redirect(3389, transparent_port);
+    w.gh.cli_ok(&[
+        "asset",
+        "add",
+        "wsrv",
+        "--address",
+        &network.server_ip,
+        "--tofu",
+        "--rdp-port",
+        "3389",
+    ]);
+    let spec = format!("{ACCOUNT}@wsrv");
+    w.gh.add_account_with_password(&spec, w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, &spec);
+
+    // xfreerdp in the client's namespace to the server's address, as `alice@rdpuser`: the
+    // session runs (on the server's screen) until the test ends it.
+    let client = support::rdp_peers::Client::on_display(dir.path(), &shadow.display);
+    let command = client.command_in_netns(
+        &network.client_ns,
+        &network.server_ip,
+        3389,
+        &format!("{GATEWAY_USER}@{ACCOUNT}"),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(12));
+    assert!(
+        killed,
+        "the session should have run until the test ended it:\n{}\n--- audit ---\n{:#?}\n--- serve.log ---\n{}",
+        support::rdp_peers::text(&output),
+        w.gh.audit().iter().rev().take(6).collect::<Vec<_>>(),
+        w.gh.log_tail(40)
+    );
+    let connected = poll(LONG, || w.gh.audit_of("target_connect_ok").pop())
+        .expect("the gateway connected to the server");
+    assert_eq!(connected["fields"]["protocol"], "rdp", "{connected}");
+    assert_eq!(
+        connected["fields"]["destination"],
+        format!("{}:3389", network.server_ip),
+        "{connected}"
+    );
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert_eq!(json_str(&sessions[0], "asset"), "wsrv", "{}", sessions[0]);
+    assert!(
+        json_str(&sessions[0], "client").starts_with(&format!("{}:", network.client_ip)),
+        "{}",
+        sessions[0]
+    );
+
+    // Naming another asset than the server connected to: refused, and the trail says why.
+    let command = client.command_in_netns(
+        &network.client_ns,
+        &network.server_ip,
+        3389,
+        &format!("{GATEWAY_USER}@{ACCOUNT}@other"),
+        GATEWAY_PASSWORD,
+        &["/sec:nla", "/size:800x600"],
+    );
+    let (output, killed) = client.run(command, Duration::from_secs(30));
+    assert!(
+        !killed && !output.status.success(),
+        "{}",
+        support::rdp_peers::text(&output)
+    );
+    let refused = poll(LONG, || {
+        w.gh.audit_of("login_failed")
+            .into_iter()
+            .find(|e| json_str(e, "detail").contains("transparent connection to"))
+    })
+    .expect("the refusal is audited");
+    assert!(
+        json_str(&refused, "detail").contains(&format!("{}:3389", network.server_ip)),
+        "{refused}"
+    );
+}
+
+/// x11vnc serving `display` on the server's address, port 5900, in the server's namespace,
+/// with VNC authentication by `password`; killed on drop.
+struct ServerX11vnc {
+    _process: support::vnc_peers::Process,
+}
+
+impl ServerX11vnc {
+    fn start(
+        network: &Network,
+        dir: &std::path::Path,
+        display: &support::vnc_peers::Display,
+        password: &str,
+    ) -> Self {
+        let file = dir.join("vncpasswd");
+        let status = std::process::Command::new("x11vnc")
+            .args(["-storepasswd", password, file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("x11vnc (Debian package x11vnc) must be installed");
+        assert!(status.success());
+        let log = std::fs::File::create(dir.join("x11vnc.log")).unwrap();
+        let child = network
+            .in_server("x11vnc")
+            .args(["-display", &display.name(), "-rfbport", "5900", "-listen"])
+            .arg(&network.server_ip)
+            .args(["-forever", "-shared", "-rfbauth", file.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("x11vnc");
+        let process = support::vnc_peers::Process(child);
+        let address = format!("{}:5900", network.server_ip);
+        let up = poll(LONG, || {
+            std::net::TcpStream::connect(address.as_str())
+                .ok()
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "x11vnc did not listen on {address}:\n{}",
+            std::fs::read_to_string(dir.join("x11vnc.log")).unwrap_or_default()
+        );
+        ServerX11vnc { _process: process }
+    }
+}
+
+/// The gateway's TLS identity replaced by one that also names `ip`: a VNC viewer checks the
+/// certificate against the address it connected to, which in transparent mode is the server's.
+fn certificate_naming(data_dir: &std::path::Path, ip: &str) {
+    let tls = data_dir.join("tls");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gatehouse-transparent",
+            "-addext",
+            &format!("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:{ip}"),
+            "-keyout",
+        ])
+        .arg(tls.join("key.pem"))
+        .arg("-out")
+        .arg(tls.join("cert.pem"))
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+#[test]
+fn a_redirected_vnc_viewer_reaches_the_server_it_was_addressed_to() {
+    use support::vnc_peers::Display;
+    let mut network = Network::start();
+    let mut w = World::start("transparent_vnc");
+    let dir = tempfile::tempdir().unwrap();
+    let desktop = Display::start("800x600x24");
+    desktop.run("xsetroot", &["-solid", "red"]);
+    let _x11vnc = ServerX11vnc::start(&network, dir.path(), &desktop, w.vault_password());
+    let transparent_port = support::free_port();
+    w.gh.stop_server();
+    certificate_naming(w.gh.data_dir(), &network.server_ip);
+    w.gh.serve_options(
+        &[
+            "--vnc-transparent-listen",
+            &format!("{}:{transparent_port}", network.router_client_ip),
+        ],
+        &[],
+    );
+    w.gh.serve();
+    network.redirect(5900, transparent_port);
+    w.gh.cli_ok(&[
+        "asset",
+        "add",
+        "vsrv",
+        "--address",
+        &network.server_ip,
+        "--tofu",
+        "--vnc-port",
+        "5900",
+    ]);
+    w.gh.add_account_with_password("console@vsrv", w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, "console@vsrv");
+
+    // TigerVNC's viewer in the client's namespace, to the server's address and display 0
+    // (port 5900), as `alice@console`.
+    let screen = Display::start("1024x768x24");
+    let home = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(home.path().join("viewer.log")).unwrap();
+    let ca = w.gh.data_dir().join("tls/cert.pem");
+    let viewer = network
+        .in_client("xtigervncviewer")
+        .args(["-SecurityTypes", "X509Plain", "-X509CA"])
+        .arg(&ca)
+        .args(["-AutoSelect=0", "-FullColor=1", "-RemoteResize=0"])
+        .arg(format!("{}::5900", network.server_ip))
+        .env("DISPLAY", screen.name())
+        .env("HOME", home.path())
+        .env("VNC_USERNAME", format!("{GATEWAY_USER}@console"))
+        .env("VNC_PASSWORD", GATEWAY_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("xtigervncviewer (Debian package tigervnc-viewer)");
+    let viewer = support::vnc_peers::Process(viewer);
+    let running = poll(LONG, || {
+        w.gh.sessions()
+            .into_iter()
+            .find(|s| s["ended"].is_null() && json_str(s, "protocol") == "vnc")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no running VNC session; viewer log:\n{}\n--- serve.log ---\n{}",
+            std::fs::read_to_string(home.path().join("viewer.log")).unwrap_or_default(),
+            w.gh.log_tail(40)
+        )
+    });
+    assert_eq!(json_str(&running, "asset"), "vsrv", "{running}");
+    assert!(
+        json_str(&running, "client").starts_with(&format!("{}:", network.client_ip)),
+        "{running}"
+    );
+    let connected =
+        w.gh.audit_of("target_connect_ok")
+            .into_iter()
+            .find(|e| e["fields"]["protocol"] == "vnc")
+            .expect("the gateway connected to the server");
+    assert_eq!(
+        connected["fields"]["destination"],
+        format!("{}:5900", network.server_ip),
+        "{connected}"
+    );
+    drop(viewer);
+    let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
+    assert_eq!(json_str(&sessions[0], "asset"), "vsrv", "{}", sessions[0]);
 }

@@ -57,7 +57,7 @@ impl Process {
     }
 }
 
-fn spawn_logged(mut command: Command, name: &'static str, log: PathBuf) -> Process {
+pub fn spawn_logged(mut command: Command, name: &'static str, log: PathBuf) -> Process {
     let out = std::fs::File::create(&log).unwrap();
     let err = out.try_clone().unwrap();
     command
@@ -186,6 +186,29 @@ impl Client {
             .env("HOME", &self.home)
             .env("DISPLAY", &self.display)
             .arg(format!("/v:127.0.0.1:{port}"))
+            .arg(format!("/u:{user}"))
+            .arg(format!("/p:{password}"))
+            .arg("/cert:ignore")
+            .args(extra);
+        command
+    }
+
+    /// `xfreerdp` run in network namespace `ns` (`ip netns exec`), connecting to `host:port`.
+    pub fn command_in_netns(
+        &self,
+        ns: &str,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, "xfreerdp"])
+            .env("HOME", &self.home)
+            .env("DISPLAY", &self.display)
+            .arg(format!("/v:{host}:{port}"))
             .arg(format!("/u:{user}"))
             .arg(format!("/p:{password}"))
             .arg("/cert:ignore")

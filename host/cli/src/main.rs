@@ -108,11 +108,17 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             serve::Listen {
                 ssh: args.ssh_listen,
-                ssh_transparent: args.ssh_transparent_listen,
+                transparent: serve::TransparentListen {
+                    ssh: args.ssh_transparent_listen,
+                    rdp: args.rdp_transparent_listen,
+                    telnet: args.telnet_transparent_listen,
+                    vnc: args.vnc_transparent_listen,
+                    source_from_client: args.transparent_source
+                        == gatehouse_daemon::cli::TransparentSource::Client,
+                },
                 api: args.api_listen,
                 rdp: args.rdp_listen,
                 telnet: args.telnet_listen,
-                telnet_transparent: args.telnet_transparent_listen,
                 vnc: args.vnc_listen,
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
                 cluster: serve::ClusterListen {

@@ -62,6 +62,11 @@ pub(crate) trait Gate: Sync {
     fn destination(&self) -> Option<SocketAddr> {
         None
     }
+    /// Transparent mode: the address the target is dialed from (the client's own, with
+    /// `IP_TRANSPARENT`); `None` for the gateway's.
+    fn source(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// What decides: the policies, the plugins, the requests.
@@ -502,26 +507,45 @@ pub(crate) async fn plugins_session_ended<G: Gate>(
 }
 
 /// Dials the target of a permitted session: only the proof names the address.
-pub(crate) async fn dial(
+pub(crate) async fn dial<G: Gate>(
+    gate: &G,
     authorization: &TargetAuthorization,
     port: u16,
     limit: Duration,
 ) -> Result<tokio::net::TcpStream, String> {
     let address = authorization.asset().address.as_str();
-    match tokio::time::timeout(limit, tokio::net::TcpStream::connect((address, port))).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => Err(format!("connecting to {address}:{port}: {e}")),
-        Err(_) => Err(format!(
-            "connecting to {address}:{port}: no answer within {} s",
-            limit.as_secs()
-        )),
-    }
+    gatehouse_net::connect(address, port, gate.source(), limit)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// An audit entry of session `id` of `user` on `target` from `client`.
+/// The in-band `login` as the gateway reads it: unchanged, or in transparent mode completed
+/// with the asset the connection was going to (`alice@root` → `alice@root@db1`). Refused
+/// (audited, with the line the user reads) when the destination is no asset, or the login
+/// names another one.
+pub(crate) fn transparent_login<G: Gate>(
+    gate: &G,
+    arrived: Option<&crate::listener::Arrived>,
+    login: &str,
+) -> Result<String, String> {
+    let Some(arrival) = arrived.map(|a| &a.arrival) else {
+        return Ok(login.to_string());
+    };
+    let destination = arrival.destination.to_string();
+    LoginSpec::complete_transparent(login, arrival.asset.as_ref(), &destination).map_err(|line| {
+        audit(
+            gate,
+            AuditKind::LoginFailed,
+            format!("transparent connection to {destination}: {line}"),
+            &[],
+        );
+        line
+    })
+}
+
+/// An audit entry of session `id` of `user` on `target` from `client`; a transparent
+/// connection's entries also say where it was going and, when the target is dialed from the
+/// client's address, that address.
 pub(crate) fn session_entry(
     kind: AuditKind,
     detail: impl Into<String>,
@@ -529,12 +553,23 @@ pub(crate) fn session_entry(
     user: &str,
     target: &str,
     client: SocketAddr,
+    arrived: Option<&crate::listener::Arrived>,
 ) -> Entry {
-    Entry::new(kind, detail)
+    let entry = Entry::new(kind, detail)
         .session(id.to_string())
         .user(user.to_string())
         .target(target.to_string())
-        .client(client.to_string())
+        .client(client.to_string());
+    let Some(arrived) = arrived else {
+        return entry;
+    };
+    let entry = entry
+        .field("transparent", true)
+        .field("destination", arrived.arrival.destination.to_string());
+    match arrived.source {
+        Some(source) => entry.field("dialed_from", source.to_string()),
+        None => entry,
+    }
 }
 
 /// The names a login gives (`user`, and `account@asset` when it names a target), also put on

@@ -92,6 +92,19 @@ pub struct ServeArgs {
     /// docs/transparent.md): the target is the server the client connected to.
     #[arg(long)]
     pub telnet_transparent_listen: Option<SocketAddr>,
+    /// Also accept RDP connections a router redirected here (transparent mode): users log in
+    /// as `USER@ACCOUNT`.
+    #[arg(long)]
+    pub rdp_transparent_listen: Option<SocketAddr>,
+    /// Also accept VNC connections a router redirected here (transparent mode): users log in
+    /// as `USER@ACCOUNT`.
+    #[arg(long)]
+    pub vnc_transparent_listen: Option<SocketAddr>,
+    /// Where transparent mode's connections to targets come from: the gateway's address
+    /// (`gateway`), or the client's own (`client`: targets see the user's address; needs
+    /// CAP_NET_ADMIN and a router that sends the targets' replies back to the gateway).
+    #[arg(long, value_enum, default_value_t = TransparentSource::Gateway)]
+    pub transparent_source: TransparentSource,
     /// Address for Telnet clients (default: settings.json `telnet`, off; Telnet is cleartext).
     /// An address given here turns it on and must bind.
     #[arg(long)]
@@ -563,24 +576,24 @@ pub enum SessionCommand {
     },
     /// Build the search index anew from every recording (after a restore, or to check it).
     Reindex,
-    /// SSH: write a channel as an asciicast v2 file that `asciinema play` plays. RDP: render
-    /// the session to a video (`.webm`, `.mp4`) or one frame (`.png`) with ffmpeg.
+    /// SSH: write a channel as an asciicast v2 file that `asciinema play` plays. RDP and VNC:
+    /// render the session to a video (`.webm`, `.mp4`) or one frame (`.png`) with ffmpeg.
     Export {
         id: String,
         #[arg(long)]
         channel: Option<u32>,
-        /// Output file; for RDP its extension picks the format.
+        /// Output file; for RDP and VNC its extension picks the format.
         #[arg(short, long)]
         output: PathBuf,
-        /// RDP: frames per second of the video.
+        /// RDP and VNC: frames per second of the video.
         #[arg(long, default_value_t = 5)]
         fps: u32,
-        /// RDP, `.png`: the moment to show, in seconds since the session started (default: the
-        /// end).
+        /// RDP and VNC, `.png`: the moment to show, in seconds since the session started
+        /// (default: the end).
         #[arg(long)]
         at: Option<f64>,
-        /// RDP: write at most this many seconds of an unchanged screen (default 10; 0 keeps
-        /// real timing throughout).
+        /// RDP and VNC: write at most this many seconds of an unchanged screen (default 10; 0
+        /// keeps real timing throughout).
         #[arg(long)]
         max_idle: Option<f64>,
     },
@@ -689,4 +702,13 @@ pub enum PolicyAdminCommand {
         json: bool,
     },
     Reload,
+}
+
+/// Where transparent mode's connections to targets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransparentSource {
+    /// The gateway's own address.
+    Gateway,
+    /// The client's address (`IP_TRANSPARENT`).
+    Client,
 }

@@ -243,11 +243,10 @@ pub fn run(dir: &DataDir, overrides: Option<KeySource>, args: DemoArgs) -> Resul
         overrides,
         crate::serve::Listen {
             ssh: args.ssh_listen,
-            ssh_transparent: None,
+            transparent: Default::default(),
             api: Some(args.api_listen),
             rdp: args.rdp_listen,
             telnet: None,
-            telnet_transparent: None,
             vnc: None,
             shutdown_grace: std::time::Duration::from_secs(5),
             cluster: crate::serve::ClusterListen {

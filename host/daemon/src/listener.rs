@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
@@ -91,4 +91,64 @@ where
         );
     }
     Ok(())
+}
+
+/// Runs a protocol's listeners side by side, the usual one and transparent mode's (either may
+/// be absent); returns when both have.
+pub(crate) async fn both<A, B>(plain: Option<A>, redirected: Option<B>) -> std::io::Result<()>
+where
+    A: Future<Output = std::io::Result<()>>,
+    B: Future<Output = std::io::Result<()>>,
+{
+    let plain = async move {
+        match plain {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    };
+    let redirected = async move {
+        match redirected {
+            Some(f) => f.await,
+            None => Ok(()),
+        }
+    };
+    let (a, b) = tokio::join!(plain, redirected);
+    a.and(b)
+}
+
+/// A listener in transparent mode (docs/transparent.md): its connections were redirected by a
+/// router, and the target is the asset at their original destination.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transparent {
+    /// Targets are dialed from the client's own address (`IP_TRANSPARENT`).
+    pub source_from_client: bool,
+}
+
+/// Where a transparent connection was going, and the address it leaves from towards the
+/// target (`None`: the gateway's own).
+#[derive(Debug, Clone)]
+pub(crate) struct Arrived {
+    pub arrival: gatehouse_ssh::transparent::Arrival,
+    pub source: Option<IpAddr>,
+}
+
+impl Transparent {
+    /// The arrival of `socket` from `client`: its original destination and the asset there
+    /// (`port_of`: the asset's port for the protocol).
+    pub(crate) fn arrive(
+        &self,
+        socket: &TcpStream,
+        client: SocketAddr,
+        store: &gatehouse_store::Store,
+        port_of: impl Fn(&gatehouse_core::Asset) -> Option<u16>,
+    ) -> Arrived {
+        let destination = gatehouse_ssh::transparent::original_destination(socket)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let asset = gatehouse_ssh::transparent::asset_at(store, destination, port_of);
+        tracing::debug!(%destination, asset = ?asset, "transparent connection");
+        Arrived {
+            arrival: gatehouse_ssh::transparent::Arrival { destination, asset },
+            source: self.source_from_client.then_some(client.ip()),
+        }
+    }
 }

@@ -34,11 +34,6 @@ use std::time::Duration;
 /// The file in a session's recording directory that holds the relayed PDUs (the format is
 /// `gatehouse_rdp_replay::pdus`).
 pub const PDU_FILE: &str = "rdp.pdus";
-/// The cached rendering of a session, for the player.
-pub const VIDEO_FILE: &str = "video.webm";
-/// The cached rendering's clock (`gatehouse_rdp_replay::VideoClock` as JSON): where its idle
-/// cuts are, to map event times to video times.
-pub const CLOCK_FILE: &str = "video.clock.json";
 
 /// Everything an RDP session needs from the rest of Gatehouse.
 pub struct RdpServices {
@@ -122,90 +117,8 @@ pub fn load_tls(dir: &DataDir) -> Result<GatewayTls> {
     GatewayTls::new(chain, key).context("the gateway's TLS certificate cannot serve RDP")
 }
 
-/// Renders RDP recordings to WebM for the API's player (cached as `video.webm` beside
-/// `rdp.pdus`).
-pub fn video_renderer(dir: &DataDir) -> Option<Arc<dyn gatehouse_api::VideoRenderer>> {
-    Some(Arc::new(Renderer {
-        recordings: dir.recordings(),
-    }))
-}
-
-struct Renderer {
-    recordings: PathBuf,
-}
-
-impl Renderer {
-    /// The session's cached clock, if its video is rendered from the current recording.
-    fn cached(
-        &self,
-        id: &str,
-    ) -> Result<Option<(PathBuf, gatehouse_rdp_replay::VideoClock)>, String> {
-        let recorded = gatehouse_recording::RecordedSession::open(&self.recordings, id)
-            .map_err(|e| e.to_string())?;
-        let pdus = recorded.dir().join(PDU_FILE);
-        let video = recorded.dir().join(VIDEO_FILE);
-        let clock = recorded.dir().join(CLOCK_FILE);
-        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let Some(source) = modified(&pdus) else {
-            return Ok(None);
-        };
-        let fresh = |p: &std::path::Path| modified(p).is_some_and(|made| made >= source);
-        if !(fresh(&video) && fresh(&clock)) {
-            return Ok(None);
-        }
-        let text = gatehouse_recording::crypt::read_all(&clock).map_err(|e| e.to_string())?;
-        match serde_json::from_slice(&text) {
-            Ok(parsed) => Ok(Some((video, parsed))),
-            // Rendered again on the next request.
-            Err(_) => Ok(None),
-        }
-    }
-}
-
-impl gatehouse_api::VideoRenderer for Renderer {
-    fn webm(&self, id: &str) -> Result<PathBuf, String> {
-        if let Some((video, _)) = self.cached(id)? {
-            return Ok(video);
-        }
-        let recorded = gatehouse_recording::RecordedSession::open(&self.recordings, id)
-            .map_err(|e| e.to_string())?;
-        let pdus = recorded.dir().join(PDU_FILE);
-        let video = recorded.dir().join(VIDEO_FILE);
-        // Rendered beside, then renamed: a reader never sees half a video, nor a video with
-        // another rendering's clock (the clock lands first, the video last).
-        let partial = recorded.dir().join(format!("{VIDEO_FILE}.part.webm"));
-        let summary = gatehouse_rdp_replay::export(&pdus, &partial, &Default::default())
-            .map_err(|e| e.to_string())?;
-        let clock = summary
-            .clock
-            .ok_or_else(|| "the rendering has no clock".to_string())?;
-        let clock_path = recorded.dir().join(CLOCK_FILE);
-        let clock_partial = recorded.dir().join(format!("{CLOCK_FILE}.part"));
-        let json = serde_json::to_vec(&clock).map_err(|e| e.to_string())?;
-        std::fs::write(&clock_partial, json).map_err(|e| e.to_string())?;
-        std::fs::rename(&clock_partial, &clock_path).map_err(|e| e.to_string())?;
-        std::fs::rename(&partial, &video).map_err(|e| e.to_string())?;
-        // The video of an encrypted recording is encrypted like it (the API decrypts it as it
-        // sends it).
-        gatehouse_recording::crypt::encrypt_like(&pdus, &video).map_err(|e| e.to_string())?;
-        Ok(video)
-    }
-
-    fn video_times(&self, id: &str, times: &[f64]) -> Result<Option<Vec<f64>>, String> {
-        let Some((_, clock)) = self.cached(id)? else {
-            return Ok(None);
-        };
-        Ok(Some(
-            times
-                .iter()
-                .map(|&t| {
-                    let at = Duration::try_from_secs_f64(t).unwrap_or_default();
-                    clock.video_time(at).as_secs_f64()
-                })
-                .collect(),
-        ))
-    }
-}
+/// The player's video renderer, for RDP and VNC sessions alike, is `crate::video`'s.
+pub use crate::video::video_renderer;
 
 /// Binds the RDP listener: the explicit `--rdp-listen` address (failure is an error), else
 /// settings.json `rdp` (when the default port cannot be bound, an error is logged and `serve`
@@ -241,18 +154,31 @@ pub async fn bind(
 /// Accepts RDP clients until the gateway shuts down; one task and one span per connection.
 /// When the drain starts the listener closes; running sessions go on until the grace period
 /// ends, then both of their connections are closed. Returns when every session has ended.
-pub async fn serve(
+/// With `transparent`, the connections were redirected by a router: the target is the asset
+/// at their original destination (`alice@Administrator` logs in there).
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<RdpServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    transparent: Option<crate::listener::Transparent>,
 ) -> std::io::Result<()> {
     let draining = shutdown.clone();
-    crate::listener::accept_sessions(listener, draining, "rdp", move |socket, client, id| {
+    let protocol = match transparent {
+        Some(_) => "rdp-transparent",
+        None => "rdp",
+    };
+    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
+        let arrived = transparent.map(|t| {
+            t.arrive(&socket, client, &services.store, |a| {
+                a.rdp.as_ref().map(|r| r.port)
+            })
+        });
         let session = Session {
             id,
             client,
             services: services.clone(),
             shutdown: shutdown.clone(),
+            arrived,
             user: String::new(),
             target: String::new(),
         };
@@ -686,6 +612,8 @@ struct Session {
     client: SocketAddr,
     services: Arc<RdpServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    /// Transparent mode: where the connection was going.
+    arrived: Option<crate::listener::Arrived>,
     /// Known once the client authenticated.
     user: String,
     target: String,
@@ -707,6 +635,7 @@ impl Session {
             &self.user,
             &self.target,
             self.client,
+            self.arrived.as_ref(),
         )
     }
 
@@ -1016,6 +945,9 @@ impl Session {
     /// The login the client authenticated with, parsed; the session's span and audit fields
     /// learn the user and target. A malformed login is audited.
     fn parse_login(&mut self, login: &str) -> Option<LoginSpec> {
+        let login =
+            crate::access_gate::transparent_login(&*self, self.arrived.as_ref(), login).ok()?;
+        let login = login.as_str();
         let spec = match LoginSpec::parse(login) {
             Ok(spec) => spec,
             Err(e) => {
@@ -1165,6 +1097,7 @@ impl Session {
             timeout: self.services.connect_timeout,
             certificate,
             pins,
+            source: crate::access_gate::Gate::source(self),
         };
         let dialed = gatehouse_rdp::dial(grant.permit(), &client, &login, options).await;
         let target_refused = matches!(dialed, Err(gatehouse_rdp::DialError::CredentialRejected(_)));

@@ -37,20 +37,63 @@ pub struct ClusterListen {
     pub names: Vec<String>,
 }
 
+/// Transparent mode (docs/transparent.md): listeners for connections a router redirected here
+/// (iptables `REDIRECT`, or `TPROXY`), whose target is the asset at the original destination.
+#[derive(Debug, Clone, Default)]
+pub struct TransparentListen {
+    pub ssh: Option<SocketAddr>,
+    pub rdp: Option<SocketAddr>,
+    pub telnet: Option<SocketAddr>,
+    pub vnc: Option<SocketAddr>,
+    /// Targets are dialed from the client's own address (`IP_TRANSPARENT`, needs
+    /// `CAP_NET_ADMIN` and a router that sends the targets' replies back to the gateway).
+    pub source_from_client: bool,
+}
+
+impl TransparentListen {
+    fn any(&self) -> bool {
+        self.ssh.is_some() || self.rdp.is_some() || self.telnet.is_some() || self.vnc.is_some()
+    }
+
+    fn mode(&self) -> crate::listener::Transparent {
+        crate::listener::Transparent {
+            source_from_client: self.source_from_client,
+        }
+    }
+
+    /// Binds `protocol`'s transparent listener, when there is one.
+    fn bind(
+        &self,
+        address: Option<SocketAddr>,
+        protocol: &str,
+    ) -> Result<Option<(tokio::net::TcpListener, crate::listener::Transparent)>> {
+        let Some(address) = address else {
+            return Ok(None);
+        };
+        let (listener, tproxy) = gatehouse_net::listen_transparent(address)
+            .with_context(|| format!("listening on {address} for transparent {protocol}"))?;
+        tracing::info!(
+            %address,
+            tproxy,
+            source_from_client = self.source_from_client,
+            "transparent {protocol} listening (the target is the original destination)"
+        );
+        Ok(Some((listener, self.mode())))
+    }
+}
+
 /// Where `serve` listens.
 #[derive(Debug, Clone)]
 pub struct Listen {
     pub ssh: SocketAddr,
-    /// Transparent mode's SSH listener (connections a router redirected here).
-    pub ssh_transparent: Option<SocketAddr>,
+    /// Transparent mode's listeners (connections a router redirected here).
+    pub transparent: TransparentListen,
     /// Overrides settings.json `api.listen`.
     pub api: Option<SocketAddr>,
     /// Overrides settings.json `rdp.listen` (and must then bind).
     pub rdp: Option<SocketAddr>,
     /// Turns Telnet on at this address (overrides settings.json `telnet`; must bind).
     pub telnet: Option<SocketAddr>,
-    /// Transparent mode's Telnet listener (connections a router redirected here).
-    pub telnet_transparent: Option<SocketAddr>,
     /// Turns VNC on at this address (overrides settings.json `vnc`; must bind).
     pub vnc: Option<SocketAddr>,
     /// How long a SIGTERM lets SSH sessions finish.
@@ -151,24 +194,13 @@ pub fn run(
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
-        let transparent_listener = match listen.ssh_transparent {
-            Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("listening on {address} for transparent SSH"))?,
-            ),
-            None => None,
-        };
+        let transparent_listener = listen.transparent.bind(listen.transparent.ssh, "SSH")?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;
-        let telnet_transparent = match listen.telnet_transparent {
-            Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("listening on {address} for transparent Telnet"))?,
-            ),
-            None => None,
-        };
+        let telnet_transparent =
+            listen.transparent.bind(listen.transparent.telnet, "Telnet")?;
+        let rdp_transparent = listen.transparent.bind(listen.transparent.rdp, "RDP")?;
+        let vnc_transparent = listen.transparent.bind(listen.transparent.vnc, "VNC")?;
         let vnc_listener = crate::vnc_glue::bind(&settings.vnc, listen.vnc).await?;
         // The audit trail to SIEMs: each stream sends from where its receiver stopped.
         let mut names = std::collections::HashSet::new();
@@ -337,7 +369,7 @@ pub fn run(
         // Session search: a new index fills from the recordings in the background.
         let search =
             crate::search::open_for_server(&dir.search_index(), &store, &dir.recordings());
-        // The screens of running RDP sessions, for the API's live view.
+        // The screens of running RDP and VNC sessions, for the API's live view.
         let screens = crate::live_view::LiveScreens::default();
         let (api, draining) = start_api(
             dir,
@@ -359,9 +391,10 @@ pub fn run(
         let rdp = start_rdp(
             dir,
             rdp_listener,
+            rdp_transparent,
             settings.rdp.decodable_recordings,
             &services,
-            screens,
+            screens.clone(),
             shutdown.clone(),
         )?;
         let telnet = crate::telnet_glue::start(
@@ -371,7 +404,14 @@ pub fn run(
             services.clone(),
             shutdown.clone(),
         )?;
-        let vnc = crate::vnc_glue::start(dir, vnc_listener, services.clone(), shutdown.clone())?;
+        let vnc = crate::vnc_glue::start(
+            dir,
+            vnc_listener,
+            vnc_transparent,
+            services.clone(),
+            screens,
+            shutdown.clone(),
+        )?;
         let config = Arc::new(GatewayConfig::new(host_keys, dir.recordings()));
         tracing::info!(address = %bound, "SSH gateway listening");
         // The credential lifecycle: reconcile interrupted changes, then run what is due.
@@ -475,19 +515,17 @@ pub fn run(
 /// the target taken from the connection's original destination).
 async fn serve_ssh(
     listener: tokio::net::TcpListener,
-    transparent: Option<tokio::net::TcpListener>,
+    transparent: Option<(tokio::net::TcpListener, crate::listener::Transparent)>,
     config: Arc<GatewayConfig>,
     services: Arc<Services>,
     shutdown: &gatehouse_ssh::Shutdown,
 ) -> std::io::Result<()> {
-    let Some(transparent) = transparent else {
+    let Some((transparent, mode)) = transparent else {
         return gatehouse_ssh::serve(listener, config, services, shutdown.clone()).await;
     };
-    if let Ok(address) = transparent.local_addr() {
-        tracing::info!(%address, "transparent SSH listening (the target is the original destination)");
-    }
     let transparent_config = Arc::new(GatewayConfig {
         transparent: true,
+        source_from_client: mode.source_from_client,
         ..(*config).clone()
     });
     let (normal, redirected) = tokio::join!(
@@ -617,13 +655,9 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
     let ssh_listen = listen.ssh;
     let grace = listen.shutdown_grace;
     let rdp_explicit = listen.rdp;
-    if listen.telnet.is_some()
-        || listen.telnet_transparent.is_some()
-        || listen.vnc.is_some()
-        || listen.ssh_transparent.is_some()
-    {
+    if listen.telnet.is_some() || listen.vnc.is_some() || listen.transparent.any() {
         anyhow::bail!(
-            "Telnet, VNC and transparent SSH are served by processes that hold the vault (role all or control)"
+            "Telnet, VNC and transparent mode are served by processes that hold the vault (role all or control)"
         );
     }
     runtime.block_on(async move {
@@ -679,7 +713,7 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
                         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
                     });
                     tracing::info!(address = %rdp_listener.local_addr()?, "RDP gateway listening");
-                    Box::pin(crate::rdp_glue::serve(rdp_listener, rdp, shutdown.clone()))
+                    Box::pin(crate::rdp_glue::serve(rdp_listener, rdp, shutdown.clone(), None))
                 }
                 None => {
                     let shutdown = shutdown.clone();
@@ -744,18 +778,19 @@ fn run_session_node(dir: &DataDir, listen: &Listen) -> Result<()> {
 fn start_rdp(
     dir: &DataDir,
     listener: Option<tokio::net::TcpListener>,
+    transparent: Option<(tokio::net::TcpListener, crate::listener::Transparent)>,
     steer_for_recording: bool,
     services: &Services,
     screens: crate::live_view::LiveScreens,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
-    let Some(listener) = listener else {
+    if listener.is_none() && transparent.is_none() {
         // No RDP: nothing to drain.
         return Ok(Box::pin(async move {
             shutdown.draining().await;
             Ok(())
         }));
-    };
+    }
     let Some(local) = services.local() else {
         anyhow::bail!("RDP is served by processes that hold the vault (role all or control)");
     };
@@ -777,8 +812,13 @@ fn start_rdp(
         handshake_timeout: std::time::Duration::from_secs(30),
         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
     });
-    tracing::info!(address = %listener.local_addr()?, "RDP gateway listening");
-    Ok(Box::pin(crate::rdp_glue::serve(listener, rdp, shutdown)))
+    if let Some(listener) = &listener {
+        tracing::info!(address = %listener.local_addr()?, "RDP gateway listening");
+    }
+    let plain = listener.map(|l| crate::rdp_glue::serve(l, rdp.clone(), shutdown.clone(), None));
+    let redirected =
+        transparent.map(|(l, t)| crate::rdp_glue::serve(l, rdp, shutdown.clone(), Some(t)));
+    Ok(Box::pin(crate::listener::both(plain, redirected)))
 }
 
 type ApiFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;

@@ -89,38 +89,33 @@ pub async fn bind(
 /// With `transparent`, the connections were redirected by a router: the target is the asset at
 /// their original destination (`alice@root` logs in there). Returns when every session has
 /// ended.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<TelnetServices>,
     shutdown: gatehouse_ssh::Shutdown,
-    transparent: bool,
+    transparent: Option<crate::listener::Transparent>,
 ) -> std::io::Result<()> {
     if services.services.local().is_none() {
         tracing::error!("Telnet is served by processes that hold the vault (role all or control)");
         return Ok(());
     }
     let draining = shutdown.clone();
-    let protocol = if transparent {
-        "telnet-transparent"
-    } else {
-        "telnet"
+    let protocol = match transparent {
+        Some(_) => "telnet-transparent",
+        None => "telnet",
     };
     crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
-        let arrival = transparent.then(|| {
-            let destination = gatehouse_ssh::transparent::original_destination(&socket)
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-            let asset =
-                gatehouse_ssh::transparent::asset_at(&services.services.store, destination, |a| {
-                    a.telnet.as_ref().map(|t| t.port)
-                });
-            gatehouse_ssh::transparent::Arrival { destination, asset }
+        let arrived = transparent.map(|t| {
+            t.arrive(&socket, client, &services.services.store, |a| {
+                a.telnet.as_ref().map(|t| t.port)
+            })
         });
         let session = Session {
             id,
             client,
             services: services.clone(),
             shutdown: shutdown.clone(),
-            arrival,
+            arrived,
             user: String::new(),
             target: String::new(),
         };
@@ -142,7 +137,7 @@ struct Session {
     services: Arc<TelnetServices>,
     shutdown: gatehouse_ssh::Shutdown,
     /// Transparent mode: where the client was connecting to, and the asset there.
-    arrival: Option<gatehouse_ssh::transparent::Arrival>,
+    arrived: Option<crate::listener::Arrived>,
     /// Known once the user named them.
     user: String,
     target: String,
@@ -168,9 +163,8 @@ impl<'a> Asking<'a, '_> {
 impl Gate for Asking<'_, '_> {
     const PROTOCOL: &'static str = "telnet";
     const LABEL: &'static str = "Telnet";
-    // The plugin contract names SSH and RDP logins; a Telnet login is an interactive terminal
-    // login like SSH's (the `telnet` value waits for the next contract version).
-    const PLUGIN_PROTOCOL: Protocol = Protocol::Ssh;
+    // Questions are asked in-band, as SSH's keyboard-interactive asks them.
+    const PLUGIN_PROTOCOL: Protocol = Protocol::Telnet;
 
     fn id(&self) -> &str {
         &self.session.id
@@ -216,7 +210,11 @@ impl Gate for Asking<'_, '_> {
     }
 
     fn destination(&self) -> Option<SocketAddr> {
-        self.session.arrival.as_ref().map(|a| a.destination)
+        self.session.arrived.as_ref().map(|a| a.arrival.destination)
+    }
+
+    fn source(&self) -> Option<std::net::IpAddr> {
+        self.session.arrived.as_ref().and_then(|a| a.source)
     }
 
     async fn held(&self, request: &AccessRequest, wait: Duration) {
@@ -278,6 +276,7 @@ impl Session {
             &self.user,
             &self.target,
             self.client,
+            self.arrived.as_ref(),
         )
     }
 
@@ -320,23 +319,13 @@ impl Session {
                 return;
             }
         };
-        let login = match &self.arrival {
-            None => login,
-            Some(arrival) => {
-                let destination = arrival.destination.to_string();
-                match LoginSpec::complete_transparent(&login, arrival.asset.as_ref(), &destination)
-                {
-                    Ok(login) => login,
-                    Err(line) => {
-                        self.audit(
-                            AuditKind::LoginFailed,
-                            format!("transparent connection to {destination}: {line}"),
-                            &[],
-                        );
-                        let _ = client.say(&line).await;
-                        return;
-                    }
-                }
+        let completed =
+            access_gate::transparent_login(&Asking::decided(&self), self.arrived.as_ref(), &login);
+        let login = match completed {
+            Ok(login) => login,
+            Err(line) => {
+                let _ = client.say(&line).await;
+                return;
             }
         };
         if !client.gateway_echoes() {
@@ -499,17 +488,21 @@ impl Session {
                 return None;
             }
         };
-        let stream =
-            match access_gate::dial(authorization, endpoint.port, self.services.connect_timeout)
-                .await
-            {
-                Ok(stream) => stream,
-                Err(e) => {
-                    failed(e);
-                    let _ = client.say(&unavailable).await;
-                    return None;
-                }
-            };
+        let stream = match access_gate::dial(
+            &done,
+            authorization,
+            endpoint.port,
+            self.services.connect_timeout,
+        )
+        .await
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                failed(e);
+                let _ = client.say(&unavailable).await;
+                return None;
+            }
+        };
         let mut target = match TargetSide::connect(stream, &client.terminal()).await {
             Ok(target) => target,
             Err(e) => {
@@ -845,10 +838,10 @@ struct Ended {
 
 /// Starts the Telnet listeners' future: the usual one and transparent mode's (either may be
 /// absent; with neither, a future that waits for the drain).
-pub fn start(
+pub(crate) fn start(
     dir: &crate::datadir::DataDir,
     listener: Option<tokio::net::TcpListener>,
-    transparent: Option<tokio::net::TcpListener>,
+    transparent: Option<(tokio::net::TcpListener, crate::listener::Transparent)>,
     services: Arc<gatehouse_ssh::Services>,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
@@ -867,7 +860,11 @@ pub fn start(
         client: ClientConfig::default(),
         connect_timeout: gatehouse_ssh::target::DEFAULT_CONNECT_TIMEOUT,
     });
-    for (l, what) in [(&listener, "Telnet"), (&transparent, "transparent Telnet")] {
+    let redirected_listener = transparent.as_ref().map(|(l, _)| l);
+    for (l, what) in [
+        (listener.as_ref(), "Telnet"),
+        (redirected_listener, "transparent Telnet"),
+    ] {
         if let Some(l) = l {
             tracing::warn!(
                 address = %l.local_addr()?,
@@ -875,22 +872,7 @@ pub fn start(
             );
         }
     }
-    let plain = listener.map(|l| serve(l, telnet.clone(), shutdown.clone(), false));
-    let redirected = transparent.map(|l| serve(l, telnet, shutdown.clone(), true));
-    Ok(Box::pin(async move {
-        let plain = async move {
-            match plain {
-                Some(f) => f.await,
-                None => Ok(()),
-            }
-        };
-        let redirected = async move {
-            match redirected {
-                Some(f) => f.await,
-                None => Ok(()),
-            }
-        };
-        let (a, b) = tokio::join!(plain, redirected);
-        a.and(b)
-    }))
+    let plain = listener.map(|l| serve(l, telnet.clone(), shutdown.clone(), None));
+    let redirected = transparent.map(|(l, t)| serve(l, telnet, shutdown.clone(), Some(t)));
+    Ok(Box::pin(crate::listener::both(plain, redirected)))
 }

@@ -41,6 +41,8 @@ pub struct VncServices {
     pub client: ClientSideOptions,
     /// Limit for a viewer's handshake and login, and for the target's.
     pub handshake_timeout: Duration,
+    /// The screens of running sessions, for the API's live view.
+    pub screens: crate::live_view::LiveScreens,
 }
 
 /// Binds the VNC listener: `--vnc-listen`, else settings.json `vnc` when enabled. `None` when
@@ -66,19 +68,22 @@ fn tls(dir: &DataDir) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Starts the VNC listener's future (or one that waits for the drain when VNC is off).
-pub fn start(
+/// Starts the VNC listeners' future: the usual one and transparent mode's (either may be
+/// absent; with neither, a future that waits for the drain).
+pub(crate) fn start(
     dir: &DataDir,
     listener: Option<tokio::net::TcpListener>,
+    transparent: Option<(tokio::net::TcpListener, crate::listener::Transparent)>,
     services: Arc<gatehouse_ssh::Services>,
+    screens: crate::live_view::LiveScreens,
     shutdown: gatehouse_ssh::Shutdown,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>> {
-    let Some(listener) = listener else {
+    if listener.is_none() && transparent.is_none() {
         return Ok(Box::pin(async move {
             shutdown.draining().await;
             Ok(())
         }));
-    };
+    }
     if services.local().is_none() {
         bail!("VNC is served by processes that hold the vault (role all or control)");
     }
@@ -87,24 +92,42 @@ pub fn start(
         recordings: dir.recordings(),
         client: ClientSideOptions::vencrypt(tls(dir)?),
         handshake_timeout: Duration::from_secs(30),
+        screens,
     });
-    tracing::info!(address = %listener.local_addr()?, "VNC gateway listening");
-    Ok(Box::pin(serve(listener, vnc, shutdown)))
+    if let Some(listener) = &listener {
+        tracing::info!(address = %listener.local_addr()?, "VNC gateway listening");
+    }
+    let plain = listener.map(|l| serve(l, vnc.clone(), shutdown.clone(), None));
+    let redirected = transparent.map(|(l, t)| serve(l, vnc, shutdown.clone(), Some(t)));
+    Ok(Box::pin(crate::listener::both(plain, redirected)))
 }
 
-/// Accepts viewers until the gateway shuts down; one task and one span per connection.
-pub async fn serve(
+/// Accepts viewers until the gateway shuts down; one task and one span per connection. With
+/// `transparent`, the connections were redirected by a router: the target is the asset at
+/// their original destination (`alice@root` logs in there).
+async fn serve(
     listener: tokio::net::TcpListener,
     services: Arc<VncServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    transparent: Option<crate::listener::Transparent>,
 ) -> std::io::Result<()> {
     let draining = shutdown.clone();
-    crate::listener::accept_sessions(listener, draining, "vnc", move |socket, client, id| {
+    let protocol = match transparent {
+        Some(_) => "vnc-transparent",
+        None => "vnc",
+    };
+    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
+        let arrived = transparent.map(|t| {
+            t.arrive(&socket, client, &services.services.store, |a| {
+                a.vnc.as_ref().map(|v| v.port)
+            })
+        });
         let session = Session {
             id,
             client,
             services: services.clone(),
             shutdown: shutdown.clone(),
+            arrived,
             user: String::new(),
             target: String::new(),
         };
@@ -119,6 +142,8 @@ struct Session {
     client: SocketAddr,
     services: Arc<VncServices>,
     shutdown: gatehouse_ssh::Shutdown,
+    /// Transparent mode: where the connection was going.
+    arrived: Option<crate::listener::Arrived>,
     user: String,
     target: String,
 }
@@ -126,9 +151,8 @@ struct Session {
 impl Gate for Session {
     const PROTOCOL: &'static str = "vnc";
     const LABEL: &'static str = "VNC";
-    // The plugin contract names SSH and RDP logins; a VNC login, like RDP's, is a graphical
-    // one whose questions are answered from the login options.
-    const PLUGIN_PROTOCOL: Protocol = Protocol::Rdp;
+    // Like RDP's, a VNC login's questions are answered from the login options.
+    const PLUGIN_PROTOCOL: Protocol = Protocol::Vnc;
 
     fn id(&self) -> &str {
         &self.id
@@ -154,6 +178,7 @@ impl Gate for Session {
             &self.user,
             &self.target,
             self.client,
+            self.arrived.as_ref(),
         )
     }
 
@@ -176,6 +201,14 @@ impl Gate for Session {
     }
 
     async fn held(&self, _request: &AccessRequest, _wait: Duration) {}
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.arrived.as_ref().map(|a| a.arrival.destination)
+    }
+
+    fn source(&self) -> Option<std::net::IpAddr> {
+        self.arrived.as_ref().and_then(|a| a.source)
+    }
 }
 
 /// Why a session was stopped from outside its relay: the audit detail and fields.
@@ -293,8 +326,19 @@ impl Session {
                 .await;
             return;
         };
-        let login = credentials.username.trim().to_string();
         let password = credentials.password.expose().to_string();
+        let completed = access_gate::transparent_login(
+            &self,
+            self.arrived.as_ref(),
+            credentials.username.trim(),
+        );
+        let login = match completed {
+            Ok(login) => login,
+            Err(line) => {
+                let _ = pending.refuse(&line).await;
+                return;
+            }
+        };
         let spec = match LoginSpec::parse(&login) {
             Ok(spec) => spec,
             Err(e) => {
@@ -373,7 +417,7 @@ impl Session {
                     return;
                 }
             };
-        let target = match access_gate::dial(&authorization, endpoint.port, limit).await {
+        let target = match access_gate::dial(&self, &authorization, endpoint.port, limit).await {
             Ok(stream) => {
                 let options = TargetOptions::default();
                 match tokio::time::timeout(
@@ -490,6 +534,12 @@ impl Session {
         );
         let (end, mut ended_from_outside) =
             tokio::sync::watch::channel::<Option<(String, String)>>(None);
+        let _screen = services.screens.add_recording(
+            &self.id,
+            crate::video::ScreenRecording::Vnc(recording.dir().join(VNC_FILE)),
+            &self.user,
+            &self.target,
+        );
         let _listed = services.services.live.register(
             &self.id,
             Box::new(move |by: &str, reason: &str| {

@@ -67,6 +67,9 @@ pub struct DialOptions<'a> {
     pub certificate: CertificatePolicy,
     /// Where a trusted-on-first-use pin is recorded.
     pub pins: &'a dyn PinRecorder,
+    /// Dial from this address instead of the gateway's (transparent mode's client address,
+    /// `IP_TRANSPARENT`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// How the target's certificate was accepted.
@@ -141,7 +144,7 @@ pub async fn dial(
     options: DialOptions<'_>,
 ) -> Result<TargetConnection, DialError> {
     let host = permit.permitted_asset().address.clone();
-    let address = format!("{host}:{}", options.port);
+    let address = gatehouse_net::host_port(&host, options.port);
     let timeout = options.timeout;
     tokio::time::timeout(
         timeout,
@@ -161,13 +164,13 @@ async fn dial_inner(
     login: &TargetLogin,
     options: &DialOptions<'_>,
 ) -> Result<TargetConnection, DialError> {
-    let socket = TcpStream::connect(address)
+    // The whole dial is bounded by the caller's timeout.
+    let socket = gatehouse_net::connect(host, options.port, options.source, options.timeout)
         .await
         .map_err(|e| DialError::Unreachable {
             address: address.to_string(),
-            reason: e.to_string(),
+            reason: e.reason(),
         })?;
-    let _ = socket.set_nodelay(true);
     let mut framed = Framed::new(socket);
 
     // The client's offer goes to the target unchanged (the server echoes it in its core data and

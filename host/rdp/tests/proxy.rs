@@ -252,6 +252,7 @@ async fn handle(stream: tokio::net::TcpStream, config: &GatewayConfig) -> Outcom
     outcome.authorized = Some(Ok(authorization.reasons().to_vec()));
 
     let options = DialOptions {
+        source: None,
         port: config.target_port,
         timeout: Duration::from_secs(30),
         certificate: config.certificate.clone(),

@@ -113,6 +113,9 @@ pub struct GatewayConfig {
     /// Transparent mode: connections arrive redirected to a server's address; the asset is
     /// the one at the original destination (`alice@root` logs in there).
     pub transparent: bool,
+    /// Transparent mode: dial the target from the client's own address (`IP_TRANSPARENT`), so
+    /// the server sees the user's address; the router must send its replies to the gateway.
+    pub source_from_client: bool,
 }
 
 impl GatewayConfig {
@@ -127,6 +130,7 @@ impl GatewayConfig {
             channel_buffer_size: 32,
             window_size: 2 * 1024 * 1024,
             transparent: false,
+            source_from_client: false,
         }
     }
 

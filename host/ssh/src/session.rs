@@ -317,7 +317,10 @@ impl SessionShared {
         let (authorization, request) = self.authorize(user, login, &target).await?;
         let reasons = serde_json::json!(authorization.reasons());
         let request_id = serde_json::json!(request.clone());
-        let dialed = dial(&self.services, &self.config, &authorization, &self.id).await;
+        // Transparent mode may leave from the user's own address, as if there were no gateway.
+        let from =
+            (self.config.transparent && self.config.source_from_client).then_some(self.client.ip());
+        let dialed = dial(&self.services, &self.config, &authorization, &self.id, from).await;
         let connection = match dialed {
             Ok(c) => c,
             Err(e) => {
@@ -358,6 +361,10 @@ impl SessionShared {
             .field("policies", reasons)
             .field("request", request_id);
         let connected = match self.arrival.get() {
+            Some(arrival) if self.config.source_from_client => connected
+                .field("transparent", true)
+                .field("destination", arrival.destination.to_string())
+                .field("dialed_from", self.client.ip().to_string()),
             Some(arrival) => connected
                 .field("transparent", true)
                 .field("destination", arrival.destination.to_string()),

@@ -259,6 +259,7 @@ pub(crate) async fn dial(
     config: &crate::GatewayConfig,
     permit: &Permit,
     session_id: &str,
+    from: Option<std::net::IpAddr>,
 ) -> Result<TargetConnection, DialError> {
     let (forwards, forwarded) = tokio::sync::mpsc::channel(FORWARD_BACKLOG);
     let pins = match (permit, &services.authority) {
@@ -273,8 +274,11 @@ pub(crate) async fn dial(
         permit.asset(),
         Arc::new(client_config(config)),
         config.connect_timeout,
-        Some(session_id),
-        Some(forwards),
+        Session {
+            id: Some(session_id),
+            forwards: Some(forwards),
+            from,
+        },
     )
     .await?;
     match (permit, services.local()) {
@@ -316,10 +320,21 @@ pub async fn connect_verified(
         asset,
         client_config,
         connect_timeout,
-        session_id,
-        None,
+        Session {
+            id: session_id,
+            forwards: None,
+            from: None,
+        },
     )
     .await
+}
+
+/// What a connection is for: the session it serves (audited), where the target's remote
+/// forwards go, and the address it leaves from (`None`: the gateway's).
+struct Session<'a> {
+    id: Option<&'a str>,
+    forwards: Option<tokio::sync::mpsc::Sender<IncomingForward>>,
+    from: Option<std::net::IpAddr>,
 }
 
 async fn connect(
@@ -328,19 +343,24 @@ async fn connect(
     asset: &Asset,
     client_config: Arc<russh::client::Config>,
     connect_timeout: Duration,
-    session_id: Option<&str>,
-    forwards: Option<tokio::sync::mpsc::Sender<IncomingForward>>,
+    session: Session<'_>,
 ) -> Result<russh::client::Handle<TargetHandler>, DialError> {
+    let Session {
+        id: session_id,
+        forwards,
+        from,
+    } = session;
     let asset = asset.clone();
-    let address = format!("{}:{}", asset.address, asset.port);
-    let socket = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(&address))
+    let address = gatehouse_net::host_port(&asset.address, asset.port);
+    let socket = gatehouse_net::connect(&asset.address, asset.port, from, connect_timeout)
         .await
-        .map_err(|_| DialError::Timeout(address.clone()))?
-        .map_err(|e| DialError::Unreachable {
-            address: address.clone(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            gatehouse_net::ConnectError::Timeout { address, .. } => DialError::Timeout(address),
+            other => DialError::Unreachable {
+                address: address.clone(),
+                reason: other.reason(),
+            },
         })?;
-    let _ = socket.set_nodelay(true);
 
     let outcome = Arc::new(Mutex::new(None));
     let handler = TargetHandler {

@@ -8,8 +8,7 @@
 
 use gatehouse_core::Name;
 use gatehouse_store::{ASSETS, Store};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
 
 /// Where a transparent connection was going.
 #[derive(Debug, Clone)]
@@ -20,17 +19,7 @@ pub struct Arrival {
     pub asset: Option<Name>,
 }
 
-/// The connection's original destination: `SO_ORIGINAL_DST` when netfilter redirected it,
-/// else the local address (TPROXY keeps the original destination as the local address).
-pub fn original_destination(socket: &TcpStream) -> Option<SocketAddr> {
-    use nix::sys::socket::{getsockopt, sockopt};
-    if let Ok(original) = getsockopt(socket, sockopt::OriginalDst) {
-        let ip = Ipv4Addr::from(u32::from_be(original.sin_addr.s_addr));
-        let port = u16::from_be(original.sin_port);
-        return Some(SocketAddr::V4(SocketAddrV4::new(ip, port)));
-    }
-    socket.local_addr().ok()
-}
+pub use gatehouse_net::original_destination;
 
 /// The asset whose address is `destination`'s IP (an address written as an IP) and whose
 /// port for the protocol (`port_of`: its SSH port, its Telnet port, ...) is its port.

@@ -60,4 +60,12 @@ impl Gate for Session {
     }
 
     async fn held(&self, _request: &AccessRequest, _wait: Duration) {}
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.arrived.as_ref().map(|a| a.arrival.destination)
+    }
+
+    fn source(&self) -> Option<std::net::IpAddr> {
+        self.arrived.as_ref().and_then(|a| a.source)
+    }
 }
