@@ -26,6 +26,7 @@ fn telnet_world(tag: &str) -> (World, Telnetd, u16) {
             ctx.gh.edit_settings(|s| {
                 s["telnet"] = json!({"enabled": true, "listen": format!("127.0.0.1:{port}")});
             });
+            support::recordings::add_supervisor(ctx.gh);
         })
         .start();
     assert!(
@@ -246,6 +247,44 @@ fn a_running_telnet_session_is_ended_by_an_administrator() {
             .map(|s| json_str(&s, "id"))
     })
     .expect("the running session is listed");
+
+    // Watched live over the API (the player's live view): the terminal so far, then what
+    // follows, as an asciicast stream; the watch is audited.
+    let sam = support::api_bearer(
+        &w.gh,
+        support::recordings::SUPERVISOR,
+        support::recordings::SUPERVISOR_PASSWORD,
+    );
+    let (mut stream, body) =
+        support::curl_stream(&w.gh, &format!("/api/v1/sessions/{id}/live"), &sam, 20);
+    poll(LONG, || {
+        w.gh.audit_of("session_joined")
+            .into_iter()
+            .find(|e| e["fields"]["protocol"] == "telnet" && json_str(e, "session") == id)
+    })
+    .expect("the watch is audited");
+    session.send_raw(b"echo watched-live-$((9*9))\r");
+    let text = poll(LONG, || {
+        let text = std::fs::read_to_string(body.path()).unwrap_or_default();
+        text.contains("watched-live-81").then_some(text)
+    })
+    .expect("the live stream shows the session's terminal");
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2, "{text}");
+    assert!(
+        text.contains("target$ "),
+        "the screen so far comes first: {text}"
+    );
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let left = poll(LONG, || {
+        w.gh.audit_of("session_left")
+            .into_iter()
+            .find(|e| e["fields"]["protocol"] == "telnet")
+    })
+    .expect("the watcher's leaving is audited");
+    assert_eq!(json_str(&left, "user"), GATEWAY_USER, "{left}");
+
     w.gh.cli_ok(&[
         "session",
         "terminate",

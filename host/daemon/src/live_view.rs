@@ -233,63 +233,119 @@ pub struct ApiLiveView {
     pub live: gatehouse_ssh::LiveSessions,
     pub screens: LiveScreens,
     pub auditor: Auditor,
+    /// For the names a Telnet session's watch is audited with.
+    pub store: Arc<gatehouse_store::Store>,
+}
+
+/// An audit entry about `who` watching session `id` of `user` on `target` through the API.
+fn watcher_entry(
+    kind: AuditKind,
+    detail: String,
+    (id, user, target): (&str, &str, &str),
+    who: &str,
+    protocol: &str,
+) -> Entry {
+    Entry::new(kind, detail)
+        .session(id.to_string())
+        .user(user.to_string())
+        .target(target.to_string())
+        .field("joined_by", who.to_string())
+        .field("mode", "read-only")
+        .field("via", "api")
+        .field("protocol", protocol.to_string())
+}
+
+/// A terminal's watch as the API's feed: its recent screen, then its output until it ends or
+/// the watcher goes; `left` is audited then (the SSH crate audits its own sessions' watchers).
+fn terminal_feed(
+    mut watch: gatehouse_ssh::TerminalWatch,
+    left: Option<(Auditor, Entry)>,
+) -> LiveFeed {
+    let recent = std::mem::take(&mut watch.recent);
+    let (width, height) = watch.size;
+    let (tx, chunks) = mpsc::channel(64);
+    let started = Instant::now();
+    tokio::runtime::Handle::current().spawn(async move {
+        use gatehouse_ssh::WatchEvent;
+        loop {
+            let event = tokio::select! {
+                event = watch.next() => event,
+                () = tx.closed() => break,
+            };
+            let chunk = match event {
+                WatchEvent::Output(bytes) => LiveChunk::Output(bytes.to_vec()),
+                WatchEvent::Skipped(0) => continue,
+                WatchEvent::Skipped(n) => LiveChunk::Skipped(n),
+                WatchEvent::Ended => break,
+            };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        if let Some((auditor, left)) = left {
+            auditor.record_best_effort(left.field("watched_secs", started.elapsed().as_secs()));
+        }
+    });
+    LiveFeed::Terminal {
+        width,
+        height,
+        recent,
+        chunks,
+    }
 }
 
 impl LiveView for ApiLiveView {
     fn watch(&self, id: &str, protocol: &str, who: &str) -> Option<LiveFeed> {
         match protocol {
-            "ssh" => {
-                let mut watch = self.live.watch_terminal(id, who, "api")?;
-                let recent = std::mem::take(&mut watch.recent);
-                let (width, height) = watch.size;
-                let (tx, chunks) = mpsc::channel(64);
-                tokio::runtime::Handle::current().spawn(async move {
-                    use gatehouse_ssh::WatchEvent;
-                    loop {
-                        let event = tokio::select! {
-                            event = watch.next() => event,
-                            () = tx.closed() => break,
-                        };
-                        let chunk = match event {
-                            WatchEvent::Output(bytes) => LiveChunk::Output(bytes.to_vec()),
-                            WatchEvent::Skipped(0) => continue,
-                            WatchEvent::Skipped(n) => LiveChunk::Skipped(n),
-                            WatchEvent::Ended => break,
-                        };
-                        if tx.send(chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                Some(LiveFeed::Terminal {
-                    width,
-                    height,
-                    recent,
-                    chunks,
-                })
+            "ssh" => Some(terminal_feed(
+                self.live.watch_terminal(id, who, "api")?,
+                None,
+            )),
+            "telnet" => {
+                let watch = self.live.watch_registered_terminal(id)?;
+                let record: Option<gatehouse_core::SessionRecord> = self
+                    .store
+                    .get(&gatehouse_store::SESSIONS, id)
+                    .ok()
+                    .flatten();
+                let (user, target) = record
+                    .map(|r| (r.user, format!("{}@{}", r.account, r.asset)))
+                    .unwrap_or_default();
+                let names = (id, user.as_str(), target.as_str());
+                self.auditor.record_best_effort(watcher_entry(
+                    AuditKind::SessionJoined,
+                    format!("{who} is watching the session (read-only, api)"),
+                    names,
+                    who,
+                    protocol,
+                ));
+                let left = watcher_entry(
+                    AuditKind::SessionLeft,
+                    format!("{who} stopped watching the session (api)"),
+                    names,
+                    who,
+                    protocol,
+                );
+                Some(terminal_feed(watch, Some((self.auditor.clone(), left))))
             }
             "rdp" | "vnc" => {
                 let screen = self.screens.get(id)?;
                 let (tx, frames) = mpsc::channel(2);
                 let auditor = self.auditor.clone();
-                let (id, who) = (id.to_string(), who.to_string());
-                let entry = |kind, detail: String| {
-                    Entry::new(kind, detail)
-                        .session(id.clone())
-                        .user(screen.user.clone())
-                        .target(screen.target.clone())
-                        .field("joined_by", who.clone())
-                        .field("mode", "read-only")
-                        .field("via", "api")
-                        .field("protocol", protocol.to_string())
-                };
-                auditor.record_best_effort(entry(
+                let names = (id, screen.user.as_str(), screen.target.as_str());
+                auditor.record_best_effort(watcher_entry(
                     AuditKind::SessionJoined,
                     format!("{who} is watching the session (read-only, api)"),
+                    names,
+                    who,
+                    protocol,
                 ));
-                let left = entry(
+                let left = watcher_entry(
                     AuditKind::SessionLeft,
                     format!("{who} stopped watching the session (api)"),
+                    names,
+                    who,
+                    protocol,
                 );
                 let started = Instant::now();
                 std::thread::spawn(move || {

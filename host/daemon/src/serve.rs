@@ -891,6 +891,7 @@ async fn start_api(
         live,
         screens,
         auditor: Auditor::new(store.clone()),
+        store: store.clone(),
     }));
     let state = match plugins {
         Some(host) => state

@@ -229,9 +229,11 @@ impl Gate for Asking<'_, '_> {
     }
 }
 
-/// The recording of the session's terminal, and when the user last typed.
+/// The recording of the session's terminal, what its watchers see, and when the user last
+/// typed.
 struct CastRecorder {
     cast: ChannelRecorder,
+    feed: Arc<gatehouse_ssh::TerminalFeed>,
     started: Instant,
     /// Milliseconds since `started` of the last input.
     last_input: Arc<AtomicU64>,
@@ -239,6 +241,7 @@ struct CastRecorder {
 
 impl gatehouse_telnet::Recorder for CastRecorder {
     fn output(&mut self, data: &[u8]) -> Result<(), RecordError> {
+        self.feed.output(&bytes::Bytes::copy_from_slice(data));
         self.cast
             .output(data)
             .map_err(|e| RecordError(e.to_string()))
@@ -612,9 +615,16 @@ impl Session {
                 let _ = end.send(Some((by.to_string(), reason.to_string())));
             }),
         );
+        // Watchable live (the API's live view) while the session is listed.
+        let feed = Arc::new(gatehouse_ssh::TerminalFeed::new((cols, rows)));
+        self.services
+            .services
+            .live
+            .register_terminal(&self.id, feed.clone());
         let last_input = Arc::new(AtomicU64::new(0));
         let mut recorder = CastRecorder {
             cast,
+            feed,
             started: Instant::now(),
             last_input: last_input.clone(),
         };

@@ -37,40 +37,29 @@ pub(crate) struct Typed {
     pub data: Bytes,
 }
 
-/// One terminal channel of a running session, as joiners reach it. The relay of the channel
-/// feeds it the output and takes what joiners type and the lines for its user.
-pub(crate) struct TerminalTap {
-    pub number: u32,
+/// What watchers of a terminal see: its output as it comes, the recent screen (the last
+/// 16 KiB) to start from, and its end. Fed by SSH's terminal relays (inside a
+/// [`TerminalTap`]) and by other protocols' terminals (Telnet, registered with
+/// [`crate::LiveSessions::register_terminal`]). Never makes the relay wait.
+pub struct TerminalFeed {
     /// The terminal's size when it started (columns, rows).
     pub size: (u32, u32),
     output: broadcast::Sender<Bytes>,
     recent: Mutex<VecDeque<u8>>,
-    typed: mpsc::Sender<Typed>,
-    notices: mpsc::Sender<String>,
     ended: watch::Sender<bool>,
 }
 
-impl TerminalTap {
-    /// A tap for channel `number`; the receivers are the relay's.
-    pub fn new(
-        number: u32,
-        size: (u32, u32),
-    ) -> (Arc<Self>, mpsc::Receiver<Typed>, mpsc::Receiver<String>) {
-        let (typed, typed_rx) = mpsc::channel(INPUT_QUEUE);
-        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
-        let tap = Arc::new(Self {
-            number,
+impl TerminalFeed {
+    pub fn new(size: (u32, u32)) -> Self {
+        TerminalFeed {
             size,
             output: broadcast::channel(OUTPUT_QUEUE).0,
             recent: Mutex::new(VecDeque::with_capacity(BACKLOG)),
-            typed,
-            notices,
             ended: watch::channel(false).0,
-        });
-        (tap, typed_rx, notices_rx)
+        }
     }
 
-    /// The terminal's output: to the joiners, and kept as the recent screen. Never waits.
+    /// The terminal's output: to the watchers, and kept as the recent screen. Never waits.
     pub fn output(&self, data: &Bytes) {
         if let Ok(mut recent) = self.recent.lock() {
             recent.extend(data.iter().copied());
@@ -90,6 +79,43 @@ impl TerminalTap {
         }
     }
 
+    /// The terminal ended: watchers are told and let go.
+    pub fn end(&self) {
+        self.ended.send_replace(true);
+    }
+}
+
+/// One terminal channel of a running SSH session, as joiners reach it. The relay of the
+/// channel feeds it the output and takes what joiners type and the lines for its user.
+pub(crate) struct TerminalTap {
+    pub number: u32,
+    pub feed: TerminalFeed,
+    typed: mpsc::Sender<Typed>,
+    notices: mpsc::Sender<String>,
+}
+
+impl TerminalTap {
+    /// A tap for channel `number`; the receivers are the relay's.
+    pub fn new(
+        number: u32,
+        size: (u32, u32),
+    ) -> (Arc<Self>, mpsc::Receiver<Typed>, mpsc::Receiver<String>) {
+        let (typed, typed_rx) = mpsc::channel(INPUT_QUEUE);
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let tap = Arc::new(Self {
+            number,
+            feed: TerminalFeed::new(size),
+            typed,
+            notices,
+        });
+        (tap, typed_rx, notices_rx)
+    }
+
+    /// The terminal's output: to the joiners, and kept as the recent screen. Never waits.
+    pub fn output(&self, data: &Bytes) {
+        self.feed.output(data);
+    }
+
     /// A line for the session's user (dropped when too many are queued).
     pub fn notice(&self, line: String) {
         let _ = self.notices.try_send(line);
@@ -97,7 +123,7 @@ impl TerminalTap {
 
     /// The channel ended: joiners are told and let go.
     pub fn end(&self) {
-        self.ended.send_replace(true);
+        self.feed.end();
     }
 }
 
@@ -235,8 +261,8 @@ pub(crate) async fn run_joiner(
         ),
     )
     .await;
-    let (recent, mut output) = tap.attach();
-    let mut ended = tap.ended.subscribe();
+    let (recent, mut output) = tap.feed.attach();
+    let mut ended = tap.feed.ended.subscribe();
     let mut told_read_only = false;
     let gone = !recent.is_empty() && client_tx.data_bytes(recent).await.is_err();
     let session_ended = if gone {
@@ -327,6 +353,11 @@ pub struct TerminalWatch {
     pub size: (u32, u32),
     output: broadcast::Receiver<Bytes>,
     ended: watch::Receiver<bool>,
+    /// An SSH session's terminal: its owner audits the watcher and tells its user.
+    ssh: Option<SshWatch>,
+}
+
+struct SshWatch {
     owner: Arc<SessionShared>,
     tap: Arc<TerminalTap>,
     who: String,
@@ -334,6 +365,17 @@ pub struct TerminalWatch {
 }
 
 impl TerminalWatch {
+    fn of(feed: &TerminalFeed, ssh: Option<SshWatch>) -> Self {
+        let (recent, output) = feed.attach();
+        TerminalWatch {
+            recent,
+            size: feed.size,
+            output,
+            ended: feed.ended.subscribe(),
+            ssh,
+        }
+    }
+
     /// The next output, a skip, or the end.
     pub async fn next(&mut self) -> WatchEvent {
         if *self.ended.borrow() {
@@ -355,23 +397,26 @@ impl TerminalWatch {
 
 impl Drop for TerminalWatch {
     fn drop(&mut self) {
-        let who = self.who.clone();
-        self.owner.audit(
+        let Some(ssh) = &self.ssh else {
+            return;
+        };
+        let who = ssh.who.clone();
+        ssh.owner.audit(
             AuditKind::SessionLeft,
-            format!("{who} stopped watching the session ({})", self.via),
+            format!("{who} stopped watching the session ({})", ssh.via),
             &[
                 ("joined_by", who.clone().into()),
                 ("mode", "read-only".into()),
-                ("via", self.via.clone().into()),
+                ("via", ssh.via.clone().into()),
             ],
         );
         log_now(
-            &self.owner,
-            self.tap.number,
+            &ssh.owner,
+            ssh.tap.number,
             RecordingEvent::Left { user: who.clone() },
         );
         if !*self.ended.borrow() {
-            self.tap
+            ssh.tap
                 .notice(format!("gatehouse: {who} stopped watching this session"));
         }
     }
@@ -392,8 +437,6 @@ impl crate::LiveSessions {
     pub fn watch_terminal(&self, id: &str, who: &str, via: &str) -> Option<TerminalWatch> {
         let owner = self.session(id)?;
         let tap = owner.first_terminal()?;
-        let (recent, output) = tap.attach();
-        let ended = tap.ended.subscribe();
         owner.audit(
             AuditKind::SessionJoined,
             format!("{who} is watching the session (read-only, {via})"),
@@ -414,15 +457,19 @@ impl crate::LiveSessions {
         tap.notice(format!(
             "gatehouse: {who} is watching this session (read-only, {via})"
         ));
-        Some(TerminalWatch {
-            recent,
-            size: tap.size,
-            output,
-            ended,
+        let ssh = SshWatch {
             owner,
-            tap,
+            tap: tap.clone(),
             who: who.to_string(),
             via: via.to_string(),
-        })
+        };
+        Some(TerminalWatch::of(&tap.feed, Some(ssh)))
+    }
+
+    /// Starts a read-only watch of the terminal another protocol registered for session `id`
+    /// ([`Self::register_terminal`]); the caller audits the watcher. `None` when none runs here.
+    pub fn watch_registered_terminal(&self, id: &str) -> Option<TerminalWatch> {
+        let feed = self.registered_terminal(id)?;
+        Some(TerminalWatch::of(&feed, None))
     }
 }

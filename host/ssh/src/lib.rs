@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use drain::{DrainState, Shutdown};
-pub use join::{TerminalWatch, WatchEvent};
+pub use join::{TerminalFeed, TerminalWatch, WatchEvent};
 pub use live::{EndSession, LiveGuard, LiveSessions};
 pub use server::serve;
 

@@ -15,6 +15,8 @@ pub type EndSession = Box<dyn Fn(&str, &str) + Send + Sync>;
 pub struct LiveSessions {
     sessions: Arc<Mutex<HashMap<String, Weak<SessionShared>>>>,
     others: Arc<Mutex<HashMap<String, EndSession>>>,
+    /// The terminals of other protocols' sessions (Telnet), for watchers.
+    terminals: Arc<Mutex<HashMap<String, Arc<crate::join::TerminalFeed>>>>,
     /// Told when a session's books are closed (a session node delivers them then).
     closed: Arc<tokio::sync::Notify>,
 }
@@ -60,6 +62,18 @@ impl LiveSessions {
             live: self.clone(),
             id: id.to_string(),
         }
+    }
+
+    /// Makes session `id`'s terminal watchable ([`Self::watch_registered_terminal`]) until
+    /// the guard of its [`Self::register`] is dropped.
+    pub fn register_terminal(&self, id: &str, feed: Arc<crate::join::TerminalFeed>) {
+        if let Ok(mut map) = self.terminals.lock() {
+            map.insert(id.to_string(), feed);
+        }
+    }
+
+    pub(crate) fn registered_terminal(&self, id: &str) -> Option<Arc<crate::join::TerminalFeed>> {
+        self.terminals.lock().ok()?.get(id).cloned()
     }
 
     /// Notified each time a session's books are closed.
@@ -142,6 +156,11 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         if let Ok(mut map) = self.live.others.lock() {
             map.remove(&self.id);
+        }
+        if let Ok(mut map) = self.live.terminals.lock()
+            && let Some(feed) = map.remove(&self.id)
+        {
+            feed.end();
         }
         self.live.closed.notify_one();
     }
