@@ -1,6 +1,7 @@
 //! Test hosts in network namespaces for transparent mode: a client namespace and a server
-//! namespace, each joined to this (the test's) namespace by a veth pair, so this namespace is
-//! the router the gateway runs on. An iptables REDIRECT rule on the client's link sends the
+//! namespace, each joined by a veth pair to a router namespace, where the test's thread and
+//! everything it starts (the gateway) run: the test moves itself into a fresh network
+//! namespace first, so its rules and routes never touch the host's. An iptables REDIRECT rule on the client's link sends the
 //! client's SSH connections to the server's address to the gateway's transparent listener, as
 //! the seeds describe (Debian packages iproute2, iptables), or a TPROXY rule with the policy
 //! routing it needs; the same routing brings the servers' replies to connections the gateway
@@ -47,6 +48,8 @@ pub struct Network {
 }
 
 impl Network {
+    /// Moves the calling test's thread into a new network namespace (the router: what it
+    /// starts from now on runs there), and builds the client and server namespaces around it.
     pub fn start() -> Network {
         assert!(
             Command::new("ip")
@@ -55,6 +58,9 @@ impl Network {
                 .is_ok_and(|o| o.status.success()),
             "`ip` is missing (Debian package iproute2)"
         );
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("a network namespace of the test's own (run as root)");
+        must("ip", &["link", "set", "lo", "up"]);
         // Distinct per network and per process (tests may run side by side in one process).
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
