@@ -313,6 +313,22 @@ fn a_vnc_viewer_reaches_the_target_with_the_vault_password_and_is_recorded() {
     let (status, answer) = get_json(&w.gh, &ada, &format!("/api/v1/sessions/{id}/transcript"));
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["error"]["code"], "not_terminal");
+    // The same in the player, in a browser: the video, its events, the green end.
+    let chromium = support::browser::require_browser_tools();
+    let mut node = std::process::Command::new("node");
+    node.arg("player-vnc.mjs")
+        .current_dir(support::browser::browser_dir())
+        .env("GH_URL", w.gh.api_url())
+        .env("USER_NAME", support::recordings::AUDITOR)
+        .env("PASSWORD", support::recordings::AUDITOR_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("SESSION", &id);
+    let played = support::run(node, None, Duration::from_secs(240));
+    assert!(
+        played.status.success(),
+        "the player did not play the VNC session:\n{}",
+        support::OutputExt::describe(&played)
+    );
     // Found by what was typed, once sealed and indexed.
     let hits = poll(LONG, || {
         let out = w.gh.cli_ok(&["session", "search", "xsetroot", "--json"]);
