@@ -104,15 +104,17 @@ fn main() -> Result<()> {
         session.run_to_marker("echo @@OK-$((6*7))@@", "@@OK-42@@")?;
         session.close();
     }
+    bench.gateway.settle();
 
     let mut runs = Vec::new();
     for rep in 0..settings.reps {
         for via in order(rep) {
-            let run = bench
+            let mut run = bench
                 .measure(&settings, &text, via, rep)
                 .with_context(|| format!("rep {} on the {} path", rep + 1, via.label()))?;
+            run.gateway_after = bench.gateway.settle();
             println!(
-                "rep {}/{} {:>7}: down {:7.1} MiB/s, up {:6.1} MiB/s, echo p50 {:5.0} µs, login {:5.1} ms",
+                "rep {}/{} {:>7}: down {:7.1} MiB/s, up {:6.1} MiB/s, echo p50 {:5.0} µs, login {:5.1} ms, gateway after: {:.2} CPU s",
                 rep + 1,
                 settings.reps,
                 via.label(),
@@ -120,6 +122,7 @@ fn main() -> Result<()> {
                 run.up.mib_s(),
                 median(&run.echo_us).unwrap_or(f64::NAN),
                 run.login_ms,
+                run.gateway_after,
             );
             runs.push(run);
         }
@@ -532,6 +535,7 @@ impl Bench {
         Ok(Run {
             via,
             rep,
+            gateway_after: 0.0,
             login_ms,
             down,
             up,
@@ -798,6 +802,9 @@ impl Transfer {
 struct Run {
     via: Via,
     rep: usize,
+    /// Gateway CPU seconds after the session, until it was idle again (sealing the recording:
+    /// hashing, signing, indexing it for search).
+    gateway_after: f64,
     login_ms: f64,
     down: Transfer,
     up: Transfer,
@@ -925,8 +932,10 @@ impl Report<'_> {
                 samples.len()
             ));
         }
+        let after: Vec<f64> = self.of(Via::Gateway).map(|r| r.gateway_after).collect();
         out.push_str(&format!(
-            "\ngateway peak RSS {} MiB; recordings {:.1} MiB\n",
+            "\ngateway CPU after each gateway session, until idle (sealing and indexing its recording): median {:.2} s\ngateway peak RSS {} MiB; recordings {:.1} MiB\n",
+            median(&after).unwrap_or(f64::NAN),
             self.gateway_peak_rss_kib.map_or(0, |k| k / 1024),
             self.recordings_bytes as f64 / MIB
         ));
@@ -942,6 +951,7 @@ impl Report<'_> {
                     "path": r.via.label(),
                     "rep": r.rep + 1,
                     "login_ms": r.login_ms,
+                    "gateway_cpu_after_session": r.gateway_after,
                     "down": r.down.json(),
                     "up": r.up.json(),
                     "echo_us": {

@@ -84,6 +84,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("the {} path does not work", via.label()))?;
         viewer.updates(1, 1)?;
     }
+    bench.gateway.settle();
     bench.clear_recordings();
 
     let mut runs = Vec::new();
@@ -169,7 +170,8 @@ impl Mode {
 
 /// From the environment, all optional: `GATEHOUSE_BENCH_VNC_SIZE` (`1920x1080`),
 /// `GATEHOUSE_BENCH_VNC_UPDATES` (100 full updates per session), `GATEHOUSE_BENCH_VNC_REPS` (5
-/// sessions per path and encoding), `GATEHOUSE_BENCH_VNC_DEPTH` (1 request outstanding),
+/// sessions per path and encoding), `GATEHOUSE_BENCH_VNC_DEPTH` (1 request outstanding; x11vnc
+/// merges pending requests into one update, so more stalls against it),
 /// `GATEHOUSE_BENCH_VNC_MODES` (`raw,hextile`), `GATEHOUSE_BENCH_VNC_LINES_PER_S` (60: the text
 /// scrolled on the target's screen), `GATEHOUSE_BENCH_VNC_X11VNC_ARGS` (more x11vnc arguments,
 /// separated by spaces); `GATEHOUSE_BIN` skips the build.
@@ -493,12 +495,11 @@ impl Bench {
         let seconds = t.elapsed().as_secs_f64();
         let cpu = self.cpu().since(&before);
         drop(viewer);
+        // Let the gateway finish the session and seal its recording (hashing and signing it)
+        // before the next run, and report that apart.
+        let gateway_after = self.gateway.settle();
         let recorded_bytes = match via {
-            Via::Gateway => {
-                // Let the gateway finish the session (and its recording) first.
-                std::thread::sleep(Duration::from_millis(500));
-                Some(self.clear_recordings())
-            }
+            Via::Gateway => Some(self.clear_recordings()),
             Via::Direct => None,
         };
         Ok(Run {
@@ -513,6 +514,7 @@ impl Bench {
             seconds,
             cpu,
             recorded_bytes,
+            gateway_after,
         })
     }
 }
@@ -783,6 +785,8 @@ struct Run {
     cpu: Cpu,
     /// The gateway's recording of the session.
     recorded_bytes: Option<u64>,
+    /// Gateway CPU seconds after the session until it was idle (sealing its recording).
+    gateway_after: f64,
 }
 
 impl Run {
@@ -819,6 +823,7 @@ impl Run {
                 "xterm_and_text": self.cpu.scene,
             },
             "recorded_bytes": self.recorded_bytes,
+            "gateway_cpu_after_session": self.gateway_after,
         })
     }
 }
@@ -908,7 +913,8 @@ impl Report<'_> {
             .filter_map(|r| Some(r.recorded_bytes? as f64 / r.bytes as f64))
             .collect();
         out.push_str(&format!(
-            "\ngateway peak RSS {} MiB; recording per byte relayed (median) {:.2}; first-frame p90 over all: direct {:.1} ms, gateway {:.1} ms\n",
+            "\ngateway CPU after each gateway session until idle (sealing the recording): median {:.2} s\ngateway peak RSS {} MiB; recording per byte relayed (median) {:.2}; first-frame p90 over all: direct {:.1} ms, gateway {:.1} ms\n",
+            median(&self.runs.iter().filter(|r| r.via == Via::Gateway).map(|r| r.gateway_after).collect::<Vec<_>>()).unwrap_or(f64::NAN),
             self.gateway_peak_rss_kib.map_or(0, |k| k / 1024),
             median(&recorded).unwrap_or(f64::NAN),
             percentile(

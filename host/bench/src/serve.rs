@@ -143,6 +143,38 @@ impl Serve {
         }
     }
 
+    /// Waits (at most 120 s) until the gateway has sealed every recording (a `manifest.json` in
+    /// each session's directory: hashed, signed and indexed for search, a few seconds after the
+    /// session ended) and then used no CPU for two 250 ms intervals in a row; returns the CPU
+    /// seconds it used meanwhile. So that this work after a session is reported apart and does
+    /// not run into the next measurement (on two CPUs it would slow the other path down).
+    pub fn settle(&self) -> f64 {
+        let start = crate::process_cpu_seconds(self.pid()).unwrap_or(0.0);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let recordings = self.data.join("recordings");
+        let unsealed = || {
+            std::fs::read_dir(&recordings)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.path().is_dir() && !e.path().join("manifest.json").exists())
+                })
+                .unwrap_or(false)
+        };
+        while unsealed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut last = crate::process_cpu_seconds(self.pid()).unwrap_or(start);
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = crate::process_cpu_seconds(self.pid()).unwrap_or(last);
+            quiet = if now - last < 0.005 { quiet + 1 } else { 0 };
+            last = now;
+        }
+        last - start
+    }
+
     /// Peak resident memory so far (KiB).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         crate::rss_kib(self.pid(), "VmHWM:")
