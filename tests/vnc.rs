@@ -143,6 +143,47 @@ fn a_vnc_viewer_reaches_the_target_with_the_vault_password_and_is_recorded() {
     drop(wrong);
     assert!(w.gh.sessions().is_empty());
 
+    // An asset that does not exist and an account not granted read alike to the viewer; the
+    // audit trail tells them apart.
+    for (login, detail) in [("console@nosuch", "nosuch"), ("someone@vn1", "someone@vn1")] {
+        let viewer_home = tempfile::tempdir().unwrap();
+        let mut refused = viewer(
+            &screen,
+            viewer_home.path(),
+            &ca,
+            port,
+            &format!("{GATEWAY_USER}@{login}"),
+            GATEWAY_PASSWORD,
+        );
+        let denied = poll(LONG, || {
+            w.gh.audit_of("access_denied").into_iter().find(|e| {
+                e["fields"]["protocol"] == "vnc" && json_str(e, "detail").contains(detail)
+            })
+        });
+        let log =
+            || std::fs::read_to_string(viewer_home.path().join("viewer.log")).unwrap_or_default();
+        assert!(
+            denied.is_some(),
+            "no VNC access_denied for {login}; viewer log:\n{}",
+            log()
+        );
+        // TigerVNC prints the server's reason, wrapped: compared with its spaces collapsed.
+        let told = poll(LONG, || {
+            let said = log().split_whitespace().collect::<Vec<_>>().join(" ");
+            said.contains(&format!(
+                "Authentication failure: gatehouse: target `{login}` is unknown or you are not permitted to use it"
+            ))
+            .then_some(())
+        });
+        assert!(
+            told.is_some(),
+            "the viewer was not told why ({login}):\n{}",
+            log()
+        );
+        let _ = refused.0.kill();
+    }
+    assert!(w.gh.sessions().is_empty());
+
     // The right one: the viewer shows the target; what is typed runs there.
     let session = viewer(
         &screen,
