@@ -746,3 +746,48 @@ fn a_redirected_vnc_viewer_reaches_the_server_it_was_addressed_to() {
     let sessions = w.gh.ended_sessions_of(GATEWAY_USER, 1);
     assert_eq!(json_str(&sessions[0], "asset"), "vsrv", "{}", sessions[0]);
 }
+
+/// `--transparent-source client` is refused at start, in one line, when it could only fail
+/// later: without a transparent listener, and without CAP_NET_ADMIN (root with that capability
+/// and CAP_NET_RAW out of its bounding set, util-linux `setpriv`).
+#[test]
+fn the_clients_source_is_refused_at_start_when_it_cannot_work() {
+    let gh = support::Gatehouse::init();
+    let serve = |prefix: &[&str], extra: &[&str]| {
+        let gatehouse = gh.command();
+        let mut cmd = std::process::Command::new(prefix.first().copied().unwrap_or("env"));
+        cmd.args(prefix.iter().skip(1))
+            .arg(gatehouse.get_program())
+            .args(gatehouse.get_args())
+            .env_remove("GATEHOUSE_DATA_DIR")
+            .env("NO_COLOR", "1")
+            .args([
+                "serve",
+                "--ssh-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--rdp-listen",
+                "127.0.0.1:0",
+                "--transparent-source",
+                "client",
+            ])
+            .args(extra);
+        let out = support::run(cmd, None, LONG);
+        assert!(!out.status.success(), "{}", out.describe());
+        out.stderr_text()
+    };
+    let said = serve(&[], &[]);
+    assert!(
+        said.contains("--transparent-source client applies to transparent listeners"),
+        "{said}"
+    );
+    let said = serve(
+        &["setpriv", "--bounding-set=-net_admin,-net_raw"],
+        &["--ssh-transparent-listen", "127.0.0.1:0"],
+    );
+    assert!(
+        said.contains("which needs CAP_NET_ADMIN or CAP_NET_RAW"),
+        "{said}"
+    );
+}

@@ -102,7 +102,8 @@ pub struct ServeArgs {
     pub vnc_transparent_listen: Option<SocketAddr>,
     /// Where transparent mode's connections to targets come from: the gateway's address
     /// (`gateway`), or the client's own (`client`: targets see the user's address; needs
-    /// CAP_NET_ADMIN and a router that sends the targets' replies back to the gateway).
+    /// CAP_NET_ADMIN or CAP_NET_RAW, and a router that sends the targets' replies back to the
+    /// gateway).
     #[arg(long, value_enum, default_value_t = TransparentSource::Gateway)]
     pub transparent_source: TransparentSource,
     /// Address for Telnet clients (default: settings.json `telnet`, off; Telnet is cleartext).

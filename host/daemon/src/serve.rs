@@ -46,13 +46,31 @@ pub struct TransparentListen {
     pub telnet: Option<SocketAddr>,
     pub vnc: Option<SocketAddr>,
     /// Targets are dialed from the client's own address (`IP_TRANSPARENT`, needs
-    /// `CAP_NET_ADMIN` and a router that sends the targets' replies back to the gateway).
+    /// `CAP_NET_ADMIN` or `CAP_NET_RAW`, and a router that sends the targets' replies back to
+    /// the gateway).
     pub source_from_client: bool,
 }
 
 impl TransparentListen {
     fn any(&self) -> bool {
         self.ssh.is_some() || self.rdp.is_some() || self.telnet.is_some() || self.vnc.is_some()
+    }
+
+    /// Refuses settings that would only fail later, session by session.
+    fn check(&self) -> Result<()> {
+        if !self.source_from_client {
+            return Ok(());
+        }
+        if !self.any() {
+            anyhow::bail!(
+                "--transparent-source client applies to transparent listeners, and none is given (--ssh-transparent-listen, --rdp-transparent-listen, --vnc-transparent-listen, --telnet-transparent-listen)"
+            );
+        }
+        gatehouse_net::check_foreign_source().map_err(|e| {
+            anyhow::anyhow!(
+                "--transparent-source client dials from the users' addresses (IP_TRANSPARENT), which needs CAP_NET_ADMIN or CAP_NET_RAW: {e}"
+            )
+        })
     }
 
     fn mode(&self) -> crate::listener::Transparent {
@@ -194,6 +212,7 @@ pub fn run(
             .await
             .with_context(|| format!("listening on {ssh_listen}"))?;
         let bound = listener.local_addr()?;
+        listen.transparent.check()?;
         let transparent_listener = listen.transparent.bind(listen.transparent.ssh, "SSH")?;
         let rdp_listener = crate::rdp_glue::bind(&settings.rdp, listen.rdp).await?;
         let telnet_listener = crate::telnet_glue::bind(&settings.telnet, listen.telnet).await?;

@@ -117,12 +117,24 @@ fn transparent_socket(target: SocketAddr, from: IpAddr) -> io::Result<TcpSocket>
     transparent.map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("IP_TRANSPARENT needs CAP_NET_ADMIN ({e})"),
+            format!("IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW ({e})"),
         )
     })?;
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::new(from, 0).into())?;
     Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+/// Whether this process may dial from addresses that are not its own (`IP_TRANSPARENT` needs
+/// `CAP_NET_ADMIN` or `CAP_NET_RAW`): checked once at start, so that an operator learns it then rather than
+/// from every session's failure.
+pub fn check_foreign_source() -> io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_ip_transparent_v4(true)
 }
 
 /// A listener for connections a router sends here. It accepts what an iptables `REDIRECT`
