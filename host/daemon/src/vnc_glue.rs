@@ -19,8 +19,8 @@ use gatehouse_plugin_host::{Protocol, Question};
 use gatehouse_recording::{RecordingEvent, SessionRecording};
 use gatehouse_store::{SESSIONS, Store};
 use gatehouse_vnc::{
-    ClientMessage, ClientSideOptions, Password, RecordError, RecordedEvent, RecordedKind,
-    RecordingWriter, RelayOptions, TargetError, TargetOptions, TypedText,
+    BackgroundRecorder, ClientMessage, ClientSideOptions, Password, RecordError, RecordedEvent,
+    RecordedKind, RecordingWriter, RelayOptions, TargetError, TargetOptions, TypedText,
 };
 use std::io::BufWriter;
 use std::net::SocketAddr;
@@ -214,9 +214,10 @@ impl Gate for Session {
 /// Why a session was stopped from outside its relay: the audit detail and fields.
 type StopReason = (String, Vec<(&'static str, serde_json::Value)>);
 
-/// The relay's recorder: every message to `vnc.rec`, typed text to the session's events.
+/// The relay's recorder: every message to `vnc.rec` (written by a thread of its own, off the
+/// data path), typed text to the session's events.
 struct VncFile<'a> {
-    file: RecordingWriter<BufWriter<std::fs::File>>,
+    file: BackgroundRecorder<BufWriter<std::fs::File>>,
     recording: &'a SessionRecording,
     typed: Mutex<(TypedText, Option<Duration>)>,
     /// Milliseconds into the session of the user's last key or pointer event.
@@ -471,7 +472,8 @@ impl Session {
         };
         let file = std::fs::File::create(recording.dir().join(VNC_FILE))
             .map_err(|e| e.to_string())
-            .and_then(|f| RecordingWriter::new(BufWriter::new(f)).map_err(|e| e.to_string()));
+            .and_then(|f| RecordingWriter::new(BufWriter::new(f)).map_err(|e| e.to_string()))
+            .and_then(|w| BackgroundRecorder::new(w).map_err(|e| e.to_string()));
         let file = match file {
             Ok(file) => file,
             Err(e) => {
@@ -595,8 +597,11 @@ impl Session {
             self.audit(AuditKind::SessionEnded, detail, &fields);
         }
         let VncFile { file, .. } = recorder;
-        if let Err(e) = file.finish() {
-            tracing::error!(error = %e, "cannot close the VNC recording");
+        // The records still queued are written before the books close.
+        match tokio::task::spawn_blocking(move || file.finish()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot close the VNC recording"),
+            Err(e) => tracing::error!(error = %e, "cannot close the VNC recording"),
         }
         let summary = &outcome.summary;
         let bytes = (summary.bytes_from_client, summary.bytes_from_target);

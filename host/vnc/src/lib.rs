@@ -60,7 +60,8 @@ pub use error::{ClientError, ProtocolError, RecordError, RecordingError, RelayEr
 pub use framebuffer::{Frame, Framebuffer};
 pub use keysym::{KeyText, TypedText, keysym_text};
 pub use recording::{
-    Record, RecordKind, RecordingReader, RecordingWriter, Replayed, Replayer, replay,
+    BackgroundRecorder, Record, RecordKind, RecordingReader, RecordingWriter, Replayed, Replayer,
+    replay,
 };
 pub use relay::{
     RecordedEvent, RecordedKind, Recorder, RelayOptions, RelayOutcome, RelaySummary, relay,

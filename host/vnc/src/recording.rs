@@ -119,27 +119,152 @@ impl<W: Write + Send> RecordingWriter<W> {
     }
 }
 
+/// The record an event is stored as: its kind and payload (the target's bytes as they came
+/// when the relay has them, else the message encoded), `None` for an event not stored.
+fn record_of(event: &RecordedEvent<'_>) -> Option<(RecordKind, bytes::Bytes)> {
+    let mut payload = Vec::new();
+    let kind = match event.kind {
+        RecordedKind::Start(init) => {
+            init.encode(&mut payload);
+            RecordKind::Start
+        }
+        RecordedKind::FromTarget(message) => {
+            if let Some(raw) = event.raw {
+                return Some((RecordKind::FromTarget, raw.clone()));
+            }
+            message.encode(&mut payload);
+            RecordKind::FromTarget
+        }
+        RecordedKind::FromClient(message) => {
+            message.encode(&mut payload);
+            RecordKind::FromClient
+        }
+        // Already in the update that carried it.
+        RecordedKind::DesktopResized { .. } => return None,
+    };
+    Some((kind, payload.into()))
+}
+
+fn write_failed(e: impl std::fmt::Display) -> RecordError {
+    RecordError(format!("writing the vnc recording: {e}"))
+}
+
 impl<W: Write + Send> Recorder for RecordingWriter<W> {
     fn record(&self, event: &RecordedEvent<'_>) -> Result<(), RecordError> {
-        let mut payload = Vec::new();
-        let kind = match event.kind {
-            RecordedKind::Start(init) => {
-                init.encode(&mut payload);
-                RecordKind::Start
-            }
-            RecordedKind::FromTarget(message) => {
-                message.encode(&mut payload);
-                RecordKind::FromTarget
-            }
-            RecordedKind::FromClient(message) => {
-                message.encode(&mut payload);
-                RecordKind::FromClient
-            }
-            // Already in the update that carried it.
-            RecordedKind::DesktopResized { .. } => return Ok(()),
+        let Some((kind, payload)) = record_of(event) else {
+            return Ok(());
         };
         self.write_record(kind, event.at, &payload)
-            .map_err(|e| RecordError(format!("writing the vnc recording: {e}")))
+            .map_err(write_failed)
+    }
+}
+
+/// How many bytes of records a [`BackgroundRecorder`] holds before the relay waits for its
+/// thread (the relay's backpressure: a session cannot outrun its disk by more than this).
+pub const BACKGROUND_BUDGET: usize = 32 * 1024 * 1024;
+
+/// A [`RecordingWriter`] on a thread of its own: the relay hands each record over (the
+/// target's bytes by reference count, no copy) and goes on relaying while the thread writes
+/// and flushes, so the file's writes are off the data path. At most [`BACKGROUND_BUDGET`]
+/// bytes wait (one record more when it alone is larger); the relay waits for room beyond that.
+/// A write error is returned by the next `record` (the session ends) and by `finish`.
+pub struct BackgroundRecorder<W: Write + Send + 'static> {
+    jobs: Option<std::sync::mpsc::Sender<(RecordKind, Duration, bytes::Bytes)>>,
+    budget: std::sync::Arc<Budget>,
+    thread: Option<std::thread::JoinHandle<io::Result<W>>>,
+}
+
+/// Bytes handed to the thread and not written yet, and whether the thread stopped.
+struct Budget {
+    state: Mutex<(usize, Option<String>)>,
+    room: std::sync::Condvar,
+}
+
+impl<W: Write + Send + 'static> BackgroundRecorder<W> {
+    pub fn new(writer: RecordingWriter<W>) -> io::Result<BackgroundRecorder<W>> {
+        let (jobs, queue) = std::sync::mpsc::channel::<(RecordKind, Duration, bytes::Bytes)>();
+        let budget = std::sync::Arc::new(Budget {
+            state: Mutex::new((0, None)),
+            room: std::sync::Condvar::new(),
+        });
+        let shared = budget.clone();
+        let thread = std::thread::Builder::new()
+            .name("vnc-recording".into())
+            .spawn(move || {
+                let mut result = Ok(());
+                for (kind, at, payload) in queue {
+                    if result.is_ok() {
+                        result = writer.write_record(kind, at, &payload);
+                    }
+                    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    state.0 = state.0.saturating_sub(payload.len());
+                    if let Err(e) = &result
+                        && state.1.is_none()
+                    {
+                        state.1 = Some(e.to_string());
+                    }
+                    shared.room.notify_all();
+                }
+                result.and_then(|()| writer.finish())
+            })?;
+        Ok(BackgroundRecorder {
+            jobs: Some(jobs),
+            budget,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for every record to be written and flushed; the writer back.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.jobs = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(io::Error::other("the recording thread stopped")),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for BackgroundRecorder<W> {
+    fn drop(&mut self) {
+        // The records handed over are still written: the thread ends with its queue.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Recorder for BackgroundRecorder<W> {
+    fn record(&self, event: &RecordedEvent<'_>) -> Result<(), RecordError> {
+        let Some((kind, payload)) = record_of(event) else {
+            return Ok(());
+        };
+        let size = payload.len();
+        {
+            let mut state = self.budget.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(e) = &state.1 {
+                    return Err(write_failed(e));
+                }
+                if state.0 == 0 || state.0 + size <= BACKGROUND_BUDGET {
+                    break;
+                }
+                state = self
+                    .budget
+                    .room
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            state.0 += size;
+        }
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|jobs| jobs.send((kind, event.at, payload)));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(write_failed("the recording thread stopped")),
+        }
     }
 }
 
@@ -304,6 +429,102 @@ pub fn replay<R: Read>(reader: R) -> Result<Framebuffer, RecordingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that fails after `ok` writes.
+    struct Failing {
+        ok: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            self.ok -= 1;
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_background_recorder_writes_every_record_in_order_the_targets_bytes_as_they_came() {
+        use crate::codec::ServerMessage;
+        let init = ServerInit {
+            width: 8,
+            height: 8,
+            pixel_format: crate::codec::PixelFormat::TARGET,
+            name: "desk".into(),
+        };
+        let recorder = BackgroundRecorder::new(RecordingWriter::new(Vec::new()).unwrap()).unwrap();
+        let event = |at: u64, kind| RecordedEvent {
+            at: Duration::from_millis(at),
+            kind,
+            raw: None,
+        };
+        recorder
+            .record(&event(0, RecordedKind::Start(&init)))
+            .unwrap();
+        // A Bell from the target whose bytes came with it: those bytes are the record, as is.
+        let bell = ServerMessage::Bell;
+        let raw = bytes::Bytes::from_static(&[2]);
+        for at in 1..=200 {
+            recorder
+                .record(&RecordedEvent {
+                    raw: Some(&raw),
+                    ..event(at, RecordedKind::FromTarget(&bell))
+                })
+                .unwrap();
+        }
+        let key = crate::codec::ClientMessage::KeyEvent {
+            down: true,
+            keysym: 0x61,
+        };
+        recorder
+            .record(&event(300, RecordedKind::FromClient(&key)))
+            .unwrap();
+        let written = recorder.finish().unwrap();
+        let mut reader = RecordingReader::new(written.as_slice()).unwrap();
+        let mut kinds = Vec::new();
+        let mut last = Duration::ZERO;
+        while let Some(record) = reader.next_record().unwrap() {
+            assert!(record.at >= last, "records in order");
+            last = record.at;
+            if record.kind == RecordKind::FromTarget {
+                assert_eq!(record.payload, [2]);
+            }
+            kinds.push(record.kind);
+        }
+        assert_eq!(kinds.len(), 202);
+        assert_eq!(kinds[0], RecordKind::Start);
+        assert_eq!(kinds[201], RecordKind::FromClient);
+    }
+
+    #[test]
+    fn a_write_error_ends_the_session_at_the_next_record_and_is_returned_by_finish() {
+        // The header takes three writes; the fourth (the first record's header) fails.
+        let recorder =
+            BackgroundRecorder::new(RecordingWriter::new(Failing { ok: 3 }).unwrap()).unwrap();
+        let bell = crate::codec::ServerMessage::Bell;
+        let raw = bytes::Bytes::from_static(&[2]);
+        let event = RecordedEvent {
+            at: Duration::ZERO,
+            kind: RecordedKind::FromTarget(&bell),
+            raw: Some(&raw),
+        };
+        // Handed over: the failure comes from the thread, to a later call.
+        let _ = recorder.record(&event);
+        let refused = (0..100).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            recorder.record(&event).err()
+        });
+        let refused = refused.expect("a record after the failure is refused");
+        assert!(refused.0.contains("disk full"), "{}", refused.0);
+        let finished = recorder.finish().err().expect("finish reports the failure");
+        assert!(finished.to_string().contains("disk full"), "{finished}");
+    }
 
     #[test]
     fn a_follower_sees_the_targets_messages_at_once_and_the_viewers_within_the_flush_period() {

@@ -39,6 +39,9 @@ pub struct RecordedEvent<'a> {
     /// Time since the relay started.
     pub at: Duration,
     pub kind: RecordedKind<'a>,
+    /// A message from the target as its bytes came (what `kind` was parsed from): a recorder
+    /// may keep these rather than encode the message again (a reference count, no copy).
+    pub raw: Option<&'a bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +190,7 @@ where
         recorder.record(&RecordedEvent {
             at: started.elapsed(),
             kind: RecordedKind::Start(&recorded_init),
+            raw: None,
         })?;
         let mut out = Vec::new();
         client_init.encode(&mut out);
@@ -249,6 +253,7 @@ where
                 recorder.record(&RecordedEvent {
                     at: started.elapsed(),
                     kind: RecordedKind::FromClient(&forward),
+                    raw: None,
                 })?;
                 out.clear();
                 forward.encode(&mut out);
@@ -276,7 +281,7 @@ where
                 else {
                     return Ok(());
                 };
-                let bytes = target_buffer.split_to(length);
+                let bytes = target_buffer.split_to(length).freeze();
                 down.bytes += length as u64;
                 down.messages += 1;
                 if let ServerMessage::ServerCutText(_) = message
@@ -288,6 +293,7 @@ where
                 recorder.record(&RecordedEvent {
                     at: started.elapsed(),
                     kind: RecordedKind::FromTarget(&message),
+                    raw: Some(&bytes),
                 })?;
                 context.apply(&message);
                 let mut converted = None;
@@ -300,6 +306,7 @@ where
                                 width: context.width,
                                 height: context.height,
                             },
+                            raw: None,
                         })?;
                     }
                     let wanted = *client_format.lock().unwrap_or_else(|p| p.into_inner());
