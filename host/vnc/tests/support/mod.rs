@@ -20,11 +20,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM, then SIGKILL after 5 s. x11vnc removes its
+/// shared-memory segments only on a signal it can catch; killed outright it leaves about 60,
+/// and after a few test runs the system has none left (`shmget: No space left on device`).
 pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
