@@ -449,18 +449,9 @@ struct ServerShadow {
 
 impl ServerShadow {
     fn start(network: &Network, dir: &std::path::Path, account: &str, password: &str) -> Self {
-        use support::rdp_peers::{Display, require, spawn_logged};
+        use support::rdp_peers::{Display, require, shadow_files, spawn_logged};
         let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
-        let hash = require("winpr-hash", "winpr-utils");
-        let sam = dir.join("target.sam");
-        let out = std::process::Command::new(hash)
-            .args(["-u", account, "-p", password, "-f", "sam"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "winpr-hash: {out:?}");
-        std::fs::write(&sam, &out.stdout).unwrap();
-        let home = dir.join("target-home");
-        std::fs::create_dir_all(&home).unwrap();
+        let (sam, home) = shadow_files(dir, account, password);
         let display = Display::start(dir);
         let mut command = network.in_server(shadow.to_str().unwrap());
         command
@@ -596,14 +587,7 @@ impl ServerX11vnc {
         display: &support::vnc_peers::Display,
         password: &str,
     ) -> Self {
-        let file = dir.join("vncpasswd");
-        let status = std::process::Command::new("x11vnc")
-            .args(["-storepasswd", password, file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("x11vnc (Debian package x11vnc) must be installed");
-        assert!(status.success());
+        let file = support::vnc_peers::password_file(dir, password);
         let log = std::fs::File::create(dir.join("x11vnc.log")).unwrap();
         let child = network
             .in_server("x11vnc")

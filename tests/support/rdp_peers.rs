@@ -423,23 +423,28 @@ impl Display {
     }
 }
 
+/// The shadow server's files in `dir`: a SAM file with one local account (winpr-hash) and a
+/// home directory (where it makes its certificate).
+pub fn shadow_files(dir: &Path, account: &str, password: &str) -> (PathBuf, PathBuf) {
+    let winpr_hash = require("winpr-hash", "winpr-utils");
+    let sam = dir.join("target.sam");
+    let out = Command::new(winpr_hash)
+        .args(["-u", account, "-p", password, "-f", "sam"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run winpr-hash: {e}"));
+    assert!(out.status.success(), "winpr-hash failed: {out:?}");
+    std::fs::write(&sam, &out.stdout).unwrap_or_else(|e| panic!("writing {}: {e}", sam.display()));
+    let home = dir.join("target-home");
+    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("creating {}: {e}", home.display()));
+    (sam, home)
+}
+
 impl ShadowTarget {
     /// [`ShadowTarget::start`] on a display the caller started (of the size it wants, with the
     /// programs it wants on it).
     pub fn start_on(dir: &Path, display: Display, account: &str, password: &str) -> ShadowTarget {
         let shadow = require("freerdp-shadow-cli", "freerdp2-shadow-x11");
-        let winpr_hash = require("winpr-hash", "winpr-utils");
-        let sam = dir.join("target.sam");
-        let out = Command::new(winpr_hash)
-            .args(["-u", account, "-p", password, "-f", "sam"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run winpr-hash: {e}"));
-        assert!(out.status.success(), "winpr-hash failed: {out:?}");
-        std::fs::write(&sam, &out.stdout)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", sam.display()));
-        let home = dir.join("target-home");
-        std::fs::create_dir_all(&home)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", home.display()));
+        let (sam, home) = shadow_files(dir, account, password);
         let port = free_port();
         let mut command = Command::new(shadow);
         command

@@ -106,18 +106,24 @@ pub struct X11vnc {
     _dir: tempfile::TempDir,
 }
 
+/// x11vnc's password file for `password`, in `dir`.
+pub fn password_file(dir: &Path, password: &str) -> std::path::PathBuf {
+    let file = dir.join("passwd");
+    let status = Command::new("x11vnc")
+        .args(["-storepasswd", password, file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("x11vnc (Debian package x11vnc) must be installed");
+    assert!(status.success());
+    file
+}
+
 impl X11vnc {
     pub fn start(display: &Display, password: &str) -> X11vnc {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
-        let file = dir.path().join("passwd");
-        let status = Command::new("x11vnc")
-            .args(["-storepasswd", password, file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("x11vnc (Debian package x11vnc) must be installed");
-        assert!(status.success());
+        let file = password_file(dir.path(), password);
         let mut child = Command::new("x11vnc")
             .args([
                 "-display",
