@@ -93,6 +93,35 @@ where
     Ok(())
 }
 
+/// [`accept_sessions`] for one of a protocol's listeners, the usual one or transparent mode's
+/// (`transparent`, with the store its assets are looked up in): the span says which
+/// (`labels`: the usual and the transparent protocol name), and `session` gets each transparent
+/// connection's arrival (the asset at its original destination whose `port_of` is its port).
+pub(crate) async fn accept_protocol<F, Fut>(
+    listener: TcpListener,
+    shutdown: gatehouse_ssh::Shutdown,
+    labels: (&'static str, &'static str),
+    transparent: Option<(Transparent, std::sync::Arc<gatehouse_store::Store>)>,
+    port_of: fn(&gatehouse_core::Asset) -> Option<u16>,
+    session: F,
+) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr, String, Option<Arrived>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let protocol = match transparent {
+        Some(_) => labels.1,
+        None => labels.0,
+    };
+    accept_sessions(listener, shutdown, protocol, move |socket, client, id| {
+        let arrived = transparent
+            .as_ref()
+            .map(|(mode, store)| mode.arrive(&socket, client, store, port_of));
+        session(socket, client, id, arrived)
+    })
+    .await
+}
+
 /// Runs a protocol's listeners side by side, the usual one and transparent mode's (either may
 /// be absent); returns when both have.
 pub(crate) async fn both<A, B>(plain: Option<A>, redirected: Option<B>) -> std::io::Result<()>

@@ -163,27 +163,26 @@ pub(crate) async fn serve(
     transparent: Option<crate::listener::Transparent>,
 ) -> std::io::Result<()> {
     let draining = shutdown.clone();
-    let protocol = match transparent {
-        Some(_) => "rdp-transparent",
-        None => "rdp",
-    };
-    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
-        let arrived = transparent.map(|t| {
-            t.arrive(&socket, client, &services.store, |a| {
-                a.rdp.as_ref().map(|r| r.port)
-            })
-        });
-        let session = Session {
-            id,
-            client,
-            services: services.clone(),
-            shutdown: shutdown.clone(),
-            arrived,
-            user: String::new(),
-            target: String::new(),
-        };
-        session.run(socket)
-    })
+    let transparent = transparent.map(|t| (t, services.store.clone()));
+    crate::listener::accept_protocol(
+        listener,
+        draining,
+        ("rdp", "rdp-transparent"),
+        transparent,
+        |a| a.rdp.as_ref().map(|r| r.port),
+        move |socket, client, id, arrived| {
+            let session = Session {
+                id,
+                client,
+                services: services.clone(),
+                shutdown: shutdown.clone(),
+                arrived,
+                user: String::new(),
+                target: String::new(),
+            };
+            session.run(socket)
+        },
+    )
     .await
 }
 

@@ -100,27 +100,26 @@ pub(crate) async fn serve(
         return Ok(());
     }
     let draining = shutdown.clone();
-    let protocol = match transparent {
-        Some(_) => "telnet-transparent",
-        None => "telnet",
-    };
-    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
-        let arrived = transparent.map(|t| {
-            t.arrive(&socket, client, &services.services.store, |a| {
-                a.telnet.as_ref().map(|t| t.port)
-            })
-        });
-        let session = Session {
-            id,
-            client,
-            services: services.clone(),
-            shutdown: shutdown.clone(),
-            arrived,
-            user: String::new(),
-            target: String::new(),
-        };
-        session.run(socket)
-    })
+    let transparent = transparent.map(|t| (t, services.services.store.clone()));
+    crate::listener::accept_protocol(
+        listener,
+        draining,
+        ("telnet", "telnet-transparent"),
+        transparent,
+        |a| a.telnet.as_ref().map(|t| t.port),
+        move |socket, client, id, arrived| {
+            let session = Session {
+                id,
+                client,
+                services: services.clone(),
+                shutdown: shutdown.clone(),
+                arrived,
+                user: String::new(),
+                target: String::new(),
+            };
+            session.run(socket)
+        },
+    )
     .await
 }
 

@@ -112,27 +112,26 @@ async fn serve(
     transparent: Option<crate::listener::Transparent>,
 ) -> std::io::Result<()> {
     let draining = shutdown.clone();
-    let protocol = match transparent {
-        Some(_) => "vnc-transparent",
-        None => "vnc",
-    };
-    crate::listener::accept_sessions(listener, draining, protocol, move |socket, client, id| {
-        let arrived = transparent.map(|t| {
-            t.arrive(&socket, client, &services.services.store, |a| {
-                a.vnc.as_ref().map(|v| v.port)
-            })
-        });
-        let session = Session {
-            id,
-            client,
-            services: services.clone(),
-            shutdown: shutdown.clone(),
-            arrived,
-            user: String::new(),
-            target: String::new(),
-        };
-        session.run(socket)
-    })
+    let transparent = transparent.map(|t| (t, services.services.store.clone()));
+    crate::listener::accept_protocol(
+        listener,
+        draining,
+        ("vnc", "vnc-transparent"),
+        transparent,
+        |a| a.vnc.as_ref().map(|v| v.port),
+        move |socket, client, id, arrived| {
+            let session = Session {
+                id,
+                client,
+                services: services.clone(),
+                shutdown: shutdown.clone(),
+                arrived,
+                user: String::new(),
+                target: String::new(),
+            };
+            session.run(socket)
+        },
+    )
     .await
 }
 
