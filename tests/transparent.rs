@@ -103,33 +103,47 @@ fn client_in(network: &Network, login: &str, password: &str) -> (Client, tempfil
     (client, bin)
 }
 
+/// Restarts the world's gateway with transparent mode's `listen` flag on a free port of `host`
+/// (the router's address on the client's link) and `extra` flags; that port.
+fn serve_transparent(w: &mut World, listen: &str, host: &str, extra: &[&str]) -> u16 {
+    let port = support::free_port();
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut args = vec![listen, address.as_str()];
+    args.extend_from_slice(extra);
+    w.gh.stop_server();
+    w.gh.serve_options(&args, &[]);
+    w.gh.serve();
+    port
+}
+
+/// Asset `asset` at `address` (`extra`: its protocol's port and the like), and `account@asset`
+/// with the vault's password, granted to alice.
+fn add_server(w: &World, asset: &str, address: &str, account: &str, extra: &[&str]) {
+    let mut args = vec!["asset", "add", asset, "--address", address, "--tofu"];
+    args.extend_from_slice(extra);
+    w.gh.cli_ok(&args);
+    let spec = format!("{account}@{asset}");
+    w.gh.add_account_with_password(&spec, w.vault_password());
+    w.gh.grant_user(GATEWAY_USER, &spec);
+}
+
 #[test]
 fn a_redirected_ssh_connection_reaches_the_server_it_was_addressed_to() {
     let mut network = Network::start();
     let mut w = World::start("transparent");
     let _sshd = ServerSshd::start(&network);
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
-    w.gh.serve_options(
-        &[
-            "--ssh-transparent-listen",
-            &format!("{}:{transparent_port}", network.router_client_ip),
-        ],
+    let port = serve_transparent(
+        &mut w,
+        "--ssh-transparent-listen",
+        &network.router_client_ip,
         &[],
     );
-    w.gh.serve();
-    network.redirect(22, transparent_port);
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
-        "srv",
-        "--address",
-        &network.server_ip,
-        "--tofu",
-    ]);
-    let spec = format!("{}@srv", w.account.name);
-    w.gh.add_account_with_password(&spec, w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, &spec);
+    network.redirect(22, port);
+    add_server(&w, "srv", &network.server_ip, &w.account.name, &[]);
 
     // The user names only themselves and the account; the server is where they connected.
     let login = format!("{GATEWAY_USER}@{}", w.account.name);
@@ -259,32 +273,21 @@ fn a_redirected_telnet_connection_reaches_the_device_it_was_addressed_to() {
     let mut network = Network::start();
     let mut w = World::start("transparent_tn");
     let _telnetd = ServerTelnetd::start(&network, &w.account.name, w.vault_password());
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
-    w.gh.serve_options(
-        &[
-            "--telnet-transparent-listen",
-            &format!("{}:{transparent_port}", network.router_client_ip),
-        ],
+    let port = serve_transparent(
+        &mut w,
+        "--telnet-transparent-listen",
+        &network.router_client_ip,
         &[],
     );
-    w.gh.serve();
-    network.redirect(23, transparent_port);
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
+    network.redirect(23, port);
+    let account = w.account.name.clone();
+    add_server(
+        &w,
         "tsrv",
-        "--address",
         &network.server_ip,
-        "--tofu",
-        "--telnet-port",
-        "23",
-        "--telnet-success",
-        r"target\$$",
-    ]);
-    let spec = format!("{}@tsrv", w.account.name);
-    w.gh.add_account_with_password(&spec, w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, &spec);
+        &account,
+        &["--telnet-port", "23", "--telnet-success", r"target\$$"],
+    );
 
     let mut cmd = network.in_client("script");
     cmd.args([
@@ -324,28 +327,14 @@ fn a_redirected_ipv6_connection_reaches_the_server_at_its_ipv6_address() {
     let mut network = Network::start();
     let mut w = World::start("transparent_v6");
     let _sshd = ServerSshd::start(&network);
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
-    w.gh.serve_options(
-        &[
-            "--ssh-transparent-listen",
-            &format!("[{}]:{transparent_port}", network.router_client_ip6),
-        ],
+    let port = serve_transparent(
+        &mut w,
+        "--ssh-transparent-listen",
+        &network.router_client_ip6,
         &[],
     );
-    w.gh.serve();
-    network.redirect6(22, transparent_port);
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
-        "srv6",
-        "--address",
-        &network.server_ip6,
-        "--tofu",
-    ]);
-    let spec = format!("{}@srv6", w.account.name);
-    w.gh.add_account_with_password(&spec, w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, &spec);
+    network.redirect6(22, port);
+    add_server(&w, "srv6", &network.server_ip6, &w.account.name, &[]);
 
     let login = format!("{GATEWAY_USER}@{}", w.account.name);
     let (client, _bin) = client_in(&network, &login, GATEWAY_PASSWORD);
@@ -387,31 +376,15 @@ fn with_tproxy_and_the_clients_source_the_server_sees_the_users_own_address() {
     let mut network = Network::start();
     let mut w = World::start("transparent_src");
     let _sshd = ServerSshd::start(&network);
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
-    w.gh.serve_options(
-        &[
-            "--ssh-transparent-listen",
-            &format!("{}:{transparent_port}", network.router_client_ip),
-            "--transparent-source",
-            "client",
-        ],
-        &[],
+    let port = serve_transparent(
+        &mut w,
+        "--ssh-transparent-listen",
+        &network.router_client_ip,
+        &["--transparent-source", "client"],
     );
-    w.gh.serve();
-    network.tproxy(22, transparent_port);
+    network.tproxy(22, port);
     network.return_to_gateway();
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
-        "srv",
-        "--address",
-        &network.server_ip,
-        "--tofu",
-    ]);
-    let spec = format!("{}@srv", w.account.name);
-    w.gh.add_account_with_password(&spec, w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, &spec);
+    add_server(&w, "srv", &network.server_ip, &w.account.name, &[]);
 
     let login = format!("{GATEWAY_USER}@{}", w.account.name);
     let (client, _bin) = client_in(&network, &login, GATEWAY_PASSWORD);
@@ -487,30 +460,20 @@ fn a_redirected_rdp_connection_reaches_the_server_it_was_addressed_to() {
     let mut w = World::start("transparent_rdp");
     let dir = tempfile::tempdir().unwrap();
     let shadow = ServerShadow::start(&network, dir.path(), ACCOUNT, w.vault_password());
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
-    w.gh.serve_options(
-        &[
-            "--rdp-transparent-listen",
-            &format!("{}:{transparent_port}", network.router_client_ip),
-        ],
+    let port = serve_transparent(
+        &mut w,
+        "--rdp-transparent-listen",
+        &network.router_client_ip,
         &[],
     );
-    w.gh.serve();
-    network.redirect(3389, transparent_port);
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
+    network.redirect(3389, port);
+    add_server(
+        &w,
         "wsrv",
-        "--address",
         &network.server_ip,
-        "--tofu",
-        "--rdp-port",
-        "3389",
-    ]);
-    let spec = format!("{ACCOUNT}@wsrv");
-    w.gh.add_account_with_password(&spec, w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, &spec);
+        ACCOUNT,
+        &["--rdp-port", "3389"],
+    );
 
     // xfreerdp in the client's namespace to the server's address, as `alice@rdpuser`: the
     // session runs (on the server's screen) until the test ends it.
@@ -653,30 +616,21 @@ fn a_redirected_vnc_viewer_reaches_the_server_it_was_addressed_to() {
     let desktop = Display::start("800x600x24");
     desktop.run("xsetroot", &["-solid", "red"]);
     let _x11vnc = ServerX11vnc::start(&network, dir.path(), &desktop, w.vault_password());
-    let transparent_port = support::free_port();
-    w.gh.stop_server();
     certificate_naming(w.gh.data_dir(), &network.server_ip);
-    w.gh.serve_options(
-        &[
-            "--vnc-transparent-listen",
-            &format!("{}:{transparent_port}", network.router_client_ip),
-        ],
+    let port = serve_transparent(
+        &mut w,
+        "--vnc-transparent-listen",
+        &network.router_client_ip,
         &[],
     );
-    w.gh.serve();
-    network.redirect(5900, transparent_port);
-    w.gh.cli_ok(&[
-        "asset",
-        "add",
+    network.redirect(5900, port);
+    add_server(
+        &w,
         "vsrv",
-        "--address",
         &network.server_ip,
-        "--tofu",
-        "--vnc-port",
-        "5900",
-    ]);
-    w.gh.add_account_with_password("console@vsrv", w.vault_password());
-    w.gh.grant_user(GATEWAY_USER, "console@vsrv");
+        "console",
+        &["--vnc-port", "5900"],
+    );
 
     // TigerVNC's viewer in the client's namespace, to the server's address and display 0
     // (port 5900), as `alice@console`.
