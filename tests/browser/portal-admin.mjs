@@ -30,6 +30,12 @@ function totp(base32) {
 
 await inBrowser(async (newPage) => {
   const page = await newPage(admin);
+  // Requests in flight: a reload cancels them (net::ERR_ABORTED), so the page reloads only once
+  // the Admin page has loaded everything it asked for.
+  let inFlight = 0;
+  page.on("request", () => { inFlight++; });
+  page.on("requestfinished", () => { inFlight--; });
+  page.on("requestfailed", () => { inFlight--; });
   await signIn(page, admin);
   check(!(await page.isHidden("#admin-link")), "an admin sees the Admin link");
   await page.click("#admin-link");
@@ -37,6 +43,7 @@ await inBrowser(async (newPage) => {
   check(await page.isChecked("#service-discovery"), "discovery is on");
   await page.getByLabel("discovery").uncheck();
   await until("the change", async () => (await page.textContent("#status")) === "discovery is off.");
+  await until("the Admin page's requests answered", async () => inFlight === 0);
   await page.reload();
   await until("the services again", async () => (await page.$$("#service-list input")).length >= 5);
   check(!(await page.isChecked("#service-discovery")), "discovery stays off after a reload");
